@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "vhostd_native",
+      "sources": [
+        "bindings/src/addon.cc",
+        "bindings/src/errors.cc",
+        "bindings/src/socket.cc",
+        "bindings/src/watcher.cc",
+        "bindings/src/memory.cc",
+        "bindings/src/eventfd.cc",
+        "bindings/src/affinity.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fno-exceptions"],
+      "cflags_cc!": ["-fno-rtti"]
+    }
+  ]
+}

@@ -1,0 +1,116 @@
+/**
+ * Types of the native addon (bindings/src/*.cc). The addon is a set of thin,
+ * numeric syscall wrappers: no device logic lives in C++.
+ *
+ * Conventions shared by every function:
+ * - fds are plain numbers; every fd the addon creates is O_CLOEXEC, and every
+ *   socket / eventfd is O_NONBLOCK.
+ * - "would block" is a return value (-1), never an exception.
+ * - Any other failure throws a NativeError whose `code` is the errno name
+ *   ('EBADF', 'EINVAL', ...), `errno` the positive errno and `syscall` the call
+ *   that failed ('recvmsg', 'mmap', ...).
+ * - Functions are safe to call from any worker thread; FdWatcher uses the libuv
+ *   loop of the calling environment (napi_get_uv_event_loop), never
+ *   uv_default_loop.
+ */
+
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+/** Readiness bits for FdWatcher.start() and its callback: see PollEvents in index.ts (1 readable, 2 writable, 4 disconnect). */
+
+/**
+ * Watches one fd on the calling thread's libuv loop (uv_poll). The callback
+ * runs through node's MakeCallback machinery, so promise reactions queued in it
+ * run right after it. `status` is 0 or a negative libuv error.
+ * The watcher keeps the loop alive while started. close() is idempotent and
+ * must be called before the fd itself is closed.
+ */
+export declare class FdWatcher {
+  constructor(fd: number, callback: (status: number, events: number) => void);
+  start(events: number): void;
+  stop(): void;
+  close(): void;
+}
+
+export interface Native {
+  FdWatcher: typeof FdWatcher;
+
+  // --- Unix stream sockets -------------------------------------------------
+  /** socket+bind+listen on `path` (the caller unlinks stale files first), then chmod to `mode`. */
+  unixListen(path: string, backlog: number, mode: number): number;
+  /** accept4(SOCK_NONBLOCK|SOCK_CLOEXEC); -1 when no connection is pending. */
+  unixAccept(listenFd: number): number;
+  /** Blocking connect to `path`; the returned fd is then switched to O_NONBLOCK. */
+  unixConnect(path: string): number;
+  /** socketpair(AF_UNIX, SOCK_STREAM) → [a, b], both nonblocking. */
+  socketPair(): [number, number];
+  /**
+   * recvmsg into `buf` (all of it is offered) with MSG_CMSG_CLOEXEC, accepting
+   * up to 8 SCM_RIGHTS fds. Received fds are written to `fdsOut[0..n)` and the
+   * rest of `fdsOut` is set to -1 (fdsOut must have length >= 8).
+   * Returns bytes read; 0 = EOF; -1 = would block.
+   * If the kernel reports MSG_CTRUNC (more fds than fit) every fd that did
+   * arrive is closed and it throws code 'EMSGSIZE', syscall 'recvmsg'.
+   */
+  recvMsg(fd: number, buf: Uint8Array, fdsOut: Int32Array): number;
+  /** sendmsg(MSG_NOSIGNAL) of all of `buf` with optional SCM_RIGHTS fds (at most 8). Returns bytes sent or -1 (would block). */
+  sendMsg(fd: number, buf: Uint8Array, fds?: number[] | null): number;
+  /** read(2) into buf: bytes, 0 = EOF, -1 = would block. */
+  read(fd: number, buf: Uint8Array): number;
+  /** write(2) of buf: bytes written or -1 = would block. */
+  write(fd: number, buf: Uint8Array): number;
+  /** close(2); closing -1 is a no-op. EINTR is ignored; EBADF throws. */
+  close(fd: number): void;
+  /** fstat → size in bytes and file type ('file' | 'dir' | 'socket' | 'block' | 'char' | 'fifo' | 'other'). */
+  fstat(fd: number): { sizeBytes: number; type: string; blockSize: number };
+  /** dup fcntl(F_DUPFD_CLOEXEC). */
+  dup(fd: number): number;
+
+  // --- Memory ---------------------------------------------------------------
+  /**
+   * mmap(MAP_SHARED) of [offset, offset+length) of `fd`, PROT_READ|PROT_WRITE
+   * (PROT_READ only when writable is false), returned as an external
+   * ArrayBuffer covering exactly that range. The addon aligns the mapping
+   * itself to the fd's mapping granularity (page size, or the huge page size
+   * on hugetlbfs, from fstatfs) and remembers the real base/length.
+   * Refuses (EINVAL) a range that does not lie inside the file's current size
+   * (fstat), so a short memfd cannot SIGBUS us at first touch.
+   * If the ArrayBuffer is garbage collected without munmap(), the finalizer
+   * unmaps it (safety net only: owners must call munmap).
+   */
+  mmap(fd: number, offset: number, length: number, writable: boolean): ArrayBuffer;
+  /** Detach `buf` (every view of it becomes length 0) and munmap its mapping. Idempotent. */
+  munmap(buf: ArrayBuffer): void;
+  /** memfd_create(name, MFD_CLOEXEC | flags). */
+  memfdCreate(name: string, flags: number): number;
+  /** ftruncate(fd, sizeBytes). */
+  ftruncate(fd: number, sizeBytes: number): void;
+
+  // --- eventfd --------------------------------------------------------------
+  /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC|flags). */
+  eventfd(initval: number, flags: number): number;
+  /** Read and reset the counter: its value, or -1 when it is zero (would block). */
+  eventfdRead(fd: number): number;
+  /** Add `value` to the counter. EAGAIN (counter full) is ignored. */
+  eventfdWrite(fd: number, value: number): void;
+  /**
+   * poll(2) the first `count` fds of `fds` for readability, up to timeoutMs
+   * (-1 = forever). Returns how many are readable. Blocks the calling thread:
+   * meant for an idle engine worker, never the main thread.
+   */
+  pollReadable(fds: Int32Array, count: number, timeoutMs: number): number;
+
+  // --- Threads --------------------------------------------------------------
+  /** Pin the calling OS thread to one CPU (pthread_setaffinity_np). */
+  pinThread(cpu: number): void;
+  /** sched_getcpu() of the calling thread. */
+  currentCpu(): number;
+  /** gettid() of the calling thread. */
+  threadId(): number;
+  /** CPUs this process may run on (sched_getaffinity). */
+  allowedCpus(): number[];
+}
