@@ -1,0 +1,96 @@
+/**
+ * SPDK-format JSON configuration: `{"subsystems":[{"subsystem":"bdev","config":[{"method":..., "params":...}]}, ...]}`.
+ * Loading replays every call through the same handlers the RPC server uses,
+ * subsystem by subsystem in dependency order (bdev before vhost).
+ * Thread: main (reactor).
+ */
+import * as fs from 'node:fs';
+
+export interface ConfigCall {
+  method: string;
+  params?: Record<string, unknown>;
+}
+
+export interface SubsystemConfig {
+  subsystem: string;
+  config: ConfigCall[] | null;
+}
+
+export interface ConfigFile {
+  subsystems: SubsystemConfig[];
+}
+
+/** Subsystems vhostd knows, in the order their calls must be replayed. */
+export const SUBSYSTEM_ORDER = ['bdev', 'vhost_blk', 'vhost_scsi', 'vhost'] as const;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parse and check the shape of a config document (not the params: the methods' schemas do that). */
+export function parseConfig(text: string, source: string): ConfigFile {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${source}: not JSON: ${(err as Error).message}`);
+  }
+  if (typeof doc !== 'object' || doc === null || !Array.isArray((doc as ConfigFile).subsystems)) {
+    throw new ConfigError(`${source}: expected an object with a "subsystems" array`);
+  }
+  const subsystems = (doc as ConfigFile).subsystems;
+  subsystems.forEach((s, i) => {
+    if (typeof s !== 'object' || s === null || typeof s.subsystem !== 'string') {
+      throw new ConfigError(`${source}: subsystems[${i}] needs a "subsystem" name`);
+    }
+    if (s.config !== null && s.config !== undefined && !Array.isArray(s.config)) {
+      throw new ConfigError(`${source}: subsystems[${i}].config must be an array or null`);
+    }
+    (s.config ?? []).forEach((c, j) => {
+      if (typeof c !== 'object' || c === null || typeof c.method !== 'string') {
+        throw new ConfigError(`${source}: subsystems[${i}].config[${j}] needs a "method"`);
+      }
+      if (c.params !== undefined && (typeof c.params !== 'object' || c.params === null || Array.isArray(c.params))) {
+        throw new ConfigError(`${source}: subsystems[${i}].config[${j}].params must be an object`);
+      }
+    });
+  });
+  return { subsystems };
+}
+
+export function readConfigFile(file: string): ConfigFile {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  return parseConfig(text, file);
+}
+
+/** The calls of a config in replay order: known subsystems first in SUBSYSTEM_ORDER, the rest as written. */
+export function orderedCalls(config: ConfigFile): { subsystem: string; call: ConfigCall }[] {
+  const rank = (name: string): number => {
+    const i = (SUBSYSTEM_ORDER as readonly string[]).indexOf(name);
+    return i < 0 ? SUBSYSTEM_ORDER.length : i;
+  };
+  const subsystems = config.subsystems.map((s, i) => ({ s, i })).sort((a, b) => rank(a.s.subsystem) - rank(b.s.subsystem) || a.i - b.i);
+  return subsystems.flatMap(({ s }) => (s.config ?? []).map((call) => ({ subsystem: s.subsystem, call })));
+}
+
+/** Replay a config through `invoke` (the RPC dispatcher). Stops at the first failing call. */
+export async function replayConfig(
+  config: ConfigFile,
+  invoke: (method: string, params: Record<string, unknown> | undefined) => Promise<unknown>,
+): Promise<void> {
+  for (const { subsystem, call } of orderedCalls(config)) {
+    try {
+      await invoke(call.method, call.params);
+    } catch (err) {
+      throw new ConfigError(`config ${subsystem}: ${call.method} failed: ${(err as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * The engine workers: one piscina worker per core of the app mask, each
+ * running one never-ending task (engine/worker.ts) that pins itself to its
+ * core and busy-polls the devices placed on it. The reactor talks to a worker
+ * only through its MessagePort (control requests and replies) and a wake
+ * eventfd. Thread: main (reactor).
+ */
+import * as path from 'node:path';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import Piscina from 'piscina';
+import { native } from '../bindings';
+import {
+  WorkerStat,
+  type ControlReply,
+  type ControlRequest,
+  type DeviceDesc,
+  type StopResult,
+  type WorkerInit,
+} from '../engine/control';
+import { logger } from './log';
+
+const log = logger('engine');
+
+/** A request as the reactor writes it: the id is added by EngineWorker. */
+type Request = ControlRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+export class EngineError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+/** The reactor's handle on one engine worker. */
+export class EngineWorker {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: ControlReply) => void }>();
+  private readonly statsView: Float64Array;
+  /** Resolves when the worker's task has ended. */
+  done: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly core: number,
+    private readonly port: MessagePort,
+    readonly wakeFd: number,
+    readonly stats: SharedArrayBuffer,
+  ) {
+    this.statsView = new Float64Array(stats);
+    port.on('message', (reply: ControlReply) => {
+      const p = this.pending.get(reply.id);
+      if (!p) {
+        if (!this.failed) log.warn('reply to an unknown request', { core, id: reply.id });
+        return;
+      }
+      this.pending.delete(reply.id);
+      p.resolve(reply);
+    });
+  }
+
+  /** The worker's task ended: every request still waiting fails. */
+  fail(why: string): void {
+    this.failed = why;
+    for (const [id, p] of this.pending) p.resolve({ id, ok: false, error: why, code: 'ERR_ENGINE_GONE' });
+    this.pending.clear();
+  }
+
+  private failed: string | null = null;
+
+  private request(req: Request): Promise<ControlReply> {
+    if (this.failed) return Promise.resolve({ id: 0, ok: false, error: this.failed, code: 'ERR_ENGINE_GONE' });
+    const id = this.nextId++;
+    const message = { ...req, id } as ControlRequest;
+    return new Promise((resolve) => {
+      this.pending.set(id, { resolve });
+      this.port.postMessage(message);
+      native.eventfdWrite(this.wakeFd, 1);
+    });
+  }
+
+  async start(device: DeviceDesc): Promise<void> {
+    const reply = await this.request({ op: 'start', device });
+    if (!reply.ok) throw new EngineError(reply.error, reply.code);
+  }
+
+  async stop(deviceId: number): Promise<StopResult> {
+    const reply = await this.request({ op: 'stop', deviceId });
+    if (!reply.ok) throw new EngineError(reply.error, reply.code);
+    return reply.result ?? { queues: [] };
+  }
+
+  async exit(): Promise<void> {
+    const reply = await this.request({ op: 'exit' });
+    // The task may end before its reply crosses the port: an ended task is what exit asked for.
+    if (!reply.ok && reply.code !== 'ERR_ENGINE_GONE') throw new EngineError(reply.error, reply.code);
+    this.port.close();
+  }
+
+  /** Busy and idle time so far, in nanoseconds. */
+  ticks(): { busyNs: number; idleNs: number } {
+    return { busyNs: this.statsView[WorkerStat.BusyNs], idleNs: this.statsView[WorkerStat.IdleNs] };
+  }
+}
+
+export interface EnginePoolOptions {
+  cores: readonly number[];
+  pollMode: 'poll' | 'adaptive';
+  idleSleepUs: number;
+}
+
+/** One piscina pool, fixed at one thread per core, each running one task for the life of the target. */
+export class EnginePool {
+  private readonly pool: Piscina;
+  readonly workers = new Map<number, EngineWorker>();
+
+  constructor(private readonly options: EnginePoolOptions) {
+    const n = options.cores.length;
+    this.pool = new Piscina({
+      filename: path.join(__dirname, '..', 'engine', 'worker.js'),
+      minThreads: n,
+      maxThreads: n,
+      idleTimeout: Infinity,
+      concurrentTasksPerWorker: 1,
+      maxQueue: 0,
+      // The task never returns, so piscina's Atomics.wait hand-off would buy nothing.
+      useAtomics: false,
+    });
+  }
+
+  /** Start one task per core. Resolves once every worker has its task. */
+  start(): void {
+    for (const core of this.options.cores) {
+      const { port1, port2 } = new MessageChannel();
+      const wakeFd = native.eventfd(0, 0);
+      const stats = new SharedArrayBuffer(WorkerStat.Count * 8);
+      const worker = new EngineWorker(core, port1, wakeFd, stats);
+      const init: WorkerInit = {
+        core,
+        port: port2,
+        wakeFd,
+        stats,
+        pollMode: this.options.pollMode,
+        idleSleepUs: this.options.idleSleepUs,
+      };
+      worker.done = this.pool.run(init, { transferList: [port2] }).then(
+        () => worker.fail(`engine worker on core ${core} has exited`),
+        (err: unknown) => {
+          const why = err instanceof Error ? err.message : String(err);
+          log.error('engine worker task failed', { core, error: why });
+          worker.fail(`engine worker on core ${core} failed: ${why}`);
+        },
+      );
+      this.workers.set(core, worker);
+    }
+  }
+
+  worker(core: number): EngineWorker {
+    const w = this.workers.get(core);
+    if (!w) throw new EngineError(`no engine worker on core ${core}`);
+    return w;
+  }
+
+  /** Ask every worker to leave its loop, wait for the tasks, tear the pool down. */
+  async close(): Promise<void> {
+    await Promise.all(
+      [...this.workers.values()].map(async (w) => {
+        try {
+          await w.exit();
+          await w.done;
+        } catch (err) {
+          log.error('engine worker did not exit cleanly', { core: w.core, error: (err as Error).message });
+        }
+      }),
+    );
+    await this.pool.destroy();
+    for (const w of this.workers.values()) native.close(w.wakeFd);
+    this.workers.clear();
+  }
+}
