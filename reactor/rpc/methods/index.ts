@@ -1,0 +1,37 @@
+/**
+ * Every JSON-RPC method vhostd serves, grouped by SPDK subsystem (one file
+ * each), and `registerMethods` which puts them on a server. To add a
+ * subsystem, write methods/<subsystem>.ts exporting `(ctx) => RpcMethod[]`
+ * and list it in SUBSYSTEMS. Thread: main (reactor).
+ */
+
+import type { Target } from '../../target';
+import type { RpcMethod } from '../schema';
+import type { RpcServer } from '../server';
+import { appMethods } from './app';
+import { bdevMethods } from './bdev';
+import type { MethodContext } from './context';
+import { vhostMethods } from './vhost';
+
+const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, bdevMethods, vhostMethods];
+
+/** Register every method on `server`, calling into `target`. */
+export function registerMethods(server: RpcServer, target: Target): void {
+  const ctx: MethodContext = { target, methodNames: () => server.methodNames() };
+  for (const subsystem of SUBSYSTEMS) {
+    for (const m of subsystem(ctx)) server.register(m);
+  }
+}
+
+/** Names of the methods registerMethods adds, in registration order (what rpc_get_methods lists). */
+export const METHOD_NAMES: readonly string[] = (() => {
+  const ctx: MethodContext = {
+    target: new Proxy({} as Target, {
+      get() {
+        throw new Error('METHOD_NAMES: methods must not touch the target while being defined');
+      },
+    }),
+    methodNames: () => [],
+  };
+  return SUBSYSTEMS.flatMap((subsystem) => subsystem(ctx).map((m) => m.name));
+})();
