@@ -14,7 +14,7 @@ export interface WorkerInit {
   /** The CPU the worker pins itself to. */
   core: number;
   /** Control requests in, replies out. */
-  port: MessagePort | import('node:worker_threads').MessagePort;
+  port: import('node:worker_threads').MessagePort;
   /** The reactor writes 1 here after posting a request, to wake a sleeping worker. */
   wakeFd: number;
   /** Per-worker statistics words, see WorkerStat. */
@@ -63,7 +63,7 @@ export interface QueueDesc {
 /** The backing block device, as the worker needs it. */
 export interface BdevDesc {
   name: string;
-  /** 'malloc' keeps its blocks in `storage`; 'null' has none (reads give zeroes, writes are dropped). */
+  /** 'malloc' keeps its blocks in `storage`; 'null' has none (as SPDK's null bdev: reads leave the buffers untouched, writes are dropped). */
   kind: 'malloc' | 'null';
   blockSize: number;
   numBlocks: number;

@@ -1,0 +1,110 @@
+/**
+ * The malloc bdev: blocks kept in a SharedArrayBuffer that every worker
+ * serving the bdev sees (as SPDK's malloc bdev keeps them in hugepage
+ * memory). Reads and writes are byte copies between guest memory and the
+ * storage, done inside submit() and delivered from poll(). Unmap and write
+ * zeroes both zero the range (as SPDK's malloc does); flush has nothing to do.
+ * Concurrent writers of one block on different workers race exactly as they
+ * would on a disk.
+ *
+ * Thread: a MallocBdev and its channels belong to one engine worker; the
+ * storage is shared.
+ */
+import { copyBytes } from '../bytes';
+import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid } from './bdev';
+
+export class MallocBdev implements Bdev {
+  readonly storage: Uint8Array;
+
+  constructor(
+    readonly name: string,
+    readonly blockSize: number,
+    readonly numBlocks: number,
+    storage: SharedArrayBuffer,
+  ) {
+    if (!Number.isInteger(blockSize) || blockSize < 512 || (blockSize & (blockSize - 1)) !== 0) {
+      throw new RangeError(`malloc bdev ${name}: blockSize must be a power of 2 >= 512, got ${blockSize}`);
+    }
+    if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) {
+      throw new RangeError(`malloc bdev ${name}: numBlocks must be a positive integer, got ${numBlocks}`);
+    }
+    if (storage.byteLength !== blockSize * numBlocks) {
+      throw new RangeError(
+        `malloc bdev ${name}: storage holds ${storage.byteLength} bytes, expected ${blockSize * numBlocks}`,
+      );
+    }
+    this.storage = new Uint8Array(storage);
+  }
+
+  ioTypeSupported(type: BdevIoType): boolean {
+    switch (type) {
+      case BdevIoType.Read:
+      case BdevIoType.Write:
+      case BdevIoType.Flush:
+      case BdevIoType.Unmap:
+      case BdevIoType.WriteZeroes:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  createChannel(): BdevChannel {
+    return new MallocChannel(this);
+  }
+
+  destroy(): void {
+    // The storage belongs to the reactor's bdev registry; nothing to release here.
+  }
+}
+
+class MallocChannel implements BdevChannel {
+  private readonly done = new CompletionQueue();
+
+  constructor(private readonly bdev: MallocBdev) {}
+
+  get outstanding(): number {
+    return this.done.length;
+  }
+
+  submit(io: BdevIo): void {
+    this.done.complete(io, this.execute(io));
+  }
+
+  poll(): number {
+    return this.done.reap();
+  }
+
+  destroy(): void {}
+
+  private execute(io: BdevIo): BdevIoStatus {
+    const bdev = this.bdev;
+    if (!bdev.ioTypeSupported(io.type) || !ioIsValid(bdev, io)) return BdevIoStatus.Failed;
+    const storage = bdev.storage;
+    let pos = io.offsetBlocks * bdev.blockSize;
+    switch (io.type) {
+      case BdevIoType.Read:
+        for (let i = 0; i < io.iovCount; i++) {
+          const len = io.iovLen[i];
+          copyBytes(storage, pos, io.iovBuf[i], io.iovOff[i], len);
+          pos += len;
+        }
+        return BdevIoStatus.Success;
+      case BdevIoType.Write:
+        for (let i = 0; i < io.iovCount; i++) {
+          const len = io.iovLen[i];
+          copyBytes(io.iovBuf[i], io.iovOff[i], storage, pos, len);
+          pos += len;
+        }
+        return BdevIoStatus.Success;
+      case BdevIoType.Unmap:
+      case BdevIoType.WriteZeroes:
+        storage.fill(0, pos, pos + io.numBlocks * bdev.blockSize);
+        return BdevIoStatus.Success;
+      case BdevIoType.Flush:
+        return BdevIoStatus.Success;
+      default:
+        return BdevIoStatus.Failed;
+    }
+  }
+}

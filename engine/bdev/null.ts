@@ -1,0 +1,58 @@
+/**
+ * The null bdev, as SPDK's bdev_null behaves: writes are dropped, reads
+ * complete successfully *without touching the read buffers* (SPDK hands
+ * a shared scratch buffer only when the caller gave none; a caller-supplied
+ * buffer such as guest memory keeps whatever it held), write zeroes succeeds
+ * and does nothing. Flush and unmap are not supported (ioTypeSupported says
+ * so, as SPDK's does); the virtio-blk device completes those without the
+ * bdev. Ranges are still checked, so an I/O past the end fails.
+ *
+ * Thread: a NullBdev and its channels belong to one engine worker.
+ */
+import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid } from './bdev';
+
+export class NullBdev implements Bdev {
+  constructor(
+    readonly name: string,
+    readonly blockSize: number,
+    readonly numBlocks: number,
+  ) {
+    if (!Number.isInteger(blockSize) || blockSize < 512 || (blockSize & (blockSize - 1)) !== 0) {
+      throw new RangeError(`null bdev ${name}: blockSize must be a power of 2 >= 512, got ${blockSize}`);
+    }
+    if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) {
+      throw new RangeError(`null bdev ${name}: numBlocks must be a positive integer, got ${numBlocks}`);
+    }
+  }
+
+  ioTypeSupported(type: BdevIoType): boolean {
+    return type === BdevIoType.Read || type === BdevIoType.Write || type === BdevIoType.WriteZeroes;
+  }
+
+  createChannel(): BdevChannel {
+    return new NullChannel(this);
+  }
+
+  destroy(): void {}
+}
+
+class NullChannel implements BdevChannel {
+  private readonly done = new CompletionQueue();
+
+  constructor(private readonly bdev: NullBdev) {}
+
+  get outstanding(): number {
+    return this.done.length;
+  }
+
+  submit(io: BdevIo): void {
+    const ok = this.bdev.ioTypeSupported(io.type) && ioIsValid(this.bdev, io);
+    this.done.complete(io, ok ? BdevIoStatus.Success : BdevIoStatus.Failed);
+  }
+
+  poll(): number {
+    return this.done.reap();
+  }
+
+  destroy(): void {}
+}

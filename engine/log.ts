@@ -1,0 +1,59 @@
+/**
+ * Engine logging: the reactor's line format (`<ISO time> <level>
+ * [engine:<core>] <message> key=value...`) written straight to fd 2 with a
+ * synchronous write. Thread: each engine worker (module state is per worker).
+ *
+ * Why not process.stderr: inside a worker thread process.stderr is a stream
+ * forwarded to the main thread and flow-controlled through the worker's event
+ * loop, which a busy-polling worker never returns to; after the first line,
+ * later lines would sit in the stream's buffer. One write(2) per line keeps
+ * lines whole and in order with the reactor's (a line under PIPE_BUF is atomic).
+ */
+import * as fs from 'node:fs';
+
+export type EngineLogLevel = 'error' | 'warn' | 'notice' | 'info' | 'debug';
+
+const LEVELS: Record<EngineLogLevel, number> = { error: 0, warn: 1, notice: 2, info: 3, debug: 4 };
+
+let printLevel = LEVELS.info;
+let component = 'engine';
+
+/** Name the component after the core this worker runs on. */
+export function setLogCore(core: number): void {
+  component = `engine:${core}`;
+}
+
+export function setEngineLogLevel(level: EngineLogLevel): void {
+  printLevel = LEVELS[level];
+}
+
+function formatValue(v: unknown): string {
+  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : v;
+  if (typeof v === 'bigint') return '0x' + v.toString(16);
+  if (v instanceof Error) return JSON.stringify(v.message);
+  return JSON.stringify(v) ?? String(v);
+}
+
+export function log(level: EngineLogLevel, message: string, fields?: Record<string, unknown>): void {
+  if (LEVELS[level] > printLevel) return;
+  let line = `${new Date().toISOString()} ${level} [${component}] ${message}`;
+  if (fields) {
+    for (const [k, v] of Object.entries(fields)) {
+      if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
+    }
+  }
+  try {
+    fs.writeSync(2, line + '\n');
+  } catch {
+    // stderr full (EAGAIN on a nonblocking pipe) or closed: drop the line
+    // rather than stall or kill the poll loop.
+  }
+}
+
+export const logger = {
+  error: (m: string, f?: Record<string, unknown>): void => log('error', m, f),
+  warn: (m: string, f?: Record<string, unknown>): void => log('warn', m, f),
+  notice: (m: string, f?: Record<string, unknown>): void => log('notice', m, f),
+  info: (m: string, f?: Record<string, unknown>): void => log('info', m, f),
+  debug: (m: string, f?: Record<string, unknown>): void => log('debug', m, f),
+};

@@ -1,0 +1,201 @@
+/**
+ * Guest memory as one engine worker sees it: the front-end's regions, each
+ * mapped once (MAP_SHARED, through the addon) as an external ArrayBuffer with
+ * one Uint8Array, one DataView and one Uint16Array (for Atomics on ring
+ * indices) made at construction. Address translation never allocates: it
+ * returns a region index and leaves the offset in `offset`.
+ *
+ * Thread: owned by the engine worker that runs the device; created on its
+ * `start`, unmapped on its `stop` after every I/O into it has completed.
+ *
+ * Numbers: every address and length is a JS number below 2^53 (callers build
+ * 64-bit guest values from two u32 halves and refuse anything larger), so the
+ * range checks below are exact.
+ */
+import type { Native } from '../bindings/native';
+import type { RegionDesc } from './control';
+
+/** The addon calls guest memory needs (injected so tests run without the addon). */
+export type Mapper = Pick<Native, 'mmap' | 'munmap'>;
+
+/** A test or in-process region: memory the caller already holds. */
+export interface BufferRegion {
+  guestPhysAddr: number;
+  /** Front-end virtual address of the region; defaults to guestPhysAddr. */
+  userAddr?: number;
+  buffer: ArrayBuffer;
+}
+
+export class GuestMemoryError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = 'GuestMemoryError';
+  }
+}
+
+/** Largest number of regions vhost-user lets a front-end share. */
+export const MAX_REGIONS = 8;
+
+export class GuestMemory {
+  readonly count: number;
+  /** Per region: a byte view over all of it. */
+  readonly bytes: Uint8Array[];
+  /** Per region: a DataView over all of it (little-endian reads of guest structures). */
+  readonly views: DataView[];
+  /** Per region: 16-bit words, for Atomics on ring indices (host order = little-endian on every target). */
+  readonly words: Uint16Array[];
+  /** Offset inside the region of the last successful translate()/uvaToGpa() look-up. */
+  offset = 0;
+
+  private readonly gpa: Float64Array;
+  private readonly uva: Float64Array;
+  private readonly size: Float64Array;
+  private readonly buffers: ArrayBuffer[];
+  private readonly mapper: Mapper | null;
+  private lastHit = 0;
+  private unmapped = false;
+
+  private constructor(buffers: ArrayBuffer[], gpa: number[], uva: number[], mapper: Mapper | null) {
+    this.count = buffers.length;
+    this.buffers = buffers;
+    this.mapper = mapper;
+    this.gpa = Float64Array.from(gpa);
+    this.uva = Float64Array.from(uva);
+    this.size = Float64Array.from(buffers, (b) => b.byteLength);
+    this.bytes = buffers.map((b) => new Uint8Array(b));
+    this.views = buffers.map((b) => new DataView(b));
+    this.words = buffers.map((b) => new Uint16Array(b, 0, Math.floor(b.byteLength / 2)));
+  }
+
+  /** Map every region fd (read-write, MAP_SHARED). On failure, unmaps what was mapped and throws. */
+  static map(regions: readonly RegionDesc[], mapper: Mapper): GuestMemory {
+    validateLayout(regions.map((r) => ({ gpa: r.guestPhysAddr, uva: r.userAddr, size: r.sizeBytes })));
+    const buffers: ArrayBuffer[] = [];
+    try {
+      for (const r of regions) {
+        buffers.push(mapper.mmap(r.fd, r.mmapOffset, r.sizeBytes, true));
+      }
+    } catch (err) {
+      for (const b of buffers) mapper.munmap(b);
+      throw err;
+    }
+    return new GuestMemory(
+      buffers,
+      regions.map((r) => r.guestPhysAddr),
+      regions.map((r) => r.userAddr),
+      mapper,
+    );
+  }
+
+  /** Guest memory over buffers the caller holds (tests, in-process front-ends). unmap() only forgets them. */
+  static fromBuffers(regions: readonly BufferRegion[]): GuestMemory {
+    const layout = regions.map((r) => ({
+      gpa: r.guestPhysAddr,
+      uva: r.userAddr ?? r.guestPhysAddr,
+      size: r.buffer.byteLength,
+    }));
+    validateLayout(layout);
+    return new GuestMemory(
+      regions.map((r) => r.buffer),
+      layout.map((l) => l.gpa),
+      layout.map((l) => l.uva),
+      null,
+    );
+  }
+
+  /**
+   * Find the region holding all of [gpa, gpa+len). Returns its index and
+   * sets `this.offset`, or returns -1 (also for a range that straddles two
+   * regions, and after unmap()). len may be 0.
+   */
+  translate(gpa: number, len: number): number {
+    // Fast path: the region of the previous hit.
+    let i = this.lastHit;
+    if (i < this.count && this.inRange(this.gpa[i], this.size[i], gpa, len)) {
+      this.offset = gpa - this.gpa[i];
+      return i;
+    }
+    for (i = 0; i < this.count; i++) {
+      if (this.inRange(this.gpa[i], this.size[i], gpa, len)) {
+        this.lastHit = i;
+        this.offset = gpa - this.gpa[i];
+        return i;
+      }
+    }
+    return -1;
+  }
+
+  /**
+   * Front-end virtual address → guest physical address, for vring addresses
+   * (SET_VRING_ADDR). The whole [uva, uva+len) must lie in one region.
+   * Returns -1 when it does not.
+   */
+  uvaToGpa(uva: number, len: number): number {
+    for (let i = 0; i < this.count; i++) {
+      if (this.inRange(this.uva[i], this.size[i], uva, len)) {
+        return this.gpa[i] + (uva - this.uva[i]);
+      }
+    }
+    return -1;
+  }
+
+  /** Base guest physical address and size of region i (for logs and tests). */
+  region(i: number): { guestPhysAddr: number; sizeBytes: number } {
+    return { guestPhysAddr: this.gpa[i], sizeBytes: this.size[i] };
+  }
+
+  get isUnmapped(): boolean {
+    return this.unmapped;
+  }
+
+  /**
+   * Release the mappings (munmap detaches the ArrayBuffers, so every view
+   * becomes empty). Call only when no I/O points into guest memory.
+   * Idempotent; translate() fails afterwards.
+   */
+  unmap(): void {
+    if (this.unmapped) return;
+    this.unmapped = true;
+    // Make every later look-up fail even for a region of size 0.
+    this.size.fill(-1);
+    if (this.mapper) {
+      let first: unknown = null;
+      for (const b of this.buffers) {
+        try {
+          this.mapper.munmap(b);
+        } catch (err) {
+          first ??= err;
+        }
+      }
+      if (first !== null) throw first;
+    }
+  }
+
+  private inRange(base: number, size: number, addr: number, len: number): boolean {
+    // Overflow-safe: never forms addr + len. All operands are exact (< 2^53).
+    return addr >= base && len >= 0 && len <= size && addr - base <= size - len;
+  }
+}
+
+function validateLayout(regions: { gpa: number; uva: number; size: number }[]): void {
+  if (regions.length === 0 || regions.length > MAX_REGIONS) {
+    throw new GuestMemoryError(`guest memory needs 1 to ${MAX_REGIONS} regions, got ${regions.length}`, 'ERR_GUEST_MEMORY');
+  }
+  for (const r of regions) {
+    for (const [name, v] of [
+      ['guestPhysAddr', r.gpa],
+      ['userAddr', r.uva],
+      ['sizeBytes', r.size],
+    ] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) {
+        throw new GuestMemoryError(`region ${name} must be a safe non-negative integer, got ${v}`, 'ERR_GUEST_MEMORY');
+      }
+    }
+    if (r.size === 0 || r.gpa > Number.MAX_SAFE_INTEGER - r.size || r.uva > Number.MAX_SAFE_INTEGER - r.size) {
+      throw new GuestMemoryError('region is empty or ends beyond 2^53', 'ERR_GUEST_MEMORY');
+    }
+  }
+}

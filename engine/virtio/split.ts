@@ -1,0 +1,246 @@
+/**
+ * The device side of one split virtqueue (virtio 1.2 §2.7) over guest memory:
+ * taking heads from the available ring, walking their chains (chain.ts),
+ * putting used elements, publishing the used index once per batch, and the
+ * notification rules in both directions (§2.7.7, §2.7.10: flags, or
+ * VIRTIO_F_EVENT_IDX's used_event / avail_event).
+ *
+ * Thread: the engine worker that owns the device. The ring views are made
+ * once at construction from the worker's GuestMemory.
+ *
+ * Layout (§2.7.5, §2.7.6, §2.7.8), offsets in bytes:
+ *   descriptor table: 16 * size, 16-byte aligned
+ *   available ring:   le16 flags @0, le16 idx @2, le16 ring[size] @4, le16 used_event @4+2*size; 2-byte aligned
+ *   used ring:        le16 flags @0, le16 idx @2, {le32 id, le32 len} ring[size] @4, le16 avail_event @4+8*size; 4-byte aligned
+ *
+ * Memory ordering: the guest runs on other CPUs. Index words are read and
+ * written with Atomics on a Uint16Array over the region (sequentially
+ * consistent: an `xchg`/`stlr`+`ldar` on x86-64/arm64 in V8, whether or not
+ * the buffer is shared), so
+ *   - ring entries are read after the avail idx load that made them visible,
+ *   - used elements (plain DataView stores) are written before the used idx store,
+ *   - the used idx store comes before the used_event / flags load that
+ *     decides the interrupt, and the avail_event / flags store before the
+ *     re-check of the avail idx (the store→load pairs need a full barrier).
+ * Uint16Array is host order: vhostd targets little-endian hosts only.
+ */
+import type { QueueDesc } from '../control';
+import type { GuestMemory } from '../memory';
+import { ChainError, DESC_SIZE, DescChain, walkChain } from './chain';
+
+/** VRING_USED_F_NO_NOTIFY (§2.7.10). */
+export const VRING_USED_F_NO_NOTIFY = 1;
+/** VRING_AVAIL_F_NO_INTERRUPT (§2.7.7). */
+export const VRING_AVAIL_F_NO_INTERRUPT = 1;
+/** Largest split queue size (§2.7). */
+export const MAX_QUEUE_SIZE = 32768;
+
+const RING_INDIRECT_DESC = 1n << 28n;
+const RING_EVENT_IDX = 1n << 29n;
+
+/** A queue that cannot be started (bad size or ring addresses). */
+export class QueueSetupError extends Error {
+  readonly code = 'ERR_QUEUE_SETUP';
+  constructor(message: string) {
+    super(message);
+    this.name = 'QueueSetupError';
+  }
+}
+
+/**
+ * vring_need_event (§2.7.10): true when `eventIdx` lies in the window of
+ * indices (old, new] just published, i.e. the other side asked to be told
+ * once the index passes eventIdx.
+ */
+export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number): boolean {
+  return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
+}
+
+export class SplitQueue {
+  readonly index: number;
+  readonly size: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  /** Next avail ring slot to take (free-running u16). */
+  lastAvailIdx: number;
+  /** Next used ring slot to fill (free-running u16); published by publishUsed(). */
+  usedIdx: number;
+  /** Set when the guest broke the ring protocol; the queue is no longer read. */
+  broken: string | null = null;
+
+  private readonly mem: GuestMemory;
+  private readonly mask: number;
+  private readonly descRegion: number;
+  private readonly descOffset: number;
+  private readonly usedView: DataView;
+  private readonly usedOffset: number;
+  private readonly availWords: Uint16Array;
+  private readonly usedWords: Uint16Array;
+  /** Word indices into availWords / usedWords. */
+  private readonly wAvailFlags: number;
+  private readonly wAvailIdx: number;
+  private readonly wAvailRing: number;
+  private readonly wUsedEvent: number;
+  private readonly wUsedFlags: number;
+  private readonly wUsedIdx: number;
+  private readonly wAvailEvent: number;
+  /** Used entries pushed since the last publish. */
+  private unpublished = 0;
+  /** EVENT_IDX: the used idx at the previous interrupt decision (vhost's signalled_used). */
+  private signalledUsed = 0;
+  /** False until the first interrupt decision: the first one always signals. */
+  private signalledValid = false;
+
+  constructor(mem: GuestMemory, q: QueueDesc, features: bigint) {
+    const size = q.size;
+    if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
+      throw new QueueSetupError(`queue ${q.index}: size ${size} is not a power of 2 in [1, ${MAX_QUEUE_SIZE}]`);
+    }
+    if (!Number.isInteger(q.lastAvailIdx) || q.lastAvailIdx < 0 || q.lastAvailIdx > 0xffff) {
+      throw new QueueSetupError(`queue ${q.index}: lastAvailIdx ${q.lastAvailIdx} is not a u16`);
+    }
+    this.index = q.index;
+    this.size = size;
+    this.mask = size - 1;
+    this.mem = mem;
+    this.eventIdx = (features & RING_EVENT_IDX) !== 0n;
+    this.indirect = (features & RING_INDIRECT_DESC) !== 0n;
+    this.lastAvailIdx = q.lastAvailIdx;
+    this.usedIdx = q.lastAvailIdx;
+
+    const ev = this.eventIdx ? 2 : 0;
+    const desc = ringLocation(mem, q, 'desc', q.descAddr, DESC_SIZE * size, 16);
+    const avail = ringLocation(mem, q, 'avail', q.availAddr, 4 + 2 * size + ev, 2);
+    const used = ringLocation(mem, q, 'used', q.usedAddr, 4 + 8 * size + ev, 4);
+    this.descRegion = desc.region;
+    this.descOffset = desc.offset;
+    this.availWords = mem.words[avail.region];
+    this.usedWords = mem.words[used.region];
+    this.usedView = mem.views[used.region];
+    this.usedOffset = used.offset;
+    const a = avail.offset / 2;
+    const u = used.offset / 2;
+    this.wAvailFlags = a;
+    this.wAvailIdx = a + 1;
+    this.wAvailRing = a + 2;
+    this.wUsedEvent = a + 2 + size;
+    this.wUsedFlags = u;
+    this.wUsedIdx = u + 1;
+    this.wAvailEvent = u + 2 + 4 * size;
+  }
+
+  /**
+   * How many heads the driver has made available beyond lastAvailIdx. More
+   * than the queue size is a driver bug (§2.7.13.3): the queue is marked
+   * broken and 0 returned.
+   */
+  available(): number {
+    if (this.broken !== null) return 0;
+    const idx = Atomics.load(this.availWords, this.wAvailIdx);
+    const n = (idx - this.lastAvailIdx) & 0xffff;
+    if (n > this.size) {
+      this.broken = `avail idx ${idx} is ${n} entries past ${this.lastAvailIdx}, more than the queue size ${this.size}`;
+      return 0;
+    }
+    return n;
+  }
+
+  /**
+   * Take the next available head (call only after available() said there is
+   * one). Returns -1 and marks the queue broken if the head is out of range.
+   */
+  pop(): number {
+    const head = this.availWords[this.wAvailRing + (this.lastAvailIdx & this.mask)];
+    this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
+    if (head >= this.size) {
+      this.broken = `avail ring entry ${(this.lastAvailIdx - 1) & 0xffff} holds head ${head} >= queue size ${this.size}`;
+      return -1;
+    }
+    return head;
+  }
+
+  /** Walk the chain of `head` into `out`. */
+  walk(head: number, out: DescChain): ChainError {
+    return walkChain(this.mem, this.descRegion, this.descOffset, this.size, head, this.indirect, out);
+  }
+
+  /** Put one used element (not yet visible to the driver: see publish()). */
+  push(id: number, len: number): void {
+    const off = this.usedOffset + 4 + 8 * (this.usedIdx & this.mask);
+    this.usedView.setUint32(off, id, true);
+    this.usedView.setUint32(off + 4, len, true);
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.unpublished++;
+  }
+
+  /** Used entries pushed but not yet published. */
+  get pending(): number {
+    return this.unpublished;
+  }
+
+  /**
+   * Make every pushed element visible (one used idx store per batch) and say
+   * whether the driver wants an interrupt for them. Returns false when there
+   * was nothing to publish.
+   */
+  publish(): boolean {
+    if (this.unpublished === 0) return false;
+    this.unpublished = 0;
+    Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
+    return this.needInterrupt();
+  }
+
+  /**
+   * Suppress (false) or request (true) kicks from the driver. Requesting
+   * then needs a re-check of available(): the driver may have added buffers
+   * before it saw the request. While polling with EVENT_IDX, avail_event is
+   * parked one behind lastAvailIdx so the driver's next kick only comes after
+   * the 16-bit index wraps around.
+   */
+  setNotification(enabled: boolean): void {
+    if (this.eventIdx) {
+      const v = enabled ? this.lastAvailIdx : (this.lastAvailIdx - 1) & 0xffff;
+      Atomics.store(this.usedWords, this.wAvailEvent, v);
+    } else {
+      Atomics.store(this.usedWords, this.wUsedFlags, enabled ? 0 : VRING_USED_F_NO_NOTIFY);
+    }
+  }
+
+  private needInterrupt(): boolean {
+    if (this.eventIdx) {
+      const event = Atomics.load(this.availWords, this.wUsedEvent);
+      const old = this.signalledUsed;
+      const valid = this.signalledValid;
+      this.signalledUsed = this.usedIdx;
+      this.signalledValid = true;
+      return !valid || vringNeedEvent(event, this.usedIdx, old);
+    }
+    return (Atomics.load(this.availWords, this.wAvailFlags) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+}
+
+function ringLocation(
+  mem: GuestMemory,
+  q: QueueDesc,
+  name: string,
+  uva: number,
+  len: number,
+  align: number,
+): { region: number; offset: number } {
+  if (!Number.isSafeInteger(uva) || uva < 0) {
+    throw new QueueSetupError(`queue ${q.index}: ${name} address ${uva} is not a valid address`);
+  }
+  const gpa = mem.uvaToGpa(uva, len);
+  if (gpa < 0) {
+    throw new QueueSetupError(`queue ${q.index}: ${name} ring 0x${uva.toString(16)}+${len} is not inside one memory region`);
+  }
+  if (gpa % align !== 0) {
+    throw new QueueSetupError(`queue ${q.index}: ${name} ring at guest address 0x${gpa.toString(16)} is not ${align}-byte aligned`);
+  }
+  const region = mem.translate(gpa, len);
+  const offset = mem.offset;
+  if (region < 0 || offset % 2 !== 0) {
+    throw new QueueSetupError(`queue ${q.index}: ${name} ring is not addressable`);
+  }
+  return { region, offset };
+}

@@ -1,0 +1,23 @@
+/**
+ * The piscina task module of an engine worker: one never-ending task per
+ * core. It pins its thread to init.core, then runs the poll loop until the
+ * reactor sends `exit`. Thread: that worker.
+ *
+ * Export: TypeScript emits `exports.default` with `__esModule` set; piscina 4
+ * loads a task file with `require()`, and when the module is not itself a
+ * function it takes the export named by the `name` option, 'default' unless
+ * told otherwise. So the pool needs no `name`; `module.exports = fn` is not
+ * required.
+ */
+import { native } from '../bindings';
+import type { WorkerInit } from './control';
+import { logger, setLogCore } from './log';
+import { Poller } from './poller';
+
+export default async function engineWorker(init: WorkerInit): Promise<void> {
+  setLogCore(init.core);
+  native.pinThread(init.core);
+  logger.info('engine worker running', { core: init.core, cpu: native.currentCpu(), mode: init.pollMode });
+  new Poller(init, native).run();
+  logger.info('engine worker exiting', { core: init.core });
+}
