@@ -1,0 +1,198 @@
+/**
+ * One accepted vhost-user connection: reads one message at a time from the
+ * nonblocking Unix socket (header with its fds by recvmsg, then the payload),
+ * has the codec decode it, awaits the session's handling and writes the
+ * reply. It waits for readiness through an FdWatcher on the main loop, so it
+ * never blocks. On EOF, an I/O error or a ProtocolError it closes the socket,
+ * logs one line with the reason, closes the session (which stops the device
+ * and closes every fd) and tells the backend the front-end is gone.
+ * Thread: main (reactor).
+ */
+import { native, PollEvents, type FdWatcher, type NativeError } from '../../bindings';
+import type { Logger } from '../log';
+import type { VhostBackend } from './backend';
+import { closeFds, decodeHeader, decodeMessage, ProtocolError, type Header } from './codec';
+import { HEADER_SIZE, MAX_FDS } from './messages';
+import type { VhostUserSession } from './session';
+
+/** Thrown inside the read/write loop when close() was asked for. */
+class ClosedLocally extends Error {}
+
+export class VhostUserConnection {
+  private readonly watcher: FdWatcher;
+  private waiting: ((status: number) => void) | null = null;
+  private closeRequested = false;
+  private closeReason = 'closed by the target';
+  /** Reused recvmsg fd array (the addon wants at least 8 slots). */
+  private readonly fdsOut = new Int32Array(MAX_FDS);
+  /** Resolves once the connection is fully torn down (socket closed, session closed). */
+  readonly done: Promise<void>;
+
+  constructor(
+    private readonly fd: number,
+    private readonly session: VhostUserSession,
+    private readonly backend: VhostBackend,
+    private readonly log: Logger,
+  ) {
+    this.watcher = new native.FdWatcher(fd, (status) => {
+      this.watcher.stop();
+      const w = this.waiting;
+      this.waiting = null;
+      w?.(status);
+    });
+    backend.connectionChanged(true);
+    this.log.info('front-end connected', { ctrlr: backend.name, fd });
+    this.done = this.run();
+  }
+
+  /** Ask the connection to close (also while a message is being handled); resolves when it is torn down. */
+  close(reason = 'closed by the target'): Promise<void> {
+    if (!this.closeRequested) {
+      this.closeRequested = true;
+      this.closeReason = reason;
+      const w = this.waiting;
+      this.waiting = null;
+      if (w) {
+        this.watcher.stop();
+        w(0);
+      }
+    }
+    return this.done;
+  }
+
+  /** Wait until the socket is ready for `events`; throws ClosedLocally if close() was called. */
+  private async waitFor(events: number): Promise<void> {
+    if (this.closeRequested) throw new ClosedLocally();
+    const status = await new Promise<number>((resolve) => {
+      this.waiting = resolve;
+      this.watcher.start(events | PollEvents.Disconnect);
+    });
+    if (this.closeRequested) throw new ClosedLocally();
+    if (status < 0) throw new Error(`poll failed: libuv status ${status}`);
+  }
+
+  private async run(): Promise<void> {
+    let reason = 'front-end closed the connection';
+    let level: 'info' | 'warn' | 'error' = 'info';
+    try {
+      for (;;) {
+        if (this.closeRequested) throw new ClosedLocally();
+        const head = await this.readHeader();
+        if (head === null) break;
+        const payload = await this.readPayload(head.header.size, head.fds);
+        const msg = decodeMessage(head.header, payload, head.fds);
+        const reply = await this.session.handle(msg);
+        if (reply !== null) await this.writeAll(reply);
+      }
+    } catch (err) {
+      if (err instanceof ClosedLocally) {
+        reason = this.closeReason;
+      } else if (err instanceof ProtocolError) {
+        reason = `protocol error: ${err.message}`;
+        level = 'warn';
+      } else {
+        const e = err as Partial<NativeError> & Error;
+        reason = e.code ? `${e.syscall ?? 'I/O'} failed: ${e.code}` : `error: ${e.message}`;
+        level = 'error';
+      }
+    }
+    this.watcher.close();
+    try {
+      native.close(this.fd);
+    } catch (err) {
+      this.log.error('socket close failed', { ctrlr: this.backend.name, err: err as Error });
+    }
+    this.log[level]('front-end disconnected', { ctrlr: this.backend.name, reason });
+    try {
+      await this.session.close();
+    } catch (err) {
+      this.log.error('session close failed', { ctrlr: this.backend.name, err: err as Error });
+    }
+    this.backend.connectionChanged(false);
+  }
+
+  /**
+   * Read the 12-byte header and the fds that came with it. Null on EOF at a
+   * message boundary. Any fds received are closed if this fails.
+   */
+  private async readHeader(): Promise<{ header: Header; fds: number[] } | null> {
+    const buf = new Uint8Array(HEADER_SIZE);
+    const fds: number[] = [];
+    try {
+      let got = 0;
+      while (got < HEADER_SIZE) {
+        const n = this.recv(buf.subarray(got), fds);
+        if (n < 0) {
+          await this.waitFor(PollEvents.Readable);
+          continue;
+        }
+        if (n === 0) {
+          if (got === 0 && fds.length === 0) return null;
+          throw new ProtocolError(`end of stream inside a message header (${got} of ${HEADER_SIZE} bytes)`);
+        }
+        got += n;
+      }
+      return { header: decodeHeader(buf), fds };
+    } catch (err) {
+      closeFds(fds);
+      throw err;
+    }
+  }
+
+  /**
+   * Read exactly `size` payload bytes. recvmsg rather than read(2), so that fds
+   * a front-end attaches to the payload part are collected (and checked by the
+   * codec) instead of being silently dropped by the kernel.
+   */
+  private async readPayload(size: number, fds: number[]): Promise<Uint8Array> {
+    const buf = new Uint8Array(size);
+    try {
+      let got = 0;
+      while (got < size) {
+        const n = this.recv(buf.subarray(got), fds);
+        if (n < 0) {
+          await this.waitFor(PollEvents.Readable);
+          continue;
+        }
+        if (n === 0) throw new ProtocolError(`end of stream inside a payload (${got} of ${size} bytes)`);
+        got += n;
+      }
+      return buf;
+    } catch (err) {
+      closeFds(fds);
+      fds.length = 0;
+      throw err;
+    }
+  }
+
+  /** One recvmsg; received fds are appended to `fds` (owned by the caller from then on). */
+  private recv(into: Uint8Array, fds: number[]): number {
+    let n: number;
+    try {
+      n = native.recvMsg(this.fd, into, this.fdsOut);
+    } catch (err) {
+      if ((err as NativeError).code === 'EMSGSIZE') {
+        throw new ProtocolError(`more than ${MAX_FDS} fds on one message (control data truncated)`);
+      }
+      throw err;
+    }
+    for (let i = 0; i < this.fdsOut.length; i++) {
+      if (this.fdsOut[i] >= 0) fds.push(this.fdsOut[i]);
+    }
+    return n;
+  }
+
+  private async writeAll(bytes: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < bytes.byteLength) {
+      if (this.closeRequested) throw new ClosedLocally();
+      const n = native.sendMsg(this.fd, bytes.subarray(off), null);
+      if (n < 0) {
+        await this.waitFor(PollEvents.Writable);
+        continue;
+      }
+      off += n;
+    }
+    this.log.debug('reply sent', { ctrlr: this.backend.name, bytes: bytes.byteLength });
+  }
+}

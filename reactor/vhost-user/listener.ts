@@ -1,0 +1,145 @@
+/**
+ * The Unix socket of one vhost-user controller: listens on its path (mode
+ * 0600 by default), accepts front-ends through an FdWatcher on the main loop and serves
+ * one at a time. A second front-end that connects while one is served (or
+ * still being torn down) is accepted and closed at once, with a log line.
+ * Each connection gets its own VhostUserSession over the controller's
+ * VhostBackend (or a fresh one from a factory). Thread: main (reactor).
+ */
+import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
+import { native, PollEvents, type FdWatcher } from '../../bindings';
+import { logger, type Logger } from '../log';
+import type { VhostBackend } from './backend';
+import { VhostUserConnection } from './connection';
+import { VhostUserSession } from './session';
+
+/** The backend of each accepted front-end: one object shared by every connection, or a factory called per connection. */
+export type BackendSource = VhostBackend | (() => VhostBackend);
+
+const BACKLOG = 16;
+
+export class VhostUserListener {
+  private listenFd = -1;
+  private watcher: FdWatcher | null = null;
+  private current: VhostUserConnection | null = null;
+  private closing: Promise<void> | null = null;
+  private readonly log: Logger = logger('vhost');
+  private readonly opts: { path: string; name: string; mode: number };
+
+  /**
+   * @param path socket path, e.g. <socketDir>/<ctrlr>
+   * @param mode permission bits of the socket file (0o600 unless the operator chose otherwise)
+   * @param backend the controller's VhostBackend, or a factory called once per accepted front-end
+   */
+  constructor(
+    path: string,
+    mode: number,
+    private readonly backend: BackendSource,
+  ) {
+    this.opts = { path, mode, name: nodePath.basename(path) };
+  }
+
+  get path(): string {
+    return this.opts.path;
+  }
+
+  /** Is a front-end connected (or its connection still being torn down)? */
+  get connected(): boolean {
+    return this.current !== null;
+  }
+
+  /**
+   * Create the socket and start accepting. A stale socket file at the path is
+   * removed first; any other kind of file there is an error (never deleted).
+   */
+  listen(): void {
+    if (this.listenFd >= 0) throw new Error(`vhost-user listener ${this.opts.path} is already listening`);
+    removeStaleSocket(this.opts.path);
+    this.listenFd = native.unixListen(this.opts.path, BACKLOG, this.opts.mode);
+    this.watcher = new native.FdWatcher(this.listenFd, (status) => this.onReadable(status));
+    this.watcher.start(PollEvents.Readable);
+    this.log.info('listening', { ctrlr: this.opts.name, path: this.opts.path });
+  }
+
+  private onReadable(status: number): void {
+    if (status < 0) {
+      this.log.error('accept poll failed', { ctrlr: this.opts.name, status });
+      return;
+    }
+    for (;;) {
+      if (this.listenFd < 0) return;
+      let fd: number;
+      try {
+        fd = native.unixAccept(this.listenFd);
+      } catch (err) {
+        // ECONNABORTED, EMFILE...: log and wait for the next readiness.
+        this.log.error('accept failed', { ctrlr: this.opts.name, err: err as Error });
+        return;
+      }
+      if (fd < 0) return;
+      if (this.current !== null) {
+        this.log.warn('second front-end refused: one is already connected', { ctrlr: this.opts.name });
+        native.close(fd);
+        continue;
+      }
+      let backend: VhostBackend;
+      try {
+        backend = typeof this.backend === 'function' ? this.backend() : this.backend;
+      } catch (err) {
+        this.log.error('front-end refused: no backend', { ctrlr: this.opts.name, err: err as Error });
+        native.close(fd);
+        continue;
+      }
+      const session = new VhostUserSession(backend, this.log);
+      const conn = new VhostUserConnection(fd, session, backend, this.log);
+      this.current = conn;
+      void conn.done.then(() => {
+        if (this.current === conn) this.current = null;
+      });
+    }
+  }
+
+  /**
+   * Stop accepting, close the current connection (awaiting its session's
+   * close: the device is stopped and every fd closed) and remove the socket
+   * file. Idempotent.
+   */
+  close(): Promise<void> {
+    if (!this.closing) this.closing = this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    if (this.watcher) {
+      this.watcher.close();
+      this.watcher = null;
+    }
+    if (this.listenFd >= 0) {
+      native.close(this.listenFd);
+      this.listenFd = -1;
+      try {
+        fs.unlinkSync(this.opts.path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+          this.log.warn('cannot remove socket file', { ctrlr: this.opts.name, path: this.opts.path, err: err as Error });
+        }
+      }
+    }
+    const conn = this.current;
+    if (conn) await conn.close('controller closed');
+    this.log.info('stopped listening', { ctrlr: this.opts.name, path: this.opts.path });
+  }
+}
+
+function removeStaleSocket(path: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; not removing it`);
+  fs.unlinkSync(path);
+}
