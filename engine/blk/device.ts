@@ -246,7 +246,17 @@ export class BlkDevice implements EngineDevice {
     const qs = task.queue;
     const err = qs.q.walk(head, task.chain);
     if (err !== ChainError.Ok) {
-      this.dropChain(task, head, chainErrorName(err));
+      // A bad data buffer still gets IOERR when the status descriptor itself is sound.
+      const r = qs.q.statusByteOf(head);
+      if (r < 0) {
+        this.dropChain(task, head, chainErrorName(err));
+        return;
+      }
+      this.mem.bytes[r][this.mem.offset] = BlkStatus.IoErr;
+      qs.q.push(head, 1);
+      this.stats[DeviceStat.ErrorOps]++;
+      this.guestError(qs, chainErrorName(err), head);
+      this.release(task);
       return;
     }
     const req = task.req;

@@ -187,3 +187,61 @@ export function walkChain(
     idx = next;
   }
 }
+
+/**
+ * For a chain that walkChain refused: find its last descriptor and, when that
+ * one is device-writable and lies in guest memory, the place of its last byte
+ * (the virtio-blk status byte, §5.2.6). The chain's other descriptors may be
+ * bad (outside memory, in the wrong direction); the walk is bounded by the
+ * same TTL as walkChain, so a loop yields no status. On success returns the
+ * region index and leaves the byte's offset in `mem.offset`; otherwise -1.
+ * This lets a request with a bad data buffer still complete with IOERR.
+ */
+export function findStatusByte(
+  mem: GuestMemory,
+  descRegion: number,
+  descOffset: number,
+  size: number,
+  head: number,
+  indirectAllowed: boolean,
+): number {
+  if (head >= size) return -1;
+  let view = mem.views[descRegion];
+  let base = descOffset;
+  let tableSize = size;
+  let inIndirect = false;
+  let steps = 0;
+  let idx = head;
+  for (;;) {
+    if (++steps > tableSize) return -1;
+    const d = base + idx * DESC_SIZE;
+    const lo = view.getUint32(d, true);
+    const hi = view.getUint32(d + 4, true);
+    const len = view.getUint32(d + 8, true);
+    const flags = view.getUint16(d + 12, true);
+    const next = view.getUint16(d + 14, true);
+    if (flags & DescFlag.Indirect) {
+      if (inIndirect || !indirectAllowed || flags & DescFlag.Next) return -1;
+      if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > size || hi > MAX_SAFE_HIGH) return -1;
+      const r = mem.translate(hi * TWO_32 + lo, len);
+      if (r < 0) return -1;
+      view = mem.views[r];
+      base = mem.offset;
+      tableSize = len / DESC_SIZE;
+      inIndirect = true;
+      steps = 0;
+      idx = 0;
+      continue;
+    }
+    if (flags & DescFlag.Next) {
+      if (next >= tableSize) return -1;
+      idx = next;
+      continue;
+    }
+    // The last descriptor: the status byte is its last byte.
+    if (!(flags & DescFlag.Write) || len === 0 || hi > MAX_SAFE_HIGH) return -1;
+    const addr = hi * TWO_32 + lo + len - 1;
+    const r = mem.translate(addr, 1);
+    return r;
+  }
+}

@@ -26,7 +26,7 @@
  */
 import type { QueueDesc } from '../control';
 import type { GuestMemory } from '../memory';
-import { ChainError, DESC_SIZE, DescChain, walkChain } from './chain';
+import { ChainError, DESC_SIZE, DescChain, findStatusByte, walkChain } from './chain';
 
 /** VRING_USED_F_NO_NOTIFY (§2.7.10). */
 export const VRING_USED_F_NO_NOTIFY = 1;
@@ -162,6 +162,11 @@ export class SplitQueue {
   /** Walk the chain of `head` into `out`. */
   walk(head: number, out: DescChain): ChainError {
     return walkChain(this.mem, this.descRegion, this.descOffset, this.size, head, this.indirect, out);
+  }
+
+  /** For a chain walk() refused: its status byte's region (offset in mem.offset), or -1. See findStatusByte. */
+  statusByteOf(head: number): number {
+    return findStatusByte(this.mem, this.descRegion, this.descOffset, this.size, head, this.indirect);
   }
 
   /** Put one used element (not yet visible to the driver: see publish()). */

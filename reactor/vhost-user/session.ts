@@ -224,6 +224,7 @@ export class VhostUserSession {
 
       case Request.SetMemTable: {
         checkRegionTable(msg.regions, name);
+        for (const r of msg.regions) checkRegionBacking(r, name);
         for (const r of msg.regions) this.adopt(adopted, r.fd);
         for (const r of this.regions) this.retire(r.fd);
         this.regions = msg.regions.map((r) => ({ ...r }));
@@ -236,6 +237,7 @@ export class VhostUserSession {
           throw new ProtocolError(`${name}: already ${this.regions.length} regions, the limit is ${MAX_MEM_SLOTS}`);
         }
         checkRegionTable([...this.regions, msg.region], name);
+        checkRegionBacking(msg.region, name);
         this.regions = [...this.regions, { ...msg.region }];
         this.adopt(adopted, msg.region.fd);
         await this.reconcile();
@@ -560,6 +562,25 @@ function checkRegionTable(regions: readonly MemRegion[], what: string): void {
         throw new ProtocolError(`${what}: regions ${i} and ${j} overlap in front-end virtual addresses`);
       }
     }
+  }
+}
+
+/**
+ * A region must lie inside the file behind its fd: mapping past the end of a
+ * memfd or file and touching it would SIGBUS the engine. (Only regular files
+ * — memfd, shm, hugetlbfs — have a size to check.)
+ */
+function checkRegionBacking(r: RegionDesc, what: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.fstatSync(r.fd);
+  } catch (err) {
+    throw new ProtocolError(`${what}: region fd ${r.fd} cannot be inspected: ${(err as Error).message}`);
+  }
+  if (st.isFile() && r.mmapOffset + r.sizeBytes > st.size) {
+    throw new ProtocolError(
+      `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} needs bytes up to ${r.mmapOffset + r.sizeBytes} of its fd, which has ${st.size}`,
+    );
   }
 }
 
