@@ -1,0 +1,73 @@
+/**
+ * A child process a test starts and must stop: captures its output for
+ * diagnostics, notices an early exit, stops with SIGTERM then SIGKILL, and
+ * dies with the test process (see tied.ts).
+ * Main-thread test helper.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { tied } from './tied';
+
+export interface DaemonExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export class Daemon {
+  readonly child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr so far. */
+  log = '';
+  /** Set once the process has exited. */
+  exit: DaemonExit | undefined;
+  private readonly exited: Promise<DaemonExit>;
+
+  constructor(
+    readonly name: string,
+    command: string,
+    args: string[],
+    options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+  ) {
+    const cmd = tied(command, args);
+    this.child = spawn(cmd.command, cmd.args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd, env: options.env });
+    const onData = (chunk: Buffer): void => {
+      const text = chunk.toString('utf8');
+      this.log += text;
+      if (process.env.VHOSTD_TEST_DEBUG === '1') process.stderr.write(`[${name}] ${text}`);
+    };
+    this.child.stdout?.on('data', onData);
+    this.child.stderr?.on('data', onData);
+    this.exited = new Promise((resolve) => {
+      this.child.once('error', (err) => {
+        this.log += `spawn error: ${err.message}\n`;
+        this.exit = { code: null, signal: null };
+        resolve(this.exit);
+      });
+      this.child.once('close', (code, signal) => {
+        this.exit = { code, signal };
+        resolve(this.exit);
+      });
+    });
+  }
+
+  get running(): boolean {
+    return this.exit === undefined;
+  }
+
+  /** Resolves when the process has exited. */
+  wait(): Promise<DaemonExit> {
+    return this.exited;
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves with how it exited. */
+  async stop(graceMs = 10_000): Promise<DaemonExit & { killed: boolean }> {
+    if (this.exit !== undefined) return { ...this.exit, killed: false };
+    this.child.kill('SIGTERM');
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      this.child.kill('SIGKILL');
+    }, graceMs);
+    const exit = await this.exited;
+    clearTimeout(timer);
+    return { ...exit, killed };
+  }
+}

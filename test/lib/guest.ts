@@ -1,0 +1,271 @@
+/**
+ * Test guest runner: boots a small Linux guest under QEMU (TCG) with
+ * vhost-user-blk / vhost-user-scsi devices attached to the given back-end
+ * sockets, runs a shell script inside it and returns what it reported.
+ *
+ * The kernel and base initramfs come from scripts/build-guest.sh (cached
+ * under .cache/guest/). The script rides on top of the base as a second
+ * cpio.gz carrying /test.sh; the guest's /init runs it, prints `@@EXIT <rc>`
+ * and powers off. Inside the script these helpers exist:
+ *
+ *   check NAME cmd args...   run cmd, print `@@RESULT NAME <rc>`, return rc
+ *   value NAME text...       print `@@VALUE NAME text...`
+ *   wait_for PATH [tenths]   wait until PATH exists (default 10 s)
+ *
+ * Main-thread test helper; every boot is its own QEMU process.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { repoRoot } from './repo';
+import { tied } from './tied';
+
+export interface GuestSocket {
+  /** Unix socket of the vhost-user back-end (one controller). */
+  path: string;
+  kind: 'blk' | 'scsi';
+  /** Request queues (for scsi: QEMU's num_queues, request queues only). */
+  numQueues: number;
+}
+
+export interface BootOptions {
+  sockets: GuestSocket[];
+  /** Shell run inside the guest by busybox sh, with the helpers above. */
+  script: string;
+  memMiB?: number;
+  smp?: number;
+  /** Kill QEMU after this long. */
+  timeoutMs?: number;
+  /** Streams the console (for debugging); VHOSTD_GUEST_DEBUG=1 does the same to stderr. */
+  onOutput?: (text: string) => void;
+}
+
+export interface GuestRun {
+  /** Serial console plus QEMU's own output, CRs removed. */
+  output: string;
+  /** The script's exit status from `@@EXIT`, or null when the guest never got there. */
+  exitCode: number | null;
+  /** `@@RESULT name rc` lines, last one wins. */
+  results: Map<string, number>;
+  /** `@@VALUE name text` lines, last one wins. */
+  values: Map<string, string>;
+  /** True when QEMU was killed at timeoutMs. */
+  timedOut: boolean;
+  /** QEMU's own exit status and signal. */
+  qemuStatus: number | null;
+  qemuSignal: NodeJS.Signals | null;
+}
+
+export interface GuestImage {
+  dir: string;
+  kernel: string;
+  initramfs: string;
+  kernelVersion: string;
+}
+
+let imagePromise: Promise<GuestImage> | undefined;
+
+/** Builds (or finds cached) the guest kernel and base initramfs. */
+export function guestImage(): Promise<GuestImage> {
+  if (imagePromise === undefined) {
+    imagePromise = new Promise<GuestImage>((resolve, reject) => {
+      const script = path.join(repoRoot(), 'scripts', 'build-guest.sh');
+      execFile('bash', [script], { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+        if (err) {
+          reject(new Error(`build-guest.sh failed: ${err.message}\n${stderr}`));
+          return;
+        }
+        const lines = stdout.trim().split('\n');
+        const dir = lines[lines.length - 1] ?? '';
+        const kernel = path.join(dir, 'vmlinuz');
+        const initramfs = path.join(dir, 'initramfs.cpio.gz');
+        if (!fs.existsSync(kernel) || !fs.existsSync(initramfs)) {
+          reject(new Error(`build-guest.sh printed '${dir}', which holds no guest image`));
+          return;
+        }
+        const kernelVersion = fs.readFileSync(path.join(dir, 'kernel-version'), 'utf8').trim();
+        resolve({ dir, kernel, initramfs, kernelVersion });
+      });
+    });
+    // A failed build may be retried by a later call.
+    imagePromise.catch(() => {
+      imagePromise = undefined;
+    });
+  }
+  return imagePromise;
+}
+
+/** Helpers prepended to every guest script. */
+const PRELUDE = `
+check() {
+  __name="$1"; shift
+  "$@"
+  __rc=$?
+  echo "@@RESULT $__name $__rc"
+  return $__rc
+}
+value() {
+  __name="$1"; shift
+  echo "@@VALUE $__name $*"
+}
+wait_for() {
+  __n="\${2:-100}"
+  while [ ! -e "$1" ] && [ "$__n" -gt 0 ]; do sleep 0.1; __n=$((__n - 1)); done
+  [ -e "$1" ]
+}
+`;
+
+interface CpioEntry {
+  name: string;
+  mode: number;
+  data: Buffer;
+}
+
+/** One newc ("070701") cpio archive with the given regular files, plus the trailer. */
+export function cpioNewc(entries: CpioEntry[]): Buffer {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  const push = (b: Buffer): void => {
+    parts.push(b);
+    offset += b.length;
+  };
+  const pad4 = (): void => {
+    const rem = offset % 4;
+    if (rem !== 0) push(Buffer.alloc(4 - rem));
+  };
+  const hex = (n: number): string => n.toString(16).padStart(8, '0');
+  let ino = 1;
+  const all = [...entries, { name: 'TRAILER!!!', mode: 0, data: Buffer.alloc(0) }];
+  for (const e of all) {
+    const name = Buffer.from(`${e.name}\0`, 'utf8');
+    const isTrailer = e.name === 'TRAILER!!!';
+    const header =
+      '070701' +
+      hex(isTrailer ? 0 : ino++) +
+      hex(e.mode) +
+      hex(0) + // uid
+      hex(0) + // gid
+      hex(1) + // nlink
+      hex(0) + // mtime
+      hex(e.data.length) +
+      hex(0) + // devmajor
+      hex(0) + // devminor
+      hex(0) + // rdevmajor
+      hex(0) + // rdevminor
+      hex(name.length) +
+      hex(0); // check
+    push(Buffer.from(header, 'ascii'));
+    push(name);
+    pad4();
+    push(e.data);
+    pad4();
+  }
+  return Buffer.concat(parts);
+}
+
+/** Parses the guest's markers out of console text. */
+export function parseMarkers(output: string): Pick<GuestRun, 'exitCode' | 'results' | 'values'> {
+  const results = new Map<string, number>();
+  const values = new Map<string, string>();
+  let exitCode: number | null = null;
+  for (const raw of output.split('\n')) {
+    const line = raw.trim();
+    let m = /^@@RESULT (\S+) (-?\d+)$/.exec(line);
+    if (m) {
+      results.set(m[1]!, Number(m[2]));
+      continue;
+    }
+    m = /^@@VALUE (\S+) ?(.*)$/.exec(line);
+    if (m) {
+      values.set(m[1]!, m[2]!);
+      continue;
+    }
+    m = /^@@EXIT (-?\d+)$/.exec(line);
+    if (m) exitCode = Number(m[1]);
+  }
+  return { exitCode, results, values };
+}
+
+function qemuDeviceArgs(sockets: GuestSocket[]): string[] {
+  const args: string[] = [];
+  sockets.forEach((s, i) => {
+    if (!Number.isInteger(s.numQueues) || s.numQueues < 1) {
+      throw new RangeError(`sockets[${i}].numQueues must be a positive integer`);
+    }
+    args.push('-chardev', `socket,id=c${i},path=${s.path}`);
+    if (s.kind === 'blk') {
+      args.push('-device', `vhost-user-blk-pci,chardev=c${i},num-queues=${s.numQueues}`);
+    } else {
+      args.push('-device', `vhost-user-scsi-pci,chardev=c${i},num_queues=${s.numQueues}`);
+    }
+  });
+  return args;
+}
+
+/** Boots one guest, runs `script` in it and resolves when QEMU has exited. */
+export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
+  const memMiB = opts.memMiB ?? 256;
+  const smp = opts.smp ?? 1;
+  const timeoutMs = opts.timeoutMs ?? 180_000;
+  const image = await guestImage();
+  const deviceArgs = qemuDeviceArgs(opts.sockets);
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-boot-'));
+  try {
+    const initrd = path.join(tmp, 'initrd.img');
+    const testCpio = zlib.gzipSync(
+      cpioNewc([{ name: 'test.sh', mode: 0o100755, data: Buffer.from(`${PRELUDE}\n${opts.script}\n`, 'utf8') }]),
+    );
+    fs.copyFileSync(image.initramfs, initrd);
+    fs.appendFileSync(initrd, testCpio);
+
+    const args = [
+      '-accel', 'tcg,thread=multi',
+      '-cpu', 'max',
+      '-m', String(memMiB),
+      '-smp', String(smp),
+      '-object', `memory-backend-memfd,id=mem,size=${memMiB}M,share=on`,
+      '-machine', 'q35,memory-backend=mem',
+      ...deviceArgs,
+      '-kernel', image.kernel,
+      '-initrd', initrd,
+      '-append', 'console=ttyS0 quiet panic=-1',
+      '-nographic',
+      '-no-reboot',
+      '-nodefaults',
+      '-serial', 'stdio',
+    ];
+    const debug = process.env.VHOSTD_GUEST_DEBUG === '1';
+    return await new Promise<GuestRun>((resolve, reject) => {
+      const qemu = tied('qemu-system-x86_64', args);
+      const child = spawn(qemu.command, qemu.args, { stdio: ['pipe', 'pipe', 'pipe'] });
+      let output = '';
+      let timedOut = false;
+      const onData = (chunk: Buffer): void => {
+        const text = chunk.toString('utf8').replace(/\r/g, '');
+        output += text;
+        if (opts.onOutput) opts.onOutput(text);
+        if (debug) process.stderr.write(text);
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, timeoutMs);
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      child.on('close', (status, signal) => {
+        clearTimeout(timer);
+        const markers = parseMarkers(output);
+        resolve({ output, ...markers, timedOut, qemuStatus: status, qemuSignal: signal });
+      });
+    });
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}

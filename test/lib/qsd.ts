@@ -1,0 +1,46 @@
+/**
+ * qemu-storage-daemon as a reference vhost-user-blk back-end, to validate the
+ * guest harness independently of vhostd. Main-thread test helper.
+ */
+import fs from 'node:fs';
+import { Daemon } from './daemon';
+import { waitFor } from './wait';
+
+export interface QsdOptions {
+  /** Backing image file; created (sparse) with `sizeBytes` if it does not exist. */
+  image: string;
+  sizeBytes: number;
+  socketPath: string;
+  numQueues: number;
+  readonly?: boolean;
+}
+
+/** Starts qemu-storage-daemon exporting `image` on `socketPath`; resolves once the socket exists. */
+export async function startQsd(opts: QsdOptions): Promise<Daemon> {
+  if (!fs.existsSync(opts.image)) {
+    const fd = fs.openSync(opts.image, 'w');
+    fs.ftruncateSync(fd, opts.sizeBytes);
+    fs.closeSync(fd);
+  }
+  const d = new Daemon('qsd', 'qemu-storage-daemon', [
+    '--blockdev', `driver=file,filename=${opts.image},node-name=f,discard=unmap`,
+    '--export',
+    `type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=${opts.socketPath},` +
+      `writable=${opts.readonly === true ? 'off' : 'on'},num-queues=${opts.numQueues}`,
+  ]);
+  try {
+    await waitFor(() => {
+      if (!d.running) throw new Error(`qemu-storage-daemon exited early: ${d.log}`);
+      return fs.existsSync(opts.socketPath);
+    }, 15_000, `qemu-storage-daemon socket ${opts.socketPath}`);
+  } catch (err) {
+    await d.stop();
+    throw err;
+  }
+  return d;
+}
+
+/** True when qemu-storage-daemon is installed. */
+export function haveQsd(): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && fs.existsSync(`${dir}/qemu-storage-daemon`));
+}

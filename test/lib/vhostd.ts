@@ -1,0 +1,63 @@
+/**
+ * Starts the real vhostd (`node bin/vhostd.js`) for a test, in its own
+ * temporary socket directory, and waits until its JSON-RPC socket accepts
+ * connections. Main-thread test helper.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Daemon, type DaemonExit } from './daemon';
+import { repoRoot } from './repo';
+import { rpcCall } from './rpc';
+import { canConnect, waitFor } from './wait';
+
+export interface VhostdHandle {
+  daemon: Daemon;
+  /** The -S directory; controller sockets appear as <dir>/<ctrlr>. */
+  dir: string;
+  rpcSocket: string;
+  rpc(method: string, params?: unknown): Promise<unknown>;
+  socketOf(ctrlr: string): string;
+  /** Graceful stop (SIGTERM); removes the directory. */
+  stop(): Promise<DaemonExit & { killed: boolean }>;
+}
+
+export interface VhostdOptions {
+  cpumask?: string;
+  extraArgs?: string[];
+  startTimeoutMs?: number;
+}
+
+export async function startVhostd(opts: VhostdOptions = {}): Promise<VhostdHandle> {
+  const root = repoRoot();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-e2e-'));
+  const rpcSocket = path.join(dir, 'rpc.sock');
+  const daemon = new Daemon(
+    'vhostd',
+    process.execPath,
+    [path.join(root, 'bin', 'vhostd.js'), '-m', opts.cpumask ?? '0x2', '-S', dir, '-r', rpcSocket, ...(opts.extraArgs ?? [])],
+    { cwd: root },
+  );
+  const stop = async (): Promise<DaemonExit & { killed: boolean }> => {
+    const exit = await daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+    return exit;
+  };
+  try {
+    await waitFor(async () => {
+      if (!daemon.running) throw new Error(`vhostd exited early (${JSON.stringify(daemon.exit)}):\n${daemon.log}`);
+      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
+    }, opts.startTimeoutMs ?? 30_000, `vhostd RPC socket ${rpcSocket}`, 100);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    daemon,
+    dir,
+    rpcSocket,
+    rpc: (method, params) => rpcCall(rpcSocket, method, params),
+    socketOf: (ctrlr) => path.join(dir, ctrlr),
+    stop,
+  };
+}
