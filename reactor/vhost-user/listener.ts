@@ -18,12 +18,16 @@ import { VhostUserSession } from './session';
 export type BackendSource = VhostBackend | (() => VhostBackend);
 
 const BACKLOG = 16;
+/** How long a reconnecting front-end may wait for the old connection's teardown. */
+const RECONNECT_WAIT_MS = 2000;
 
 export class VhostUserListener {
   private listenFd = -1;
   private watcher: FdWatcher | null = null;
   private current: VhostUserConnection | null = null;
   private closing: Promise<void> | null = null;
+  /** A front-end accepted while the previous one was still connected (see park()), or -1. */
+  private parkedFd = -1;
   private readonly log: Logger = logger('vhost');
   private readonly opts: { path: string; name: string; mode: number };
 
@@ -79,25 +83,61 @@ export class VhostUserListener {
       }
       if (fd < 0) return;
       if (this.current !== null) {
-        this.log.warn('second front-end refused: one is already connected', { ctrlr: this.opts.name });
-        native.close(fd);
+        this.park(fd);
         continue;
       }
-      let backend: VhostBackend;
-      try {
-        backend = typeof this.backend === 'function' ? this.backend() : this.backend;
-      } catch (err) {
-        this.log.error('front-end refused: no backend', { ctrlr: this.opts.name, err: err as Error });
-        native.close(fd);
-        continue;
-      }
-      const session = new VhostUserSession(backend, this.log);
-      const conn = new VhostUserConnection(fd, session, backend, this.log);
-      this.current = conn;
-      void conn.done.then(() => {
-        if (this.current === conn) this.current = null;
-      });
+      this.serve(fd);
     }
+  }
+
+  /**
+   * A front-end that reconnects at once (QEMU's reconnect=, a restarted VM)
+   * often arrives while its old connection is still being torn down: the
+   * device draining, or its EOF not yet read. Hold the newcomer until the old
+   * connection is gone, up to RECONNECT_WAIT_MS; a second live front-end is
+   * refused then. At most one waits.
+   */
+  private park(fd: number): void {
+    if (this.parkedFd >= 0) {
+      this.log.warn('front-end refused: one is connected and another waits', { ctrlr: this.opts.name });
+      native.close(fd);
+      return;
+    }
+    this.parkedFd = fd;
+    const current = this.current;
+    const timer = setTimeout(() => {
+      if (this.parkedFd !== fd) return;
+      this.parkedFd = -1;
+      this.log.warn('second front-end refused: one is already connected', { ctrlr: this.opts.name });
+      native.close(fd);
+    }, RECONNECT_WAIT_MS);
+    void current?.done.then(() => {
+      if (this.parkedFd !== fd) return;
+      clearTimeout(timer);
+      this.parkedFd = -1;
+      if (this.listenFd < 0 || this.current !== null) {
+        native.close(fd);
+        return;
+      }
+      this.serve(fd);
+    });
+  }
+
+  private serve(fd: number): void {
+    let backend: VhostBackend;
+    try {
+      backend = typeof this.backend === 'function' ? this.backend() : this.backend;
+    } catch (err) {
+      this.log.error('front-end refused: no backend', { ctrlr: this.opts.name, err: err as Error });
+      native.close(fd);
+      return;
+    }
+    const session = new VhostUserSession(backend, this.log);
+    const conn = new VhostUserConnection(fd, session, backend, this.log);
+    this.current = conn;
+    void conn.done.then(() => {
+      if (this.current === conn) this.current = null;
+    });
   }
 
   /**
@@ -114,6 +154,10 @@ export class VhostUserListener {
     if (this.watcher) {
       this.watcher.close();
       this.watcher = null;
+    }
+    if (this.parkedFd >= 0) {
+      native.close(this.parkedFd);
+      this.parkedFd = -1;
     }
     if (this.listenFd >= 0) {
       native.close(this.listenFd);
