@@ -21,7 +21,20 @@ function packageRoot(): string {
   throw new Error('vhostd: cannot find the package root (binding.gyp) above ' + __dirname);
 }
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const load = require('node-gyp-build') as (dir: string) => unknown;
+/**
+ * binding.gyp builds two addons (this one and bench's vhostd_perf), and
+ * node-gyp-build takes whichever .node file build/Release lists first; so a
+ * local build is loaded by name, and node-gyp-build is left the prebuilds.
+ */
+function loadAddon(): unknown {
+  const root = packageRoot();
+  for (const type of ['Release', 'Debug']) {
+    const file = path.join(root, 'build', type, 'vhostd_native.node');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    if (fs.existsSync(file)) return require(file);
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('node-gyp-build') as (dir: string) => unknown)(root);
+}
 
-export const native = load(packageRoot()) as Native;
+export const native = loadAddon() as Native;

@@ -6,7 +6,7 @@
  *
  * Steps (each fails fast, still ending with the count line):
  *   1. tsc -p .                          type errors stop the run
- *   2. native addon                      build/Release or prebuilds/, else node-gyp-build
+ *   2. native addons                     build/Release/{vhostd_native,vhostd_perf}.node, else node-gyp rebuild
  *   3. scripts/build-guest.sh            kernel + initramfs, cached in .cache/guest/
  *   4. tap over dist/test/** /*.test.js  unit tests in parallel, then integration
  *                                        and e2e one file at a time (they start
@@ -51,25 +51,27 @@ function compile() {
   return run(process.execPath, [require.resolve('typescript/bin/tsc', { paths: [root] }), '-p', '.']);
 }
 
-function addonPresent() {
-  if (fs.existsSync(path.join(root, 'build', 'Release', 'vhostd_native.node'))) return true;
-  const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-  return fs.existsSync(dir) && fs.readdirSync(dir).some((f) => f.endsWith('.node'));
+/** Both addons binding.gyp builds: the target's own and bench's load generator. */
+const ADDONS = ['vhostd_native.node', 'vhostd_perf.node'];
+
+function addonsPresent() {
+  return ADDONS.every((f) => fs.existsSync(path.join(root, 'build', 'Release', f)));
 }
 
 function ensureAddon() {
-  say('native addon');
-  if (addonPresent()) {
-    process.stdout.write('addon present\n');
+  say('native addons');
+  if (addonsPresent()) {
+    process.stdout.write('addons present\n');
     return true;
   }
-  const bin = require.resolve('node-gyp-build/bin.js', { paths: [root] });
   // node-gyp downloads the Node headers unless told where they are; use the
   // installed ones when the distribution ships them (only the npm registry and
-  // the Debian mirror may be reachable).
+  // the Debian mirror may be reachable). npm sets npm_config_node_gyp to its
+  // own node-gyp for scripts; tap's dependencies bring another.
   const env = { ...process.env };
   if (!env.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) env.npm_config_nodedir = '/usr';
-  return run(process.execPath, [bin], { env }) && addonPresent();
+  const gyp = env.npm_config_node_gyp || require.resolve('node-gyp/bin/node-gyp.js', { paths: [root] });
+  return run(process.execPath, [gyp, 'rebuild'], { env }) && addonsPresent();
 }
 
 function ensureGuest() {

@@ -1,0 +1,1027 @@
+// The load generator's job: a vhost-user-blk front-end with split virtqueues
+// (virtio 1.2 §2.7) laid out in one memfd that the back-end maps, one
+// preallocated request slot per unit of I/O depth, and a poll loop with no
+// allocation per I/O. Everything here runs on the generator thread.
+//
+// Memory layout per queue (offsets in the memfd = guest physical addresses;
+// the region is guest-physical 0..size, so an offset is its own GPA):
+//   desc table (16 B x queue size)  | avail ring (6 + 2 x size)   page-aligned
+//   used ring (6 + 8 x size)                                     page-aligned
+//   slot headers (64 B each: 16-B virtio-blk header, status byte at +16)
+//   data buffers (block size each)                               page-aligned
+// Slot i owns descriptors 3i (header, device-readable), 3i+1 (data) and 3i+2
+// (status, device-writable), chained once at setup; an I/O rewrites only the
+// header, the data descriptor's direction and the status byte.
+#include "job.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "crc32c.h"
+#include "histogram.h"
+#include "vhost_user.h"
+
+namespace vhostd_perf {
+namespace {
+
+constexpr uint16_t kDescFNext = 1;
+constexpr uint16_t kDescFWrite = 2;
+constexpr uint16_t kAvailFNoInterrupt = 1;
+constexpr uint16_t kUsedFNoNotify = 1;
+constexpr uint32_t kBlkTIn = 0;
+constexpr uint32_t kBlkTOut = 1;
+constexpr uint64_t kSlotHeaderBytes = 64;
+constexpr uint64_t kPage = 4096;
+constexpr int kMaxMismatchesReported = 8;
+constexpr uint64_t kStallNs = 200000;
+
+struct VringDesc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+static_assert(sizeof(VringDesc) == 16, "split descriptor is 16 bytes");
+
+struct UsedElem {
+  uint32_t id;
+  uint32_t len;
+};
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+double RusageSec(const rusage& r, bool user) {
+  const timeval& tv = user ? r.ru_utime : r.ru_stime;
+  return double(tv.tv_sec) + double(tv.tv_usec) / 1e6;
+}
+
+uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+
+// virtio 1.2 §2.7.10: notify when the new index has just passed `event`.
+inline bool NeedEvent(uint16_t event, uint16_t new_idx, uint16_t old_idx) {
+  return uint16_t(new_idx - event - 1) < uint16_t(new_idx - old_idx);
+}
+
+uint64_t SplitMix(uint64_t* state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed * 0x2545F4914F6CDD1Dull + 1) {}
+  uint64_t Next() { return SplitMix(&state_); }
+  // Uniform in [0, n) (Lemire's multiply-shift; the bias is below 2^-40 for
+  // any range this generator uses).
+  uint64_t Below(uint64_t n) { return uint64_t((unsigned __int128)Next() * n >> 64); }
+
+ private:
+  uint64_t state_;
+};
+
+// The verify pattern of `block` under `seed`: the block number and seed in the
+// first 16 bytes, a SplitMix stream after, so a block written at the wrong
+// place or with another seed fails its check.
+void FillPattern(uint8_t* buf, uint32_t len, uint64_t seed, uint64_t block) {
+  uint64_t state = seed * 0xD1B54A32D192ED03ull ^ (block + 1) * 0x9E3779B97F4A7C15ull;
+  for (uint32_t off = 0; off + 8 <= len; off += 8) {
+    uint64_t word = SplitMix(&state);
+    std::memcpy(buf + off, &word, 8);
+  }
+  if (len >= 16) {
+    std::memcpy(buf, &block, 8);
+    std::memcpy(buf + 8, &seed, 8);
+  }
+}
+
+struct Slot {
+  uint64_t submit_ns = 0;
+  uint64_t block = 0;
+  uint32_t crc = 0;  // of the data written, or expected on read (read pass)
+  bool write = false;
+  bool inflight = false;
+};
+
+struct Queue {
+  uint32_t index = 0;
+  uint16_t size = 0;
+  VringDesc* desc = nullptr;
+  uint16_t* avail_flags = nullptr;
+  uint16_t* avail_idx = nullptr;
+  uint16_t* avail_ring = nullptr;
+  uint16_t* used_event = nullptr;
+  uint16_t* used_flags = nullptr;
+  uint16_t* used_idx = nullptr;
+  UsedElem* used_ring = nullptr;
+  uint16_t* avail_event = nullptr;
+  uint64_t desc_off = 0, avail_off = 0, used_off = 0, hdr_off = 0, data_off = 0;
+  uint16_t avail_shadow = 0;
+  uint16_t avail_published = 0;
+  uint16_t last_used = 0;
+  uint32_t inflight = 0;
+  int kick_fd = -1;
+  int call_fd = -1;
+  std::vector<Slot> slots;
+};
+
+enum class Phase { kTimed, kWritePass, kReadPass };
+
+struct Mismatch {
+  uint64_t block;
+  uint32_t expected;
+  uint32_t actual;
+};
+
+// Appends JSON to a string; numbers that are not finite become 0.
+class Json {
+ public:
+  std::string out;
+  void Key(const char* k) {
+    Sep();
+    Quote(k);
+    out += ':';
+    after_key_ = true;
+  }
+  void Open(char c) {
+    Sep();
+    out += c;
+    first_ = true;
+  }
+  void Close(char c) {
+    out += c;
+    first_ = false;
+  }
+  void Num(double v) {
+    Sep();
+    if (!std::isfinite(v)) v = 0;
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    out += buf;
+  }
+  void U64(uint64_t v) {
+    Sep();
+    out += std::to_string(v);
+  }
+  void Bool(bool v) {
+    Sep();
+    out += v ? "true" : "false";
+  }
+  void Null() {
+    Sep();
+    out += "null";
+  }
+  void Hex(uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    Str(buf);
+  }
+  void Str(const char* s) {
+    Sep();
+    Quote(s);
+  }
+
+ private:
+  void Quote(const char* s) {
+    out += '"';
+    for (const char* p = s; *p != 0; p++) {
+      unsigned char c = static_cast<unsigned char>(*p);
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += char(c);
+      } else if (c < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        out += buf;
+      } else {
+        out += char(c);
+      }
+    }
+    out += '"';
+  }
+
+  void Sep() {
+    if (after_key_) {
+      after_key_ = false;
+      return;
+    }
+    if (!first_) out += ',';
+    first_ = false;
+  }
+  bool first_ = true;
+  bool after_key_ = false;
+};
+
+const char* PatternName(Pattern p) {
+  switch (p) {
+    case Pattern::kRandRead: return "randread";
+    case Pattern::kRandWrite: return "randwrite";
+    case Pattern::kRead: return "read";
+    case Pattern::kWrite: return "write";
+    case Pattern::kRandRw: return "randrw";
+  }
+  return "?";
+}
+
+const char* VerifyName(VerifyMode v) {
+  switch (v) {
+    case VerifyMode::kOff: return "off";
+    case VerifyMode::kWriteRead: return "write-read";
+    case VerifyMode::kWrite: return "write";
+    case VerifyMode::kRead: return "read";
+  }
+  return "?";
+}
+
+class Job {
+ public:
+  explicit Job(const JobOptions& o) : o_(o), rng_(o.seed) {}
+  ~Job() { Release(); }
+
+  bool Run(std::string* err);
+  std::string Report() const;
+
+ private:
+  bool Pin(std::string* err);
+  bool Validate(std::string* err);
+  bool SetupMemory(std::string* err);
+  bool SetupQueues(std::string* err);
+  bool Loop(std::string* err);
+  bool Teardown(std::string* err);
+  void Release();
+
+  bool random_order() const { return o_.rw != Pattern::kRead && o_.rw != Pattern::kWrite; }
+  bool verifying() const { return o_.verify != VerifyMode::kOff; }
+  bool mixed_verify() const { return verifying() && o_.rw == Pattern::kRandRw; }
+
+  bool NextIo(uint64_t* block, bool* write);
+  void Submit(Queue& q, uint32_t slot, uint64_t block, bool write, uint64_t now);
+  void Publish(Queue& q);
+  // Reaps used entries; resubmits each freed slot while `submitting_`.
+  // Returns how many completed, or -1 after a protocol error (in *err).
+  int Reap(Queue& q, uint64_t now, std::string* err);
+  void Complete(Queue& q, Slot& s, uint32_t slot_index);
+  void WaitForCall(uint64_t now, uint64_t wake_at);
+  void StartPhase(Phase phase, uint64_t now);
+  void ResetStats(uint64_t now);
+  void StopStats(uint64_t now);
+
+  JobOptions o_;
+  Rng rng_;
+  VhostUserClient client_;
+  DeviceInfo dev_;
+  uint64_t nblocks_ = 0;
+  uint64_t first_sector_ = 0;
+  uint16_t queue_size_ = 0;
+  int memfd_ = -1;
+  uint8_t* mem_ = nullptr;
+  uint64_t mem_size_ = 0;
+  std::vector<Queue> queues_;
+  bool rings_live_ = false;
+
+  // Block selection.
+  Phase phase_ = Phase::kTimed;
+  bool submitting_ = false;
+  uint64_t seq_cursor_ = 0;
+  std::vector<uint32_t> order_;    // random pass order (permutation)
+  std::vector<uint32_t> crc_;      // verify: CRC of each written block
+  std::vector<uint8_t> state_;     // verify: bit 0 written, bit 1 in flight
+  std::vector<uint8_t> scratch_;   // verify: expected pattern
+
+  // Statistics (of the measured window).
+  bool measuring_ = false;
+  LatencyHistogram hist_;
+  uint64_t ios_ = 0, reads_ = 0, writes_ = 0, errors_ = 0, kicks_ = 0, call_wakeups_ = 0;
+  uint64_t total_ios_ = 0;
+  // Loop time split by whether the iteration completed anything (SPDK's
+  // reactor busy/idle split): busy_ns_ / (busy_ns_ + idle_ns_) < 1 means the
+  // generator waited for the target.
+  uint64_t busy_ns_ = 0, idle_ns_ = 0;
+  // Loop gaps longer than kStallNs (in practice: the thread was descheduled)
+  // count here instead, so a shared core does not pass for a busy generator.
+  uint64_t stall_ns_ = 0, stalls_ = 0;
+  uint64_t window_start_ns_ = 0, window_end_ns_ = 0;
+  rusage ru_start_{}, ru_end_{};
+  uint64_t blocks_written_ = 0, blocks_checked_ = 0, mismatches_ = 0;
+  std::vector<Mismatch> first_mismatches_;
+};
+
+bool Job::Pin(std::string* err) {
+  if (o_.cpu < 0) return true;
+  if (o_.cpu >= CPU_SETSIZE) {
+    *err = "cpu " + std::to_string(o_.cpu) + " is out of range";
+    return false;
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(o_.cpu, &set);
+  int rc = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  if (rc != 0) {
+    *err = "cannot pin the generator thread to cpu " + std::to_string(o_.cpu) + ": " + std::strerror(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Job::Validate(std::string* err) {
+  const JobOptions& o = o_;
+  if (o.block_size < 512 || o.block_size % 512 != 0 || o.block_size > (64u << 20)) {
+    *err = "block size must be a multiple of 512 in [512, 64 MiB]";
+    return false;
+  }
+  if (o.iodepth < 1 || o.iodepth > 4096) {
+    *err = "iodepth must be in [1, 4096]";
+    return false;
+  }
+  uint32_t qs = o.queue_size;
+  if (qs == 0) {
+    qs = 16;
+    while (qs < 3 * o.iodepth) qs <<= 1;
+  }
+  if (qs > 32768 || (qs & (qs - 1)) != 0 || qs < 3 * o.iodepth) {
+    *err = "queue size must be a power of two in [3 x iodepth, 32768]";
+    return false;
+  }
+  queue_size_ = uint16_t(qs);
+  if (o.queues < 1 || o.queues > dev_.max_queues) {
+    *err = "queues must be in [1, " + std::to_string(dev_.max_queues) + "] (the back-end's GET_QUEUE_NUM)";
+    return false;
+  }
+  if (o.rwmixread > 100) {
+    *err = "rwmixread must be in [0, 100]";
+    return false;
+  }
+  uint64_t capacity = 0;
+  if (__builtin_mul_overflow(dev_.capacity_sectors, uint64_t(512), &capacity)) {
+    *err = "device capacity overflows";
+    return false;
+  }
+  if (o.offset_bytes % 512 != 0 || o.offset_bytes >= capacity) {
+    *err = "offset must be a multiple of 512 below the capacity (" + std::to_string(capacity) + " bytes)";
+    return false;
+  }
+  uint64_t size = o.size_bytes == 0 ? capacity - o.offset_bytes : o.size_bytes;
+  if (size > capacity - o.offset_bytes) {
+    *err = "offset + size exceeds the capacity (" + std::to_string(capacity) + " bytes)";
+    return false;
+  }
+  nblocks_ = size / o.block_size;
+  if (nblocks_ == 0) {
+    *err = "the range holds no whole block";
+    return false;
+  }
+  first_sector_ = o.offset_bytes / 512;
+  bool writes = o.rw != Pattern::kRandRead && o.rw != Pattern::kRead;
+  if (o.verify == VerifyMode::kWriteRead || o.verify == VerifyMode::kWrite) writes = true;
+  if (o.verify == VerifyMode::kRead) writes = false;
+  if (writes && dev_.read_only) {
+    *err = "the device is read-only (VIRTIO_BLK_F_RO) and this job writes";
+    return false;
+  }
+  if (verifying()) {
+    if (nblocks_ > UINT32_MAX) {
+      *err = "verify supports at most 2^32 blocks";
+      return false;
+    }
+    if (mixed_verify() && nblocks_ < 2 * uint64_t(o.queues) * o.iodepth) {
+      *err = "randrw with verify needs at least 2 x queues x iodepth blocks";
+      return false;
+    }
+  }
+  if (!(o.runtime_sec > 0) || !(o.ramp_sec >= 0) || o.runtime_sec > 1e6 || o.ramp_sec > 1e6) {
+    *err = "runtime must be > 0 and ramp >= 0 seconds";
+    return false;
+  }
+  return true;
+}
+
+bool Job::SetupMemory(std::string* err) {
+  uint64_t off = 0;
+  queues_.resize(o_.queues);
+  for (uint32_t i = 0; i < o_.queues; i++) {
+    Queue& q = queues_[i];
+    q.index = i;
+    q.size = queue_size_;
+    off = AlignUp(off, kPage);
+    q.desc_off = off;
+    off += 16ull * q.size;
+    q.avail_off = off;
+    off += 6 + 2ull * q.size;
+    off = AlignUp(off, kPage);
+    q.used_off = off;
+    off += 6 + 8ull * q.size;
+    off = AlignUp(off, 64);
+    q.hdr_off = off;
+    off += kSlotHeaderBytes * o_.iodepth;
+    off = AlignUp(off, kPage);
+    q.data_off = off;
+    off += uint64_t(o_.block_size) * o_.iodepth;
+  }
+  mem_size_ = AlignUp(off, kPage);
+  memfd_ = memfd_create("vhostd-perf", MFD_CLOEXEC);
+  if (memfd_ < 0) {
+    *err = std::string("memfd_create: ") + std::strerror(errno);
+    return false;
+  }
+  if (ftruncate(memfd_, off_t(mem_size_)) != 0) {
+    *err = std::string("ftruncate memfd: ") + std::strerror(errno);
+    return false;
+  }
+  void* p = mmap(nullptr, mem_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, memfd_, 0);
+  if (p == MAP_FAILED) {
+    *err = std::string("mmap memfd: ") + std::strerror(errno);
+    return false;
+  }
+  mem_ = static_cast<uint8_t*>(p);
+  for (Queue& q : queues_) {
+    q.desc = reinterpret_cast<VringDesc*>(mem_ + q.desc_off);
+    q.avail_flags = reinterpret_cast<uint16_t*>(mem_ + q.avail_off);
+    q.avail_idx = q.avail_flags + 1;
+    q.avail_ring = q.avail_flags + 2;
+    q.used_event = q.avail_ring + q.size;
+    q.used_flags = reinterpret_cast<uint16_t*>(mem_ + q.used_off);
+    q.used_idx = q.used_flags + 1;
+    q.used_ring = reinterpret_cast<UsedElem*>(mem_ + q.used_off + 4);
+    q.avail_event = reinterpret_cast<uint16_t*>(q.used_ring + q.size);
+    q.slots.assign(o_.iodepth, Slot());
+    for (uint32_t s = 0; s < o_.iodepth; s++) {
+      uint64_t hdr = q.hdr_off + kSlotHeaderBytes * s;
+      uint64_t data = q.data_off + uint64_t(o_.block_size) * s;
+      q.desc[3 * s] = VringDesc{hdr, 16, kDescFNext, uint16_t(3 * s + 1)};
+      q.desc[3 * s + 1] = VringDesc{data, o_.block_size, uint16_t(kDescFNext | kDescFWrite), uint16_t(3 * s + 2)};
+      q.desc[3 * s + 2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
+    }
+    bool no_interrupt = !o_.interrupt && !dev_.event_idx;
+    *q.avail_flags = no_interrupt ? kAvailFNoInterrupt : 0;
+    // With EVENT_IDX and polling, keep the device's signalling point half the
+    // index space away (refreshed on every reap), so it never signals.
+    *q.used_event = o_.interrupt ? 0 : 0x7fff;
+    q.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    q.call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (q.kick_fd < 0 || q.call_fd < 0) {
+      *err = std::string("eventfd: ") + std::strerror(errno);
+      return false;
+    }
+  }
+  if (verifying()) {
+    crc_.assign(nblocks_, 0);
+    state_.assign(nblocks_, 0);
+    scratch_.assign(o_.block_size, 0);
+  }
+  return true;
+}
+
+bool Job::SetupQueues(std::string* err) {
+  if (!client_.SetMemTable(memfd_, mem_size_, uint64_t(reinterpret_cast<uintptr_t>(mem_)), err)) return false;
+  uint64_t base = uint64_t(reinterpret_cast<uintptr_t>(mem_));
+  for (Queue& q : queues_) {
+    if (!client_.SetupVring(q.index, q.size, base + q.desc_off, base + q.avail_off, base + q.used_off, q.kick_fd,
+                            q.call_fd, err)) {
+      return false;
+    }
+  }
+  rings_live_ = true;
+  if ((dev_.features_acked & kFeatureProtocolFeatures) != 0) {
+    for (Queue& q : queues_) {
+      if (!client_.SetVringEnable(q.index, true, err)) return false;
+    }
+  }
+  return true;
+}
+
+bool Job::NextIo(uint64_t* block, bool* write) {
+  if (phase_ == Phase::kTimed) {
+    switch (o_.rw) {
+      case Pattern::kRandRead: *write = false; break;
+      case Pattern::kRandWrite: *write = true; break;
+      case Pattern::kRead: *write = false; break;
+      case Pattern::kWrite: *write = true; break;
+      case Pattern::kRandRw: *write = rng_.Below(100) >= o_.rwmixread; break;
+    }
+    if (!random_order()) {
+      *block = seq_cursor_;
+      if (++seq_cursor_ == nblocks_) seq_cursor_ = 0;
+      return true;
+    }
+    uint64_t b = rng_.Below(nblocks_);
+    if (mixed_verify()) {
+      // Never two I/Os on one block at once: a read racing a write would
+      // report a false mismatch. At most half the blocks are ever busy.
+      for (int tries = 0; (state_[b] & 2) != 0; tries++) {
+        b = tries < 16 ? rng_.Below(nblocks_) : (b + 1 == nblocks_ ? 0 : b + 1);
+      }
+      state_[b] |= 2;
+    }
+    *block = b;
+    return true;
+  }
+  if (seq_cursor_ >= nblocks_) return false;
+  *block = order_.empty() ? seq_cursor_ : order_[seq_cursor_];
+  seq_cursor_++;
+  *write = phase_ == Phase::kWritePass;
+  return true;
+}
+
+void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint64_t now) {
+  Slot& s = q.slots[slot_index];
+  uint8_t* hdr = mem_ + q.hdr_off + kSlotHeaderBytes * slot_index;
+  uint32_t type = write ? kBlkTOut : kBlkTIn;
+  uint32_t ioprio = 0;
+  uint64_t sector = first_sector_ + block * (o_.block_size / 512);
+  std::memcpy(hdr, &type, 4);
+  std::memcpy(hdr + 4, &ioprio, 4);
+  std::memcpy(hdr + 8, &sector, 8);
+  hdr[16] = 0xff;  // the device must overwrite it
+  q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
+  if (verifying()) {
+    uint8_t* data = mem_ + q.data_off + uint64_t(o_.block_size) * slot_index;
+    if (write) {
+      uint64_t seed = o_.verify_seed;
+      if (mixed_verify()) seed ^= (total_ios_ + 1) * 0xA24BAED4963EE407ull;  // a fresh pattern per write
+      FillPattern(data, o_.block_size, seed, block);
+      s.crc = Crc32c(data, o_.block_size);
+    } else if (o_.verify == VerifyMode::kRead) {
+      FillPattern(scratch_.data(), o_.block_size, o_.verify_seed, block);
+      s.crc = Crc32c(scratch_.data(), o_.block_size);
+    }
+  }
+  q.avail_ring[q.avail_shadow & (q.size - 1)] = uint16_t(3 * slot_index);
+  q.avail_shadow++;
+  s.submit_ns = now;
+  s.block = block;
+  s.write = write;
+  s.inflight = true;
+  q.inflight++;
+}
+
+void Job::Publish(Queue& q) {
+  if (q.avail_shadow == q.avail_published) return;
+  __atomic_store_n(q.avail_idx, q.avail_shadow, __ATOMIC_RELEASE);
+  // The index store must be visible before we read the device's
+  // suppression state (virtio 1.2 §2.7.13.4 note on memory barriers).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool kick;
+  if (dev_.event_idx) {
+    kick = NeedEvent(__atomic_load_n(q.avail_event, __ATOMIC_RELAXED), q.avail_shadow, q.avail_published);
+  } else {
+    kick = (__atomic_load_n(q.used_flags, __ATOMIC_RELAXED) & kUsedFNoNotify) == 0;
+  }
+  q.avail_published = q.avail_shadow;
+  if (kick) {
+    uint64_t one = 1;
+    ssize_t n = write(q.kick_fd, &one, sizeof one);
+    (void)n;  // EAGAIN means the counter is saturated: the device is notified anyway
+    kicks_++;
+  }
+}
+
+void Job::Complete(Queue& q, Slot& s, uint32_t slot_index) {
+  uint8_t status = mem_[q.hdr_off + kSlotHeaderBytes * slot_index + 16];
+  total_ios_++;
+  if (status != 0) errors_++;
+  if (measuring_) {
+    ios_++;
+    if (s.write) {
+      writes_++;
+    } else {
+      reads_++;
+    }
+  }
+  if (!verifying()) return;
+  uint64_t b = s.block;
+  if (s.write) {
+    if (status == 0) {
+      crc_[b] = s.crc;
+      state_[b] |= 1;
+      blocks_written_++;
+    }
+  } else if (status == 0) {
+    bool check = false;
+    uint32_t expected = 0;
+    if (o_.verify == VerifyMode::kRead) {
+      check = true;
+      expected = s.crc;
+    } else if ((state_[b] & 1) != 0) {
+      check = true;
+      expected = crc_[b];
+    }
+    if (check) {
+      const uint8_t* data = mem_ + q.data_off + uint64_t(o_.block_size) * slot_index;
+      uint32_t actual = Crc32c(data, o_.block_size);
+      blocks_checked_++;
+      if (actual != expected) {
+        mismatches_++;
+        if (first_mismatches_.size() < size_t(kMaxMismatchesReported)) {
+          first_mismatches_.push_back(Mismatch{b, expected, actual});
+        }
+      }
+    }
+  }
+  state_[b] &= uint8_t(~2u);
+}
+
+int Job::Reap(Queue& q, uint64_t now, std::string* err) {
+  uint16_t used = __atomic_load_n(q.used_idx, __ATOMIC_ACQUIRE);
+  uint16_t n = uint16_t(used - q.last_used);
+  if (n == 0) return 0;
+  if (n > q.inflight) {
+    *err = "queue " + std::to_string(q.index) + ": used index moved by " + std::to_string(n) + " with " +
+           std::to_string(q.inflight) + " requests in flight";
+    return -1;
+  }
+  for (uint16_t k = 0; k < n; k++) {
+    UsedElem e = q.used_ring[uint16_t(q.last_used + k) & (q.size - 1)];
+    uint32_t slot_index = e.id / 3;
+    if (e.id % 3 != 0 || slot_index >= o_.iodepth || !q.slots[slot_index].inflight) {
+      *err = "queue " + std::to_string(q.index) + ": used ring names descriptor " + std::to_string(e.id) +
+             ", which is not the head of a request in flight";
+      return -1;
+    }
+    Slot& s = q.slots[slot_index];
+    s.inflight = false;
+    q.inflight--;
+    if (measuring_) hist_.Add(now - s.submit_ns);
+    Complete(q, s, slot_index);
+    uint64_t block;
+    bool write;
+    if (submitting_ && NextIo(&block, &write)) Submit(q, slot_index, block, write, now);
+  }
+  q.last_used = used;
+  if (dev_.event_idx && !o_.interrupt) __atomic_store_n(q.used_event, uint16_t(used + 0x7fff), __ATOMIC_RELAXED);
+  return n;
+}
+
+void Job::WaitForCall(uint64_t now, uint64_t wake_at) {
+  // Ask for a signal on the next used entry, then look once more: a
+  // completion between the last reap and this store would not signal.
+  if (dev_.event_idx) {
+    for (Queue& q : queues_) __atomic_store_n(q.used_event, q.last_used, __ATOMIC_RELAXED);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (Queue& q : queues_) {
+    if (__atomic_load_n(q.used_idx, __ATOMIC_ACQUIRE) != q.last_used) return;
+  }
+  pollfd fds[64];
+  nfds_t nfds = 0;
+  for (Queue& q : queues_) {
+    if (nfds < 64) fds[nfds++] = pollfd{q.call_fd, POLLIN, 0};
+  }
+  uint64_t wait_ns = wake_at > now ? wake_at - now : 0;
+  int timeout_ms = int(wait_ns / 1000000u) + 1;
+  if (timeout_ms > 100) timeout_ms = 100;
+  int rc = poll(fds, nfds, timeout_ms);
+  if (rc <= 0) return;
+  for (nfds_t i = 0; i < nfds; i++) {
+    if ((fds[i].revents & POLLIN) == 0) continue;
+    uint64_t value;
+    if (read(fds[i].fd, &value, sizeof value) == ssize_t(sizeof value)) call_wakeups_++;
+  }
+}
+
+void Job::ResetStats(uint64_t now) {
+  hist_.Reset();
+  ios_ = reads_ = writes_ = kicks_ = call_wakeups_ = 0;
+  busy_ns_ = idle_ns_ = stall_ns_ = stalls_ = 0;
+  measuring_ = true;
+  window_start_ns_ = now;
+  getrusage(RUSAGE_THREAD, &ru_start_);
+}
+
+void Job::StopStats(uint64_t now) {
+  measuring_ = false;
+  window_end_ns_ = now;
+  getrusage(RUSAGE_THREAD, &ru_end_);
+}
+
+void Job::StartPhase(Phase phase, uint64_t now) {
+  phase_ = phase;
+  seq_cursor_ = 0;
+  submitting_ = true;
+  for (Queue& q : queues_) {
+    for (uint32_t s = 0; s < o_.iodepth; s++) {
+      uint64_t block;
+      bool write;
+      if (!NextIo(&block, &write)) break;
+      Submit(q, s, block, write, now);
+    }
+    Publish(q);
+  }
+}
+
+bool Job::Loop(std::string* err) {
+  bool timed = o_.verify == VerifyMode::kOff || mixed_verify();
+  if (!timed && random_order()) {
+    order_.resize(nblocks_);
+    for (uint64_t i = 0; i < nblocks_; i++) order_[i] = uint32_t(i);
+    for (uint64_t i = nblocks_ - 1; i > 0; i--) {
+      uint64_t j = rng_.Below(i + 1);
+      uint32_t t = order_[i];
+      order_[i] = order_[j];
+      order_[j] = t;
+    }
+  }
+  uint64_t start = NowNs();
+  uint64_t ramp_ns = uint64_t(o_.ramp_sec * 1e9);
+  uint64_t measure_at = start + ramp_ns;
+  uint64_t stop_at = measure_at + uint64_t(o_.runtime_sec * 1e9);
+  uint64_t drain_deadline = 0;
+  if (!timed || ramp_ns == 0) ResetStats(start);
+  if (timed) {
+    StartPhase(Phase::kTimed, start);
+  } else {
+    StartPhase(o_.verify == VerifyMode::kRead ? Phase::kReadPass : Phase::kWritePass, start);
+  }
+  uint64_t prev = start;
+  bool prev_busy = true;
+  for (;;) {
+    uint64_t now = NowNs();
+    if (measuring_) {
+      if (now - prev > kStallNs && !o_.interrupt) {
+        stall_ns_ += now - prev;
+        stalls_++;
+      } else if (prev_busy) {
+        busy_ns_ += now - prev;
+      } else {
+        idle_ns_ += now - prev;
+      }
+    }
+    prev = now;
+    if (timed && submitting_) {
+      if (!measuring_ && now >= measure_at) ResetStats(now);
+      if (now >= stop_at) {
+        submitting_ = false;
+        StopStats(now);
+        drain_deadline = now + uint64_t(o_.timeout_ms) * 1000000u;
+      }
+    }
+    int reaped = 0;
+    uint32_t inflight = 0;
+    for (Queue& q : queues_) {
+      int n = Reap(q, now, err);
+      if (n < 0) return false;
+      reaped += n;
+      Publish(q);
+      inflight += q.inflight;
+    }
+    prev_busy = reaped > 0;
+    if (inflight == 0) {
+      if (timed) {
+        if (!submitting_) return true;
+        *err = "internal: no request in flight while submitting";
+        return false;
+      }
+      if (phase_ == Phase::kWritePass && o_.verify == VerifyMode::kWriteRead) {
+        StartPhase(Phase::kReadPass, now);
+        continue;
+      }
+      StopStats(now);
+      return true;
+    }
+    if (!submitting_ && now > drain_deadline) {
+      *err = std::to_string(inflight) + " requests still in flight " + std::to_string(o_.timeout_ms) +
+             " ms after the end of the run";
+      return false;
+    }
+    if (reaped == 0 && o_.interrupt) {
+      uint64_t wake_at = !submitting_ ? drain_deadline : (measuring_ || !timed ? stop_at : measure_at);
+      if (!timed) wake_at = now + 100000000u;
+      WaitForCall(now, wake_at);
+    }
+  }
+}
+
+bool Job::Teardown(std::string* err) {
+  if (!rings_live_) return true;
+  rings_live_ = false;
+  for (Queue& q : queues_) {
+    uint32_t base = 0;
+    if (!client_.GetVringBase(q.index, &base, err)) return false;
+  }
+  return true;
+}
+
+void Job::Release() {
+  client_.Close();
+  for (Queue& q : queues_) {
+    if (q.kick_fd >= 0) close(q.kick_fd);
+    if (q.call_fd >= 0) close(q.call_fd);
+    q.kick_fd = q.call_fd = -1;
+  }
+  if (mem_ != nullptr) munmap(mem_, mem_size_);
+  mem_ = nullptr;
+  if (memfd_ >= 0) close(memfd_);
+  memfd_ = -1;
+}
+
+bool Job::Run(std::string* err) {
+  if (!Pin(err)) return false;
+  if (!client_.Connect(o_.socket_path, o_.timeout_ms, err)) return false;
+  if (!client_.Negotiate(o_.event_idx, &dev_, err)) return false;
+  if (!dev_.have_config) {
+    *err = "the back-end offers no CONFIG protocol feature, so the capacity is unknown";
+    return false;
+  }
+  if (!Validate(err) || !SetupMemory(err) || !SetupQueues(err)) return false;
+  bool ok = Loop(err);
+  std::string teardown_err;
+  if (!Teardown(&teardown_err) && ok) {
+    *err = teardown_err;
+    ok = false;
+  }
+  Release();
+  return ok;
+}
+
+std::string Job::Report() const {
+  double wall = double(window_end_ns_ - window_start_ns_) / 1e9;
+  double user = RusageSec(ru_end_, true) - RusageSec(ru_start_, true);
+  double sys = RusageSec(ru_end_, false) - RusageSec(ru_start_, false);
+  double bytes = double(ios_) * double(o_.block_size);
+  Json j;
+  j.Open('{');
+  j.Key("socket");
+  j.Str(o_.socket_path.c_str());
+  j.Key("device");
+  j.Open('{');
+  j.Key("capacityBytes");
+  j.U64(dev_.capacity_sectors * 512);
+  j.Key("blockSize");
+  j.U64(dev_.blk_size);
+  j.Key("maxQueues");
+  j.U64(dev_.max_queues);
+  j.Key("readOnly");
+  j.Bool(dev_.read_only);
+  j.Key("featuresOffered");
+  j.Hex(dev_.features_offered);
+  j.Key("featuresAcked");
+  j.Hex(dev_.features_acked);
+  j.Key("protocolFeaturesOffered");
+  j.Hex(dev_.protocol_offered);
+  j.Key("protocolFeaturesAcked");
+  j.Hex(dev_.protocol_acked);
+  j.Key("eventIdx");
+  j.Bool(dev_.event_idx);
+  j.Close('}');
+  j.Key("job");
+  j.Open('{');
+  j.Key("rw");
+  j.Str(PatternName(o_.rw));
+  j.Key("rwmixread");
+  j.U64(o_.rwmixread);
+  j.Key("blockSizeBytes");
+  j.U64(o_.block_size);
+  j.Key("iodepth");
+  j.U64(o_.iodepth);
+  j.Key("queues");
+  j.U64(o_.queues);
+  j.Key("queueSize");
+  j.U64(queue_size_);
+  j.Key("runtimeSec");
+  j.Num(o_.runtime_sec);
+  j.Key("rampSec");
+  j.Num(o_.ramp_sec);
+  j.Key("offsetBytes");
+  j.U64(o_.offset_bytes);
+  j.Key("sizeBytes");
+  j.U64(nblocks_ * o_.block_size);
+  j.Key("completion");
+  j.Str(o_.interrupt ? "interrupt" : "poll");
+  j.Key("cpu");
+  j.Num(o_.cpu);
+  j.Key("seed");
+  j.U64(o_.seed);
+  j.Close('}');
+  j.Key("ios");
+  j.U64(ios_);
+  j.Key("reads");
+  j.U64(reads_);
+  j.Key("writes");
+  j.U64(writes_);
+  j.Key("errors");
+  j.U64(errors_);
+  j.Key("elapsedSec");
+  j.Num(wall);
+  j.Key("iops");
+  j.Num(wall > 0 ? double(ios_) / wall : 0);
+  j.Key("bytes");
+  j.Num(bytes);
+  j.Key("bandwidthBytesPerSec");
+  j.Num(wall > 0 ? bytes / wall : 0);
+  j.Key("mbPerSec");
+  j.Num(wall > 0 ? bytes / wall / 1e6 : 0);
+  j.Key("mibPerSec");
+  j.Num(wall > 0 ? bytes / wall / 1048576.0 : 0);
+  j.Key("latencyNs");
+  j.Open('{');
+  j.Key("min");
+  j.U64(hist_.min());
+  j.Key("mean");
+  j.Num(hist_.mean());
+  j.Key("p50");
+  j.Num(hist_.Quantile(0.5));
+  j.Key("p90");
+  j.Num(hist_.Quantile(0.9));
+  j.Key("p99");
+  j.Num(hist_.Quantile(0.99));
+  j.Key("p999");
+  j.Num(hist_.Quantile(0.999));
+  j.Key("max");
+  j.U64(hist_.max());
+  j.Close('}');
+  j.Key("cpu");
+  j.Open('{');
+  j.Key("userSec");
+  j.Num(user);
+  j.Key("sysSec");
+  j.Num(sys);
+  j.Key("wallSec");
+  j.Num(wall);
+  j.Key("utilization");
+  j.Num(wall > 0 ? (user + sys) / wall : 0);
+  j.Key("busyFraction");
+  j.Num(busy_ns_ + idle_ns_ > 0 ? double(busy_ns_) / double(busy_ns_ + idle_ns_) : 0);
+  j.Key("busyNsPerIo");
+  j.Num(ios_ > 0 ? double(busy_ns_) / double(ios_) : 0);
+  j.Key("stallSec");
+  j.Num(double(stall_ns_) / 1e9);
+  j.Key("stalls");
+  j.U64(stalls_);
+  j.Key("involuntaryContextSwitches");
+  j.Num(double(ru_end_.ru_nivcsw - ru_start_.ru_nivcsw));
+  j.Close('}');
+  j.Key("kicks");
+  j.U64(kicks_);
+  j.Key("kicksPerIo");
+  j.Num(ios_ > 0 ? double(kicks_) / double(ios_) : 0);
+  j.Key("callWakeups");
+  j.U64(call_wakeups_);
+  j.Key("verify");
+  if (!verifying()) {
+    j.Null();
+  } else {
+    j.Open('{');
+    j.Key("mode");
+    j.Str(VerifyName(o_.verify));
+    j.Key("seed");
+    j.U64(o_.verify_seed);
+    j.Key("blocksWritten");
+    j.U64(blocks_written_);
+    j.Key("blocksChecked");
+    j.U64(blocks_checked_);
+    j.Key("mismatches");
+    j.U64(mismatches_);
+    j.Key("firstMismatches");
+    j.Open('[');
+    for (const Mismatch& m : first_mismatches_) {
+      j.Open('{');
+      j.Key("block");
+      j.U64(m.block);
+      j.Key("offsetBytes");
+      j.U64(o_.offset_bytes + m.block * o_.block_size);
+      j.Key("expectedCrc");
+      j.U64(m.expected);
+      j.Key("actualCrc");
+      j.U64(m.actual);
+      j.Close('}');
+    }
+    j.Close(']');
+    j.Close('}');
+  }
+  j.Close('}');
+  return j.out;
+}
+
+}  // namespace
+
+void RunJob(const JobOptions& options, JobResult* result) {
+  Job* job = new Job(options);  // LatencyHistogram is ~30 KiB: keep it off the stack
+  std::string err;
+  if (job->Run(&err)) {
+    result->ok = true;
+    result->json = job->Report();
+  } else {
+    result->ok = false;
+    result->error = err;
+  }
+  delete job;
+}
+
+}  // namespace vhostd_perf

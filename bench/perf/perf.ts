@@ -1,0 +1,304 @@
+/**
+ * vhostd-perf, the native vhost-user-blk load generator, as a TypeScript API.
+ *
+ * The generator is a vhost-user front-end written in C++ (bench/native/, addon
+ * target `vhostd_perf` in binding.gyp): it connects to a vhost-user-blk socket
+ * (vhostd's or qemu-storage-daemon's), shares a memfd with the back-end, lays
+ * split virtqueues out in it and drives fio-like jobs from a dedicated native
+ * thread pinned to a core. `runPerf()` only validates options and waits: the
+ * I/O loop never runs on a JS thread, and the event loop is never blocked.
+ *
+ * Any JS thread may call it; each call owns its own native thread.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+/** fio's `rw`. */
+export type RwPattern = 'randread' | 'randwrite' | 'read' | 'write' | 'randrw';
+
+/**
+ * Data verification (CRC-32C of each block):
+ * - `off`: a timed job;
+ * - `write-read`: write every block of the range once (random order for
+ *   rand* patterns), then read every block back and check it (fio
+ *   verify=crc32c);
+ * - `write`: the write pass only (pattern from `verifySeed`);
+ * - `read`: the read pass only, checked against the pattern `verifySeed`
+ *   writes, so it checks what an earlier `write` run left.
+ * With rw=randrw any mode but `off` runs a timed mixed job whose reads are
+ * checked against the CRCs of the blocks it wrote during the run.
+ */
+export type VerifyMode = 'off' | 'write-read' | 'write' | 'read';
+
+/** How the generator learns about completions. */
+export type CompletionMode = 'poll' | 'interrupt';
+
+export interface PerfOptions {
+  /** vhost-user-blk socket to connect to. */
+  socketPath: string;
+  /** Access pattern; default randread. */
+  rw?: RwPattern;
+  /** Percent of reads for randrw; default 50. */
+  rwmixread?: number;
+  /** I/O size; default 4096; a multiple of 512. */
+  blockSizeBytes?: number;
+  /** Requests in flight per queue; default 32. */
+  iodepth?: number;
+  /** Virtqueues, all driven from the one generator thread; default 1. */
+  queues?: number;
+  /** Virtqueue size; default the smallest power of two >= 3 x iodepth (min 16). */
+  queueSize?: number;
+  /** Measured time; default 10 s. Ignored by verify passes, which run to completion. */
+  runtimeSec?: number;
+  /** Warm-up before measuring; default 0. */
+  rampSec?: number;
+  /** Start of the range, in bytes; default 0. */
+  offsetBytes?: number;
+  /** Length of the range; default from offsetBytes to the end of the device. */
+  sizeBytes?: number;
+  /** Default off. */
+  verify?: VerifyMode;
+  /** Seed of the verify data pattern; default 1. */
+  verifySeed?: number;
+  /** Seed of offsets and the read/write mix; default 1. */
+  seed?: number;
+  /** Default poll (VRING_AVAIL_F_NO_INTERRUPT set, used ring polled). */
+  completion?: CompletionMode;
+  /** Negotiate VIRTIO_F_EVENT_IDX when offered; default false. */
+  eventIdx?: boolean;
+  /** Core the generator thread is pinned to; -1 for none; default 0. */
+  cpu?: number;
+  /** Limit for each back-end reply and for the final drain; default 10000. */
+  timeoutMs?: number;
+}
+
+export interface PerfLatencyNs {
+  min: number;
+  mean: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+export interface PerfVerifyReport {
+  mode: Exclude<VerifyMode, 'off'>;
+  seed: number;
+  blocksWritten: number;
+  blocksChecked: number;
+  mismatches: number;
+  firstMismatches: { block: number; offsetBytes: number; expectedCrc: number; actualCrc: number }[];
+}
+
+/** The generator's JSON report. Statistics cover the measured window (after ramp). */
+export interface PerfReport {
+  socket: string;
+  device: {
+    capacityBytes: number;
+    blockSize: number;
+    maxQueues: number;
+    readOnly: boolean;
+    featuresOffered: string;
+    featuresAcked: string;
+    protocolFeaturesOffered: string;
+    protocolFeaturesAcked: string;
+    eventIdx: boolean;
+  };
+  job: {
+    rw: RwPattern;
+    rwmixread: number;
+    blockSizeBytes: number;
+    iodepth: number;
+    queues: number;
+    queueSize: number;
+    runtimeSec: number;
+    rampSec: number;
+    offsetBytes: number;
+    sizeBytes: number;
+    completion: CompletionMode;
+    cpu: number;
+    seed: number;
+  };
+  ios: number;
+  reads: number;
+  writes: number;
+  /** Requests completed with a virtio-blk status other than OK (whole run). */
+  errors: number;
+  elapsedSec: number;
+  iops: number;
+  bytes: number;
+  bandwidthBytesPerSec: number;
+  /** 10^6 bytes per second. */
+  mbPerSec: number;
+  mibPerSec: number;
+  latencyNs: PerfLatencyNs;
+  /**
+   * The generator thread's own CPU time (getrusage RUSAGE_THREAD) over the
+   * window, and how its loop time splits: `busyFraction` is the share of loop
+   * time spent in iterations that completed at least one request (the rest
+   * was polling an empty used ring, or sleeping in interrupt mode), so a value
+   * well below 1 shows the generator waited for the target; `busyNsPerIo` is
+   * busy loop time per completed request. Loop gaps over 200 µs in poll mode
+   * (the thread was descheduled: another process shares its core) count as
+   * `stallSec`/`stalls` instead of busy or idle; `involuntaryContextSwitches`
+   * is getrusage's ru_nivcsw for the thread over the window.
+   */
+  cpu: {
+    userSec: number;
+    sysSec: number;
+    wallSec: number;
+    utilization: number;
+    busyFraction: number;
+    busyNsPerIo: number;
+    stallSec: number;
+    stalls: number;
+    involuntaryContextSwitches: number;
+  };
+  kicks: number;
+  kicksPerIo: number;
+  callWakeups: number;
+  verify: PerfVerifyReport | null;
+}
+
+interface PerfAddon {
+  run(options: Record<string, unknown>): Promise<string>;
+  crc32c(data: Uint8Array): number;
+}
+
+export class PerfError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = 'PerfError';
+  }
+}
+
+/** The directory holding binding.gyp (from dist/bench/perf/ it is three levels up). */
+function packageRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    if (fs.existsSync(path.join(dir, 'binding.gyp'))) return dir;
+    dir = path.dirname(dir);
+  }
+  throw new PerfError(`vhostd-perf: cannot find the package root (binding.gyp) above ${__dirname}`, 'ERR_PERF_ADDON');
+}
+
+/**
+ * Where the addon is: $VHOSTD_PERF_ADDON when set, else
+ * build/Release/vhostd_perf.node. node-gyp-build would load only the first
+ * target of binding.gyp (vhostd_native), so this one is loaded by path.
+ */
+export function perfAddonPath(): string {
+  const override = process.env.VHOSTD_PERF_ADDON;
+  if (override !== undefined && override !== '') return path.resolve(override);
+  return path.join(packageRoot(), 'build', 'Release', 'vhostd_perf.node');
+}
+
+let addon: PerfAddon | undefined;
+
+/** Loads the native generator once; throws a PerfError naming the fix when it is not built. */
+export function loadPerfAddon(): PerfAddon {
+  if (addon !== undefined) return addon;
+  const file = perfAddonPath();
+  if (!fs.existsSync(file)) {
+    throw new PerfError(
+      `vhostd-perf: the native load generator is not built (${file} is missing); ` +
+        'build it with `npx node-gyp rebuild` (binding.gyp target vhostd_perf)',
+      'ERR_PERF_ADDON',
+    );
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const loaded = require(file) as Partial<PerfAddon> | undefined;
+  if (loaded === undefined || typeof loaded.run !== 'function' || typeof loaded.crc32c !== 'function') {
+    throw new PerfError(`vhostd-perf: ${file} is not the vhostd_perf addon`, 'ERR_PERF_ADDON');
+  }
+  addon = loaded as PerfAddon;
+  return addon;
+}
+
+/** CRC-32C as the generator computes it (exposed for tests). */
+export function crc32c(data: Uint8Array): number {
+  return loadPerfAddon().crc32c(data);
+}
+
+const RW: readonly RwPattern[] = ['randread', 'randwrite', 'read', 'write', 'randrw'];
+const VERIFY: readonly VerifyMode[] = ['off', 'write-read', 'write', 'read'];
+
+function checkInt(name: string, value: number | undefined, min: number, max: number): void {
+  if (value === undefined) return;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new PerfError(`options.${name} must be an integer in [${min}, ${max}], got ${String(value)}`, 'ERR_PERF_OPTIONS');
+  }
+}
+
+/** Validates options with named messages; returns what the addon receives. */
+export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
+  if (typeof o.socketPath !== 'string' || o.socketPath === '') {
+    throw new PerfError('options.socketPath must be a non-empty string', 'ERR_PERF_OPTIONS');
+  }
+  if (o.rw !== undefined && !RW.includes(o.rw)) {
+    throw new PerfError(`options.rw must be one of ${RW.join(', ')}`, 'ERR_PERF_OPTIONS');
+  }
+  if (o.verify !== undefined && !VERIFY.includes(o.verify)) {
+    throw new PerfError(`options.verify must be one of ${VERIFY.join(', ')}`, 'ERR_PERF_OPTIONS');
+  }
+  if (o.completion !== undefined && o.completion !== 'poll' && o.completion !== 'interrupt') {
+    throw new PerfError('options.completion must be poll or interrupt', 'ERR_PERF_OPTIONS');
+  }
+  checkInt('rwmixread', o.rwmixread, 0, 100);
+  checkInt('blockSizeBytes', o.blockSizeBytes, 512, 64 << 20);
+  if (o.blockSizeBytes !== undefined && o.blockSizeBytes % 512 !== 0) {
+    throw new PerfError('options.blockSizeBytes must be a multiple of 512', 'ERR_PERF_OPTIONS');
+  }
+  checkInt('iodepth', o.iodepth, 1, 4096);
+  checkInt('queues', o.queues, 1, 64);
+  checkInt('queueSize', o.queueSize, 0, 32768);
+  checkInt('offsetBytes', o.offsetBytes, 0, Number.MAX_SAFE_INTEGER);
+  checkInt('sizeBytes', o.sizeBytes, 0, Number.MAX_SAFE_INTEGER);
+  checkInt('verifySeed', o.verifySeed, 0, Number.MAX_SAFE_INTEGER);
+  checkInt('seed', o.seed, 0, Number.MAX_SAFE_INTEGER);
+  checkInt('cpu', o.cpu, -1, 1023);
+  checkInt('timeoutMs', o.timeoutMs, 1, 3_600_000);
+  for (const [name, v] of [['runtimeSec', o.runtimeSec], ['rampSec', o.rampSec]] as const) {
+    if (v !== undefined && (!Number.isFinite(v) || v < 0 || v > 1e6)) {
+      throw new PerfError(`options.${name} must be a number of seconds in [0, 1e6]`, 'ERR_PERF_OPTIONS');
+    }
+  }
+  if (o.runtimeSec !== undefined && o.runtimeSec <= 0) {
+    throw new PerfError('options.runtimeSec must be > 0', 'ERR_PERF_OPTIONS');
+  }
+  if (o.eventIdx !== undefined && typeof o.eventIdx !== 'boolean') {
+    throw new PerfError('options.eventIdx must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  const native: Record<string, unknown> = { ...o };
+  return native;
+}
+
+/** Runs one job on the generator's native thread and resolves with its report. */
+export async function runPerf(options: PerfOptions): Promise<PerfReport> {
+  const native = checkPerfOptions(options);
+  const json = await loadPerfAddon().run(native);
+  return JSON.parse(json) as PerfReport;
+}
+
+/** Parses fio-style sizes: 4096, 4k, 64K, 1m, 2g (binary multiples). */
+export function parseSize(text: string): number {
+  const m = /^(\d+)([kmgt]?)(i?b)?$/i.exec(text.trim());
+  if (m === null) throw new PerfError(`not a size: ${text}`, 'ERR_PERF_OPTIONS');
+  const unit = m[2].toLowerCase();
+  const shift = unit === '' ? 0 : unit === 'k' ? 10 : unit === 'm' ? 20 : unit === 'g' ? 30 : 40;
+  const value = Number(m[1]) * 2 ** shift;
+  if (!Number.isSafeInteger(value)) throw new PerfError(`size too large: ${text}`, 'ERR_PERF_OPTIONS');
+  return value;
+}
+
+/** Parses durations: 10, 10s, 500ms, 2m (plain numbers are seconds). */
+export function parseDurationSec(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (m === null) throw new PerfError(`not a duration: ${text}`, 'ERR_PERF_OPTIONS');
+  const v = Number(m[1]);
+  return m[2] === 'ms' ? v / 1000 : m[2] === 'm' ? v * 60 : v;
+}

@@ -1,0 +1,191 @@
+/**
+ * Unit tests of vhostd-perf, the native load generator (bench/native/,
+ * bench/perf/perf.ts), against qemu-storage-daemon: a null-co export for a
+ * short timed run in both completion modes, and a small file export for the
+ * CRC-32C verify passes, including runs that must find corrupted data.
+ * Checks the report's shape, never its speed. Runs on the tap main thread;
+ * the generator runs on its own native thread.
+ */
+import t, { type Test } from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Daemon } from '../lib/daemon';
+import { haveQsd } from '../lib/qsd';
+import { waitFor } from '../lib/wait';
+import { type PerfReport, crc32c, parseSize, runPerf } from '../../bench/perf/perf';
+
+const BLOCK = 4096;
+
+async function startExport(name: string, blockdev: string, socketPath: string): Promise<Daemon> {
+  const d = new Daemon(name, 'qemu-storage-daemon', [
+    '--blockdev',
+    blockdev,
+    '--export',
+    `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${socketPath},num-queues=2,writable=on`,
+  ]);
+  try {
+    await waitFor(() => {
+      if (!d.running) throw new Error(`qemu-storage-daemon exited early: ${d.log}`);
+      return fs.existsSync(socketPath);
+    }, 10_000, `qemu-storage-daemon socket ${socketPath}`);
+  } catch (err) {
+    await d.stop();
+    throw err;
+  }
+  return d;
+}
+
+/** Every number in the report finite, counters consistent, percentiles ordered. */
+function checkReport(t: Test, r: PerfReport, what: string): void {
+  const numbers: [string, number][] = [
+    ['ios', r.ios],
+    ['reads', r.reads],
+    ['writes', r.writes],
+    ['errors', r.errors],
+    ['elapsedSec', r.elapsedSec],
+    ['iops', r.iops],
+    ['bytes', r.bytes],
+    ['bandwidthBytesPerSec', r.bandwidthBytesPerSec],
+    ['mbPerSec', r.mbPerSec],
+    ['mibPerSec', r.mibPerSec],
+    ['kicks', r.kicks],
+    ['kicksPerIo', r.kicksPerIo],
+    ['callWakeups', r.callWakeups],
+    ...Object.entries(r.latencyNs),
+    ...Object.entries(r.cpu),
+  ];
+  for (const [name, v] of numbers) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) t.fail(`${what}: ${name} = ${String(v)}`);
+  }
+  t.ok(r.ios > 0, `${what}: completed I/Os (${r.ios})`);
+  t.equal(r.reads + r.writes, r.ios, `${what}: reads + writes = ios`);
+  t.equal(r.errors, 0, `${what}: no error statuses`);
+  t.equal(r.bytes, r.ios * r.job.blockSizeBytes, `${what}: bytes = ios x bs`);
+  t.ok(r.elapsedSec > 0, `${what}: a measured window`);
+  const l = r.latencyNs;
+  t.ok(
+    l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max,
+    `${what}: min <= p50 <= p90 <= p99 <= p99.9 <= max (${JSON.stringify(l)})`,
+  );
+  t.ok(l.min <= l.mean && l.mean <= l.max, `${what}: min <= mean <= max`);
+  t.ok(r.cpu.busyFraction <= 1, `${what}: busy fraction at most 1`);
+}
+
+t.test('crc32c and size parsing', async (t) => {
+  t.equal(crc32c(Buffer.from('123456789')), 0xe3069283, 'CRC-32C check value');
+  t.equal(crc32c(new Uint8Array(0)), 0, 'empty input');
+  t.equal(parseSize('4k'), 4096);
+  t.equal(parseSize('1M'), 1 << 20);
+  t.throws(() => parseSize('4q'), /not a size/);
+});
+
+t.test('option and connection errors', async (t) => {
+  await t.rejects(runPerf({ socketPath: '/nonexistent/vhostd-perf.sock', runtimeSec: 1 }), {
+    code: 'ERR_VHOSTD_PERF',
+    message: /connect/,
+  });
+  await t.rejects(
+    runPerf({ socketPath: '/tmp/x.sock', rw: 'randomread' as unknown as 'randread' }),
+    /options\.rw must be one of/,
+  );
+  await t.rejects(runPerf({ socketPath: '/tmp/x.sock', blockSizeBytes: 1000 }), /multiple of 512/);
+});
+
+t.test('against qemu-storage-daemon', async (t) => {
+  if (!haveQsd()) {
+    t.fail('qemu-storage-daemon is not installed (Debian: apt-get install qemu-system-common); vhostd-perf needs it to be tested');
+    return;
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-perf-'));
+  const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : dir;
+  const image = path.join(shm, `vhostd-perf-${process.pid}.img`);
+  const daemons: Daemon[] = [];
+  t.teardown(async () => {
+    for (const d of daemons) await d.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(image, { force: true });
+  });
+
+  await t.test('null-co export: timed randread, poll and interrupt', async (t) => {
+    const sock = path.join(dir, 'null.sock');
+    daemons.push(await startExport('qsd-null', 'driver=null-co,node-name=n,size=1073741824', sock));
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 20);
+    const poll = await runPerf({ socketPath: sock, rw: 'randread', iodepth: 8, runtimeSec: 0.8, rampSec: 0.2, cpu: -1 });
+    clearInterval(timer);
+    t.ok(ticks > 0, 'the event loop ran while the generator did');
+    checkReport(t, poll, 'poll');
+    t.equal(poll.job.completion, 'poll');
+    t.equal(poll.device.capacityBytes, 1 << 30, 'capacity from GET_CONFIG');
+    t.equal(poll.reads, poll.ios, 'randread only reads');
+    t.equal(poll.callWakeups, 0, 'polling never waits on the call eventfd');
+    t.equal(poll.verify, null);
+
+    const irq = await runPerf({
+      socketPath: sock,
+      rw: 'randrw',
+      rwmixread: 70,
+      queues: 2,
+      iodepth: 4,
+      runtimeSec: 0.5,
+      completion: 'interrupt',
+      eventIdx: true,
+      cpu: -1,
+    });
+    checkReport(t, irq, 'interrupt');
+    t.equal(irq.job.queues, 2);
+    t.equal(irq.device.eventIdx, true, 'EVENT_IDX negotiated');
+    t.ok(irq.reads > 0 && irq.writes > 0, 'randrw does both');
+    t.ok(irq.callWakeups > 0, 'interrupt mode waited on the call eventfd');
+  });
+
+  await t.test('file export: verify passes, then catches bad data', async (t) => {
+    const sizeBytes = 4 << 20;
+    fs.writeFileSync(image, Buffer.alloc(sizeBytes));
+    const sock = path.join(dir, 'file.sock');
+    daemons.push(await startExport('qsd-file', `driver=file,filename=${image},node-name=n`, sock));
+    const blocks = sizeBytes / BLOCK;
+
+    const wr = await runPerf({ socketPath: sock, rw: 'randwrite', verify: 'write-read', verifySeed: 7, cpu: -1 });
+    checkReport(t, wr, 'write-read');
+    t.same(
+      { ...wr.verify, firstMismatches: undefined },
+      { mode: 'write-read', seed: 7, blocksWritten: blocks, blocksChecked: blocks, mismatches: 0, firstMismatches: undefined },
+      'every block written once and read back intact',
+    );
+    t.equal(wr.writes, blocks);
+    t.equal(wr.reads, blocks);
+
+    const again = await runPerf({ socketPath: sock, rw: 'read', verify: 'read', verifySeed: 7, cpu: -1 });
+    t.equal(again.verify?.mismatches, 0, 'a later read pass with the same seed agrees');
+    t.equal(again.verify?.blocksChecked, blocks);
+
+    const wrongSeed = await runPerf({ socketPath: sock, rw: 'read', verify: 'read', verifySeed: 8, cpu: -1 });
+    t.equal(wrongSeed.verify?.mismatches, blocks, 'another seed: every block mismatches');
+
+    // Corrupt one byte of block 100 behind the daemon's back.
+    const fd = fs.openSync(image, 'r+');
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, 100 * BLOCK + 333);
+    byte[0] ^= 0x5a;
+    fs.writeSync(fd, byte, 0, 1, 100 * BLOCK + 333);
+    fs.closeSync(fd);
+    const corrupt = await runPerf({ socketPath: sock, rw: 'randread', verify: 'read', verifySeed: 7, cpu: -1 });
+    t.equal(corrupt.verify?.mismatches, 1, 'exactly the corrupted block mismatches');
+    t.equal(corrupt.verify?.firstMismatches[0]?.block, 100, 'and it is block 100');
+    t.equal(corrupt.verify?.firstMismatches[0]?.offsetBytes, 100 * BLOCK);
+
+    const mixed = await runPerf({
+      socketPath: sock,
+      rw: 'randrw',
+      verify: 'write-read',
+      iodepth: 8,
+      runtimeSec: 0.3,
+      cpu: -1,
+    });
+    checkReport(t, mixed, 'randrw verify');
+    t.equal(mixed.verify?.mismatches, 0, 'mixed reads agree with the writes of the run');
+    t.ok((mixed.verify?.blocksChecked ?? 0) > 0, 'mixed run checked reads');
+  });
+});
