@@ -6,6 +6,7 @@
  * Thread: test main thread.
  */
 import t, { type Test } from 'tap';
+import fs from 'node:fs';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus } from '../lib/frontend-wire';
 import { startVhostd, type VhostdHandle } from '../lib/vhostd';
@@ -70,4 +71,32 @@ t.test('a mask outside -m is refused with -22', async (t) => {
   await t.rejects(vhostd.rpc('vhost_create_blk_controller', { ctrlr: 'pl.y', dev_name: 'M9', cpumask: 'bogus' }), { code: -22 });
   const ctrls = (await vhostd.rpc('vhost_get_controllers')) as { ctrlr: string }[];
   t.notOk(ctrls.some((c) => c.ctrlr === 'pl.x' || c.ctrlr === 'pl.y'), 'refused controllers were not created');
+});
+
+t.test('vhost_delete_controller: -16 while a front-end is connected, then removes the socket', async (t) => {
+  await vhostd.rpc('bdev_malloc_create', { name: 'MD', num_blocks: 2048, block_size: 512 });
+  await vhostd.rpc('vhost_create_blk_controller', { ctrlr: 'pl.del', dev_name: 'MD' });
+  const fe = await VhostUserFrontend.connect(vhostd.socketOf('pl.del'), 5000, { waitAccepted: true });
+  await fe.negotiate();
+  await fe.setupQueue(0, 64);
+  await t.rejects(vhostd.rpc('vhost_delete_controller', { ctrlr: 'pl.del' }), { code: -16 }, 'busy while connected');
+  await t.rejects(vhostd.rpc('bdev_malloc_delete', { name: 'MD' }), { code: -16 }, 'its bdev cannot go either');
+  const r = await fe.read(0, 0, 4096);
+  t.equal(r.status, BlkStatus.OK, 'the front-end still works after the refusals');
+  fe.close();
+  const deadline = Date.now() + 5000;
+  let result: unknown;
+  for (;;) {
+    try {
+      result = await vhostd.rpc('vhost_delete_controller', { ctrlr: 'pl.del' });
+      break;
+    } catch (err) {
+      if ((err as { code?: number }).code !== -16 || Date.now() > deadline) throw err;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+  t.equal(result, true, 'deleted once the front-end is gone');
+  t.notOk(fs.existsSync(vhostd.socketOf('pl.del')), 'socket file removed');
+  t.equal(await vhostd.rpc('bdev_malloc_delete', { name: 'MD' }), true, 'then the bdev can be deleted');
+  await t.rejects(vhostd.rpc('vhost_delete_controller', { ctrlr: 'pl.del' }), { code: -19 }, 'a second delete: no such device');
 });
