@@ -36,8 +36,26 @@ export class GuestMemoryError extends Error {
   }
 }
 
-/** Largest number of regions vhost-user lets a front-end share. */
-export const MAX_REGIONS = 8;
+/** Largest number of regions a front-end may share (the session's GET_MAX_MEM_SLOTS answer). */
+export const MAX_REGIONS = 32;
+
+/**
+ * Node 20 cannot make an external ArrayBuffer larger than 4 GiB, so a larger
+ * region is mapped as several overlapping windows ("chunks"): each at most
+ * CHUNK_BYTES long, starting every CHUNK_STRIDE bytes. Any range of at most
+ * CHUNK_BYTES - CHUNK_STRIDE bytes (1 GiB: far above a descriptor buffer, an
+ * indirect table or a ring) lies wholly inside one window. The stride is a
+ * multiple of 1 GiB so windows stay aligned even on 1 GiB hugetlbfs pages.
+ */
+export const CHUNK_BYTES = 4 * 2 ** 30;
+export const CHUNK_STRIDE = 3 * 2 ** 30;
+/** Chain segments store a window index in a byte. */
+const MAX_CHUNKS = 255;
+
+export interface ChunkLayout {
+  chunkBytes: number;
+  strideBytes: number;
+}
 
 export class GuestMemory {
   readonly count: number;
@@ -70,22 +88,36 @@ export class GuestMemory {
     this.words = buffers.map((b) => new Uint16Array(b, 0, Math.floor(b.byteLength / 2)));
   }
 
-  /** Map every region fd (read-write, MAP_SHARED). On failure, unmaps what was mapped and throws. */
-  static map(regions: readonly RegionDesc[], mapper: Mapper): GuestMemory {
+  /**
+   * Map every region fd (read-write, MAP_SHARED), a region larger than
+   * layout.chunkBytes as overlapping windows (see CHUNK_BYTES). The indices
+   * translate() returns are window indices. On failure, unmaps what was
+   * mapped and throws.
+   */
+  static map(regions: readonly RegionDesc[], mapper: Mapper, layout: ChunkLayout = { chunkBytes: CHUNK_BYTES, strideBytes: CHUNK_STRIDE }): GuestMemory {
     validateLayout(regions.map((r) => ({ gpa: r.guestPhysAddr, uva: r.userAddr, size: r.sizeBytes })));
+    const windows: { fd: number; offset: number; size: number; gpa: number; uva: number }[] = [];
+    for (const r of regions) {
+      for (let start = 0; ; start += layout.strideBytes) {
+        const size = Math.min(layout.chunkBytes, r.sizeBytes - start);
+        windows.push({ fd: r.fd, offset: r.mmapOffset + start, size, gpa: r.guestPhysAddr + start, uva: r.userAddr + start });
+        if (start + size >= r.sizeBytes) break;
+      }
+    }
+    if (windows.length > MAX_CHUNKS) {
+      throw new GuestMemoryError(`guest memory needs ${windows.length} mapping windows, at most ${MAX_CHUNKS}`, 'ERR_GUEST_MEMORY');
+    }
     const buffers: ArrayBuffer[] = [];
     try {
-      for (const r of regions) {
-        buffers.push(mapper.mmap(r.fd, r.mmapOffset, r.sizeBytes, true));
-      }
+      for (const w of windows) buffers.push(mapper.mmap(w.fd, w.offset, w.size, true));
     } catch (err) {
       for (const b of buffers) mapper.munmap(b);
       throw err;
     }
     return new GuestMemory(
       buffers,
-      regions.map((r) => r.guestPhysAddr),
-      regions.map((r) => r.userAddr),
+      windows.map((w) => w.gpa),
+      windows.map((w) => w.uva),
       mapper,
     );
   }
