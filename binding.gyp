@@ -9,7 +9,10 @@
         "bindings/src/watcher.cc",
         "bindings/src/memory.cc",
         "bindings/src/eventfd.cc",
-        "bindings/src/affinity.cc"
+        "bindings/src/affinity.cc",
+        "bindings/src/file.cc",
+        "bindings/src/uring.cc",
+        "bindings/src/aio.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

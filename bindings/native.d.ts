@@ -36,6 +36,87 @@ export declare class FdWatcher {
   close(): void;
 }
 
+/**
+ * Operation codes of FileRing requests (bindings/src/file.h). A request is
+ * FILE_REQ_WORDS numbers of a Float64Array:
+ *   [op, fileSlot, offsetBytes, a, b, tag]
+ * READV/WRITEV: a = first iov index, b = iov count; FALLOCATE: a = length,
+ * b = mode; BLK_DISCARD/BLK_ZEROOUT/PUNCH_ALLOC: a = length; DATASYNC: a = b = 0.
+ * An iov is FILE_IOV_WORDS numbers: [bufferSlot, offsetInBuffer, length].
+ */
+export const enum FileOp {
+  Readv = 0,
+  Writev = 1,
+  Datasync = 2,
+  Fallocate = 3,
+  BlkDiscard = 4,
+  BlkZeroout = 5,
+  /** fallocate(PUNCH_HOLE|KEEP_SIZE) then fallocate(0): zero and keep allocated (no ZERO_RANGE on tmpfs). */
+  PunchAlloc = 6,
+}
+
+/**
+ * A kernel I/O ring over files: IoUring (io_uring, raw syscalls) or LinuxAio
+ * (io_setup/io_submit/io_getevents). One per engine worker and engine kind.
+ * Buffers are registered once per mapping (the addon keeps the view's base
+ * address and length and checks every iov against them); iovecs then point
+ * straight into them (zero copy). Requests the addon refuses complete with
+ * -EINVAL; the kernel's answer (bytes, or -errno) comes back from reap().
+ * Slots: 64 buffers, 64 files. Owned by the thread that made it.
+ */
+export interface FileRing {
+  /** Submission queue depth the kernel granted. */
+  readonly entries: number;
+  /** Put `fd` in file slot `slot` (io_uring: a registered fixed file); -1 empties it. */
+  setFile(slot: number, fd: number): void;
+  /** Remember `view` (its address and length) as buffer slot `slot`; null forgets it. */
+  setBuffer(slot: number, view: Uint8Array | null): void;
+  /** Queue the first `count` requests of `reqs` and enter the kernel once. Returns how many were taken; the rest must be offered again later. */
+  submit(reqs: Float64Array, count: number, iovs: Float64Array): number;
+  /** Up to `max` completions as (tag, res) pairs into `out`, without blocking. Returns how many. */
+  reap(out: Float64Array, max: number): number;
+  /** Release the ring (after draining). Idempotent. */
+  close(): void;
+}
+
+/** io_uring_setup(entries) with COOP_TASKRUN (plain setup on older kernels). Throws EPERM/ENOSYS where io_uring is disabled. */
+export declare class IoUring implements FileRing {
+  constructor(entries: number, maxIovPerReq: number);
+  readonly entries: number;
+  /** True when files are registered (IOSQE_FIXED_FILE). */
+  readonly fixedFiles: boolean;
+  readonly setupFlags: number;
+  setFile(slot: number, fd: number): void;
+  setBuffer(slot: number, view: Uint8Array | null): void;
+  submit(reqs: Float64Array, count: number, iovs: Float64Array): number;
+  reap(out: Float64Array, max: number): number;
+  close(): void;
+}
+
+/** io_setup(entries). FALLOCATE and the BLK ops run synchronously inside submit(). */
+export declare class LinuxAio implements FileRing {
+  constructor(entries: number, maxIovPerReq: number);
+  readonly entries: number;
+  setFile(slot: number, fd: number): void;
+  setBuffer(slot: number, view: Uint8Array | null): void;
+  submit(reqs: Float64Array, count: number, iovs: Float64Array): number;
+  reap(out: Float64Array, max: number): number;
+  close(): void;
+}
+
+/** What fileInfo() reports about an open file. */
+export interface FileInfo {
+  type: 'file' | 'block' | 'dir' | 'char' | 'other';
+  /** Regular file: st_size; block device: BLKGETSIZE64. */
+  sizeBytes: number;
+  /** Block devices: BLKSSZGET / BLKPBSZGET; 0 for files. */
+  logicalBlockSize: number;
+  physicalBlockSize: number;
+  /** statx STATX_DIOALIGN (0 when the file system does not say, or O_DIRECT is unsupported). */
+  dioMemAlign: number;
+  dioOffsetAlign: number;
+}
+
 export interface Native {
   FdWatcher: typeof FdWatcher;
 
@@ -113,4 +194,14 @@ export interface Native {
   threadId(): number;
   /** CPUs this process may run on (sched_getaffinity). */
   allowedCpus(): number[];
+
+  // --- Files (bdev_uring / bdev_aio) ------------------------------------------
+  IoUring: typeof IoUring;
+  LinuxAio: typeof LinuxAio;
+  /** open(path, O_RDWR or O_RDONLY | O_CLOEXEC | O_DIRECT when direct). EINVAL when the file system refuses O_DIRECT. */
+  fileOpen(path: string, writable: boolean, direct: boolean): number;
+  /** fstat + block-device ioctls + statx(STATX_DIOALIGN). */
+  fileInfo(fd: number): FileInfo;
+  /** Run a synchronous FileOp (Datasync, Fallocate, BlkDiscard, BlkZeroout, PunchAlloc) now: 0 or -errno. */
+  fileSyncOp(fd: number, op: number, offsetBytes: number, lengthBytes: number, mode: number): number;
 }

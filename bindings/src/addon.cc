@@ -14,6 +14,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitMemory(env, exports);
   vhostd::InitEventfd(env, exports);
   vhostd::InitAffinity(env, exports);
+  vhostd::InitFile(env, exports);
+  vhostd::InitUring(env, exports);
+  vhostd::InitAio(env, exports);
   return exports;
 }
 

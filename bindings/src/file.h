@@ -1,0 +1,111 @@
+// Shared pieces of the file I/O rings (uring.cc: io_uring, aio.cc: Linux
+// AIO): the request layout both take from JS, the table of guest-memory
+// buffers (base address + length, taken once per mapping), the table of
+// files, the synchronous operations (fallocate, BLKDISCARD, BLKZEROOUT) and
+// the queue of completions produced without the kernel ring.
+//
+// Request layout (Float64Array, kReqWords numbers per request):
+//   [0] op (FileOp)  [1] file slot  [2] file offset in bytes
+//   [3] a: READV/WRITEV first iov index; FALLOCATE/BLK*: length in bytes
+//   [4] b: READV/WRITEV iov count;       FALLOCATE: mode
+//   [5] tag (returned unchanged with the result)
+// iovs (Float64Array, kIovWords per entry): buffer slot, offset, length.
+// Results (Float64Array pairs): tag, res (bytes or -errno).
+//
+// A request the addon refuses (bad slot, range outside its buffer, too many
+// iovs) completes with -EINVAL; only malformed JS arguments throw. Owned by
+// the JS thread that made the ring object.
+#ifndef VHOSTD_FILE_H_
+#define VHOSTD_FILE_H_
+
+#include <napi.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <vector>
+
+namespace vhostd {
+
+enum FileOp : int {
+  kOpReadv = 0,
+  kOpWritev = 1,
+  kOpDatasync = 2,
+  kOpFallocate = 3,
+  kOpBlkDiscard = 4,
+  kOpBlkZeroout = 5,
+  // fallocate(PUNCH_HOLE|KEEP_SIZE) then fallocate(0): zeroes a range and keeps it
+  // allocated where FALLOC_FL_ZERO_RANGE is not supported (tmpfs). Synchronous.
+  kOpPunchAlloc = 6,
+  kOpCount = 7,
+};
+
+constexpr size_t kReqWords = 6;
+constexpr size_t kIovWords = 3;
+constexpr uint32_t kMaxBufferSlots = 64;
+constexpr uint32_t kMaxFileSlots = 64;
+// Linux IOV_MAX.
+constexpr uint32_t kMaxIovLimit = 1024;
+
+// One decoded request.
+struct FileReq {
+  int op;
+  int fd;          // the real fd of the slot
+  uint32_t slot;   // the file slot
+  uint64_t offset;
+  uint64_t a;
+  uint64_t b;
+  double tag;
+};
+
+// Buffers, files and synthetic completions of one ring.
+class FileRingState {
+ public:
+  FileRingState(uint32_t maxIovPerReq, uint32_t maxDone);
+
+  uint32_t maxIovPerReq() const { return maxIov_; }
+  int fd(uint32_t slot) const { return slot < kMaxFileSlots ? files_[slot] : -1; }
+  void setFd(uint32_t slot, int fd) { files_[slot] = fd; }
+
+  // setBuffer(slot, Uint8Array | null) from JS.
+  bool SetBuffer(const Napi::CallbackInfo& info);
+
+  // Decodes request `i` of `reqs`. Returns 0, or -EINVAL when it is malformed.
+  int Decode(const double* reqs, size_t i, FileReq* out) const;
+
+  // Fills `out` (room for maxIovPerReq entries) with the request's iovecs,
+  // each checked against its buffer. Returns the iovec count, or -EINVAL.
+  int BuildIovecs(const FileReq& req, const double* iovs, size_t iovCount, struct iovec* out) const;
+
+  // A completion made here (synchronous op or refused request).
+  void PushDone(double tag, double res);
+  // Moves up to `max` made-here completions to out (pairs). Returns how many.
+  size_t PopDone(double* out, size_t max);
+  size_t doneCount() const { return doneCount_; }
+
+ private:
+  struct Buffer {
+    uint8_t* data = nullptr;
+    size_t length = 0;
+  };
+  uint32_t maxIov_;
+  int files_[kMaxFileSlots];
+  Buffer bufs_[kMaxBufferSlots];
+  std::vector<double> done_;  // ring of (tag, res) pairs
+  size_t doneHead_ = 0;
+  size_t doneCount_ = 0;
+};
+
+// Runs a synchronous op (fallocate, BLKDISCARD, BLKZEROOUT, punch+alloc): 0 or -errno.
+int RunSyncOp(int op, int fd, uint64_t offset, uint64_t len, uint64_t mode);
+
+// Reads the arguments of submit(reqs, count, iovs): false after throwing.
+bool SubmitArgs(const Napi::CallbackInfo& info, const double** reqs, size_t* count, const double** iovs,
+                size_t* iovCount);
+
+// Reads the arguments of reap(out, max): false after throwing. *max is in pairs.
+bool ReapArgs(const Napi::CallbackInfo& info, double** out, size_t* max);
+
+}  // namespace vhostd
+
+#endif  // VHOSTD_FILE_H_

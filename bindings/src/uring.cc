@@ -1,0 +1,370 @@
+// IoUring: one io_uring instance over raw syscalls (io_uring_setup,
+// io_uring_enter, io_uring_register, and mmap of the SQ/CQ rings; liburing is
+// not used). Requests come from JS in a Float64Array batch (layout in
+// file.h): READV/WRITEV with iovecs pointing straight into registered buffers
+// (guest memory, no copy), FSYNC with IORING_FSYNC_DATASYNC, FALLOCATE.
+// BLKDISCARD/BLKZEROOUT and the punch+allocate fallback run synchronously and
+// complete through the same reap(). One submit() = at most one io_uring_enter.
+// Completions are copied from the CQ ring into a Float64Array without
+// allocating.
+//
+// Files are registered (a sparse fixed-file table, IOSQE_FIXED_FILE) when the
+// kernel allows it. The iovec arrays live in a pool with one area per SQ
+// slot, so an SQE the kernel has not consumed yet (io_uring_enter said
+// EAGAIN) still points at valid iovecs.
+//
+// Thread: owned by the JS thread that constructed it (an engine worker);
+// setup asks for COOP_TASKRUN, so completions are run when that thread enters
+// the kernel, which reap() does when the ring's TASKRUN flag says so.
+#include <errno.h>
+#include <linux/io_uring.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "addon.h"
+#include "args.h"
+#include "errors.h"
+#include "file.h"
+
+namespace vhostd {
+namespace {
+
+int SysSetup(unsigned entries, io_uring_params* p) { return int(syscall(__NR_io_uring_setup, entries, p)); }
+
+int SysEnter(int fd, unsigned toSubmit, unsigned minComplete, unsigned flags) {
+  return int(syscall(__NR_io_uring_enter, fd, toSubmit, minComplete, flags, nullptr, 0));
+}
+
+int SysRegister(int fd, unsigned op, const void* arg, unsigned nr) {
+  return int(syscall(__NR_io_uring_register, fd, op, arg, nr));
+}
+
+template <typename T>
+T* At(void* base, uint32_t off) {
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(base) + off);
+}
+
+class IoUring : public Napi::ObjectWrap<IoUring> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit IoUring(const Napi::CallbackInfo& info);
+  ~IoUring() override { Release(); }
+
+ private:
+  Napi::Value SetFile(const Napi::CallbackInfo& info);
+  Napi::Value SetBuffer(const Napi::CallbackInfo& info);
+  Napi::Value Submit(const Napi::CallbackInfo& info);
+  Napi::Value Reap(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Entries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), sqEntries_); }
+  Napi::Value FixedFiles(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fixedFiles_); }
+  Napi::Value SetupFlags(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), setupFlags_); }
+
+  // io_uring_enter for what is queued (and, with getEvents, pending task
+  // work). 0, or -errno for an error that retrying will not cure.
+  int Enter(bool getEvents);
+  void Release();
+  bool Closed(Napi::Env env) {
+    if (fd_ >= 0) return false;
+    ThrowErrno(env, EBADF, "io_uring");
+    return true;
+  }
+
+  int fd_ = -1;
+  unsigned setupFlags_ = 0;
+  bool fixedFiles_ = false;
+  void* sqRing_ = nullptr;
+  size_t sqRingSize_ = 0;
+  void* cqRing_ = nullptr;  // == sqRing_ with IORING_FEAT_SINGLE_MMAP
+  size_t cqRingSize_ = 0;
+  io_uring_sqe* sqes_ = nullptr;
+  size_t sqesSize_ = 0;
+  unsigned sqEntries_ = 0;
+  unsigned cqEntries_ = 0;
+  unsigned* sqHead_ = nullptr;
+  unsigned* sqTail_ = nullptr;
+  unsigned sqMask_ = 0;
+  unsigned* sqFlags_ = nullptr;
+  unsigned* cqHead_ = nullptr;
+  unsigned* cqTail_ = nullptr;
+  unsigned cqMask_ = 0;
+  io_uring_cqe* cqes_ = nullptr;
+  unsigned sqTailLocal_ = 0;
+  unsigned toSubmit_ = 0;  // SQEs published and not yet consumed by the kernel
+  FileRingState* state_ = nullptr;
+  std::vector<struct iovec> iovPool_;  // sqEntries * maxIovPerReq
+};
+
+Napi::Function IoUring::Define(Napi::Env env) {
+  return DefineClass(env, "IoUring",
+                     {
+                         InstanceMethod<&IoUring::SetFile>("setFile"),
+                         InstanceMethod<&IoUring::SetBuffer>("setBuffer"),
+                         InstanceMethod<&IoUring::Submit>("submit"),
+                         InstanceMethod<&IoUring::Reap>("reap"),
+                         InstanceMethod<&IoUring::Close>("close"),
+                         InstanceAccessor<&IoUring::Entries>("entries"),
+                         InstanceAccessor<&IoUring::FixedFiles>("fixedFiles"),
+                         InstanceAccessor<&IoUring::SetupFlags>("setupFlags"),
+                     });
+}
+
+// new IoUring(entries, maxIovPerReq)
+IoUring::IoUring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoUring>(info) {
+  Napi::Env env = info.Env();
+  int64_t entries, maxIov;
+  if (!ArgInteger(info, 0, "entries", 1, 4096, &entries) ||
+      !ArgInteger(info, 1, "maxIovPerReq", 1, kMaxIovLimit, &maxIov)) {
+    return;
+  }
+  io_uring_params p;
+  // Cooperative task running: no IPI into a busy-polling thread; the TASKRUN
+  // flag tells reap() when to enter the kernel to run completions.
+  unsigned tries[] = {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
+  int fd = -1;
+  int err = 0;
+  for (unsigned flags : tries) {
+    memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    fd = SysSetup(unsigned(entries), &p);
+    if (fd >= 0) {
+      setupFlags_ = flags;
+      break;
+    }
+    err = errno;
+    if (err != EINVAL) break;  // EPERM/ENOSYS (disabled, seccomp), ENOMEM: no point in retrying
+  }
+  if (fd < 0) {
+    ThrowErrno(env, err, "io_uring_setup");
+    return;
+  }
+  fd_ = fd;
+  sqEntries_ = p.sq_entries;
+  cqEntries_ = p.cq_entries;
+  sqRingSize_ = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+  cqRingSize_ = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
+  bool single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+  if (single && cqRingSize_ > sqRingSize_) sqRingSize_ = cqRingSize_;
+  const char* failed = nullptr;
+  sqRing_ = mmap(nullptr, sqRingSize_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+  if (sqRing_ == MAP_FAILED) {
+    sqRing_ = nullptr;
+    failed = "mmap(sq ring)";
+  } else if (single) {
+    cqRing_ = sqRing_;
+  } else {
+    cqRing_ = mmap(nullptr, cqRingSize_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+    if (cqRing_ == MAP_FAILED) {
+      cqRing_ = nullptr;
+      failed = "mmap(cq ring)";
+    }
+  }
+  if (failed == nullptr) {
+    sqesSize_ = p.sq_entries * sizeof(io_uring_sqe);
+    void* s = mmap(nullptr, sqesSize_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+    if (s == MAP_FAILED) {
+      failed = "mmap(sqes)";
+    } else {
+      sqes_ = static_cast<io_uring_sqe*>(s);
+    }
+  }
+  if (failed != nullptr) {
+    int e = errno;
+    Release();
+    ThrowErrno(env, e, failed);
+    return;
+  }
+  sqHead_ = At<unsigned>(sqRing_, p.sq_off.head);
+  sqTail_ = At<unsigned>(sqRing_, p.sq_off.tail);
+  sqMask_ = *At<unsigned>(sqRing_, p.sq_off.ring_mask);
+  sqFlags_ = At<unsigned>(sqRing_, p.sq_off.flags);
+  unsigned* array = At<unsigned>(sqRing_, p.sq_off.array);
+  for (unsigned i = 0; i < sqEntries_; i++) array[i] = i;  // SQE i sits in slot i, always
+  sqTailLocal_ = *sqTail_;
+  cqHead_ = At<unsigned>(cqRing_, p.cq_off.head);
+  cqTail_ = At<unsigned>(cqRing_, p.cq_off.tail);
+  cqMask_ = *At<unsigned>(cqRing_, p.cq_off.ring_mask);
+  cqes_ = At<io_uring_cqe>(cqRing_, p.cq_off.cqes);
+
+  // A sparse fixed-file table; without it (old kernel, limits) plain fds are used.
+  int empty[kMaxFileSlots];
+  for (uint32_t i = 0; i < kMaxFileSlots; i++) empty[i] = -1;
+  fixedFiles_ = SysRegister(fd, IORING_REGISTER_FILES, empty, kMaxFileSlots) == 0;
+
+  state_ = new FileRingState(uint32_t(maxIov), cqEntries_);
+  iovPool_.resize(size_t(sqEntries_) * size_t(maxIov));
+}
+
+void IoUring::Release() {
+  if (sqes_ != nullptr) munmap(sqes_, sqesSize_);
+  if (cqRing_ != nullptr && cqRing_ != sqRing_) munmap(cqRing_, cqRingSize_);
+  if (sqRing_ != nullptr) munmap(sqRing_, sqRingSize_);
+  sqes_ = nullptr;
+  cqRing_ = nullptr;
+  sqRing_ = nullptr;
+  // Closing the ring fd drops the registered files; the kernel finishes or
+  // cancels what is still in flight (callers drain first).
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+  delete state_;
+  state_ = nullptr;
+  std::vector<struct iovec>().swap(iovPool_);
+}
+
+int IoUring::Enter(bool getEvents) {
+  if (toSubmit_ == 0 && !getEvents) return 0;
+  int r = SysEnter(fd_, toSubmit_, 0, getEvents ? IORING_ENTER_GETEVENTS : 0);
+  if (r >= 0) {
+    toSubmit_ -= unsigned(r) < toSubmit_ ? unsigned(r) : toSubmit_;
+    return 0;
+  }
+  int err = errno;
+  // Out of kernel resources or interrupted: the SQEs stay queued, the next call retries.
+  if (err == EAGAIN || err == EBUSY || err == EINTR) return 0;
+  return -err;
+}
+
+// setFile(slot, fd): fd -1 empties the slot.
+Napi::Value IoUring::SetFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t slot;
+  int fd;
+  if (!ArgInteger(info, 0, "slot", 0, kMaxFileSlots - 1, &slot) || !ArgFd(info, 1, &fd)) return Napi::Value();
+  if (Closed(env)) return Napi::Value();
+  if (fd < -1) fd = -1;
+  if (fixedFiles_) {
+    io_uring_files_update up;
+    memset(&up, 0, sizeof(up));
+    up.offset = uint32_t(slot);
+    up.fds = reinterpret_cast<uint64_t>(&fd);
+    if (SysRegister(fd_, IORING_REGISTER_FILES_UPDATE, &up, 1) < 0) {
+      ThrowErrno(env, errno, "io_uring_register(FILES_UPDATE)");
+      return Napi::Value();
+    }
+  }
+  state_->setFd(uint32_t(slot), fd);
+  return env.Undefined();
+}
+
+// setBuffer(slot, view | null): remember the view's address and length.
+Napi::Value IoUring::SetBuffer(const Napi::CallbackInfo& info) {
+  if (Closed(info.Env())) return Napi::Value();
+  if (!state_->SetBuffer(info)) return Napi::Value();
+  return info.Env().Undefined();
+}
+
+// submit(reqs, count, iovs) → how many requests were taken (the rest: call again later).
+Napi::Value IoUring::Submit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double* reqs;
+  const double* iovs;
+  size_t count, iovCount;
+  if (!SubmitArgs(info, &reqs, &count, &iovs, &iovCount)) return Napi::Value();
+  if (Closed(env)) return Napi::Value();
+  const uint32_t maxIov = state_->maxIovPerReq();
+  size_t i = 0;
+  for (; i < count; i++) {
+    FileReq r;
+    int err = state_->Decode(reqs, i, &r);
+    if (err != 0) {
+      state_->PushDone(r.tag, err);
+      continue;
+    }
+    if (r.op == kOpBlkDiscard || r.op == kOpBlkZeroout || r.op == kOpPunchAlloc) {
+      state_->PushDone(r.tag, RunSyncOp(r.op, r.fd, r.offset, r.a, r.b));
+      continue;
+    }
+    unsigned head = __atomic_load_n(sqHead_, __ATOMIC_ACQUIRE);
+    if (sqTailLocal_ - head >= sqEntries_) break;  // SQ full
+    unsigned idx = sqTailLocal_ & sqMask_;
+    io_uring_sqe* sqe = &sqes_[idx];
+    memset(sqe, 0, sizeof(*sqe));
+    switch (r.op) {
+      case kOpReadv:
+      case kOpWritev: {
+        struct iovec* area = &iovPool_[size_t(idx) * maxIov];
+        int n = state_->BuildIovecs(r, iovs, iovCount, area);
+        if (n < 0) {
+          state_->PushDone(r.tag, n);
+          continue;
+        }
+        sqe->opcode = r.op == kOpReadv ? IORING_OP_READV : IORING_OP_WRITEV;
+        sqe->addr = reinterpret_cast<uint64_t>(area);
+        sqe->len = unsigned(n);
+        sqe->off = r.offset;
+        break;
+      }
+      case kOpDatasync:
+        sqe->opcode = IORING_OP_FSYNC;
+        sqe->fsync_flags = IORING_FSYNC_DATASYNC;
+        break;
+      case kOpFallocate:
+        sqe->opcode = IORING_OP_FALLOCATE;
+        sqe->off = r.offset;
+        sqe->addr = r.a;  // length
+        sqe->len = unsigned(r.b);  // mode
+        break;
+      default:
+        state_->PushDone(r.tag, -EINVAL);
+        continue;
+    }
+    if (fixedFiles_) {
+      sqe->fd = int(r.slot);
+      sqe->flags = IOSQE_FIXED_FILE;
+    } else {
+      sqe->fd = r.fd;
+    }
+    sqe->user_data = static_cast<uint64_t>(r.tag);
+    sqTailLocal_++;
+    toSubmit_++;
+  }
+  __atomic_store_n(sqTail_, sqTailLocal_, __ATOMIC_RELEASE);
+  // A hard error here would also fail the next reap(), which reports it.
+  Enter(false);
+  return Napi::Number::New(env, double(i));
+}
+
+// reap(out, max) → completions written to out as (tag, res) pairs.
+Napi::Value IoUring::Reap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double* out;
+  size_t max;
+  if (!ReapArgs(info, &out, &max)) return Napi::Value();
+  if (Closed(env)) return Napi::Value();
+  size_t n = state_->PopDone(out, max);
+  unsigned flags = __atomic_load_n(sqFlags_, __ATOMIC_RELAXED);
+  unsigned head = *cqHead_;
+  bool empty = head == __atomic_load_n(cqTail_, __ATOMIC_ACQUIRE);
+  if (toSubmit_ > 0 || (flags & IORING_SQ_CQ_OVERFLOW) != 0 || (empty && (flags & IORING_SQ_TASKRUN) != 0)) {
+    int err = Enter(true);
+    if (err != 0) {
+      ThrowErrno(env, -err, "io_uring_enter");
+      return Napi::Value();
+    }
+  }
+  unsigned tail = __atomic_load_n(cqTail_, __ATOMIC_ACQUIRE);
+  while (n < max && head != tail) {
+    const io_uring_cqe* cqe = &cqes_[head & cqMask_];
+    out[2 * n] = static_cast<double>(cqe->user_data);
+    out[2 * n + 1] = static_cast<double>(cqe->res);
+    head++;
+    n++;
+  }
+  __atomic_store_n(cqHead_, head, __ATOMIC_RELEASE);
+  return Napi::Number::New(env, double(n));
+}
+
+Napi::Value IoUring::Close(const Napi::CallbackInfo& info) {
+  Release();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitUring(Napi::Env env, Napi::Object exports) { exports.Set("IoUring", IoUring::Define(env)); }
+
+}  // namespace vhostd
