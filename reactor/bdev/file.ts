@@ -1,0 +1,157 @@
+/**
+ * Opens and checks the backing file of a bdev_uring / bdev_aio: O_DIRECT when
+ * the file system takes it (otherwise buffered, with a notice: FLUSH then
+ * goes to fdatasync, which the workers issue for every FLUSH anyway), a
+ * second buffered fd for requests O_DIRECT refuses, the size, and the block
+ * size — by default the device's logical block size (BLKSSZGET) for a block
+ * device and 512 (or the file system's O_DIRECT offset alignment, when
+ * larger) for a regular file; a requested block size the store cannot honour
+ * is refused. Also probes whether io_uring works here.
+ *
+ * The fds returned are owned by the caller (the bdev registry), which closes
+ * them when the bdev is deleted. Thread: main (reactor).
+ */
+import { native, type NativeError } from '../../bindings';
+import { logger } from '../log';
+import { RpcCode, RpcError } from '../target';
+
+const log = logger('bdev');
+
+export interface OpenedFile {
+  filename: string;
+  fd: number;
+  /** -1 when fd is buffered already. */
+  bufferedFd: number;
+  direct: boolean;
+  blockDevice: boolean;
+  readonly: boolean;
+  sizeBytes: number;
+  blockSize: number;
+  numBlocks: number;
+  /** The smallest block size the store takes (for messages and tests). */
+  minBlockSize: number;
+}
+
+export interface OpenFileOptions {
+  /** Requested block size (0 or undefined: the default). */
+  blockSize?: number;
+  readonly: boolean;
+}
+
+const MIN_BLOCK_SIZE = 512;
+const MAX_BLOCK_SIZE = 65536;
+
+function isNativeError(err: unknown): err is NativeError {
+  return err instanceof Error && typeof (err as Partial<NativeError>).errno === 'number';
+}
+
+/** A NativeError as an RpcError carrying -errno (SPDK's convention). */
+function rpcErrorOf(err: unknown, what: string): RpcError {
+  if (isNativeError(err)) return new RpcError(-err.errno, `${what}: ${err.message}`);
+  return new RpcError(RpcCode.InternalError, `${what}: ${err instanceof Error ? err.message : String(err)}`);
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    native.close(fd);
+  } catch {
+    // nothing left to do
+  }
+}
+
+export function openBackingFile(name: string, filename: string, opts: OpenFileOptions): OpenedFile {
+  if (filename === '') throw new RpcError(RpcCode.Invalid, 'filename must not be empty');
+  const writable = !opts.readonly;
+  let fd: number;
+  let direct = true;
+  try {
+    fd = native.fileOpen(filename, writable, true);
+  } catch (err) {
+    if (!isNativeError(err) || err.code !== 'EINVAL') throw rpcErrorOf(err, `cannot open ${filename}`);
+    // The file system does not do O_DIRECT.
+    direct = false;
+    try {
+      fd = native.fileOpen(filename, writable, false);
+    } catch (err2) {
+      throw rpcErrorOf(err2, `cannot open ${filename}`);
+    }
+  }
+  let bufferedFd = -1;
+  try {
+    const info = native.fileInfo(fd);
+    if (info.type !== 'file' && info.type !== 'block') {
+      throw new RpcError(RpcCode.Invalid, `${filename} is a ${info.type}, not a regular file or block device`);
+    }
+    const blockDevice = info.type === 'block';
+    let minBlockSize = MIN_BLOCK_SIZE;
+    if (blockDevice && info.logicalBlockSize > minBlockSize) minBlockSize = info.logicalBlockSize;
+    if (direct && info.dioOffsetAlign > minBlockSize) minBlockSize = info.dioOffsetAlign;
+    const requested = opts.blockSize ?? 0;
+    const blockSize = requested === 0 ? minBlockSize : requested;
+    if (!Number.isSafeInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
+      throw new RpcError(RpcCode.Invalid, `block_size ${blockSize} must be a power of 2 between ${MIN_BLOCK_SIZE} and ${MAX_BLOCK_SIZE}`);
+    }
+    if (blockSize < minBlockSize) {
+      const why = blockDevice ? `the device's logical block size is ${info.logicalBlockSize}` : `O_DIRECT on this file system needs ${minBlockSize}-byte aligned I/O`;
+      throw new RpcError(RpcCode.Invalid, `block_size ${blockSize} cannot be honoured by ${filename}: ${why}`);
+    }
+    const numBlocks = Math.floor(info.sizeBytes / blockSize);
+    if (numBlocks < 1) {
+      throw new RpcError(RpcCode.Invalid, `${filename} holds ${info.sizeBytes} bytes, less than one block of ${blockSize}`);
+    }
+    if (info.sizeBytes % blockSize !== 0) {
+      log.warn('file size is not a multiple of the block size; the tail is not used', { name, filename, sizeBytes: info.sizeBytes, blockSize });
+    }
+    if (direct) {
+      try {
+        bufferedFd = native.fileOpen(filename, writable, false);
+      } catch (err) {
+        throw rpcErrorOf(err, `cannot open ${filename} a second time (buffered)`);
+      }
+    } else {
+      log.notice('O_DIRECT is not supported by the file system: buffered I/O, FLUSH reaches storage through fdatasync', {
+        name,
+        filename,
+      });
+    }
+    return {
+      filename,
+      fd,
+      bufferedFd,
+      direct,
+      blockDevice,
+      readonly: opts.readonly,
+      sizeBytes: info.sizeBytes,
+      blockSize,
+      numBlocks,
+      minBlockSize,
+    };
+  } catch (err) {
+    closeQuietly(fd);
+    if (bufferedFd >= 0) closeQuietly(bufferedFd);
+    if (err instanceof RpcError) throw err;
+    throw rpcErrorOf(err, `cannot use ${filename}`);
+  }
+}
+
+/** Close what openBackingFile opened. */
+export function closeBackingFile(f: { fd: number; bufferedFd: number }): void {
+  closeQuietly(f.fd);
+  if (f.bufferedFd >= 0) closeQuietly(f.bufferedFd);
+}
+
+/**
+ * Throws a clear RpcError when io_uring cannot be used in this process
+ * (io_uring_setup refused: EPERM/ENOSYS under seccomp or
+ * kernel.io_uring_disabled, ENOMEM under a low memlock limit).
+ */
+export function checkUringAvailable(): void {
+  try {
+    const ring = new native.IoUring(2, 1);
+    ring.close();
+  } catch (err) {
+    const detail = err instanceof Error ? err.message : String(err);
+    const code = isNativeError(err) ? -err.errno : RpcCode.InternalError;
+    throw new RpcError(code, `io_uring is not available on this host (${detail}); use bdev_aio_create instead`);
+  }
+}
