@@ -19,9 +19,14 @@ export interface EngineDevice {
   /**
    * One poll: take up to a batch of requests per queue (while running), reap
    * bdev completions, publish used rings, signal once per queue. Returns how
-   * much work was done (0 = idle).
+   * much work was done (0 = idle). `nowMs` is the worker's performance.now()
+   * at the end of its previous loop iteration (QoS timeslices, interrupt
+   * coalescing and submission timestamps use it instead of reading the
+   * clock per request).
    */
-  poll(): number;
+  poll(nowMs: number): number;
+  /** The bdev now has numBlocks blocks (it was resized); throws if this device's bdev cannot change size. */
+  resize(numBlocks: number): void;
   /** Stop taking requests; in-flight ones still complete through poll(). */
   beginStop(): void;
   /** With inflight === 0: publish and signal what is left, release the bdev channel, unmap guest memory. */

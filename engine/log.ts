@@ -10,6 +10,7 @@
  * lines whole and in order with the reactor's (a line under PIPE_BUF is atomic).
  */
 import * as fs from 'node:fs';
+import { EngineLogWord } from './control';
 
 export type EngineLogLevel = 'error' | 'warn' | 'notice' | 'info' | 'debug';
 
@@ -17,6 +18,8 @@ const LEVELS: Record<EngineLogLevel, number> = { error: 0, warn: 1, notice: 2, i
 
 let printLevel = LEVELS.info;
 let component = 'engine';
+/** The reactor's live settings (EngineLogWord slots), once setLogControl has been called. */
+let control: Int32Array | null = null;
 
 /** Name the component after the core this worker runs on. */
 export function setLogCore(core: number): void {
@@ -27,6 +30,21 @@ export function setEngineLogLevel(level: EngineLogLevel): void {
   printLevel = LEVELS[level];
 }
 
+/**
+ * Follow the reactor's print level and "engine" debug flag (log_set_print_level,
+ * log_set_flag) from the shared words of WorkerInit.logControl from now on.
+ */
+export function setLogControl(words: SharedArrayBuffer): void {
+  control = new Int32Array(words, 0, EngineLogWord.Count);
+}
+
+function wanted(level: EngineLogLevel): boolean {
+  const n = LEVELS[level];
+  if (control === null) return n <= printLevel;
+  if (n > Atomics.load(control, EngineLogWord.PrintLevel)) return false;
+  return level !== 'debug' || Atomics.load(control, EngineLogWord.Debug) === 1;
+}
+
 function formatValue(v: unknown): string {
   if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : v;
   if (typeof v === 'bigint') return '0x' + v.toString(16);
@@ -35,7 +53,7 @@ function formatValue(v: unknown): string {
 }
 
 export function log(level: EngineLogLevel, message: string, fields?: Record<string, unknown>): void {
-  if (LEVELS[level] > printLevel) return;
+  if (!wanted(level)) return;
   let line = `${new Date().toISOString()} ${level} [${component}] ${message}`;
   if (fields) {
     for (const [k, v] of Object.entries(fields)) {

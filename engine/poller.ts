@@ -85,7 +85,7 @@ export class Poller {
       for (let i = 0; i < devices.length; i++) {
         const dev = devices[i];
         try {
-          work += dev.poll();
+          work += dev.poll(last);
         } catch (err) {
           dev.fail(err);
           this.sleepFdsDirty = true;
@@ -154,6 +154,22 @@ export class Poller {
         dev.beginStop();
         this.stopping.push({ requestId: req.id, device: dev });
         this.finishStops();
+        return;
+      }
+      case 'resize': {
+        const dev = this.devices.find((d) => d.id === req.deviceId);
+        if (!dev) {
+          this.reply({ id: req.id, ok: false, error: `no running device ${req.deviceId}`, code: 'ERR_NO_DEVICE' });
+          return;
+        }
+        try {
+          dev.resize(req.numBlocks);
+        } catch (err) {
+          this.reply({ id: req.id, ok: false, error: String((err as Error).message ?? err), code: 'ERR_RESIZE' });
+          return;
+        }
+        logger.info('device resized', { device: dev.name, numBlocks: req.numBlocks });
+        this.reply({ id: req.id, ok: true });
         return;
       }
       case 'exit': {

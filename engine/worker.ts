@@ -11,11 +11,14 @@
  */
 import { native } from '../bindings';
 import type { WorkerInit } from './control';
-import { logger, setLogCore } from './log';
+import { WorkerStat } from './control';
+import { logger, setLogControl, setLogCore } from './log';
 import { Poller } from './poller';
 
 export default async function engineWorker(init: WorkerInit): Promise<void> {
   setLogCore(init.core);
+  if (init.logControl) setLogControl(init.logControl);
+  new Float64Array(init.stats)[WorkerStat.Tid] = native.threadId();
   native.pinThread(init.core);
   logger.info('engine worker running', { core: init.core, cpu: native.currentCpu(), mode: init.pollMode });
   new Poller(init, native).run();

@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { App } from './app';
 import { readConfigFile, replayConfig, type ConfigFile } from './config';
-import { log, logger, setLogFlag, setPrintLevel, type LogLevel } from './log';
+import { Framework } from './framework';
+import { allLogFlags, log, logger, setLogFlag, setPrintLevel, type LogLevel } from './log';
 import { formatCpumask, parseCpumask } from './placement';
 import { RpcServer } from './rpc/server';
 import { VERSION } from './version';
@@ -24,8 +25,11 @@ Options (as SPDK's vhost app):
   -S, --vhost-sock-dir DIR  directory for the controllers' vhost-user sockets; default: the current directory
   -r, --rpc-socket PATH     JSON-RPC socket; default /var/tmp/vhostd.sock
   -c, --json FILE           JSON config to load at start (SPDK format; save_config output)
-  -L, --logflag FLAG        enable debug logs of a component (vhost, bdev, rpc, engine, all); repeatable
+  -L, --logflag FLAG        enable debug logs of a component (app, bdev, engine, rpc, vhost, vhost_blk,
+                            or all); repeatable; sets the print level to debug unless --log-level is given
       --log-level LEVEL     error|warn|notice|info|debug; default info
+      --wait-for-rpc        start only the RPC server and wait for framework_start_init before
+                            starting the engine and loading the -c config
   -h, --help                this text
   -v, --version             print the version
 
@@ -40,6 +44,7 @@ vhostd's own:
 `;
 
 interface CliOptions {
+  waitForRpc: boolean;
   cores: number[];
   socketDir: string;
   rpcSocket: string;
@@ -64,6 +69,7 @@ function parseCli(argv: string[]): CliOptions | 'help' | 'version' {
       json: { type: 'string', short: 'c' },
       logflag: { type: 'string', short: 'L', multiple: true },
       'log-level': { type: 'string' },
+      'wait-for-rpc': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
       default: { type: 'boolean' },
@@ -92,9 +98,14 @@ function parseCli(argv: string[]): CliOptions | 'help' | 'version' {
     if (!['error', 'warn', 'notice', 'info', 'debug'].includes(level)) throw new UsageError(`--log-level: unknown level ${level}`);
     setPrintLevel(level as LogLevel);
   }
-  for (const flag of values.logflag ?? []) setLogFlag(flag);
+  for (const flag of values.logflag ?? []) {
+    if (!setLogFlag(flag)) throw new UsageError(`-L: unknown log flag ${flag} (known: ${Object.keys(allLogFlags()).join(', ')}, all)`);
+  }
+  // As SPDK's app: a debug flag is of no use unless debug lines are printed.
+  if ((values.logflag ?? []).length > 0 && level === undefined) setPrintLevel('debug');
   const demo = values.default ?? false;
   return {
+    waitForRpc: values['wait-for-rpc'] ?? false,
     cores,
     socketDir: path.resolve(values['vhost-sock-dir'] ?? (demo ? '/tmp/vhostd' : '.')),
     rpcSocket: path.resolve(values['rpc-socket'] ?? '/var/tmp/vhostd.sock'),
@@ -156,51 +167,83 @@ export async function main(argv: string[]): Promise<number> {
   });
   log('notice', 'app', `${app.version} starting`, { cpumask: formatCpumask(opts.cores), pid: process.pid });
 
-  app.start();
   const rpc = new RpcServer({ socketMode: opts.socketMode });
-  registerMethods(rpc, app);
 
+  let finish: (code: number) => void = () => undefined;
+  const exitCode = new Promise<number>((resolve) => {
+    finish = resolve;
+  });
   let stopping: Promise<void> | null = null;
+  /**
+   * Graceful stop: stop taking work (no new RPC connections or requests, no
+   * new front-ends), stop every device (its worker finishes the I/O in
+   * flight and pushes the completions before the front-end's socket is
+   * closed), end the workers, unlink every socket file.
+   */
   const stop = (why: string): Promise<void> => {
     if (stopping) return stopping;
     appLog.notice('stopping', { reason: why });
     stopping = (async () => {
       await rpc.close();
       await app.stop();
+      appLog.notice('stopped', { reason: why });
     })();
     return stopping;
   };
-  const exitCode = new Promise<number>((resolve) => {
-    let firstSignalAt = 0;
-    const onSignal = (sig: NodeJS.Signals): void => {
-      if (stopping) {
-        // timeout(1) and shells signal the child and its process group: a repeat within a second is the same request.
-        if (Date.now() - firstSignalAt < 1000) return;
-        appLog.warn('second signal: exiting at once', { signal: sig });
-        process.exit(1);
-      }
-      firstSignalAt = Date.now();
-      stop(sig).then(
-        () => resolve(0),
-        (err: unknown) => {
-          appLog.error('stop failed', { error: (err as Error).message });
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+  const stopAndExit = (why: string, code: number): void => {
+    stop(why).then(
+      () => finish(code),
+      (err: unknown) => {
+        appLog.error('stop failed', { error: (err as Error).message });
+        finish(1);
+      },
+    );
+  };
+
+  let config: ConfigFile | null = null;
+  const framework = new Framework(rpc, {
+    waitForRpc: opts.waitForRpc,
+    init: async () => {
+      app.start();
+      await app.engine.ready();
+    },
+    afterRuntime: async () => {
+      if (config) await replayConfig(config, (method, params) => rpc.invoke(method, params));
+    },
+    // Through framework_start_init, as SPDK: the error is the reply, then the target stops.
+    onInitFailed: opts.waitForRpc
+      ? (err) => {
+          appLog.error('initialization failed', { error: err.message });
+          setImmediate(() => stopAndExit('initialization failed', 1));
+        }
+      : undefined,
   });
+  registerMethods(rpc, app, framework);
+
+  let firstSignalAt = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (stopping) {
+      // timeout(1) and shells signal the child and its process group: a repeat within a second is the same request.
+      if (Date.now() - firstSignalAt < 1000) return;
+      appLog.warn('second signal: exiting at once', { signal: sig });
+      process.exit(1);
+    }
+    firstSignalAt = Date.now();
+    stopAndExit(sig, 0);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   try {
-    const config = opts.demo ? DEFAULT_CONFIG : opts.config ? readConfigFile(opts.config) : null;
-    if (config) await replayConfig(config, (method, params) => rpc.invoke(method, params));
+    config = opts.demo ? DEFAULT_CONFIG : opts.config ? readConfigFile(opts.config) : null;
+    if (!opts.waitForRpc) await framework.startInit();
     await rpc.listen(opts.rpcSocket);
   } catch (err) {
     appLog.error('start failed', { error: (err as Error).message });
     await stop('start failed');
     return 1;
   }
+  if (opts.waitForRpc) appLog.notice('waiting for framework_start_init', { rpcSocket: opts.rpcSocket });
   appLog.notice('ready', { rpcSocket: opts.rpcSocket, socketDir: opts.socketDir });
   if (opts.demo) {
     const sock = path.join(opts.socketDir, 'vhost.0');

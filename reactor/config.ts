@@ -49,14 +49,23 @@ export function parseConfig(text: string, source: string): ConfigFile {
     if (s.config !== null && s.config !== undefined && !Array.isArray(s.config)) {
       throw new ConfigError(`${source}: subsystems[${i}].config must be an array or null`);
     }
-    (s.config ?? []).forEach((c, j) => {
-      if (typeof c !== 'object' || c === null || typeof c.method !== 'string') {
-        throw new ConfigError(`${source}: subsystems[${i}].config[${j}] needs a "method"`);
-      }
-      if (c.params !== undefined && (typeof c.params !== 'object' || c.params === null || Array.isArray(c.params))) {
-        throw new ConfigError(`${source}: subsystems[${i}].config[${j}].params must be an object`);
-      }
+    // SPDK's save_config --with-batches writes a batch (an array of calls) as one element: flatten it.
+    const flat: ConfigCall[] = [];
+    ((s.config ?? []) as unknown[]).forEach((elem, j) => {
+      const batch = Array.isArray(elem) ? (elem as unknown[]) : [elem];
+      batch.forEach((raw, k) => {
+        const where = `${source}: subsystems[${i}].config[${j}]${Array.isArray(elem) ? `[${k}]` : ''}`;
+        const c = raw as ConfigCall;
+        if (typeof c !== 'object' || c === null || Array.isArray(c) || typeof c.method !== 'string') {
+          throw new ConfigError(`${where} needs a "method"`);
+        }
+        if (c.params !== undefined && (typeof c.params !== 'object' || c.params === null || Array.isArray(c.params))) {
+          throw new ConfigError(`${where}.params must be an object`);
+        }
+        flat.push(c);
+      });
     });
+    if (s.config) s.config = flat;
   });
   return { subsystems };
 }

@@ -17,7 +17,7 @@ import {
   type StopResult,
   type WorkerInit,
 } from '../engine/control';
-import { logger } from './log';
+import { engineLogControl, logger } from './log';
 
 const log = logger('engine');
 
@@ -91,11 +91,27 @@ export class EngineWorker {
     return reply.result ?? { queues: [] };
   }
 
+  /** The running device's bdev now has numBlocks blocks. */
+  async resize(deviceId: number, numBlocks: number): Promise<void> {
+    const reply = await this.request({ op: 'resize', deviceId, numBlocks });
+    if (!reply.ok) throw new EngineError(reply.error, reply.code);
+  }
+
+  /** Devices placed on this worker (its pollers). */
+  deviceCount(): number {
+    return this.statsView[WorkerStat.Devices];
+  }
+
   async exit(): Promise<void> {
     const reply = await this.request({ op: 'exit' });
     // The task may end before its reply crosses the port: an ended task is what exit asked for.
     if (!reply.ok && reply.code !== 'ERR_ENGINE_GONE') throw new EngineError(reply.error, reply.code);
     this.port.close();
+  }
+
+  /** The worker thread's kernel thread id, or 0 until its task has started. */
+  tid(): number {
+    return this.statsView[WorkerStat.Tid];
   }
 
   /** Busy and idle time so far, in nanoseconds. */
@@ -143,6 +159,7 @@ export class EnginePool {
         stats,
         pollMode: this.options.pollMode,
         idleSleepUs: this.options.idleSleepUs,
+        logControl: engineLogControl,
       };
       worker.done = this.pool.run(init, { transferList: [port2] }).then(
         () => worker.fail(`engine worker on core ${core} has exited`),
@@ -153,6 +170,20 @@ export class EnginePool {
         },
       );
       this.workers.set(core, worker);
+    }
+  }
+
+  /**
+   * Resolves once every worker's task runs (it has written its thread id),
+   * or rejects when one failed or did not start within `timeoutMs`.
+   */
+  async ready(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const waiting = [...this.workers.values()].filter((w) => w.tid() === 0);
+      if (waiting.length === 0) return;
+      if (Date.now() > deadline) throw new EngineError(`engine workers on cores ${waiting.map((w) => w.core).join(',')} did not start`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
 

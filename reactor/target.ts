@@ -7,6 +7,8 @@
  * scripts written for SPDK read them unchanged.
  */
 
+import type { IoStatCounters } from './bdev/iostat';
+
 /** JSON-RPC error codes, SPDK's: JSON-RPC's own and negative errno values. */
 export const RpcCode = {
   ParseError: -32700,
@@ -14,6 +16,8 @@ export const RpcCode = {
   MethodNotFound: -32601,
   InvalidParams: -32602,
   InternalError: -32603,
+  /** SPDK_JSONRPC_ERROR_INVALID_STATE: the method is not callable in the current RPC state. */
+  InvalidState: -1,
   /** -ENOENT */
   NoEntry: -2,
   /** -EBUSY */
@@ -87,11 +91,31 @@ export interface ReactorsInfo {
   pid: number;
   reactors: {
     lcore: number;
+    /** NUMA node of the core (sysfs); left out when the kernel does not say. */
+    numa_id?: number;
+    /** Kernel thread id of the engine worker polling this core; left out until it has started. */
+    tid?: number;
     busy: number;
     idle: number;
     in_interrupt: boolean;
+    /** The core's irq / system / user time since vhostd started, in USER_HZ ticks (/proc/stat, as SPDK). */
+    irq?: number;
+    sys?: number;
+    usr?: number;
     lw_threads: { name: string; id: number; cpumask: string; elapsed: number }[];
   }[];
+}
+
+/** One call of a saved configuration (SPDK's JSON config format). */
+export interface ConfigCallInfo {
+  method: string;
+  params?: Record<string, unknown>;
+}
+
+/** framework_get_subsystems' entries (SPDK shape), in initialization order. */
+export interface SubsystemInfo {
+  subsystem: string;
+  depends_on: string[];
 }
 
 export interface Target {
@@ -103,8 +127,17 @@ export interface Target {
   createMallocBdev(p: { name?: string; numBlocks: number; blockSize: number; uuid?: string }): string;
   /** bdev_null_create: returns the name. */
   createNullBdev(p: { name: string; numBlocks: number; blockSize: number; uuid?: string }): string;
-  /** bdev_malloc_delete / bdev_null_delete: -19 if there is no such bdev of that kind, -16 while a controller uses it. */
-  deleteBdev(kind: 'malloc' | 'null', name: string): Promise<void>;
+  /**
+   * bdev_uring_create: opens `filename` (O_DIRECT when possible) and serves it
+   * through io_uring; returns the name. -17 name exists, -errno when the file
+   * cannot be opened, -22 for a block size the store cannot honour, -1/-38
+   * when io_uring is disabled here.
+   */
+  createUringBdev(p: { name: string; filename: string; blockSize?: number; uuid?: string }): string;
+  /** bdev_aio_create: as createUringBdev, through Linux AIO; `fallocate` enables unmap/write zeroes. */
+  createAioBdev(p: { name: string; filename: string; blockSize?: number; readonly?: boolean; fallocate?: boolean; uuid?: string }): string;
+  /** bdev_{malloc,null,uring,aio}_delete: -19 if there is no such bdev of that kind, -16 while a controller uses it. */
+  deleteBdev(kind: 'malloc' | 'null' | 'uring' | 'aio', name: string): Promise<void>;
   /** bdev_get_bdevs: all, or the one named (-19 if absent). */
   getBdevs(name?: string): BdevInfo[];
 
@@ -117,4 +150,64 @@ export interface Target {
 
   /** framework_get_reactors */
   getReactors(): ReactorsInfo;
+
+  /**
+   * framework_get_subsystems and framework_get_config: the subsystems, and
+   * the calls that recreate one subsystem's current state (each bdev and
+   * controller writes its own). subsystemConfig throws -32602 "Subsystem 'x'
+   * not found" for an unknown name.
+   */
+  subsystems(): SubsystemInfo[];
+  subsystemConfig(name: string): ConfigCallInfo[];
+
+  // Statistics, QoS, coalescing, resize.
+
+  /** bdev_get_iostat: all bdevs or the named ones (-19 if one is absent); perChannel needs exactly one name. */
+  getIostat(p: { names?: string[]; perChannel: boolean }): IostatInfo | PerChannelIostatInfo;
+  /** bdev_set_qos_limit: -19 no bdev; limits not given stay as they are; 0 = unlimited. */
+  setQosLimit(name: string, limits: QosLimitsInfo): void;
+  /** bdev_null_resize: -19 no null bdev, -22 smaller than now (SPDK refuses to shrink). */
+  resizeNullBdev(name: string, newSizeMiB: number): Promise<void>;
+  /** vhost_controller_set_coalescing: -19 no controller, -22 bad values. */
+  setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void;
+  /** thread_get_stats */
+  getThreadStats(): ThreadStatsInfo;
+}
+
+/** bdev_set_qos_limit's limits (undefined: unchanged). */
+export interface QosLimitsInfo {
+  rw_ios_per_sec?: number;
+  rw_mbytes_per_sec?: number;
+  r_mbytes_per_sec?: number;
+  w_mbytes_per_sec?: number;
+}
+
+/** bdev_get_iostat's result (SPDK shape); ticks are nanoseconds (tick_rate 1e9). */
+export interface IostatInfo {
+  tick_rate: number;
+  ticks: number;
+  bdevs: ({ name: string } & IoStatCounters)[];
+}
+
+/** bdev_get_iostat with per_channel: one entry per engine worker that served the bdev. */
+export interface PerChannelIostatInfo {
+  tick_rate: number;
+  ticks: number;
+  name: string;
+  channels: ({ thread_id: number } & IoStatCounters)[];
+}
+
+/** thread_get_stats' result (SPDK shape). */
+export interface ThreadStatsInfo {
+  tick_rate: number;
+  threads: {
+    name: string;
+    id: number;
+    cpumask: string;
+    busy: number;
+    idle: number;
+    active_pollers_count: number;
+    timed_pollers_count: number;
+    paused_pollers_count: number;
+  }[];
 }

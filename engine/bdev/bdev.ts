@@ -92,6 +92,8 @@ export interface Bdev {
   ioTypeSupported(type: BdevIoType): boolean;
   createChannel(): BdevChannel;
   destroy(): void;
+  /** Modules whose size can change (null: bdev_null_resize) take the new block count here. */
+  resize?(numBlocks: number): void;
 }
 
 /**

@@ -15,7 +15,8 @@ export class NullBdev implements Bdev {
   constructor(
     readonly name: string,
     readonly blockSize: number,
-    readonly numBlocks: number,
+    /** Changes with resize() (bdev_null_resize). */
+    public numBlocks: number,
   ) {
     if (!Number.isInteger(blockSize) || blockSize < 512 || (blockSize & (blockSize - 1)) !== 0) {
       throw new RangeError(`null bdev ${name}: blockSize must be a power of 2 >= 512, got ${blockSize}`);
@@ -31,6 +32,14 @@ export class NullBdev implements Bdev {
 
   createChannel(): BdevChannel {
     return new NullChannel(this);
+  }
+
+  /** A null bdev has no data: any positive size is fine, and I/O is range-checked against it from now on. */
+  resize(numBlocks: number): void {
+    if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) {
+      throw new RangeError(`null bdev ${this.name}: numBlocks must be a positive integer, got ${numBlocks}`);
+    }
+    this.numBlocks = numBlocks;
   }
 
   destroy(): void {}

@@ -14,12 +14,14 @@
  * Thread: the engine worker the reactor placed the device on; created on
  * `start`, torn down on `stop`. It owns the GuestMemory it is given.
  */
-import { type BlkDeviceDesc, DeviceStat, type QueueDesc, type StopResult } from '../control';
+import { type BlkDeviceDesc, CoalescingSlot, DeviceStat, type QueueDesc, type StopResult } from '../control';
 import type { DeviceEnv, EngineDevice } from '../device';
 import { logger } from '../log';
 import type { GuestMemory } from '../memory';
 import { type Bdev, type BdevChannel, BdevIo, BdevIoStatus, BdevIoType } from '../bdev/bdev';
 import { openBdev } from '../bdev';
+import { IoStatRecorder } from '../bdev/iostat';
+import { QosGate } from '../bdev/qos';
 import { ChainError, chainErrorName, DescChain } from '../virtio/chain';
 import { SplitQueue } from '../virtio/split';
 import { type BlkDisk, BlkRequest, BlkStatus, BlkType, BLK_ID_BYTES, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkRequest } from './parse';
@@ -30,6 +32,21 @@ export const BLK_BATCH = 32;
 const SECTOR = 512;
 /** Guest errors logged per queue before the log goes quiet (then one line per 1024). */
 const GUEST_ERROR_LOG_LIMIT = 8;
+
+/**
+ * Interrupt coalescing (SPDK lib/vhost: check_session_vq_io_stats): every
+ * STATS_CHECK_INTERVAL_MS each queue's completions in the interval are
+ * compared with iops_threshold scaled to the interval; above it the call
+ * eventfd is written at most once per irq delay, where
+ *   delay = delay_base * (completions - threshold) / threshold,
+ * and the first completion after each check that exceeded the threshold
+ * signals at once. As in SPDK, a check below the threshold changes nothing:
+ * the count keeps growing and the delay stays. One deviation: the delay is
+ * capped at the interval (SPDK's checks reset the wait every interval while
+ * the rate is high, so in practice it does not wait longer either).
+ */
+const STATS_CHECK_INTERVAL_MS = 10;
+const MAX_IRQ_DELAY_MS = STATS_CHECK_INTERVAL_MS;
 
 class BlkIo extends BdevIo {
   constructor(
@@ -50,6 +67,8 @@ class BlkTask {
   readonly chain: DescChain;
   readonly req = new BlkRequest();
   readonly io: BlkIo;
+  /** When the I/O went to the bdev layer (the poll's clock), for latency accounting. */
+  startMs = 0;
 
   constructor(
     readonly queue: QueueState,
@@ -65,6 +84,13 @@ class QueueState {
   nfree = 0;
   guestErrors = 0;
   brokenLogged = false;
+  /** Coalescing: the driver wants an interrupt that has not been sent yet. */
+  owed = false;
+  /** Coalescing: used elements published since the last rate check. */
+  reqCnt = 0;
+  irqDelayMs = 0;
+  /** Coalescing: no interrupt before this time. */
+  nextEventMs = 0;
 
   constructor(
     readonly q: SplitQueue,
@@ -98,6 +124,16 @@ export class BlkDevice implements EngineDevice {
   private nretry = 0;
   private state = State.Running;
   private inflightCount = 0;
+  /** bdev QoS (bdev_set_qos_limit), when the bdev description carries limits. */
+  private readonly gate: QosGate | null;
+  private readonly iostat: IoStatRecorder;
+  /** The poll's clock (see EngineDevice.poll) and the completion time of the current reap. */
+  private nowMs = 0;
+  private doneMs = 0;
+  /** Coalescing settings (CoalescingSlot) from the reactor, or null (off for good). */
+  private readonly coalescing: Float64Array | null;
+  private delayBaseMs = 0;
+  private nextCheckMs = 0;
 
   /**
    * Takes ownership of `mem` only when it returns: if it throws (bad queue
@@ -127,6 +163,14 @@ export class BlkDevice implements EngineDevice {
     const name = Buffer.from(this.bdev.name, 'utf8');
     this.idBytes.set(name.subarray(0, BLK_ID_BYTES));
     this.channel = this.bdev.createChannel();
+    const slots = queues.reduce((n, qs) => n + qs.q.size, 0);
+    this.nowMs = performance.now();
+    this.gate = desc.bdev.qos ? new QosGate(desc.bdev.qos, this.channel, this.bdev.blockSize, slots, this.nowMs) : null;
+    this.iostat = new IoStatRecorder(desc.bdev.stats);
+    if (desc.coalescing !== undefined && desc.coalescing.byteLength < CoalescingSlot.Count * 8) {
+      throw new RangeError(`device ${desc.name}: coalescing buffer holds ${desc.coalescing.byteLength} bytes, needs ${CoalescingSlot.Count * 8}`);
+    }
+    this.coalescing = desc.coalescing ? new Float64Array(desc.coalescing, 0, CoalescingSlot.Count) : null;
     for (const qs of queues) {
       for (let i = 0; i < qs.q.size; i++) qs.free.push(new BlkTask(qs, this));
       qs.nfree = qs.q.size;
@@ -135,7 +179,7 @@ export class BlkDevice implements EngineDevice {
       qs.q.setNotification(false);
     }
     // Every request slot of every queue may wait for a retry at once.
-    this.retry.length = queues.reduce((n, qs) => n + qs.q.size, 0);
+    this.retry.length = slots;
   }
 
   get inflight(): number {
@@ -146,25 +190,37 @@ export class BlkDevice implements EngineDevice {
     return this.state === State.Running;
   }
 
-  poll(): number {
+  poll(nowMs: number = performance.now()): number {
     let work = 0;
+    this.nowMs = nowMs;
+    if (this.gate !== null) work += this.gate.tick(nowMs);
     if (this.state === State.Running) {
       if (this.nretry > 0) work += this.resubmit();
       for (let i = 0; i < this.queues.length; i++) work += this.processQueue(this.queues[i]);
     }
+    // One clock read per poll with I/O outstanding: the completion time of everything reaped now.
+    if (this.inflightCount > 0) this.doneMs = performance.now();
     work += this.channel.poll();
-    this.publishAll();
+    this.publishAll(nowMs, false);
     return work;
   }
 
   beginStop(): void {
     if (this.state === State.Running) this.state = State.Stopping;
+    // Requests waiting for QoS budget drain at full speed: a rate limit must not hold up a stop.
+    this.gate?.release();
+  }
+
+  resize(numBlocks: number): void {
+    if (this.bdev.resize === undefined) throw new Error(`device ${this.name}: bdev ${this.bdev.name} cannot change size`);
+    this.bdev.resize(numBlocks);
+    this.disk.capacitySectors = this.bdev.numBlocks * this.sectorsPerBlock;
   }
 
   finishStop(): StopResult {
     if (this.inflightCount !== 0) throw new Error(`device ${this.name}: finishStop with ${this.inflightCount} requests in flight`);
     if (this.state === State.Stopped) throw new Error(`device ${this.name}: already stopped`);
-    this.publishAll();
+    this.publishAll(performance.now(), true);
     this.state = State.Stopped;
     const result: StopResult = {
       queues: this.queues.map((qs) => ({ index: qs.q.index, lastAvailIdx: qs.q.lastAvailIdx })),
@@ -185,6 +241,8 @@ export class BlkDevice implements EngineDevice {
   }
 
   setNotification(enabled: boolean): boolean {
+    // About to sleep: an interrupt held back by coalescing cannot wait for a poll that may not come.
+    if (enabled) this.publishAll(performance.now(), true);
     let waiting = false;
     for (const qs of this.queues) {
       qs.q.setNotification(enabled);
@@ -207,6 +265,8 @@ export class BlkDevice implements EngineDevice {
     this.inflightCount--;
     this.stats[DeviceStat.InflightTasks] = this.inflightCount;
     const ok = io.status === BdevIoStatus.Success;
+    const latencyMs = this.doneMs - task.startMs;
+    this.iostat.record(io.type, io.numBlocks * this.disk.blockSize, ok, latencyMs > 0 ? Math.round(latencyMs * 1e6) : 0);
     const written = ok && task.req.type === BlkType.In ? task.req.dataBytes : 0;
     this.complete(task, ok ? BlkStatus.Ok : BlkStatus.IoErr, written);
   }
@@ -316,7 +376,10 @@ export class BlkDevice implements EngineDevice {
   private submit(task: BlkTask): void {
     this.inflightCount++;
     this.stats[DeviceStat.InflightTasks] = this.inflightCount;
-    this.channel.submit(task.io);
+    task.startMs = this.nowMs;
+    const gate = this.gate;
+    if (gate !== null && gate.active) gate.submit(task.io);
+    else this.channel.submit(task.io);
   }
 
   /** The request's data segments as the I/O's scatter list. */
@@ -394,7 +457,17 @@ export class BlkDevice implements EngineDevice {
     qs.free[qs.nfree++] = task;
   }
 
-  private publishAll(): void {
+  /**
+   * Publish every queue's used entries and signal the queues whose driver
+   * wants an interrupt — at once, or (coalescing on) not before the queue's
+   * next event time unless `force` (stop, sleep).
+   */
+  private publishAll(nowMs: number, force: boolean): void {
+    if (this.coalescing !== null && nowMs >= this.nextCheckMs) this.checkRates(nowMs);
+    if (this.delayBaseMs > 0) {
+      this.publishCoalesced(nowMs, force);
+      return;
+    }
     for (let i = 0; i < this.queues.length; i++) {
       const qs = this.queues[i];
       if (qs.q.pending > 0 && qs.q.publish() && qs.desc.callFd >= 0) {
@@ -402,6 +475,54 @@ export class BlkDevice implements EngineDevice {
         this.stats[DeviceStat.CallSignals]++;
       }
     }
+  }
+
+  private publishCoalesced(nowMs: number, force: boolean): void {
+    for (let i = 0; i < this.queues.length; i++) {
+      const qs = this.queues[i];
+      const n = qs.q.pending;
+      if (n > 0) {
+        qs.reqCnt += n;
+        if (qs.q.publish()) qs.owed = true;
+      }
+      if (!qs.owed) continue;
+      if (qs.desc.callFd < 0) {
+        qs.owed = false;
+        continue;
+      }
+      if (!force && nowMs < qs.nextEventMs) continue;
+      qs.owed = false;
+      this.env.signal(qs.desc.callFd);
+      this.stats[DeviceStat.CallSignals]++;
+      qs.nextEventMs = nowMs + qs.irqDelayMs;
+    }
+  }
+
+  /** Every STATS_CHECK_INTERVAL_MS: take the settings, turn each queue's completion count into its irq delay. */
+  private checkRates(nowMs: number): void {
+    const c = this.coalescing as Float64Array;
+    this.nextCheckMs = nowMs + STATS_CHECK_INTERVAL_MS;
+    const baseUs = c[CoalescingSlot.DelayBaseUs];
+    const wasOn = this.delayBaseMs > 0;
+    this.delayBaseMs = Number.isFinite(baseUs) && baseUs > 0 ? baseUs / 1000 : 0;
+    // iops_threshold as completions per interval (SPDK: iops * 10 ms / 1000).
+    const threshold = Math.floor((c[CoalescingSlot.IopsThreshold] * STATS_CHECK_INTERVAL_MS) / 1000);
+    for (let i = 0; i < this.queues.length; i++) {
+      const qs = this.queues[i];
+      const count = qs.reqCnt;
+      if (this.delayBaseMs === 0 || !(threshold > 0)) {
+        qs.reqCnt = 0;
+        qs.irqDelayMs = 0;
+        continue;
+      }
+      // As SPDK: below the threshold the count keeps growing and the delay stays.
+      if (count <= threshold) continue;
+      qs.reqCnt = 0;
+      qs.irqDelayMs = Math.min((this.delayBaseMs * (count - threshold)) / threshold, MAX_IRQ_DELAY_MS);
+      qs.nextEventMs = nowMs;
+    }
+    // Switched off: deliver what was held back.
+    if (wasOn && this.delayBaseMs === 0) this.publishCoalesced(nowMs, true);
   }
 
   private guestError(qs: QueueState, why: string, head: number): void {

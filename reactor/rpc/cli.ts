@@ -12,7 +12,9 @@
 
 import { RpcError } from '../target';
 import { RpcClient } from './client';
+import * as fs from 'node:fs';
 import { formatResult, parseCommandLine, UsageError, type Command } from './commands';
+import { loadConfig, saveConfig } from './config-commands';
 
 async function run(cmd: Extract<Command, { kind: 'call' }>): Promise<number> {
   let client: RpcClient;
@@ -52,6 +54,55 @@ async function run(cmd: Extract<Command, { kind: 'call' }>): Promise<number> {
   }
 }
 
+/** save_config / load_config: several calls on one connection (config-commands.ts). */
+async function runClientCommand(cmd: Extract<Command, { kind: 'client' }>): Promise<number> {
+  const v = cmd.values;
+  let input = '';
+  let source = '<stdin>';
+  if (cmd.command === 'load_config') {
+    source = typeof v.json_conf === 'string' ? v.json_conf : '<stdin>';
+    try {
+      input = fs.readFileSync(typeof v.json_conf === 'string' ? v.json_conf : 0, 'utf8');
+    } catch (err) {
+      process.stderr.write(`load_config: cannot read ${source}: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 1;
+    }
+  }
+  let client: RpcClient;
+  try {
+    client = await RpcClient.connect(cmd.socket);
+  } catch (err) {
+    process.stderr.write(
+      `Error while connecting to ${cmd.socket}\nIs vhostd running?\nError details: ${err instanceof Error ? err.message : String(err)}\n`,
+    );
+    return 1;
+  }
+  try {
+    if (cmd.command === 'save_config') {
+      process.stdout.write(
+        await saveConfig(client, {
+          indent: typeof v.indent === 'number' ? v.indent : undefined,
+          subsystems: typeof v.subsystems === 'string' ? v.subsystems : undefined,
+          withBatches: v.with_batches === true,
+          timeoutMs: cmd.timeoutMs,
+        }),
+      );
+    } else {
+      const r = await loadConfig(client, input, source, { includeAliases: v.include_aliases === true, timeoutMs: cmd.timeoutMs });
+      if (r.skipped.length > 0) {
+        process.stdout.write('Some configs were skipped because the RPC state that can call them passed over.\n');
+      }
+    }
+    return 0;
+  } catch (err) {
+    const detail = err instanceof RpcError ? JSON.stringify({ code: err.code, message: err.message }, null, 2) : err instanceof Error ? err.message : String(err);
+    process.stderr.write(`${cmd.command} failed:\n${detail}\n`);
+    return 1;
+  } finally {
+    client.close();
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   let cmd: Command;
   try {
@@ -67,6 +118,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(cmd.text);
     return 0;
   }
+  if (cmd.kind === 'client') return runClientCommand(cmd);
   return run(cmd);
 }
 

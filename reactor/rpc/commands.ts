@@ -21,6 +21,8 @@ interface Positional {
   name: string;
   kind: ValueKind;
   help: string;
+  /** argparse nargs='?': may be left out (only trailing positionals). */
+  optional?: boolean;
 }
 
 interface Flag {
@@ -99,6 +101,78 @@ export const COMMANDS: Record<string, CommandSpec> = {
     flags: [],
     output: 'json',
   },
+  framework_get_subsystems: {
+    help: 'Print subsystems array in initialization order, each with the subsystems it depends on',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  framework_get_config: {
+    help: 'Print subsystem configuration',
+    positionals: [{ name: 'name', kind: 'string', help: 'Name of the subsystem to query (bdev, vhost_blk)' }],
+    flags: [{ long: ['with-batches', 'with_batches'], kind: 'boolean', dest: 'with_batches', help: 'Keep batch arrays in output (vhostd writes none)' }],
+    output: 'json',
+  },
+  framework_start_init: {
+    help: 'Start initialization of subsystems (after vhostd --wait-for-rpc)',
+    positionals: [],
+    flags: [],
+    output: 'none',
+  },
+  framework_wait_init: {
+    help: 'Block until subsystems have been initialized',
+    positionals: [],
+    flags: [],
+    output: 'none',
+  },
+  spdk_kill_instance: {
+    help: 'Send signal to instance',
+    positionals: [{ name: 'sig_name', kind: 'string', help: 'Signal to send: SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGKILL (or its number)' }],
+    flags: [],
+    output: 'none',
+  },
+  log_set_flag: {
+    help: 'set log flag',
+    positionals: [{ name: 'flag', kind: 'string', help: 'Log flag name (e.g. "vhost") or "all" to set all flags' }],
+    flags: [],
+    output: 'none',
+  },
+  log_clear_flag: {
+    help: 'clear log flag',
+    positionals: [{ name: 'flag', kind: 'string', help: 'Log flag name (e.g. "vhost") or "all" to clear all flags' }],
+    flags: [],
+    output: 'none',
+  },
+  log_get_flags: {
+    help: 'get log flags',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  log_set_level: {
+    help: 'set log level',
+    positionals: [{ name: 'level', kind: 'string', help: 'Log level: ERROR, WARNING, NOTICE, INFO or DEBUG' }],
+    flags: [],
+    output: 'none',
+  },
+  log_get_level: {
+    help: 'get log level',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  log_set_print_level: {
+    help: 'set log print level',
+    positionals: [{ name: 'level', kind: 'string', help: 'Log print level: ERROR, WARNING, NOTICE, INFO or DEBUG' }],
+    flags: [],
+    output: 'none',
+  },
+  log_get_print_level: {
+    help: 'get log print level',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
   bdev_malloc_create: {
     help: 'Create a bdev with malloc backend',
     positionals: [
@@ -150,6 +224,42 @@ export const COMMANDS: Record<string, CommandSpec> = {
     ],
     output: 'json',
   },
+  bdev_aio_create: {
+    help: 'Add a bdev with aio backend',
+    positionals: [
+      { name: 'filename', kind: 'string', help: 'Path to device or file (ex: /dev/sda)' },
+      { name: 'name', kind: 'string', help: 'Block device name' },
+      { name: 'block_size', kind: 'int', help: 'Block size for this bdev', optional: true },
+    ],
+    flags: [
+      { long: ['readonly'], short: 'r', kind: 'boolean', dest: 'readonly', help: 'Set this bdev as read-only' },
+      { long: ['fallocate'], kind: 'boolean', dest: 'fallocate', help: 'Support unmap/writezeros by fallocate' },
+      { long: ['uuid'], short: 'u', kind: 'string', dest: 'uuid', help: 'UUID of the bdev (optional)' },
+    ],
+    output: 'string',
+  },
+  bdev_aio_delete: {
+    help: 'Delete an aio disk',
+    positionals: [{ name: 'name', kind: 'string', help: 'aio bdev name' }],
+    flags: [],
+    output: 'none',
+  },
+  bdev_uring_create: {
+    help: 'Create a bdev with io_uring backend',
+    positionals: [
+      { name: 'filename', kind: 'string', help: 'Path to device or file (ex: /dev/nvme0n1)' },
+      { name: 'name', kind: 'string', help: 'bdev name' },
+      { name: 'block_size', kind: 'int', help: 'Block size for this bdev', optional: true },
+    ],
+    flags: [{ long: ['uuid'], short: 'u', kind: 'string', dest: 'uuid', help: 'UUID of the bdev (optional)' }],
+    output: 'string',
+  },
+  bdev_uring_delete: {
+    help: 'Delete a uring bdev',
+    positionals: [{ name: 'name', kind: 'string', help: 'uring bdev name' }],
+    flags: [],
+    output: 'none',
+  },
   vhost_create_blk_controller: {
     help: 'Add a new vhost block controller',
     positionals: [
@@ -184,17 +294,102 @@ export const COMMANDS: Record<string, CommandSpec> = {
     flags: [],
     output: 'none',
   },
+  bdev_get_iostat: {
+    help: 'Display current I/O statistics of all the blockdevs or specified blockdev.',
+    positionals: [],
+    flags: [
+      { long: ['name'], short: 'b', kind: 'string', dest: 'name', help: 'Name of the Blockdev. Example: Nvme0n1' },
+      { long: ['names'], kind: 'string', dest: 'names', help: 'Bdev names to obtain I/O statistics from, comma-separated list in quotes' },
+      { long: ['per-channel', 'per_channel'], short: 'c', kind: 'boolean', dest: 'per_channel', help: 'Display per channel IO stats for specified device' },
+    ],
+    // rpc.py sends per_channel always (store_true) and names as a list.
+    params: (v) => ({
+      ...defined(v, ['names']),
+      ...(typeof v.names === 'string' ? { names: v.names.split(',') } : {}),
+    }),
+    output: 'json',
+  },
+  bdev_set_qos_limit: {
+    help: 'Set QoS rate limit on a blockdev',
+    positionals: [{ name: 'name', kind: 'string', help: 'Blockdev name to set QoS. Example: Malloc0' }],
+    flags: [
+      { long: ['rw-ios-per-sec', 'rw_ios_per_sec'], kind: 'int', dest: 'rw_ios_per_sec', help: 'R/W IOs per second limit (>=1000, example: 20000). 0 means unlimited.' },
+      { long: ['rw-mbytes-per-sec', 'rw_mbytes_per_sec'], kind: 'int', dest: 'rw_mbytes_per_sec', help: 'R/W megabytes per second limit (>=1, example: 100). 0 means unlimited.' },
+      { long: ['r-mbytes-per-sec', 'r_mbytes_per_sec'], kind: 'int', dest: 'r_mbytes_per_sec', help: 'Read megabytes per second limit (>=1, example: 100). 0 means unlimited.' },
+      { long: ['w-mbytes-per-sec', 'w_mbytes_per_sec'], kind: 'int', dest: 'w_mbytes_per_sec', help: 'Write megabytes per second limit (>=1, example: 100). 0 means unlimited.' },
+    ],
+    output: 'none',
+  },
+  bdev_null_resize: {
+    help: 'Resize a null bdev',
+    positionals: [
+      { name: 'name', kind: 'string', help: 'null bdev name' },
+      { name: 'new_size', kind: 'int', help: 'new bdev size for resize operation. The unit is MiB' },
+    ],
+    flags: [],
+    output: 'string',
+  },
+  vhost_controller_set_coalescing: {
+    help: 'Set vhost controller coalescing',
+    positionals: [
+      { name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' },
+      { name: 'delay_base_us', kind: 'int', help: 'Base coalescing delay in microseconds' },
+      { name: 'iops_threshold', kind: 'int', help: 'IOPS threshold above which coalescing kicks in (at least 100)' },
+    ],
+    flags: [],
+    output: 'none',
+  },
+  thread_get_stats: {
+    help: 'Display current statistics of all the threads',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
 };
+
+/**
+ * Commands rpc.py runs on the client side rather than as one method:
+ * save_config (framework_get_subsystems, then framework_get_config per
+ * subsystem) and load_config (each call of a config, in the states the
+ * target allows). config-commands.ts runs them.
+ */
+export const CLIENT_COMMANDS: Record<string, CommandSpec> = {
+  save_config: {
+    help: 'Write current (live) configuration of the target to stdout (SPDK JSON config format)',
+    positionals: [],
+    flags: [
+      { long: ['indent'], short: 'i', kind: 'int', dest: 'indent', help: 'Indent level; less than 0 means compact. Default 2' },
+      { long: ['subsystems'], short: 's', kind: 'string', dest: 'subsystems', help: 'Comma-separated list of subsystems (and their dependencies) to save' },
+      { long: ['with-batches', 'with_batches'], kind: 'boolean', dest: 'with_batches', help: 'Keep batch arrays in output (vhostd writes none)' },
+    ],
+    output: 'none',
+  },
+  load_config: {
+    help: 'Configure the target from a JSON config (stdin, or -j FILE): calls each method of it',
+    positionals: [],
+    flags: [
+      { long: ['include-aliases', 'include_aliases'], short: 'i', kind: 'boolean', dest: 'include_aliases', help: 'include RPC aliases' },
+      { long: ['json-conf', 'json_conf'], short: 'j', kind: 'string', dest: 'json_conf', help: 'JSON config file (default: stdin)' },
+    ],
+    output: 'none',
+  },
+};
+
+function specOf(method: string): CommandSpec {
+  if (Object.prototype.hasOwnProperty.call(COMMANDS, method)) return COMMANDS[method];
+  return CLIENT_COMMANDS[method];
+}
 
 /** What the command line asks for. */
 export type Command =
+  | { kind: 'client'; socket: string; timeoutMs: number; command: string; values: Record<string, unknown> }
   | { kind: 'help'; text: string }
   | { kind: 'call'; socket: string; timeoutMs: number; method: string; params: Record<string, unknown> | undefined; output: OutputMode };
 
 const GLOBAL_USAGE = 'usage: vhostd-rpc [-h] [-s SOCK] [-t TIMEOUT] METHOD [args...]';
 
 export function globalHelp(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((m) => m.length));
+  const width = Math.max(...[...Object.keys(COMMANDS), ...Object.keys(CLIENT_COMMANDS)].map((m) => m.length));
   const lines = [
     GLOBAL_USAGE,
     '',
@@ -207,6 +402,9 @@ export function globalHelp(): string {
     '',
     'methods:',
     ...Object.entries(COMMANDS).map(([m, c]) => `  ${m.padEnd(width)}  ${c.help}`),
+    '',
+    'client-side commands:',
+    ...Object.entries(CLIENT_COMMANDS).map(([m, c]) => `  ${m.padEnd(width)}  ${c.help}`),
   ];
   return lines.join('\n') + '\n';
 }
@@ -217,12 +415,13 @@ function flagUsage(f: Flag): string {
 }
 
 export function methodUsage(method: string): string {
-  const c = COMMANDS[method];
-  return `usage: vhostd-rpc [-s SOCK] [-t TIMEOUT] ${method} ${[...c.flags.map(flagUsage), ...c.positionals.map((p) => p.name)].join(' ')}`.trimEnd();
+  const c = specOf(method);
+  const positionals = c.positionals.map((p) => (p.optional ? `[${p.name}]` : p.name));
+  return `usage: vhostd-rpc [-s SOCK] [-t TIMEOUT] ${method} ${[...c.flags.map(flagUsage), ...positionals].join(' ')}`.trimEnd();
 }
 
 export function methodHelp(method: string): string {
-  const c = COMMANDS[method];
+  const c = specOf(method);
   const lines = [methodUsage(method), '', c.help];
   if (c.positionals.length > 0) {
     lines.push('', 'positional arguments:');
@@ -256,7 +455,7 @@ type ParseArgsOptions = Record<string, { type: 'string' | 'boolean'; short?: str
 
 /** Parse one method's arguments (everything after METHOD) into its params. */
 export function parseMethodArgs(method: string, args: string[]): { help: true } | { help: false; params: Record<string, unknown> | undefined } {
-  const spec = COMMANDS[method];
+  const spec = specOf(method);
   const usage = methodUsage(method);
   const options: ParseArgsOptions = { help: { type: 'boolean', short: 'h' } };
   for (const f of spec.flags) {
@@ -274,15 +473,16 @@ export function parseMethodArgs(method: string, args: string[]): { help: true } 
   const values: Values = {};
   try {
     const pos = parsed.positionals;
-    if (pos.length < spec.positionals.length) {
-      const missing = spec.positionals.slice(pos.length).map((p) => p.name);
+    const required = spec.positionals.filter((p) => !p.optional).length;
+    if (pos.length < required) {
+      const missing = spec.positionals.slice(pos.length, required).map((p) => p.name);
       throw new Error(`the following arguments are required: ${missing.join(', ')}`);
     }
     if (pos.length > spec.positionals.length) {
       throw new Error(`unrecognized arguments: ${pos.slice(spec.positionals.length).join(' ')}`);
     }
     spec.positionals.forEach((p, i) => {
-      values[p.name] = convert(p.kind, p.name, pos[i]);
+      if (i < pos.length) values[p.name] = convert(p.kind, p.name, pos[i]);
     });
     for (const f of spec.flags) {
       // The last spelling given wins, like argparse with a repeated option.
@@ -324,7 +524,7 @@ export function parseCommandLine(argv: string[]): Command {
   if (g.values.help === true) return { kind: 'help', text: globalHelp() };
   if (methodIndex < 0) throw new UsageError('a METHOD is required', GLOBAL_USAGE);
   const method = argv[methodIndex];
-  if (!Object.prototype.hasOwnProperty.call(COMMANDS, method)) {
+  if (!Object.prototype.hasOwnProperty.call(COMMANDS, method) && !Object.prototype.hasOwnProperty.call(CLIENT_COMMANDS, method)) {
     throw new UsageError(`unknown method '${method}' (vhostd-rpc --help lists them)`, GLOBAL_USAGE);
   }
   let timeoutS = DEFAULT_TIMEOUT_S;
@@ -337,6 +537,15 @@ export function parseCommandLine(argv: string[]): Command {
   }
   const parsed = parseMethodArgs(method, argv.slice(methodIndex + 1));
   if (parsed.help) return { kind: 'help', text: methodHelp(method) };
+  if (!Object.prototype.hasOwnProperty.call(COMMANDS, method)) {
+    return {
+      kind: 'client',
+      socket: typeof g.values.socket === 'string' ? g.values.socket : DEFAULT_SOCKET,
+      timeoutMs: Math.ceil(timeoutS * 1000),
+      command: method,
+      values: parsed.params ?? {},
+    };
+  }
   return {
     kind: 'call',
     socket: typeof g.values.socket === 'string' ? g.values.socket : DEFAULT_SOCKET,

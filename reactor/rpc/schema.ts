@@ -95,9 +95,23 @@ export function formatSchemaErrors(errors: ErrorObject[]): string {
   return lines.join('; ');
 }
 
+/**
+ * The RPC states a method may run in, as SPDK's SPDK_RPC_STARTUP /
+ * SPDK_RPC_RUNTIME bits: the server is in STARTUP until framework_start_init
+ * (with --wait-for-rpc; otherwise it starts in RUNTIME), and a method called
+ * in a state outside its mask gets SPDK's -1 "Method may only be called ...".
+ */
+export const RpcState = {
+  Startup: 0x1,
+  Runtime: 0x2,
+} as const;
+export type RpcStateBit = (typeof RpcState)[keyof typeof RpcState];
+
 /** A method the server can dispatch to. */
 export interface RpcMethod {
   readonly name: string;
+  /** RpcState bits this method runs in; absent: RUNTIME only (SPDK's usual registration). */
+  readonly states?: number;
   /**
    * Validate `params` (undefined when the request had none or null) and run
    * the method. Throws (or rejects with) RpcError; -32602 for bad params.
@@ -110,10 +124,16 @@ export interface RpcMethod {
  * typed as P once they match. The handler's return value (or promise) is the
  * JSON-RPC result; it must be JSON-serialisable and not undefined.
  */
-export function defineMethod<P>(name: string, schema: SchemaObject, handler: (params: P) => unknown): RpcMethod {
+export function defineMethod<P>(
+  name: string,
+  schema: SchemaObject,
+  handler: (params: P) => unknown,
+  options: { states?: number } = {},
+): RpcMethod {
   const validate = ajv.compile<P>(schema);
   return {
     name,
+    states: options.states,
     invoke(params: unknown): unknown {
       const p = params === undefined || params === null ? {} : params;
       if (!validate(p)) {

@@ -27,7 +27,7 @@ import * as net from 'node:net';
 import { RpcCode, RpcError } from '../target';
 import { logger } from '../log';
 import { JsonStreamSplitter } from './framing';
-import type { RpcMethod } from './schema';
+import { RpcState, type RpcMethod } from './schema';
 
 const log = logger('rpc');
 
@@ -43,6 +43,8 @@ const PROTOCOL_MESSAGES: Record<number, string> = {
 export const DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024;
 /** A connection stops reading while this many of its requests wait to run. */
 const MAX_QUEUED_REQUESTS = 64;
+/** On close, how long a connection may take to flush its last replies before it is destroyed. */
+const CLOSE_FLUSH_MS = 1000;
 
 export interface RpcServerOptions {
   /** Largest request (one top-level JSON value) accepted; default 1 MiB. */
@@ -172,6 +174,11 @@ export class RpcServer {
   private readonly connections = new Set<net.Socket>();
   private server: net.Server | null = null;
   private socketPath: string | null = null;
+  /**
+   * The RPC state (RpcState.Startup or RpcState.Runtime), as SPDK's
+   * spdk_rpc_set_state: methods whose `states` lack it are refused with -1.
+   */
+  state: number = RpcState.Runtime;
 
   constructor(options: RpcServerOptions = {}) {
     const max = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
@@ -188,9 +195,14 @@ export class RpcServer {
     this.methods.set(method.name, method);
   }
 
-  /** Names of the registered methods, in registration order. */
-  methodNames(): string[] {
-    return [...this.methods.keys()];
+  /** Names of the registered methods, in registration order; `current`: only those callable in the current state. */
+  methodNames(current = false): string[] {
+    const all = [...this.methods.values()];
+    return (current ? all.filter((m) => this.allowed(m)) : all).map((m) => m.name);
+  }
+
+  private allowed(m: RpcMethod): boolean {
+    return ((m.states ?? RpcState.Runtime) & this.state) === this.state;
   }
 
   /** The socket path while listening. */
@@ -205,6 +217,15 @@ export class RpcServer {
   async invoke(method: string, params?: unknown): Promise<unknown> {
     const m = this.methods.get(method);
     if (!m) throw new RpcError(RpcCode.MethodNotFound, PROTOCOL_MESSAGES[RpcCode.MethodNotFound]);
+    if (!this.allowed(m)) {
+      // SPDK's messages (lib/rpc/rpc.c), code SPDK_JSONRPC_ERROR_INVALID_STATE.
+      throw new RpcError(
+        RpcCode.InvalidState,
+        this.state === RpcState.Startup
+          ? 'Method may only be called after framework is initialized using framework_start_init RPC.'
+          : 'Method may only be called before framework is initialized. Use --wait-for-rpc command line parameter and then issue this RPC before the framework_start_init RPC.',
+      );
+    }
     const result = await m.invoke(params);
     if (result === undefined) {
       throw new RpcError(RpcCode.InternalError, `Internal error: ${method} returned no result`);
@@ -241,7 +262,11 @@ export class RpcServer {
     log.info('RPC server listening', { path });
   }
 
-  /** Stop listening, drop every connection, remove the socket file. */
+  /**
+   * Stop listening, end every connection (replies already written are
+   * flushed; a client that does not read them within CLOSE_FLUSH_MS is cut
+   * off), remove the socket file.
+   */
   async close(): Promise<void> {
     const server = this.server;
     const path = this.socketPath;
@@ -249,7 +274,10 @@ export class RpcServer {
     this.socketPath = null;
     if (!server) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const socket of this.connections) socket.destroy();
+    for (const socket of this.connections) {
+      socket.end();
+      setTimeout(() => socket.destroy(), CLOSE_FLUSH_MS).unref();
+    }
     this.connections.clear();
     await closed;
     // net.Server removes the file on close for Unix sockets; make sure.

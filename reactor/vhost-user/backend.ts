@@ -42,4 +42,16 @@ export interface VhostBackend {
   stop(): Promise<StopResult>;
   /** The connection came (true) or went (false); for vhost_get_controllers / delete refusal. */
   connectionChanged(connected: boolean): void;
+  /**
+   * Optional: the session serving this backend (called when it is created)
+   * and null when it closes, so that the backend can tell the front-end of
+   * a config space change (a resized bdev).
+   */
+  attachSession?(session: BackendChannel | null): void;
+}
+
+/** What a backend may ask of its session on the back-end → front-end channel. */
+export interface BackendChannel {
+  /** Send VHOST_USER_BACKEND_CONFIG_CHANGE_MSG; false when the front-end gave no channel for it. Never waits. */
+  notifyConfigChange(): boolean;
 }

@@ -97,17 +97,20 @@ export class VhostUserConnection {
       }
     }
     this.watcher.close();
+    // The device stops first (its worker finishes the I/O in flight and pushes
+    // the completions), then the socket closes: a front-end that sees the
+    // socket close (a target shutting down) has already seen every completion.
+    try {
+      await this.session.close();
+    } catch (err) {
+      this.log.error('session close failed', { ctrlr: this.backend.name, err: err as Error });
+    }
     try {
       native.close(this.fd);
     } catch (err) {
       this.log.error('socket close failed', { ctrlr: this.backend.name, err: err as Error });
     }
     this.log[level]('front-end disconnected', { ctrlr: this.backend.name, reason });
-    try {
-      await this.session.close();
-    } catch (err) {
-      this.log.error('session close failed', { ctrlr: this.backend.name, err: err as Error });
-    }
     this.backend.connectionChanged(false);
   }
 

@@ -98,6 +98,12 @@ export function requestName(request: number): string {
   return REQUEST_NAMES[request] ?? `request ${request}`;
 }
 
+/** Back-end → front-end requests on the SET_BACKEND_REQ_FD channel (vhost-user.rst "Back-end message types"). */
+export const enum BackendRequest {
+  /** VHOST_USER_BACKEND_CONFIG_CHANGE_MSG: the config space changed; no payload. */
+  ConfigChangeMsg = 2,
+}
+
 /** Header flags word. */
 export const enum HeaderFlag {
   /** Bits 0-1: protocol version. */

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import type { QueueDesc, RegionDesc } from '../../engine/control';
 import { VirtioFeature } from '../../engine/control';
 import { log, type Logger } from '../log';
-import type { DeviceRunState, VhostBackend } from './backend';
+import type { BackendChannel, DeviceRunState, VhostBackend } from './backend';
 import {
   closeFd,
   encodeReply,
@@ -28,10 +28,13 @@ import {
   u64Payload,
   vringStatePayload,
   configPayload,
+  encodeMessage,
   type MemRegion,
   type VhostMessage,
 } from './codec';
 import {
+  BackendRequest,
+  HeaderFlag,
   MAX_MEM_SLOTS,
   MAX_QUEUE_SIZE,
   ProtocolFeature,
@@ -66,7 +69,7 @@ interface QueueState {
 /** A REPLY_ACK failure value (non-zero) the session survives. */
 class SurvivableFailure extends Error {}
 
-export class VhostUserSession {
+export class VhostUserSession implements BackendChannel {
   private features = 0n;
   private protocolFeatures = 0n;
   private regions: RegionDesc[] = [];
@@ -98,6 +101,30 @@ export class VhostUserSession {
         enabled: false,
       });
     }
+    backend.attachSession?.(this);
+  }
+
+  /**
+   * Tell the front-end that the config space changed
+   * (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG on the SET_BACKEND_REQ_FD channel;
+   * it then reads it again with GET_CONFIG). Sent without need_reply, as
+   * DPDK's rte_vhost_backend_config_change(vid, false) does for SPDK, so the
+   * reactor never waits for the front-end. False when BACKEND_REQ and CONFIG
+   * were not both negotiated, there is no channel, or the send failed.
+   */
+  notifyConfigChange(): boolean {
+    if (this.closed || this.backendReqFd < 0) return false;
+    if (!this.hasProtocolFeature(ProtocolFeature.BackendReq) || !this.hasProtocolFeature(ProtocolFeature.Config)) return false;
+    const msg = encodeMessage(BackendRequest.ConfigChangeMsg, HeaderFlag.Version);
+    try {
+      const n = fs.writeSync(this.backendReqFd, msg);
+      if (n !== msg.byteLength) throw new Error(`short write (${n} of ${msg.byteLength} bytes)`);
+    } catch (err) {
+      this.log.warn('config change notification not sent', { ctrlr: this.backend.name, err: err as Error });
+      return false;
+    }
+    this.log.info('config change notified', { ctrlr: this.backend.name });
+    return true;
   }
 
   /** Is the device running (for status reporting)? */
@@ -487,6 +514,7 @@ export class VhostUserSession {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.backend.attachSession?.(null);
     if (this.running) {
       try {
         await this.stopDevice();

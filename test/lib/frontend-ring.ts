@@ -78,6 +78,8 @@ export class SplitQueue {
   readonly strayUsed: UsedElem[] = [];
   /** How many times the call eventfd fired. */
   interrupts = 0;
+  /** How many times the back-end wrote the call eventfd (the sum of the counter values read). */
+  signals = 0;
   private freeSlots: number[] = [];
   private readonly pending = new Map<number, Pending>();
   private readonly slotWaiters: SlotWaiter[] = [];
@@ -112,7 +114,7 @@ export class SplitQueue {
   private watch(): void {
     const w = new native.FdWatcher(this.callFd, (status) => {
       if (status < 0 || this.closed) return;
-      if (native.eventfdRead(this.callFd) > 0) this.interrupts++;
+      this.countSignals(native.eventfdRead(this.callFd));
       this.reap();
     });
     w.start(PollEvents.Readable);
@@ -134,11 +136,17 @@ export class SplitQueue {
       fd: this.callFd,
       retire: () => {
         oldWatcher?.close();
-        if (native.eventfdRead(oldFd) > 0) this.interrupts++;
+        this.countSignals(native.eventfdRead(oldFd));
         native.close(oldFd);
         this.reap();
       },
     };
+  }
+
+  private countSignals(counter: number): void {
+    if (counter <= 0) return;
+    this.interrupts++;
+    this.signals += counter;
   }
 
   get inFlight(): number {

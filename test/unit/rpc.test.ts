@@ -20,9 +20,14 @@ import {
   RpcCode,
   RpcError,
   type BdevInfo,
+  type ConfigCallInfo,
   type ControllerInfo,
+  type IostatInfo,
+  type QosLimitsInfo,
   type ReactorsInfo,
+  type SubsystemInfo,
   type Target,
+  type ThreadStatsInfo,
 } from '../../reactor/target';
 import { JsonStreamSplitter } from '../../reactor/rpc/framing';
 import { RpcServer } from '../../reactor/rpc/server';
@@ -164,6 +169,51 @@ class FakeTarget implements Target {
       pid: process.pid,
       reactors: [{ lcore: 0, busy: 10, idle: 20, in_interrupt: false, lw_threads: [{ name: 'app_thread', id: 1, cpumask: '1', elapsed: 30 }] }],
     };
+  }
+
+  // The methods below are exercised by other tests (tuning-rpc, framework,
+  // the integration tests against the real target); here they only record.
+
+  createUringBdev(p: { name: string; filename: string; blockSize?: number; uuid?: string }): string {
+    this.record('createUringBdev', p);
+    return this.addBdev('malloc', { name: p.name, numBlocks: 1, blockSize: p.blockSize ?? 512, uuid: p.uuid });
+  }
+
+  createAioBdev(p: { name: string; filename: string; blockSize?: number; readonly?: boolean; fallocate?: boolean; uuid?: string }): string {
+    this.record('createAioBdev', p);
+    return this.addBdev('malloc', { name: p.name, numBlocks: 1, blockSize: p.blockSize ?? 512, uuid: p.uuid });
+  }
+
+  subsystems(): SubsystemInfo[] {
+    this.record('subsystems');
+    return [{ subsystem: 'bdev', depends_on: [] }];
+  }
+
+  subsystemConfig(name: string): ConfigCallInfo[] {
+    this.record('subsystemConfig', name);
+    return [];
+  }
+
+  getIostat(p: { names?: string[]; perChannel: boolean }): IostatInfo {
+    this.record('getIostat', p);
+    return { tick_rate: 1e9, ticks: 0, bdevs: [] };
+  }
+
+  setQosLimit(name: string, limits: QosLimitsInfo): void {
+    this.record('setQosLimit', name, limits);
+  }
+
+  async resizeNullBdev(name: string, newSizeMiB: number): Promise<void> {
+    this.record('resizeNullBdev', name, newSizeMiB);
+  }
+
+  setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void {
+    this.record('setCoalescing', ctrlr, delayBaseUs, iopsThreshold);
+  }
+
+  getThreadStats(): ThreadStatsInfo {
+    this.record('getThreadStats');
+    return { tick_rate: 1e9, threads: [] };
   }
 }
 
@@ -365,14 +415,35 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
   t.same(
     [...METHOD_NAMES].sort(),
     [
+      'bdev_aio_create',
+      'bdev_aio_delete',
       'bdev_get_bdevs',
+      'bdev_get_iostat',
       'bdev_malloc_create',
       'bdev_malloc_delete',
       'bdev_null_create',
       'bdev_null_delete',
+      'bdev_null_resize',
+      'bdev_set_qos_limit',
+      'bdev_uring_create',
+      'bdev_uring_delete',
+      'framework_get_config',
       'framework_get_reactors',
+      'framework_get_subsystems',
+      'framework_start_init',
+      'framework_wait_init',
+      'log_clear_flag',
+      'log_get_flags',
+      'log_get_level',
+      'log_get_print_level',
+      'log_set_flag',
+      'log_set_level',
+      'log_set_print_level',
       'rpc_get_methods',
       'spdk_get_version',
+      'spdk_kill_instance',
+      'thread_get_stats',
+      'vhost_controller_set_coalescing',
       'vhost_create_blk_controller',
       'vhost_delete_controller',
       'vhost_get_controllers',

@@ -5,7 +5,7 @@
  */
 
 import { RpcCode, RpcError } from '../../target';
-import { defineMethod, NO_PARAMS, paramsSchema, s, type RpcMethod } from '../schema';
+import { defineMethod, NO_PARAMS, paramsSchema, RpcState, s, type RpcMethod } from '../schema';
 import type { MethodContext } from './context';
 
 /** spdk_get_version's result (SPDK shape). */
@@ -34,14 +34,18 @@ interface RpcGetMethodsParams {
 
 export function appMethods(ctx: MethodContext): RpcMethod[] {
   return [
-    defineMethod<Record<string, never>>('spdk_get_version', NO_PARAMS, () => versionInfo(ctx.target.version)),
+    defineMethod<Record<string, never>>('spdk_get_version', NO_PARAMS, () => versionInfo(ctx.target.version), {
+      states: RpcState.Startup | RpcState.Runtime,
+    }),
 
-    // vhostd has no startup-only state (SPDK's --wait-for-rpc) and no deprecated
-    // aliases yet, so `current` and `include_aliases` do not change the list.
+    // `current`: only the methods callable in the RPC state now (STARTUP with
+    // --wait-for-rpc until framework_start_init, then RUNTIME). vhostd has no
+    // deprecated aliases, so `include_aliases` does not change the list.
     defineMethod<RpcGetMethodsParams>(
       'rpc_get_methods',
       paramsSchema({}, { current: s.boolean(), include_aliases: s.boolean() }),
-      () => ctx.methodNames(),
+      (p) => ctx.methodNames(p.current === true),
+      { states: RpcState.Startup | RpcState.Runtime },
     ),
 
     defineMethod<Record<string, never>>('framework_get_reactors', NO_PARAMS, () => ctx.target.getReactors()),

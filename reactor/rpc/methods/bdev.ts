@@ -1,8 +1,10 @@
 /**
  * Methods of SPDK's bdev subsystem that vhostd implements: bdev_malloc_create,
- * bdev_malloc_delete, bdev_null_create, bdev_null_delete, bdev_get_bdevs
- * (module/bdev/malloc, module/bdev/null, lib/bdev/bdev_rpc.c). Parameter
- * names and results are SPDK's. Thread: main (reactor).
+ * bdev_malloc_delete, bdev_null_create, bdev_null_delete, bdev_uring_create,
+ * bdev_uring_delete, bdev_aio_create, bdev_aio_delete, bdev_get_bdevs
+ * (module/bdev/malloc, module/bdev/null, module/bdev/uring, module/bdev/aio,
+ * lib/bdev/bdev_rpc.c). Parameter names and results are SPDK's.
+ * Thread: main (reactor).
  */
 
 import { RpcCode, RpcError, type BdevInfo, type Target } from '../../target';
@@ -43,6 +45,22 @@ interface NullCreateParams extends MetadataParams {
   name: string;
   num_blocks: number;
   block_size: number;
+  uuid?: string;
+}
+
+interface UringCreateParams {
+  name: string;
+  filename: string;
+  block_size?: number;
+  uuid?: string;
+}
+
+interface AioCreateParams {
+  name: string;
+  filename: string;
+  block_size?: number;
+  readonly?: boolean;
+  fallocate?: boolean;
   uuid?: string;
 }
 
@@ -109,6 +127,42 @@ export function bdevMethods(ctx: MethodContext): RpcMethod[] {
 
     defineMethod<NameParams>('bdev_null_delete', paramsSchema({ name: s.string() }), async (p) => {
       await target.deleteBdev('null', p.name);
+      return true;
+    }),
+
+    defineMethod<UringCreateParams>(
+      'bdev_uring_create',
+      paramsSchema({ name: s.string(), filename: s.string() }, { block_size: s.u32(), uuid: s.uuid() }),
+      (p) => {
+        return target.createUringBdev({ name: p.name, filename: p.filename, blockSize: p.block_size || undefined, uuid: p.uuid });
+      },
+    ),
+
+    defineMethod<NameParams>('bdev_uring_delete', paramsSchema({ name: s.string() }), async (p) => {
+      await target.deleteBdev('uring', p.name);
+      return true;
+    }),
+
+    defineMethod<AioCreateParams>(
+      'bdev_aio_create',
+      paramsSchema(
+        { name: s.string(), filename: s.string() },
+        { block_size: s.u32(), readonly: s.boolean(), fallocate: s.boolean(), uuid: s.uuid() },
+      ),
+      (p) => {
+        return target.createAioBdev({
+          name: p.name,
+          filename: p.filename,
+          blockSize: p.block_size || undefined,
+          readonly: p.readonly,
+          fallocate: p.fallocate,
+          uuid: p.uuid,
+        });
+      },
+    ),
+
+    defineMethod<NameParams>('bdev_aio_delete', paramsSchema({ name: s.string() }), async (p) => {
+      await target.deleteBdev('aio', p.name);
       return true;
     }),
 

@@ -5,10 +5,13 @@
  * subsystem. Thread: main (reactor).
  */
 
+import type { FrameworkControl } from '../../framework';
 import type { Target } from '../../target';
 
 export interface MethodContext {
   readonly target: Target;
-  /** Names of every method the server serves, in registration order. */
-  methodNames(): string[];
+  /** The application framework: init state, signals (framework_*, spdk_kill_instance). */
+  readonly framework: FrameworkControl;
+  /** Names of every method the server serves, in registration order; `current`: only those callable now. */
+  methodNames(current?: boolean): string[];
 }

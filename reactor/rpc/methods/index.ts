@@ -5,6 +5,7 @@
  * and list it in SUBSYSTEMS. Thread: main (reactor).
  */
 
+import { Framework, type FrameworkControl } from '../../framework';
 import type { Target } from '../../target';
 import type { RpcMethod } from '../schema';
 import type { RpcServer } from '../server';
@@ -12,12 +13,18 @@ import { appMethods } from './app';
 import { bdevMethods } from './bdev';
 import type { MethodContext } from './context';
 import { vhostMethods } from './vhost';
+import { frameworkMethods } from './framework';
+import { logMethods } from './log';
+import { tuningMethods } from './tuning';
 
-const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, bdevMethods, vhostMethods];
+const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods];
 
-/** Register every method on `server`, calling into `target`. */
-export function registerMethods(server: RpcServer, target: Target): void {
-  const ctx: MethodContext = { target, methodNames: () => server.methodNames() };
+/**
+ * Register every method on `server`, calling into `target`. `framework`
+ * defaults to one already initialized (RUNTIME) whose kill signals this process.
+ */
+export function registerMethods(server: RpcServer, target: Target, framework: FrameworkControl = new Framework(server)): void {
+  const ctx: MethodContext = { target, framework, methodNames: (current) => server.methodNames(current) };
   for (const subsystem of SUBSYSTEMS) {
     for (const m of subsystem(ctx)) server.register(m);
   }
@@ -29,6 +36,11 @@ export const METHOD_NAMES: readonly string[] = (() => {
     target: new Proxy({} as Target, {
       get() {
         throw new Error('METHOD_NAMES: methods must not touch the target while being defined');
+      },
+    }),
+    framework: new Proxy({} as FrameworkControl, {
+      get() {
+        throw new Error('METHOD_NAMES: methods must not touch the framework while being defined');
       },
     }),
     methodNames: () => [],
