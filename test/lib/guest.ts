@@ -38,6 +38,8 @@ export interface BootOptions {
   smp?: number;
   /** Kill QEMU after this long. */
   timeoutMs?: number;
+  /** QEMU accelerator; default 'tcg' (KVM does not work on the project's machines). */
+  accel?: 'tcg' | 'kvm';
   /** Streams the console (for debugging); VHOSTD_GUEST_DEBUG=1 does the same to stderr. */
   onOutput?: (text: string) => void;
 }
@@ -222,7 +224,7 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
     fs.appendFileSync(initrd, testCpio);
 
     const args = [
-      '-accel', 'tcg,thread=multi',
+      '-accel', opts.accel === 'kvm' ? 'kvm' : 'tcg,thread=multi',
       '-cpu', 'max',
       '-m', String(memMiB),
       '-smp', String(smp),

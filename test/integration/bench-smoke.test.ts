@@ -1,0 +1,95 @@
+/**
+ * Smoke test of the bench runner (bench/run.ts): runs `--quick` (vhostd and
+ * qemu-storage-daemon, null bdev, 4k randread QD32, one short run each) into
+ * a temporary directory and checks that the JSON, Markdown and SVG reports
+ * are produced and well-formed. No assertion on any speed or ratio.
+ * Tap main thread; the runner is a child process.
+ */
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { haveQsd } from '../lib/qsd';
+import { repoRoot } from '../lib/repo';
+import { checkResults } from '../../bench/lib/results';
+
+const root = repoRoot();
+const perfAddon = path.join(root, 'build', 'Release', 'vhostd_perf.node');
+
+function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [path.join(root, 'dist', 'bench', 'run.js'), ...args], { cwd: root, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+t.test('bench --quick produces well-formed reports', { skip: !haveQsd() ? 'qemu-storage-daemon not installed' : !fs.existsSync(perfAddon) ? 'vhostd_perf addon not built' : false }, async (t) => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-smoke-'));
+  t.teardown(() => fs.rmSync(out, { recursive: true, force: true }));
+  const r = await runBench(['--quick', '--out', out]);
+  t.equal(r.code, 0, `bench exits 0\n${r.stderr}`);
+  t.match(r.stderr, /^\[1\/1\] null-randread-4k-qd32: vhostd .* \| qsd .* \| ratio /m, 'one progress line for the one case');
+
+  const files = fs.readdirSync(out).sort();
+  const json = files.filter((f) => f.endsWith('-quick.json'));
+  t.equal(json.length, 1, `one JSON report (${files.join(', ')})`);
+  const base = path.join(out, json[0]!.replace(/\.json$/, ''));
+  t.ok(fs.existsSync(`${base}.md`), 'Markdown report');
+  t.ok(fs.existsSync(`${base}.svg`), 'SVG chart');
+
+  const results: unknown = JSON.parse(fs.readFileSync(`${base}.json`, 'utf8'));
+  t.same(checkResults(results), [], 'results file is well-formed');
+  const res = results as {
+    options: { quick: boolean; runs: number };
+    environment: { loadAvgStart: number[]; qemu: string | null };
+    cases: { id: string; runs: { target: string; error?: string; iops?: number }[]; ratio: number | null }[];
+  };
+  t.equal(res.options.quick, true);
+  t.equal(res.cases.length, 1, 'quick runs one case');
+  const c = res.cases[0]!;
+  t.equal(c.id, 'null-randread-4k-qd32');
+  t.same(c.runs.map((run) => run.target), ['vhostd', 'qsd'], 'vhostd then qemu-storage-daemon');
+  t.same(c.runs.filter((run) => run.error !== undefined), [], 'no run failed');
+  t.ok(c.runs.every((run) => typeof run.iops === 'number' && run.iops > 0), 'both runs completed I/O');
+  t.type(c.ratio, 'number', 'a ratio');
+  t.match(res.environment.qemu ?? '', /qemu-storage-daemon version/, 'qemu version recorded');
+
+  const md = fs.readFileSync(`${base}.md`, 'utf8');
+  const rows = md.split('\n').filter((l) => l.startsWith('|'));
+  t.equal(rows.length, 3, 'table: header, separator, one case row');
+  const cells = (line: string): number => line.split('|').length - 2;
+  t.equal(cells(rows[0]!), 10, 'header has 10 columns');
+  t.ok(rows.every((row) => cells(row) === 10), 'every row has 10 columns');
+  t.match(rows[2]!, /^\| null \| randread \| 4k \| 32 \| [\d.]+[kM]? \| [\d.]+[kM]? \| \*\*\d+\.\d\d\*\* \|/, 'case row with both medians and the ratio');
+  t.equal(md, r.stdout, 'the Markdown is also printed on stdout');
+
+  const svg = fs.readFileSync(`${base}.svg`, 'utf8');
+  t.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]* width="\d+" height="\d+"/, 'SVG root');
+  t.match(svg.trimEnd(), /<\/svg>$/, 'SVG closed');
+  t.match(svg, /<rect [^>]*><title>null-randread-4k-qd32: \d+\.\d+<\/title><\/rect>/, 'one bar for the case');
+  // Well-formed: tags nest and balance, and there is one root element.
+  const stack: string[] = [];
+  let roots = 0;
+  let bad = '';
+  for (const m of svg.matchAll(/<(\/?)([a-zA-Z]+)\b[^>]*?(\/?)>/g)) {
+    const [, closing, name, selfClosing] = m;
+    if (stack.length === 0 && closing === '') roots++;
+    if (closing === '/') {
+      if (stack.pop() !== name) bad ||= `unbalanced </${name!}> at ${m.index}`;
+    } else if (selfClosing !== '/') stack.push(name!);
+  }
+  t.equal(bad, '', 'tags balance');
+  t.same(stack, [], 'every element closed');
+  t.equal(roots, 1, 'one root element');
+});
+
+t.test('bench rejects bad usage with exit status 2', async (t) => {
+  const r = await runBench(['--runs', 'zero']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /--runs must be/);
+  const none = await runBench(['--cases', 'no-such-case', '--out', os.tmpdir()]);
+  t.equal(none.code, 2, `no matching case: ${none.stderr}`);
+});
