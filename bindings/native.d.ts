@@ -77,11 +77,21 @@ export interface FileRing {
   reap(out: Float64Array, max: number): number;
   /** Release the ring (after draining). Idempotent. */
   close(): void;
+  /** io_uring only: true when requests on file slot `slot` are served inline (see IoUring). */
+  fileInline?(slot: number): boolean;
 }
 
-/** io_uring_setup(entries) with COOP_TASKRUN (plain setup on older kernels). Throws EPERM/ENOSYS where io_uring is disabled. */
+/**
+ * io_uring_setup(entries) with SINGLE_ISSUER|DEFER_TASKRUN (else COOP_TASKRUN,
+ * else plain setup on older kernels). Throws EPERM/ENOSYS where io_uring is
+ * disabled. With inlineMemoryFiles (default true), files on tmpfs/ramfs that
+ * cannot read without blocking (io_uring would punt each request to an io-wq
+ * thread) are served inline in submit() with preadv/pwritev.
+ */
 export declare class IoUring implements FileRing {
-  constructor(entries: number, maxIovPerReq: number);
+  constructor(entries: number, maxIovPerReq: number, inlineMemoryFiles?: boolean);
+  /** True when requests on file slot `slot` are served inline (memory file system without NOWAIT). */
+  fileInline(slot: number): boolean;
   readonly entries: number;
   /** True when files are registered (IOSQE_FIXED_FILE). */
   readonly fixedFiles: boolean;

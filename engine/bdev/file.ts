@@ -405,6 +405,8 @@ export class FileBdev implements Bdev {
   readonly name: string;
   readonly blockSize: number;
   readonly numBlocks: number;
+  /** The inline-I/O notice was logged (once per bdev, not per channel). */
+  inlineNoted = false;
 
   constructor(
     readonly kind: FileEngineKind,
@@ -482,6 +484,12 @@ class FileChannel implements BdevChannel {
     }
     this.directSlot = direct;
     this.bufferedSlot = buffered;
+    if (!bdev.inlineNoted && engine.ring.fileInline?.(direct) === true) {
+      bdev.inlineNoted = true;
+      logger.notice('file on a memory file system without non-blocking reads: I/O runs inline in the engine thread (io_uring would hand each request to an io-wq worker)', {
+        bdev: bdev.name,
+      });
+    }
   }
 
   get outstanding(): number {
