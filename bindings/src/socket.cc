@@ -28,6 +28,25 @@ constexpr size_t kMaxFds = 8;
 
 bool WouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
+// Runs a byte-moving syscall, retrying on EINTR.
+template <typename Call>
+ssize_t RetryEintr(Call call) {
+  ssize_t n;
+  do {
+    n = call();
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+// The JS result of a byte-moving syscall that returned n: bytes moved, -1 for
+// "would block", or an exception naming `syscall`.
+Napi::Value ByteCount(Napi::Env env, ssize_t n, const char* syscall) {
+  if (n >= 0) return Napi::Number::New(env, static_cast<double>(n));
+  if (WouldBlock(errno)) return Napi::Number::New(env, -1);
+  ThrowErrno(env, errno, syscall);
+  return Napi::Value();
+}
+
 // Fills a sockaddr_un for `path`; false (errno ENAMETOOLONG) when it does not fit.
 bool MakeAddress(const std::string& path, sockaddr_un* addr) {
   memset(addr, 0, sizeof(*addr));
@@ -192,15 +211,8 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
   msg.msg_control = control.buf;
   msg.msg_controllen = sizeof(control.buf);
 
-  ssize_t n;
-  do {
-    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (WouldBlock(errno)) return Napi::Number::New(env, -1);
-    ThrowErrno(env, errno, "recvmsg");
-    return Napi::Value();
-  }
+  ssize_t n = RetryEintr([&] { return recvmsg(fd, &msg, MSG_CMSG_CLOEXEC); });
+  if (n < 0) return ByteCount(env, n, "recvmsg");
 
   // Collect every SCM_RIGHTS fd the kernel installed, whatever happens next,
   // so that none leaks.
@@ -283,16 +295,7 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
     memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
   }
 
-  ssize_t n;
-  do {
-    n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (WouldBlock(errno)) return Napi::Number::New(env, -1);
-    ThrowErrno(env, errno, "sendmsg");
-    return Napi::Value();
-  }
-  return Napi::Number::New(env, static_cast<double>(n));
+  return ByteCount(env, RetryEintr([&] { return sendmsg(fd, &msg, MSG_NOSIGNAL); }), "sendmsg");
 }
 
 Napi::Value Read(const Napi::CallbackInfo& info) {
@@ -301,16 +304,7 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   uint8_t* data;
   size_t len;
   if (!ArgFd(info, 0, &fd) || !ArgBytes(info, 1, "buf", &data, &len)) return Napi::Value();
-  ssize_t n;
-  do {
-    n = read(fd, data, len);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (WouldBlock(errno)) return Napi::Number::New(env, -1);
-    ThrowErrno(env, errno, "read");
-    return Napi::Value();
-  }
-  return Napi::Number::New(env, static_cast<double>(n));
+  return ByteCount(env, RetryEintr([&] { return read(fd, data, len); }), "read");
 }
 
 Napi::Value Write(const Napi::CallbackInfo& info) {
@@ -319,16 +313,7 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   uint8_t* data;
   size_t len;
   if (!ArgFd(info, 0, &fd) || !ArgBytes(info, 1, "buf", &data, &len)) return Napi::Value();
-  ssize_t n;
-  do {
-    n = write(fd, data, len);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (WouldBlock(errno)) return Napi::Number::New(env, -1);
-    ThrowErrno(env, errno, "write");
-    return Napi::Value();
-  }
-  return Napi::Number::New(env, static_cast<double>(n));
+  return ByteCount(env, RetryEintr([&] { return write(fd, data, len); }), "write");
 }
 
 Napi::Value Close(const Napi::CallbackInfo& info) {
