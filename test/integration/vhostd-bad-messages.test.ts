@@ -21,49 +21,26 @@ import {
   vringState,
   type WireRegion,
 } from '../lib/frontend-wire';
-import { settle, stableSnapshot, startTarget, type BlkController, type BlkTarget, type ResourceSnapshot } from '../lib/frontend-target';
+import { BadInputBench } from '../lib/bad-input';
+import type { BlkController } from '../lib/frontend-target';
 
 t.setTimeout(180_000);
 
 const EOF_TIMEOUT_MS = 5000;
 
-let target: BlkTarget;
+let bench: BadInputBench;
 let bad: BlkController;
-let good: BlkController;
-let healthy: VhostUserFrontend;
-let base: ResourceSnapshot;
 
 t.before(async () => {
-  target = await startTarget();
-  bad = await target.createBlk({ name: 'fe.msg', numBlocks: 4096 });
-  good = await target.createBlk({ name: 'fe.ok', numBlocks: 4096 });
-  const warm = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  await warm.negotiate();
-  await warm.setupQueue(0, 32);
-  await warm.read(0, 0, 512);
-  warm.close();
-  await new Promise((r) => setTimeout(r, 200));
-  healthy = await VhostUserFrontend.connect(good.socket, 5000, { waitAccepted: true });
-  await healthy.negotiate();
-  await healthy.setupQueue(0, 64);
-  base = await stableSnapshot(bad.pid);
+  bench = await BadInputBench.start({ bad: 'fe.msg', good: 'fe.ok' }, 4096);
+  bad = bench.bad;
 });
 
 t.teardown(async () => {
-  healthy?.close();
-  await target?.stop();
+  await bench?.stop();
 });
 
-let sector = 0;
-async function afterCase(t: tap.Test): Promise<void> {
-  const d = randomBytes(4096);
-  const s = (sector += 8);
-  const w = await healthy.write(0, s, d);
-  const r = await healthy.read(0, s, 4096);
-  t.ok(w.status === BlkStatus.OK && Buffer.from(r.data).equals(d), 'the other controller still serves I/O');
-  t.ok(target.alive(), 'the target process is alive');
-  t.same(await settle(bad.pid, base), base, 'fds and guest mappings back to baseline');
-}
+const afterCase = (t: tap.Test): Promise<void> => bench.afterCase(t);
 
 /** A connection past the cheap part of the handshake (features, protocol features, owner). */
 async function open(t: tap.Test): Promise<VhostUserFrontend> {

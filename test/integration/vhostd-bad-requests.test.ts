@@ -13,52 +13,26 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus, BlkType, Desc } from '../lib/frontend-wire';
-import { settle, stableSnapshot, startTarget, type BlkController, type BlkTarget, type ResourceSnapshot } from '../lib/frontend-target';
+import { BadInputBench } from '../lib/bad-input';
+import type { BlkController } from '../lib/frontend-target';
 
 t.setTimeout(120_000);
 
 const NUM_BLOCKS = 8192;
 
-let target: BlkTarget;
+let bench: BadInputBench;
 let bad: BlkController;
-let good: BlkController;
-let healthy: VhostUserFrontend;
-let base: ResourceSnapshot;
 
 t.before(async () => {
-  target = await startTarget();
-  bad = await target.createBlk({ name: 'fe.bad', numBlocks: NUM_BLOCKS });
-  good = await target.createBlk({ name: 'fe.good', numBlocks: NUM_BLOCKS });
-  // warm up: one full session on `bad`, so lazily created per-core state is not counted as a leak
-  const warm = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  await warm.negotiate();
-  await warm.setupQueue(0, 32);
-  await warm.read(0, 0, 512);
-  warm.close();
-  await new Promise((r) => setTimeout(r, 200));
-  healthy = await VhostUserFrontend.connect(good.socket, 5000, { waitAccepted: true });
-  await healthy.negotiate();
-  await healthy.setupQueue(0, 64);
-  base = await stableSnapshot(bad.pid);
+  bench = await BadInputBench.start({ bad: 'fe.bad', good: 'fe.good' }, NUM_BLOCKS);
+  bad = bench.bad;
 });
 
 t.teardown(async () => {
-  healthy?.close();
-  await target?.stop();
+  await bench?.stop();
 });
 
-let healthySector = 0;
-/** The other controller still works, the process lives, and the bad connection left nothing behind. */
-async function afterCase(t: tap.Test): Promise<void> {
-  const d = randomBytes(4096);
-  const sector = (healthySector += 8);
-  const w = await healthy.write(0, sector, d);
-  const r = await healthy.read(0, sector, 4096);
-  t.ok(w.status === BlkStatus.OK && Buffer.from(r.data).equals(d), 'the healthy controller still serves I/O');
-  t.ok(target.alive(), 'the target process is alive');
-  const now = await settle(bad.pid, base);
-  t.same(now, base, 'fds and guest mappings back to baseline');
-}
+const afterCase = (t: tap.Test): Promise<void> => bench.afterCase(t);
 
 /** Connect to the bad controller and start queue 0. */
 async function open(t: tap.Test): Promise<VhostUserFrontend> {
