@@ -14,6 +14,7 @@
  * Thread: the engine worker the reactor placed the device on; created on
  * `start`, torn down on `stop`. It owns the GuestMemory it is given.
  */
+import { performance } from 'node:perf_hooks';
 import { type BlkDeviceDesc, CoalescingSlot, DeviceStat, type QueueDesc, type StopResult } from '../control';
 import type { DeviceEnv, EngineDevice } from '../device';
 import { logger } from '../log';
@@ -127,9 +128,8 @@ export class BlkDevice implements EngineDevice {
   /** bdev QoS (bdev_set_qos_limit), when the bdev description carries limits. */
   private readonly gate: QosGate | null;
   private readonly iostat: IoStatRecorder;
-  /** The poll's clock (see EngineDevice.poll) and the completion time of the current reap. */
+  /** The poll's clock (see EngineDevice.poll). */
   private nowMs = 0;
-  private doneMs = 0;
   /** Coalescing settings (CoalescingSlot) from the reactor, or null (off for good). */
   private readonly coalescing: Float64Array | null;
   private delayBaseMs = 0;
@@ -193,13 +193,13 @@ export class BlkDevice implements EngineDevice {
   poll(nowMs: number = performance.now()): number {
     let work = 0;
     this.nowMs = nowMs;
+    // What the previous poll reaped completed by now (the end of that busy iteration: see IoStatRecorder.note).
+    this.iostat.flush(nowMs);
     if (this.gate !== null) work += this.gate.tick(nowMs);
     if (this.state === State.Running) {
       if (this.nretry > 0) work += this.resubmit();
       for (let i = 0; i < this.queues.length; i++) work += this.processQueue(this.queues[i]);
     }
-    // One clock read per poll with I/O outstanding: the completion time of everything reaped now.
-    if (this.inflightCount > 0) this.doneMs = performance.now();
     work += this.channel.poll();
     this.publishAll(nowMs, false);
     return work;
@@ -220,7 +220,9 @@ export class BlkDevice implements EngineDevice {
   finishStop(): StopResult {
     if (this.inflightCount !== 0) throw new Error(`device ${this.name}: finishStop with ${this.inflightCount} requests in flight`);
     if (this.state === State.Stopped) throw new Error(`device ${this.name}: already stopped`);
-    this.publishAll(performance.now(), true);
+    const now = performance.now();
+    this.iostat.flush(now);
+    this.publishAll(now, true);
     this.state = State.Stopped;
     const result: StopResult = {
       queues: this.queues.map((qs) => ({ index: qs.q.index, lastAvailIdx: qs.q.lastAvailIdx })),
@@ -242,7 +244,11 @@ export class BlkDevice implements EngineDevice {
 
   setNotification(enabled: boolean): boolean {
     // About to sleep: an interrupt held back by coalescing cannot wait for a poll that may not come.
-    if (enabled) this.publishAll(performance.now(), true);
+    if (enabled) {
+      const now = performance.now();
+      this.iostat.flush(now);
+      this.publishAll(now, true);
+    }
     let waiting = false;
     for (const qs of this.queues) {
       qs.q.setNotification(enabled);
@@ -265,8 +271,7 @@ export class BlkDevice implements EngineDevice {
     this.inflightCount--;
     this.stats[DeviceStat.InflightTasks] = this.inflightCount;
     const ok = io.status === BdevIoStatus.Success;
-    const latencyMs = this.doneMs - task.startMs;
-    this.iostat.record(io.type, io.numBlocks * this.disk.blockSize, ok, latencyMs > 0 ? Math.round(latencyMs * 1e6) : 0);
+    this.iostat.note(io.type, io.numBlocks * this.disk.blockSize, ok, task.startMs);
     const written = ok && task.req.type === BlkType.In ? task.req.dataBytes : 0;
     this.complete(task, ok ? BlkStatus.Ok : BlkStatus.IoErr, written);
   }
