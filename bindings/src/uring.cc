@@ -311,10 +311,14 @@ double IoUring::RunInline(const FileReq& r, const double* iovs, size_t iovCount)
     case kOpWritev: {
       int n = state_->BuildIovecs(r, iovs, iovCount, inlineIov_.data());
       if (n < 0) return n;
-      ssize_t got;
+      // Raw syscalls: the libc wrappers are cancellation points and toggle
+      // the thread's cancel state around every call (~2% of the engine).
+      // The offset goes whole in pos_l, pos_h = 0 (64-bit kernels).
+      static_assert(sizeof(long) == 8, "preadv/pwritev pos_l holds the whole offset only on 64-bit");
+      const long nr = r.op == kOpReadv ? SYS_preadv : SYS_pwritev;
+      long got;
       do {
-        got = r.op == kOpReadv ? preadv(r.fd, inlineIov_.data(), n, off_t(r.offset))
-                               : pwritev(r.fd, inlineIov_.data(), n, off_t(r.offset));
+        got = syscall(nr, long(r.fd), inlineIov_.data(), long(n), static_cast<unsigned long>(r.offset), 0UL);
       } while (got < 0 && errno == EINTR);
       // A short count goes back as is: the caller resubmits the rest.
       return got < 0 ? -double(errno) : double(got);
