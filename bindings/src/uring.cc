@@ -264,6 +264,7 @@ void IoUring::Release() {
 
 int IoUring::Enter(bool getEvents) {
   if (toSubmit_ == 0 && !getEvents) return 0;
+  // GETEVENTS with min_complete 0 only runs pending task work; it never waits.
   int r = SysEnter(fd_, toSubmit_, 0, getEvents ? IORING_ENTER_GETEVENTS : 0);
   if (r >= 0) {
     toSubmit_ -= unsigned(r) < toSubmit_ ? unsigned(r) : toSubmit_;
@@ -409,8 +410,11 @@ Napi::Value IoUring::Submit(const Napi::CallbackInfo& info) {
     toSubmit_++;
   }
   __atomic_store_n(sqTail_, sqTailLocal_, __ATOMIC_RELEASE);
-  // A hard error here would also fail the next reap(), which reports it.
-  Enter(false);
+  // One enter submits and, when the kernel has completions waiting as task
+  // work (TASKRUN flag), runs it too, so the reap() that follows finds them
+  // in the CQ ring without a second enter. A hard error here would also
+  // fail the next reap(), which reports it.
+  Enter((__atomic_load_n(sqFlags_, __ATOMIC_RELAXED) & IORING_SQ_TASKRUN) != 0);
   return Napi::Number::New(env, double(i));
 }
 
