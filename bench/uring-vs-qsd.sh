@@ -79,6 +79,9 @@ Q=$(iops <"$DIR/qsd.json")
 echo "== vhostd (bdev_uring, core $TARGET_CPU) =="; cat "$DIR/vhostd.json"; echo
 echo "== qemu-storage-daemon (driver=file,aio=io_uring, core $TARGET_CPU) =="; cat "$DIR/qsd.json"; echo
 echo "4k randread QD32, $IMG ($SIZE_MIB MiB), ${RUNTIME}s after ${RAMP}s ramp, generator on core $GEN_CPU"
+# Which path vhostd's bdev took (O_DIRECT or not; inline on a memory file system).
+grep -hE "bdev created|runs inline|O_DIRECT" "$DIR/vhostd.log" | sed 's/^/vhostd: /' || true
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "vhostd IOPS: $V"
 echo "QSD IOPS:    $Q"
 node -e "console.log('ratio vhostd/QSD: ' + ($Q > 0 ? ($V / $Q).toFixed(2) : 'n/a'))"
