@@ -25,6 +25,8 @@ export class IoStatRecorder {
   private readonly p = new Float64Array(3 * PEND_STRIDE);
   private pFailed = 0;
   private dirty = false;
+  /** Types note() saw since the last flush (bits 1 read, 2 write, 4 unmap): flush() touches only those. */
+  private types = 0;
 
   /** Without a buffer the counters are kept privately (nobody reads them). */
   constructor(buffer?: SharedArrayBuffer) {
@@ -85,12 +87,15 @@ export class IoStatRecorder {
     switch (type) {
       case BdevIoType.Read:
         b = 0;
+        this.types |= 1;
         break;
       case BdevIoType.Write:
         b = PEND_STRIDE;
+        this.types |= 2;
         break;
       case BdevIoType.Unmap:
         b = 2 * PEND_STRIDE;
+        this.types |= 4;
         break;
       default:
         return;
@@ -113,9 +118,11 @@ export class IoStatRecorder {
       s[BdevStat.FailedOps] += this.pFailed;
       this.pFailed = 0;
     }
-    this.flushType(0, doneMs, BdevStat.ReadOps, BdevStat.BytesRead, BdevStat.ReadLatencyNs, BdevStat.MaxReadLatencyNs, BdevStat.MinReadLatencyNs);
-    this.flushType(PEND_STRIDE, doneMs, BdevStat.WriteOps, BdevStat.BytesWritten, BdevStat.WriteLatencyNs, BdevStat.MaxWriteLatencyNs, BdevStat.MinWriteLatencyNs);
-    this.flushType(2 * PEND_STRIDE, doneMs, BdevStat.UnmapOps, BdevStat.BytesUnmapped, BdevStat.UnmapLatencyNs, BdevStat.MaxUnmapLatencyNs, BdevStat.MinUnmapLatencyNs);
+    const types = this.types;
+    this.types = 0;
+    if (types & 1) this.flushType(0, doneMs, BdevStat.ReadOps, BdevStat.BytesRead, BdevStat.ReadLatencyNs, BdevStat.MaxReadLatencyNs, BdevStat.MinReadLatencyNs);
+    if (types & 2) this.flushType(PEND_STRIDE, doneMs, BdevStat.WriteOps, BdevStat.BytesWritten, BdevStat.WriteLatencyNs, BdevStat.MaxWriteLatencyNs, BdevStat.MinWriteLatencyNs);
+    if (types & 4) this.flushType(2 * PEND_STRIDE, doneMs, BdevStat.UnmapOps, BdevStat.BytesUnmapped, BdevStat.UnmapLatencyNs, BdevStat.MaxUnmapLatencyNs, BdevStat.MinUnmapLatencyNs);
   }
 
   private flushType(b: number, doneMs: number, ops: BdevStat, bytes: BdevStat, sum: BdevStat, max: BdevStat, min: BdevStat): void {
