@@ -132,6 +132,13 @@ function rangeOk(disk: BlkDisk, sectorHigh: number, sector: number, count: numbe
   if (sectorHigh > 0x1fffff) return false;
   if (count > disk.capacitySectors || sector > disk.capacitySectors - count) return false;
   const perBlock = disk.blockSize / SECTOR;
+  // Hot path: with perBlock a power of 2 (every usual block size, 512 * 2^k),
+  // x % perBlock === (x & (perBlock - 1)) for every integer 0 <= x < 2^53:
+  // `&` takes x modulo 2^32 exactly (ToInt32), which keeps the low bits. That
+  // avoids the double `%` (a call to fmod in V8: 5 % of the request time in
+  // the profile). sector < 2^53 here (sectorHigh checked), count too.
+  const m = perBlock - 1;
+  if ((perBlock | 0) === perBlock && (perBlock & m) === 0) return (sector & m) === 0 && (count & m) === 0;
   return sector % perBlock === 0 && count % perBlock === 0;
 }
 
