@@ -16,16 +16,21 @@ import * as fs from 'node:fs';
 import { formatResult, parseCommandLine, UsageError, type Command } from './commands';
 import { loadConfig, saveConfig } from './config-commands';
 
-async function run(cmd: Extract<Command, { kind: 'call' }>): Promise<number> {
-  let client: RpcClient;
+/** Connect to the target's socket; on failure say so as rpc.py does and return null. */
+async function connectOrSay(socket: string): Promise<RpcClient | null> {
   try {
-    client = await RpcClient.connect(cmd.socket);
+    return await RpcClient.connect(socket);
   } catch (err) {
     process.stderr.write(
-      `Error while connecting to ${cmd.socket}\nIs vhostd running?\nError details: ${err instanceof Error ? err.message : String(err)}\n`,
+      `Error while connecting to ${socket}\nIs vhostd running?\nError details: ${err instanceof Error ? err.message : String(err)}\n`,
     );
-    return 1;
+    return null;
   }
+}
+
+async function run(cmd: Extract<Command, { kind: 'call' }>): Promise<number> {
+  const client = await connectOrSay(cmd.socket);
+  if (!client) return 1;
   try {
     const result = await client.call(cmd.method, cmd.params, { timeoutMs: cmd.timeoutMs });
     const text = formatResult(result, cmd.output);
@@ -68,15 +73,8 @@ async function runClientCommand(cmd: Extract<Command, { kind: 'client' }>): Prom
       return 1;
     }
   }
-  let client: RpcClient;
-  try {
-    client = await RpcClient.connect(cmd.socket);
-  } catch (err) {
-    process.stderr.write(
-      `Error while connecting to ${cmd.socket}\nIs vhostd running?\nError details: ${err instanceof Error ? err.message : String(err)}\n`,
-    );
-    return 1;
-  }
+  const client = await connectOrSay(cmd.socket);
+  if (!client) return 1;
   try {
     if (cmd.command === 'save_config') {
       process.stdout.write(
