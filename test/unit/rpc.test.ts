@@ -6,7 +6,7 @@
  * CLI run as a child process), and SPDK's own scripts/rpc.py run against the
  * server. Runs on the tap main thread.
  *
- * SPDK's rpc.py is taken from $SPDK_DIR (a checkout of github.com/spdk/spdk)
+ * SPDK's rpc.py is taken from $SPDK_DIR (a checkout of SPDK's repository)
  * or, when unset, extracted with `git archive` from the fetched mirror at
  * /work/.mirror/spdk+spdk/repo; SPDK's code is never copied into this repo.
  */
