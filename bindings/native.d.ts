@@ -116,7 +116,7 @@ export declare class LinuxAio implements FileRing {
 
 /** What fileInfo() reports about an open file. */
 export interface FileInfo {
-  type: 'file' | 'block' | 'dir' | 'char' | 'other';
+  type: 'file' | 'block' | 'dir' | 'socket' | 'char' | 'fifo' | 'other';
   /** Regular file: st_size; block device: BLKGETSIZE64. */
   sizeBytes: number;
   /** Block devices: BLKSSZGET / BLKPBSZGET; 0 for files. */

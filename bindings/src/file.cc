@@ -183,15 +183,17 @@ bool ReapArgs(const Napi::CallbackInfo& info, double** out, size_t* max) {
   return true;
 }
 
-namespace {
-
-const char* TypeName(mode_t mode) {
+const char* FileTypeName(unsigned int mode) {
   if (S_ISREG(mode)) return "file";
-  if (S_ISBLK(mode)) return "block";
   if (S_ISDIR(mode)) return "dir";
+  if (S_ISSOCK(mode)) return "socket";
+  if (S_ISBLK(mode)) return "block";
   if (S_ISCHR(mode)) return "char";
+  if (S_ISFIFO(mode)) return "fifo";
   return "other";
 }
+
+namespace {
 
 // fileOpen(path, writable, direct) → fd (O_CLOEXEC).
 Napi::Value FileOpen(const Napi::CallbackInfo& info) {
@@ -249,7 +251,7 @@ Napi::Value FileInfo(const Napi::CallbackInfo& info) {
     offAlign = sx.stx_dio_offset_align;
   }
   Napi::Object result = Napi::Object::New(env);
-  result.Set("type", Napi::String::New(env, TypeName(st.st_mode)));
+  result.Set("type", Napi::String::New(env, FileTypeName(st.st_mode)));
   result.Set("sizeBytes", Napi::Number::New(env, size));
   result.Set("logicalBlockSize", Napi::Number::New(env, logical));
   result.Set("physicalBlockSize", Napi::Number::New(env, physical));

@@ -27,6 +27,10 @@
 
 namespace vhostd {
 
+// The file type of st_mode as the addon reports it: "file", "dir", "socket",
+// "block", "char", "fifo" or "other" (fstat() and fileInfo() alike).
+const char* FileTypeName(unsigned int mode);
+
 enum FileOp : int {
   kOpReadv = 0,
   kOpWritev = 1,

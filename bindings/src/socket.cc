@@ -19,6 +19,7 @@
 #include "addon.h"
 #include "args.h"
 #include "errors.h"
+#include "file.h"
 
 namespace vhostd {
 namespace {
@@ -329,16 +330,6 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-const char* FileType(mode_t mode) {
-  if (S_ISREG(mode)) return "file";
-  if (S_ISDIR(mode)) return "dir";
-  if (S_ISSOCK(mode)) return "socket";
-  if (S_ISBLK(mode)) return "block";
-  if (S_ISCHR(mode)) return "char";
-  if (S_ISFIFO(mode)) return "fifo";
-  return "other";
-}
-
 Napi::Value Fstat(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -360,7 +351,7 @@ Napi::Value Fstat(const Napi::CallbackInfo& info) {
   }
   Napi::Object result = Napi::Object::New(env);
   result.Set("sizeBytes", Napi::Number::New(env, sizeBytes));
-  result.Set("type", Napi::String::New(env, FileType(st.st_mode)));
+  result.Set("type", Napi::String::New(env, FileTypeName(st.st_mode)));
   result.Set("blockSize", Napi::Number::New(env, static_cast<double>(st.st_blksize)));
   return result;
 }
