@@ -58,19 +58,53 @@ export interface RegionDesc {
   mmapOffset: number;
 }
 
+/**
+ * Where a ring resumes (and where a stopped ring ended). For a split ring
+ * only availIdx counts (a free-running u16: the next avail ring entry to
+ * take; usedIdx is read from the ring itself). A packed ring (virtio 1.2
+ * §2.8) also needs the wrap counters: availIdx/availWrap are the next
+ * descriptor to take and the driver's wrap counter expected there,
+ * usedIdx/usedWrap the next descriptor to write back and the device's wrap
+ * counter (vhost-user's GET_VRING_BASE for packed rings: bits 0-14 avail
+ * index, bit 15 avail wrap, bits 16-30 used index, bit 31 used wrap).
+ */
+export interface RingPos {
+  availIdx: number;
+  availWrap: boolean;
+  usedIdx: number;
+  usedWrap: boolean;
+}
+
 /** One virtqueue ready to run. Ring addresses are front-end virtual addresses. */
 export interface QueueDesc {
   index: number;
   size: number;
+  /** Descriptor table / ring. */
   descAddr: number;
+  /** Split: available ring. Packed: driver event suppression area. */
   availAddr: number;
+  /** Split: used ring. Packed: device event suppression area. */
   usedAddr: number;
-  /** Next avail index to process (SET_VRING_BASE or the last stop). */
-  lastAvailIdx: number;
+  /** Where to resume (SET_VRING_BASE, or where the queue last stopped). */
+  pos: RingPos;
   /** Kick eventfd, or -1 (then the worker can only poll). */
   kickFd: number;
   /** Call eventfd, or -1 (then the guest is not interrupted). */
   callFd: number;
+}
+
+/**
+ * A shared in-flight region (vhost-user INFLIGHT_SHMFD, QEMU's layout): the
+ * device records every request between pop and used-publish there, so that
+ * a restarted back-end can resubmit them. Owned by the reactor like every
+ * other fd.
+ */
+export interface InflightDesc {
+  fd: number;
+  mmapOffset: number;
+  sizeBytes: number;
+  /** Descriptors per queue the region was laid out for. */
+  queueSize: number;
 }
 
 /**
@@ -94,21 +128,24 @@ export interface FileBdevDesc {
   unmap: boolean;
 }
 
-/** The backing block device, as the worker needs it. */
+/**
+ * A bdev as a worker needs it to open its per-worker handle. The worker's
+ * bdev layer keeps one handle and one channel per bdev name however many of
+ * its devices use it (refcounted), and routes bdev events (resize, removal)
+ * by name to every device that holds the bdev.
+ */
 export interface BdevDesc {
   name: string;
-  /**
-   * 'malloc' keeps its blocks in `storage`; 'null' has none (as SPDK's null
-   * bdev: reads leave the buffers untouched, writes are dropped); 'uring' and
-   * 'aio' serve `file` through the worker's io_uring / Linux AIO ring.
-   */
-  kind: 'malloc' | 'null' | 'uring' | 'aio';
+  /** The bdev module that serves it ('malloc', 'null', 'uring', 'aio', ...): the key of the engine's module table. */
+  module: string;
   blockSize: number;
   numBlocks: number;
-  /** malloc only: blockSize * numBlocks bytes, shared by every worker. */
-  storage?: SharedArrayBuffer;
-  /** uring and aio only. */
-  file?: FileBdevDesc;
+  /**
+   * What the module's engine half needs to open it, written by the module's
+   * reactor half (structured-clonable): malloc's SharedArrayBuffer, a file
+   * bdev's FileBdevDesc, nothing for null.
+   */
+  params: unknown;
   /**
    * I/O statistics of this bdev on the worker it is sent to (Float64 slots,
    * see BdevStat): one buffer per (bdev, worker), written only by that
@@ -153,7 +190,7 @@ export const enum QosSlot {
   Count = 4,
 }
 
-/** Float64 slots of BlkDeviceDesc.coalescing (vhost_controller_set_coalescing). */
+/** Float64 slots of DeviceDesc.coalescing (vhost_controller_set_coalescing). */
 export const enum CoalescingSlot {
   /** Base interrupt delay; 0 = coalescing off (every batch signals at once). */
   DelayBaseUs = 0,
@@ -162,28 +199,42 @@ export const enum CoalescingSlot {
   Count = 2,
 }
 
-export interface BlkDeviceDesc {
+/** What a virtio-blk device needs beyond the generic description. */
+export interface BlkModelDesc {
   kind: 'blk';
+  readonly: boolean;
+}
+
+/** The device model's own part of a DeviceDesc; adding a device type adds a member. */
+export type ModelDesc = BlkModelDesc;
+
+/**
+ * A device to run on a worker: generic parts (memory, queues, statistics,
+ * coalescing, bdevs) plus its model's own. The worker makes it with the
+ * device factory registered for model.kind.
+ */
+export interface DeviceDesc {
   /** Unique per started device instance in this process. */
   id: number;
   /** Controller name, for logs. */
   name: string;
   /** Negotiated virtio feature bits. */
   features: bigint;
-  readonly: boolean;
-  bdev: BdevDesc;
+  model: ModelDesc;
+  /** Every bdev the device uses (blk: one; a SCSI target: one per LUN; NVMe: one per namespace). */
+  bdevs: BdevDesc[];
   regions: RegionDesc[];
-  /** Only the queues that are ready; others are left alone. */
+  /** The queues that are ready now; more may follow with queueStart. May be empty. */
   queues: QueueDesc[];
   /** Per-device counters (Float64): see DeviceStat. */
   stats: SharedArrayBuffer;
   /** Interrupt coalescing settings (Float64, see CoalescingSlot), written by the reactor, read by the worker every 10 ms; absent = off. */
   coalescing?: SharedArrayBuffer;
+  /** The shared in-flight region, when the front-end negotiated INFLIGHT_SHMFD. */
+  inflight?: InflightDesc;
 }
 
-export type DeviceDesc = BlkDeviceDesc;
-
-/** Float64 slots of BlkDeviceDesc.stats. */
+/** Float64 slots of DeviceDesc.stats. */
 export const enum DeviceStat {
   ReadOps = 0,
   ReadBytes = 1,
@@ -199,47 +250,38 @@ export const enum DeviceStat {
 }
 
 export type ControlRequest =
+  /** Map the memory, open the bdevs, start the given queues (possibly none yet). */
   | { op: 'start'; id: number; device: DeviceDesc }
-  /** Stop polling, finish every I/O in flight, push its used entries, signal, unmap the guest memory. */
+  /** Stop every queue: finish the I/O in flight, push its used entries, signal, unmap the guest memory, release the bdevs. */
   | { op: 'stop'; id: number; deviceId: number }
+  /** Start one more queue of a running device (a queue that became ready). */
+  | { op: 'queueStart'; id: number; deviceId: number; queue: QueueDesc }
+  /** Stop one queue (GET_VRING_BASE): its in-flight I/O completes first; the reply carries its position. */
+  | { op: 'queueStop'; id: number; deviceId: number; index: number }
+  /** Use this call eventfd for a running queue from now on (-1: none); the old one is unused once the reply is sent. */
+  | { op: 'setCallFd'; id: number; deviceId: number; index: number; callFd: number }
   /**
-   * The device's bdev grew or shrank to numBlocks (bdev_null_resize): requests
-   * are checked against the new size from the reply on.
+   * Replace the guest memory table of a running device: it stops taking
+   * requests, lets the ones in flight complete, unmaps the old regions, maps
+   * the new ones, rebuilds its rings' views and resumes where it was.
    */
-  | { op: 'resize'; id: number; deviceId: number; numBlocks: number }
+  | { op: 'memUpdate'; id: number; deviceId: number; regions: RegionDesc[] }
+  /** A bdev changed size: every device on this worker that uses it checks requests against numBlocks from the reply on. */
+  | { op: 'bdevResize'; id: number; name: string; numBlocks: number }
   /** Leave the loop and let the piscina task end (devices must already be stopped). */
   | { op: 'exit'; id: number };
 
+/** Where a stopped queue ended. */
+export interface QueueStopResult {
+  index: number;
+  pos: RingPos;
+}
+
 export interface StopResult {
-  /** Per stopped queue: the next avail index to process (GET_VRING_BASE's answer). */
-  queues: { index: number; lastAvailIdx: number }[];
+  /** Per stopped queue: where it ended (GET_VRING_BASE's answer). */
+  queues: QueueStopResult[];
 }
 
 export type ControlReply =
-  | { id: number; ok: true; result?: StopResult }
+  | { id: number; ok: true; result?: StopResult | QueueStopResult }
   | { id: number; ok: false; error: string; code?: string };
-
-/** virtio feature bits (virtio 1.2 §6, §5.2.3). */
-export const enum VirtioFeature {
-  RingIndirectDesc = 28,
-  RingEventIdx = 29,
-  VhostUserProtocolFeatures = 30,
-  Version1 = 32,
-  AccessPlatform = 33,
-  RingPacked = 34,
-}
-
-/** virtio-blk feature bits (virtio 1.2 §5.2.3). */
-export const enum BlkFeature {
-  SizeMax = 1,
-  SegMax = 2,
-  Geometry = 4,
-  Ro = 5,
-  BlkSize = 6,
-  Flush = 9,
-  Topology = 10,
-  ConfigWce = 11,
-  Mq = 12,
-  Discard = 13,
-  WriteZeroes = 14,
-}

@@ -16,7 +16,7 @@
  */
 import * as fs from 'node:fs';
 import type { QueueDesc, RegionDesc } from '../../engine/control';
-import { VirtioFeature } from '../../engine/control';
+import { VirtioFeature } from '../../engine/virtio/spec';
 import { log, type Logger } from '../log';
 import type { BackendChannel, DeviceRunState, VhostBackend } from './backend';
 import {

@@ -5,7 +5,8 @@
  * front-end starts it, and drives that core's engine worker.
  * Thread: main (reactor).
  */
-import { BlkFeature, CoalescingSlot, DeviceStat, VirtioFeature, type StopResult } from '../../engine/control';
+import { CoalescingSlot, DeviceStat, type StopResult } from '../../engine/control';
+import { BlkFeature, VirtioFeature } from '../../engine/virtio/spec';
 import { blkConfigSpace, blkFeatures } from '../../engine/blk/config';
 import { BdevRegistry, type Bdev } from '../bdev/registry';
 import { EngineError, type EnginePool } from '../engine-pool';
