@@ -348,11 +348,15 @@ function decodeUnchecked(header: Header, payload: Uint8Array, fds: readonly numb
     case 'config':
     case 'configAnyOffset': {
       if (size < CONFIG_HEADER_SIZE) throw new ProtocolError(`${name}: payload is ${size} bytes, shorter than 12`);
-      const offset = rule.payload.kind === 'config' ? dv.getUint32(0, LE) : 0;
       const cfgSize = dv.getUint32(4, LE);
-      // Both are u32, so the sum is exact in a double.
-      if (offset + cfgSize > MAX_CONFIG_SIZE) {
-        throw new ProtocolError(`${name}: config offset ${offset} + size ${cfgSize} exceeds ${MAX_CONFIG_SIZE}`);
+      if (rule.payload.kind === 'configAnyOffset') {
+        if (cfgSize > MAX_CONFIG_SIZE) throw new ProtocolError(`${name}: config size ${cfgSize} exceeds ${MAX_CONFIG_SIZE}`);
+      } else {
+        const offset = dv.getUint32(0, LE);
+        // Both are u32, so the sum is exact in a double.
+        if (offset + cfgSize > MAX_CONFIG_SIZE) {
+          throw new ProtocolError(`${name}: config offset ${offset} + size ${cfgSize} exceeds ${MAX_CONFIG_SIZE}`);
+        }
       }
       if (size !== CONFIG_HEADER_SIZE + cfgSize) {
         throw new ProtocolError(`${name}: payload is ${size} bytes, expected ${CONFIG_HEADER_SIZE + cfgSize}`);

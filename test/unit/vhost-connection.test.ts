@@ -85,6 +85,18 @@ function disconnectLine(lines: Line[]): Line | undefined {
   return lines.find((l) => l.message === 'front-end disconnected');
 }
 
+t.test('native fdGetFlags / fdSetNonBlocking', (tt) => {
+  const fd = fs.openSync('/dev/null', 'r');
+  tt.equal(native.fdGetFlags(fd) & O_NONBLOCK, 0);
+  tt.equal(native.fdSetNonBlocking(fd), true, 'newly set');
+  tt.equal(native.fdGetFlags(fd) & O_NONBLOCK, O_NONBLOCK);
+  tt.equal(native.fdSetNonBlocking(fd), false, 'already set');
+  fs.closeSync(fd);
+  tt.throws(() => native.fdSetNonBlocking(fd), { code: 'EBADF', syscall: 'fcntl' });
+  tt.throws(() => native.fdGetFlags(fd), { code: 'EBADF', syscall: 'fcntl' });
+  tt.end();
+});
+
 t.test('SET_VRING_CALL with a full, blocking pipe does not freeze the reactor', async (tt) => {
   const { be, conn, fe } = setup();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-conn-'));
