@@ -16,6 +16,7 @@ import type { QueueStopResult, StopResult } from '../../engine/control';
 import type { Logger } from '../../reactor/log';
 import type { BackendChannel, VhostBackend } from '../../reactor/vhost-user/backend';
 import { VhostUserConnection } from '../../reactor/vhost-user/connection';
+import { VhostUserListener } from '../../reactor/vhost-user/listener';
 import { VhostUserSession } from '../../reactor/vhost-user/session';
 import { MessageChannel } from '../lib/frontend-channel';
 import { encodeHeader, Flags, readU64, Req, u64, vringFdPayload, concat } from '../lib/frontend-wire';
@@ -179,4 +180,39 @@ t.test('a front-end that leaves with a reply unread is a normal disconnect, not 
   tt.ok(line, 'one disconnect line');
   tt.not(line?.level, 'error', `logged at ${line?.level}: ${String(line?.fields?.reason)}`);
   tt.notOk(lines.some((l) => l.level === 'error'), 'no error line at all');
+});
+
+t.test('listener: the default factory serves vhost-user; a given factory gets each accepted socket', async (tt) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-listen-'));
+  const be = new IdleBackend();
+  const plain = new VhostUserListener(path.join(dir, 'a'), 0o600, be);
+  plain.listen();
+  const fe = new MessageChannel(native.unixConnect(path.join(dir, 'a')));
+  await fe.send(request(Req.GET_FEATURES));
+  tt.equal(readU64((await fe.next(5000)).payload), be.features, 'vhost-user spoken by default');
+  fe.close();
+
+  const served: { fd: number; backend: IdleBackend }[] = [];
+  let closeDone: () => void = () => undefined;
+  const done = new Promise<void>((r) => (closeDone = r));
+  const custom = new VhostUserListener(path.join(dir, 'b'), 0o600, () => be, (fd, backend) => {
+    served.push({ fd, backend: backend as IdleBackend });
+    return {
+      done,
+      close: async () => {
+        native.close(fd);
+        closeDone();
+      },
+    };
+  });
+  custom.listen();
+  const peer = native.unixConnect(path.join(dir, 'b'));
+  for (let i = 0; i < 500 && served.length === 0; i++) await new Promise((r) => setTimeout(r, 2));
+  tt.equal(served.length, 1, 'the factory got the accepted socket');
+  tt.equal(served[0].backend, be, 'with the backend');
+  tt.ok(custom.connected);
+  await custom.close();
+  await plain.close();
+  native.close(peer);
+  fs.rmSync(dir, { recursive: true });
 });
