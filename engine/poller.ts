@@ -12,9 +12,10 @@
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
-import { BlkDevice } from './blk/device';
-import { type ControlReply, type ControlRequest, type DeviceDesc, type StopResult, type WorkerInit, WorkerStat } from './control';
-import type { DeviceEnv, EngineDevice } from './device';
+import type { BdevLayer } from './bdev/layer';
+import { type ControlReply, type ControlRequest, type RegionDesc, type WorkerInit, WorkerStat } from './control';
+import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
+import { deviceFactory } from './devices';
 import { logger } from './log';
 import { GuestMemory } from './memory';
 
@@ -34,50 +35,53 @@ const IDLE_CLOCK_EVERY = 8;
 /** Longest adaptive-mode sleep; a wake eventfd write or a kick ends it sooner. */
 const SLEEP_TIMEOUT_MS = 100;
 
-interface PendingStop {
-  /** Control request id to answer, or -1 (stopped because of `exit`). */
-  requestId: number;
-  device: EngineDevice;
-}
+/**
+ * A control op that waits for in-flight I/O: answered once the device (or
+ * the queue) has drained. Ops of one device finish in the order they came.
+ */
+type PendingOp =
+  /** requestId -1: stopped because of `exit`. */
+  | { kind: 'stop'; requestId: number; device: EngineDevice }
+  | { kind: 'queueStop'; requestId: number; device: EngineDevice; index: number }
+  | { kind: 'memUpdate'; requestId: number; device: EngineDevice; regions: RegionDesc[] };
 
-/** Make the device a `start` request describes. Owns the guest mapping on success. */
-export function createDevice(desc: DeviceDesc, sys: PollerSys): EngineDevice {
-  const env: DeviceEnv = { signal: (fd) => sys.eventfdWrite(fd, 1) };
-  switch (desc.kind) {
-    case 'blk': {
-      const mem = GuestMemory.map(desc.regions, sys);
-      try {
-        return new BlkDevice(desc, mem, env);
-      } catch (err) {
-        mem.unmap();
-        throw err;
-      }
-    }
-    default: {
-      const kind: never = desc.kind;
-      throw new Error(`unknown device kind ${String(kind)}`);
-    }
-  }
+/** Finds the factory of a device kind (engine/devices.ts; injectable for tests). */
+export type FactoryLookup = (kind: string) => DeviceFactory | undefined;
+
+function errorReply(id: number, err: unknown, fallbackCode: string): ControlReply {
+  const e = err as { message?: unknown; code?: unknown };
+  return { id, ok: false, error: String(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : fallbackCode };
 }
 
 export class Poller {
   private running = true;
   private exitRequestId = -1;
   private readonly devices: EngineDevice[] = [];
-  private readonly stopping: PendingStop[] = [];
+  private readonly pending: PendingOp[] = [];
   private readonly stats: Float64Array;
   private readonly port: MessagePort;
+  private readonly env: DeviceEnv;
   private sleepFds = new Int32Array(1);
   private sleepFdCount = 0;
   private sleepFdsDirty = true;
 
+  /**
+   * @param layer this worker's bdev layer (one per worker: devices open their bdevs in it)
+   * @param factories device kind → factory (default: engine/devices.ts)
+   */
   constructor(
     private readonly init: WorkerInit,
     private readonly sys: PollerSys,
-    private readonly makeDevice: (desc: DeviceDesc, sys: PollerSys) => EngineDevice = createDevice,
+    private readonly layer: BdevLayer,
+    private readonly factories: FactoryLookup = deviceFactory,
   ) {
     this.port = init.port;
     this.stats = new Float64Array(init.stats, 0, WorkerStat.Count);
+    this.env = {
+      signal: (fd) => sys.eventfdWrite(fd, 1),
+      mapMemory: (regions) => GuestMemory.map(regions, sys),
+      bdevs: layer,
+    };
   }
 
   /**
@@ -102,7 +106,8 @@ export class Poller {
     let idleRun = 0;
     let idleIterMs = 0;
     while (this.running) {
-      let work = 0;
+      // Bdev completions first, so each device publishes them in its poll below.
+      let work = this.layer.poll(last);
       const devices = this.devices;
       for (let i = 0; i < devices.length; i++) {
         const dev = devices[i];
@@ -113,7 +118,7 @@ export class Poller {
           this.sleepFdsDirty = true;
         }
       }
-      if (this.stopping.length > 0) this.finishStops();
+      if (this.pending.length > 0) this.finishPending();
       if ((++iter & (CONTROL_EVERY - 1)) === 0) {
         stats[WorkerStat.Iterations] = iter;
         work += this.takeMessages();
@@ -163,63 +168,108 @@ export class Poller {
           this.reply({ id: req.id, ok: false, error: `device ${req.device.id} already runs here`, code: 'ERR_DEVICE_EXISTS' });
           return;
         }
+        const kind = (req.device.model as { kind?: unknown } | undefined)?.kind;
+        const factory = typeof kind === 'string' ? this.factories(kind) : undefined;
+        if (factory === undefined) {
+          this.reply({ id: req.id, ok: false, error: `unknown device kind ${String(kind)}`, code: 'ERR_DEVICE_KIND' });
+          return;
+        }
         let dev: EngineDevice;
         try {
-          dev = this.makeDevice(req.device, this.sys);
+          dev = factory(req.device, this.env);
         } catch (err) {
-          const e = err as { message?: unknown; code?: unknown };
-          logger.error('device start failed', { device: req.device.name, err: String(e.message ?? err) });
-          this.reply({
-            id: req.id,
-            ok: false,
-            error: String(e.message ?? err),
-            code: typeof e.code === 'string' ? e.code : 'ERR_DEVICE_START',
-          });
+          logger.error('device start failed', { device: req.device.name, err: String((err as Error)?.message ?? err) });
+          this.reply(errorReply(req.id, err, 'ERR_DEVICE_START'));
           return;
         }
         this.devices.push(dev);
         this.devicesChanged();
-        logger.info('device started', { device: dev.name, id: dev.id });
+        logger.info('device started', { device: dev.name, id: dev.id, queues: req.device.queues.length });
         this.reply({ id: req.id, ok: true });
         return;
       }
       case 'stop': {
-        const dev = this.devices.find((d) => d.id === req.deviceId);
-        if (!dev || this.stopping.some((s) => s.device === dev)) {
-          this.reply({ id: req.id, ok: false, error: `no running device ${req.deviceId}`, code: 'ERR_NO_DEVICE' });
-          return;
-        }
+        const dev = this.liveDevice(req.id, req.deviceId);
+        if (dev === null) return;
         dev.beginStop();
-        this.stopping.push({ requestId: req.id, device: dev });
-        this.finishStops();
+        this.pending.push({ kind: 'stop', requestId: req.id, device: dev });
+        this.sleepFdsDirty = true;
+        this.finishPending();
         return;
       }
-      case 'resize': {
-        const dev = this.devices.find((d) => d.id === req.deviceId);
-        if (!dev) {
-          this.reply({ id: req.id, ok: false, error: `no running device ${req.deviceId}`, code: 'ERR_NO_DEVICE' });
+      case 'queueStart': {
+        const dev = this.liveDevice(req.id, req.deviceId);
+        if (dev === null) return;
+        try {
+          dev.queueStart(req.queue);
+        } catch (err) {
+          this.reply(errorReply(req.id, err, 'ERR_QUEUE_SETUP'));
+          return;
+        }
+        this.sleepFdsDirty = true;
+        this.reply({ id: req.id, ok: true });
+        return;
+      }
+      case 'queueStop': {
+        const dev = this.liveDevice(req.id, req.deviceId);
+        if (dev === null) return;
+        if (this.pending.some((p) => p.kind === 'queueStop' && p.device === dev && p.index === req.index)) {
+          this.reply({ id: req.id, ok: false, error: `queue ${req.index} is already stopping`, code: 'ERR_NO_QUEUE' });
           return;
         }
         try {
-          dev.resize(req.numBlocks);
+          dev.beginQueueStop(req.index);
         } catch (err) {
-          this.reply({ id: req.id, ok: false, error: String((err as Error).message ?? err), code: 'ERR_RESIZE' });
+          this.reply(errorReply(req.id, err, 'ERR_NO_QUEUE'));
           return;
         }
-        logger.info('device resized', { device: dev.name, numBlocks: req.numBlocks });
+        this.pending.push({ kind: 'queueStop', requestId: req.id, device: dev, index: req.index });
+        this.sleepFdsDirty = true;
+        this.finishPending();
+        return;
+      }
+      case 'setCallFd': {
+        const dev = this.liveDevice(req.id, req.deviceId);
+        if (dev === null) return;
+        try {
+          dev.setCallFd(req.index, req.callFd);
+        } catch (err) {
+          this.reply(errorReply(req.id, err, 'ERR_NO_QUEUE'));
+          return;
+        }
+        this.reply({ id: req.id, ok: true });
+        return;
+      }
+      case 'memUpdate': {
+        const dev = this.liveDevice(req.id, req.deviceId);
+        if (dev === null) return;
+        dev.beginMemUpdate();
+        this.pending.push({ kind: 'memUpdate', requestId: req.id, device: dev, regions: req.regions });
+        this.finishPending();
+        return;
+      }
+      case 'bdevResize': {
+        let users: number;
+        try {
+          users = this.layer.resize(req.name, req.numBlocks);
+        } catch (err) {
+          this.reply(errorReply(req.id, err, 'ERR_RESIZE'));
+          return;
+        }
+        logger.info('bdev resized', { bdev: req.name, numBlocks: req.numBlocks, users });
         this.reply({ id: req.id, ok: true });
         return;
       }
       case 'exit': {
         this.exitRequestId = req.id;
         for (const dev of this.devices) {
-          if (!this.stopping.some((s) => s.device === dev)) {
+          if (!this.isStopping(dev)) {
             logger.warn('exit with a device still running: stopping it', { device: dev.name });
             dev.beginStop();
-            this.stopping.push({ requestId: -1, device: dev });
+            this.pending.push({ kind: 'stop', requestId: -1, device: dev });
           }
         }
-        this.finishStops();
+        this.finishPending();
         return;
       }
       default: {
@@ -254,37 +304,94 @@ export class Poller {
     }
   }
 
-  /** Answer the stops whose devices have drained; end the loop after `exit` once all are done. */
-  private finishStops(): void {
-    for (let i = 0; i < this.stopping.length; ) {
-      const { requestId, device } = this.stopping[i];
-      if (device.inflight > 0) {
+  /** A device that runs and is not being stopped, or null after replying ERR_NO_DEVICE. */
+  private liveDevice(requestId: number, deviceId: number): EngineDevice | null {
+    const dev = this.devices.find((d) => d.id === deviceId);
+    if (dev === undefined || this.isStopping(dev)) {
+      this.reply({ id: requestId, ok: false, error: `no running device ${deviceId}`, code: 'ERR_NO_DEVICE' });
+      return null;
+    }
+    return dev;
+  }
+
+  private isStopping(dev: EngineDevice): boolean {
+    return this.pending.some((p) => p.kind === 'stop' && p.device === dev);
+  }
+
+  /**
+   * Answer the pending ops whose devices (or queues) have drained, each
+   * device's in the order they came; end the loop after `exit` once every
+   * device is gone.
+   */
+  private finishPending(): void {
+    for (let i = 0; i < this.pending.length; ) {
+      const op = this.pending[i];
+      let blocked = false;
+      for (let j = 0; j < i; j++) if (this.pending[j].device === op.device) blocked = true;
+      const ready = op.kind === 'queueStop' ? op.device.queueInflight(op.index) === 0 : op.device.inflight === 0;
+      if (blocked || !ready) {
         i++;
         continue;
       }
-      this.stopping.splice(i, 1);
-      this.devices.splice(this.devices.indexOf(device), 1);
-      this.devicesChanged();
-      let result: StopResult | null = null;
-      let error: unknown = null;
-      try {
-        result = device.finishStop();
-      } catch (err) {
-        error = err;
-        logger.error('device stop failed', { device: device.name, err: String(err) });
+      this.pending.splice(i, 1);
+      switch (op.kind) {
+        case 'stop':
+          this.finishStop(op.requestId, op.device);
+          break;
+        case 'queueStop': {
+          let reply: ControlReply;
+          try {
+            reply = { id: op.requestId, ok: true, result: op.device.finishQueueStop(op.index) };
+          } catch (err) {
+            reply = errorReply(op.requestId, err, 'ERR_QUEUE_STOP');
+          }
+          this.sleepFdsDirty = true;
+          this.reply(reply);
+          break;
+        }
+        case 'memUpdate': {
+          let reply: ControlReply;
+          try {
+            op.device.finishMemUpdate(op.regions);
+            reply = { id: op.requestId, ok: true };
+            logger.info('device memory updated', { device: op.device.name, regions: op.regions.length });
+          } catch (err) {
+            logger.error('device memory update failed', { device: op.device.name, err: String((err as Error)?.message ?? err) });
+            reply = errorReply(op.requestId, err, 'ERR_GUEST_MEMORY');
+          }
+          this.reply(reply);
+          break;
+        }
       }
-      logger.info('device stopped', { device: device.name, id: device.id });
-      if (requestId >= 0) {
-        this.reply(
-          result !== null
-            ? { id: requestId, ok: true, result }
-            : { id: requestId, ok: false, error: String(error), code: 'ERR_DEVICE_STOP' },
-        );
-      }
+      // Earlier ops of other devices may have been skipped; restart the scan at i (the list shrank).
     }
-    if (this.exitRequestId >= 0 && this.devices.length === 0) {
+    if (this.exitRequestId >= 0 && this.devices.length === 0 && this.running) {
       this.running = false;
       this.reply({ id: this.exitRequestId, ok: true });
+    }
+  }
+
+  private finishStop(requestId: number, device: EngineDevice): void {
+    this.devices.splice(this.devices.indexOf(device), 1);
+    this.devicesChanged();
+    let reply: ControlReply;
+    try {
+      reply = { id: requestId, ok: true, result: device.finishStop() };
+    } catch (err) {
+      logger.error('device stop failed', { device: device.name, err: String(err) });
+      reply = errorReply(requestId, err, 'ERR_DEVICE_STOP');
+    }
+    logger.info('device stopped', { device: device.name, id: device.id });
+    if (requestId >= 0) this.reply(reply);
+    // Ops still queued behind the stop of this device can no longer run.
+    for (let i = 0; i < this.pending.length; ) {
+      const op = this.pending[i];
+      if (op.device !== device) {
+        i++;
+        continue;
+      }
+      this.pending.splice(i, 1);
+      if (op.requestId >= 0) this.reply({ id: op.requestId, ok: false, error: `device ${device.id} stopped`, code: 'ERR_NO_DEVICE' });
     }
   }
 
@@ -299,7 +406,7 @@ export class Poller {
 
   /** Sleeping is safe only when no I/O waits for a completion that only polling would reap. */
   private maySleep(): boolean {
-    if (this.stopping.length > 0) return false;
+    if (this.pending.length > 0) return false;
     for (const dev of this.devices) if (dev.inflight > 0) return false;
     return true;
   }

@@ -5,20 +5,16 @@
  */
 import t from 'tap';
 import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } from '../../engine/bdev/bdev';
+import { MallocBdev } from '../../engine/bdev/malloc';
 import { blkConfigSpace, blkFeatures, BLK_SEG_MAX, BLK_SIZE_MAX } from '../../engine/blk/config';
-import { BlkDevice } from '../../engine/blk/device';
-import {
-  type BlkDisk,
-  BlkRequest,
-  BlkStatus,
-  BlkType,
-  PARSE_EXECUTE,
-  PARSE_NO_STATUS,
-  parseBlkRequest,
-} from '../../engine/blk/parse';
-import { type BlkDeviceDesc, DeviceStat } from '../../engine/control';
+import { type BlkTask, createBlkDevice } from '../../engine/blk/model';
+import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkRequest } from '../../engine/blk/parse';
+import { type DeviceDesc, DeviceStat } from '../../engine/control';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
+import type { VirtioDevice } from '../../engine/virtio/device';
+import { BlkStatus, BlkType } from '../../engine/virtio/spec';
 import { SplitQueue } from '../../engine/virtio/split';
+import { ChannelLayer } from '../lib/channel-layer';
 import { type Buf, F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
 
 const FEATURES = F_VERSION_1 | F_INDIRECT | F_EVENT_IDX;
@@ -185,31 +181,36 @@ t.test('config space and features', async (t) => {
 
 interface Harness {
   vr: MockVring;
-  dev: BlkDevice;
+  dev: VirtioDevice<BlkTask>;
+  layer: ChannelLayer;
   stats: Float64Array;
   storage: Uint8Array;
   signals: number[];
+  /** One worker loop iteration as the poller runs it: the device polls, the bdev layer delivers, the device publishes. */
+  step(): number;
 }
 
-function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number } = {}): Harness {
-  const vr = new MockVring({ size: 32, memBytes: 4 << 20 });
+function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number; size?: number; memBytes?: number } = {}): Harness {
+  const vr = new MockVring({ size: opts.size ?? 32, memBytes: opts.memBytes ?? 4 << 20 });
   const numBlocks = opts.blocks ?? 256;
   const storageBuf = new SharedArrayBuffer(512 * numBlocks);
   const statsBuf = new SharedArrayBuffer(DeviceStat.Count * 8);
-  const desc: BlkDeviceDesc = {
-    kind: 'blk',
+  const bdev = opts.bdev ?? new MallocBdev('Malloc0', 512, numBlocks, storageBuf);
+  const layer = new ChannelLayer([bdev]);
+  const desc: DeviceDesc = {
     id: 7,
     name: 'vhost.0',
     features: FEATURES,
-    readonly: opts.readonly ?? false,
-    bdev: { name: 'Malloc0', kind: 'malloc', blockSize: 512, numBlocks, storage: storageBuf },
+    model: { kind: 'blk', readonly: opts.readonly ?? false },
+    bdevs: [{ name: bdev.name, module: 'malloc', blockSize: bdev.blockSize, numBlocks: bdev.numBlocks, params: storageBuf }],
     regions: [],
     queues: [{ ...vr.queueDesc(0), callFd: 42, kickFd: 43 }],
     stats: statsBuf,
   };
   const signals: number[] = [];
-  const dev = new BlkDevice(desc, vr.memory(), { signal: (fd) => signals.push(fd) }, opts.bdev);
-  return { vr, dev, stats: new Float64Array(statsBuf), storage: new Uint8Array(storageBuf), signals };
+  const dev = createBlkDevice(desc, { signal: (fd) => signals.push(fd), mapMemory: () => vr.memory(), bdevs: layer }) as VirtioDevice<BlkTask>;
+  const step = () => dev.poll() + layer.poll() + dev.poll();
+  return { vr, dev, layer, stats: new Float64Array(statsBuf), storage: new Uint8Array(storageBuf), signals, step };
 }
 
 function pattern(len: number, seed: number): Uint8Array {
@@ -219,7 +220,7 @@ function pattern(len: number, seed: number): Uint8Array {
 }
 
 t.test('BlkDevice over malloc: writes then reads, data and used lengths', async (t) => {
-  const { vr, dev, stats, storage, signals } = deviceHarness();
+  const { vr, dev, stats, storage, signals, step } = deviceHarness();
   vr.usedEvent = 0xffff; // leave interrupt decisions to the first-batch rule first
 
   // Write 3 requests with different layouts.
@@ -255,7 +256,7 @@ t.test('BlkDevice over malloc: writes then reads, data and used lengths', async 
     writes.push({ sector: 255, data: w3, head, status: st });
   }
 
-  t.ok(dev.poll() > 0);
+  t.ok(step() > 0);
   t.equal(dev.inflight, 0);
   const used = vr.readUsed();
   t.same(
@@ -296,7 +297,7 @@ t.test('BlkDevice over malloc: writes then reads, data and used lengths', async 
     t.equal(c, b + 256, 'the allocator made the three buffers contiguous');
     reads.push({ head, buf: a, len: 1024, want: w2 });
   }
-  t.ok(dev.poll() > 0);
+  t.ok(step() > 0);
   const used2 = vr.readUsed();
   t.same(
     used2,
@@ -315,15 +316,15 @@ t.test('BlkDevice over malloc: writes then reads, data and used lengths', async 
   vr.usedEvent = (vr.usedIdx + 100) & 0xffff;
   const st = vr.alloc(1);
   vr.addChain([{ addr: header(vr, BlkType.Flush, 0), len: 16 }, { addr: st, len: 1, write: true }]);
-  dev.poll();
+  step();
   t.same(vr.readUsed().map((u) => u.len), [1]);
   t.same(signals, [42, 42], 'no interrupt before used_event');
   t.equal(stats[DeviceStat.FlushOps], 1);
-  t.equal(dev.poll(), 0, 'idle poll does no work');
+  t.equal(step(), 0, 'idle poll does no work');
 });
 
 t.test('BlkDevice: errors, GET_ID, discard, write zeroes, stop', async (t) => {
-  const { vr, dev, stats, storage } = deviceHarness({ blocks: 64 });
+  const { vr, dev, stats, storage, step } = deviceHarness({ blocks: 64 });
   storage.fill(0x55);
   const S = () => {
     const a = vr.alloc(1, 0xee);
@@ -345,7 +346,7 @@ t.test('BlkDevice: errors, GET_ID, discard, write zeroes, stop', async (t) => {
   vr.writeDesc(vr.descAddr, loop, vr.alloc(16), 16, 1, loop);
   vr.makeAvailable(loop);
 
-  dev.poll();
+  step();
   // Immediate completions come first, bdev completions when the channel delivers them.
   const byId = (a: { id: number }, b: { id: number }) => a.id - b.id;
   t.same(vr.readUsed().sort(byId), [
@@ -375,31 +376,30 @@ t.test('BlkDevice: errors, GET_ID, discard, write zeroes, stop', async (t) => {
   dev.beginStop();
   t.equal(dev.running, false);
   vr.addChain([{ addr: header(vr, BlkType.Flush, 0), len: 16 }, S()]);
-  dev.poll();
+  step();
   t.same(vr.readUsed(), [], 'a stopping device takes no new requests');
   const res = dev.finishStop();
-  t.same(res, { queues: [{ index: 0, lastAvailIdx: 7 }] });
+  t.same(res, { queues: [{ index: 0, pos: { availIdx: 7, availWrap: false, usedIdx: 7, usedWrap: false } }] });
 });
 
 t.test('BlkDevice: readonly device refuses writes', async (t) => {
-  const { vr, dev, storage } = deviceHarness({ readonly: true });
+  const { vr, step, storage } = deviceHarness({ readonly: true });
   const d = vr.alloc(512, 0x11);
   const st = vr.alloc(1);
   const h = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, { addr: d, len: 512 }, { addr: st, len: 1, write: true }]);
-  dev.poll();
+  step();
   t.same(vr.readUsed(), [{ id: h, len: 1 }]);
   t.equal(vr.bytes[st - vr.gpa], BlkStatus.IoErr);
   t.equal(storage[0], 0, 'storage unchanged');
 });
 
-/** A bdev that completes only when the test says so, and can answer NOMEM. */
+/** A bdev that completes only when the test says so. */
 class HeldBdev implements Bdev {
   readonly name = 'Held0';
   readonly blockSize = 512;
   readonly numBlocks = 256;
   readonly held: BdevIo[] = [];
   readonly done: BdevIo[] = [];
-  nomem = 0;
   ioTypeSupported(type: BdevIoType): boolean {
     return type === BdevIoType.Read || type === BdevIoType.Write;
   }
@@ -407,12 +407,6 @@ class HeldBdev implements Bdev {
     const self = this;
     return {
       submit(io: BdevIo): void {
-        if (self.nomem > 0) {
-          self.nomem--;
-          io.status = BdevIoStatus.NoMem;
-          self.done.push(io);
-          return;
-        }
         self.held.push(io);
       },
       poll(): number {
@@ -435,27 +429,27 @@ class HeldBdev implements Bdev {
   destroy(): void {}
 }
 
-t.test('BlkDevice: asynchronous completion, NOMEM retry, stop waits for in-flight I/O', async (t) => {
+// NOMEM retries are the bdev layer's now (engine/bdev/layer.ts), tested with it.
+t.test('BlkDevice: asynchronous completion, stop waits for in-flight I/O', async (t) => {
   const bdev = new HeldBdev();
-  const { vr, dev, signals, stats } = deviceHarness({ bdev });
-  bdev.nomem = 1;
+  const { vr, dev, signals, stats, step, layer } = deviceHarness({ bdev });
   const bufs = [vr.alloc(513), vr.alloc(513)];
   const heads = bufs.map((b) => vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: b, len: 513, write: true }]));
-  dev.poll();
+  step();
   t.equal(dev.inflight, 2);
-  t.equal(bdev.held.length, 1, 'one submitted, one refused with NOMEM');
-  dev.poll();
-  t.equal(bdev.held.length, 2, 'the NOMEM one was resubmitted');
+  t.equal(bdev.held.length, 2, 'both submitted');
+  step();
   t.equal(stats[DeviceStat.InflightTasks], 2);
   t.same(vr.readUsed(), [], 'nothing completes before the bdev does');
   t.same(signals, []);
 
   dev.beginStop();
+  t.equal(layer.drains.get('Held0'), 1, 'a stopping device drains its bdev handle (QoS waits end)');
   t.equal(dev.inflight, 2, 'stop does not drop in-flight I/O');
   t.throws(() => dev.finishStop(), /in flight/);
 
   bdev.release(BdevIoStatus.Failed);
-  dev.poll();
+  step();
   t.equal(dev.inflight, 0);
   t.same(
     vr.readUsed().sort((a, b) => a.id - b.id),
@@ -464,5 +458,6 @@ t.test('BlkDevice: asynchronous completion, NOMEM retry, stop waits for in-fligh
   );
   for (const b of bufs) t.equal(vr.bytes[b - vr.gpa + 512], BlkStatus.IoErr);
   t.same(signals, [42]);
-  t.same(dev.finishStop(), { queues: [{ index: 0, lastAvailIdx: 2 }] });
+  t.same(dev.finishStop(), { queues: [{ index: 0, pos: { availIdx: 2, availWrap: false, usedIdx: 2, usedWrap: false } }] });
+  t.equal(layer.openCount, 0, 'the bdev handle was closed');
 });
