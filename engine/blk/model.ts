@@ -40,7 +40,7 @@ class BlkIo extends BdevIo {
     super(capacity);
   }
 
-  override onComplete(): void {
+  done(): void {
     this.model.ioDone(this.task);
   }
 }
@@ -72,7 +72,7 @@ export class BlkModel implements VirtioModel<BlkTask>, BdevUser {
     if (desc.bdevs.length !== 1) throw new RangeError(`blk device ${desc.name} needs exactly one bdev, got ${desc.bdevs.length}`);
     this.core = core;
     this.stats = core.stats;
-    this.bdev = env.bdevs.open(desc.bdevs[0], this);
+    this.bdev = env.bdevs.open(desc.bdevs[0], this, core.nowMs);
     const bdev = this.bdev;
     this.sectorsPerBlock = bdev.blockSize / BLK_SECTOR_SIZE;
     this.disk = { capacitySectors: bdev.numBlocks * this.sectorsPerBlock, blockSize: bdev.blockSize, readonly: model.readonly };

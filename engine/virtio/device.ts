@@ -169,7 +169,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       for (const qd of desc.queues) this.queueStart(qd);
     } catch (err) {
       if (model !== null) model.close();
-      this.memory.unmap();
+      this.unmap(this.memory);
       throw err;
     }
   }
@@ -257,7 +257,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     try {
       this.model.close();
     } finally {
-      this.memory.unmap();
+      this.unmap(this.memory);
     }
     return result;
   }
@@ -321,13 +321,19 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     } catch (err) {
       // A ring is not in the new table: stay on the old memory, as before.
       for (const qs of moved) qs.q.remap(old);
-      next.unmap();
+      this.unmap(next);
       this.paused = false;
       throw err;
     }
     this.memory = next;
     this.paused = false;
-    old.unmap();
+    this.unmap(old);
+  }
+
+  /** Unmap guest memory nothing points into any more; the bdev layer forgets it first (a file ring's registered buffers). */
+  private unmap(mem: GuestMemory): void {
+    this.env.bdevs.releaseMemory(mem.bytes);
+    mem.unmap();
   }
 
   fail(err: unknown): void {

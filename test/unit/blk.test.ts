@@ -3,9 +3,11 @@
  * a BlkDevice over a malloc bdev (and over a deliberately asynchronous bdev)
  * driven through a mock driver ring.
  */
+import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } from '../../engine/bdev/bdev';
-import { MallocBdev } from '../../engine/bdev/malloc';
+import { WorkerBdevLayer } from '../../engine/bdev/layer';
+import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { blkConfigSpace, blkFeatures, BLK_SEG_MAX, BLK_SIZE_MAX } from '../../engine/blk/config';
 import { type BlkTask, createBlkDevice } from '../../engine/blk/model';
 import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkRequest } from '../../engine/blk/parse';
@@ -14,7 +16,6 @@ import { ChainError, DescChain } from '../../engine/virtio/chain';
 import type { VirtioDevice } from '../../engine/virtio/device';
 import { BlkStatus, BlkType } from '../../engine/virtio/spec';
 import { SplitQueue } from '../../engine/virtio/split';
-import { ChannelLayer } from '../lib/channel-layer';
 import { type Buf, F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
 
 const FEATURES = F_VERSION_1 | F_INDIRECT | F_EVENT_IDX;
@@ -182,7 +183,7 @@ t.test('config space and features', async (t) => {
 interface Harness {
   vr: MockVring;
   dev: VirtioDevice<BlkTask>;
-  layer: ChannelLayer;
+  layer: WorkerBdevLayer;
   stats: Float64Array;
   storage: Uint8Array;
   signals: number[];
@@ -195,21 +196,28 @@ function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number;
   const numBlocks = opts.blocks ?? 256;
   const storageBuf = new SharedArrayBuffer(512 * numBlocks);
   const statsBuf = new SharedArrayBuffer(DeviceStat.Count * 8);
-  const bdev = opts.bdev ?? new MallocBdev('Malloc0', 512, numBlocks, storageBuf);
-  const layer = new ChannelLayer([bdev]);
+  // The real bdev layer; a test bdev comes in as a module of its own.
+  const held = opts.bdev;
+  const modules = new Map(BDEV_MODULES);
+  if (held !== undefined) modules.set('held', { name: 'held', open: () => held });
+  const layer = new WorkerBdevLayer(modules);
+  const bdevDesc =
+    held !== undefined
+      ? { name: held.name, module: 'held', blockSize: held.blockSize, numBlocks: held.numBlocks, params: null }
+      : { name: 'Malloc0', module: 'malloc', blockSize: 512, numBlocks, params: { storage: storageBuf } };
   const desc: DeviceDesc = {
     id: 7,
     name: 'vhost.0',
     features: FEATURES,
     model: { kind: 'blk', readonly: opts.readonly ?? false },
-    bdevs: [{ name: bdev.name, module: 'malloc', blockSize: bdev.blockSize, numBlocks: bdev.numBlocks, params: storageBuf }],
+    bdevs: [bdevDesc],
     regions: [],
     queues: [{ ...vr.queueDesc(0), callFd: 42, kickFd: 43 }],
     stats: statsBuf,
   };
   const signals: number[] = [];
   const dev = createBlkDevice(desc, { signal: (fd) => signals.push(fd), mapMemory: () => vr.memory(), bdevs: layer }) as VirtioDevice<BlkTask>;
-  const step = () => dev.poll() + layer.poll() + dev.poll();
+  const step = () => dev.poll() + layer.poll(performance.now()) + dev.poll();
   return { vr, dev, layer, stats: new Float64Array(statsBuf), storage: new Uint8Array(storageBuf), signals, step };
 }
 
@@ -393,13 +401,14 @@ t.test('BlkDevice: readonly device refuses writes', async (t) => {
   t.equal(storage[0], 0, 'storage unchanged');
 });
 
-/** A bdev that completes only when the test says so. */
+/** A bdev that completes only when the test says so, and can answer NOMEM. */
 class HeldBdev implements Bdev {
   readonly name = 'Held0';
   readonly blockSize = 512;
   readonly numBlocks = 256;
   readonly held: BdevIo[] = [];
   readonly done: BdevIo[] = [];
+  nomem = 0;
   ioTypeSupported(type: BdevIoType): boolean {
     return type === BdevIoType.Read || type === BdevIoType.Write;
   }
@@ -407,6 +416,12 @@ class HeldBdev implements Bdev {
     const self = this;
     return {
       submit(io: BdevIo): void {
+        if (self.nomem > 0) {
+          self.nomem--;
+          io.status = BdevIoStatus.NoMem;
+          self.done.push(io);
+          return;
+        }
         self.held.push(io);
       },
       poll(): number {
@@ -429,22 +444,22 @@ class HeldBdev implements Bdev {
   destroy(): void {}
 }
 
-// NOMEM retries are the bdev layer's now (engine/bdev/layer.ts), tested with it.
-t.test('BlkDevice: asynchronous completion, stop waits for in-flight I/O', async (t) => {
+t.test('BlkDevice: asynchronous completion, NOMEM retry (by the bdev layer), stop waits for in-flight I/O', async (t) => {
   const bdev = new HeldBdev();
   const { vr, dev, signals, stats, step, layer } = deviceHarness({ bdev });
+  bdev.nomem = 1;
   const bufs = [vr.alloc(513), vr.alloc(513)];
   const heads = bufs.map((b) => vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: b, len: 513, write: true }]));
   step();
   t.equal(dev.inflight, 2);
-  t.equal(bdev.held.length, 2, 'both submitted');
+  t.equal(bdev.held.length, 1, 'one submitted, one refused with NOMEM');
   step();
+  t.equal(bdev.held.length, 2, 'the NOMEM one was resubmitted');
   t.equal(stats[DeviceStat.InflightTasks], 2);
   t.same(vr.readUsed(), [], 'nothing completes before the bdev does');
   t.same(signals, []);
 
   dev.beginStop();
-  t.equal(layer.drains.get('Held0'), 1, 'a stopping device drains its bdev handle (QoS waits end)');
   t.equal(dev.inflight, 2, 'stop does not drop in-flight I/O');
   t.throws(() => dev.finishStop(), /in flight/);
 
