@@ -106,19 +106,7 @@ export class Poller {
     let idleRun = 0;
     let idleIterMs = 0;
     while (this.running) {
-      // Bdev completions first, so each device publishes them in its poll below.
-      let work = this.layer.poll(last);
-      const devices = this.devices;
-      for (let i = 0; i < devices.length; i++) {
-        const dev = devices[i];
-        try {
-          work += dev.poll(last);
-        } catch (err) {
-          dev.fail(err);
-          this.sleepFdsDirty = true;
-        }
-      }
-      if (this.pending.length > 0) this.finishPending();
+      let work = this.iterate(last);
       if ((++iter & (CONTROL_EVERY - 1)) === 0) {
         stats[WorkerStat.Iterations] = iter;
         work += this.takeMessages();
@@ -154,6 +142,27 @@ export class Poller {
       }
     }
     stats[WorkerStat.Iterations] = iter;
+  }
+
+  /**
+   * One loop iteration without control messages (public for tests that
+   * drive the poller step by step): bdev completions first, so each device
+   * publishes them in its poll; then the pending ops whose I/O has drained.
+   */
+  iterate(nowMs: number): number {
+    let work = this.layer.poll(nowMs);
+    const devices = this.devices;
+    for (let i = 0; i < devices.length; i++) {
+      const dev = devices[i];
+      try {
+        work += dev.poll(nowMs);
+      } catch (err) {
+        dev.fail(err);
+        this.sleepFdsDirty = true;
+      }
+    }
+    if (this.pending.length > 0) this.finishPending();
+    return work;
   }
 
   /** Handle one control request (public for tests that drive the poller step by step). */

@@ -9,9 +9,10 @@ import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } fr
 import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { blkConfigSpace, blkFeatures, BLK_SEG_MAX, BLK_SIZE_MAX } from '../../engine/blk/config';
-import { type BlkTask, createBlkDevice } from '../../engine/blk/model';
+import { BLK_MAX_SEGMENTS, type BlkTask, createBlkDevice } from '../../engine/blk/model';
 import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkRequest } from '../../engine/blk/parse';
 import { type DeviceDesc, DeviceStat } from '../../engine/control';
+import { GuestMemory } from '../../engine/memory';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
 import type { VirtioDevice } from '../../engine/virtio/device';
 import { BlkStatus, BlkType } from '../../engine/virtio/spec';
@@ -191,7 +192,16 @@ interface Harness {
   step(): number;
 }
 
-function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number; size?: number; memBytes?: number } = {}): Harness {
+/** The mock ring's memory, and optionally a second region right after it in guest-physical space. */
+function memory(vr: MockVring, next?: ArrayBuffer): GuestMemory {
+  if (next === undefined) return vr.memory();
+  return GuestMemory.fromBuffers([
+    { guestPhysAddr: vr.gpa, buffer: vr.buffer },
+    { guestPhysAddr: vr.gpa + vr.buffer.byteLength, buffer: next },
+  ]);
+}
+
+function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number; size?: number; memBytes?: number; nextRegion?: ArrayBuffer } = {}): Harness {
   const vr = new MockVring({ size: opts.size ?? 32, memBytes: opts.memBytes ?? 4 << 20 });
   const numBlocks = opts.blocks ?? 256;
   const storageBuf = new SharedArrayBuffer(512 * numBlocks);
@@ -216,7 +226,7 @@ function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number;
     stats: statsBuf,
   };
   const signals: number[] = [];
-  const dev = createBlkDevice(desc, { signal: (fd) => signals.push(fd), mapMemory: () => vr.memory(), bdevs: layer }) as VirtioDevice<BlkTask>;
+  const dev = createBlkDevice(desc, { signal: (fd) => signals.push(fd), mapMemory: () => memory(vr, opts.nextRegion), bdevs: layer }) as VirtioDevice<BlkTask>;
   const step = () => dev.poll() + layer.poll(performance.now()) + dev.poll();
   return { vr, dev, layer, stats: new Float64Array(statsBuf), storage: new Uint8Array(storageBuf), signals, step };
 }
@@ -475,4 +485,83 @@ t.test('BlkDevice: asynchronous completion, NOMEM retry (by the bdev layer), sto
   t.same(signals, [42]);
   t.same(dev.finishStop(), { queues: [{ index: 0, pos: { availIdx: 2, availWrap: false, usedIdx: 2, usedWrap: false } }] });
   t.equal(layer.openCount, 0, 'the bdev handle was closed');
+});
+
+t.test('a 32768-entry queue starts with no request slots; slots and scratch follow the depth used', async (t) => {
+  const { vr, dev, step, storage } = deviceHarness({ size: 32768, memBytes: 8 << 20 });
+  t.equal(BLK_MAX_SEGMENTS, BLK_SEG_MAX + 2, 'per-request scratch: seg_max + header + status');
+  t.equal(BLK_MAX_SEGMENTS, 128);
+  t.equal(dev.tasksAllocated(0), 0, 'nothing allocated per ring slot at start');
+  storage.fill(7);
+  const heads: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    heads.push(vr.addChain([{ addr: header(vr, BlkType.In, i), len: 16 }, { addr: vr.alloc(513), len: 513, write: true }]));
+  }
+  step();
+  t.same(vr.readUsed().map((u) => u.len), [513, 513, 513]);
+  t.equal(dev.tasksAllocated(0), 3, 'three requests in flight at once: three slots');
+  for (let i = 0; i < 3; i++) vr.addChain([{ addr: header(vr, BlkType.In, i), len: 16 }, { addr: vr.alloc(513), len: 513, write: true }]);
+  step();
+  t.equal(vr.readUsed().length, 3);
+  t.equal(dev.tasksAllocated(0), 3, 'slots are reused, not allocated again');
+
+  // Scratch per request: header + 126 data segments + status fits, one more segment does not.
+  const seg = (n: number): Buf[] => Array.from({ length: n }, () => ({ addr: vr.alloc(512), len: 512 }));
+  const st1 = vr.alloc(1, 0xee);
+  const fits = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BLK_SEG_MAX), { addr: st1, len: 1, write: true }]);
+  const st2 = vr.alloc(1, 0xee);
+  const over = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BLK_SEG_MAX + 1), { addr: st2, len: 1, write: true }]);
+  step();
+  // The refused one completes at once, the executed one when the bdev layer delivers it.
+  t.same(vr.readUsed(), [{ id: over, len: 1 }, { id: fits, len: 1 }]);
+  t.equal(vr.bytes[st1 - vr.gpa], BlkStatus.Ok, 'seg_max segments: executed');
+  t.equal(vr.bytes[st2 - vr.gpa], BlkStatus.IoErr, 'seg_max + 1 segments: IOERR (the driver broke seg_max)');
+
+  dev.beginStop();
+  dev.finishStop();
+  t.equal(dev.queueCount, 0, 'queues and their request pools are dropped at stop');
+});
+
+t.test('a data buffer spanning two adjacent guest regions is split, not refused', async (t) => {
+  const next = new ArrayBuffer(1 << 16);
+  const { vr, step, storage } = deviceHarness({ nextRegion: next });
+  const end = vr.gpa + vr.buffer.byteLength;
+  const data = pattern(1024, 9);
+  vr.at(end - 300, 300).set(data.subarray(0, 300));
+  new Uint8Array(next).set(data.subarray(300), 0);
+  const st = vr.alloc(1, 0xee);
+  const h = vr.addChain([{ addr: header(vr, BlkType.Out, 4), len: 16 }, { addr: end - 300, len: 1024 }, { addr: st, len: 1, write: true }]);
+  step();
+  t.same(vr.readUsed(), [{ id: h, len: 1 }]);
+  t.equal(vr.bytes[st - vr.gpa], BlkStatus.Ok);
+  t.same(storage.subarray(4 * 512, 4 * 512 + 1024), data, 'both parts written in order');
+});
+
+t.test('a bad data buffer with a sound status gets IOERR; a chain without a trusted status gets len 0', async (t) => {
+  const { vr, step, stats } = deviceHarness();
+  const st = vr.alloc(1, 0xee);
+  const bad = vr.gpa + vr.buffer.byteLength + 0x10000;
+  const h1 = vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: bad, len: 512, write: true }, { addr: st, len: 1, write: true }]);
+  const h2 = vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: vr.alloc(512), len: 512, write: true }, { addr: bad, len: 1, write: true }]);
+  step();
+  t.same(vr.readUsed(), [{ id: h1, len: 1 }, { id: h2, len: 0 }]);
+  t.equal(vr.bytes[st - vr.gpa], BlkStatus.IoErr);
+  t.equal(stats[DeviceStat.ErrorOps], 2);
+});
+
+t.test('in-flight tracker through the device, and bdev resize through the layer', async (t) => {
+  const { vr, dev, step, layer } = deviceHarness({ blocks: 8 });
+  const events: string[] = [];
+  dev.setInflightTracker({
+    popped: (q, h) => events.push(`pop ${q}:${h}`),
+    pushed: (q, h) => events.push(`push ${q}:${h}`),
+    published: (q) => events.push(`publish ${q}`),
+  });
+  const st = vr.alloc(1, 0xee);
+  const h = vr.addChain([{ addr: header(vr, BlkType.In, 8), len: 16 }, { addr: vr.alloc(512), len: 512, write: true }, { addr: st, len: 1, write: true }]);
+  step();
+  t.equal(vr.bytes[st - vr.gpa], BlkStatus.IoErr, 'sector 8 is past 8 blocks');
+  t.same(events, [`pop 0:${h}`, `push 0:${h}`, 'publish 0']);
+  vr.readUsed();
+  t.throws(() => layer.resize('Malloc0', 16), /cannot change size/, 'malloc bdevs do not resize');
 });
