@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
 import type { BdevLayer } from './bdev/layer';
-import { type ControlReply, type ControlRequest, type RegionDesc, type WorkerInit, WorkerStat } from './control';
+import { type ControlReply, type ControlRequest, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat } from './control';
 import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
 import { deviceFactory } from './devices';
 import { logger } from './log';
@@ -36,14 +36,19 @@ const IDLE_CLOCK_EVERY = 8;
 const SLEEP_TIMEOUT_MS = 100;
 
 /**
- * A control op that waits for in-flight I/O: answered once the device (or
- * the queue) has drained. Ops of one device finish in the order they came.
+ * A control op on a running device. Ops of one device run in the order they
+ * came: one begins only when the ops before it have finished (so a queue
+ * started after a memUpdate is set up in the new memory); stop, queueStop
+ * and memUpdate then wait for in-flight I/O before they finish and reply.
  */
-type PendingOp =
+type DeviceOp = { requestId: number; device: EngineDevice; begun: boolean } & (
   /** requestId -1: stopped because of `exit`. */
-  | { kind: 'stop'; requestId: number; device: EngineDevice }
-  | { kind: 'queueStop'; requestId: number; device: EngineDevice; index: number }
-  | { kind: 'memUpdate'; requestId: number; device: EngineDevice; regions: RegionDesc[] };
+  | { kind: 'stop' }
+  | { kind: 'queueStop'; index: number }
+  | { kind: 'memUpdate'; regions: RegionDesc[] }
+  | { kind: 'queueStart'; queue: QueueDesc }
+  | { kind: 'setCallFd'; index: number; callFd: number }
+);
 
 /** Finds the factory of a device kind (engine/devices.ts; injectable for tests). */
 export type FactoryLookup = (kind: string) => DeviceFactory | undefined;
@@ -57,7 +62,7 @@ export class Poller {
   private running = true;
   private exitRequestId = -1;
   private readonly devices: EngineDevice[] = [];
-  private readonly pending: PendingOp[] = [];
+  private readonly pending: DeviceOp[] = [];
   private readonly stats: Float64Array;
   private readonly port: MessagePort;
   private readonly env: DeviceEnv;
@@ -197,63 +202,31 @@ export class Poller {
         this.reply({ id: req.id, ok: true });
         return;
       }
-      case 'stop': {
-        const dev = this.liveDevice(req.id, req.deviceId);
-        if (dev === null) return;
-        dev.beginStop();
-        this.pending.push({ kind: 'stop', requestId: req.id, device: dev });
-        this.sleepFdsDirty = true;
-        this.finishPending();
-        return;
-      }
-      case 'queueStart': {
-        const dev = this.liveDevice(req.id, req.deviceId);
-        if (dev === null) return;
-        try {
-          dev.queueStart(req.queue);
-        } catch (err) {
-          this.reply(errorReply(req.id, err, 'ERR_QUEUE_SETUP'));
-          return;
-        }
-        this.sleepFdsDirty = true;
-        this.reply({ id: req.id, ok: true });
-        return;
-      }
-      case 'queueStop': {
-        const dev = this.liveDevice(req.id, req.deviceId);
-        if (dev === null) return;
-        if (this.pending.some((p) => p.kind === 'queueStop' && p.device === dev && p.index === req.index)) {
-          this.reply({ id: req.id, ok: false, error: `queue ${req.index} is already stopping`, code: 'ERR_NO_QUEUE' });
-          return;
-        }
-        try {
-          dev.beginQueueStop(req.index);
-        } catch (err) {
-          this.reply(errorReply(req.id, err, 'ERR_NO_QUEUE'));
-          return;
-        }
-        this.pending.push({ kind: 'queueStop', requestId: req.id, device: dev, index: req.index });
-        this.sleepFdsDirty = true;
-        this.finishPending();
-        return;
-      }
-      case 'setCallFd': {
-        const dev = this.liveDevice(req.id, req.deviceId);
-        if (dev === null) return;
-        try {
-          dev.setCallFd(req.index, req.callFd);
-        } catch (err) {
-          this.reply(errorReply(req.id, err, 'ERR_NO_QUEUE'));
-          return;
-        }
-        this.reply({ id: req.id, ok: true });
-        return;
-      }
+      case 'stop':
+      case 'queueStart':
+      case 'queueStop':
+      case 'setCallFd':
       case 'memUpdate': {
         const dev = this.liveDevice(req.id, req.deviceId);
         if (dev === null) return;
-        dev.beginMemUpdate();
-        this.pending.push({ kind: 'memUpdate', requestId: req.id, device: dev, regions: req.regions });
+        const base = { requestId: req.id, device: dev, begun: false };
+        switch (req.op) {
+          case 'stop':
+            this.pending.push({ ...base, kind: 'stop' });
+            break;
+          case 'queueStart':
+            this.pending.push({ ...base, kind: 'queueStart', queue: req.queue });
+            break;
+          case 'queueStop':
+            this.pending.push({ ...base, kind: 'queueStop', index: req.index });
+            break;
+          case 'setCallFd':
+            this.pending.push({ ...base, kind: 'setCallFd', index: req.index, callFd: req.callFd });
+            break;
+          case 'memUpdate':
+            this.pending.push({ ...base, kind: 'memUpdate', regions: req.regions });
+            break;
+        }
         this.finishPending();
         return;
       }
@@ -274,8 +247,7 @@ export class Poller {
         for (const dev of this.devices) {
           if (!this.isStopping(dev)) {
             logger.warn('exit with a device still running: stopping it', { device: dev.name });
-            dev.beginStop();
-            this.pending.push({ kind: 'stop', requestId: -1, device: dev });
+            this.pending.push({ kind: 'stop', requestId: -1, device: dev, begun: false });
           }
         }
         this.finishPending();
@@ -328,55 +300,100 @@ export class Poller {
   }
 
   /**
-   * Answer the pending ops whose devices (or queues) have drained, each
-   * device's in the order they came; end the loop after `exit` once every
-   * device is gone.
+   * Run the device ops that can run: each device's first op begins, and
+   * finishes (with its reply) once what it waits for has drained, which lets
+   * the device's next op begin. Ends the loop after `exit` once every device
+   * is gone.
    */
   private finishPending(): void {
     for (let i = 0; i < this.pending.length; ) {
       const op = this.pending[i];
       let blocked = false;
-      for (let j = 0; j < i; j++) if (this.pending[j].device === op.device) blocked = true;
-      const ready = op.kind === 'queueStop' ? op.device.queueInflight(op.index) === 0 : op.device.inflight === 0;
-      if (blocked || !ready) {
+      for (let j = 0; j < i && !blocked; j++) if (this.pending[j].device === op.device) blocked = true;
+      if (blocked || !this.advance(op)) {
         i++;
         continue;
       }
-      this.pending.splice(i, 1);
-      switch (op.kind) {
-        case 'stop':
-          this.finishStop(op.requestId, op.device);
-          break;
-        case 'queueStop': {
-          let reply: ControlReply;
-          try {
-            reply = { id: op.requestId, ok: true, result: op.device.finishQueueStop(op.index) };
-          } catch (err) {
-            reply = errorReply(op.requestId, err, 'ERR_QUEUE_STOP');
-          }
-          this.sleepFdsDirty = true;
-          this.reply(reply);
-          break;
-        }
-        case 'memUpdate': {
-          let reply: ControlReply;
-          try {
-            op.device.finishMemUpdate(op.regions);
-            reply = { id: op.requestId, ok: true };
-            logger.info('device memory updated', { device: op.device.name, regions: op.regions.length });
-          } catch (err) {
-            logger.error('device memory update failed', { device: op.device.name, err: String((err as Error)?.message ?? err) });
-            reply = errorReply(op.requestId, err, 'ERR_GUEST_MEMORY');
-          }
-          this.reply(reply);
-          break;
-        }
-      }
-      // Earlier ops of other devices may have been skipped; restart the scan at i (the list shrank).
+      // Done: removed (the scan goes on at i, the next op, which may be this device's next).
+      this.pending.splice(this.pending.indexOf(op), 1);
     }
     if (this.exitRequestId >= 0 && this.devices.length === 0 && this.running) {
       this.running = false;
       this.reply({ id: this.exitRequestId, ok: true });
+    }
+  }
+
+  /** Begin `op` if it has not begun; finish it if it can. Returns true when it is done (replied). */
+  private advance(op: DeviceOp): boolean {
+    const dev = op.device;
+    switch (op.kind) {
+      case 'queueStart':
+        try {
+          dev.queueStart(op.queue);
+        } catch (err) {
+          this.reply(errorReply(op.requestId, err, 'ERR_QUEUE_SETUP'));
+          return true;
+        }
+        this.sleepFdsDirty = true;
+        this.reply({ id: op.requestId, ok: true });
+        return true;
+      case 'setCallFd':
+        try {
+          dev.setCallFd(op.index, op.callFd);
+        } catch (err) {
+          this.reply(errorReply(op.requestId, err, 'ERR_NO_QUEUE'));
+          return true;
+        }
+        this.reply({ id: op.requestId, ok: true });
+        return true;
+      case 'queueStop': {
+        if (!op.begun) {
+          try {
+            dev.beginQueueStop(op.index);
+          } catch (err) {
+            this.reply(errorReply(op.requestId, err, 'ERR_NO_QUEUE'));
+            return true;
+          }
+          op.begun = true;
+          this.sleepFdsDirty = true;
+        }
+        if (dev.queueInflight(op.index) > 0) return false;
+        let reply: ControlReply;
+        try {
+          reply = { id: op.requestId, ok: true, result: dev.finishQueueStop(op.index) };
+        } catch (err) {
+          reply = errorReply(op.requestId, err, 'ERR_QUEUE_STOP');
+        }
+        this.reply(reply);
+        return true;
+      }
+      case 'memUpdate': {
+        if (!op.begun) {
+          dev.beginMemUpdate();
+          op.begun = true;
+        }
+        if (dev.inflight > 0) return false;
+        let reply: ControlReply;
+        try {
+          dev.finishMemUpdate(op.regions);
+          reply = { id: op.requestId, ok: true };
+          logger.info('device memory updated', { device: dev.name, regions: op.regions.length });
+        } catch (err) {
+          logger.error('device memory update failed', { device: dev.name, err: String((err as Error)?.message ?? err) });
+          reply = errorReply(op.requestId, err, 'ERR_GUEST_MEMORY');
+        }
+        this.reply(reply);
+        return true;
+      }
+      case 'stop':
+        if (!op.begun) {
+          dev.beginStop();
+          op.begun = true;
+          this.sleepFdsDirty = true;
+        }
+        if (dev.inflight > 0) return false;
+        this.finishStop(op.requestId, dev);
+        return true;
     }
   }
 
@@ -392,16 +409,6 @@ export class Poller {
     }
     logger.info('device stopped', { device: device.name, id: device.id });
     if (requestId >= 0) this.reply(reply);
-    // Ops still queued behind the stop of this device can no longer run.
-    for (let i = 0; i < this.pending.length; ) {
-      const op = this.pending[i];
-      if (op.device !== device) {
-        i++;
-        continue;
-      }
-      this.pending.splice(i, 1);
-      if (op.requestId >= 0) this.reply({ id: op.requestId, ok: false, error: `device ${device.id} stopped`, code: 'ERR_NO_DEVICE' });
-    }
   }
 
   private reply(r: ControlReply): void {

@@ -68,9 +68,12 @@ function harness() {
   const { port1, port2 } = new MessageChannel();
   const stats = new SharedArrayBuffer(WorkerStat.Count * 8);
   /** fd → the memory a "front-end" shared under it. */
+  /** A second ring in memory of its own, at another guest address (only in the table of fd 102). */
+  const vr2 = new MockVring({ size: 16, gpa: 0x200000 });
   const fds = new Map<number, ArrayBuffer>([
     [100, vr.buffer],
     [101, vr.buffer],
+    [102, vr2.buffer],
   ]);
   const mapped: number[] = [];
   const unmapped: ArrayBuffer[] = [];
@@ -101,7 +104,10 @@ function harness() {
     poller.handle({ ...req, id } as ControlRequest);
     return id;
   };
-  const region = (fd: number): RegionDesc => ({ fd, guestPhysAddr: vr.gpa, sizeBytes: vr.buffer.byteLength, userAddr: vr.gpa, mmapOffset: 0 });
+  const region = (fd: number): RegionDesc => {
+    const r = fd === 102 ? vr2 : vr;
+    return { fd, guestPhysAddr: r.gpa, sizeBytes: r.buffer.byteLength, userAddr: r.gpa, mmapOffset: 0 };
+  };
   const devStats = new SharedArrayBuffer(DeviceStat.Count * 8);
   const device: DeviceDesc = {
     id: 5,
@@ -117,7 +123,7 @@ function harness() {
     port1.close();
     port2.close();
   };
-  return { vr, bdev, poller, send, replies, device, region, mapped, unmapped, signals, stats: new Float64Array(stats), close };
+  return { vr, vr2, bdev, poller, send, replies, device, region, mapped, unmapped, signals, stats: new Float64Array(stats), close };
 }
 
 /** A read of one sector; returns its head and status address. */
@@ -253,4 +259,35 @@ t.test('start refuses unknown kinds and bad descriptions; exit stops running dev
   t.same(replies(), [{ id: exit, ok: true }], 'exit stops the idle device and ends the loop');
   t.equal(poller.deviceCount, 0);
   t.equal(h.unmapped.length, 3);
+});
+
+t.test('ops of one device run in order: a queue started after a memUpdate is set up in the new memory', async (t) => {
+  const h = harness();
+  t.teardown(h.close);
+  const { vr, vr2, bdev, poller, send, replies } = h;
+  send({ op: 'start', device: { ...h.device, queues: [vr.queueDesc(0)] } });
+  replies();
+  read(vr, 0);
+  poller.iterate(0);
+  t.equal(bdev.held.length, 1);
+  const mu = send({ op: 'memUpdate', deviceId: 5, regions: [h.region(101), h.region(102)] });
+  const qs = send({ op: 'queueStart', deviceId: 5, queue: { ...vr2.queueDesc(1), callFd: 9, kickFd: -1 } });
+  const cf = send({ op: 'setCallFd', deviceId: 5, index: 1, callFd: 10 });
+  t.same(replies(), [], 'the queue start waits behind the memory update, which waits for in-flight I/O');
+  bdev.release();
+  poller.iterate(0);
+  t.same(replies(), [{ id: mu, ok: true }, { id: qs, ok: true }, { id: cf, ok: true }], 'then all three, in order');
+  const st = vr2.alloc(1, 0xee);
+  const head = vr2.addChain([{ addr: header(vr2, BlkType.In, 1), len: 16 }, { addr: vr2.alloc(512), len: 512, write: true }, { addr: st, len: 1, write: true }]);
+  poller.iterate(0);
+  bdev.release();
+  poller.iterate(0);
+  t.same(vr2.readUsed(), [{ id: head, len: 513 }], 'the new queue serves requests');
+  t.equal(vr2.bytes[st - vr2.gpa], BlkStatus.Ok);
+  t.same(h.signals, [10], 'on its new call fd');
+  const stop = send({ op: 'stop', deviceId: 5 });
+  const r = replies();
+  t.equal(r.length, 1);
+  t.same((r[0] as { id: number; result?: { queues: { index: number }[] } }).result?.queues.map((q) => q.index), [0, 1]);
+  t.equal(r[0].id, stop);
 });
