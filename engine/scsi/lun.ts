@@ -136,6 +136,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
   /** Reset completions waiting for outstanding commands. */
   private waiters: (() => void)[] = [];
   private closed = false;
+  private removed = false;
 
   constructor(
     readonly id: number,
@@ -178,6 +179,21 @@ export class ScsiLun implements BdevUser, TaskOwner {
     if (this.closed) return;
     this.handle.close();
     this.closed = true;
+  }
+
+  /**
+   * Hot-remove: from now on new commands end with ABORTED COMMAND (as SPDK's
+   * removed LU does); I/O already at the bdev completes normally (an
+   * acknowledged write is never lost), I/O held by QoS goes at once; when
+   * the last command has completed the bdev is closed and `done` called.
+   */
+  remove(done: () => void): void {
+    this.removed = true;
+    this.handle.drain();
+    this.whenIdle(() => {
+      this.close();
+      done();
+    });
   }
 
   // ---------------------------------------------------------------- events
@@ -264,6 +280,10 @@ export class ScsiLun implements BdevUser, TaskOwner {
     const cdb = task.cdb;
     const opcode = cdb[0];
     const need = cdbLengthOf(opcode);
+    if (this.removed) {
+      task.checkCondition(SenseKey.AbortedCommand, Asc.NoAdditionalSense);
+      return false;
+    }
     if (task.cdbLength < 1 || task.cdbLength < need) {
       task.checkCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
       return false;

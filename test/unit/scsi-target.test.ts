@@ -720,6 +720,28 @@ t.test('LUN management and options', async (t) => {
   t.equal(layer.openCount, 0, 'closed LUs released their bdev');
 });
 
+t.test('remove(): outstanding writes complete, new commands are aborted, then the bdev closes', async (t) => {
+  const layer = new WorkerBdevLayer();
+  const target = new ScsiTarget();
+  const m = mallocDesc('M', 64);
+  const lun = new ScsiLun(0, layer, m.desc, { powerOnUnitAttention: false });
+  target.addLun(lun);
+  const w = new TestTask();
+  const data = pattern(512, 11);
+  run(target, layer, cdb.write10(3, 1), { out: data, task: w, noPoll: true });
+  let removed = 0;
+  lun.remove(() => removed++);
+  t.equal(removed, 0, 'waits for the write');
+  const late = run(target, layer, cdb.tur(), { noPoll: true }).task;
+  t.same(late.senseTriple, [0x0b, 0, 0], 'a new command: ABORTED COMMAND');
+  layer.poll(0);
+  t.equal(w.status, ScsiStatus.Good, 'the write completed');
+  t.same(m.storage.subarray(3 * 512, 4 * 512), data, 'and reached the bdev');
+  t.equal(removed, 1, 'then removal finished');
+  t.equal(layer.openCount, 0, 'the bdev is closed');
+  t.equal(target.removeLun(0), lun);
+});
+
 t.test('a task is reused across commands and completes each exactly once', async (t) => {
   const e = env();
   const task = new TestTask();
