@@ -17,6 +17,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitFile(env, exports);
   vhostd::InitUring(env, exports);
   vhostd::InitAio(env, exports);
+  vhostd::InitLock(env, exports);
+  vhostd::InitLayout(env, exports);
   return exports;
 }
 

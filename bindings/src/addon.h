@@ -16,6 +16,8 @@ void InitAffinity(Napi::Env env, Napi::Object exports);
 void InitFile(Napi::Env env, Napi::Object exports);
 void InitUring(Napi::Env env, Napi::Object exports);
 void InitAio(Napi::Env env, Napi::Object exports);
+void InitLock(Napi::Env env, Napi::Object exports);
+void InitLayout(Napi::Env env, Napi::Object exports);
 
 }  // namespace vhostd
 
