@@ -6,7 +6,8 @@
  *
  * Steps (each fails fast, still ending with the count line):
  *   1. tsc -p .                          type errors stop the run
- *   2. native addons                     build/Release/{vhostd_native,vhostd_perf}.node, else node-gyp rebuild
+ *   2. native addons                     build/Release/vhostd_native.node and
+ *                                        bench/native/build/Release/vhostd_perf.node, else node-gyp rebuild
  *   3. scripts/build-guest.sh            kernel + initramfs, cached in .cache/guest/
  *   4. tap over dist/test/** /*.test.js  unit tests in parallel, then integration
  *                                        and e2e one file at a time (they start
@@ -51,19 +52,14 @@ function compile() {
   return run(process.execPath, [require.resolve('typescript/bin/tsc', { paths: [root] }), '-p', '.']);
 }
 
-/** Both addons binding.gyp builds: the target's own and bench's load generator. */
-const ADDONS = ['vhostd_native.node', 'vhostd_perf.node'];
-
-function addonsPresent() {
-  return ADDONS.every((f) => fs.existsSync(path.join(root, 'build', 'Release', f)));
-}
+/** Both addons, each from its own gyp file: the target's own and bench's load generator. */
+const ADDONS = [
+  { dir: '.', file: path.join('build', 'Release', 'vhostd_native.node') },
+  { dir: path.join('bench', 'native'), file: path.join('bench', 'native', 'build', 'Release', 'vhostd_perf.node') },
+];
 
 function ensureAddon() {
   say('native addons');
-  if (addonsPresent()) {
-    process.stdout.write('addons present\n');
-    return true;
-  }
   // node-gyp downloads the Node headers unless told where they are; use the
   // installed ones when the distribution ships them (only the npm registry and
   // the Debian mirror may be reachable). npm sets npm_config_node_gyp to its
@@ -71,7 +67,15 @@ function ensureAddon() {
   const env = { ...process.env };
   if (!env.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) env.npm_config_nodedir = '/usr';
   const gyp = env.npm_config_node_gyp || require.resolve('node-gyp/bin/node-gyp.js', { paths: [root] });
-  return run(process.execPath, [gyp, 'rebuild'], { env }) && addonsPresent();
+  for (const addon of ADDONS) {
+    if (fs.existsSync(path.join(root, addon.file))) {
+      process.stdout.write(`${addon.file} present\n`);
+      continue;
+    }
+    if (!run(process.execPath, [gyp, 'rebuild'], { env, cwd: path.join(root, addon.dir) })) return false;
+    if (!fs.existsSync(path.join(root, addon.file))) return false;
+  }
+  return true;
 }
 
 function ensureGuest() {
