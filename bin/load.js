@@ -14,7 +14,7 @@ module.exports = function load(prog, rel) {
     return require(file);
   } catch (err) {
     if (err && FIXABLE.has(err.code)) {
-      process.stderr.write(`${prog}: ${err.message}\n`);
+      process.stderr.write(`${prog}: ${String(err.message).replace(/^vhostd(-[a-z]+)?: /, '')}\n`);
     } else if (err && err.code === 'MODULE_NOT_FOUND' && String(err.message).includes(file)) {
       process.stderr.write(`${prog}: ${file} is missing: vhostd is not built (run \`npm run build\` in ${path.join(__dirname, '..')})\n`);
     } else {
