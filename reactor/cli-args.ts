@@ -152,7 +152,7 @@ function readOptions(argv: string[]): Values {
 }
 
 function integer(text: string, what: string, min: number, max: number): number {
-  if (!/^(0|[1-9]\d*|0x[0-9a-fA-F]+)$/.test(text)) throw new UsageError(`${what} must be a whole number, not ${JSON.stringify(text)}`);
+  if (!/^-?(0|[1-9]\d*|0x[0-9a-fA-F]+)$/.test(text)) throw new UsageError(`${what} must be a whole number, not ${JSON.stringify(text)}`);
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${what} must be between ${min} and ${max}, not ${text}`);
   return n;
