@@ -8,7 +8,7 @@
  *      addon as the only prebuild, which the loader then took).
  *   2. `npm pack` (prepack: prebuildify of both addons, prepare: tsc) makes a
  *      tarball with both prebuilds, each under its own name and directory,
- *      declarations, LICENSE, and no tests or sources maps.
+ *      declarations, LICENSE, and no tests or source maps.
  *   3. The copy, now holding both prebuilds and no local build, starts as
  *      `npm start` starts it and serves RPC.
  *   4. The tarball installs with `npm install --ignore-scripts --prefer-offline`
@@ -58,8 +58,9 @@ function run(command: string, args: string[], cwd: string, timeoutMs = 120_000):
   });
 }
 
-function tail(r: Run): string {
-  return `\n--- stdout\n${r.stdout.slice(-3000)}\n--- stderr\n${r.stderr.slice(-3000)}`;
+/** Shown by tap only when the assertion fails. */
+function output(r: Run): { stdout: string; stderr: string } {
+  return { stdout: r.stdout.slice(-3000), stderr: r.stderr.slice(-3000) };
 }
 
 /** Starts `args` (a vhostd command line) and waits until its RPC socket accepts. */
@@ -93,7 +94,7 @@ t.test('build, pack, install and run the package', async (t) => {
 
   // 1. npm run build: TypeScript only.
   const build = await run(npm, ['run', 'build'], clone);
-  t.equal(build.code, 0, `npm run build exits 0${tail(build)}`);
+  t.equal(build.code, 0, 'npm run build exits 0', output(build));
   t.notOk(fs.existsSync(path.join(clone, 'prebuilds')), 'npm run build made no prebuilds/ (bug 6.3)');
   t.notOk(fs.existsSync(path.join(clone, 'build')), 'npm run build built no addon');
   t.ok(fs.existsSync(path.join(clone, 'dist', 'reactor', 'app.d.ts')), 'declarations are emitted');
@@ -102,7 +103,7 @@ t.test('build, pack, install and run the package', async (t) => {
   const packDir = path.join(tmp, 'pack');
   fs.mkdirSync(packDir);
   const pack = await run(npm, ['pack', '--pack-destination', packDir], clone);
-  t.equal(pack.code, 0, `npm pack exits 0${tail(pack)}`);
+  t.equal(pack.code, 0, 'npm pack exits 0', output(pack));
   const tarballs = fs.readdirSync(packDir).filter((f) => f.endsWith('.tgz'));
   t.equal(tarballs.length, 1, 'one tarball');
   if (tarballs.length !== 1) return;
@@ -163,19 +164,19 @@ t.test('build, pack, install and run the package', async (t) => {
     'the clone serves the default controller',
   );
   const cloneExit = await fromClone.stop();
-  t.same({ code: cloneExit.code, killed: cloneExit.killed }, { code: 0, killed: false }, `the clone's vhostd stops with 0\n${fromClone.log}`);
+  t.same({ code: cloneExit.code, killed: cloneExit.killed }, { code: 0, killed: false }, "the clone's vhostd stops with 0", { log: fromClone.log });
 
   // 4. Install the tarball without running any script: the prebuilds must do.
   const app = path.join(tmp, 'app');
   fs.mkdirSync(app);
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
   const install = await run(npm, ['install', '--ignore-scripts', '--prefer-offline', '--no-save', tarball], app);
-  t.equal(install.code, 0, `npm install of the tarball exits 0${tail(install)}`);
+  t.equal(install.code, 0, 'npm install of the tarball exits 0', output(install));
   const installed = path.join(app, 'node_modules', 'vhostd');
   t.notOk(fs.existsSync(path.join(installed, 'build')), 'nothing was compiled at install');
 
   const version = await run(npm, ['exec', '--no', '--', 'vhostd', '--version'], app);
-  t.equal(version.code, 0, `npx vhostd --version exits 0${tail(version)}`);
+  t.equal(version.code, 0, 'npx vhostd --version exits 0', output(version));
   const pkgVersion = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version as string;
   t.equal(version.stdout.trim(), `vhostd v${pkgVersion}`, 'npx vhostd --version prints the version');
 
@@ -189,13 +190,13 @@ t.test('build, pack, install and run the package', async (t) => {
     appRpc,
   );
   const rpc = await run(npm, ['exec', '--no', '--', 'vhostd-rpc', '-s', appRpc, 'spdk_get_version'], app);
-  t.equal(rpc.code, 0, `npx vhostd-rpc spdk_get_version exits 0${tail(rpc)}`);
+  t.equal(rpc.code, 0, 'npx vhostd-rpc spdk_get_version exits 0', output(rpc));
   t.match(rpc.stdout, new RegExp(`"version": "vhostd v${pkgVersion.replace(/\./g, '\\.')}"`), 'vhostd-rpc reaches the installed vhostd');
   const appExit = await fromApp.stop();
-  t.same({ code: appExit.code, killed: appExit.killed }, { code: 0, killed: false }, `the installed vhostd stops with 0\n${fromApp.log}`);
+  t.same({ code: appExit.code, killed: appExit.killed }, { code: 0, killed: false }, 'the installed vhostd stops with 0', { log: fromApp.log });
 
   const req = await run(process.execPath, ['-e', "const v = require('vhostd'); process.stdout.write(typeof v.App + ' ' + require.resolve('vhostd'))"], app);
-  t.equal(req.code, 0, `require('vhostd') works${tail(req)}`);
+  t.equal(req.code, 0, "require('vhostd') works", output(req));
   t.equal(req.stdout, `function ${path.join(fs.realpathSync(installed), 'dist', 'reactor', 'app.js')}`, "require('vhostd') gives the App through exports");
   const pkg = JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8')) as { types: string };
   t.ok(fs.existsSync(path.join(installed, pkg.types)), `the types entry (${pkg.types}) exists`);
