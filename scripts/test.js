@@ -6,7 +6,8 @@
  *
  * Steps (each fails fast, still ending with the count line):
  *   1. tsc -p .                          type errors stop the run
- *   2. native addons                     build/Release/vhostd_native.node and
+ *   2. native addons                     build/Release/vhostd_native.node (rebuilt when its layout
+ *                                        constants do not match dist/bindings/layout.js) and
  *                                        bench/native/build/Release/vhostd_perf.node, else node-gyp rebuild
  *   3. scripts/build-guest.sh            kernel + initramfs, cached in .cache/guest/
  *   4. tap over dist/test/** /*.test.js  unit tests in parallel, then integration
@@ -54,9 +55,26 @@ function compile() {
 
 /** Both addons, each from its own gyp file: the target's own and bench's load generator. */
 const ADDONS = [
-  { dir: '.', file: path.join('build', 'Release', 'vhostd_native.node') },
+  { dir: '.', file: path.join('build', 'Release', 'vhostd_native.node'), checkLayout: true },
   { dir: path.join('bench', 'native'), file: path.join('bench', 'native', 'build', 'Release', 'vhostd_perf.node') },
 ];
+
+/**
+ * Why the built addon at `file` does not fit the compiled TypeScript (its
+ * layout constants differ, or it has none: built from older sources), or null
+ * when it fits. Checked in a child process, so this one never maps a file
+ * that a rebuild then replaces.
+ */
+function layoutProblem(file) {
+  if (!fs.existsSync(file)) return 'missing';
+  const layoutJs = path.join(root, 'dist', 'bindings', 'layout.js');
+  const code =
+    `const m = require(${JSON.stringify(layoutJs)}).layoutMismatches(require(${JSON.stringify(file)}).layout);` +
+    "process.stdout.write(m.join('; '));";
+  const r = spawnSync(process.execPath, ['-e', code], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) return `does not load: ${(r.stderr || '').trim().split('\n')[0]}`;
+  return r.stdout === '' ? null : r.stdout;
+}
 
 function ensureAddon() {
   say('native addons');
@@ -68,10 +86,12 @@ function ensureAddon() {
   if (!env.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) env.npm_config_nodedir = '/usr';
   const gyp = env.npm_config_node_gyp || require.resolve('node-gyp/bin/node-gyp.js', { paths: [root] });
   for (const addon of ADDONS) {
-    if (fs.existsSync(path.join(root, addon.file))) {
+    const stale = addon.checkLayout ? layoutProblem(path.join(root, addon.file)) : null;
+    if (fs.existsSync(path.join(root, addon.file)) && stale === null) {
       process.stdout.write(`${addon.file} present\n`);
       continue;
     }
+    if (stale !== null && fs.existsSync(path.join(root, addon.file))) process.stdout.write(`${addon.file} is stale (${stale}): rebuilding\n`);
     if (!run(process.execPath, [gyp, 'rebuild'], { env, cwd: path.join(root, addon.dir) })) return false;
     if (!fs.existsSync(path.join(root, addon.file))) return false;
   }
