@@ -13,7 +13,8 @@
  *      `npm start` starts it and serves RPC.
  *   4. The tarball installs with `npm install --ignore-scripts --prefer-offline`
  *      (dependencies from npm's cache, else the registry); `npx vhostd
- *      --version`, `vhostd` serving, `npx vhostd-rpc` and `require('vhostd')`
+ *      --version`, `vhostd` serving, `npx vhostd-rpc`, `require('vhostd')` and
+ *      `require('vhostd/rpc')`
  *      work from it with no compiler involved.
  *   5. With the prebuilds removed, `vhostd` says what to do in one line, not
  *      a stack trace.
@@ -198,6 +199,10 @@ t.test('build, pack, install and run the package', async (t) => {
   const req = await run(process.execPath, ['-e', "const v = require('vhostd'); process.stdout.write(typeof v.App + ' ' + require.resolve('vhostd'))"], app);
   t.equal(req.code, 0, "require('vhostd') works", output(req));
   t.equal(req.stdout, `function ${path.join(fs.realpathSync(installed), 'dist', 'reactor', 'app.js')}`, "require('vhostd') gives the App through exports");
+  const client = await run(process.execPath, ['-e', "process.stdout.write(typeof require('vhostd/rpc').RpcClient)"], app);
+  t.equal(client.stdout, 'function', "require('vhostd/rpc') gives the RPC client", output(client));
+  const deep = await run(process.execPath, ['-e', "require('vhostd/dist/reactor/cli.js')"], app);
+  t.match(deep.stderr, /ERR_PACKAGE_PATH_NOT_EXPORTED/, 'files outside exports are not reachable', output(deep));
   const pkg = JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8')) as { types: string };
   t.ok(fs.existsSync(path.join(installed, pkg.types)), `the types entry (${pkg.types}) exists`);
 
