@@ -203,6 +203,15 @@ t.test('build, pack, install and run the package', async (t) => {
   t.equal(client.stdout, 'function', "require('vhostd/rpc') gives the RPC client", output(client));
   const deep = await run(process.execPath, ['-e', "require('vhostd/dist/reactor/cli.js')"], app);
   t.match(deep.stderr, /ERR_PACKAGE_PATH_NOT_EXPORTED/, 'files outside exports are not reachable', output(deep));
+  // bench's load generator (vhostd-perf) from its own prebuild directory.
+  const perfJs = path.join(installed, 'dist', 'bench', 'perf', 'perf.js');
+  const perf = await run(process.execPath, ['-e', `const p = require(${JSON.stringify(perfJs)}); process.stdout.write(p.perfAddonPath() + ' ' + p.crc32c(Buffer.from('123456789')))`], app);
+  t.equal(perf.code, 0, 'the load generator addon loads', output(perf));
+  t.equal(
+    perf.stdout,
+    `${path.join(fs.realpathSync(installed), 'bench', 'native', 'prebuilds', 'linux-x64', 'vhostd_perf.napi.glibc.node')} ${0xe3069283}`,
+    'vhostd-perf uses its own prebuild (CRC-32C check value of "123456789")',
+  );
   const pkg = JSON.parse(fs.readFileSync(path.join(installed, 'package.json'), 'utf8')) as { types: string };
   t.ok(fs.existsSync(path.join(installed, pkg.types)), `the types entry (${pkg.types}) exists`);
 
