@@ -13,20 +13,9 @@
         "bindings/src/file.cc",
         "bindings/src/uring.cc",
         "bindings/src/aio.cc",
-        "bindings/src/fdflags.cc"
-      ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
-      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fno-exceptions"],
-      "cflags_cc!": ["-fno-rtti"]
-    },
-    {
-      "target_name": "vhostd_perf",
-      "sources": [
-        "bench/native/crc32c.cc",
-        "bench/native/job.cc",
-        "bench/native/perf_addon.cc",
-        "bench/native/vhost_user.cc"
+        "bindings/src/fdflags.cc",
+        "bindings/src/lock.cc",
+        "bindings/src/layout.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

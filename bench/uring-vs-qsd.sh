@@ -5,7 +5,7 @@
 # randread QD32, one queue, side by side in one run. Prints both reports and
 # the IOPS ratio.
 #
-#   bench/uring-vs-qsd.sh            (after `npx tsc -p .` and `npx node-gyp rebuild`)
+#   bench/uring-vs-qsd.sh            (after `npx tsc -p .`, `npx node-gyp rebuild` and `npx node-gyp rebuild -C bench/native`)
 #   SIZE_MIB=1024 RUNTIME=10 RAMP=2 TARGET_CPU=1 GEN_CPU=0 bench/uring-vs-qsd.sh
 #
 # The file is filled with random data first, so reads touch real pages

@@ -1,2 +1,3 @@
 #!/usr/bin/env node
-require('../dist/reactor/rpc/cli.js');
+'use strict';
+require('./load')('vhostd-rpc', 'dist/reactor/rpc/cli.js');

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-require('../dist/reactor/cli.js')
+require('./load')('vhostd', 'dist/reactor/cli.js')
   .main(process.argv.slice(2))
   .then((code) => process.exit(code), (err) => {
     process.stderr.write(`vhostd: fatal: ${err && err.stack ? err.stack : err}\n`);

@@ -20,7 +20,7 @@ export interface NativeError extends Error {
   syscall: string;
 }
 
-/** Readiness bits for FdWatcher.start() and its callback: see PollEvents in index.ts (1 readable, 2 writable, 4 disconnect). */
+/** Readiness bits for FdWatcher.start() and its callback: see PollEvents in index.ts (Layout.POLL_*). */
 
 /**
  * Watches one fd on the calling thread's libuv loop (uv_poll). The callback
@@ -38,11 +38,11 @@ export declare class FdWatcher {
 
 /**
  * Operation codes of FileRing requests (bindings/src/file.h). A request is
- * FILE_REQ_WORDS numbers of a Float64Array:
+ * Layout.FILE_REQ_WORDS numbers of a Float64Array:
  *   [op, fileSlot, offsetBytes, a, b, tag]
  * READV/WRITEV: a = first iov index, b = iov count; FALLOCATE: a = length,
  * b = mode; BLK_DISCARD/BLK_ZEROOUT/PUNCH_ALLOC: a = length; DATASYNC: a = b = 0.
- * An iov is FILE_IOV_WORDS numbers: [bufferSlot, offsetInBuffer, length].
+ * An iov is Layout.FILE_IOV_WORDS numbers: [bufferSlot, offsetInBuffer, length].
  */
 export const enum FileOp {
   Readv = 0,
@@ -222,4 +222,16 @@ export interface Native {
   fileInfo(fd: number): FileInfo;
   /** Run a synchronous FileOp (Datasync, Fallocate, BlkDiscard, BlkZeroout, PunchAlloc) now: 0 or -errno. */
   fileSyncOp(fd: number, op: number, offsetBytes: number, lengthBytes: number, mode: number): number;
+
+  // --- Locks ------------------------------------------------------------------
+  /**
+   * fcntl(F_SETLK) write lock on the whole file, without waiting. 0 when taken
+   * (held until the process exits or closes any fd of that file); when another
+   * process holds it, that process's pid (F_GETLK), or -1 if it let go meanwhile.
+   */
+  lockFile(fd: number): number;
+
+  // --- Layout -----------------------------------------------------------------
+  /** The layout constants the addon was compiled with (bindings/layout.ts names them; checked at load). */
+  readonly layout: Readonly<Record<string, number>>;
 }

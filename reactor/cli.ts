@@ -3,118 +3,54 @@
  * until SIGINT/SIGTERM, then a graceful stop (devices drain, sockets are
  * unlinked, exit 0). Thread: main (reactor).
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
+import { native } from '../bindings';
 import { App } from './app';
+import { checkCores, parseCli, parseCpuList, USAGE, type CliOptions } from './cli-args';
 import { readConfigFile, replayConfig, type ConfigFile } from './config';
+import { CpuLocks, writePidFile } from './cpu-lock';
 import { Framework } from './framework';
-import { allLogFlags, log, logger, setLogFlag, setPrintLevel, type LogLevel } from './log';
-import { formatCpumask, parseCpumask } from './placement';
-import { RpcServer } from './rpc/server';
+import { allLogFlags, log, logger, setLogFlag, setPrintLevel } from './log';
+import { formatCpumask } from './placement';
+import { RpcServer, type RpcServerOptions } from './rpc/server';
+import { RpcCode, RpcError } from './target';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
 
 const appLog = logger('app');
 
-const USAGE = `Usage: vhostd [options]
+/**
+ * --rpcs-allowed, as SPDK's spdk_rpc_set_allowlist: a call over the socket to
+ * any other method is answered -32601 "Method not allowed". The -c config is
+ * replayed through invokeTrusted(), which the list does not restrict.
+ */
+export class AllowlistRpcServer extends RpcServer {
+  private readonly allowedMethods: ReadonlySet<string>;
 
-A vhost-user storage target: QEMU connects to one Unix socket per controller.
+  constructor(allowed: readonly string[], options: RpcServerOptions = {}) {
+    super(options);
+    this.allowedMethods = new Set(allowed);
+  }
 
-Options (as SPDK's vhost app):
-  -m, --cpumask MASK        cores to poll on: hex (0x3) or list ([0,2-3]); default 0x1
-  -S, --vhost-sock-dir DIR  directory for the controllers' vhost-user sockets; default: the current directory
-  -r, --rpc-socket PATH     JSON-RPC socket; default /var/tmp/vhostd.sock
-  -c, --json FILE           JSON config to load at start (SPDK format; save_config output)
-  -L, --logflag FLAG        enable debug logs of a component (app, bdev, engine, rpc, vhost, vhost_blk,
-                            or all); repeatable; sets the print level to debug unless --log-level is given
-      --log-level LEVEL     error|warn|notice|info|debug; default info
-      --wait-for-rpc        start only the RPC server and wait for framework_start_init before
-                            starting the engine and loading the -c config
-  -h, --help                this text
-  -v, --version             print the version
+  override async invoke(method: string, params?: unknown): Promise<unknown> {
+    if (!this.allowedMethods.has(method)) throw new RpcError(RpcCode.MethodNotFound, 'Method not allowed');
+    return super.invoke(method, params);
+  }
 
-vhostd's own:
-      --default             start with the embedded default: a 256 MiB malloc disk Malloc0
-                            behind controller vhost.0 (socket dir /tmp/vhostd unless -S), and
-                            print the QEMU flags that attach it
-      --poll-mode MODE      poll (busy-poll always, the default) or adaptive (sleep on the
-                            kick eventfds after --idle-sleep-us of idleness)
-      --idle-sleep-us N     idle time before an adaptive worker sleeps; default 1000
-      --socket-mode MODE    octal file mode of the sockets; default 0600
-`;
-
-interface CliOptions {
-  waitForRpc: boolean;
-  cores: number[];
-  socketDir: string;
-  rpcSocket: string;
-  config?: string;
-  demo: boolean;
-  pollMode: 'poll' | 'adaptive';
-  idleSleepUs: number;
-  socketMode: number;
+  invokeTrusted(method: string, params?: unknown): Promise<unknown> {
+    return super.invoke(method, params);
+  }
 }
 
-class UsageError extends Error {}
-
-function parseCli(argv: string[]): CliOptions | 'help' | 'version' {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      cpumask: { type: 'string', short: 'm' },
-      'vhost-sock-dir': { type: 'string', short: 'S' },
-      'rpc-socket': { type: 'string', short: 'r' },
-      json: { type: 'string', short: 'c' },
-      logflag: { type: 'string', short: 'L', multiple: true },
-      'log-level': { type: 'string' },
-      'wait-for-rpc': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean', short: 'v' },
-      default: { type: 'boolean' },
-      'poll-mode': { type: 'string' },
-      'idle-sleep-us': { type: 'string' },
-      'socket-mode': { type: 'string' },
-    },
-  });
-  if (values.help) return 'help';
-  if (values.version) return 'version';
-  if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
-  let cores: number[];
+/** CPUs that exist: /sys/devices/system/cpu/online, else 0..os.cpus()-1. */
+function onlineCpus(): number[] {
   try {
-    cores = parseCpumask(values.cpumask ?? '0x1');
-  } catch (err) {
-    throw new UsageError(`-m: ${(err as Error).message}`);
+    return parseCpuList(fs.readFileSync('/sys/devices/system/cpu/online', 'utf8'));
+  } catch {
+    return os.cpus().map((_, i) => i);
   }
-  const pollMode = values['poll-mode'] ?? 'poll';
-  if (pollMode !== 'poll' && pollMode !== 'adaptive') throw new UsageError('--poll-mode must be poll or adaptive');
-  const idleSleepUs = Number(values['idle-sleep-us'] ?? '1000');
-  if (!Number.isSafeInteger(idleSleepUs) || idleSleepUs < 0) throw new UsageError('--idle-sleep-us must be a whole number');
-  const modeText = values['socket-mode'] ?? '0600';
-  if (!/^0?[0-7]{3}$/.test(modeText)) throw new UsageError('--socket-mode must be an octal mode like 0600');
-  const level = values['log-level'];
-  if (level !== undefined) {
-    if (!['error', 'warn', 'notice', 'info', 'debug'].includes(level)) throw new UsageError(`--log-level: unknown level ${level}`);
-    setPrintLevel(level as LogLevel);
-  }
-  for (const flag of values.logflag ?? []) {
-    if (!setLogFlag(flag)) throw new UsageError(`-L: unknown log flag ${flag} (known: ${Object.keys(allLogFlags()).join(', ')}, all)`);
-  }
-  // As SPDK's app: a debug flag is of no use unless debug lines are printed.
-  if ((values.logflag ?? []).length > 0 && level === undefined) setPrintLevel('debug');
-  const demo = values.default ?? false;
-  return {
-    waitForRpc: values['wait-for-rpc'] ?? false,
-    cores,
-    socketDir: path.resolve(values['vhost-sock-dir'] ?? (demo ? '/tmp/vhostd' : '.')),
-    rpcSocket: path.resolve(values['rpc-socket'] ?? '/var/tmp/vhostd.sock'),
-    config: values.json,
-    demo,
-    pollMode,
-    idleSleepUs,
-    socketMode: parseInt(modeText, 8),
-  };
 }
 
 /** The embedded default: what `vhostd --default` serves. */
@@ -144,9 +80,9 @@ function qemuFlags(socketPath: string): string {
 export async function main(argv: string[]): Promise<number> {
   let opts: CliOptions | 'help' | 'version';
   try {
-    opts = parseCli(argv);
+    opts = parseCli(argv, Object.keys(allLogFlags()));
   } catch (err) {
-    process.stderr.write(`vhostd: ${(err as Error).message}\n\n${USAGE}`);
+    process.stderr.write(`vhostd: ${(err as Error).message} (see vhostd --help)\n`);
     return 2;
   }
   if (opts === 'help') {
@@ -157,6 +93,41 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`vhostd v${VERSION}\n`);
     return 0;
   }
+  if (opts.printLevel !== undefined) setPrintLevel(opts.printLevel);
+  for (const flag of opts.logFlags) setLogFlag(flag);
+  for (const note of opts.notes) appLog.notice(note);
+
+  // A core that does not exist or that this process may not run on would take no work, silently.
+  const coreError = checkCores(opts.cores, onlineCpus(), native.allowedCpus());
+  if (coreError !== null) {
+    appLog.error(coreError);
+    return 1;
+  }
+  let locks: CpuLocks | null = null;
+  if (opts.cpuLocks) {
+    try {
+      locks = CpuLocks.claim(opts.cores);
+    } catch (err) {
+      appLog.error((err as Error).message);
+      return 1;
+    }
+  }
+  let removePidFile: (() => void) | null = null;
+  if (opts.pidFile !== undefined) {
+    try {
+      removePidFile = writePidFile(opts.pidFile);
+    } catch (err) {
+      locks?.release();
+      appLog.error(`-f: cannot write the pid file: ${(err as Error).message}`);
+      return 1;
+    }
+  }
+  // Whatever way the process ends from here (main's result, process.exit on a second signal).
+  process.on('exit', () => {
+    removePidFile?.();
+    locks?.release();
+  });
+
   const app = new App({
     cores: opts.cores,
     socketDir: opts.socketDir,
@@ -165,9 +136,13 @@ export async function main(argv: string[]): Promise<number> {
     idleSleepUs: opts.idleSleepUs,
     socketMode: opts.socketMode,
   });
-  log('notice', 'app', `${app.version} starting`, { cpumask: formatCpumask(opts.cores), pid: process.pid });
+  log('notice', 'app', `${app.version} starting`, { cpumask: formatCpumask(opts.cores), pid: process.pid, cpuLocks: locks !== null });
 
-  const rpc = new RpcServer({ socketMode: opts.socketMode });
+  const rpcsAllowed = opts.rpcsAllowed;
+  const rpc = rpcsAllowed ? new AllowlistRpcServer(rpcsAllowed, { socketMode: opts.socketMode }) : new RpcServer({ socketMode: opts.socketMode });
+  const invokeLocal = (method: string, params: unknown): Promise<unknown> =>
+    rpc instanceof AllowlistRpcServer ? rpc.invokeTrusted(method, params) : rpc.invoke(method, params);
+  if (rpcsAllowed) appLog.notice('only the --rpcs-allowed methods are callable over RPC', { methods: rpcsAllowed });
 
   let finish: (code: number) => void = () => undefined;
   const exitCode = new Promise<number>((resolve) => {
@@ -208,7 +183,18 @@ export async function main(argv: string[]): Promise<number> {
       await app.engine.ready();
     },
     afterRuntime: async () => {
-      if (config) await replayConfig(config, (method, params) => rpc.invoke(method, params));
+      if (!config) return;
+      const ignoreErrors = (opts as CliOptions).ignoreInitErrors;
+      await replayConfig(config, async (method, params) => {
+        try {
+          return await invokeLocal(method, params);
+        } catch (err) {
+          // --json-ignore-init-errors: log the failing call and go on with the next one.
+          if (!ignoreErrors) throw err;
+          appLog.error('config call failed (--json-ignore-init-errors: continuing)', { method, error: (err as Error).message });
+          return null;
+        }
+      });
     },
     // Through framework_start_init, as SPDK: the error is the reply, then the target stops.
     onInitFailed: opts.waitForRpc

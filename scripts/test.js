@@ -6,7 +6,9 @@
  *
  * Steps (each fails fast, still ending with the count line):
  *   1. tsc -p .                          type errors stop the run
- *   2. native addons                     build/Release/{vhostd_native,vhostd_perf}.node, else node-gyp rebuild
+ *   2. native addons                     build/Release/vhostd_native.node (rebuilt when its layout
+ *                                        constants do not match dist/bindings/layout.js) and
+ *                                        bench/native/build/Release/vhostd_perf.node, else node-gyp rebuild
  *   3. scripts/build-guest.sh            kernel + initramfs, cached in .cache/guest/
  *   4. tap over dist/test/** /*.test.js  unit tests in parallel, then integration
  *                                        and e2e one file at a time (they start
@@ -51,19 +53,31 @@ function compile() {
   return run(process.execPath, [require.resolve('typescript/bin/tsc', { paths: [root] }), '-p', '.']);
 }
 
-/** Both addons binding.gyp builds: the target's own and bench's load generator. */
-const ADDONS = ['vhostd_native.node', 'vhostd_perf.node'];
+/** Both addons, each from its own gyp file: the target's own and bench's load generator. */
+const ADDONS = [
+  { dir: '.', file: path.join('build', 'Release', 'vhostd_native.node'), checkLayout: true },
+  { dir: path.join('bench', 'native'), file: path.join('bench', 'native', 'build', 'Release', 'vhostd_perf.node') },
+];
 
-function addonsPresent() {
-  return ADDONS.every((f) => fs.existsSync(path.join(root, 'build', 'Release', f)));
+/**
+ * Why the built addon at `file` does not fit the compiled TypeScript (its
+ * layout constants differ, or it has none: built from older sources), or null
+ * when it fits. Checked in a child process, so this one never maps a file
+ * that a rebuild then replaces.
+ */
+function layoutProblem(file) {
+  if (!fs.existsSync(file)) return 'missing';
+  const layoutJs = path.join(root, 'dist', 'bindings', 'layout.js');
+  const code =
+    `const m = require(${JSON.stringify(layoutJs)}).layoutMismatches(require(${JSON.stringify(file)}).layout);` +
+    "process.stdout.write(m.join('; '));";
+  const r = spawnSync(process.execPath, ['-e', code], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) return `does not load: ${(r.stderr || '').trim().split('\n')[0]}`;
+  return r.stdout === '' ? null : r.stdout;
 }
 
 function ensureAddon() {
   say('native addons');
-  if (addonsPresent()) {
-    process.stdout.write('addons present\n');
-    return true;
-  }
   // node-gyp downloads the Node headers unless told where they are; use the
   // installed ones when the distribution ships them (only the npm registry and
   // the Debian mirror may be reachable). npm sets npm_config_node_gyp to its
@@ -71,7 +85,17 @@ function ensureAddon() {
   const env = { ...process.env };
   if (!env.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) env.npm_config_nodedir = '/usr';
   const gyp = env.npm_config_node_gyp || require.resolve('node-gyp/bin/node-gyp.js', { paths: [root] });
-  return run(process.execPath, [gyp, 'rebuild'], { env }) && addonsPresent();
+  for (const addon of ADDONS) {
+    const stale = addon.checkLayout ? layoutProblem(path.join(root, addon.file)) : null;
+    if (fs.existsSync(path.join(root, addon.file)) && stale === null) {
+      process.stdout.write(`${addon.file} present\n`);
+      continue;
+    }
+    if (stale !== null && fs.existsSync(path.join(root, addon.file))) process.stdout.write(`${addon.file} is stale (${stale}): rebuilding\n`);
+    if (!run(process.execPath, [gyp, 'rebuild'], { env, cwd: path.join(root, addon.dir) })) return false;
+    if (!fs.existsSync(path.join(root, addon.file))) return false;
+  }
+  return true;
 }
 
 function ensureGuest() {

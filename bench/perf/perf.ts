@@ -187,14 +187,23 @@ function packageRoot(): string {
 }
 
 /**
- * Where the addon is: $VHOSTD_PERF_ADDON when set, else
- * build/Release/vhostd_perf.node. node-gyp-build would load only the first
- * target of binding.gyp (vhostd_native), so this one is loaded by path.
+ * Where the addon is: $VHOSTD_PERF_ADDON when set, else a local build
+ * (bench/native/build/Release/vhostd_perf.node), else the prebuild
+ * node-gyp-build picks from bench/native/prebuilds/. bench/native has its own
+ * binding.gyp, so node-gyp-build never confuses it with vhostd_native.
  */
 export function perfAddonPath(): string {
   const override = process.env.VHOSTD_PERF_ADDON;
   if (override !== undefined && override !== '') return path.resolve(override);
-  return path.join(packageRoot(), 'build', 'Release', 'vhostd_perf.node');
+  const dir = path.join(packageRoot(), 'bench', 'native');
+  const local = path.join(dir, 'build', 'Release', 'vhostd_perf.node');
+  if (fs.existsSync(local)) return local;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return (require('node-gyp-build') as { resolve(dir: string): string }).resolve(dir);
+  } catch {
+    return local;
+  }
 }
 
 let addon: PerfAddon | undefined;
@@ -206,7 +215,7 @@ export function loadPerfAddon(): PerfAddon {
   if (!fs.existsSync(file)) {
     throw new PerfError(
       `vhostd-perf: the native load generator is not built (${file} is missing); ` +
-        'build it with `npx node-gyp rebuild` (binding.gyp target vhostd_perf)',
+        'build it with `npx node-gyp rebuild -C bench/native`',
       'ERR_PERF_ADDON',
     );
   }

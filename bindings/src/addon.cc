@@ -18,6 +18,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitUring(env, exports);
   vhostd::InitAio(env, exports);
   vhostd::InitFdFlags(env, exports);
+  vhostd::InitLock(env, exports);
+  vhostd::InitLayout(env, exports);
   return exports;
 }
 

@@ -9,12 +9,10 @@
 #include "addon.h"
 #include "args.h"
 #include "errors.h"
+#include "layout.h"
 
 namespace vhostd {
 namespace {
-
-// Upper bound for CPU ids we accept (the kernel's NR_CPUS is at most 8192).
-constexpr int kMaxCpus = 8192;
 
 Napi::Value PinThread(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

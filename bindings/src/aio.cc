@@ -235,8 +235,8 @@ Napi::Value LinuxAio::Reap(const Napi::CallbackInfo& info) {
       return Napi::Value();
     }
     for (long k = 0; k < r; k++) {
-      out[2 * n] = static_cast<double>(events_[k].data);
-      out[2 * n + 1] = static_cast<double>(events_[k].res);
+      out[kCompletionWords * n] = static_cast<double>(events_[k].data);
+      out[kCompletionWords * n + 1] = static_cast<double>(events_[k].res);
       n++;
     }
     if (size_t(r) < want) break;

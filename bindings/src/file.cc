@@ -23,7 +23,7 @@
 namespace vhostd {
 
 FileRingState::FileRingState(uint32_t maxIovPerReq, uint32_t maxDone)
-    : maxIov_(maxIovPerReq), done_(size_t(maxDone) * 2, 0.0) {
+    : maxIov_(maxIovPerReq), done_(size_t(maxDone) * kCompletionWords, 0.0) {
   for (uint32_t i = 0; i < kMaxFileSlots; i++) files_[i] = -1;
 }
 
@@ -88,31 +88,31 @@ int FileRingState::BuildIovecs(const FileReq& req, const double* iovs, size_t io
 }
 
 void FileRingState::PushDone(double tag, double res) {
-  size_t cap = done_.size() / 2;
+  size_t cap = done_.size() / kCompletionWords;
   if (doneCount_ == cap) {
     // Callers bound what is in flight, so this only grows on misuse.
     std::vector<double> bigger(done_.size() * 2, 0.0);
     for (size_t k = 0; k < doneCount_; k++) {
       size_t j = (doneHead_ + k) % cap;
-      bigger[2 * k] = done_[2 * j];
-      bigger[2 * k + 1] = done_[2 * j + 1];
+      bigger[kCompletionWords * k] = done_[kCompletionWords * j];
+      bigger[kCompletionWords * k + 1] = done_[kCompletionWords * j + 1];
     }
     done_.swap(bigger);
     doneHead_ = 0;
-    cap = done_.size() / 2;
+    cap = done_.size() / kCompletionWords;
   }
   size_t j = (doneHead_ + doneCount_) % cap;
-  done_[2 * j] = tag;
-  done_[2 * j + 1] = res;
+  done_[kCompletionWords * j] = tag;
+  done_[kCompletionWords * j + 1] = res;
   doneCount_++;
 }
 
 size_t FileRingState::PopDone(double* out, size_t max) {
-  size_t cap = done_.size() / 2;
+  size_t cap = done_.size() / kCompletionWords;
   size_t n = 0;
   while (n < max && doneCount_ > 0) {
-    out[2 * n] = done_[2 * doneHead_];
-    out[2 * n + 1] = done_[2 * doneHead_ + 1];
+    out[kCompletionWords * n] = done_[kCompletionWords * doneHead_];
+    out[kCompletionWords * n + 1] = done_[kCompletionWords * doneHead_ + 1];
     doneHead_ = (doneHead_ + 1) % cap;
     doneCount_--;
     n++;
@@ -174,7 +174,7 @@ bool ReapArgs(const Napi::CallbackInfo& info, double** out, size_t* max) {
       !ArgInteger(info, 1, "max", 0, double(UINT32_MAX), &m)) {
     return false;
   }
-  if (uint64_t(m) > on / 2) {
+  if (uint64_t(m) > on / kCompletionWords) {
     ThrowTypeError(info.Env(), "max exceeds the pairs out can hold");
     return false;
   }

@@ -25,6 +25,8 @@
 
 #include <vector>
 
+#include "layout.h"
+
 namespace vhostd {
 
 // The file type of st_mode as the addon reports it: "file", "dir", "socket",
@@ -44,12 +46,7 @@ enum FileOp : int {
   kOpCount = 7,
 };
 
-constexpr size_t kReqWords = 6;
-constexpr size_t kIovWords = 3;
-constexpr uint32_t kMaxBufferSlots = 64;
-constexpr uint32_t kMaxFileSlots = 64;
-// Linux IOV_MAX.
-constexpr uint32_t kMaxIovLimit = 1024;
+// kReqWords, kIovWords, kCompletionWords, the slot counts and kMaxIovLimit: layout.h.
 
 // One decoded request.
 struct FileReq {

@@ -20,12 +20,10 @@
 #include "args.h"
 #include "errors.h"
 #include "file.h"
+#include "layout.h"
 
 namespace vhostd {
 namespace {
-
-// At most this many fds travel with one message (vhost-user: 8 memory regions).
-constexpr size_t kMaxFds = 8;
 
 bool WouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 

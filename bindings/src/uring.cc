@@ -439,8 +439,8 @@ Napi::Value IoUring::Reap(const Napi::CallbackInfo& info) {
   unsigned tail = __atomic_load_n(cqTail_, __ATOMIC_ACQUIRE);
   while (n < max && head != tail) {
     const io_uring_cqe* cqe = &cqes_[head & cqMask_];
-    out[2 * n] = static_cast<double>(cqe->user_data);
-    out[2 * n + 1] = static_cast<double>(cqe->res);
+    out[kCompletionWords * n] = static_cast<double>(cqe->user_data);
+    out[kCompletionWords * n + 1] = static_cast<double>(cqe->res);
     head++;
     n++;
   }

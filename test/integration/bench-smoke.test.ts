@@ -15,7 +15,7 @@ import { repoRoot } from '../lib/repo';
 import { checkResults } from '../../bench/lib/results';
 
 const root = repoRoot();
-const perfAddon = path.join(root, 'build', 'Release', 'vhostd_perf.node');
+const perfAddon = path.join(root, 'bench', 'native', 'build', 'Release', 'vhostd_perf.node');
 
 function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -35,7 +35,8 @@ export async function startVhostd(opts: VhostdOptions = {}): Promise<VhostdHandl
   const daemon = new Daemon(
     'vhostd',
     process.execPath,
-    [path.join(root, 'bin', 'vhostd.js'), '-m', opts.cpumask ?? '0x2', '-S', dir, '-r', rpcSocket, ...(opts.extraArgs ?? [])],
+    // Tests run several targets on the same cores (and beside each other): no per-core lock files.
+    [path.join(root, 'bin', 'vhostd.js'), '-m', opts.cpumask ?? '0x2', '-S', dir, '-r', rpcSocket, '--disable-cpumask-locks', ...(opts.extraArgs ?? [])],
     { cwd: root },
   );
   const stop = async (): Promise<DaemonExit & { killed: boolean }> => {

@@ -1,0 +1,300 @@
+/**
+ * `vhostd` argv → options, shaped like SPDK's app framework and vhost app:
+ * every flag SPDK users have in their scripts is accepted, either with SPDK's
+ * meaning or with a note (logged once at start) of what it does here. Pure:
+ * no logging, no file access; reactor/cli.ts applies the result.
+ * Thread: main (reactor).
+ */
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { LogLevel } from './log';
+import { parseCpumask } from './placement';
+
+export const USAGE = `Usage: vhostd [options]
+
+A vhost-user storage target: QEMU connects to one Unix socket per controller.
+
+Options (as SPDK's vhost app):
+  -m, --cpumask MASK        cores to poll on: hex (0x3) or list ([0,2-3]); default 0x1
+  -S, --vhost-sock-dir DIR  directory for the controllers' vhost-user sockets; default: the current directory
+  -r, --rpc-socket PATH     JSON-RPC socket; default /var/tmp/vhostd.sock
+  -c, --json, --config FILE JSON config to load at start (SPDK format; save_config output)
+      --json-ignore-init-errors
+                            a failing call of the -c config is logged and the rest still runs
+  -L, --logflag FLAG        enable debug logs of a component (app, bdev, engine, rpc, vhost, vhost_blk,
+                            or all); repeatable; sets the print level to debug unless --log-level is given
+      --log-level LEVEL     error|warn|notice|info|debug; default info
+      --silence-noticelog   print warnings and errors only (as --log-level warn)
+      --wait-for-rpc        start only the RPC server and wait for framework_start_init before
+                            starting the engine and loading the -c config
+      --rpcs-allowed LIST   comma-separated RPC methods that may be called; others get
+                            -32601 "Method not allowed"
+  -f FILE                   write the process id to FILE; removed at exit
+      --disable-cpumask-locks
+                            do not hold the per-core lock files (/var/tmp/spdk_cpu_lock_NNN) that
+                            keep a second target off the same cores
+      --interrupt-mode      sleep when idle instead of busy-polling (here: --poll-mode adaptive)
+  -p, --main-core N         accepted (must be a core of -m); the main thread is not pinned
+  -s, --mem-size SIZE       accepted; vhostd reserves no hugepage memory
+  -u, --no-pci              accepted; vhostd uses no PCI devices
+  -e, --tpoint-group-mask MASK
+                            accepted; vhostd has no SPDK trace buffers
+  -i, --shm-id ID           accepted; vhostd shares no memory with SPDK tools
+  -h, --help                this text
+  -v, --version             print the version
+
+vhostd's own:
+      --default             start with the embedded default: a 256 MiB malloc disk Malloc0
+                            behind controller vhost.0 (socket dir /tmp/vhostd unless -S), and
+                            print the QEMU flags that attach it
+      --poll-mode MODE      poll (busy-poll always, the default) or adaptive (sleep on the
+                            kick eventfds after --idle-sleep-us of idleness)
+      --idle-sleep-us N     idle time before an adaptive worker sleeps; default 1000
+      --socket-mode MODE    octal file mode of the sockets; default 0600
+`;
+
+export interface CliOptions {
+  waitForRpc: boolean;
+  cores: number[];
+  socketDir: string;
+  rpcSocket: string;
+  config?: string;
+  demo: boolean;
+  pollMode: 'poll' | 'adaptive';
+  idleSleepUs: number;
+  socketMode: number;
+  /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
+  printLevel?: LogLevel;
+  logFlags: string[];
+  /** -f: where to write the pid. */
+  pidFile?: string;
+  /** false with --disable-cpumask-locks. */
+  cpuLocks: boolean;
+  /** --rpcs-allowed: the only methods callable over the RPC socket. */
+  rpcsAllowed?: string[];
+  /** --json-ignore-init-errors. */
+  ignoreInitErrors: boolean;
+  /** -p */
+  mainCore?: number;
+  /** What flags accepted for SPDK compatibility do here: logged once at start. */
+  notes: string[];
+}
+
+export class UsageError extends Error {
+  readonly code = 'ERR_USAGE';
+}
+
+const OPTIONS = {
+  cpumask: { type: 'string', short: 'm' },
+  'vhost-sock-dir': { type: 'string', short: 'S' },
+  'rpc-socket': { type: 'string', short: 'r' },
+  json: { type: 'string', short: 'c' },
+  config: { type: 'string' },
+  'json-ignore-init-errors': { type: 'boolean' },
+  logflag: { type: 'string', short: 'L', multiple: true },
+  'log-level': { type: 'string' },
+  'silence-noticelog': { type: 'boolean' },
+  'wait-for-rpc': { type: 'boolean' },
+  'rpcs-allowed': { type: 'string' },
+  'pid-file': { type: 'string', short: 'f' },
+  'disable-cpumask-locks': { type: 'boolean' },
+  'interrupt-mode': { type: 'boolean' },
+  'main-core': { type: 'string', short: 'p' },
+  'mem-size': { type: 'string', short: 's' },
+  'no-pci': { type: 'boolean', short: 'u' },
+  'tpoint-group-mask': { type: 'string', short: 'e' },
+  'tpoint-group': { type: 'string' },
+  'shm-id': { type: 'string', short: 'i' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  default: { type: 'boolean' },
+  'poll-mode': { type: 'string' },
+  'idle-sleep-us': { type: 'string' },
+  'socket-mode': { type: 'string' },
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+
+/** How an option is spelled for messages: `-m/--cpumask`. */
+function spelled(name: OptionName): string {
+  const short = (OPTIONS[name] as { short?: string }).short;
+  return short ? `-${short}/--${name}` : `--${name}`;
+}
+
+type Values = { -readonly [K in OptionName]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K] extends { type: 'string' } ? string : boolean };
+
+/**
+ * argv → option values. node:util's parseArgs only splits the tokens; every
+ * check is ours, so that the messages are ours (an unknown option, a missing
+ * value, a value given to a switch), not node:util's.
+ */
+function readOptions(argv: string[]): Values {
+  const { tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false, tokens: true });
+  const values: Record<string, string | boolean | string[]> = {};
+  for (const tok of tokens) {
+    if (tok.kind === 'positional') throw new UsageError(`unexpected argument: ${tok.value}`);
+    if (tok.kind !== 'option') continue;
+    const def = (OPTIONS as Record<string, { type: string; multiple?: boolean }>)[tok.name];
+    if (def === undefined) throw new UsageError(`unknown option ${tok.rawName}`);
+    if (def.type === 'boolean') {
+      if (tok.value !== undefined) throw new UsageError(`option ${tok.rawName} takes no value`);
+      values[tok.name] = true;
+      continue;
+    }
+    // `-m -c file`: the value is really the next option (a negative number is a value).
+    if (tok.value === undefined || (!tok.inlineValue && /^-[A-Za-z-]/.test(tok.value))) {
+      throw new UsageError(`option ${tok.rawName} needs a value`);
+    }
+    if (def.multiple) values[tok.name] = [...((values[tok.name] as string[] | undefined) ?? []), tok.value];
+    else values[tok.name] = tok.value;
+  }
+  return values as Values;
+}
+
+function integer(text: string, what: string, min: number, max: number): number {
+  if (!/^-?(0|[1-9]\d*|0x[0-9a-fA-F]+)$/.test(text)) throw new UsageError(`${what} must be a whole number, not ${JSON.stringify(text)}`);
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${what} must be between ${min} and ${max}, not ${text}`);
+  return n;
+}
+
+/**
+ * Parses vhostd's argv. `knownLogFlags` are the -L components; 'all' is
+ * always accepted. Throws UsageError with a message meant for the user.
+ */
+export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliOptions | 'help' | 'version' {
+  const values = readOptions(argv);
+  if (values.help) return 'help';
+  if (values.version) return 'version';
+  const notes: string[] = [];
+
+  let cores: number[];
+  try {
+    cores = parseCpumask(values.cpumask ?? '0x1');
+  } catch (err) {
+    throw new UsageError(`-m: ${(err as Error).message}`);
+  }
+
+  const pollText = values['poll-mode'] ?? 'poll';
+  if (pollText !== 'poll' && pollText !== 'adaptive') throw new UsageError('--poll-mode must be poll or adaptive');
+  let pollMode: 'poll' | 'adaptive' = pollText;
+  if (values['interrupt-mode']) {
+    if (values['poll-mode'] === 'poll') throw new UsageError('--interrupt-mode and --poll-mode poll contradict each other');
+    pollMode = 'adaptive';
+    notes.push('--interrupt-mode: workers run as --poll-mode adaptive (busy-poll, then sleep on the kick eventfds when idle)');
+  }
+  const idleSleepUs = integer(values['idle-sleep-us'] ?? '1000', '--idle-sleep-us', 0, 60_000_000);
+  const modeText = values['socket-mode'] ?? '0600';
+  if (!/^0?[0-7]{3}$/.test(modeText)) throw new UsageError('--socket-mode must be an octal mode like 0600');
+
+  let printLevel: LogLevel | undefined;
+  const level = values['log-level'];
+  if (level !== undefined) {
+    if (!['error', 'warn', 'notice', 'info', 'debug'].includes(level)) throw new UsageError(`--log-level: unknown level ${level}`);
+    printLevel = level as LogLevel;
+  } else if (values['silence-noticelog']) {
+    // SPDK: the print level becomes WARNING.
+    printLevel = 'warn';
+  }
+  const logFlags = values.logflag ?? [];
+  for (const flag of logFlags) {
+    if (flag !== 'all' && !knownLogFlags.includes(flag)) {
+      throw new UsageError(`-L: unknown log flag ${flag} (known: ${knownLogFlags.join(', ')}, all)`);
+    }
+  }
+  // As SPDK's app: a debug flag is of no use unless debug lines are printed.
+  if (logFlags.length > 0 && printLevel === undefined) printLevel = 'debug';
+
+  if (values.json !== undefined && values.config !== undefined && values.json !== values.config) {
+    throw new UsageError('-c/--json and --config name two different files');
+  }
+  const config = values.json ?? values.config;
+
+  let rpcsAllowed: string[] | undefined;
+  if (values['rpcs-allowed'] !== undefined) {
+    rpcsAllowed = values['rpcs-allowed'].split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (rpcsAllowed.length === 0) throw new UsageError('--rpcs-allowed needs at least one method name');
+  }
+
+  let mainCore: number | undefined;
+  if (values['main-core'] !== undefined) {
+    mainCore = integer(values['main-core'], spelled('main-core'), 0, 1023);
+    if (!cores.includes(mainCore)) throw new UsageError(`-p/--main-core: core ${mainCore} is not in the -m mask`);
+    notes.push(`-p/--main-core ${mainCore}: accepted; the main (RPC and vhost-user) thread is not pinned, engine workers poll every core of -m`);
+  }
+  if (values['mem-size'] !== undefined) {
+    if (!/^\d+([kKmMgG][bB]?)?$/.test(values['mem-size'])) throw new UsageError(`-s/--mem-size must be a size like 1024 or 2G, not ${values['mem-size']}`);
+    notes.push('-s/--mem-size: accepted; vhostd reserves no hugepage memory (guest memory comes from the front-end, bdev memory is allocated per bdev)');
+  }
+  if (values['no-pci']) notes.push('-u/--no-pci: accepted; vhostd uses no PCI devices');
+  const tpoint = values['tpoint-group-mask'] ?? values['tpoint-group'];
+  if (tpoint !== undefined) notes.push(`-e ${tpoint}: accepted; vhostd has no SPDK trace buffers (use -L for debug logs)`);
+  if (values['shm-id'] !== undefined) {
+    integer(values['shm-id'], spelled('shm-id'), -1, 0x7fffffff);
+    notes.push('-i/--shm-id: accepted; vhostd shares no memory with SPDK tools');
+  }
+
+  const demo = values.default ?? false;
+  return {
+    waitForRpc: values['wait-for-rpc'] ?? false,
+    cores,
+    socketDir: path.resolve(values['vhost-sock-dir'] ?? (demo ? '/tmp/vhostd' : '.')),
+    rpcSocket: path.resolve(values['rpc-socket'] ?? '/var/tmp/vhostd.sock'),
+    config,
+    demo,
+    pollMode,
+    idleSleepUs,
+    socketMode: parseInt(modeText, 8),
+    printLevel,
+    logFlags,
+    pidFile: values['pid-file'] !== undefined ? path.resolve(values['pid-file']) : undefined,
+    cpuLocks: !(values['disable-cpumask-locks'] ?? false),
+    rpcsAllowed,
+    ignoreInitErrors: values['json-ignore-init-errors'] ?? false,
+    mainCore,
+    notes,
+  };
+}
+
+/** Parses a CPU list as /sys and /proc print it ("0-3,8,10-11"). */
+export function parseCpuList(text: string): number[] {
+  const out: number[] = [];
+  for (const part of text.trim().split(',')) {
+    if (part === '') continue;
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (m === null) throw new Error(`bad CPU list ${JSON.stringify(text)}`);
+    const lo = Number(m[1]);
+    const hi = m[2] === undefined ? lo : Number(m[2]);
+    for (let c = lo; c <= hi; c++) out.push(c);
+  }
+  return out;
+}
+
+/**
+ * The cores of -m must exist (be online) and be allowed to this process
+ * (its affinity: taskset, cgroups cpusets). Returns an error message naming
+ * the first bad core, or null.
+ */
+export function checkCores(cores: readonly number[], online: readonly number[], allowed: readonly number[]): string | null {
+  for (const core of cores) {
+    if (!online.includes(core)) {
+      return `-m: core ${core} does not exist on this host (online CPUs: ${formatList(online)})`;
+    }
+    if (!allowed.includes(core)) {
+      return `-m: core ${core} is not allowed to this process (its CPU affinity is ${formatList(allowed)})`;
+    }
+  }
+  return null;
+}
+
+function formatList(cpus: readonly number[]): string {
+  const sorted = [...cpus].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(i === j ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.length > 0 ? parts.join(',') : 'none';
+}
