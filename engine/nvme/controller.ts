@@ -1204,7 +1204,7 @@ export class NvmeController {
         const nsqr = dw11 & 0xffff;
         const ncqr = dw11 >>> 16;
         if (nsqr === 0xffff || ncqr === 0xffff) return Status.InvalidField;
-        if (this.queuesSet || this.sqs.some((q, i) => i > 0 && q !== null) || this.cqs.some((q, i) => i > 0 && q !== null)) {
+        if (this.sqs.some((q, i) => i > 0 && q !== null) || this.cqs.some((q, i) => i > 0 && q !== null)) {
           return Status.CommandSequenceError;
         }
         const want = Math.max(nsqr, ncqr) + 1;
