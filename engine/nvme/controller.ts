@@ -306,17 +306,32 @@ export class NvmeController {
     this.memory = null;
   }
 
+  /** Bdev I/Os submitted and not completed (commands waiting only for completion-queue room do not count: they point into no memory). */
+  bdevOutstanding(): number {
+    let n = 0;
+    for (const ns of this.namespaces.values()) if (ns.handle !== null) n += ns.handle.outstanding;
+    return n;
+  }
+
   /**
    * The DMA table changed: use `memory` from now on (null: the client is
-   * gone). Queue addresses are translated again; only with nothing in flight
-   * (the owner drains first), since I/Os point into the old mapping.
+   * gone). Queue addresses are translated again; only with no bdev I/O in
+   * flight (the owner drains first: bdevOutstanding() === 0), since those
+   * point into the old mapping.
    */
   setMemory(memory: GuestMemory | null): void {
-    if (this.inflightCount !== 0) throw new Error(`nvme ${this.name}: memory changed with ${this.inflightCount} commands in flight`);
+    const busy = this.bdevOutstanding();
+    if (busy !== 0) throw new Error(`nvme ${this.name}: memory changed with ${busy} bdev I/Os in flight`);
     this.memory = memory;
-    if (memory === null) return;
-    for (const q of this.sqs) if (q !== null && !this.placeQueue(q, q.size * SQE_BYTES)) this.setFatal();
-    for (const q of this.cqs) if (q !== null && !this.placeQueue(q, q.size * CQE_BYTES)) this.setFatal();
+    if (memory === null) {
+      for (const q of this.sqs) if (q !== null) q.region = -1;
+      for (const q of this.cqs) if (q !== null) q.region = -1;
+      return;
+    }
+    // A queue the new table does not cover (QEMU remaps the BIOS area while
+    // firmware runs) is left alone until a later table covers it again.
+    for (const q of this.sqs) if (q !== null && !this.placeQueue(q, q.size * SQE_BYTES)) q.region = -1;
+    for (const q of this.cqs) if (q !== null && !this.placeQueue(q, q.size * CQE_BYTES)) q.region = -1;
     if (this.dbbufShadow >= 0) this.placeDbbuf(this.dbbufShadowGpa, this.dbbufEventGpa);
   }
 
@@ -366,10 +381,10 @@ export class NvmeController {
     // Completion queue heads first: they make room for waiting completions.
     for (let i = 0; i < this.cqs.length; i++) {
       const cq = this.cqs[i];
-      if (cq === null) continue;
+      if (cq === null || cq.region < 0) continue;
       const head = this.readDoorbell(i, true);
       if (head >= cq.size) {
-        this.setFatal();
+        this.setFatal(`CQ ${i} head doorbell ${head} beyond its ${cq.size} entries`);
         return work;
       }
       cq.head = head;
@@ -384,7 +399,7 @@ export class NvmeController {
     if (!this.stopping && !this.shutdownPending) {
       for (let i = 0; i < this.sqs.length && !this.fatal; i++) {
         const sq = this.sqs[i];
-        if (sq === null || sq.deleting) continue;
+        if (sq === null || sq.deleting || sq.region < 0) continue;
         if (i === 0 && this.pendingDelete !== null) continue;
         work += this.pollSq(sq, i);
       }
@@ -397,7 +412,7 @@ export class NvmeController {
   private pollSq(sq: SubmissionQueue, qid: number): number {
     const tail = this.readDoorbell(qid, false);
     if (tail >= sq.size) {
-      this.setFatal();
+      this.setFatal(`SQ ${qid} tail doorbell ${tail} beyond its ${sq.size} entries`);
       return 0;
     }
     const mem = this.memory as GuestMemory;
@@ -427,7 +442,11 @@ export class NvmeController {
     this.regs.setUint32(Reg.Csts, v, true);
   }
 
-  private setFatal(): void {
+  /** Why CSTS.CFS was set last (for the owner's log). */
+  fatalReason = '';
+
+  private setFatal(reason: string): void {
+    this.fatalReason = reason;
     this.fatal = true;
     this.setCsts(this.getCsts() | Csts.Cfs);
   }
@@ -459,13 +478,13 @@ export class NvmeController {
     const asq = this.reg64(Reg.Asq);
     const acq = this.reg64(Reg.Acq);
     if (mps !== 0 || css !== 0 || asqs < 2 || acqs < 2 || asq % PAGE_BYTES !== 0 || acq % PAGE_BYTES !== 0 || this.memory === null) {
-      this.setFatal();
+      this.setFatal(`enable refused: CC 0x${cc.toString(16)} AQA 0x${aqa.toString(16)} ASQ 0x${asq.toString(16)} ACQ 0x${acq.toString(16)}${this.memory === null ? ', no guest memory' : ''}`);
       return;
     }
     const cq = new CompletionQueue(0, acqs, acq, true, 0);
     const sq = new SubmissionQueue(0, asqs, asq, cq);
     if (!this.placeQueue(cq, acqs * CQE_BYTES) || !this.placeQueue(sq, asqs * SQE_BYTES)) {
-      this.setFatal();
+      this.setFatal('admin queues outside guest memory');
       return;
     }
     this.cqs[0] = cq;
@@ -576,7 +595,7 @@ export class NvmeController {
     const next = cq.tail + 1 === cq.size ? 0 : cq.tail + 1;
     if (next === cq.head) return false;
     const mem = this.memory;
-    if (mem === null) return false;
+    if (mem === null || cq.region < 0) return false;
     const v = mem.views[cq.region];
     const at = cq.offset + cq.tail * CQE_BYTES;
     v.setUint32(at, dw0, true);
@@ -619,7 +638,7 @@ export class NvmeController {
     const sq = this.sqs[0];
     if (sq === null) return;
     // The admin queue's completions are few; if it is full the driver broke the queue protocol.
-    if (!this.postEntry(sq.cq, 0, sq.head, cid, status, dw0)) this.setFatal();
+    if (sq.cq.region >= 0 && !this.postEntry(sq.cq, 0, sq.head, cid, status, dw0)) this.setFatal('admin completion queue full');
   }
 
   private flushWaiting(cq: CompletionQueue): number {

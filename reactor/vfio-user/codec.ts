@@ -425,7 +425,8 @@ export interface SparseArea {
  * vfio_region_info (32 bytes) and, when `areas` is given, a sparse-mmap
  * capability after it (header id/version/next, nr_areas, reserved, then
  * offset/size pairs). argsz is the full size; when the client's argsz is
- * smaller only the 32-byte head is sent (the spec: argsz says what is needed).
+ * smaller only the 32-byte head is sent, without the CAPS flag (the spec:
+ * argsz says what is needed; the client asks again).
  */
 export function encodeRegionInfo(
   clientArgsz: number,
@@ -440,7 +441,9 @@ export function encodeRegionInfo(
   const out = new Uint8Array(clientArgsz >= full ? full : 32);
   const v = new DataView(out.buffer);
   v.setUint32(0, full, true);
-  v.setUint32(4, flags | (areas ? 8 /* CAPS */ : 0), true);
+  // CAPS only when the capabilities are in this reply: QEMU refuses CAPS with
+  // cap_offset 0, and asks again with the larger argsz it read here.
+  v.setUint32(4, flags | (areas && out.byteLength === full ? 8 /* CAPS */ : 0), true);
   v.setUint32(8, index, true);
   v.setUint32(12, areas && out.byteLength === full ? 32 : 0, true);
   putU64(v, 16, size);

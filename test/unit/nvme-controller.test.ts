@@ -477,3 +477,23 @@ t.test('shutdown: CC.SHN → CSTS.SHST complete after in-flight I/O', async (t) 
   t.equal(d.csts & Csts.ShstMask, Csts.ShstComplete);
   t.equal(d.ctrl.inflight, 0);
 });
+
+t.test('a DMA table that no longer covers a queue pauses it (no CFS) until memory covers it again', async (t) => {
+  const d = new Driver();
+  t.teardown(() => d.close());
+  d.enable();
+  d.ioQueues();
+  // Only the first 0x3000 bytes: the admin queues and SQ1, not CQ1 (as QEMU remaps the BIOS area under firmware).
+  const part = GuestMemory.map([{ fd: d.memFd, guestPhysAddr: BASE, sizeBytes: 0x3000, userAddr: BASE, mmapOffset: 0 }], native);
+  d.ctrl.setMemory(part);
+  d.submit(1, { 0: 0x00, 1: 1 });
+  d.poll();
+  t.equal(d.csts & Csts.Cfs, 0, 'not fatal');
+  t.equal(d.ctrl.inflight, 1, 'the command was taken (its SQ is reachable)...');
+  t.equal(d.ctrl.bdevOutstanding(), 0, '... and its completion waits for the CQ, not for the bdev');
+  t.same(d.reap(1, 1), [], 'no completion while the CQ is unreachable');
+  d.ctrl.setMemory(d.mem);
+  part.unmap();
+  const [e] = d.reap(1, 1);
+  t.equal(e?.status, 0, 'taken and completed once the queue is reachable again');
+});

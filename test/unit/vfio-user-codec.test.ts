@@ -166,4 +166,5 @@ t.test('reply encoders: error reply, region info with a sparse-mmap capability',
   t.equal(short.byteLength, 32, 'a client argsz of 32 gets the head only');
   t.equal(new DataView(short.buffer).getUint32(0, true), 64, '... and learns the full size from argsz');
   t.equal(new DataView(short.buffer).getUint32(12, true), 0, 'no cap_offset without the capability');
+  t.equal(new DataView(short.buffer).getUint32(4, true), 7, 'and no CAPS flag (QEMU refuses CAPS with cap_offset 0)');
 });
