@@ -81,16 +81,6 @@ export interface SubsystemInfo {
   depends_on: string[];
 }
 
-/** bdev_set_qos_limit: -19 no bdev; limits not given stay as they are; 0 = unlimited. */
-  setQosLimit(name: string, limits: QosLimitsInfo): void;
-  /** bdev_null_resize: -19 no null bdev, -22 smaller than now (SPDK refuses to shrink). */
-  resizeNullBdev(name: string, newSizeMiB: number): Promise<void>;
-  /** vhost_controller_set_coalescing: -19 no controller, -22 bad values. */
-  setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void;
-  /** thread_get_stats */
-  getThreadStats(): ThreadStatsInfo;
-}
-
 /** bdev_set_qos_limit's limits (undefined: unchanged). */
 export interface QosLimitsInfo {
   rw_ios_per_sec?: number;

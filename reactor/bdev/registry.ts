@@ -208,6 +208,7 @@ export class BdevRegistry {
   async resize(bdev: Bdev, numBlocks: number): Promise<void> {
     checkGeometry(bdev.blockSize, numBlocks);
     const old = bdev.numBlocks;
+    if (numBlocks === old) return;
     bdev.numBlocks = numBlocks;
     log.info('bdev resized', { name: bdev.name, numBlocks, oldNumBlocks: old });
     await this.options.engine?.bdevResize(bdev.name, numBlocks);

@@ -12,7 +12,7 @@
  */
 
 import Ajv, { type ErrorObject, type SchemaObject } from 'ajv';
-import { RpcCode, RpcError } from '../target';
+import { RpcCode, RpcError } from './errors';
 
 const ajv = new Ajv({ allErrors: true, strict: true, verbose: true, coerceTypes: false, useDefaults: false });
 

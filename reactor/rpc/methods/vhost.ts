@@ -4,12 +4,12 @@
  * (lib/vhost/vhost_rpc.c, lib/vhost/vhost_blk.c). Thread: main (reactor).
  */
 
-import { RpcCode, RpcError } from '../../target';
+import { ErrorCode, VhostdError } from '../../errors';
+import { BlkModel, VHOST_USER_BLK_TRANSPORT } from '../../vhost/blk/model';
 import { defineMethod, paramsSchema, s, type RpcMethod } from '../schema';
 import type { MethodContext } from './context';
 
-/** The only virtio-blk transport vhostd has (SPDK's default, VIRTIO_BLK_DEFAULT_TRANSPORT). */
-export const VHOST_USER_BLK_TRANSPORT = 'vhost_user_blk';
+export { VHOST_USER_BLK_TRANSPORT };
 
 interface CreateBlkParams {
   ctrlr: string;
@@ -31,7 +31,7 @@ interface GetControllersParams {
 }
 
 export function vhostMethods(ctx: MethodContext): RpcMethod[] {
-  const { target } = ctx;
+  const { services } = ctx;
   return [
     defineMethod<CreateBlkParams>(
       'vhost_create_blk_controller',
@@ -47,22 +47,22 @@ export function vhostMethods(ctx: MethodContext): RpcMethod[] {
       ),
       async (p) => {
         if (p.packed_ring === true) {
-          throw new RpcError(RpcCode.Invalid, 'params.packed_ring: packed virtqueues are not supported yet');
+          throw new VhostdError(ErrorCode.Invalid, 'params.packed_ring: packed virtqueues are not supported yet');
         }
         if (p.transport !== undefined && p.transport !== VHOST_USER_BLK_TRANSPORT) {
-          throw new RpcError(RpcCode.Invalid, `params.transport: unknown transport ${JSON.stringify(p.transport)} (only ${VHOST_USER_BLK_TRANSPORT})`);
+          throw new VhostdError(ErrorCode.Invalid, `params.transport: unknown transport ${JSON.stringify(p.transport)} (only ${VHOST_USER_BLK_TRANSPORT})`);
         }
-        await target.createBlkController({ ctrlr: p.ctrlr, devName: p.dev_name, cpumask: p.cpumask, readonly: p.readonly });
+        await services.vhost.create(p.ctrlr, p.cpumask, () => new BlkModel(services.bdevs.require(p.dev_name), p.readonly ?? false));
         return true;
       },
     ),
 
     defineMethod<GetControllersParams>('vhost_get_controllers', paramsSchema({}, { name: s.string() }), (p) =>
-      target.getControllers(p.name),
+      services.vhost.infos(p.name),
     ),
 
     defineMethod<CtrlrParams>('vhost_delete_controller', paramsSchema({ ctrlr: s.string() }), async (p) => {
-      await target.deleteController(p.ctrlr);
+      await services.vhost.delete(p.ctrlr);
       return true;
     }),
   ];
