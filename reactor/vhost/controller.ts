@@ -15,14 +15,12 @@ import type { Bdev, BdevRegistry, BdevUser } from '../bdev/registry';
 import type { EnginePool } from '../engine-pool';
 import { ErrorCode, VhostdError } from '../errors';
 import type { ControllerInfo } from '../info';
-import { logger } from '../log';
+import type { Logger } from '../log';
 import { formatCpumask, type Placement } from '../placement';
 import type { BackendChannel, DeviceRunState, VhostBackend } from '../vhost-user/backend';
 import { VhostUserListener } from '../vhost-user/listener';
 import { ProtocolFeature } from '../vhost-user/messages';
 import type { DeviceModel } from './model';
-
-const log = logger('vhost');
 
 const PROTOCOL_FEATURES =
   (1n << BigInt(ProtocolFeature.Mq)) |
@@ -75,6 +73,8 @@ export class Controller implements VhostBackend, BdevUser {
   /** The session of the connected front-end (for config change notifications). */
   private session: BackendChannel | null = null;
   private listener: VhostUserListener | null = null;
+  /** The model's log component ('vhost_blk'). */
+  private readonly log: Logger;
 
   connected = false;
   /** The core the running device is placed on, or -1 when stopped. */
@@ -90,6 +90,7 @@ export class Controller implements VhostBackend, BdevUser {
     this.socketPath = opts.socketPath;
     this.cores = opts.cores;
     this.model = opts.model;
+    this.log = opts.model.log;
     this.maxQueues = opts.model.maxQueues;
     this.features = opts.model.features | (1n << BigInt(VirtioFeature.VhostUserProtocolFeatures));
     this.coalescingView[CoalescingSlot.DelayBaseUs] = COALESCING_DEFAULT_DELAY_BASE_US;
@@ -152,7 +153,7 @@ export class Controller implements VhostBackend, BdevUser {
     }
     this.coalescingView[CoalescingSlot.IopsThreshold] = iopsThreshold;
     this.coalescingView[CoalescingSlot.DelayBaseUs] = delayBaseUs;
-    log.info('coalescing set', { ctrlr: this.name, delayBaseUs, iopsThreshold });
+    this.log.info('coalescing set', { ctrlr: this.name, delayBaseUs, iopsThreshold });
   }
 
   // --- VhostBackend ---------------------------------------------------------
@@ -164,7 +165,7 @@ export class Controller implements VhostBackend, BdevUser {
   connectionChanged(connected: boolean): void {
     this.connected = connected;
     if (!connected) this.maxQueuesStarted = 0;
-    log.info(connected ? 'front-end connected' : 'front-end disconnected', { ctrlr: this.name });
+    this.log.info(connected ? 'front-end connected' : 'front-end disconnected', { ctrlr: this.name });
   }
 
   readConfig(size: number): Uint8Array {
@@ -176,7 +177,7 @@ export class Controller implements VhostBackend, BdevUser {
 
   writeConfig(offset: number, data: Uint8Array): boolean {
     const ok = this.model.writeConfigSpace(offset, data);
-    if (!ok) log.notice('config space write refused', { ctrlr: this.name, offset, size: data.length });
+    if (!ok) this.log.notice('config space write refused', { ctrlr: this.name, offset, size: data.length });
     return ok;
   }
 
@@ -210,7 +211,7 @@ export class Controller implements VhostBackend, BdevUser {
     this.running.clear();
     for (const q of state.queues) this.running.add(q.index);
     this.maxQueuesStarted = this.running.size;
-    log.info('device started', {
+    this.log.info('device started', {
       ctrlr: this.name,
       core,
       queues: state.queues.map((q) => q.index).join(','),
@@ -223,7 +224,7 @@ export class Controller implements VhostBackend, BdevUser {
     if (core < 0) return { queues: [] };
     try {
       const result = await this.opts.engine.worker(core).stop(this.deviceId);
-      log.info('device stopped', { ctrlr: this.name, core });
+      this.log.info('device stopped', { ctrlr: this.name, core });
       return result;
     } finally {
       this.opts.placement.release(core);
@@ -237,14 +238,14 @@ export class Controller implements VhostBackend, BdevUser {
     await this.opts.engine.worker(core).queueStart(this.deviceId, queue);
     this.running.add(queue.index);
     if (this.running.size > this.maxQueuesStarted) this.maxQueuesStarted = this.running.size;
-    log.debug('queue started', { ctrlr: this.name, queue: queue.index });
+    this.log.debug('queue started', { ctrlr: this.name, queue: queue.index });
   }
 
   async stopQueue(index: number): Promise<QueueStopResult> {
     const core = this.requireRunning('stopQueue');
     const result = await this.opts.engine.worker(core).queueStop(this.deviceId, index);
     this.running.delete(index);
-    log.debug('queue stopped', { ctrlr: this.name, queue: index });
+    this.log.debug('queue stopped', { ctrlr: this.name, queue: index });
     return result;
   }
 
@@ -256,7 +257,7 @@ export class Controller implements VhostBackend, BdevUser {
   async updateMemory(regions: RegionDesc[]): Promise<void> {
     const core = this.requireRunning('updateMemory');
     await this.opts.engine.worker(core).memUpdate(this.deviceId, regions);
-    log.info('memory updated', { ctrlr: this.name, regions: regions.length });
+    this.log.info('memory updated', { ctrlr: this.name, regions: regions.length });
   }
 
   private requireRunning(op: string): number {
@@ -273,7 +274,7 @@ export class Controller implements VhostBackend, BdevUser {
    */
   bdevResized(bdev: Bdev): void {
     const notified = this.session?.notifyConfigChange() ?? false;
-    log.info('bdev resized', { ctrlr: this.name, bdev: bdev.name, numBlocks: bdev.numBlocks, notified });
+    this.log.info('bdev resized', { ctrlr: this.name, bdev: bdev.name, numBlocks: bdev.numBlocks, notified });
   }
 
   // --- control plane ----------------------------------------------------------

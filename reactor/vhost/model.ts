@@ -8,12 +8,15 @@
 import type { ModelDesc } from '../../engine/control';
 import type { Bdev } from '../bdev/registry';
 import type { ConfigCall } from '../bdev/module';
+import type { Logger } from '../log';
 
 export interface DeviceModel {
   /** ModelDesc.kind: the engine's device factory for it. */
   readonly kind: ModelDesc['kind'];
   /** The SPDK subsystem whose save_config lists controllers of this model ('vhost_blk'). */
   readonly subsystem: string;
+  /** The log component (flag) of controllers of this model ('vhost_blk'). */
+  readonly log: Logger;
   /** Virtio feature bits offered (bit 30, VHOST_USER_F_PROTOCOL_FEATURES, is the controller's to add). */
   readonly features: bigint;
   /** The most queues the device serves (GET_QUEUE_NUM). */

@@ -8,7 +8,11 @@ import type { BlkModelDesc } from '../../../engine/control';
 import { BlkConfigOffset, BlkFeature, BlkLimit, VirtioFeature } from '../../../engine/virtio/spec';
 import type { ConfigCall } from '../../bdev/module';
 import type { Bdev } from '../../bdev/registry';
+import { logger, type Logger } from '../../log';
 import type { DeviceModel } from '../model';
+
+/** The vhost_blk log flag: the lines of every blk controller (as SPDK's vhost_blk flag). */
+const log = logger('vhost_blk');
 
 /** Queues offered to the front-end (GET_QUEUE_NUM, config num_queues). SPDK's vhost-blk default is 8 or more; QEMU asks for num-queues. */
 export const BLK_MAX_QUEUES = 16;
@@ -82,6 +86,7 @@ export function blkConfigSpace(bdev: { blockSize: number; numBlocks: number }, n
 export class BlkModel implements DeviceModel {
   readonly kind = 'blk' as const;
   readonly subsystem = 'vhost_blk';
+  readonly log: Logger = log;
   readonly features: bigint;
   readonly maxQueues = BLK_MAX_QUEUES;
   readonly bdevs: readonly Bdev[];
