@@ -59,6 +59,13 @@ t.test('bug 6.1: every module refuses a block size that is not a power of two in
       );
     }
   }
+  for (const method of ['bdev_malloc_create', 'bdev_null_create']) {
+    await t.rejects(
+      server.invoke(method, { name: 'z', num_blocks: 0, block_size: 512 }),
+      { code: -22, message: 'num_blocks 0 must be a positive integer' },
+      `${method}: no blocks`,
+    );
+  }
   t.same(bdevs.list(), [], 'nothing was created');
   t.equal(await server.invoke('bdev_malloc_create', CREATE.malloc(65536)), 'm', 'malloc 65536 accepted');
   t.equal(await server.invoke('bdev_null_create', CREATE.null(512)), 'n', 'null 512 accepted');

@@ -36,9 +36,10 @@ export const mallocModule: BdevModule<MallocParams> = {
           const name = p.name ?? bdevs.nextName('Malloc');
           const bdev = bdevs.create(mallocModule, { name, uuid: p.uuid, blockSize: p.block_size }, () => {
             const sizeBytes = p.num_blocks * p.block_size;
-            if (!Number.isSafeInteger(sizeBytes) || sizeBytes > MAX_MALLOC_BYTES || p.num_blocks < 1) {
+            if (!Number.isSafeInteger(sizeBytes) || sizeBytes > MAX_MALLOC_BYTES) {
               throw new VhostdError(ErrorCode.Invalid, `bdev of ${p.num_blocks} blocks of ${p.block_size} bytes cannot be held in memory`);
             }
+            // 0 blocks: the registry refuses the geometry once this returns.
             let storage: SharedArrayBuffer;
             try {
               storage = new SharedArrayBuffer(sizeBytes);
