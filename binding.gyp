@@ -12,7 +12,8 @@
         "bindings/src/affinity.cc",
         "bindings/src/file.cc",
         "bindings/src/uring.cc",
-        "bindings/src/aio.cc"
+        "bindings/src/aio.cc",
+        "bindings/src/fdflags.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

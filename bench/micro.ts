@@ -1,6 +1,7 @@
 /**
- * In-process microbenchmark of the engine's request path: one BlkDevice over
- * a null bdev, polled in a loop on this thread, with a "driver" in the same
+ * In-process microbenchmark of the engine's request path: one virtio-blk
+ * device over a null bdev (through the worker's bdev layer), polled in a
+ * loop on this thread as the worker's poller does (bdev layer, then device), with a "driver" in the same
  * loop that resubmits each completion at once (4 KiB reads, one queue of 128,
  * EVENT_IDX with no interrupt wanted). No sockets, no second thread, no load
  * generator: it measures the poll loop alone, which the end-to-end bench
@@ -12,8 +13,9 @@
  */
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import type { BlkDeviceDesc } from '../engine/control';
-import { BlkDevice } from '../engine/blk/device';
+import { WorkerBdevLayer } from '../engine/bdev/layer';
+import { createBlkDevice } from '../engine/blk/model';
+import type { DeviceDesc } from '../engine/control';
 import { GuestMemory } from '../engine/memory';
 
 const QUEUE_SIZE = 128;
@@ -55,18 +57,29 @@ export function runMicro(requests: number, qd: number, perIter: number): MicroRe
   }
   words[(AVAIL + 4 + 2 * QUEUE_SIZE) / 2] = 0x8000; // used_event far ahead: no interrupt wanted
   const features = (1n << 32n) | (1n << 30n) | (1n << 29n) | (1n << 28n);
-  const device: BlkDeviceDesc = {
-    kind: 'blk',
+  const device: DeviceDesc = {
     id: 1,
     name: 'micro',
     features,
-    readonly: false,
-    bdev: { name: 'Null0', kind: 'null', blockSize: 512, numBlocks: 1 << 20, stats: new SharedArrayBuffer(64 * 8), qos: new SharedArrayBuffer(8 * 8) },
+    model: { kind: 'blk', readonly: false },
+    bdevs: [{ name: 'Null0', module: 'null', blockSize: 512, numBlocks: 1 << 20, params: null, stats: new SharedArrayBuffer(64 * 8), qos: new SharedArrayBuffer(8 * 8) }],
     regions: [],
-    queues: [{ index: 0, size: QUEUE_SIZE, descAddr: DESC, availAddr: AVAIL, usedAddr: USED, lastAvailIdx: 0, kickFd: -1, callFd: -1 }],
+    queues: [
+      {
+        index: 0,
+        size: QUEUE_SIZE,
+        descAddr: DESC,
+        availAddr: AVAIL,
+        usedAddr: USED,
+        pos: { availIdx: 0, availWrap: false, usedIdx: 0, usedWrap: false },
+        kickFd: -1,
+        callFd: -1,
+      },
+    ],
     stats: new SharedArrayBuffer(16 * 8),
   };
-  const dev = new BlkDevice(device, mem, { signal: () => undefined });
+  const layer = new WorkerBdevLayer();
+  const dev = createBlkDevice(device, { signal: () => undefined, mapMemory: () => mem, bdevs: layer });
 
   const backlog: number[] = [];
   for (let i = 0; i < qd; i++) backlog.push(3 * i);
@@ -78,7 +91,9 @@ export function runMicro(requests: number, qd: number, perIter: number): MicroRe
   const run = (n: number): void => {
     const target = done + n;
     while (done < target) {
-      dev.poll(performance.now());
+      const now = performance.now();
+      layer.poll(now);
+      dev.poll(now);
       polls++;
       const used = words[USED / 2 + 1];
       while (usedSeen !== used) {

@@ -160,6 +160,14 @@ export interface Native {
   fstat(fd: number): { sizeBytes: number; type: string; blockSize: number };
   /** dup fcntl(F_DUPFD_CLOEXEC). */
   dup(fd: number): number;
+  /** fcntl(F_GETFL): the file status flags (O_NONBLOCK is 0o4000 on Linux). */
+  fdGetFlags(fd: number): number;
+  /**
+   * fcntl(F_SETFL, flags | O_NONBLOCK). The flag belongs to the open file
+   * description, so it is shared with every process holding the fd. True when
+   * it was newly set, false when it already was.
+   */
+  fdSetNonBlocking(fd: number): boolean;
 
   // --- Memory ---------------------------------------------------------------
   /**

@@ -65,8 +65,10 @@ export class GuestMemory {
   readonly views: DataView[];
   /** Per region: 16-bit words, for Atomics on ring indices (host order = little-endian on every target). */
   readonly words: Uint16Array[];
-  /** Offset inside the region of the last successful translate()/uvaToGpa() look-up. */
+  /** Offset inside the region of the last successful translate()/uvaToGpa()/translatePart() look-up. */
   offset = 0;
+  /** Bytes of the range the last successful translatePart() covered (from `offset` in its region). */
+  partLen = 0;
 
   private readonly gpa: Float64Array;
   private readonly uva: Float64Array;
@@ -158,6 +160,35 @@ export class GuestMemory {
       }
     }
     return -1;
+  }
+
+  /**
+   * The leading part of [gpa, gpa+len) that one region holds, for a buffer
+   * that runs on into the next region (regions adjacent in guest-physical
+   * space: a guest buffer may span them). Returns the region holding gpa
+   * (the one holding the most of the range when windows overlap), sets
+   * `offset` and `partLen` (1 <= partLen <= len), or returns -1 when no
+   * region holds gpa. Callers loop on the rest: gpa + partLen is exact
+   * (both < 2^53 and the sum is inside a region or at its end). len > 0.
+   */
+  translatePart(gpa: number, len: number): number {
+    let best = -1;
+    let bestLen = 0;
+    for (let i = 0; i < this.count; i++) {
+      const base = this.gpa[i];
+      const size = this.size[i];
+      if (gpa < base || gpa - base >= size) continue;
+      const room = size - (gpa - base);
+      const n = room < len ? room : len;
+      if (n > bestLen) {
+        best = i;
+        bestLen = n;
+      }
+    }
+    if (best < 0) return -1;
+    this.offset = gpa - this.gpa[best];
+    this.partLen = bestLen;
+    return best;
   }
 
   /**

@@ -12,9 +12,10 @@
 import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
-import { BlkDevice } from './blk/device';
-import { type ControlReply, type ControlRequest, type DeviceDesc, type StopResult, type WorkerInit, WorkerStat } from './control';
-import type { DeviceEnv, EngineDevice } from './device';
+import type { BdevLayer } from './bdev/layer';
+import { type ControlReply, type ControlRequest, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat } from './control';
+import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
+import { deviceFactory } from './devices';
 import { logger } from './log';
 import { GuestMemory } from './memory';
 
@@ -34,50 +35,58 @@ const IDLE_CLOCK_EVERY = 8;
 /** Longest adaptive-mode sleep; a wake eventfd write or a kick ends it sooner. */
 const SLEEP_TIMEOUT_MS = 100;
 
-interface PendingStop {
-  /** Control request id to answer, or -1 (stopped because of `exit`). */
-  requestId: number;
-  device: EngineDevice;
-}
+/**
+ * A control op on a running device. Ops of one device run in the order they
+ * came: one begins only when the ops before it have finished (so a queue
+ * started after a memUpdate is set up in the new memory); stop, queueStop
+ * and memUpdate then wait for in-flight I/O before they finish and reply.
+ */
+type DeviceOp = { requestId: number; device: EngineDevice; begun: boolean } & (
+  /** requestId -1: stopped because of `exit`. */
+  | { kind: 'stop' }
+  | { kind: 'queueStop'; index: number }
+  | { kind: 'memUpdate'; regions: RegionDesc[] }
+  | { kind: 'queueStart'; queue: QueueDesc }
+  | { kind: 'setCallFd'; index: number; callFd: number }
+);
 
-/** Make the device a `start` request describes. Owns the guest mapping on success. */
-export function createDevice(desc: DeviceDesc, sys: PollerSys): EngineDevice {
-  const env: DeviceEnv = { signal: (fd) => sys.eventfdWrite(fd, 1) };
-  switch (desc.kind) {
-    case 'blk': {
-      const mem = GuestMemory.map(desc.regions, sys);
-      try {
-        return new BlkDevice(desc, mem, env);
-      } catch (err) {
-        mem.unmap();
-        throw err;
-      }
-    }
-    default: {
-      const kind: never = desc.kind;
-      throw new Error(`unknown device kind ${String(kind)}`);
-    }
-  }
+/** Finds the factory of a device kind (engine/devices.ts; injectable for tests). */
+export type FactoryLookup = (kind: string) => DeviceFactory | undefined;
+
+function errorReply(id: number, err: unknown, fallbackCode: string): ControlReply {
+  const e = err as { message?: unknown; code?: unknown };
+  return { id, ok: false, error: String(e?.message ?? err), code: typeof e?.code === 'string' ? e.code : fallbackCode };
 }
 
 export class Poller {
   private running = true;
   private exitRequestId = -1;
   private readonly devices: EngineDevice[] = [];
-  private readonly stopping: PendingStop[] = [];
+  private readonly pending: DeviceOp[] = [];
   private readonly stats: Float64Array;
   private readonly port: MessagePort;
+  private readonly env: DeviceEnv;
   private sleepFds = new Int32Array(1);
   private sleepFdCount = 0;
   private sleepFdsDirty = true;
 
+  /**
+   * @param layer this worker's bdev layer (one per worker: devices open their bdevs in it)
+   * @param factories device kind → factory (default: engine/devices.ts)
+   */
   constructor(
     private readonly init: WorkerInit,
     private readonly sys: PollerSys,
-    private readonly makeDevice: (desc: DeviceDesc, sys: PollerSys) => EngineDevice = createDevice,
+    private readonly layer: BdevLayer,
+    private readonly factories: FactoryLookup = deviceFactory,
   ) {
     this.port = init.port;
     this.stats = new Float64Array(init.stats, 0, WorkerStat.Count);
+    this.env = {
+      signal: (fd) => sys.eventfdWrite(fd, 1),
+      mapMemory: (regions) => GuestMemory.map(regions, sys),
+      bdevs: layer,
+    };
   }
 
   /**
@@ -102,18 +111,7 @@ export class Poller {
     let idleRun = 0;
     let idleIterMs = 0;
     while (this.running) {
-      let work = 0;
-      const devices = this.devices;
-      for (let i = 0; i < devices.length; i++) {
-        const dev = devices[i];
-        try {
-          work += dev.poll(last);
-        } catch (err) {
-          dev.fail(err);
-          this.sleepFdsDirty = true;
-        }
-      }
-      if (this.stopping.length > 0) this.finishStops();
+      let work = this.iterate(last);
       if ((++iter & (CONTROL_EVERY - 1)) === 0) {
         stats[WorkerStat.Iterations] = iter;
         work += this.takeMessages();
@@ -151,6 +149,27 @@ export class Poller {
     stats[WorkerStat.Iterations] = iter;
   }
 
+  /**
+   * One loop iteration without control messages (public for tests that
+   * drive the poller step by step): bdev completions first, so each device
+   * publishes them in its poll; then the pending ops whose I/O has drained.
+   */
+  iterate(nowMs: number): number {
+    let work = this.layer.poll(nowMs);
+    const devices = this.devices;
+    for (let i = 0; i < devices.length; i++) {
+      const dev = devices[i];
+      try {
+        work += dev.poll(nowMs);
+      } catch (err) {
+        dev.fail(err);
+        this.sleepFdsDirty = true;
+      }
+    }
+    if (this.pending.length > 0) this.finishPending();
+    return work;
+  }
+
   /** Handle one control request (public for tests that drive the poller step by step). */
   handle(req: ControlRequest): void {
     switch (req.op) {
@@ -163,63 +182,75 @@ export class Poller {
           this.reply({ id: req.id, ok: false, error: `device ${req.device.id} already runs here`, code: 'ERR_DEVICE_EXISTS' });
           return;
         }
+        const kind = (req.device.model as { kind?: unknown } | undefined)?.kind;
+        const factory = typeof kind === 'string' ? this.factories(kind) : undefined;
+        if (factory === undefined) {
+          this.reply({ id: req.id, ok: false, error: `unknown device kind ${String(kind)}`, code: 'ERR_DEVICE_KIND' });
+          return;
+        }
         let dev: EngineDevice;
         try {
-          dev = this.makeDevice(req.device, this.sys);
+          dev = factory(req.device, this.env);
         } catch (err) {
-          const e = err as { message?: unknown; code?: unknown };
-          logger.error('device start failed', { device: req.device.name, err: String(e.message ?? err) });
-          this.reply({
-            id: req.id,
-            ok: false,
-            error: String(e.message ?? err),
-            code: typeof e.code === 'string' ? e.code : 'ERR_DEVICE_START',
-          });
+          logger.error('device start failed', { device: req.device.name, err: String((err as Error)?.message ?? err) });
+          this.reply(errorReply(req.id, err, 'ERR_DEVICE_START'));
           return;
         }
         this.devices.push(dev);
         this.devicesChanged();
-        logger.info('device started', { device: dev.name, id: dev.id });
+        logger.info('device started', { device: dev.name, id: dev.id, queues: req.device.queues.length });
         this.reply({ id: req.id, ok: true });
         return;
       }
-      case 'stop': {
-        const dev = this.devices.find((d) => d.id === req.deviceId);
-        if (!dev || this.stopping.some((s) => s.device === dev)) {
-          this.reply({ id: req.id, ok: false, error: `no running device ${req.deviceId}`, code: 'ERR_NO_DEVICE' });
-          return;
+      case 'stop':
+      case 'queueStart':
+      case 'queueStop':
+      case 'setCallFd':
+      case 'memUpdate': {
+        const dev = this.liveDevice(req.id, req.deviceId);
+        if (dev === null) return;
+        const base = { requestId: req.id, device: dev, begun: false };
+        switch (req.op) {
+          case 'stop':
+            this.pending.push({ ...base, kind: 'stop' });
+            break;
+          case 'queueStart':
+            this.pending.push({ ...base, kind: 'queueStart', queue: req.queue });
+            break;
+          case 'queueStop':
+            this.pending.push({ ...base, kind: 'queueStop', index: req.index });
+            break;
+          case 'setCallFd':
+            this.pending.push({ ...base, kind: 'setCallFd', index: req.index, callFd: req.callFd });
+            break;
+          case 'memUpdate':
+            this.pending.push({ ...base, kind: 'memUpdate', regions: req.regions });
+            break;
         }
-        dev.beginStop();
-        this.stopping.push({ requestId: req.id, device: dev });
-        this.finishStops();
+        this.finishPending();
         return;
       }
-      case 'resize': {
-        const dev = this.devices.find((d) => d.id === req.deviceId);
-        if (!dev) {
-          this.reply({ id: req.id, ok: false, error: `no running device ${req.deviceId}`, code: 'ERR_NO_DEVICE' });
-          return;
-        }
+      case 'bdevResize': {
+        let users: number;
         try {
-          dev.resize(req.numBlocks);
+          users = this.layer.resize(req.name, req.numBlocks);
         } catch (err) {
-          this.reply({ id: req.id, ok: false, error: String((err as Error).message ?? err), code: 'ERR_RESIZE' });
+          this.reply(errorReply(req.id, err, 'ERR_RESIZE'));
           return;
         }
-        logger.info('device resized', { device: dev.name, numBlocks: req.numBlocks });
+        logger.info('bdev resized', { bdev: req.name, numBlocks: req.numBlocks, users });
         this.reply({ id: req.id, ok: true });
         return;
       }
       case 'exit': {
         this.exitRequestId = req.id;
         for (const dev of this.devices) {
-          if (!this.stopping.some((s) => s.device === dev)) {
+          if (!this.isStopping(dev)) {
             logger.warn('exit with a device still running: stopping it', { device: dev.name });
-            dev.beginStop();
-            this.stopping.push({ requestId: -1, device: dev });
+            this.pending.push({ kind: 'stop', requestId: -1, device: dev, begun: false });
           }
         }
-        this.finishStops();
+        this.finishPending();
         return;
       }
       default: {
@@ -254,38 +285,130 @@ export class Poller {
     }
   }
 
-  /** Answer the stops whose devices have drained; end the loop after `exit` once all are done. */
-  private finishStops(): void {
-    for (let i = 0; i < this.stopping.length; ) {
-      const { requestId, device } = this.stopping[i];
-      if (device.inflight > 0) {
+  /** A device that runs and is not being stopped, or null after replying ERR_NO_DEVICE. */
+  private liveDevice(requestId: number, deviceId: number): EngineDevice | null {
+    const dev = this.devices.find((d) => d.id === deviceId);
+    if (dev === undefined || this.isStopping(dev)) {
+      this.reply({ id: requestId, ok: false, error: `no running device ${deviceId}`, code: 'ERR_NO_DEVICE' });
+      return null;
+    }
+    return dev;
+  }
+
+  private isStopping(dev: EngineDevice): boolean {
+    return this.pending.some((p) => p.kind === 'stop' && p.device === dev);
+  }
+
+  /**
+   * Run the device ops that can run: each device's first op begins, and
+   * finishes (with its reply) once what it waits for has drained, which lets
+   * the device's next op begin. Ends the loop after `exit` once every device
+   * is gone.
+   */
+  private finishPending(): void {
+    for (let i = 0; i < this.pending.length; ) {
+      const op = this.pending[i];
+      let blocked = false;
+      for (let j = 0; j < i && !blocked; j++) if (this.pending[j].device === op.device) blocked = true;
+      if (blocked || !this.advance(op)) {
         i++;
         continue;
       }
-      this.stopping.splice(i, 1);
-      this.devices.splice(this.devices.indexOf(device), 1);
-      this.devicesChanged();
-      let result: StopResult | null = null;
-      let error: unknown = null;
-      try {
-        result = device.finishStop();
-      } catch (err) {
-        error = err;
-        logger.error('device stop failed', { device: device.name, err: String(err) });
-      }
-      logger.info('device stopped', { device: device.name, id: device.id });
-      if (requestId >= 0) {
-        this.reply(
-          result !== null
-            ? { id: requestId, ok: true, result }
-            : { id: requestId, ok: false, error: String(error), code: 'ERR_DEVICE_STOP' },
-        );
-      }
+      // Done: removed (the scan goes on at i, the next op, which may be this device's next).
+      this.pending.splice(this.pending.indexOf(op), 1);
     }
-    if (this.exitRequestId >= 0 && this.devices.length === 0) {
+    if (this.exitRequestId >= 0 && this.devices.length === 0 && this.running) {
       this.running = false;
       this.reply({ id: this.exitRequestId, ok: true });
     }
+  }
+
+  /** Begin `op` if it has not begun; finish it if it can. Returns true when it is done (replied). */
+  private advance(op: DeviceOp): boolean {
+    const dev = op.device;
+    switch (op.kind) {
+      case 'queueStart':
+        try {
+          dev.queueStart(op.queue);
+        } catch (err) {
+          this.reply(errorReply(op.requestId, err, 'ERR_QUEUE_SETUP'));
+          return true;
+        }
+        this.sleepFdsDirty = true;
+        this.reply({ id: op.requestId, ok: true });
+        return true;
+      case 'setCallFd':
+        try {
+          dev.setCallFd(op.index, op.callFd);
+        } catch (err) {
+          this.reply(errorReply(op.requestId, err, 'ERR_NO_QUEUE'));
+          return true;
+        }
+        this.reply({ id: op.requestId, ok: true });
+        return true;
+      case 'queueStop': {
+        if (!op.begun) {
+          try {
+            dev.beginQueueStop(op.index);
+          } catch (err) {
+            this.reply(errorReply(op.requestId, err, 'ERR_NO_QUEUE'));
+            return true;
+          }
+          op.begun = true;
+          this.sleepFdsDirty = true;
+        }
+        if (dev.queueInflight(op.index) > 0) return false;
+        let reply: ControlReply;
+        try {
+          reply = { id: op.requestId, ok: true, result: dev.finishQueueStop(op.index) };
+        } catch (err) {
+          reply = errorReply(op.requestId, err, 'ERR_QUEUE_STOP');
+        }
+        this.reply(reply);
+        return true;
+      }
+      case 'memUpdate': {
+        if (!op.begun) {
+          dev.beginMemUpdate();
+          op.begun = true;
+        }
+        if (dev.inflight > 0) return false;
+        let reply: ControlReply;
+        try {
+          dev.finishMemUpdate(op.regions);
+          reply = { id: op.requestId, ok: true };
+          logger.info('device memory updated', { device: dev.name, regions: op.regions.length });
+        } catch (err) {
+          logger.error('device memory update failed', { device: dev.name, err: String((err as Error)?.message ?? err) });
+          reply = errorReply(op.requestId, err, 'ERR_GUEST_MEMORY');
+        }
+        this.reply(reply);
+        return true;
+      }
+      case 'stop':
+        if (!op.begun) {
+          dev.beginStop();
+          op.begun = true;
+          this.sleepFdsDirty = true;
+        }
+        if (dev.inflight > 0) return false;
+        this.finishStop(op.requestId, dev);
+        return true;
+    }
+  }
+
+  private finishStop(requestId: number, device: EngineDevice): void {
+    this.devices.splice(this.devices.indexOf(device), 1);
+    this.devicesChanged();
+    let reply: ControlReply;
+    try {
+      reply = { id: requestId, ok: true, result: device.finishStop() };
+    } catch (err) {
+      logger.error('device stop failed', { device: device.name, err: String(err) });
+      reply = errorReply(requestId, err, 'ERR_DEVICE_STOP');
+    }
+    logger.info('device stopped', { device: device.name, id: device.id });
+    if (requestId >= 0) this.reply(reply);
   }
 
   private reply(r: ControlReply): void {
@@ -299,7 +422,7 @@ export class Poller {
 
   /** Sleeping is safe only when no I/O waits for a completion that only polling would reap. */
   private maySleep(): boolean {
-    if (this.stopping.length > 0) return false;
+    if (this.pending.length > 0) return false;
     for (const dev of this.devices) if (dev.inflight > 0) return false;
     return true;
   }

@@ -10,6 +10,7 @@
  * required.
  */
 import { native } from '../bindings';
+import { WorkerBdevLayer } from './bdev/layer';
 import type { WorkerInit } from './control';
 import { WorkerStat } from './control';
 import { logger, setLogControl, setLogCore } from './log';
@@ -21,6 +22,7 @@ export default async function engineWorker(init: WorkerInit): Promise<void> {
   new Float64Array(init.stats)[WorkerStat.Tid] = native.threadId();
   native.pinThread(init.core);
   logger.info('engine worker running', { core: init.core, cpu: native.currentCpu(), mode: init.pollMode });
-  new Poller(init, native).run();
+  // One bdev layer per worker: every device placed here shares its handles and channels.
+  new Poller(init, native, new WorkerBdevLayer()).run();
   logger.info('engine worker exiting', { core: init.core });
 }

@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitFile(env, exports);
   vhostd::InitUring(env, exports);
   vhostd::InitAio(env, exports);
+  vhostd::InitFdFlags(env, exports);
   return exports;
 }
 

@@ -16,6 +16,7 @@ void InitAffinity(Napi::Env env, Napi::Object exports);
 void InitFile(Napi::Env env, Napi::Object exports);
 void InitUring(Napi::Env env, Napi::Object exports);
 void InitAio(Napi::Env env, Napi::Object exports);
+void InitFdFlags(Napi::Env env, Napi::Object exports);
 
 }  // namespace vhostd
 

@@ -12,6 +12,8 @@
  * worker that uses it; a channel belongs to that worker only.
  */
 
+import type { IoTypeSet } from '../../modules/bdev/io-types';
+
 export const enum BdevIoType {
   Read = 0,
   Write = 1,
@@ -28,12 +30,23 @@ export const enum BdevIoStatus {
   NoMem = 2,
 }
 
+/** Who sees an I/O's completion before its submitter: the bdev layer's handle that submitted it. */
+export interface IoRoute {
+  ioDone(io: BdevIo): void;
+}
+
 /**
  * One block I/O. Data I/Os (read, write) carry a scatter list of byte ranges
  * in `iovBuf[i]` at `iovOff[i]`, `iovLen[i]` bytes, whose total must be
- * numBlocks * blockSize. The submitter subclasses it to learn of completion.
+ * numBlocks * blockSize. The submitter subclasses it and learns of the
+ * completion in done(); modules call onComplete(), which goes through the
+ * bdev layer first (NOMEM retry, statistics) when the I/O came from it.
  */
 export abstract class BdevIo {
+  /** Set by the bdev layer while the I/O is its (submit to final completion). */
+  route: IoRoute | null = null;
+  /** When the I/O was submitted (the worker's clock, ms), for latency statistics. */
+  startMs = 0;
   type: BdevIoType = BdevIoType.Read;
   offsetBlocks = 0;
   numBlocks = 0;
@@ -70,8 +83,15 @@ export abstract class BdevIo {
     return true;
   }
 
-  /** Called from the channel's poll() once `status` is final. */
-  abstract onComplete(): void;
+  /** Modules call this from their channel's poll() once `status` is final. */
+  onComplete(): void {
+    const route = this.route;
+    if (route !== null) route.ioDone(this);
+    else this.done();
+  }
+
+  /** The submitter's completion: `status` is final (never NoMem when submitted through the bdev layer). */
+  abstract done(): void;
 }
 
 export interface BdevChannel {
@@ -85,6 +105,10 @@ export interface BdevChannel {
   destroy(): void;
 }
 
+/**
+ * A module's bdev object in one worker (one per bdev name per worker, made by
+ * the module's engine half, owned by the bdev layer).
+ */
 export interface Bdev {
   readonly name: string;
   readonly blockSize: number;
@@ -94,6 +118,24 @@ export interface Bdev {
   destroy(): void;
   /** Modules whose size can change (null: bdev_null_resize) take the new block count here. */
   resize?(numBlocks: number): void;
+}
+
+/** Is `type` in the module's set of supported I/O types (modules/bdev/<name>/common.ts)? */
+export function ioTypeIn(set: IoTypeSet, type: BdevIoType): boolean {
+  switch (type) {
+    case BdevIoType.Read:
+      return set.read;
+    case BdevIoType.Write:
+      return set.write;
+    case BdevIoType.Flush:
+      return set.flush;
+    case BdevIoType.Unmap:
+      return set.unmap;
+    case BdevIoType.WriteZeroes:
+      return set.write_zeroes;
+    default:
+      return false;
+  }
 }
 
 /**

@@ -32,9 +32,12 @@
  */
 import { constants as osConstants } from 'node:os';
 import { FileOp, type FileRing } from '../../bindings/native';
-import type { BdevDesc } from '../control';
+import type { BdevDesc, FileBdevDesc } from '../control';
+import { fileIoTypes } from '../../modules/bdev/file-io-types';
+import type { IoTypeSet } from '../../modules/bdev/io-types';
+import type { ModuleWorkerState } from './module';
 import { logger } from '../log';
-import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid } from './bdev';
+import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid, ioTypeIn } from './bdev';
 
 /** Ring submission queue depth (and tags) per worker and engine kind. */
 export const RING_ENTRIES = 256;
@@ -87,7 +90,6 @@ class FileEngine {
   private nfree: number;
 
   private readonly bufViews: (Uint8Array | null)[] = new Array<Uint8Array | null>(BUFFER_SLOTS).fill(null);
-  private readonly bufRefs = new Int32Array(BUFFER_SLOTS);
   private lastBuf = 0;
   private readonly fileUsed = new Uint8Array(FILE_SLOTS);
   private channels = 0;
@@ -145,45 +147,42 @@ class FileEngine {
     this.fileUsed[slot] = 0;
   }
 
-  /** The buffer slot of `view`, registering it (and counting `owner`) the first time; -1 when all slots are taken. */
-  bufferSlot(view: Uint8Array, owner: Uint8Array): number {
+  /** The buffer slot of `view`, registering it the first time; -1 when all slots are taken. */
+  bufferSlot(view: Uint8Array): number {
     const last = this.lastBuf;
-    let slot = this.bufViews[last] === view ? last : -1;
-    if (slot < 0) {
-      let free = -1;
-      for (let s = 0; s < BUFFER_SLOTS; s++) {
-        const v = this.bufViews[s];
-        if (v === view) {
-          slot = s;
-          break;
-        }
-        if (v === null && free < 0) free = s;
+    if (this.bufViews[last] === view) return last;
+    let free = -1;
+    for (let s = 0; s < BUFFER_SLOTS; s++) {
+      const v = this.bufViews[s];
+      if (v === view) {
+        this.lastBuf = s;
+        return s;
       }
-      if (slot < 0) {
-        if (free < 0) return -1;
-        this.ring.setBuffer(free, view);
-        this.bufViews[free] = view;
-        slot = free;
-      }
-      this.lastBuf = slot;
+      if (v === null && free < 0) free = s;
     }
-    if (owner[slot] === 0) {
-      owner[slot] = 1;
-      this.bufRefs[slot]++;
-    }
-    return slot;
+    if (free < 0) return -1;
+    this.ring.setBuffer(free, view);
+    this.bufViews[free] = view;
+    this.lastBuf = free;
+    return free;
   }
 
-  /** Drop `owner`'s references; slots nobody uses any more are forgotten by the ring. */
-  releaseBuffers(owner: Uint8Array): void {
+  /** The guest memory behind `views` is going away (no I/O uses it any more): unregister it. */
+  forgetBuffers(views: readonly Uint8Array[]): void {
     for (let s = 0; s < BUFFER_SLOTS; s++) {
-      if (owner[s] === 0) continue;
-      owner[s] = 0;
-      if (--this.bufRefs[s] === 0) {
+      const v = this.bufViews[s];
+      if (v !== null && views.includes(v)) {
         this.ring.setBuffer(s, null);
         this.bufViews[s] = null;
       }
     }
+  }
+
+  /** Buffers registered with the ring (for tests and leak checks). */
+  get bufferCount(): number {
+    let n = 0;
+    for (let s = 0; s < BUFFER_SLOTS; s++) if (this.bufViews[s] !== null) n++;
+    return n;
   }
 
   /**
@@ -233,7 +232,7 @@ class FileEngine {
         len -= skip;
         skip = 0;
         if (n >= MAX_IOV_PER_IO) return false;
-        const slot = this.bufferSlot(io.iovBuf[i], ch.bufOwner);
+        const slot = this.bufferSlot(io.iovBuf[i]);
         if (slot < 0) return false;
         const v = (base + n) * IOV_WORDS;
         this.iovs[v] = slot;
@@ -348,28 +347,54 @@ class FileEngine {
   }
 }
 
-const engines = new Map<FileEngineKind, FileEngine>();
+/**
+ * A file module's state in one worker (ModuleWorkerState): its ring, made by
+ * the first channel and closed with the last, so a worker with no file
+ * devices holds no ring. The worker's bdev layer owns one per module.
+ */
+export class FileRingState implements ModuleWorkerState {
+  private engine: FileEngine | null = null;
 
-function acquireEngine(kind: FileEngineKind, factory: RingFactory): FileEngine {
-  let e = engines.get(kind);
-  if (e === undefined) {
-    e = new FileEngine(kind, factory(RING_ENTRIES, MAX_IOV_PER_IO));
-    engines.set(kind, e);
-    logger.info('file ring created', { engine: kind === 'uring' ? 'io_uring' : 'linux-aio', entries: e.depth });
+  constructor(
+    readonly kind: FileEngineKind,
+    private readonly factory: RingFactory,
+  ) {}
+
+  /** Is the ring open (for tests and leak checks)? */
+  get ringOpen(): boolean {
+    return this.engine !== null;
   }
-  e.attach();
-  return e;
-}
 
-function releaseEngine(e: FileEngine): void {
-  if (!e.detach()) return;
-  engines.delete(e.kind);
-  e.ring.close();
-}
+  /** Buffers registered with the ring (for tests and leak checks). */
+  get bufferCount(): number {
+    return this.engine?.bufferCount ?? 0;
+  }
 
-/** Rings alive in this worker (for tests and leak checks). */
-export function openRingCount(): number {
-  return engines.size;
+  acquire(): FileEngine {
+    let e = this.engine;
+    if (e === null) {
+      e = new FileEngine(this.kind, this.factory(RING_ENTRIES, MAX_IOV_PER_IO));
+      this.engine = e;
+      logger.info('file ring created', { engine: this.kind === 'uring' ? 'io_uring' : 'linux-aio', entries: e.depth });
+    }
+    e.attach();
+    return e;
+  }
+
+  release(e: FileEngine): void {
+    if (!e.detach() || this.engine !== e) return;
+    this.engine = null;
+    e.ring.close();
+  }
+
+  forgetBuffers(views: readonly Uint8Array[]): void {
+    this.engine?.forgetBuffers(views);
+  }
+
+  close(): void {
+    // Every channel released the ring before the module's last bdev closed.
+    if (this.engine !== null) throw new Error(`${this.kind} ring still used by ${this.engine.channelCount} channels at close`);
+  }
 }
 
 /** What a file bdev needs from its BdevDesc. */
@@ -388,11 +413,11 @@ export interface FileBdevConfig {
   unmap: boolean;
 }
 
-/** The worker side of a BdevDesc of kind 'uring' or 'aio'. */
+/** The worker side of a BdevDesc of module 'uring' or 'aio' (params: FileBdevDesc). */
 export function fileConfigOf(desc: BdevDesc): FileBdevConfig {
-  const f = desc.file;
-  if (f === undefined) throw new RangeError(`${desc.kind} bdev ${desc.name} has no file description`);
-  if (!Number.isInteger(f.fd) || f.fd < 0) throw new RangeError(`${desc.kind} bdev ${desc.name}: bad fd ${f.fd}`);
+  const f = desc.params as FileBdevDesc | undefined;
+  if (f === undefined || f === null || typeof f !== 'object') throw new RangeError(`${desc.module} bdev ${desc.name} has no file description`);
+  if (!Number.isInteger(f.fd) || f.fd < 0) throw new RangeError(`${desc.module} bdev ${desc.name}: bad fd ${f.fd}`);
   return {
     name: desc.name,
     blockSize: desc.blockSize,
@@ -413,11 +438,13 @@ export class FileBdev implements Bdev {
   /** The inline-I/O notice was logged (once per bdev, not per channel). */
   inlineNoted = false;
 
+  private readonly ioTypes: IoTypeSet;
+
   constructor(
-    readonly kind: FileEngineKind,
     readonly config: FileBdevConfig,
-    private readonly factory: RingFactory,
+    private readonly state: FileRingState,
   ) {
+    const kind = state.kind;
     const { name, blockSize, numBlocks } = config;
     if (!Number.isInteger(blockSize) || blockSize < 512 || (blockSize & (blockSize - 1)) !== 0) {
       throw new RangeError(`${kind} bdev ${name}: blockSize must be a power of 2 >= 512, got ${blockSize}`);
@@ -428,25 +455,19 @@ export class FileBdev implements Bdev {
     this.name = name;
     this.blockSize = blockSize;
     this.numBlocks = numBlocks;
+    this.ioTypes = fileIoTypes(config);
+  }
+
+  get kind(): FileEngineKind {
+    return this.state.kind;
   }
 
   ioTypeSupported(type: BdevIoType): boolean {
-    switch (type) {
-      case BdevIoType.Read:
-      case BdevIoType.Flush:
-        return true;
-      case BdevIoType.Write:
-        return !this.config.readonly;
-      case BdevIoType.Unmap:
-      case BdevIoType.WriteZeroes:
-        return this.config.unmap && !this.config.readonly;
-      default:
-        return false;
-    }
+    return ioTypeIn(this.ioTypes, type);
   }
 
   createChannel(): BdevChannel {
-    return new FileChannel(this, acquireEngine(this.kind, this.factory));
+    return new FileChannel(this, this.state);
   }
 
   destroy(): void {
@@ -457,8 +478,7 @@ export class FileBdev implements Bdev {
 class FileChannel implements BdevChannel {
   readonly directSlot: number;
   readonly bufferedSlot: number;
-  /** Buffer slots this channel counted a reference on. */
-  readonly bufOwner = new Uint8Array(BUFFER_SLOTS);
+  private readonly engine: FileEngine;
   private readonly done = new CompletionQueue();
   private waiting: (BdevIo | null)[] = new Array<BdevIo | null>(64).fill(null);
   private waitHead = 0;
@@ -471,9 +491,11 @@ class FileChannel implements BdevChannel {
 
   constructor(
     readonly bdev: FileBdev,
-    private readonly engine: FileEngine,
+    private readonly state: FileRingState,
   ) {
     const c = bdev.config;
+    const engine = state.acquire();
+    this.engine = engine;
     let direct = -1;
     let buffered = -1;
     try {
@@ -481,10 +503,7 @@ class FileChannel implements BdevChannel {
       if (c.direct && c.bufferedFd >= 0) buffered = engine.allocFileSlot(c.bufferedFd);
     } catch (err) {
       engine.freeFileSlot(direct);
-      if (engine.detach()) {
-        engines.delete(engine.kind);
-        engine.ring.close();
-      }
+      state.release(engine);
       throw err;
     }
     this.directSlot = direct;
@@ -539,10 +558,9 @@ class FileChannel implements BdevChannel {
     if (this.outstanding !== 0) throw new Error(`${this.bdev.kind} bdev ${this.bdev.name}: channel destroyed with ${this.outstanding} I/Os outstanding`);
     this.destroyed = true;
     const engine = this.engine;
-    engine.releaseBuffers(this.bufOwner);
     engine.freeFileSlot(this.directSlot);
     engine.freeFileSlot(this.bufferedSlot);
-    releaseEngine(engine);
+    this.state.release(engine);
   }
 
   /** The ring operation for a (validated) I/O. */

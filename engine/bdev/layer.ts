@@ -17,7 +17,13 @@
  * Thread: the engine worker that owns the layer; nothing here is shared.
  */
 import type { BdevDesc } from '../control';
-import type { BdevIo, BdevIoType } from './bdev';
+import { logger } from '../log';
+import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, type BdevIoType, type IoRoute } from './bdev';
+import { IoStatRecorder } from './iostat';
+import type { BdevModuleEngine, ModuleWorkerState } from './module';
+import { BDEV_MODULES } from './modules';
+import { QosGate } from './qos';
+import { performance } from 'node:perf_hooks';
 
 /** What a device that opened a bdev is told. */
 export interface BdevUser {
@@ -51,15 +57,253 @@ export interface BdevHandle {
 
 export interface BdevLayer {
   /** Open `desc` for `user` (the first open on this worker opens the module and its channel). Throws on a bad description. */
-  open(desc: BdevDesc, user: BdevUser): BdevHandle;
+  open(desc: BdevDesc, user: BdevUser, nowMs?: number): BdevHandle;
   /**
    * Once per loop iteration: QoS timeslices, NOMEM resubmissions, module
    * completions (each io.onComplete()), statistics. Returns how much work
    * was done (0 = idle).
    */
   poll(nowMs: number): number;
-  /** bdevResize: tell every user of `name` on this worker. Returns how many users were told. */
+  /** bdevResize: the bdev takes the new size, then every user of `name` on this worker is told. Returns how many users were told (0: not open here). */
   resize(name: string, numBlocks: number): number;
+  /**
+   * A user is about to unmap guest memory that its I/Os pointed into (all of
+   * them completed): modules forget what they registered about these views
+   * (a file ring's registered buffers). Call before every unmap.
+   */
+  releaseMemory(views: readonly Uint8Array[]): void;
   /** Bdevs open on this worker (for tests and statistics). */
   readonly openCount: number;
+}
+
+/** Initial size of an entry's NOMEM wait list and QoS queue (both grow by doubling). */
+const INITIAL_WAIT_SLOTS = 64;
+
+/** One bdev open on this worker: the module's object, its channel, QoS, statistics and the NOMEM wait list. */
+class BdevEntry {
+  readonly handles: Handle[] = [];
+  readonly gate: QosGate | null;
+  readonly iostat: IoStatRecorder;
+  private retry: BdevIo[] = new Array<BdevIo>(INITIAL_WAIT_SLOTS);
+  private nretry = 0;
+
+  constructor(
+    readonly desc: BdevDesc,
+    readonly module: BdevModuleEngine,
+    readonly bdev: Bdev,
+    readonly channel: BdevChannel,
+    nowMs: number,
+  ) {
+    this.gate = desc.qos ? new QosGate(desc.qos, channel, bdev.blockSize, INITIAL_WAIT_SLOTS, nowMs) : null;
+    this.iostat = new IoStatRecorder(desc.stats);
+  }
+
+  submit(io: BdevIo): void {
+    const gate = this.gate;
+    if (gate !== null && gate.active) gate.submit(io);
+    else this.channel.submit(io);
+  }
+
+  /** The module ran out of resources for `io`: it goes again after the channel's next completions. */
+  waitForMemory(io: BdevIo): void {
+    if (this.nretry === this.retry.length) this.retry.length *= 2;
+    this.retry[this.nretry++] = io;
+  }
+
+  poll(nowMs: number): number {
+    // What the previous poll reaped completed by now (the end of that busy iteration: see IoStatRecorder.note).
+    this.iostat.flush(nowMs);
+    let work = 0;
+    if (this.gate !== null) work += this.gate.tick(nowMs);
+    const n = this.nretry;
+    if (n > 0) {
+      this.nretry = 0;
+      // Completions (and so new retries) arrive only in channel.poll(), never inside submit().
+      for (let i = 0; i < n; i++) this.channel.submit(this.retry[i]);
+      work += n;
+    }
+    return work + this.channel.poll();
+  }
+}
+
+/** One user's handle (BdevHandle) and the route of its I/Os' completions. */
+class Handle implements BdevHandle, IoRoute {
+  outstanding = 0;
+  private closed = false;
+
+  constructor(
+    private readonly layer: WorkerBdevLayer,
+    readonly entry: BdevEntry,
+    readonly user: BdevUser,
+  ) {}
+
+  get name(): string {
+    return this.entry.bdev.name;
+  }
+
+  get blockSize(): number {
+    return this.entry.bdev.blockSize;
+  }
+
+  get numBlocks(): number {
+    return this.entry.bdev.numBlocks;
+  }
+
+  ioTypeSupported(type: BdevIoType): boolean {
+    return this.entry.bdev.ioTypeSupported(type);
+  }
+
+  submit(io: BdevIo, nowMs: number): void {
+    if (this.closed) {
+      // A device bug, not a guest's: fail the I/O the normal way rather than throw in the loop.
+      io.route = null;
+      io.status = BdevIoStatus.Failed;
+      this.layer.failLater(io);
+      return;
+    }
+    io.route = this;
+    io.startMs = nowMs;
+    this.outstanding++;
+    this.entry.submit(io);
+  }
+
+  ioDone(io: BdevIo): void {
+    if (io.status === BdevIoStatus.NoMem) {
+      io.status = BdevIoStatus.Pending;
+      this.entry.waitForMemory(io);
+      return;
+    }
+    this.outstanding--;
+    io.route = null;
+    this.entry.iostat.note(io.type, io.numBlocks * this.entry.bdev.blockSize, io.status === BdevIoStatus.Success, io.startMs);
+    io.done();
+  }
+
+  drain(): void {
+    this.entry.gate?.releaseWhere((io) => io.route === this);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    if (this.outstanding !== 0) throw new Error(`bdev ${this.name}: handle closed with ${this.outstanding} I/Os outstanding`);
+    this.closed = true;
+    this.layer.closeHandle(this);
+  }
+}
+
+/**
+ * The bdev layer of one engine worker (see BdevLayer). Made once per worker;
+ * `modules` is injectable for tests.
+ */
+export class WorkerBdevLayer implements BdevLayer {
+  private readonly entries = new Map<string, BdevEntry>();
+  /** The same entries, for the loop. */
+  private list: BdevEntry[] = [];
+  private readonly states = new Map<string, { state: ModuleWorkerState; bdevs: number }>();
+  /** I/Os failed at submit (a closed handle), delivered at the next poll like any completion. */
+  private readonly failed: BdevIo[] = [];
+
+  constructor(private readonly modules: ReadonlyMap<string, BdevModuleEngine> = BDEV_MODULES) {}
+
+  get openCount(): number {
+    return this.list.length;
+  }
+
+  /** Module states alive on this worker (for tests and leak checks). */
+  moduleState(module: string): ModuleWorkerState | undefined {
+    return this.states.get(module)?.state;
+  }
+
+  open(desc: BdevDesc, user: BdevUser, nowMs = 0): BdevHandle {
+    let entry = this.entries.get(desc.name);
+    if (entry !== undefined) {
+      const had = entry.desc;
+      if (had.module !== desc.module || had.blockSize !== desc.blockSize) {
+        throw new RangeError(`bdev ${desc.name} is open here as a ${had.module} bdev of ${had.blockSize}-byte blocks, not ${desc.module} / ${desc.blockSize}`);
+      }
+    } else {
+      entry = this.openEntry(desc, nowMs);
+    }
+    const handle = new Handle(this, entry, user);
+    entry.handles.push(handle);
+    return handle;
+  }
+
+  private openEntry(desc: BdevDesc, nowMs: number): BdevEntry {
+    const module = this.modules.get(desc.module);
+    if (module === undefined) throw new RangeError(`bdev ${desc.name}: unknown bdev module ${String(desc.module)}`);
+    let st = this.states.get(module.name);
+    const fresh = st === undefined && module.createState !== undefined;
+    if (fresh) st = { state: (module.createState as () => ModuleWorkerState)(), bdevs: 0 };
+    let bdev: Bdev | null = null;
+    try {
+      bdev = module.open(desc, st?.state);
+      const entry = new BdevEntry(desc, module, bdev, bdev.createChannel(), nowMs);
+      if (st !== undefined) {
+        st.bdevs++;
+        if (fresh) this.states.set(module.name, st);
+      }
+      this.entries.set(desc.name, entry);
+      this.list = [...this.entries.values()];
+      logger.debug('bdev opened', { bdev: desc.name, module: module.name });
+      return entry;
+    } catch (err) {
+      bdev?.destroy();
+      if (fresh && st !== undefined) st.state.close();
+      throw err;
+    }
+  }
+
+  /** A handle closed (Handle.close); the last one closes the bdev here. */
+  closeHandle(handle: Handle): void {
+    const entry = handle.entry;
+    const i = entry.handles.indexOf(handle);
+    if (i >= 0) entry.handles.splice(i, 1);
+    if (entry.handles.length > 0) return;
+    entry.iostat.flush(performance.now());
+    this.entries.delete(entry.desc.name);
+    this.list = [...this.entries.values()];
+    try {
+      entry.channel.destroy();
+    } finally {
+      entry.bdev.destroy();
+      const st = this.states.get(entry.module.name);
+      if (st !== undefined && --st.bdevs === 0) {
+        this.states.delete(entry.module.name);
+        st.state.close();
+      }
+    }
+    logger.debug('bdev closed', { bdev: entry.desc.name });
+  }
+
+  /** Deliver `io` (already failed) at the next poll. */
+  failLater(io: BdevIo): void {
+    this.failed.push(io);
+  }
+
+  poll(nowMs: number): number {
+    let work = 0;
+    const list = this.list;
+    for (let i = 0; i < list.length; i++) work += list[i].poll(nowMs);
+    if (this.failed.length > 0) {
+      const failed = this.failed.splice(0);
+      for (const io of failed) io.done();
+      work += failed.length;
+    }
+    return work;
+  }
+
+  resize(name: string, numBlocks: number): number {
+    const entry = this.entries.get(name);
+    if (entry === undefined) return 0;
+    const bdev = entry.bdev;
+    if (bdev.resize === undefined) throw new RangeError(`bdev ${name} (${entry.module.name}) cannot change size`);
+    bdev.resize(numBlocks);
+    for (const h of entry.handles) h.user.bdevResized(numBlocks);
+    return entry.handles.length;
+  }
+
+  releaseMemory(views: readonly Uint8Array[]): void {
+    for (const { state } of this.states.values()) state.forgetBuffers(views);
+  }
 }

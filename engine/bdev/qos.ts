@@ -46,13 +46,13 @@ export class QosGate {
   /** Set by release(): every queued and future I/O passes (a stopping device drains at full speed). */
   private released = false;
   private lastSliceMs: number;
-  private readonly ring: (BdevIo | null)[];
+  private ring: (BdevIo | null)[];
   private head = 0;
   private count = 0;
 
   /**
    * @param buffer QosSlot.Count Float64 limits (bytes and I/Os per second)
-   * @param capacity most I/Os that may wait at once (the device's request slots)
+   * @param capacity I/Os that may wait before the queue grows (it doubles when full; nothing is dropped)
    */
   constructor(
     buffer: SharedArrayBuffer,
@@ -80,11 +80,7 @@ export class QosGate {
 
   /** Start `io` now if the budget allows and nothing waits before it; otherwise queue it. */
   submit(io: BdevIo): void {
-    if (this.count === this.ring.length) {
-      // More I/Os than the device has slots: cannot happen; never drop one.
-      this.channel.submit(io);
-      return;
-    }
+    if (this.count === this.ring.length) this.grow();
     this.ring[(this.head + this.count) % this.ring.length] = io;
     this.count++;
     if (this.count === 1) this.drain();
@@ -121,6 +117,38 @@ export class QosGate {
   release(): void {
     this.released = true;
     this.limited = false;
+  }
+
+  /**
+   * Take the queued I/Os `pick` selects out of the queue and start them now,
+   * in order, without charging a budget (their submitter is stopping: a rate
+   * limit must not hold up a stop). The others keep their order.
+   */
+  releaseWhere(pick: (io: BdevIo) => boolean): number {
+    let n = 0;
+    let kept = 0;
+    const len = this.ring.length;
+    for (let i = 0; i < this.count; i++) {
+      const io = this.ring[(this.head + i) % len] as BdevIo;
+      if (pick(io)) {
+        n++;
+        this.channel.submit(io);
+      } else {
+        this.ring[(this.head + kept) % len] = io;
+        kept++;
+      }
+    }
+    for (let i = kept; i < this.count; i++) this.ring[(this.head + i) % len] = null;
+    this.count = kept;
+    return n;
+  }
+
+  private grow(): void {
+    const old = this.ring;
+    const ring = new Array<BdevIo | null>(old.length * 2).fill(null);
+    for (let i = 0; i < this.count; i++) ring[i] = old[(this.head + i) % old.length];
+    this.ring = ring;
+    this.head = 0;
   }
 
   /** Start queued I/Os in order while their budgets allow. */

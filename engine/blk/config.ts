@@ -7,6 +7,7 @@
  *
  * Thread: any.
  */
+import { BLK_SECTOR_SIZE, BlkFeature, VirtioFeature } from '../virtio/spec';
 
 /** Bytes of struct virtio_blk_config up to write_zeroes_may_unmap + 3 unused bytes. */
 export const BLK_CONFIG_SIZE = 60;
@@ -36,19 +37,20 @@ export const BLK_MAX_DISCARD_SECTORS = 32768;
 export const BLK_MAX_WRITE_ZEROES_SEG = 1;
 export const BLK_MAX_WRITE_ZEROES_SECTORS = 32768;
 
-/** virtio-blk feature bits (§5.2.3) and ring feature bits (§6) used here. */
-const F_SIZE_MAX = 1n << 1n;
-const F_SEG_MAX = 1n << 2n;
-const F_RO = 1n << 5n;
-const F_BLK_SIZE = 1n << 6n;
-const F_FLUSH = 1n << 9n;
-const F_TOPOLOGY = 1n << 10n;
-const F_MQ = 1n << 12n;
-const F_DISCARD = 1n << 13n;
-const F_WRITE_ZEROES = 1n << 14n;
-const F_RING_INDIRECT_DESC = 1n << 28n;
-const F_RING_EVENT_IDX = 1n << 29n;
-const F_VERSION_1 = 1n << 32n;
+/** A feature bit as a mask (the bit numbers live in engine/virtio/spec.ts). */
+const bit = (n: number): bigint => 1n << BigInt(n);
+const F_SIZE_MAX = bit(BlkFeature.SizeMax);
+const F_SEG_MAX = bit(BlkFeature.SegMax);
+const F_RO = bit(BlkFeature.Ro);
+const F_BLK_SIZE = bit(BlkFeature.BlkSize);
+const F_FLUSH = bit(BlkFeature.Flush);
+const F_TOPOLOGY = bit(BlkFeature.Topology);
+const F_MQ = bit(BlkFeature.Mq);
+const F_DISCARD = bit(BlkFeature.Discard);
+const F_WRITE_ZEROES = bit(BlkFeature.WriteZeroes);
+const F_RING_INDIRECT_DESC = bit(VirtioFeature.RingIndirectDesc);
+const F_RING_EVENT_IDX = bit(VirtioFeature.RingEventIdx);
+const F_VERSION_1 = bit(VirtioFeature.Version1);
 
 /**
  * Features offered for a virtio-blk device. Bit 30
@@ -99,7 +101,7 @@ export function blkConfigSpace(
   }
   const buf = new Uint8Array(BLK_CONFIG_SIZE);
   const v = new DataView(buf.buffer);
-  const sectorsPerBlock = blockSize / 512;
+  const sectorsPerBlock = blockSize / BLK_SECTOR_SIZE;
   v.setBigUint64(0, BigInt(numBlocks) * BigInt(sectorsPerBlock), true);
   v.setUint32(8, BLK_SIZE_MAX, true);
   v.setUint32(12, BLK_SEG_MAX, true);

@@ -14,39 +14,23 @@
  */
 import type { GuestMemory } from '../memory';
 import type { DescChain } from '../virtio/chain';
+import {
+  BLK_DWZ_FLAG_UNMAP,
+  BLK_DWZ_SEGMENT_SIZE,
+  BLK_HEADER_SIZE,
+  BLK_ID_BYTES,
+  BLK_SECTOR_SIZE,
+  BlkStatus,
+  BlkType,
+} from '../virtio/spec';
 import { BLK_MAX_DISCARD_SECTORS, BLK_MAX_DISCARD_SEG, BLK_MAX_WRITE_ZEROES_SECTORS, BLK_MAX_WRITE_ZEROES_SEG } from './config';
-
-/** Request types (§5.2.6). */
-export const enum BlkType {
-  In = 0,
-  Out = 1,
-  Flush = 4,
-  GetId = 8,
-  Discard = 11,
-  WriteZeroes = 13,
-}
-
-/** Status byte values (§5.2.6). */
-export const enum BlkStatus {
-  Ok = 0,
-  IoErr = 1,
-  Unsupp = 2,
-}
 
 /** parseBlkRequest() result: the request is valid and goes to execution. */
 export const PARSE_EXECUTE = -1;
 /** parseBlkRequest() result: no writable byte for the status, so no status can be given. */
 export const PARSE_NO_STATUS = -2;
 
-export const BLK_HEADER_SIZE = 16;
-/** Bytes of a discard / write-zeroes segment: le64 sector, le32 num_sectors, le32 flags. */
-export const BLK_DWZ_SEGMENT_SIZE = 16;
-/** Bytes of the GET_ID answer. */
-export const BLK_ID_BYTES = 20;
-/** VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP. */
-export const BLK_DWZ_FLAG_UNMAP = 1;
-
-const SECTOR = 512;
+const SECTOR = BLK_SECTOR_SIZE;
 const TWO_32 = 4294967296;
 
 /** What the parser needs to know of the device. */

@@ -9,19 +9,10 @@
  * ChainError, never thrown.
  *
  * Thread: the engine worker that owns the queue. DescChain objects live in a
- * per-queue pool; nothing here allocates.
+ * per-request pool; nothing here allocates.
  */
 import type { GuestMemory } from '../memory';
-
-/** Descriptor flags (§2.7.5). */
-export const enum DescFlag {
-  Next = 1,
-  Write = 2,
-  Indirect = 4,
-}
-
-/** Size of one descriptor: le64 addr, le32 len, le16 flags, le16 next. */
-export const DESC_SIZE = 16;
+import { DESC_SIZE, DescFlag } from './spec';
 
 /** Why a chain was refused. */
 export const enum ChainError {
@@ -32,7 +23,7 @@ export const enum ChainError {
   NextOutOfRange = 2,
   /** More descriptors than the queue size (or the indirect table size): a loop or an over-long chain. */
   TooLong = 3,
-  /** A buffer (or indirect table) does not lie inside one guest memory region. */
+  /** A buffer (or indirect table) does not lie inside guest memory. */
   BadAddress = 4,
   /** §2.7.4.2: a device-readable descriptor after a device-writable one. */
   ReadableAfterWritable = 5,
@@ -44,6 +35,8 @@ export const enum ChainError {
   NestedIndirect = 8,
   /** Indirect table length zero, not a multiple of 16, or more entries than the queue size. */
   BadIndirectTable = 9,
+  /** More buffer segments than one request of this device may use (the driver ignored seg_max). */
+  TooManySegments = 10,
 }
 
 const CHAIN_ERROR_NAMES = [
@@ -57,6 +50,7 @@ const CHAIN_ERROR_NAMES = [
   'indirect descriptor with NEXT',
   'nested indirect descriptor',
   'bad indirect table length',
+  'more segments than a request may use (seg_max)',
 ];
 
 export function chainErrorName(err: ChainError): string {
@@ -67,7 +61,20 @@ export function chainErrorName(err: ChainError): string {
  * One request's buffers: segments [0, readable) are device-readable,
  * [readable, count) device-writable, in chain order. Each segment is a
  * region index, an offset in that region and a length (never 0: zero-length
- * descriptors are walked but not recorded).
+ * descriptors are walked but not recorded; a buffer that runs over from one
+ * guest region into the adjacent one is two segments).
+ *
+ * The walk also locates the chain's last byte (the virtio-blk status byte,
+ * §5.2.6) in the same pass: `tailRegion`/`tailOffset` say where the last
+ * byte of the last descriptor is when that descriptor is device-writable,
+ * not empty and its last byte lies in guest memory, else tailRegion is -1.
+ * It is set even when the walk refused the chain for a bad data buffer (the
+ * walk goes on to the last descriptor after such an error, recording no more
+ * segments), and is -1 when the chain's structure cannot be followed (loop,
+ * bad next index, bad indirect table): then no byte of it can be trusted.
+ *
+ * Capacity: the most segments one request of the device may use (its
+ * seg_max plus header and status), not the queue size.
  */
 export class DescChain {
   head = -1;
@@ -75,11 +82,12 @@ export class DescChain {
   readable = 0;
   readableBytes = 0;
   writableBytes = 0;
+  tailRegion = -1;
+  tailOffset = 0;
   readonly region: Uint8Array;
   readonly offset: Float64Array;
   readonly len: Uint32Array;
 
-  /** capacity: the queue size (the most data descriptors a valid chain has). */
   constructor(readonly capacity: number) {
     this.region = new Uint8Array(capacity);
     this.offset = new Float64Array(capacity);
@@ -92,6 +100,7 @@ export class DescChain {
     this.readable = 0;
     this.readableBytes = 0;
     this.writableBytes = 0;
+    this.tailRegion = -1;
   }
 }
 
@@ -101,8 +110,41 @@ const TWO_32 = 4294967296;
 const MAX_SAFE_HIGH = 0x1fffff;
 
 /**
+ * Record a buffer of `len` (> 0) bytes at guest address `addr` as segments of
+ * `out`: one when a region holds it, several when it runs over adjacent
+ * regions. Returns Ok, BadAddress or TooManySegments.
+ */
+function addBuffer(mem: GuestMemory, addr: number, len: number, out: DescChain): ChainError {
+  let r = mem.translate(addr, len);
+  let n = out.count;
+  if (r >= 0) {
+    if (n >= out.capacity) return ChainError.TooManySegments;
+    out.region[n] = r;
+    out.offset[n] = mem.offset;
+    out.len[n] = len;
+    out.count = n + 1;
+    return ChainError.Ok;
+  }
+  // Not inside one region: it may span regions adjacent in guest-physical space.
+  while (len > 0) {
+    r = mem.translatePart(addr, len);
+    if (r < 0) return ChainError.BadAddress;
+    if (n >= out.capacity) return ChainError.TooManySegments;
+    const part = mem.partLen;
+    out.region[n] = r;
+    out.offset[n] = mem.offset;
+    out.len[n] = part;
+    n++;
+    addr += part;
+    len -= part;
+  }
+  out.count = n;
+  return ChainError.Ok;
+}
+
+/**
  * Walk the chain starting at `head` of a descriptor table of `size` entries
- * at `descOffset` in region `descRegion`, filling `out`.
+ * at `descOffset` in region `descRegion`, filling `out` (segments and tail).
  *
  * TTL: the direct chain may visit at most `size` descriptors, and the data
  * descriptors of the whole chain (direct ones plus those in the indirect
@@ -111,7 +153,13 @@ const MAX_SAFE_HIGH = 0x1fffff;
  * descriptor that merely points at an indirect table is not a data
  * descriptor. An indirect table may hold at most `size` entries and is
  * walked from its entry 0 with `next` indices inside it (§2.7.5.3.2), after
- * zero or more direct descriptors.
+ * zero or more direct descriptors. Every step is bounded by a table's size,
+ * so the walk ends after at most 2 * size descriptor reads.
+ *
+ * Errors of one data buffer (outside memory, wrong direction, too many
+ * segments, too many data descriptors) are remembered, the first one is
+ * returned, and the walk goes on to the last descriptor to locate the tail;
+ * structural errors return at once with no tail.
  */
 export function walkChain(
   mem: GuestMemory,
@@ -132,6 +180,8 @@ export function walkChain(
   let steps = 0;
   let data = 0;
   let idx = head;
+  /** The first data error; once set, no more segments are recorded. */
+  let err: ChainError = ChainError.Ok;
 
   for (;;) {
     // In the direct table the TTL is the queue size; inside the indirect
@@ -162,86 +212,42 @@ export function walkChain(
       continue;
     }
 
-    if (++data > size) return ChainError.TooLong;
-    if (len !== 0) {
-      if (hi > MAX_SAFE_HIGH) return ChainError.BadAddress;
-      const r = mem.translate(hi * TWO_32 + lo, len);
-      if (r < 0) return ChainError.BadAddress;
+    const last = !(flags & DescFlag.Next);
+    if (err === ChainError.Ok && ++data > size) err = ChainError.TooLong;
+    if (err === ChainError.Ok && len !== 0) {
       const n = out.count;
       if (flags & DescFlag.Write) {
         out.writableBytes += len;
-      } else {
+      } else if (n !== out.readable) {
         // §2.7.4.2: readable buffers come before writable ones.
-        if (n !== out.readable) return ChainError.ReadableAfterWritable;
-        out.readable = n + 1;
+        err = ChainError.ReadableAfterWritable;
+      } else {
         out.readableBytes += len;
       }
-      out.region[n] = r;
-      out.offset[n] = mem.offset;
-      out.len[n] = len;
-      out.count = n + 1;
+      if (err === ChainError.Ok) {
+        err = hi > MAX_SAFE_HIGH ? ChainError.BadAddress : addBuffer(mem, hi * TWO_32 + lo, len, out);
+        if (err === ChainError.Ok && !(flags & DescFlag.Write)) out.readable = out.count;
+        if (err === ChainError.Ok && last && flags & DescFlag.Write) {
+          // The tail is the last byte of the last segment just recorded.
+          const k = out.count - 1;
+          out.tailRegion = out.region[k];
+          out.tailOffset = out.offset[k] + out.len[k] - 1;
+        }
+      }
     }
 
-    if (!(flags & DescFlag.Next)) return ChainError.Ok;
+    if (last) {
+      if (err !== ChainError.Ok && flags & DescFlag.Write && len !== 0 && hi <= MAX_SAFE_HIGH) {
+        // A refused chain still has a tail when its last byte lies in guest memory.
+        const r = mem.translate(hi * TWO_32 + lo + len - 1, 1);
+        if (r >= 0) {
+          out.tailRegion = r;
+          out.tailOffset = mem.offset;
+        }
+      }
+      return err;
+    }
     if (next >= tableSize) return ChainError.NextOutOfRange;
     idx = next;
-  }
-}
-
-/**
- * For a chain that walkChain refused: find its last descriptor and, when that
- * one is device-writable and lies in guest memory, the place of its last byte
- * (the virtio-blk status byte, §5.2.6). The chain's other descriptors may be
- * bad (outside memory, in the wrong direction); the walk is bounded by the
- * same TTL as walkChain, so a loop yields no status. On success returns the
- * region index and leaves the byte's offset in `mem.offset`; otherwise -1.
- * This lets a request with a bad data buffer still complete with IOERR.
- */
-export function findStatusByte(
-  mem: GuestMemory,
-  descRegion: number,
-  descOffset: number,
-  size: number,
-  head: number,
-  indirectAllowed: boolean,
-): number {
-  if (head >= size) return -1;
-  let view = mem.views[descRegion];
-  let base = descOffset;
-  let tableSize = size;
-  let inIndirect = false;
-  let steps = 0;
-  let idx = head;
-  for (;;) {
-    if (++steps > tableSize) return -1;
-    const d = base + idx * DESC_SIZE;
-    const lo = view.getUint32(d, true);
-    const hi = view.getUint32(d + 4, true);
-    const len = view.getUint32(d + 8, true);
-    const flags = view.getUint16(d + 12, true);
-    const next = view.getUint16(d + 14, true);
-    if (flags & DescFlag.Indirect) {
-      if (inIndirect || !indirectAllowed || flags & DescFlag.Next) return -1;
-      if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > size || hi > MAX_SAFE_HIGH) return -1;
-      const r = mem.translate(hi * TWO_32 + lo, len);
-      if (r < 0) return -1;
-      view = mem.views[r];
-      base = mem.offset;
-      tableSize = len / DESC_SIZE;
-      inIndirect = true;
-      steps = 0;
-      idx = 0;
-      continue;
-    }
-    if (flags & DescFlag.Next) {
-      if (next >= tableSize) return -1;
-      idx = next;
-      continue;
-    }
-    // The last descriptor: the status byte is its last byte.
-    if (!(flags & DescFlag.Write) || len === 0 || hi > MAX_SAFE_HIGH) return -1;
-    const addr = hi * TWO_32 + lo + len - 1;
-    const r = mem.translate(addr, 1);
-    return r;
   }
 }

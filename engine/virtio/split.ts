@@ -24,19 +24,14 @@
  *     re-check of the avail idx (the store→load pairs need a full barrier).
  * Uint16Array is host order: vhostd targets little-endian hosts only.
  */
-import type { QueueDesc } from '../control';
+import type { QueueDesc, RingPos } from '../control';
 import type { GuestMemory } from '../memory';
-import { ChainError, DESC_SIZE, DescChain, findStatusByte, walkChain } from './chain';
+import { type ChainError, type DescChain, walkChain } from './chain';
+import type { InflightTracker, Virtqueue } from './queue';
+import { DESC_SIZE, MAX_QUEUE_SIZE, VirtioFeature, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY } from './spec';
 
-/** VRING_USED_F_NO_NOTIFY (§2.7.10). */
-export const VRING_USED_F_NO_NOTIFY = 1;
-/** VRING_AVAIL_F_NO_INTERRUPT (§2.7.7). */
-export const VRING_AVAIL_F_NO_INTERRUPT = 1;
-/** Largest split queue size (§2.7). */
-export const MAX_QUEUE_SIZE = 32768;
-
-const RING_INDIRECT_DESC = 1n << 28n;
-const RING_EVENT_IDX = 1n << 29n;
+const RING_INDIRECT_DESC = 1n << BigInt(VirtioFeature.RingIndirectDesc);
+const RING_EVENT_IDX = 1n << BigInt(VirtioFeature.RingEventIdx);
 
 /** A queue that cannot be started (bad size or ring addresses). */
 export class QueueSetupError extends Error {
@@ -56,7 +51,7 @@ export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number)
   return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
 }
 
-export class SplitQueue {
+export class SplitQueue implements Virtqueue {
   readonly index: number;
   readonly size: number;
   readonly eventIdx: boolean;
@@ -67,23 +62,25 @@ export class SplitQueue {
   usedIdx: number;
   /** Set when the guest broke the ring protocol; the queue is no longer read. */
   broken: string | null = null;
+  tracker: InflightTracker | null = null;
 
-  private readonly mem: GuestMemory;
+  private readonly desc: QueueDesc;
+  private mem: GuestMemory;
   private readonly mask: number;
-  private readonly descRegion: number;
-  private readonly descOffset: number;
-  private readonly usedView: DataView;
-  private readonly usedOffset: number;
-  private readonly availWords: Uint16Array;
-  private readonly usedWords: Uint16Array;
+  private descRegion = 0;
+  private descOffset = 0;
+  private usedView!: DataView;
+  private usedOffset = 0;
+  private availWords!: Uint16Array;
+  private usedWords!: Uint16Array;
   /** Word indices into availWords / usedWords. */
-  private readonly wAvailFlags: number;
-  private readonly wAvailIdx: number;
-  private readonly wAvailRing: number;
-  private readonly wUsedEvent: number;
-  private readonly wUsedFlags: number;
-  private readonly wUsedIdx: number;
-  private readonly wAvailEvent: number;
+  private wAvailFlags = 0;
+  private wAvailIdx = 0;
+  private wAvailRing = 0;
+  private wUsedEvent = 0;
+  private wUsedFlags = 0;
+  private wUsedIdx = 0;
+  private wAvailEvent = 0;
   /** Used entries pushed since the last publish. */
   private unpublished = 0;
   /** EVENT_IDX: the used idx at the previous interrupt decision (vhost's signalled_used). */
@@ -96,18 +93,27 @@ export class SplitQueue {
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
       throw new QueueSetupError(`queue ${q.index}: size ${size} is not a power of 2 in [1, ${MAX_QUEUE_SIZE}]`);
     }
-    if (!Number.isInteger(q.lastAvailIdx) || q.lastAvailIdx < 0 || q.lastAvailIdx > 0xffff) {
-      throw new QueueSetupError(`queue ${q.index}: lastAvailIdx ${q.lastAvailIdx} is not a u16`);
+    const start = q.pos.availIdx;
+    if (!Number.isInteger(start) || start < 0 || start > 0xffff) {
+      throw new QueueSetupError(`queue ${q.index}: avail index ${start} is not a u16`);
     }
     this.index = q.index;
     this.size = size;
     this.mask = size - 1;
+    this.desc = q;
     this.mem = mem;
     this.eventIdx = (features & RING_EVENT_IDX) !== 0n;
     this.indirect = (features & RING_INDIRECT_DESC) !== 0n;
-    this.lastAvailIdx = q.lastAvailIdx;
-    this.usedIdx = q.lastAvailIdx;
+    this.lastAvailIdx = start;
+    // Everything before the resume point was completed (in-flight resubmission is issue #10's).
+    this.usedIdx = start;
+    this.locate(mem);
+  }
 
+  /** Find the rings in `mem` and build the views (construction and remap). */
+  private locate(mem: GuestMemory): void {
+    const q = this.desc;
+    const size = this.size;
     const ev = this.eventIdx ? 2 : 0;
     const desc = ringLocation(mem, q, 'desc', q.descAddr, DESC_SIZE * size, 16);
     const avail = ringLocation(mem, q, 'avail', q.availAddr, 4 + 2 * size + ev, 2);
@@ -156,6 +162,7 @@ export class SplitQueue {
       this.broken = `avail ring entry ${(this.lastAvailIdx - 1) & 0xffff} holds head ${head} >= queue size ${this.size}`;
       return -1;
     }
+    if (this.tracker !== null) this.tracker.popped(this.index, head);
     return head;
   }
 
@@ -164,13 +171,9 @@ export class SplitQueue {
     return walkChain(this.mem, this.descRegion, this.descOffset, this.size, head, this.indirect, out);
   }
 
-  /** For a chain walk() refused: its status byte's region (offset in mem.offset), or -1. See findStatusByte. */
-  statusByteOf(head: number): number {
-    return findStatusByte(this.mem, this.descRegion, this.descOffset, this.size, head, this.indirect);
-  }
-
   /** Put one used element (not yet visible to the driver: see publish()). */
   push(id: number, len: number): void {
+    if (this.tracker !== null) this.tracker.pushed(this.index, id);
     const off = this.usedOffset + 4 + 8 * (this.usedIdx & this.mask);
     this.usedView.setUint32(off, id, true);
     this.usedView.setUint32(off + 4, len, true);
@@ -192,7 +195,17 @@ export class SplitQueue {
     if (this.unpublished === 0) return false;
     this.unpublished = 0;
     Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
+    if (this.tracker !== null) this.tracker.published(this.index);
     return this.needInterrupt();
+  }
+
+  position(): RingPos {
+    return { availIdx: this.lastAvailIdx, availWrap: false, usedIdx: this.usedIdx, usedWrap: false };
+  }
+
+  remap(mem: GuestMemory): void {
+    this.locate(mem);
+    this.mem = mem;
   }
 
   /**

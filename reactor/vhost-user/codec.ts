@@ -145,8 +145,10 @@ type PayloadRule =
   | { kind: 'exact'; bytes: number }
   /** u32 nregions, u32 pad, nregions × 32 bytes. */
   | { kind: 'memTable' }
-  /** u32 offset, u32 size, u32 flags, size bytes. */
-  | { kind: 'config' };
+  /** u32 offset, u32 size, u32 flags, size bytes; offset + size within the config space. */
+  | { kind: 'config' }
+  /** As 'config', but the offset is not applied (see LIBERAL_READINGS): only size is bounded. */
+  | { kind: 'configAnyOffset' };
 
 type FdRule =
   | 'none'
@@ -169,6 +171,29 @@ const NONE: PayloadRule = { kind: 'exact', bytes: 0 };
 const U64: PayloadRule = { kind: 'exact', bytes: 8 };
 const VRING_STATE: PayloadRule = { kind: 'exact', bytes: 8 };
 
+/**
+ * Where this codec reads a request more liberally than the narrowest reading
+ * of vhost-user.rst, because a real peer needs it and the common back-ends
+ * (DPDK's rte_vhost — SPDK's vhost — and QEMU's libvhost-user) accept it.
+ * Everything else stays strict: a value that could make us touch memory or
+ * fds wrongly is refused.
+ */
+export const LIBERAL_READINGS: readonly { request: Request; reading: string; peer: string }[] = [
+  {
+    request: Request.SetVringEnable,
+    reading: 'any non-zero num enables the ring (0 disables); DPDK and libvhost-user store the value as a truth value',
+    peer: "SPDK's virtio-user initiator (sends the queue size, e.g. 512)",
+  },
+  {
+    request: Request.GetConfig,
+    reading:
+      'the offset is echoed but not applied: the reply carries `size` bytes of the config space from its start, as ' +
+      "DPDK (get_config(region, size)), SPDK's vhost and libvhost-user/qemu-storage-daemon answer; offset is any u32, " +
+      'size at most 256',
+    peer: "cloud-hypervisor (rust-vmm vhost front-end: offset VHOST_USER_CONFIG_OFFSET = 0x100, size 60)",
+  },
+];
+
 /** The requests this back-end serves. Anything else (unknown or unsupported) is a ProtocolError. */
 export const REQUEST_RULES: ReadonlyMap<number, RequestRule> = new Map<number, RequestRule>([
   [Request.GetFeatures, { payload: NONE, fds: 'none', replies: true }],
@@ -188,7 +213,7 @@ export const REQUEST_RULES: ReadonlyMap<number, RequestRule> = new Map<number, R
   [Request.GetQueueNum, { payload: NONE, fds: 'none', replies: true }],
   [Request.SetVringEnable, { payload: VRING_STATE, fds: 'none', replies: false }],
   [Request.SetBackendReqFd, { payload: NONE, fds: 'one', replies: false }],
-  [Request.GetConfig, { payload: { kind: 'config' }, fds: 'none', replies: true }],
+  [Request.GetConfig, { payload: { kind: 'configAnyOffset' }, fds: 'none', replies: true }],
   [Request.SetConfig, { payload: { kind: 'config' }, fds: 'none', replies: false }],
   [Request.ResetDevice, { payload: NONE, fds: 'none', replies: false }],
   [Request.GetMaxMemSlots, { payload: NONE, fds: 'none', replies: true }],
@@ -320,13 +345,18 @@ function decodeUnchecked(header: Header, payload: Uint8Array, fds: readonly numb
       }
       break;
     }
-    case 'config': {
+    case 'config':
+    case 'configAnyOffset': {
       if (size < CONFIG_HEADER_SIZE) throw new ProtocolError(`${name}: payload is ${size} bytes, shorter than 12`);
-      const offset = dv.getUint32(0, LE);
       const cfgSize = dv.getUint32(4, LE);
-      // Both are u32, so the sum is exact in a double.
-      if (offset + cfgSize > MAX_CONFIG_SIZE) {
-        throw new ProtocolError(`${name}: config offset ${offset} + size ${cfgSize} exceeds ${MAX_CONFIG_SIZE}`);
+      if (rule.payload.kind === 'configAnyOffset') {
+        if (cfgSize > MAX_CONFIG_SIZE) throw new ProtocolError(`${name}: config size ${cfgSize} exceeds ${MAX_CONFIG_SIZE}`);
+      } else {
+        const offset = dv.getUint32(0, LE);
+        // Both are u32, so the sum is exact in a double.
+        if (offset + cfgSize > MAX_CONFIG_SIZE) {
+          throw new ProtocolError(`${name}: config offset ${offset} + size ${cfgSize} exceeds ${MAX_CONFIG_SIZE}`);
+        }
       }
       if (size !== CONFIG_HEADER_SIZE + cfgSize) {
         throw new ProtocolError(`${name}: payload is ${size} bytes, expected ${CONFIG_HEADER_SIZE + cfgSize}`);
@@ -406,12 +436,10 @@ function decodeUnchecked(header: Header, payload: Uint8Array, fds: readonly numb
     case Request.GetVringBase:
       msg = { ...common, request: header.request, index: dv.getUint32(0, LE), num: dv.getUint32(4, LE) };
       break;
-    case Request.SetVringEnable: {
-      const num = dv.getUint32(4, LE);
-      if (num > 1) throw new ProtocolError(`${name}: enable value ${num}, expected 0 or 1`);
-      msg = { ...common, request: header.request, index: dv.getUint32(0, LE), enable: num === 1 };
+    case Request.SetVringEnable:
+      // Any non-zero value enables (LIBERAL_READINGS).
+      msg = { ...common, request: header.request, index: dv.getUint32(0, LE), enable: dv.getUint32(4, LE) !== 0 };
       break;
-    }
     case Request.SetVringAddr:
       msg = {
         ...common,

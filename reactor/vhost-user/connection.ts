@@ -1,9 +1,12 @@
 /**
  * One accepted vhost-user connection: reads one message at a time from the
  * nonblocking Unix socket (header with its fds by recvmsg, then the payload),
- * has the codec decode it, awaits the session's handling and writes the
- * reply. It waits for readiness through an FdWatcher on the main loop, so it
- * never blocks. On EOF, an I/O error or a ProtocolError it closes the socket,
+ * has the codec decode it, awaits the session's handling, performs the
+ * effects the session asks for (signal a call eventfd, close fds, send on
+ * the back-end channel — never blocking: those fds are nonblocking) and
+ * writes the reply with any fds it carries. It waits for readiness through
+ * an FdWatcher on the main loop, so it never blocks. On EOF, an I/O error, a
+ * ProtocolError or a call fd that cannot be written it closes the socket,
  * logs one line with the reason, closes the session (which stops the device
  * and closes every fd) and tells the backend the front-end is gone.
  * Thread: main (reactor).
@@ -13,16 +16,40 @@ import type { Logger } from '../log';
 import type { VhostBackend } from './backend';
 import { closeFds, decodeHeader, decodeMessage, ProtocolError, type Header } from './codec';
 import { HEADER_SIZE, MAX_FDS } from './messages';
-import type { VhostUserSession } from './session';
+import type { SessionEffect, VhostUserSession } from './session';
 
 /** Thrown inside the read/write loop when close() was asked for. */
 class ClosedLocally extends Error {}
+
+/** The front-end went away in a way the socket reports as an error (a normal disconnect). */
+class PeerGone extends Error {}
+
+/** errno names that mean "the peer closed its end", not a fault of ours. */
+const PEER_GONE_CODES = new Set(['EPIPE', 'ECONNRESET', 'ENOTCONN', 'ESHUTDOWN']);
+
+/** libuv status → errno name, for the few a poll on a socket reports. */
+function uvStatusName(status: number): string {
+  switch (-status) {
+    case 9:
+      return 'EBADF';
+    case 32:
+      return 'EPIPE';
+    case 104:
+      return 'ECONNRESET';
+    default:
+      return `libuv status ${status}`;
+  }
+}
+
+/** An eventfd increment of 1 (host order); one buffer for every signal. */
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 export class VhostUserConnection {
   private readonly watcher: FdWatcher;
   private waiting: ((status: number) => void) | null = null;
   private closeRequested = false;
   private closeReason = 'closed by the target';
+  private closeLevel: 'info' | 'warn' = 'info';
   /** Reused recvmsg fd array (the addon wants at least 8 slots). */
   private readonly fdsOut = new Int32Array(MAX_FDS);
   /** Resolves once the connection is fully torn down (socket closed, session closed). */
@@ -40,16 +67,21 @@ export class VhostUserConnection {
       this.waiting = null;
       w?.(status);
     });
+    session.setEffectSink((effects) => {
+      const fatal = this.perform(effects);
+      if (fatal !== null) void this.close(fatal, 'warn');
+    });
     backend.connectionChanged(true);
     this.log.info('front-end connected', { ctrlr: backend.name, fd });
     this.done = this.run();
   }
 
   /** Ask the connection to close (also while a message is being handled); resolves when it is torn down. */
-  close(reason = 'closed by the target'): Promise<void> {
+  close(reason = 'closed by the target', level: 'info' | 'warn' = 'info'): Promise<void> {
     if (!this.closeRequested) {
       this.closeRequested = true;
       this.closeReason = reason;
+      this.closeLevel = level;
       const w = this.waiting;
       this.waiting = null;
       if (w) {
@@ -68,7 +100,8 @@ export class VhostUserConnection {
       this.watcher.start(events | PollEvents.Disconnect);
     });
     if (this.closeRequested) throw new ClosedLocally();
-    if (status < 0) throw new Error(`poll failed: libuv status ${status}`);
+    // An error on a socket we poll is the front-end going away (e.g. it closed with a reply unread).
+    if (status < 0) throw new PeerGone(`front-end went away (socket poll reported ${uvStatusName(status)})`);
   }
 
   private async run(): Promise<void> {
@@ -81,12 +114,24 @@ export class VhostUserConnection {
         if (head === null) break;
         const payload = await this.readPayload(head.header.size, head.fds);
         const msg = decodeMessage(head.header, payload, head.fds);
-        const reply = await this.session.handle(msg);
-        if (reply !== null) await this.writeAll(reply);
+        const result = await this.session.handle(msg);
+        const fatal = this.perform(result.effects);
+        if (fatal !== null) {
+          reason = fatal;
+          level = 'warn';
+          break;
+        }
+        if (result.reply !== null) await this.writeAll(result.reply, result.fds);
       }
     } catch (err) {
+      const code = (err as Partial<NativeError>).code;
       if (err instanceof ClosedLocally) {
         reason = this.closeReason;
+        level = this.closeLevel;
+      } else if (err instanceof PeerGone) {
+        reason = err.message;
+      } else if (code !== undefined && PEER_GONE_CODES.has(code)) {
+        reason = `front-end went away (${(err as NativeError).syscall ?? 'I/O'}: ${code})`;
       } else if (err instanceof ProtocolError) {
         reason = `protocol error: ${err.message}`;
         level = 'warn';
@@ -185,11 +230,63 @@ export class VhostUserConnection {
     return n;
   }
 
-  private async writeAll(bytes: Uint8Array): Promise<void> {
+  /**
+   * Perform the session's effects in order, without blocking. Returns why
+   * the connection must close (a call fd that cannot be written at all), or
+   * null; fds to close are closed even then.
+   */
+  private perform(effects: readonly SessionEffect[]): string | null {
+    let fatal: string | null = null;
+    for (const e of effects) {
+      switch (e.kind) {
+        case 'close':
+          for (const f of e.fds) f.close();
+          break;
+        case 'signal':
+          if (fatal === null) fatal = this.signal(e.queue, e.fd.fd);
+          break;
+        case 'backendMessage':
+          if (fatal === null) this.sendBackend(e.fd.fd, e.bytes, e.what);
+          break;
+      }
+    }
+    return fatal;
+  }
+
+  /** Add 1 to a (nonblocking) call fd; EAGAIN = already signalled. A reason to close on any other failure. */
+  private signal(queue: number, fd: number): string | null {
+    if (fd < 0) return null;
+    try {
+      const n = native.write(fd, ONE);
+      if (n >= 0 && n !== ONE.byteLength) return `call fd of queue ${queue} took ${n} of 8 bytes: not an eventfd`;
+      return null;
+    } catch (err) {
+      const e = err as NativeError;
+      return `call fd of queue ${queue} cannot be signalled (${e.syscall ?? 'write'}: ${e.code ?? e.message})`;
+    }
+  }
+
+  /** One nonblocking send on the back-end channel; a full or broken channel drops the message with a warning. */
+  private sendBackend(fd: number, bytes: Uint8Array, what: string): void {
+    if (fd < 0) return;
+    let problem: string | null = null;
+    try {
+      const n = native.sendMsg(fd, bytes, null);
+      if (n < 0) problem = 'the channel is full';
+      else if (n !== bytes.byteLength) problem = `short send (${n} of ${bytes.byteLength} bytes)`;
+    } catch (err) {
+      const e = err as NativeError;
+      problem = `${e.syscall ?? 'sendmsg'} failed: ${e.code ?? e.message}`;
+    }
+    if (problem !== null) this.log.warn(`${what} not sent on the back-end channel`, { ctrlr: this.backend.name, reason: problem });
+  }
+
+  /** Write all of `bytes`, the fds (still owned by the session) riding on the first byte. */
+  private async writeAll(bytes: Uint8Array, fds: readonly number[] = []): Promise<void> {
     let off = 0;
     while (off < bytes.byteLength) {
       if (this.closeRequested) throw new ClosedLocally();
-      const n = native.sendMsg(this.fd, bytes.subarray(off), null);
+      const n = native.sendMsg(this.fd, bytes.subarray(off), off === 0 && fds.length > 0 ? [...fds] : null);
       if (n < 0) {
         await this.waitFor(PollEvents.Writable);
         continue;

@@ -1,10 +1,12 @@
 /**
- * The Unix socket of one vhost-user controller: listens on its path (mode
- * 0600 by default), accepts front-ends through an FdWatcher on the main loop and serves
- * one at a time. A second front-end that connects while one is served (or
- * still being torn down) is accepted and closed at once, with a log line.
- * Each connection gets its own VhostUserSession over the controller's
- * VhostBackend (or a fresh one from a factory). Thread: main (reactor).
+ * The Unix socket of one controller: listens on its path (mode 0600 by
+ * default), accepts front-ends through an FdWatcher on the main loop and
+ * serves one at a time. A second front-end that connects while one is served
+ * (or still being torn down) is held briefly, then refused, with a log line.
+ * What speaks on an accepted socket comes from a connection factory: the
+ * vhost-user one (a VhostUserConnection over a fresh VhostUserSession) by
+ * default; another protocol (vfio-user for NVMe) brings its own.
+ * Thread: main (reactor).
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
@@ -15,16 +17,32 @@ import { VhostUserConnection } from './connection';
 import { VhostUserSession } from './session';
 
 /** The backend of each accepted front-end: one object shared by every connection, or a factory called per connection. */
-export type BackendSource = VhostBackend | (() => VhostBackend);
+export type BackendSource<B = VhostBackend> = B | (() => B);
+
+/** What the listener needs of a served connection. */
+export interface ServedConnection {
+  /** Resolves once the connection is fully torn down. */
+  readonly done: Promise<void>;
+  /** Close it (the controller goes away); resolves when torn down. */
+  close(reason?: string): Promise<void>;
+}
+
+/** Makes the protocol side of one accepted socket `fd` (owned by the connection from then on). */
+export type ConnectionFactory<B> = (fd: number, backend: B, log: Logger) => ServedConnection;
+
+/** vhost-user: a session over the backend, and the connection that feeds it. */
+export const vhostUserConnection: ConnectionFactory<VhostBackend> = (fd, backend, log) =>
+  new VhostUserConnection(fd, new VhostUserSession(backend, log), backend, log);
 
 const BACKLOG = 16;
 /** How long a reconnecting front-end may wait for the old connection's teardown. */
 const RECONNECT_WAIT_MS = 2000;
 
-export class VhostUserListener {
+/** A listener for any protocol: B is the backend type its connections serve. */
+export class UnixListener<B> {
   private listenFd = -1;
   private watcher: FdWatcher | null = null;
-  private current: VhostUserConnection | null = null;
+  private current: ServedConnection | null = null;
   private closing: Promise<void> | null = null;
   /** A front-end accepted while the previous one was still connected (see park()), or -1. */
   private parkedFd = -1;
@@ -34,12 +52,14 @@ export class VhostUserListener {
   /**
    * @param path socket path, e.g. <socketDir>/<ctrlr>
    * @param mode permission bits of the socket file (0o600 unless the operator chose otherwise)
-   * @param backend the controller's VhostBackend, or a factory called once per accepted front-end
+   * @param backend the controller's backend, or a factory called once per accepted front-end
+   * @param makeConnection the protocol spoken on each accepted socket
    */
   constructor(
     path: string,
     mode: number,
-    private readonly backend: BackendSource,
+    private readonly backend: BackendSource<B>,
+    private readonly makeConnection: ConnectionFactory<B>,
   ) {
     this.opts = { path, mode, name: nodePath.basename(path) };
   }
@@ -124,16 +144,15 @@ export class VhostUserListener {
   }
 
   private serve(fd: number): void {
-    let backend: VhostBackend;
+    let conn: ServedConnection;
     try {
-      backend = typeof this.backend === 'function' ? this.backend() : this.backend;
+      const backend = typeof this.backend === 'function' ? (this.backend as () => B)() : this.backend;
+      conn = this.makeConnection(fd, backend, this.log);
     } catch (err) {
       this.log.error('front-end refused: no backend', { ctrlr: this.opts.name, err: err as Error });
       native.close(fd);
       return;
     }
-    const session = new VhostUserSession(backend, this.log);
-    const conn = new VhostUserConnection(fd, session, backend, this.log);
     this.current = conn;
     void conn.done.then(() => {
       if (this.current === conn) this.current = null;
@@ -173,6 +192,22 @@ export class VhostUserListener {
     const conn = this.current;
     if (conn) await conn.close('controller closed');
     this.log.info('stopped listening', { ctrlr: this.opts.name, path: this.opts.path });
+  }
+}
+
+/**
+ * The vhost-user listener of a controller: `new VhostUserListener(path,
+ * mode, backend)` serves vhost-user sessions; a fourth argument replaces how
+ * each accepted socket is served (tests, another session type).
+ */
+export class VhostUserListener extends UnixListener<VhostBackend> {
+  constructor(
+    path: string,
+    mode: number,
+    backend: BackendSource<VhostBackend>,
+    makeConnection: ConnectionFactory<VhostBackend> = vhostUserConnection,
+  ) {
+    super(path, mode, backend, makeConnection);
   }
 }
 

@@ -1,24 +1,42 @@
 /**
- * One vhost-user connection's state machine (back-end side). It consumes one
- * decoded message at a time and returns the reply bytes to send, if any; it
- * owns no socket (the connection does). It keeps the negotiated features, the
- * guest memory table and every virtqueue's setup, decides which queues are
- * ready, and starts/stops the device through its VhostBackend so that the
- * running device always matches the current state ("reconcile").
+ * One vhost-user connection's state machine (back-end side), sans-IO: it
+ * consumes one decoded message at a time and resolves with what the
+ * connection must do — the reply (and fds riding on it), and effects
+ * (signal a call eventfd, close fds the engine let go of, send a message on
+ * the back-end channel). It performs no I/O itself: no socket call, no
+ * write(2); the connection (connection.ts) owns the sockets and performs
+ * every effect.
+ *
+ * It keeps the negotiated features, the guest memory table and every
+ * virtqueue's setup, and drives the device through its VhostBackend
+ * incrementally (backend.ts):
+ *   - the device starts (backend.start) once memory and features are there
+ *     and the first queue becomes ready, with every queue ready then;
+ *   - a queue that becomes ready later starts alone (startQueue); one that
+ *     stops being ready (SET_VRING_ENABLE 0, GET_VRING_BASE, a new kick fd,
+ *     new ring size/addresses/base) stops alone (stopQueue → its RingPos);
+ *   - SET_VRING_CALL on a running queue → setCallFd; the old fd is closed
+ *     after it resolved;
+ *   - a memory table change on a running device → updateMemory (quiesce,
+ *     remap, resume); the old region fds are closed after it resolved;
+ *   - a feature change, RESET_DEVICE or RESET_OWNER → stop (+ start again
+ *     when something is ready).
  *
  * fd ownership: every fd received on the connection belongs to the session
- * from handle() on, and is closed exactly once: a replaced or removed fd as
- * soon as the engine no longer uses it (after backend.stop() resolved when the
- * device was running with it), the rest on close().
+ * from handle() on, as an OwnedFd (closed exactly once). A replaced or
+ * removed fd is closed only once the engine no longer uses it: it goes out
+ * as a `close` effect of the message that retired it, after the backend call
+ * that let go of it resolved. close() closes everything left.
  *
  * Messages must be handled strictly one at a time (await each handle()).
  * Thread: main (reactor).
  */
 import * as fs from 'node:fs';
-import type { QueueDesc, RegionDesc } from '../../engine/control';
+import type { QueueDesc, RegionDesc, RingPos } from '../../engine/control';
 import { VirtioFeature } from '../../engine/virtio/spec';
-import { log, type Logger } from '../log';
-import type { BackendChannel, DeviceRunState, VhostBackend } from './backend';
+import { native } from '../../bindings';
+import type { Logger } from '../log';
+import type { BackendChannel, VhostBackend } from './backend';
 import {
   closeFd,
   encodeReply,
@@ -44,8 +62,35 @@ import {
   SUPPORTED_PROTOCOL_FEATURES,
   VHOST_USER_F_PROTOCOL_FEATURES,
 } from './messages';
+import { fdOf, OwnedFd } from './owned-fd';
 
 const RING_PACKED = 1n << BigInt(VirtioFeature.RingPacked);
+
+/** Something the connection must do on the session's behalf, in order. */
+export type SessionEffect =
+  /**
+   * Add 1 to this call eventfd (nonblocking: EAGAIN means it is already
+   * signalled). An fd that cannot be written at all (EBADF, EINVAL, EPERM...)
+   * means the front-end gave a broken call fd: close the connection.
+   */
+  | { kind: 'signal'; queue: number; fd: OwnedFd }
+  /** Close these fds: nothing uses them any more. */
+  | { kind: 'close'; fds: OwnedFd[] }
+  /** Send `bytes` on the back-end channel socket (SET_BACKEND_REQ_FD) without waiting. */
+  | { kind: 'backendMessage'; fd: OwnedFd; bytes: Uint8Array; what: string };
+
+/** What handle() asks the connection to do. */
+export interface HandleResult {
+  /** Reply bytes to send, or null. */
+  reply: Uint8Array | null;
+  /** fds to pass with the reply (SCM_RIGHTS); still owned by the session. */
+  fds: number[];
+  /** To perform in order, before the reply is sent. */
+  effects: SessionEffect[];
+}
+
+/** Where the connection performs effects that arise outside handle() (notifyConfigChange). */
+export type EffectSink = (effects: SessionEffect[]) => void;
 
 /** One virtqueue's setup as the front-end gave it. */
 interface QueueState {
@@ -54,36 +99,59 @@ interface QueueState {
   size: number;
   /** SET_VRING_ADDR (front-end virtual addresses); null = not set. */
   addr: { descAddr: number; availAddr: number; usedAddr: number } | null;
-  /** Next avail index: SET_VRING_BASE or what the last stop reported. */
-  lastAvailIdx: number;
-  /** SET_VRING_KICK: null = none since the last GET_VRING_BASE (ring stopped); -1 = polling. */
-  kickFd: number | null;
-  /** SET_VRING_CALL fd, or -1. */
-  callFd: number;
-  /** SET_VRING_ERR fd, or -1 (kept, never used). */
-  errFd: number;
+  /** SET_VRING_BASE or where the queue last stopped; null = never set (the ring type's start). */
+  pos: RingPos | null;
+  /** SET_VRING_KICK seen since the last GET_VRING_BASE (the ring may run). */
+  kickSet: boolean;
+  /** The kick fd; null with kickSet = the front-end asked for polling. */
+  kick: OwnedFd | null;
+  call: OwnedFd | null;
+  /** SET_VRING_ERR fd (kept, never used). */
+  err: OwnedFd | null;
   /** SET_VRING_ENABLE. */
   enabled: boolean;
+  /** The engine runs this queue (started, not stopped since). */
+  running: boolean;
+}
+
+interface Region {
+  desc: MemRegion;
+  fd: OwnedFd;
 }
 
 /** A REPLY_ACK failure value (non-zero) the session survives. */
 class SurvivableFailure extends Error {}
 
+/** How many calls of each kind the session made, for logs and tests. */
+export interface BackendCallCounts {
+  start: number;
+  stop: number;
+  startQueue: number;
+  stopQueue: number;
+  setCallFd: number;
+  updateMemory: number;
+}
+
 export class VhostUserSession implements BackendChannel {
   private features = 0n;
+  private featuresSet = false;
   private protocolFeatures = 0n;
-  private regions: RegionDesc[] = [];
+  private regions: Region[] = [];
   private readonly queues: QueueState[] = [];
-  private backendReqFd = -1;
+  private backendReq: OwnedFd | null = null;
   private status = 0;
   private owner = false;
 
-  /** The state the device runs with, or null when it is stopped. */
-  private running: DeviceRunState | null = null;
-  /** fds no longer referenced by the session's state, closed once the engine no longer uses them. */
-  private retired: number[] = [];
+  /** The device runs on the engine (start resolved, stop not yet called). */
+  private deviceRunning = false;
+  /** The features it was started with. */
+  private runningFeatures = 0n;
+  /** fds no longer referenced, safe to close (the engine call that let go of them resolved). */
+  private retired: OwnedFd[] = [];
+  private sink: EffectSink | null = null;
   private closed = false;
   private busy = false;
+  readonly calls: BackendCallCounts = { start: 0, stop: 0, startQueue: 0, stopQueue: 0, setCallFd: 0, updateMemory: 0 };
 
   constructor(
     private readonly backend: VhostBackend,
@@ -94,42 +162,44 @@ export class VhostUserSession implements BackendChannel {
         index: i,
         size: 0,
         addr: null,
-        lastAvailIdx: 0,
-        kickFd: null,
-        callFd: -1,
-        errFd: -1,
+        pos: null,
+        kickSet: false,
+        kick: null,
+        call: null,
+        err: null,
         enabled: false,
+        running: false,
       });
     }
     backend.attachSession?.(this);
+  }
+
+  /** The connection tells where effects that arise outside handle() go. */
+  setEffectSink(sink: EffectSink | null): void {
+    this.sink = sink;
   }
 
   /**
    * Tell the front-end that the config space changed
    * (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG on the SET_BACKEND_REQ_FD channel;
    * it then reads it again with GET_CONFIG). Sent without need_reply, as
-   * DPDK's rte_vhost_backend_config_change(vid, false) does for SPDK, so the
-   * reactor never waits for the front-end. False when BACKEND_REQ and CONFIG
-   * were not both negotiated, there is no channel, or the send failed.
+   * DPDK's rte_vhost_backend_config_change(vid, false) does for SPDK, and
+   * handed to the connection as an effect, which sends it without waiting:
+   * the reactor never blocks on the front-end. False when BACKEND_REQ and
+   * CONFIG were not both negotiated, there is no channel or no connection.
    */
   notifyConfigChange(): boolean {
-    if (this.closed || this.backendReqFd < 0) return false;
+    if (this.closed || this.backendReq === null || this.sink === null) return false;
     if (!this.hasProtocolFeature(ProtocolFeature.BackendReq) || !this.hasProtocolFeature(ProtocolFeature.Config)) return false;
-    const msg = encodeMessage(BackendRequest.ConfigChangeMsg, HeaderFlag.Version);
-    try {
-      const n = fs.writeSync(this.backendReqFd, msg);
-      if (n !== msg.byteLength) throw new Error(`short write (${n} of ${msg.byteLength} bytes)`);
-    } catch (err) {
-      this.log.warn('config change notification not sent', { ctrlr: this.backend.name, err: err as Error });
-      return false;
-    }
+    const bytes = encodeMessage(BackendRequest.ConfigChangeMsg, HeaderFlag.Version);
+    this.sink([{ kind: 'backendMessage', fd: this.backendReq, bytes, what: 'config change notification' }]);
     this.log.info('config change notified', { ctrlr: this.backend.name });
     return true;
   }
 
   /** Is the device running (for status reporting)? */
   get started(): boolean {
-    return this.running !== null;
+    return this.deviceRunning;
   }
 
   /** Protocol features this session offers: what the backend asks for, limited to what is implemented. */
@@ -141,13 +211,17 @@ export class VhostUserSession implements BackendChannel {
     return (this.protocolFeatures & protocolBit(bit)) !== 0n;
   }
 
+  private get packed(): boolean {
+    return (this.features & RING_PACKED) !== 0n;
+  }
+
   /**
-   * Handle one message. Resolves with the reply bytes (or null: nothing to
-   * send). Throws ProtocolError on a protocol violation (the connection must
-   * then close) and passes on backend start/stop failures. Takes ownership of
-   * every fd in `msg`, whatever happens.
+   * Handle one message. Resolves with the reply and the effects to perform.
+   * Throws ProtocolError on a protocol violation (the connection must then
+   * close) and passes on backend failures. Takes ownership of every fd in
+   * `msg`, whatever happens.
    */
-  async handle(msg: VhostMessage): Promise<Uint8Array | null> {
+  async handle(msg: VhostMessage): Promise<HandleResult> {
     const fds = messageFds(msg);
     if (this.closed || this.busy) {
       for (const fd of fds) closeFd(fd);
@@ -156,28 +230,49 @@ export class VhostUserSession implements BackendChannel {
       );
     }
     this.busy = true;
-    const adopted = new Set<number>();
+    const adopted = new Map<number, OwnedFd>();
+    const effects: SessionEffect[] = [];
     this.log.debug('request', { ctrlr: this.backend.name, req: requestName(msg.request), needReply: msg.needReply });
     try {
       let reply: Uint8Array | null;
       let ack = 0n;
       try {
-        reply = await this.dispatch(msg, adopted);
+        reply = await this.dispatch(msg, adopted, effects);
       } catch (err) {
         if (!(err instanceof SurvivableFailure)) throw err;
-        this.log.warn('request failed', { ctrlr: this.backend.name, req: requestName(msg.request), reason: err.message });
+        this.log.warn('request refused', { ctrlr: this.backend.name, req: requestName(msg.request), reason: err.message });
         reply = null;
         ack = 1n;
       }
       if (reply === null && msg.needReply && !requestReplies(msg.request) && this.hasProtocolFeature(ProtocolFeature.ReplyAck)) {
         reply = encodeReply(msg.request, 0, u64Payload(ack));
       }
-      return reply;
+      if (this.retired.length > 0) {
+        effects.unshift({ kind: 'close', fds: this.retired });
+        this.retired = [];
+      }
+      return { reply, fds: [], effects };
+    } catch (err) {
+      // A failure half-way: fds adopted by this message that no state refers to are closed here.
+      const kept = this.referencedFds();
+      for (const owned of adopted.values()) if (!kept.has(owned)) owned.close();
+      throw err;
     } finally {
       // fds that no handler took over are ours to close (on errors, or the ones a handler ignores).
       for (const fd of fds) if (!adopted.has(fd)) closeFd(fd);
       this.busy = false;
     }
+  }
+
+  /** Every OwnedFd the session's state (or its retired list) refers to. */
+  private referencedFds(): Set<OwnedFd> {
+    const refs = new Set<OwnedFd>(this.retired);
+    if (this.backendReq) refs.add(this.backendReq);
+    for (const r of this.regions) refs.add(r.fd);
+    for (const q of this.queues) {
+      for (const f of [q.kick, q.call, q.err]) if (f) refs.add(f);
+    }
+    return refs;
   }
 
   private queue(index: number, what: string): QueueState {
@@ -188,18 +283,36 @@ export class VhostUserSession implements BackendChannel {
     return q;
   }
 
-  /** Take ownership of fd (it is now referenced from session state). */
-  private adopt(adopted: Set<number>, fd: number): number {
-    if (fd >= 0) adopted.add(fd);
-    return fd;
+  /** Take ownership of a message fd (-1: none). */
+  private adopt(adopted: Map<number, OwnedFd>, fd: number): OwnedFd | null {
+    if (fd < 0) return null;
+    const owned = new OwnedFd(fd);
+    adopted.set(fd, owned);
+    return owned;
   }
 
-  /** fd is no longer referenced by the session: close it once the engine cannot be using it. */
-  private retire(fd: number | null): void {
-    if (fd !== null && fd >= 0) this.retired.push(fd);
+  /**
+   * Adopt a notification fd (kick, call, err, back-end channel) and make it
+   * nonblocking, so that no thread ever blocks on it (issue #15): eventfds,
+   * pipes and sockets honour O_NONBLOCK.
+   */
+  private adoptNonBlocking(adopted: Map<number, OwnedFd>, fd: number, what: string): OwnedFd | null {
+    const owned = this.adopt(adopted, fd);
+    if (owned === null) return null;
+    try {
+      native.fdSetNonBlocking(owned.fd);
+    } catch (err) {
+      throw new ProtocolError(`${what}: fd cannot be made nonblocking: ${(err as Error).message}`);
+    }
+    return owned;
   }
 
-  private async dispatch(msg: VhostMessage, adopted: Set<number>): Promise<Uint8Array | null> {
+  /** fd is no longer referenced: closed with this message's effects (the caller made sure the engine let go). */
+  private retire(fd: OwnedFd | null): void {
+    if (fd !== null) this.retired.push(fd);
+  }
+
+  private async dispatch(msg: VhostMessage, adopted: Map<number, OwnedFd>, effects: SessionEffect[]): Promise<Uint8Array | null> {
     const name = requestName(msg.request);
     switch (msg.request) {
       case Request.GetFeatures:
@@ -208,7 +321,10 @@ export class VhostUserSession implements BackendChannel {
       case Request.SetFeatures: {
         const extra = msg.features & ~this.backend.features;
         if (extra !== 0n) throw new ProtocolError(`${name}: features 0x${extra.toString(16)} were not offered`);
+        // A change of features changes how every ring is read: stop, then start again with the new ones.
+        if (this.deviceRunning && msg.features !== this.runningFeatures) await this.stopDevice('features changed');
         this.features = msg.features;
+        this.featuresSet = true;
         await this.reconcile();
         return null;
       }
@@ -234,9 +350,9 @@ export class VhostUserSession implements BackendChannel {
         return null;
 
       case Request.ResetOwner:
-        // Deprecated; the spec recommends ignoring it or disabling all rings. Disable them.
+        // Deprecated; the spec recommends ignoring it or disabling all rings. Stop the device and disable them.
+        await this.stopDevice('RESET_OWNER');
         for (const q of this.queues) q.enabled = false;
-        await this.reconcile();
         return null;
 
       case Request.ResetDevice:
@@ -251,11 +367,18 @@ export class VhostUserSession implements BackendChannel {
 
       case Request.SetMemTable: {
         checkRegionTable(msg.regions, name);
-        for (const r of msg.regions) checkRegionBacking(r, name);
-        for (const r of msg.regions) this.adopt(adopted, r.fd);
-        for (const r of this.regions) this.retire(r.fd);
-        this.regions = msg.regions.map((r) => ({ ...r }));
-        await this.reconcile();
+        const ids = msg.regions.map((r) => checkRegionBacking(r, name));
+        const fresh = msg.regions.map((r, i): Region & { id: string } => ({
+          desc: regionOnly(r),
+          fd: this.adopt(adopted, r.fd) as OwnedFd,
+          id: ids[i],
+        }));
+        if (this.sameTable(fresh)) {
+          // QEMU re-sends an unchanged table (new fd numbers, same files): keep the mapping, drop the copies.
+          for (const r of fresh) this.retire(r.fd);
+          return null;
+        }
+        await this.changeMemory(fresh.map(({ desc, fd }) => ({ desc, fd })), this.regions.map((r) => r.fd));
         return null;
       }
 
@@ -263,33 +386,33 @@ export class VhostUserSession implements BackendChannel {
         if (this.regions.length >= MAX_MEM_SLOTS) {
           throw new ProtocolError(`${name}: already ${this.regions.length} regions, the limit is ${MAX_MEM_SLOTS}`);
         }
-        checkRegionTable([...this.regions, msg.region], name);
+        checkRegionTable([...this.regions.map((r) => r.desc), msg.region], name);
         checkRegionBacking(msg.region, name);
-        this.regions = [...this.regions, { ...msg.region }];
-        this.adopt(adopted, msg.region.fd);
-        await this.reconcile();
+        const added = { desc: regionOnly(msg.region), fd: this.adopt(adopted, msg.region.fd) as OwnedFd };
+        await this.changeMemory([...this.regions, added], []);
         return null;
       }
 
       case Request.RemMemReg: {
-        const i = this.regions.findIndex((r) => sameRegion(r, msg.region));
+        const i = this.regions.findIndex((r) => sameRegion(r.desc, msg.region));
         if (i < 0) {
           throw new SurvivableFailure(
             `${name}: no region gpa=0x${msg.region.guestPhysAddr.toString(16)} size=0x${msg.region.sizeBytes.toString(16)} uva=0x${msg.region.userAddr.toString(16)}`,
           );
         }
-        this.retire(this.regions[i].fd);
-        this.regions = this.regions.filter((_, j) => j !== i);
-        await this.reconcile();
+        await this.changeMemory(
+          this.regions.filter((_, j) => j !== i),
+          [this.regions[i].fd],
+        );
         return null;
       }
 
       case Request.SetVringNum: {
         const q = this.queue(msg.index, name);
-        const packed = (this.features & RING_PACKED) !== 0n;
-        if (msg.num < 1 || msg.num > MAX_QUEUE_SIZE || (!packed && (msg.num & (msg.num - 1)) !== 0)) {
+        if (msg.num < 1 || msg.num > MAX_QUEUE_SIZE || (!this.packed && (msg.num & (msg.num - 1)) !== 0)) {
           throw new ProtocolError(`${name}: queue ${msg.index} size ${msg.num} is not a power of 2 in 1..${MAX_QUEUE_SIZE}`);
         }
+        await this.stopQueue(q, name);
         q.size = msg.num;
         await this.reconcile(q.index);
         return null;
@@ -297,6 +420,7 @@ export class VhostUserSession implements BackendChannel {
 
       case Request.SetVringAddr: {
         const q = this.queue(msg.index, name);
+        await this.stopQueue(q, name);
         q.addr = { descAddr: msg.descAddr, availAddr: msg.availAddr, usedAddr: msg.usedAddr };
         await this.reconcile(q.index);
         return null;
@@ -304,48 +428,62 @@ export class VhostUserSession implements BackendChannel {
 
       case Request.SetVringBase: {
         const q = this.queue(msg.index, name);
-        // The engine owns the index of a running queue: stop it first so the stop cannot overwrite this value.
-        if (this.isRunningQueue(q.index)) await this.stopDevice();
-        q.lastAvailIdx = msg.num;
+        const pos = decodeRingBase(msg.num, this.packed);
+        if (pos === null) {
+          // Issue #15 item 4: a split ring's index is a u16; a larger value is refused, not truncated.
+          throw new SurvivableFailure(`${name}: queue ${msg.index} base ${msg.num} does not fit a split ring's 16-bit index`);
+        }
+        // The engine owns the position of a running queue: stop it first so its stop cannot overwrite this one.
+        await this.stopQueue(q, name);
+        q.pos = pos;
         await this.reconcile(q.index);
         return null;
       }
 
       case Request.GetVringBase: {
         const q = this.queue(msg.index, name);
-        if (this.isRunningQueue(q.index)) await this.stopDevice();
-        // The ring is stopped now; it starts again with its next SET_VRING_KICK.
-        this.retire(q.kickFd);
-        q.kickFd = null;
-        const reply = encodeReply(msg.request, 0, vringStatePayload(q.index, q.lastAvailIdx));
-        await this.reconcile(q.index);
-        return reply;
+        await this.stopQueue(q, name);
+        // The ring is stopped now; it runs again after its next SET_VRING_KICK.
+        this.retire(q.kick);
+        q.kick = null;
+        q.kickSet = false;
+        return encodeReply(msg.request, 0, vringStatePayload(q.index, encodeRingBase(this.posOf(q), this.packed)));
       }
 
       case Request.SetVringKick: {
         const q = this.queue(msg.index, name);
-        this.retire(q.kickFd);
-        q.kickFd = this.adopt(adopted, msg.fd);
+        const kick = this.adoptNonBlocking(adopted, msg.fd, name);
+        // The engine may wait on the old kick fd: the queue restarts with the new one.
+        await this.stopQueue(q, name);
+        this.retire(q.kick);
+        q.kick = kick;
+        q.kickSet = true;
         await this.reconcile(q.index);
         return null;
       }
 
       case Request.SetVringCall: {
         const q = this.queue(msg.index, name);
-        this.retire(q.callFd);
-        q.callFd = this.adopt(adopted, msg.fd);
-        await this.reconcile(q.index);
+        const call = this.adoptNonBlocking(adopted, msg.fd, name);
+        if (q.running) {
+          this.calls.setCallFd++;
+          await this.backend.setCallFd(q.index, fdOf(call));
+        }
+        // Not running: the engine does not know the old fd; running: setCallFd resolved, it let go of it.
+        this.retire(q.call);
+        q.call = call;
         // Completions signalled on the old fd may never reach the driver: signal the new one once
         // (a spurious interrupt is harmless; libvhost-user does the same).
-        signalEventfd(q.callFd);
+        if (call !== null) effects.push({ kind: 'signal', queue: q.index, fd: call });
         return null;
       }
 
       case Request.SetVringErr: {
         const q = this.queue(msg.index, name);
         // The engine never uses err fds: the old one can go at once.
-        closeFd(q.errFd);
-        q.errFd = this.adopt(adopted, msg.fd);
+        const err = this.adoptNonBlocking(adopted, msg.fd, name);
+        this.retire(q.err);
+        q.err = err;
         return null;
       }
 
@@ -356,24 +494,28 @@ export class VhostUserSession implements BackendChannel {
         return null;
       }
 
-      case Request.SetBackendReqFd:
-        closeFd(this.backendReqFd);
-        this.backendReqFd = this.adopt(adopted, msg.fd);
+      case Request.SetBackendReqFd: {
+        const fd = this.adoptNonBlocking(adopted, msg.fd, name);
+        this.retire(this.backendReq);
+        this.backendReq = fd;
         return null;
+      }
 
       case Request.GetConfig: {
-        // readConfig(n) is at least n bytes from offset 0.
-        const config = this.backend.readConfig(msg.offset + msg.size);
-        const data = config.subarray(msg.offset, msg.offset + msg.size);
+        // The offset is echoed, not applied (codec LIBERAL_READINGS): `size` bytes from the start of the
+        // config space, as DPDK, SPDK and libvhost-user answer. readConfig(n) is at least n bytes.
+        const config = this.backend.readConfig(msg.size);
+        const data = config.subarray(0, msg.size);
         if (data.byteLength !== msg.size) {
-          throw new ProtocolError(`${name}: backend config is ${config.byteLength} bytes, need ${msg.offset + msg.size}`);
+          throw new ProtocolError(`${name}: backend config is ${config.byteLength} bytes, need ${msg.size}`);
         }
         return encodeReply(msg.request, 0, configPayload(msg.offset, msg.size, msg.configFlags, data));
       }
 
       case Request.SetConfig:
-        // Nothing in the config space is writable yet: accept and ignore (QEMU writes e.g. wce).
-        this.log.debug('SET_CONFIG ignored', { ctrlr: this.backend.name, offset: msg.offset, size: msg.size });
+        if (!this.backend.writeConfig(msg.offset, msg.data)) {
+          throw new SurvivableFailure(`${name}: the device refused ${msg.size} bytes at offset ${msg.offset}`);
+        }
         return null;
 
       case Request.SetStatus:
@@ -385,126 +527,175 @@ export class VhostUserSession implements BackendChannel {
     }
   }
 
-  /** RESET_DEVICE: stop, forget features, rings and memory (the connection and its owner stay). */
+  /** RESET_DEVICE: stop, forget features, rings and memory (the connection, its owner and channel stay). */
   private async resetDevice(): Promise<void> {
-    if (this.running) await this.stopDevice();
+    await this.stopDevice('RESET_DEVICE');
     for (const r of this.regions) this.retire(r.fd);
     this.regions = [];
     for (const q of this.queues) {
-      this.retire(q.kickFd);
-      this.retire(q.callFd);
-      closeFd(q.errFd);
-      Object.assign(q, { size: 0, addr: null, lastAvailIdx: 0, kickFd: null, callFd: -1, errFd: -1, enabled: false });
+      this.retire(q.kick);
+      this.retire(q.call);
+      this.retire(q.err);
+      Object.assign(q, { size: 0, addr: null, pos: null, kickSet: false, kick: null, call: null, err: null, enabled: false });
     }
     this.features = 0n;
+    this.featuresSet = false;
     this.status = 0;
-    this.closeRetired();
   }
 
-  private isRunningQueue(index: number): boolean {
-    return this.running !== null && this.running.queues.some((q) => q.index === index);
+  /** Is the current table the same as `fresh`: same layout, each region backed by the same file? */
+  private sameTable(fresh: readonly (Region & { id: string })[]): boolean {
+    if (fresh.length !== this.regions.length) return false;
+    return fresh.every((f, i) => {
+      const cur = this.regions[i];
+      return sameLayout(cur.desc, f.desc) && fileId(cur.fd.fd) === f.id;
+    });
+  }
+
+  /**
+   * Replace the memory table with `next`; `dropped` are fds of regions that
+   * are not in it any more. On a running device: queues whose rings no
+   * longer lie in memory stop first, then the engine remaps (updateMemory),
+   * and only then are the dropped fds closed; queues that fit again start.
+   */
+  private async changeMemory(next: Region[], dropped: OwnedFd[]): Promise<void> {
+    const descs = next.map(regionDesc);
+    if (this.deviceRunning) {
+      if (next.length === 0) {
+        await this.stopDevice('guest memory removed');
+      } else {
+        for (const q of this.queues) {
+          if (!q.running || q.addr === null) continue;
+          const bad = ringProblem(descs, q.size, q.addr, this.packed);
+          if (bad === null) continue;
+          this.log.warn('queue held back: ring outside guest memory', { ctrlr: this.backend.name, reason: `queue ${q.index}: ${bad}` });
+          await this.stopQueue(q, 'memory change');
+        }
+        this.calls.updateMemory++;
+        await this.backend.updateMemory(descs);
+      }
+    }
+    this.regions = next;
+    for (const fd of dropped) this.retire(fd);
+    await this.reconcile();
   }
 
   /** A queue is ready when it has a size, ring addresses, a kick (fd or polling) and is enabled. */
   private isReady(q: QueueState): boolean {
-    if (q.size === 0 || q.addr === null || q.kickFd === null) return false;
+    if (q.size === 0 || q.addr === null || !q.kickSet) return false;
     // Without VHOST_USER_F_PROTOCOL_FEATURES a ring is enabled by its kick alone.
     return (this.features & VHOST_USER_F_PROTOCOL_FEATURES) === 0n || q.enabled;
   }
 
+  /** Where a queue resumes: what it was given or where it stopped; never set: the ring type's start. */
+  private posOf(q: QueueState): RingPos {
+    if (q.pos !== null) return q.pos;
+    // virtio 1.2 §2.8.1: a packed ring's wrap counters start at 1.
+    const wrap = this.packed;
+    return { availIdx: 0, availWrap: wrap, usedIdx: 0, usedWrap: wrap };
+  }
+
+  private queueDesc(q: QueueState): QueueDesc {
+    const addr = q.addr as NonNullable<QueueState['addr']>;
+    return {
+      index: q.index,
+      size: q.size,
+      descAddr: addr.descAddr,
+      availAddr: addr.availAddr,
+      usedAddr: addr.usedAddr,
+      pos: { ...this.posOf(q) },
+      kickFd: fdOf(q.kick),
+      callFd: fdOf(q.call),
+    };
+  }
+
   /**
-   * The state the device should run with, or null if it should not run.
-   * A ready queue whose rings do not each lie inside one region is a protocol
-   * error when it is the queue the current message set up (`strictQueue`);
-   * any other such queue (after a memory change, say) is held back until the
+   * Bring the engine in line with the state: running queues that are no
+   * longer ready stop; ready queues start — with the device (start) when it
+   * does not run yet, alone (startQueue) when it does. The device needs
+   * features and memory. A ready queue whose rings do not each lie inside
+   * one region is a protocol error when it is the queue the current message
+   * set up (`strictQueue`); any other such queue is held back until the
    * memory covers it again.
    */
-  private desiredState(strictQueue: number | null, logHeld: boolean): DeviceRunState | null {
-    if (this.regions.length === 0) return null;
-    const packed = (this.features & RING_PACKED) !== 0n;
-    const queues: QueueDesc[] = [];
+  private async reconcile(strictQueue: number | null = null): Promise<void> {
     for (const q of this.queues) {
-      if (!this.isReady(q) || q.addr === null || q.kickFd === null) continue;
-      const bad = ringProblem(this.regions, q.size, q.addr, packed);
+      if (q.running && !this.isReady(q)) await this.stopQueue(q, 'not ready');
+    }
+    if (!this.featuresSet || this.regions.length === 0) return;
+    const descs = this.regions.map(regionDesc);
+    const ready: QueueState[] = [];
+    for (const q of this.queues) {
+      if (q.running || !this.isReady(q) || q.addr === null) continue;
+      const bad = ringProblem(descs, q.size, q.addr, this.packed);
       if (bad !== null) {
         const reason = `queue ${q.index}: ${bad}`;
         if (q.index === strictQueue) throw new ProtocolError(reason);
-        if (logHeld) this.log.warn('queue held back: ring outside guest memory', { ctrlr: this.backend.name, reason });
+        this.log.warn('queue held back: ring outside guest memory', { ctrlr: this.backend.name, reason });
         continue;
       }
-      queues.push({
-        index: q.index,
-        size: q.size,
-        descAddr: q.addr.descAddr,
-        availAddr: q.addr.availAddr,
-        usedAddr: q.addr.usedAddr,
-        lastAvailIdx: q.lastAvailIdx,
-        kickFd: q.kickFd,
-        callFd: q.callFd,
-      });
+      ready.push(q);
     }
-    if (queues.length === 0) return null;
-    return { features: this.features, regions: this.regions.map((r) => ({ ...r })), queues };
+    if (ready.length === 0) return;
+    if (!this.deviceRunning) {
+      this.log.info('starting device', {
+        ctrlr: this.backend.name,
+        queues: ready.map((q) => q.index).join(','),
+        regions: descs.length,
+      });
+      this.calls.start++;
+      await this.backend.start({ features: this.features, regions: descs, queues: ready.map((q) => this.queueDesc(q)) });
+      this.deviceRunning = true;
+      this.runningFeatures = this.features;
+      for (const q of ready) q.running = true;
+      return;
+    }
+    for (const q of ready) {
+      this.calls.startQueue++;
+      await this.backend.startQueue(this.queueDesc(q));
+      q.running = true;
+      this.log.debug('queue started', { ctrlr: this.backend.name, queue: q.index });
+    }
   }
 
-  /** Make the device run with the current state: stop it if it differs, start it if anything is ready. */
-  private async reconcile(strictQueue: number | null = null): Promise<void> {
-    const want = this.desiredState(strictQueue, false);
-    if (this.running && (want === null || !sameRunState(this.running, want))) await this.stopDevice();
-    this.closeRetired();
-    if (this.running) return;
-    // Recompute: the stop may have moved the queues' avail indexes.
-    const start = this.desiredState(strictQueue, true);
-    if (start === null) return;
-    this.log.info('starting device', {
-      ctrlr: this.backend.name,
-      queues: start.queues.map((q) => q.index).join(','),
-      regions: start.regions.length,
-    });
-    await this.backend.start(start);
-    this.running = start;
+  /** Stop one running queue (no-op otherwise) and keep where it ended. */
+  private async stopQueue(q: QueueState, why: string): Promise<void> {
+    if (!q.running) return;
+    this.calls.stopQueue++;
+    let r;
+    try {
+      r = await this.backend.stopQueue(q.index);
+    } finally {
+      // Once stopQueue settled the queue is not ours to stop again, even when it failed.
+      q.running = false;
+    }
+    if (r.index !== q.index) throw new Error(`stopQueue(${q.index}) reported queue ${r.index}`);
+    q.pos = { ...r.pos };
+    this.log.debug('queue stopped', { ctrlr: this.backend.name, queue: q.index, why, availIdx: r.pos.availIdx });
   }
 
-  /** Stop the running device and keep each queue's next avail index. */
-  private async stopDevice(): Promise<void> {
-    if (!this.running) return;
-    const was = this.running;
+  /** Stop the running device (no-op otherwise) and keep where each queue ended. */
+  private async stopDevice(why: string): Promise<void> {
+    if (!this.deviceRunning) return;
+    this.calls.stop++;
     let result;
     try {
       result = await this.backend.stop();
     } finally {
       // Once stop() settled the device is not ours to stop again, even when it failed.
-      this.running = null;
+      this.deviceRunning = false;
+      for (const q of this.queues) q.running = false;
     }
     for (const r of result.queues) {
       const q = this.queues[r.index];
-      if (q && was.queues.some((w) => w.index === r.index)) q.lastAvailIdx = r.lastAvailIdx;
+      if (q) q.pos = { ...r.pos };
       else this.log.warn('stop reported an unknown queue', { ctrlr: this.backend.name, queue: r.index });
     }
     this.log.info('device stopped', {
       ctrlr: this.backend.name,
-      lastAvail: result.queues.map((r) => `${r.index}:${r.lastAvailIdx}`).join(','),
+      why,
+      availIdx: result.queues.map((r) => `${r.index}:${r.pos.availIdx}`).join(','),
     });
-    this.closeRetired();
-  }
-
-  /** Close retired fds, unless the running device still uses them. */
-  private closeRetired(): void {
-    if (this.retired.length === 0) return;
-    const inUse = new Set<number>();
-    if (this.running) {
-      for (const r of this.running.regions) inUse.add(r.fd);
-      for (const q of this.running.queues) {
-        inUse.add(q.kickFd);
-        inUse.add(q.callFd);
-      }
-    }
-    const keep: number[] = [];
-    for (const fd of this.retired) {
-      if (inUse.has(fd)) keep.push(fd);
-      else closeFd(fd);
-    }
-    this.retired = keep;
   }
 
   /**
@@ -514,31 +705,25 @@ export class VhostUserSession implements BackendChannel {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.sink = null;
     this.backend.attachSession?.(null);
-    if (this.running) {
-      try {
-        await this.stopDevice();
-      } catch (err) {
-        // The engine failed to stop: closing fds it might use is still better than leaking them forever.
-        this.log.error('stop failed while closing', { ctrlr: this.backend.name, err: err as Error });
-        this.running = null;
-      }
+    try {
+      await this.stopDevice('connection closed');
+    } catch (err) {
+      // The engine failed to stop: closing fds it might use is still better than leaking them forever.
+      this.log.error('stop failed while closing', { ctrlr: this.backend.name, err: err as Error });
     }
-    const all = new Set<number>(this.retired);
+    const all: (OwnedFd | null)[] = [...this.retired, this.backendReq];
     this.retired = [];
-    for (const r of this.regions) all.add(r.fd);
+    this.backendReq = null;
+    for (const r of this.regions) all.push(r.fd);
     this.regions = [];
     for (const q of this.queues) {
-      if (q.kickFd !== null) all.add(q.kickFd);
-      all.add(q.callFd);
-      all.add(q.errFd);
-      q.kickFd = null;
-      q.callFd = -1;
-      q.errFd = -1;
+      all.push(q.kick, q.call, q.err);
+      q.kick = q.call = q.err = null;
+      q.kickSet = false;
     }
-    all.add(this.backendReqFd);
-    this.backendReqFd = -1;
-    for (const fd of all) closeFd(fd);
+    for (const fd of all) fd?.close();
   }
 
   /** Snapshot for logs and tests. */
@@ -549,7 +734,7 @@ export class VhostUserSession implements BackendChannel {
     status: number;
     regions: number;
     running: boolean;
-    queues: { index: number; ready: boolean; lastAvailIdx: number }[];
+    queues: { index: number; ready: boolean; running: boolean; pos: RingPos }[];
   } {
     return {
       features: this.features,
@@ -557,23 +742,48 @@ export class VhostUserSession implements BackendChannel {
       owner: this.owner,
       status: this.status,
       regions: this.regions.length,
-      running: this.running !== null,
-      queues: this.queues.map((q) => ({ index: q.index, ready: this.isReady(q), lastAvailIdx: q.lastAvailIdx })),
+      running: this.deviceRunning,
+      queues: this.queues.map((q) => ({ index: q.index, ready: this.isReady(q), running: q.running, pos: this.posOf(q) })),
     };
   }
 }
 
-/** Add 1 to an eventfd's counter; a full counter (EAGAIN) already means "signalled". */
-function signalEventfd(fd: number): void {
-  if (fd < 0) return;
-  try {
-    fs.writeSync(fd, ONE);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EAGAIN') log('warn', 'vhost', 'cannot signal call fd', { fd, code });
+/**
+ * SET_VRING_BASE's num as a ring position (vhost-user.rst): a split ring's
+ * next avail index is a u16 (null when num does not fit); a packed ring's
+ * num has the avail index in bits 0-14 and the driver's wrap counter in bit
+ * 15 and — as QEMU sends it, the layout Linux's vhost uses — the used index
+ * in bits 16-30 and its wrap counter in bit 31. With bits 16-31 clear the
+ * used position is taken equal to the avail one, as DPDK does (nothing is
+ * in flight across a stop).
+ */
+export function decodeRingBase(num: number, packed: boolean): RingPos | null {
+  if (!packed) {
+    if (num > 0xffff) return null;
+    return { availIdx: num, availWrap: false, usedIdx: num, usedWrap: false };
   }
+  const availIdx = num & 0x7fff;
+  const availWrap = (num & 0x8000) !== 0;
+  if (num >>> 16 === 0) return { availIdx, availWrap, usedIdx: availIdx, usedWrap: availWrap };
+  return { availIdx, availWrap, usedIdx: (num >>> 16) & 0x7fff, usedWrap: (num & 0x8000_0000) !== 0 };
 }
-const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+/** GET_VRING_BASE's num in the same layout as decodeRingBase reads. */
+export function encodeRingBase(pos: RingPos, packed: boolean): number {
+  if (!packed) return pos.availIdx & 0xffff;
+  return (
+    ((pos.availIdx & 0x7fff) | (pos.availWrap ? 0x8000 : 0) | ((pos.usedIdx & 0x7fff) << 16) | (pos.usedWrap ? 0x8000_0000 : 0)) >>>
+    0
+  );
+}
+
+function regionOnly(r: MemRegion): MemRegion {
+  return { guestPhysAddr: r.guestPhysAddr, sizeBytes: r.sizeBytes, userAddr: r.userAddr, mmapOffset: r.mmapOffset };
+}
+
+function regionDesc(r: Region): RegionDesc {
+  return { fd: r.fd.fd, ...r.desc };
+}
 
 /** Region table checks: at most MAX_MEM_SLOTS, no two regions overlapping in guest-physical or user space. */
 function checkRegionTable(regions: readonly MemRegion[], what: string): void {
@@ -596,9 +806,10 @@ function checkRegionTable(regions: readonly MemRegion[], what: string): void {
 /**
  * A region must lie inside the file behind its fd: mapping past the end of a
  * memfd or file and touching it would SIGBUS the engine. (Only regular files
- * — memfd, shm, hugetlbfs — have a size to check.)
+ * — memfd, shm, hugetlbfs — have a size to check.) Returns the file's
+ * identity (device:inode).
  */
-function checkRegionBacking(r: RegionDesc, what: string): void {
+function checkRegionBacking(r: RegionDesc, what: string): string {
   let st: fs.Stats;
   try {
     st = fs.fstatSync(r.fd);
@@ -610,6 +821,17 @@ function checkRegionBacking(r: RegionDesc, what: string): void {
       `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} needs bytes up to ${r.mmapOffset + r.sizeBytes} of its fd, which has ${st.size}`,
     );
   }
+  return `${st.dev}:${st.ino}`;
+}
+
+/** device:inode of an fd, or '' when it cannot be inspected (never equal to a real identity). */
+function fileId(fd: number): string {
+  try {
+    const st = fs.fstatSync(fd);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return '';
+  }
 }
 
 function overlaps(a: number, aLen: number, b: number, bLen: number): boolean {
@@ -619,6 +841,10 @@ function overlaps(a: number, aLen: number, b: number, bLen: number): boolean {
 /** REM_MEM_REG identifies a region by guest address, user address and size (mmap offset ignored). */
 function sameRegion(a: MemRegion, b: MemRegion): boolean {
   return a.guestPhysAddr === b.guestPhysAddr && a.userAddr === b.userAddr && a.sizeBytes === b.sizeBytes;
+}
+
+function sameLayout(a: MemRegion, b: MemRegion): boolean {
+  return sameRegion(a, b) && a.mmapOffset === b.mmapOffset;
 }
 
 /** Does [uva, uva+len) lie inside one region's front-end virtual range? */
@@ -655,40 +881,4 @@ function ringProblem(
     }
   }
   return null;
-}
-
-function sameRunState(a: DeviceRunState, b: DeviceRunState): boolean {
-  if (a.features !== b.features || a.regions.length !== b.regions.length || a.queues.length !== b.queues.length) {
-    return false;
-  }
-  for (let i = 0; i < a.regions.length; i++) {
-    const x = a.regions[i];
-    const y = b.regions[i];
-    if (
-      x.fd !== y.fd ||
-      x.guestPhysAddr !== y.guestPhysAddr ||
-      x.sizeBytes !== y.sizeBytes ||
-      x.userAddr !== y.userAddr ||
-      x.mmapOffset !== y.mmapOffset
-    ) {
-      return false;
-    }
-  }
-  // lastAvailIdx is left out: the running engine moves it.
-  for (let i = 0; i < a.queues.length; i++) {
-    const x = a.queues[i];
-    const y = b.queues[i];
-    if (
-      x.index !== y.index ||
-      x.size !== y.size ||
-      x.descAddr !== y.descAddr ||
-      x.availAddr !== y.availAddr ||
-      x.usedAddr !== y.usedAddr ||
-      x.kickFd !== y.kickFd ||
-      x.callFd !== y.callFd
-    ) {
-      return false;
-    }
-  }
-  return true;
 }

@@ -56,3 +56,21 @@ t.test('a second front-end next to a live one is refused', async (t) => {
   await t.rejects(intruder.sync(), 'the second connection is closed without an answer');
   t.ok(await writeRead(live, 16), 'the live front-end is untouched');
 });
+
+t.test('a VM stop/resume on one connection: the ring stops alone and resumes from its base', async (t) => {
+  const fe = await VhostUserFrontend.connect(ctrl.socket, 5000, { waitAccepted: true });
+  t.teardown(() => fe.close());
+  await fe.negotiate();
+  await fe.setupQueue(0, 128);
+  await fe.setupQueue(1, 128);
+  t.ok(await writeRead(fe, 24), 'queue 0 does I/O');
+  // QEMU's vhost_dev_stop: disable, then GET_VRING_BASE; the answer is where the ring stopped.
+  await fe.enableQueue(0, false);
+  const base = await fe.getVringBase(0);
+  t.equal(base, 2, 'a write and a read were taken');
+  // Queue 1 kept running meanwhile (queues stop alone, not the whole device).
+  const w = await fe.write(1, 32, randomBytes(4096));
+  t.equal(w.status, BlkStatus.OK, 'queue 1 still serves I/O while queue 0 is stopped');
+  await fe.setupQueue(0, 128, { base });
+  t.ok(await writeRead(fe, 40), 'queue 0 resumed from its base');
+});

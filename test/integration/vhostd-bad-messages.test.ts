@@ -268,6 +268,40 @@ t.test('close in the middle of a running session', async (t) => {
   await afterCase(t);
 });
 
+t.test('liberal readings keep the connection: SET_VRING_ENABLE 512, GET_CONFIG at offset 0x100', async (t) => {
+  const fe = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
+  t.teardown(() => fe.close());
+  await fe.negotiate();
+  await fe.setupQueue(0, 64, { enable: false });
+  // SPDK's virtio-user initiator enables a ring with its size as the value.
+  await fe.request(Req.SET_VRING_ENABLE, vringState(0, 512));
+  const w = await fe.write(0, 0, randomBytes(4096));
+  t.equal(w.status, BlkStatus.OK, 'enabled by 512: the queue serves I/O');
+  // cloud-hypervisor reads the config at offset 0x100 (rust-vmm's VHOST_USER_CONFIG_OFFSET).
+  const at0 = await fe.getConfig(60);
+  const at100 = await fe.getConfig(60, 0x100);
+  t.same(Buffer.from(at100), Buffer.from(at0), 'offset 0x100 answers the config space from its start');
+  await fe.sync();
+  t.notOk(fe.channel.eof, 'still connected');
+  fe.close();
+  await afterCase(t);
+});
+
+t.test('SET_VRING_BASE past 16 bits on a split ring is refused; the connection stays', async (t) => {
+  const fe = await open(t);
+  let code: unknown = null;
+  try {
+    await fe.request(Req.SET_VRING_BASE, vringState(0, 0x1_0000), [], { needReply: true });
+  } catch (e) {
+    code = (e as { code?: unknown }).code;
+  }
+  t.equal(code, 'ENACK', 'failure ack');
+  await fe.sync();
+  t.notOk(fe.channel.eof, 'still connected');
+  fe.close();
+  await afterCase(t);
+});
+
 t.test('unknown request id', async (t) => {
   const fe = await open(t);
   await fe.sendRaw(concat([encodeHeader(0x7777, Flags.VERSION | Flags.NEED_REPLY, 8), u64(0n)]));

@@ -15,7 +15,7 @@ import type { FileRing } from '../../bindings/native';
 import { FileOp } from '../../bindings/native';
 import type { BdevDesc } from '../../engine/control';
 import { BdevIo, type BdevChannel, BdevIoStatus, BdevIoType } from '../../engine/bdev/bdev';
-import { CHANNEL_DEPTH, FileBdev, fileConfigOf, openRingCount, type RingFactory } from '../../engine/bdev/file';
+import { CHANNEL_DEPTH, FileBdev, fileConfigOf, FileRingState, type RingFactory } from '../../engine/bdev/file';
 
 type Test = typeof t;
 export type Kind = 'uring' | 'aio';
@@ -60,12 +60,12 @@ export function guestMemory(sizeBytes: number): { bytes: Uint8Array; release(): 
 }
 
 export class TestIo extends BdevIo {
-  done = 0;
+  completions = 0;
   constructor(capacity = 16) {
     super(capacity);
   }
-  override onComplete(): void {
-    this.done++;
+  override done(): void {
+    this.completions++;
   }
 }
 
@@ -130,15 +130,45 @@ export function openTestFile(file: string, sizeBytes: number): OpenedTestFile {
   };
 }
 
+/** Every ring state the helpers made (one per worker and kind in vhostd; here one per kind unless a test brings its own factory). */
+const ringStates: FileRingState[] = [];
+const sharedStates = new Map<Kind, FileRingState>();
+
+function newState(kind: Kind, factory: RingFactory): FileRingState {
+  const st = new FileRingState(kind, factory);
+  ringStates.push(st);
+  return st;
+}
+
+/** Rings open in this process. */
+export function openRingCount(): number {
+  return ringStates.filter((s) => s.ringOpen).length;
+}
+
+/** Guest buffers registered with the open rings. */
+export function registeredBufferCount(): number {
+  return ringStates.reduce((n, s) => n + s.bufferCount, 0);
+}
+
+/** What the bdev layer does before a device unmaps guest memory. */
+export function forgetBuffers(views: readonly Uint8Array[]): void {
+  for (const s of ringStates) s.forgetBuffers(views);
+}
+
 export function makeBdev(kind: Kind, f: OpenedTestFile, numBlocks: number, opts: { factory?: RingFactory; blockSize?: number } = {}): FileBdev {
   const desc: BdevDesc = {
     name: `${kind}-test`,
-    kind,
+    module: kind,
     blockSize: opts.blockSize ?? 512,
     numBlocks,
-    file: { filename: f.path, fd: f.fd, bufferedFd: f.bufferedFd, direct: f.direct, blockDevice: false, readonly: false, unmap: true },
+    params: { filename: f.path, fd: f.fd, bufferedFd: f.bufferedFd, direct: f.direct, blockDevice: false, readonly: false, unmap: true },
   };
-  return new FileBdev(kind, fileConfigOf(desc), opts.factory ?? ringFactory(kind));
+  let state = opts.factory ? newState(kind, opts.factory) : sharedStates.get(kind);
+  if (state === undefined) {
+    state = newState(kind, ringFactory(kind));
+    sharedStates.set(kind, state);
+  }
+  return new FileBdev(fileConfigOf(desc), state);
 }
 
 function fill(bytes: Uint8Array, off: number, len: number, seed: number): void {
@@ -256,7 +286,7 @@ export function bdevCases(t: Test, kind: Kind, dir: string): void {
     w.addIov(mem.bytes, 0, 4096);
     w.addIov(mem.bytes, 4096, 61440);
     ch.submit(w);
-    t.equal(w.done, 0, 'no completion inside submit()');
+    t.equal(w.completions, 0, 'no completion inside submit()');
     await drain(ch);
     t.equal(w.status, BdevIoStatus.Success, 'write succeeded');
     const r = new TestIo();
@@ -266,6 +296,11 @@ export function bdevCases(t: Test, kind: Kind, dir: string): void {
     ch.submit(r);
     await drain(ch);
     t.equal(r.status, BdevIoStatus.Success, 'read succeeded');
+    t.equal(registeredBufferCount(), 1, 'the guest memory is registered with the ring once');
+    forgetBuffers([new Uint8Array(8)]);
+    t.equal(registeredBufferCount(), 1, 'forgetting other memory keeps it');
+    forgetBuffers([mem.bytes]);
+    t.equal(registeredBufferCount(), 0, 'forgotten before its memory is unmapped');
     t.same(mem.bytes.subarray(131072, 131072 + 512), mem.bytes.subarray(0, 512), 'first segment');
     t.same(mem.bytes.subarray(131072 + 4096, 131072 + 4096 + 65024), mem.bytes.subarray(512, 65536), 'second segment');
     t.ok(counting.halved() >= 1, `short results were resubmitted (${counting.halved()} halved) and the data is still right`);
@@ -307,7 +342,7 @@ export function bdevCases(t: Test, kind: Kind, dir: string): void {
       ios.push(io);
     }
     await drain(ch);
-    t.ok(ios.every((io) => io.done === 1 && io.status === BdevIoStatus.Success), '300 queued I/Os all succeed, each once');
+    t.ok(ios.every((io) => io.completions === 1 && io.status === BdevIoStatus.Success), '300 queued I/Os all succeed, each once');
     t.ok(counting.maxInflight() <= CHANNEL_DEPTH, `never more than ${CHANNEL_DEPTH} in the kernel (saw ${counting.maxInflight()})`);
     t.ok(counting.maxInflight() > 1, 'I/Os were batched');
 
@@ -452,7 +487,7 @@ export function enospcCase(t: Test, kind: Kind): void {
     const succeeded = writes.filter((w) => w.status === BdevIoStatus.Success).length;
     t.ok(failed > 0, `writes beyond the space fail (${failed} failed)`);
     t.ok(succeeded > 0, `writes that fit succeed (${succeeded})`);
-    t.ok(writes.every((w) => w.done === 1), 'every write completed exactly once');
+    t.ok(writes.every((w) => w.completions === 1), 'every write completed exactly once');
     t.equal(ok2.status, BdevIoStatus.Success, 'the other disk keeps working');
     const rd = new TestIo();
     rd.prepare(BdevIoType.Read, 0, 128);

@@ -62,14 +62,14 @@ export class MockVring {
     return GuestMemory.fromBuffers([{ guestPhysAddr: this.gpa, buffer: this.buffer }]);
   }
 
-  queueDesc(index = 0, lastAvailIdx = 0): QueueDesc {
+  queueDesc(index = 0, availIdx = 0): QueueDesc {
     return {
       index,
       size: this.size,
       descAddr: this.descAddr,
       availAddr: this.availAddr,
       usedAddr: this.usedAddr,
-      lastAvailIdx,
+      pos: { availIdx, availWrap: false, usedIdx: availIdx, usedWrap: false },
       kickFd: -1,
       callFd: -1,
     };

@@ -5,7 +5,8 @@
  */
 import t from 'tap';
 import { native } from '../../bindings';
-import { AioBdev } from '../../engine/bdev/aio';
+import { aioEngine } from '../../modules/bdev/aio/engine';
+import { FileRingState } from '../../engine/bdev/file';
 import { bdevCases, enospcCase, fdCount, mapCount, nativeRingCases, unalignedCase } from '../lib/file-bdev-cases';
 
 const fds = fdCount();
@@ -26,8 +27,11 @@ for (const dir of ['/dev/shm', '/var/tmp']) {
 }
 enospcCase(t, 'aio');
 
-t.test('AioBdev from a BdevDesc', async (t) => {
-  t.throws(() => new AioBdev({ name: 'a', kind: 'aio', blockSize: 512, numBlocks: 8 }), /no file description/);
+t.test('aio module opens a BdevDesc', async (t) => {
+  const state = aioEngine.createState?.() as FileRingState;
+  t.throws(() => aioEngine.open({ name: 'a', module: 'aio', blockSize: 512, numBlocks: 8, params: undefined }, state), /no file description/);
+  t.notOk(state.ringOpen, 'no ring made for a bdev that did not open');
+  state.close();
 });
 
 t.test('no fd or mapping left behind', async (t) => {

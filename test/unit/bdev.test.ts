@@ -1,13 +1,13 @@
 /**
- * bdev layer: malloc and null modules, the completion queue, openBdev.
+ * The malloc and null modules' engine halves and the completion queue
+ * (the worker's bdev layer on top of them: bdev-layer.test.ts).
  */
 import t from 'tap';
 
 type Tap = Pick<typeof t, "equal">;
 import { type Bdev, BdevIo, BdevIoStatus, BdevIoType, CompletionQueue } from '../../engine/bdev/bdev';
-import { openBdev } from '../../engine/bdev';
-import { MallocBdev } from '../../engine/bdev/malloc';
-import { NullBdev } from '../../engine/bdev/null';
+import { MallocBdev, mallocEngine } from '../../modules/bdev/malloc/engine';
+import { NullBdev, nullEngine } from '../../modules/bdev/null/engine';
 
 class TestIo extends BdevIo {
   completions: BdevIoStatus[] = [];
@@ -17,7 +17,7 @@ class TestIo extends BdevIo {
   ) {
     super(capacity);
   }
-  override onComplete(): void {
+  override done(): void {
     this.completions.push(this.status);
     this.order?.push(this);
   }
@@ -166,10 +166,10 @@ t.test('completion queue: FIFO, grows past its first size', async (t) => {
   t.equal(q.reap(), 0);
 });
 
-t.test('openBdev', async (t) => {
-  const m = openBdev({ name: 'M0', kind: 'malloc', blockSize: 4096, numBlocks: 2, storage: new SharedArrayBuffer(8192) });
+t.test('module engine halves open a BdevDesc', async (t) => {
+  const m = mallocEngine.open({ name: 'M0', module: 'malloc', blockSize: 4096, numBlocks: 2, params: { storage: new SharedArrayBuffer(8192) } }, undefined);
   t.ok(m instanceof MallocBdev);
   t.equal(m.blockSize, 4096);
-  t.ok(openBdev({ name: 'N0', kind: 'null', blockSize: 512, numBlocks: 8 }) instanceof NullBdev);
-  t.throws(() => openBdev({ name: 'M1', kind: 'malloc', blockSize: 512, numBlocks: 8 }), /no storage/);
+  t.ok(nullEngine.open({ name: 'N0', module: 'null', blockSize: 512, numBlocks: 8, params: undefined }, undefined) instanceof NullBdev);
+  t.throws(() => mallocEngine.open({ name: 'M1', module: 'malloc', blockSize: 512, numBlocks: 8, params: undefined }, undefined), /no storage/);
 });

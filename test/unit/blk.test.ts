@@ -3,21 +3,19 @@
  * a BlkDevice over a malloc bdev (and over a deliberately asynchronous bdev)
  * driven through a mock driver ring.
  */
+import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } from '../../engine/bdev/bdev';
+import { WorkerBdevLayer } from '../../engine/bdev/layer';
+import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { blkConfigSpace, blkFeatures, BLK_SEG_MAX, BLK_SIZE_MAX } from '../../engine/blk/config';
-import { BlkDevice } from '../../engine/blk/device';
-import {
-  type BlkDisk,
-  BlkRequest,
-  BlkStatus,
-  BlkType,
-  PARSE_EXECUTE,
-  PARSE_NO_STATUS,
-  parseBlkRequest,
-} from '../../engine/blk/parse';
-import { type BlkDeviceDesc, DeviceStat } from '../../engine/control';
+import { BLK_MAX_SEGMENTS, type BlkTask, createBlkDevice } from '../../engine/blk/model';
+import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkRequest } from '../../engine/blk/parse';
+import { type DeviceDesc, DeviceStat } from '../../engine/control';
+import { GuestMemory } from '../../engine/memory';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
+import type { VirtioDevice } from '../../engine/virtio/device';
+import { BlkStatus, BlkType } from '../../engine/virtio/spec';
 import { SplitQueue } from '../../engine/virtio/split';
 import { type Buf, F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
 
@@ -185,31 +183,52 @@ t.test('config space and features', async (t) => {
 
 interface Harness {
   vr: MockVring;
-  dev: BlkDevice;
+  dev: VirtioDevice<BlkTask>;
+  layer: WorkerBdevLayer;
   stats: Float64Array;
   storage: Uint8Array;
   signals: number[];
+  /** One worker loop iteration as the poller runs it: the device polls, the bdev layer delivers, the device publishes. */
+  step(): number;
 }
 
-function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number } = {}): Harness {
-  const vr = new MockVring({ size: 32, memBytes: 4 << 20 });
+/** The mock ring's memory, and optionally a second region right after it in guest-physical space. */
+function memory(vr: MockVring, next?: ArrayBuffer): GuestMemory {
+  if (next === undefined) return vr.memory();
+  return GuestMemory.fromBuffers([
+    { guestPhysAddr: vr.gpa, buffer: vr.buffer },
+    { guestPhysAddr: vr.gpa + vr.buffer.byteLength, buffer: next },
+  ]);
+}
+
+function deviceHarness(opts: { readonly?: boolean; bdev?: Bdev; blocks?: number; size?: number; memBytes?: number; nextRegion?: ArrayBuffer } = {}): Harness {
+  const vr = new MockVring({ size: opts.size ?? 32, memBytes: opts.memBytes ?? 4 << 20 });
   const numBlocks = opts.blocks ?? 256;
   const storageBuf = new SharedArrayBuffer(512 * numBlocks);
   const statsBuf = new SharedArrayBuffer(DeviceStat.Count * 8);
-  const desc: BlkDeviceDesc = {
-    kind: 'blk',
+  // The real bdev layer; a test bdev comes in as a module of its own.
+  const held = opts.bdev;
+  const modules = new Map(BDEV_MODULES);
+  if (held !== undefined) modules.set('held', { name: 'held', open: () => held });
+  const layer = new WorkerBdevLayer(modules);
+  const bdevDesc =
+    held !== undefined
+      ? { name: held.name, module: 'held', blockSize: held.blockSize, numBlocks: held.numBlocks, params: null }
+      : { name: 'Malloc0', module: 'malloc', blockSize: 512, numBlocks, params: { storage: storageBuf } };
+  const desc: DeviceDesc = {
     id: 7,
     name: 'vhost.0',
     features: FEATURES,
-    readonly: opts.readonly ?? false,
-    bdev: { name: 'Malloc0', kind: 'malloc', blockSize: 512, numBlocks, storage: storageBuf },
+    model: { kind: 'blk', readonly: opts.readonly ?? false },
+    bdevs: [bdevDesc],
     regions: [],
     queues: [{ ...vr.queueDesc(0), callFd: 42, kickFd: 43 }],
     stats: statsBuf,
   };
   const signals: number[] = [];
-  const dev = new BlkDevice(desc, vr.memory(), { signal: (fd) => signals.push(fd) }, opts.bdev);
-  return { vr, dev, stats: new Float64Array(statsBuf), storage: new Uint8Array(storageBuf), signals };
+  const dev = createBlkDevice(desc, { signal: (fd) => signals.push(fd), mapMemory: () => memory(vr, opts.nextRegion), bdevs: layer }) as VirtioDevice<BlkTask>;
+  const step = () => dev.poll() + layer.poll(performance.now()) + dev.poll();
+  return { vr, dev, layer, stats: new Float64Array(statsBuf), storage: new Uint8Array(storageBuf), signals, step };
 }
 
 function pattern(len: number, seed: number): Uint8Array {
@@ -219,7 +238,7 @@ function pattern(len: number, seed: number): Uint8Array {
 }
 
 t.test('BlkDevice over malloc: writes then reads, data and used lengths', async (t) => {
-  const { vr, dev, stats, storage, signals } = deviceHarness();
+  const { vr, dev, stats, storage, signals, step } = deviceHarness();
   vr.usedEvent = 0xffff; // leave interrupt decisions to the first-batch rule first
 
   // Write 3 requests with different layouts.
@@ -255,7 +274,7 @@ t.test('BlkDevice over malloc: writes then reads, data and used lengths', async 
     writes.push({ sector: 255, data: w3, head, status: st });
   }
 
-  t.ok(dev.poll() > 0);
+  t.ok(step() > 0);
   t.equal(dev.inflight, 0);
   const used = vr.readUsed();
   t.same(
@@ -296,7 +315,7 @@ t.test('BlkDevice over malloc: writes then reads, data and used lengths', async 
     t.equal(c, b + 256, 'the allocator made the three buffers contiguous');
     reads.push({ head, buf: a, len: 1024, want: w2 });
   }
-  t.ok(dev.poll() > 0);
+  t.ok(step() > 0);
   const used2 = vr.readUsed();
   t.same(
     used2,
@@ -315,15 +334,15 @@ t.test('BlkDevice over malloc: writes then reads, data and used lengths', async 
   vr.usedEvent = (vr.usedIdx + 100) & 0xffff;
   const st = vr.alloc(1);
   vr.addChain([{ addr: header(vr, BlkType.Flush, 0), len: 16 }, { addr: st, len: 1, write: true }]);
-  dev.poll();
+  step();
   t.same(vr.readUsed().map((u) => u.len), [1]);
   t.same(signals, [42, 42], 'no interrupt before used_event');
   t.equal(stats[DeviceStat.FlushOps], 1);
-  t.equal(dev.poll(), 0, 'idle poll does no work');
+  t.equal(step(), 0, 'idle poll does no work');
 });
 
 t.test('BlkDevice: errors, GET_ID, discard, write zeroes, stop', async (t) => {
-  const { vr, dev, stats, storage } = deviceHarness({ blocks: 64 });
+  const { vr, dev, stats, storage, step } = deviceHarness({ blocks: 64 });
   storage.fill(0x55);
   const S = () => {
     const a = vr.alloc(1, 0xee);
@@ -345,7 +364,7 @@ t.test('BlkDevice: errors, GET_ID, discard, write zeroes, stop', async (t) => {
   vr.writeDesc(vr.descAddr, loop, vr.alloc(16), 16, 1, loop);
   vr.makeAvailable(loop);
 
-  dev.poll();
+  step();
   // Immediate completions come first, bdev completions when the channel delivers them.
   const byId = (a: { id: number }, b: { id: number }) => a.id - b.id;
   t.same(vr.readUsed().sort(byId), [
@@ -375,18 +394,18 @@ t.test('BlkDevice: errors, GET_ID, discard, write zeroes, stop', async (t) => {
   dev.beginStop();
   t.equal(dev.running, false);
   vr.addChain([{ addr: header(vr, BlkType.Flush, 0), len: 16 }, S()]);
-  dev.poll();
+  step();
   t.same(vr.readUsed(), [], 'a stopping device takes no new requests');
   const res = dev.finishStop();
-  t.same(res, { queues: [{ index: 0, lastAvailIdx: 7 }] });
+  t.same(res, { queues: [{ index: 0, pos: { availIdx: 7, availWrap: false, usedIdx: 7, usedWrap: false } }] });
 });
 
 t.test('BlkDevice: readonly device refuses writes', async (t) => {
-  const { vr, dev, storage } = deviceHarness({ readonly: true });
+  const { vr, step, storage } = deviceHarness({ readonly: true });
   const d = vr.alloc(512, 0x11);
   const st = vr.alloc(1);
   const h = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, { addr: d, len: 512 }, { addr: st, len: 1, write: true }]);
-  dev.poll();
+  step();
   t.same(vr.readUsed(), [{ id: h, len: 1 }]);
   t.equal(vr.bytes[st - vr.gpa], BlkStatus.IoErr);
   t.equal(storage[0], 0, 'storage unchanged');
@@ -435,16 +454,16 @@ class HeldBdev implements Bdev {
   destroy(): void {}
 }
 
-t.test('BlkDevice: asynchronous completion, NOMEM retry, stop waits for in-flight I/O', async (t) => {
+t.test('BlkDevice: asynchronous completion, NOMEM retry (by the bdev layer), stop waits for in-flight I/O', async (t) => {
   const bdev = new HeldBdev();
-  const { vr, dev, signals, stats } = deviceHarness({ bdev });
+  const { vr, dev, signals, stats, step, layer } = deviceHarness({ bdev });
   bdev.nomem = 1;
   const bufs = [vr.alloc(513), vr.alloc(513)];
   const heads = bufs.map((b) => vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: b, len: 513, write: true }]));
-  dev.poll();
+  step();
   t.equal(dev.inflight, 2);
   t.equal(bdev.held.length, 1, 'one submitted, one refused with NOMEM');
-  dev.poll();
+  step();
   t.equal(bdev.held.length, 2, 'the NOMEM one was resubmitted');
   t.equal(stats[DeviceStat.InflightTasks], 2);
   t.same(vr.readUsed(), [], 'nothing completes before the bdev does');
@@ -455,7 +474,7 @@ t.test('BlkDevice: asynchronous completion, NOMEM retry, stop waits for in-fligh
   t.throws(() => dev.finishStop(), /in flight/);
 
   bdev.release(BdevIoStatus.Failed);
-  dev.poll();
+  step();
   t.equal(dev.inflight, 0);
   t.same(
     vr.readUsed().sort((a, b) => a.id - b.id),
@@ -464,5 +483,85 @@ t.test('BlkDevice: asynchronous completion, NOMEM retry, stop waits for in-fligh
   );
   for (const b of bufs) t.equal(vr.bytes[b - vr.gpa + 512], BlkStatus.IoErr);
   t.same(signals, [42]);
-  t.same(dev.finishStop(), { queues: [{ index: 0, lastAvailIdx: 2 }] });
+  t.same(dev.finishStop(), { queues: [{ index: 0, pos: { availIdx: 2, availWrap: false, usedIdx: 2, usedWrap: false } }] });
+  t.equal(layer.openCount, 0, 'the bdev handle was closed');
+});
+
+t.test('a 32768-entry queue starts with no request slots; slots and scratch follow the depth used', async (t) => {
+  const { vr, dev, step, storage } = deviceHarness({ size: 32768, memBytes: 8 << 20 });
+  t.equal(BLK_MAX_SEGMENTS, BLK_SEG_MAX + 2, 'per-request scratch: seg_max + header + status');
+  t.equal(BLK_MAX_SEGMENTS, 128);
+  t.equal(dev.tasksAllocated(0), 0, 'nothing allocated per ring slot at start');
+  storage.fill(7);
+  const heads: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    heads.push(vr.addChain([{ addr: header(vr, BlkType.In, i), len: 16 }, { addr: vr.alloc(513), len: 513, write: true }]));
+  }
+  step();
+  t.same(vr.readUsed().map((u) => u.len), [513, 513, 513]);
+  t.equal(dev.tasksAllocated(0), 3, 'three requests in flight at once: three slots');
+  for (let i = 0; i < 3; i++) vr.addChain([{ addr: header(vr, BlkType.In, i), len: 16 }, { addr: vr.alloc(513), len: 513, write: true }]);
+  step();
+  t.equal(vr.readUsed().length, 3);
+  t.equal(dev.tasksAllocated(0), 3, 'slots are reused, not allocated again');
+
+  // Scratch per request: header + 126 data segments + status fits, one more segment does not.
+  const seg = (n: number): Buf[] => Array.from({ length: n }, () => ({ addr: vr.alloc(512), len: 512 }));
+  const st1 = vr.alloc(1, 0xee);
+  const fits = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BLK_SEG_MAX), { addr: st1, len: 1, write: true }]);
+  const st2 = vr.alloc(1, 0xee);
+  const over = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BLK_SEG_MAX + 1), { addr: st2, len: 1, write: true }]);
+  step();
+  // The refused one completes at once, the executed one when the bdev layer delivers it.
+  t.same(vr.readUsed(), [{ id: over, len: 1 }, { id: fits, len: 1 }]);
+  t.equal(vr.bytes[st1 - vr.gpa], BlkStatus.Ok, 'seg_max segments: executed');
+  t.equal(vr.bytes[st2 - vr.gpa], BlkStatus.IoErr, 'seg_max + 1 segments: IOERR (the driver broke seg_max)');
+
+  dev.beginStop();
+  dev.finishStop();
+  t.equal(dev.queueCount, 0, 'queues and their request pools are dropped at stop');
+});
+
+t.test('a data buffer spanning two adjacent guest regions is split, not refused', async (t) => {
+  const next = new ArrayBuffer(1 << 16);
+  const { vr, step, storage } = deviceHarness({ nextRegion: next });
+  const end = vr.gpa + vr.buffer.byteLength;
+  const data = pattern(1024, 9);
+  vr.at(end - 300, 300).set(data.subarray(0, 300));
+  new Uint8Array(next).set(data.subarray(300), 0);
+  const st = vr.alloc(1, 0xee);
+  const h = vr.addChain([{ addr: header(vr, BlkType.Out, 4), len: 16 }, { addr: end - 300, len: 1024 }, { addr: st, len: 1, write: true }]);
+  step();
+  t.same(vr.readUsed(), [{ id: h, len: 1 }]);
+  t.equal(vr.bytes[st - vr.gpa], BlkStatus.Ok);
+  t.same(storage.subarray(4 * 512, 4 * 512 + 1024), data, 'both parts written in order');
+});
+
+t.test('a bad data buffer with a sound status gets IOERR; a chain without a trusted status gets len 0', async (t) => {
+  const { vr, step, stats } = deviceHarness();
+  const st = vr.alloc(1, 0xee);
+  const bad = vr.gpa + vr.buffer.byteLength + 0x10000;
+  const h1 = vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: bad, len: 512, write: true }, { addr: st, len: 1, write: true }]);
+  const h2 = vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: vr.alloc(512), len: 512, write: true }, { addr: bad, len: 1, write: true }]);
+  step();
+  t.same(vr.readUsed(), [{ id: h1, len: 1 }, { id: h2, len: 0 }]);
+  t.equal(vr.bytes[st - vr.gpa], BlkStatus.IoErr);
+  t.equal(stats[DeviceStat.ErrorOps], 2);
+});
+
+t.test('in-flight tracker through the device, and bdev resize through the layer', async (t) => {
+  const { vr, dev, step, layer } = deviceHarness({ blocks: 8 });
+  const events: string[] = [];
+  dev.setInflightTracker({
+    popped: (q, h) => events.push(`pop ${q}:${h}`),
+    pushed: (q, h) => events.push(`push ${q}:${h}`),
+    published: (q) => events.push(`publish ${q}`),
+  });
+  const st = vr.alloc(1, 0xee);
+  const h = vr.addChain([{ addr: header(vr, BlkType.In, 8), len: 16 }, { addr: vr.alloc(512), len: 512, write: true }, { addr: st, len: 1, write: true }]);
+  step();
+  t.equal(vr.bytes[st - vr.gpa], BlkStatus.IoErr, 'sector 8 is past 8 blocks');
+  t.same(events, [`pop 0:${h}`, `push 0:${h}`, 'publish 0']);
+  vr.readUsed();
+  t.throws(() => layer.resize('Malloc0', 16), /cannot change size/, 'malloc bdevs do not resize');
 });

@@ -65,3 +65,21 @@ t.test('a region that fits one window is one mapping', async (t) => {
   mem.unmap();
   t.equal(mem.translate(0, 1), -1, 'nothing translates after unmap');
 });
+
+t.test('translatePart: the leading part of a range that runs into the next region', async (t) => {
+  const mem = GuestMemory.fromBuffers([
+    { guestPhysAddr: 0x1000, buffer: new ArrayBuffer(0x1000) },
+    { guestPhysAddr: 0x2000, buffer: new ArrayBuffer(0x1000) },
+  ]);
+  t.equal(mem.translate(0x1f00, 0x200), -1, 'translate wants one region');
+  t.equal(mem.translatePart(0x1f00, 0x200), 0);
+  t.equal(mem.offset, 0xf00);
+  t.equal(mem.partLen, 0x100);
+  t.equal(mem.translatePart(0x2000, 0x100), 1);
+  t.equal(mem.offset, 0);
+  t.equal(mem.partLen, 0x100);
+  t.equal(mem.translatePart(0x3000, 1), -1, 'past the last region');
+  t.equal(mem.translatePart(0x800, 1), -1, 'below the first region');
+  mem.unmap();
+  t.equal(mem.translatePart(0x1000, 1), -1, 'nothing after unmap');
+});

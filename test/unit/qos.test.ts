@@ -16,7 +16,7 @@ class TestIo extends BdevIo {
     super(1);
     this.prepare(type, 0, numBlocks);
   }
-  onComplete(): void {}
+  override done(): void {}
 }
 
 /** A channel that records what reached it. */

@@ -8,9 +8,10 @@
  */
 import t from 'tap';
 import * as fs from 'node:fs';
-import type { StopResult } from '../../engine/control';
+import type { QueueDesc, QueueStopResult, RegionDesc, RingPos, StopResult } from '../../engine/control';
+import { native } from '../../bindings';
 import type { Logger } from '../../reactor/log';
-import type { DeviceRunState, VhostBackend } from '../../reactor/vhost-user/backend';
+import type { BackendChannel, DeviceRunState, VhostBackend } from '../../reactor/vhost-user/backend';
 import {
   configPayload,
   decodeHeader,
@@ -27,7 +28,7 @@ import {
   type WireRegion,
 } from '../../reactor/vhost-user/codec';
 import { Request } from '../../reactor/vhost-user/messages';
-import { VhostUserSession } from '../../reactor/vhost-user/session';
+import { decodeRingBase, encodeRingBase, VhostUserSession, type SessionEffect } from '../../reactor/vhost-user/session';
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
@@ -48,22 +49,32 @@ function isOpen(fd: number): boolean {
 const PROTO_ALL = (1n << 0n) | (1n << 3n) | (1n << 5n) | (1n << 9n) | (1n << 15n) | (1n << 16n);
 const F_PROTOCOL = 1n << 30n;
 const F_VERSION_1 = 1n << 32n;
-const BLK_FEATURES = F_VERSION_1 | F_PROTOCOL | (1n << 28n) | (1n << 29n) | (1n << 12n) | (1n << 9n) | (1n << 6n);
+const BLK_FEATURES = F_VERSION_1 | F_PROTOCOL | (1n << 28n) | (1n << 29n) | (1n << 12n) | (1n << 9n) | (1n << 6n) | (1n << 34n);
 
+const F_RING_PACKED = 1n << 34n;
+
+/** The engine's side as a recording fake: every call, in order, with the openness of `watch` fds at each. */
 class FakeBackend implements VhostBackend {
   readonly name = 'fake0';
   readonly features = BLK_FEATURES;
   readonly protocolFeatures = PROTO_ALL;
   calls: string[] = [];
   starts: DeviceRunState[] = [];
-  running: DeviceRunState | null = null;
-  /** fds whose openness is recorded at each stop(), to prove replaced fds live through the stop. */
+  /** The queues the engine runs, by index. */
+  queues = new Map<number, QueueDesc>();
+  running = false;
+  lastRegions: RegionDesc[] = [];
+  callFds = new Map<number, number>();
+  /** fds whose openness is recorded at each stop/stopQueue/setCallFd/updateMemory, to prove replaced fds live through it. */
   watch: number[] = [];
-  openAtStop: boolean[][] = [];
-  /** Each stop reports lastAvailIdx = started value + this. */
+  openAtCall: boolean[][] = [];
+  /** Each stop reports the started position + this. */
   advance = 7;
   connected: boolean[] = [];
   failStart = false;
+  refuseWrite = false;
+  writes: [number, number[]][] = [];
+  session: BackendChannel | null = null;
 
   constructor(readonly maxQueues = 4) {}
 
@@ -73,42 +84,104 @@ class FakeBackend implements VhostBackend {
     return b;
   }
 
+  writeConfig(offset: number, data: Uint8Array): boolean {
+    this.writes.push([offset, [...data]]);
+    return !this.refuseWrite;
+  }
+
+  private moved(p: RingPos): RingPos {
+    return { ...p, availIdx: (p.availIdx + this.advance) & 0xffff, usedIdx: (p.usedIdx + this.advance) & 0xffff };
+  }
+
   async start(state: DeviceRunState): Promise<void> {
     if (this.running) throw new Error('start while running');
     if (this.failStart) throw new Error('engine refused');
     this.calls.push(`start(${state.queues.map((q) => q.index).join(',')})`);
     this.starts.push(structuredClone(state));
-    this.running = state;
+    this.running = true;
+    this.lastRegions = state.regions;
+    for (const q of state.queues) this.queues.set(q.index, structuredClone(q));
   }
 
   async stop(): Promise<StopResult> {
     if (!this.running) throw new Error('stop while stopped');
     this.calls.push('stop');
-    this.openAtStop.push(this.watch.map(isOpen));
-    const r = { queues: this.running.queues.map((q) => ({ index: q.index, lastAvailIdx: q.lastAvailIdx + this.advance })) };
-    this.running = null;
+    this.openAtCall.push(this.watch.map(isOpen));
+    const r = { queues: [...this.queues.values()].map((q) => ({ index: q.index, pos: this.moved(q.pos) })) };
+    this.running = false;
+    this.queues.clear();
     return r;
+  }
+
+  async startQueue(queue: QueueDesc): Promise<void> {
+    if (!this.running || this.queues.has(queue.index)) throw new Error(`startQueue(${queue.index}) in the wrong state`);
+    this.calls.push(`startQueue(${queue.index})`);
+    this.queues.set(queue.index, structuredClone(queue));
+  }
+
+  async stopQueue(index: number): Promise<QueueStopResult> {
+    const q = this.queues.get(index);
+    if (!this.running || !q) throw new Error(`stopQueue(${index}) of a queue that does not run`);
+    this.calls.push(`stopQueue(${index})`);
+    this.openAtCall.push(this.watch.map(isOpen));
+    this.queues.delete(index);
+    return { index, pos: this.moved(q.pos) };
+  }
+
+  async setCallFd(index: number, callFd: number): Promise<void> {
+    const q = this.queues.get(index);
+    if (!this.running || !q) throw new Error(`setCallFd(${index}) of a queue that does not run`);
+    this.calls.push(`setCallFd(${index})`);
+    this.openAtCall.push(this.watch.map(isOpen));
+    q.callFd = callFd;
+  }
+
+  async updateMemory(regions: RegionDesc[]): Promise<void> {
+    if (!this.running) throw new Error('updateMemory while stopped');
+    this.calls.push(`updateMemory(${regions.length})`);
+    this.openAtCall.push(this.watch.map(isOpen));
+    this.lastRegions = structuredClone(regions);
   }
 
   connectionChanged(connected: boolean): void {
     this.connected.push(connected);
   }
+
+  attachSession(session: BackendChannel | null): void {
+    this.session = session;
+  }
 }
 
 const quiet: Logger = { error() {}, warn() {}, notice() {}, info() {}, debug() {} };
 
-/** Encode, decode (through the real codec) and handle one request. */
+interface Sent {
+  request: number;
+  payload: Uint8Array;
+}
+
+/** Effects of the last send (as the connection would perform them: fds closed, signals written). */
+let lastEffects: SessionEffect[] = [];
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+/** Encode, decode (through the real codec) and handle one request; perform its effects like the connection. */
 async function send(
   s: VhostUserSession,
   request: number,
   payload: Uint8Array = new Uint8Array(0),
   fds: number[] = [],
   needReply = false,
-): Promise<{ request: number; payload: Uint8Array } | null> {
+): Promise<Sent | null> {
   const bytes = encodeRequest(request, payload, needReply);
   const h = decodeHeader(bytes);
   const msg = decodeMessage(h, bytes.subarray(12), fds);
-  const reply = await s.handle(msg);
+  const result = await s.handle(msg);
+  lastEffects = result.effects;
+  for (const e of result.effects) {
+    if (e.kind === 'close') for (const f of e.fds) f.close();
+    else if (e.kind === 'signal') fs.writeSync(e.fd.fd, ONE);
+  }
+  t.same(result.fds, [], 'no fds ride on these replies');
+  const reply = result.reply;
   if (reply === null) return null;
   const rh = decodeReplyHeader(reply);
   t.equal(rh.size, reply.byteLength - 12, 'reply size matches');
@@ -118,6 +191,11 @@ async function send(
 function u64(r: { payload: Uint8Array } | null): bigint {
   if (!r) throw new Error('no reply');
   return Buffer.from(r.payload).readBigUInt64LE(0);
+}
+
+/** A split ring position at avail index n. */
+function at(n: number): RingPos {
+  return { availIdx: n, availWrap: false, usedIdx: n, usedWrap: false };
 }
 
 const GUEST_BASE = 0x7f00_0000_0000;
@@ -179,13 +257,13 @@ async function qemuSequence(tt: Tap, be = new FakeBackend()): Promise<Setup> {
   }
   tt.same(be.calls, [], 'nothing starts before SET_VRING_ENABLE (protocol features negotiated)');
   await send(s, Request.SetVringEnable, vringStatePayload(0, 1));
-  tt.same(be.calls, ['start(0)'], 'queue 0 ready: start');
+  tt.same(be.calls, ['start(0)'], 'queue 0 ready: the device starts with it');
   await send(s, Request.SetVringEnable, vringStatePayload(1, 1));
-  tt.same(be.calls, ['start(0)', 'stop', 'start(0,1)'], 'queue 1 ready: restart with both');
+  tt.same(be.calls, ['start(0)', 'startQueue(1)'], 'queue 1 ready: it starts alone, queue 0 keeps running');
   // QEMU enables every queue, also those that never got addresses: not ready, nothing changes.
   await send(s, Request.SetVringEnable, vringStatePayload(2, 1));
   await send(s, Request.SetVringEnable, vringStatePayload(3, 1));
-  tt.same(be.calls, ['start(0)', 'stop', 'start(0,1)'], 'queues without addresses change nothing');
+  tt.same(be.calls, ['start(0)', 'startQueue(1)'], 'queues without addresses change nothing');
   return { s, be, fds };
 }
 
@@ -193,9 +271,10 @@ function allFds(f: Setup['fds']): number[] {
   return [f.backendReq, ...f.call, ...f.err, ...f.kick, ...f.regions];
 }
 
-t.test('QEMU 7.2 vhost-user-blk sequence starts the device with both queues', async (tt) => {
+t.test('QEMU 7.2 vhost-user-blk sequence starts the device, then the second queue alone', async (tt) => {
   const { s, be, fds } = await qemuSequence(tt);
-  const st = be.starts[be.starts.length - 1];
+  tt.equal(be.starts.length, 1);
+  const st = be.starts[0];
   tt.equal(st.features, F_VERSION_1 | F_PROTOCOL | (1n << 29n) | (1n << 12n));
   tt.same(
     st.regions.map((r) => [r.fd, r.guestPhysAddr, r.sizeBytes, r.userAddr, r.mmapOffset]),
@@ -204,11 +283,9 @@ t.test('QEMU 7.2 vhost-user-blk sequence starts the device with both queues', as
       [fds.regions[1], 0x100000, 0x3ff0_0000, GUEST_BASE + 0x100000, 0x100000],
     ],
   );
-  tt.same(st.queues, [
-    { ...ringAddr(0), size: 128, lastAvailIdx: 0, kickFd: fds.kick[0], callFd: fds.call[0] },
-    // The restart carries what the first stop reported for queue 0, and queue 1's SET_VRING_BASE.
-    { ...ringAddr(1), size: 128, lastAvailIdx: 10, kickFd: fds.kick[1], callFd: fds.call[1] },
-  ].map((q, i) => (i === 0 ? { ...q, lastAvailIdx: 7 } : q)));
+  tt.same(st.queues, [{ ...ringAddr(0), size: 128, pos: at(0), kickFd: fds.kick[0], callFd: fds.call[0] }]);
+  // Queue 1 starts from its SET_VRING_BASE.
+  tt.same(be.queues.get(1), { ...ringAddr(1), size: 128, pos: at(10), kickFd: fds.kick[1], callFd: fds.call[1] });
   tt.ok(allFds(fds).every(isOpen), 'every fd still open while running');
   await s.close();
   tt.same(be.calls.slice(-1), ['stop'], 'close stops the device');
@@ -217,29 +294,61 @@ t.test('QEMU 7.2 vhost-user-blk sequence starts the device with both queues', as
   tt.same(be.calls.slice(-1), ['stop'], 'second close is a no-op');
 });
 
-t.test('GET_VRING_BASE stops the ring and answers the avail index stop reported', async (tt) => {
+t.test('QEMU 7.2 with 16 queues: one start, 15 queue starts, no stop, no remap', async (tt) => {
+  const be = new FakeBackend(16);
+  const s = new VhostUserSession(be, quiet);
+  await send(s, Request.SetProtocolFeatures, u64Payload(PROTO_ALL));
+  await send(s, Request.SetOwner);
+  for (let i = 0; i < 16; i++) {
+    await send(s, Request.SetVringCall, vringFdPayload(i, false), [openFd()]);
+    await send(s, Request.SetVringErr, vringFdPayload(i, false), [openFd()]);
+  }
+  const acked = F_VERSION_1 | F_PROTOCOL | (1n << 29n) | (1n << 12n);
+  await send(s, Request.SetFeatures, u64Payload(acked));
+  await send(s, Request.SetFeatures, u64Payload(acked));
+  for (const r of [LOW, HIGH]) await send(s, Request.AddMemReg, memRegionPayload(r), [openFd()]);
+  for (let i = 0; i < 16; i++) {
+    await send(s, Request.SetVringNum, vringStatePayload(i, 128));
+    await send(s, Request.SetVringBase, vringStatePayload(i, 0));
+    await send(s, Request.SetVringAddr, vringAddrPayload(ringAddr(i)));
+    await send(s, Request.SetVringKick, vringFdPayload(i, false), [openFd()]);
+  }
+  for (let i = 0; i < 16; i++) await send(s, Request.SetVringEnable, vringStatePayload(i, 1));
+  // QEMU re-sends the memory table while the rings run (same memory, new fds): nothing to remap.
+  const again = [openFd(), openFd()];
+  await send(s, Request.SetMemTable, memTablePayload([LOW, HIGH]), again);
+  tt.ok(again.every((fd) => !isOpen(fd)), 'the duplicate fds of an unchanged table are closed');
+  tt.same(s.calls, { start: 1, stop: 0, startQueue: 15, stopQueue: 0, setCallFd: 0, updateMemory: 0 });
+  tt.same(be.calls, ['start(0)', ...Array.from({ length: 15 }, (_, i) => `startQueue(${i + 1})`)]);
+  tt.equal(be.queues.size, 16, 'every queue runs');
+  await s.close();
+  tt.same(s.calls.stop, 1, 'one stop, at the end of the connection');
+});
+
+t.test('GET_VRING_BASE stops that queue alone and answers where it ended', async (tt) => {
   const { s, be, fds } = await qemuSequence(tt);
   be.calls = [];
   be.advance = 100;
+  be.watch = [fds.kick[0]];
   const r0 = await send(s, Request.GetVringBase, vringStatePayload(0, 0));
   tt.equal(r0?.request, Request.GetVringBase);
-  // queue 0 ran from 7 (the first stop) and the fake advances by 100.
-  tt.same(Buffer.from(r0!.payload), Buffer.from(vringStatePayload(0, 107)));
-  tt.same(be.calls, ['stop', 'start(1)'], 'stopped, restarted with the remaining ready queue');
-  tt.notOk(isOpen(fds.kick[0]), 'stopped ring: its kick fd is closed after the stop');
+  tt.same(Buffer.from(r0!.payload), Buffer.from(vringStatePayload(0, 100)), 'queue 0 ran from 0, the fake advanced 100');
+  tt.same(be.calls, ['stopQueue(0)'], 'only queue 0 stopped; the device and queue 1 keep running');
+  tt.same(be.openAtCall, [[true]], 'its kick fd was open through the stop');
+  tt.notOk(isOpen(fds.kick[0]), 'and closed after it');
   const r1 = await send(s, Request.GetVringBase, vringStatePayload(1, 0));
-  // queue 1: 10 → +100 (restart) → +100 (this stop).
-  tt.same(Buffer.from(r1!.payload), Buffer.from(vringStatePayload(1, 210)));
-  tt.same(be.calls, ['stop', 'start(1)', 'stop'], 'last ring stopped: device stays stopped');
+  tt.same(Buffer.from(r1!.payload), Buffer.from(vringStatePayload(1, 110)), 'queue 1: 10 + 100');
+  tt.same(be.calls, ['stopQueue(0)', 'stopQueue(1)']);
+  tt.ok(be.running, 'a running device may have no queue running');
   // A ring that is not running answers its recorded index without touching the device.
   const again = await send(s, Request.GetVringBase, vringStatePayload(1, 0));
-  tt.same(Buffer.from(again!.payload), Buffer.from(vringStatePayload(1, 210)));
-  tt.equal(be.calls.length, 3);
-  // Restart of queue 1 needs a new kick: then it runs from 210.
+  tt.same(Buffer.from(again!.payload), Buffer.from(vringStatePayload(1, 110)));
+  tt.equal(be.calls.length, 2);
+  // Restart of queue 1 needs a new kick: then it runs from 110.
   const k = openFd();
   await send(s, Request.SetVringKick, vringFdPayload(1, false), [k]);
-  tt.same(be.calls.slice(3), ['start(1)']);
-  tt.equal(be.starts[be.starts.length - 1].queues[0].lastAvailIdx, 210);
+  tt.same(be.calls.slice(2), ['startQueue(1)']);
+  tt.same(be.queues.get(1)?.pos, at(110));
   await s.close();
   tt.notOk(isOpen(k));
 });
@@ -248,50 +357,76 @@ t.test('QEMU stop order: SET_VRING_ENABLE 0 then GET_VRING_BASE', async (tt) => 
   const { s, be } = await qemuSequence(tt);
   be.calls = [];
   for (let i = 0; i < 4; i++) await send(s, Request.SetVringEnable, vringStatePayload(i, 0));
-  tt.same(be.calls, ['stop', 'start(1)', 'stop'], 'disabling queues stops them');
+  tt.same(be.calls, ['stopQueue(0)', 'stopQueue(1)'], 'disabling queues stops each alone');
   const r0 = await send(s, Request.GetVringBase, vringStatePayload(0, 0));
   const r1 = await send(s, Request.GetVringBase, vringStatePayload(1, 0));
-  tt.same(Buffer.from(r0!.payload), Buffer.from(vringStatePayload(0, 14)));
-  tt.same(Buffer.from(r1!.payload), Buffer.from(vringStatePayload(1, 24)));
-  tt.equal(be.calls.length, 3, 'no further stop/start');
+  tt.same(Buffer.from(r0!.payload), Buffer.from(vringStatePayload(0, 7)));
+  tt.same(Buffer.from(r1!.payload), Buffer.from(vringStatePayload(1, 17)));
+  tt.equal(be.calls.length, 2, 'no further engine call');
   await s.close();
 });
 
-t.test('memory table swap while running: stop, swap, start; old fds closed after the stop', async (tt) => {
+t.test('SET_VRING_KICK on a running queue restarts that queue alone with the new fd', async (tt) => {
   const { s, be, fds } = await qemuSequence(tt);
   be.calls = [];
-  be.openAtStop = [];
+  be.watch = [fds.kick[1]];
+  const k = openFd();
+  await send(s, Request.SetVringKick, vringFdPayload(1, false), [k]);
+  tt.same(be.calls, ['stopQueue(1)', 'startQueue(1)']);
+  tt.same(be.openAtCall, [[true]], 'old kick open through the stop');
+  tt.notOk(isOpen(fds.kick[1]), 'closed after it');
+  tt.equal(be.queues.get(1)?.kickFd, k);
+  tt.same(be.queues.get(1)?.pos, at(17), 'resumes where it stopped');
+  tt.ok(native.fdGetFlags(k) & 0o4000, 'the new kick fd was made nonblocking');
+  await s.close();
+});
+
+t.test('memory table change while running: updateMemory; old fds closed after it resolved', async (tt) => {
+  const { s, be, fds } = await qemuSequence(tt);
+  be.calls = [];
   be.watch = [...fds.regions];
   const fresh = [openFd(), openFd()];
   const moved: WireRegion = { ...HIGH, mmapOffset: 0x200000 };
   tt.equal(u64(await send(s, Request.SetMemTable, memTablePayload([LOW, moved]), fresh, true)), 0n, 'ack');
-  tt.same(be.calls, ['stop', 'start(0,1)']);
-  tt.same(be.openAtStop, [[true, true]], 'old region fds were open during the stop');
+  tt.same(be.calls, ['updateMemory(2)'], 'no stop, no start: the running device remaps');
+  tt.same(be.openAtCall, [[true, true]], 'old region fds were open during the update');
   tt.ok(fds.regions.every((fd) => !isOpen(fd)), 'old region fds closed after it');
   tt.ok(fresh.every(isOpen));
-  const st = be.starts[be.starts.length - 1];
-  tt.same(st.regions.map((r) => r.fd), fresh);
-  tt.equal(st.regions[1].mmapOffset, 0x200000);
+  tt.same(be.lastRegions.map((r) => r.fd), fresh);
+  tt.equal(be.lastRegions[1].mmapOffset, 0x200000);
+  // Same layout, but another file behind a region: that is a change.
+  const file = `/tmp/vhostd-session-mem-${process.pid}`;
+  const other = fs.openSync(file, 'w+');
+  fs.unlinkSync(file);
+  fs.ftruncateSync(other, 0x300000);
+  await send(s, Request.SetMemTable, memTablePayload([LOW, { ...HIGH, sizeBytes: 0x100000 }]), [openFd(), other]);
+  tt.same(be.calls, ['updateMemory(2)', 'stopQueue(0)', 'stopQueue(1)', 'updateMemory(2)'], 'rings outside the smaller region stop first');
   await s.close();
   tt.ok(fresh.every((fd) => !isOpen(fd)));
+  tt.notOk(isOpen(other));
 });
 
-t.test('call fd replacement while running', async (tt) => {
+t.test('call fd replacement', async (tt) => {
   const { s, be, fds } = await qemuSequence(tt);
   be.calls = [];
-  be.openAtStop = [];
   be.watch = [fds.call[1]];
   const c = openFd();
   await send(s, Request.SetVringCall, vringFdPayload(1, false), [c]);
-  tt.same(be.calls, ['stop', 'start(0,1)']);
-  tt.same(be.openAtStop, [[true]], 'old call fd open during the stop');
-  tt.notOk(isOpen(fds.call[1]), 'old call fd closed after the stop');
-  tt.equal(be.starts[be.starts.length - 1].queues[1].callFd, c);
+  tt.same(be.calls, ['setCallFd(1)'], 'a running queue switches call fd in place');
+  tt.same(be.openAtCall, [[true]], 'old call fd open until setCallFd resolved');
+  tt.notOk(isOpen(fds.call[1]), 'old call fd closed after it');
+  tt.equal(be.queues.get(1)?.callFd, c);
+  tt.ok(native.fdGetFlags(c) & 0o4000, 'the new call fd was made nonblocking');
   // The new call fd is signalled once (completions signalled on the old one must not be lost).
   const file = `/tmp/vhostd-session-test-${process.pid}`;
   const sig = fs.openSync(file, 'w+');
   fs.unlinkSync(file);
   await send(s, Request.SetVringCall, vringFdPayload(1, false), [sig]);
+  tt.same(
+    lastEffects.map((e) => (e.kind === 'signal' ? `signal(${e.queue}:${e.fd.fd})` : e.kind)),
+    ['close', `signal(1:${sig})`],
+    'the old fd goes, the new one is signalled: as effects, the session writes nothing',
+  );
   const got = Buffer.alloc(16);
   tt.equal(fs.readSync(sig, got, 0, 16, 0), 8, 'one 8-byte eventfd write');
   tt.equal(got.readBigUInt64LE(0), 1n, 'value 1');
@@ -299,15 +434,23 @@ t.test('call fd replacement while running', async (tt) => {
   // "no fd" call: the queue runs without interrupts.
   await send(s, Request.SetVringCall, vringFdPayload(1, true));
   tt.notOk(isOpen(sig));
-  tt.equal(be.starts[be.starts.length - 1].queues[1].callFd, -1);
-  // An err fd replacement does not touch the device.
+  tt.equal(be.queues.get(1)?.callFd, -1);
+  // A queue that does not run: no engine call, the old fd goes at once.
   be.calls = [];
+  const q2a = openFd();
+  const q2b = openFd();
+  await send(s, Request.SetVringCall, vringFdPayload(2, false), [q2a]);
+  await send(s, Request.SetVringCall, vringFdPayload(2, false), [q2b]);
+  tt.same(be.calls, []);
+  tt.notOk(isOpen(q2a));
+  // An err fd replacement does not touch the device.
   const e = openFd();
   await send(s, Request.SetVringErr, vringFdPayload(0, false), [e]);
   tt.same(be.calls, []);
   tt.notOk(isOpen(fds.err[0]));
   await s.close();
   tt.notOk(isOpen(e));
+  tt.notOk(isOpen(q2b));
 });
 
 t.test('ADD_MEM_REG / REM_MEM_REG', async (tt) => {
@@ -316,26 +459,124 @@ t.test('ADD_MEM_REG / REM_MEM_REG', async (tt) => {
   const extra: WireRegion = { guestPhysAddr: 0x1_0000_0000, sizeBytes: 0x1000_0000, userAddr: GUEST_BASE + 0x1_0000_0000, mmapOffset: 0x4000_0000 };
   const x = openFd();
   await send(s, Request.AddMemReg, memRegionPayload(extra), [x]);
-  tt.same(be.calls, ['stop', 'start(0,1)'], 'added region: restart');
-  tt.equal(be.starts[be.starts.length - 1].regions.length, 3);
+  tt.same(be.calls, ['updateMemory(3)'], 'added region: remap, no restart');
+  tt.equal(be.lastRegions.length, 3);
   be.watch = [x];
   tt.equal(u64(await send(s, Request.RemMemReg, memRegionPayload({ ...extra, mmapOffset: 0 }), [], true)), 0n, 'removed (mmap offset ignored)');
-  tt.same(be.openAtStop[be.openAtStop.length - 1], [true], 'removed region fd open during the stop');
+  tt.same(be.calls.slice(-1), ['updateMemory(2)']);
+  tt.same(be.openAtCall[be.openAtCall.length - 1], [true], 'removed region fd open during the update');
   tt.notOk(isOpen(x), 'and closed after it');
-  tt.equal(be.starts[be.starts.length - 1].regions.length, 2);
   // Unknown region with REPLY_ACK: a non-zero ack, the session survives.
   const n = be.calls.length;
   tt.not(u64(await send(s, Request.RemMemReg, memRegionPayload(extra), [], true)), 0n, 'unknown region: failure ack');
   tt.equal(be.calls.length, n, 'device untouched');
   // Removing the region that holds the rings does not kill the session: the queues are held back.
+  be.calls = [];
   await send(s, Request.RemMemReg, memRegionPayload(HIGH));
+  tt.same(be.calls, ['stopQueue(0)', 'stopQueue(1)', 'updateMemory(1)'], 'rings outside memory stop before the remap');
   tt.notOk(isOpen(fds.regions[1]));
-  tt.equal(be.running, null, 'no ring fits: device stopped');
+  tt.ok(be.running && be.queues.size === 0, 'device runs without queues');
   const h = openFd();
   await send(s, Request.AddMemReg, memRegionPayload(HIGH), [h]);
-  tt.same(be.calls.slice(-1), ['start(0,1)'], 'memory back: rings run again');
+  tt.same(be.calls.slice(3), ['updateMemory(2)', 'startQueue(0)', 'startQueue(1)'], 'memory back: rings run again');
+  tt.same(be.queues.get(0)?.pos, at(7), 'from where they stopped');
+  // The last region gone: the device stops.
+  await send(s, Request.RemMemReg, memRegionPayload(HIGH));
+  await send(s, Request.RemMemReg, memRegionPayload(LOW));
+  tt.same(be.calls.slice(-1), ['stop']);
+  tt.notOk(be.running);
   await s.close();
   tt.notOk(isOpen(h));
+});
+
+t.test('a feature change restarts the device; the same features change nothing', async (tt) => {
+  const { s, be } = await qemuSequence(tt);
+  be.calls = [];
+  const acked = F_VERSION_1 | F_PROTOCOL | (1n << 29n) | (1n << 12n);
+  await send(s, Request.SetFeatures, u64Payload(acked));
+  tt.same(be.calls, [], 'same features');
+  await send(s, Request.SetFeatures, u64Payload(acked | (1n << 9n)));
+  tt.same(be.calls, ['stop', 'start(0,1)']);
+  tt.equal(be.starts[1].features, acked | (1n << 9n));
+  tt.same(be.starts[1].queues.map((q) => q.pos), [at(7), at(17)], 'each queue resumes where the stop left it');
+  be.calls = [];
+  await send(s, Request.ResetOwner);
+  tt.same(be.calls, ['stop'], 'RESET_OWNER stops the device');
+  tt.same(s.describe().queues.map((q) => q.ready), [false, false, false, false], 'and disables the rings');
+  await s.close();
+});
+
+t.test('SET/GET_VRING_BASE: split u16 (larger refused), packed avail/used with wrap counters', async (tt) => {
+  tt.same(decodeRingBase(0xffff, false), at(0xffff));
+  tt.equal(decodeRingBase(0x10000, false), null, 'split: more than 16 bits is refused');
+  tt.same(decodeRingBase(0x8005, true), { availIdx: 5, availWrap: true, usedIdx: 5, usedWrap: true }, 'packed, bits 0-15 only');
+  tt.same(decodeRingBase(0x0003_8005, true), { availIdx: 5, availWrap: true, usedIdx: 3, usedWrap: false });
+  tt.same(decodeRingBase(0x8003_0005, true), { availIdx: 5, availWrap: false, usedIdx: 3, usedWrap: true });
+  tt.equal(encodeRingBase({ availIdx: 5, availWrap: true, usedIdx: 3, usedWrap: true }, true), 0x8003_8005);
+  tt.equal(encodeRingBase(at(0x1234), false), 0x1234);
+
+  const { s, be } = await qemuSequence(tt);
+  be.calls = [];
+  await send(s, Request.SetVringEnable, vringStatePayload(1, 0));
+  tt.not(u64(await send(s, Request.SetVringBase, vringStatePayload(1, 0x1_0000), [], true)), 0n, 'split base > 0xffff: failure ack');
+  const r = await send(s, Request.GetVringBase, vringStatePayload(1, 0));
+  tt.same(Buffer.from(r!.payload), Buffer.from(vringStatePayload(1, 17)), 'the refused base changed nothing');
+  await s.close();
+
+  // A packed ring, as QEMU drives it: SET_VRING_BASE with the used half in bits 16-31.
+  const pb = new FakeBackend(1);
+  const p = new VhostUserSession(pb, quiet);
+  await send(p, Request.SetFeatures, u64Payload(F_VERSION_1 | F_RING_PACKED));
+  await send(p, Request.SetMemTable, memTablePayload([HIGH]), [openFd()]);
+  await send(p, Request.SetVringNum, vringStatePayload(0, 100));
+  await send(p, Request.SetVringBase, vringStatePayload(0, 0x8003_8005));
+  await send(p, Request.SetVringAddr, vringAddrPayload(ringAddr(0)));
+  await send(p, Request.SetVringKick, vringFdPayload(0, false), [openFd()]);
+  tt.same(pb.calls, ['start(0)']);
+  tt.same(pb.starts[0].queues[0].pos, { availIdx: 5, availWrap: true, usedIdx: 3, usedWrap: true });
+  tt.equal(pb.starts[0].queues[0].size, 100, 'packed rings need not be a power of 2');
+  pb.advance = 10;
+  const g = await send(p, Request.GetVringBase, vringStatePayload(0, 0));
+  tt.same(Buffer.from(g!.payload), Buffer.from(vringStatePayload(0, 0x800d_800f)), 'answered in the same layout');
+  await p.close();
+});
+
+t.test('a packed ring never given a base starts with wrap counters set', async (tt) => {
+  const pb = new FakeBackend(1);
+  const p = new VhostUserSession(pb, quiet);
+  await send(p, Request.SetFeatures, u64Payload(F_VERSION_1 | F_RING_PACKED));
+  await send(p, Request.SetMemTable, memTablePayload([HIGH]), [openFd()]);
+  await send(p, Request.SetVringNum, vringStatePayload(0, 256));
+  await send(p, Request.SetVringAddr, vringAddrPayload(ringAddr(0)));
+  await send(p, Request.SetVringKick, vringFdPayload(0, true));
+  tt.same(pb.starts[0].queues[0].pos, { availIdx: 0, availWrap: true, usedIdx: 0, usedWrap: true });
+  await p.close();
+});
+
+t.test('notifyConfigChange hands a CONFIG_CHANGE_MSG to the connection, never writing itself', async (tt) => {
+  const { s, be, fds } = await qemuSequence(tt);
+  tt.equal(be.session, s, 'the session attached itself');
+  tt.notOk(s.notifyConfigChange(), 'no connection (effect sink): false');
+  const got: SessionEffect[][] = [];
+  s.setEffectSink((e) => got.push(e));
+  tt.ok(s.notifyConfigChange());
+  tt.equal(got.length, 1);
+  const e = got[0][0];
+  tt.equal(e.kind, 'backendMessage');
+  if (e.kind === 'backendMessage') {
+    tt.equal(e.fd.fd, fds.backendReq);
+    tt.same(Buffer.from(e.bytes), Buffer.from([2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]), 'request 2, version 1, no payload, no need_reply');
+  }
+  await s.close();
+  tt.notOk(s.notifyConfigChange(), 'closed: false');
+  tt.equal(be.session, null, 'detached');
+
+  const plain = new VhostUserSession(new FakeBackend(), quiet);
+  plain.setEffectSink(() => tt.fail('no effect expected'));
+  await send(plain, Request.SetProtocolFeatures, u64Payload(1n << 9n));
+  await send(plain, Request.SetBackendReqFd, new Uint8Array(0), [openFd()]);
+  tt.notOk(plain.notifyConfigChange(), 'BACKEND_REQ not negotiated: false');
+  await plain.close();
 });
 
 t.test('REPLY_ACK', async (tt) => {
@@ -362,12 +603,21 @@ t.test('GET_CONFIG of 256 bytes and SET_CONFIG', async (tt) => {
   tt.equal(p.length, 12 + 256);
   tt.same([p.readUInt32LE(0), p.readUInt32LE(4), p.readUInt32LE(8)], [0, 256, 0], 'echoes offset/size/flags');
   tt.same(p.subarray(12), Buffer.from(be.readConfig(256)));
+  // The offset is echoed, not applied (codec LIBERAL_READINGS), as DPDK, SPDK and libvhost-user answer.
   const part = await send(s, Request.GetConfig, configPayload(20, 4, 1));
   const q = Buffer.from(part!.payload);
   tt.same([q.readUInt32LE(0), q.readUInt32LE(4), q.readUInt32LE(8)], [20, 4, 1]);
-  tt.same(q.subarray(12), Buffer.from(be.readConfig(24).subarray(20, 24)));
+  tt.same(q.subarray(12), Buffer.from(be.readConfig(4).subarray(0, 4)));
+  // cloud-hypervisor: offset 0x100, size 60 → the 60 bytes of the virtio-blk config.
+  const ch = await send(s, Request.GetConfig, configPayload(0x100, 60, 0));
+  const c = Buffer.from(ch!.payload);
+  tt.same([c.readUInt32LE(0), c.readUInt32LE(4), c.readUInt32LE(8)], [0x100, 60, 0]);
+  tt.same(c.subarray(12), Buffer.from(be.readConfig(60).subarray(0, 60)));
   await send(s, Request.SetProtocolFeatures, u64Payload(PROTO_ALL));
   tt.equal(u64(await send(s, Request.SetConfig, configPayload(32, 1, 0, new Uint8Array([1])), [], true)), 0n, 'SET_CONFIG acked');
+  tt.same(be.writes, [[32, [1]]], 'the device model got the write');
+  be.refuseWrite = true;
+  tt.equal(u64(await send(s, Request.SetConfig, configPayload(0, 8, 0, new Uint8Array(8)), [], true)), 1n, 'refused write: failure ack');
   await s.close();
 });
 

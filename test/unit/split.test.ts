@@ -400,3 +400,120 @@ t.test('EVENT_IDX: used_event decides interrupts, avail_event asks for kicks', a
   t.equal(vr.usedIdx, 6);
   t.equal(vr.readUsed().length, 6);
 });
+
+t.test('one walk locates the tail (status byte) even when a data buffer is bad', async (t) => {
+  const { vr, q, chain } = setup(BASE, 16);
+  const hdr = vr.alloc(16);
+  const st = vr.alloc(1);
+  const bad = vr.gpa + vr.buffer.byteLength + 4096;
+  const h = vr.addChain([
+    { addr: hdr, len: 16 },
+    { addr: bad, len: 512, write: true },
+    { addr: st, len: 1, write: true },
+  ]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(h, chain), ChainError.BadAddress);
+  t.equal(chain.tailRegion, 0, 'tail found');
+  t.equal(chain.tailOffset, st - vr.gpa, 'tail is the last byte of the last descriptor');
+
+  // A sound chain: the tail is the last byte of its last segment.
+  const d = vr.alloc(8);
+  const h2 = vr.addChain([{ addr: hdr, len: 16 }, { addr: d, len: 8, write: true }]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(h2, chain), ChainError.Ok);
+  t.equal(chain.tailOffset, d - vr.gpa + 7);
+
+  // Last descriptor readable, or outside memory, or a structural error: no tail.
+  const h3 = vr.addChain([{ addr: bad, len: 16 }, { addr: hdr, len: 16 }]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(h3, chain), ChainError.BadAddress);
+  t.equal(chain.tailRegion, -1, 'readable last descriptor: no tail');
+  const h4 = vr.addChain([{ addr: hdr, len: 16 }, { addr: bad, len: 1, write: true }]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(h4, chain), ChainError.BadAddress);
+  t.equal(chain.tailRegion, -1, 'tail outside guest memory');
+  const loop = vr.takeDesc();
+  vr.writeDesc(vr.descAddr, loop, st, 1, 1 | 2, loop);
+  vr.makeAvailable(loop);
+  q.available();
+  q.pop();
+  t.equal(q.walk(loop, chain), ChainError.TooLong);
+  t.equal(chain.tailRegion, -1, 'a loop has no trusted tail');
+});
+
+t.test('a chain with more segments than the scratch holds is refused with its tail', async (t) => {
+  const vr = new MockVring({ size: 16 });
+  const q = new SplitQueue(vr.memory(), vr.queueDesc(), BASE);
+  const chain = new DescChain(3);
+  const b = vr.alloc(64);
+  const st = vr.alloc(1);
+  const ok = vr.addChain([{ addr: b, len: 16 }, { addr: b, len: 16, write: true }, { addr: st, len: 1, write: true }]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(ok, chain), ChainError.Ok, 'exactly the capacity');
+  const h = vr.addChain([{ addr: b, len: 16 }, { addr: b, len: 16, write: true }, { addr: b, len: 16, write: true }, { addr: st, len: 1, write: true }]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(h, chain), ChainError.TooManySegments);
+  t.equal(chain.count, 3, 'no segment beyond the capacity');
+  t.equal(chain.tailOffset, st - vr.gpa, 'the tail is still found');
+});
+
+t.test('a buffer spanning guest regions adjacent in guest-physical space becomes two segments', async (t) => {
+  const vr = new MockVring({ size: 8, memBytes: 1 << 20 });
+  const next = new ArrayBuffer(1 << 16);
+  const end = vr.gpa + vr.buffer.byteLength;
+  const mem = GuestMemory.fromBuffers([
+    { guestPhysAddr: vr.gpa, buffer: vr.buffer },
+    { guestPhysAddr: end, buffer: next },
+  ]);
+  const q = new SplitQueue(mem, vr.queueDesc(), BASE);
+  const chain = new DescChain(8);
+  const hdr = vr.alloc(16);
+  const h = vr.addChain([
+    { addr: hdr, len: 16 },
+    { addr: end - 100, len: 612, write: true },
+  ]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(h, chain), ChainError.Ok);
+  t.equal(chain.count, 3);
+  t.same([chain.region[1], chain.offset[1], chain.len[1]], [0, vr.buffer.byteLength - 100, 100], 'first part: the end of region 0');
+  t.same([chain.region[2], chain.offset[2], chain.len[2]], [1, 0, 512], 'second part: the start of region 1');
+  t.equal(chain.writableBytes, 612);
+  t.equal(chain.tailRegion, 1);
+  t.equal(chain.tailOffset, 511);
+
+  // Running on past the second region (into a hole) is still refused.
+  const h2 = vr.addChain([{ addr: end - 100, len: 100 + (1 << 16) + 1, write: true }]);
+  q.available();
+  q.pop();
+  t.equal(q.walk(h2, chain), ChainError.BadAddress);
+});
+
+t.test('in-flight hooks: the tracker sees every pop, push and publish', async (t) => {
+  const { vr, q, chain } = setup();
+  const events: string[] = [];
+  q.tracker = {
+    popped: (qi, head) => events.push(`pop ${qi}:${head}`),
+    pushed: (qi, head) => events.push(`push ${qi}:${head}`),
+    published: (qi) => events.push(`publish ${qi}`),
+  };
+  const b = vr.alloc(8);
+  const h0 = vr.addChain([{ addr: b, len: 8, write: true }]);
+  const h1 = vr.addChain([{ addr: b, len: 8, write: true }]);
+  t.equal(q.available(), 2);
+  t.equal(q.pop(), h0);
+  t.equal(q.pop(), h1);
+  t.equal(q.walk(h1, chain), ChainError.Ok);
+  q.push(h1, 8);
+  q.publish();
+  q.push(h0, 8);
+  q.publish();
+  t.same(events, [`pop 0:${h0}`, `pop 0:${h1}`, `push 0:${h1}`, 'publish 0', `push 0:${h0}`, 'publish 0']);
+  t.same(q.position(), { availIdx: 2, availWrap: false, usedIdx: 2, usedWrap: false });
+});

@@ -8,7 +8,8 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../../bindings';
-import { UringBdev } from '../../engine/bdev/uring';
+import { uringEngine } from '../../modules/bdev/uring/engine';
+import { FileRingState } from '../../engine/bdev/file';
 import { checkUringAvailable } from '../../reactor/bdev/file';
 import { bdevCases, enospcCase, fdCount, mapCount, nativeRingCases, unalignedCase } from '../lib/file-bdev-cases';
 
@@ -60,8 +61,11 @@ for (const dir of ['/dev/shm', '/var/tmp']) {
 }
 enospcCase(t, 'uring');
 
-t.test('UringBdev from a BdevDesc', async (t) => {
-  t.throws(() => new UringBdev({ name: 'u', kind: 'uring', blockSize: 512, numBlocks: 8 }), /no file description/);
+t.test('uring module opens a BdevDesc', async (t) => {
+  const state = uringEngine.createState?.() as FileRingState;
+  t.throws(() => uringEngine.open({ name: 'u', module: 'uring', blockSize: 512, numBlocks: 8, params: undefined }, state), /no file description/);
+  t.notOk(state.ringOpen, 'no ring made for a bdev that did not open');
+  state.close();
 });
 
 t.test('no fd or mapping left behind', async (t) => {

@@ -9,7 +9,10 @@
  *
  * Thread: a NullBdev and its channels belong to one engine worker.
  */
-import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid } from './bdev';
+import type { BdevDesc } from '../../../engine/control';
+import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, type BdevIoType, CompletionQueue, ioIsValid, ioTypeIn } from '../../../engine/bdev/bdev';
+import type { BdevModuleEngine } from '../../../engine/bdev/module';
+import { NULL_IO_TYPES } from './common';
 
 export class NullBdev implements Bdev {
   constructor(
@@ -27,7 +30,7 @@ export class NullBdev implements Bdev {
   }
 
   ioTypeSupported(type: BdevIoType): boolean {
-    return type === BdevIoType.Read || type === BdevIoType.Write || type === BdevIoType.WriteZeroes;
+    return ioTypeIn(NULL_IO_TYPES, type);
   }
 
   createChannel(): BdevChannel {
@@ -65,3 +68,11 @@ class NullChannel implements BdevChannel {
 
   destroy(): void {}
 }
+
+/** The null module's engine half: no params. */
+export const nullEngine: BdevModuleEngine = {
+  name: 'null',
+  open(desc: BdevDesc): Bdev {
+    return new NullBdev(desc.name, desc.blockSize, desc.numBlocks);
+  },
+};

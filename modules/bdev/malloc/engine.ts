@@ -10,8 +10,11 @@
  * Thread: a MallocBdev and its channels belong to one engine worker; the
  * storage is shared.
  */
-import { copyBytes } from '../bytes';
-import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid } from './bdev';
+import type { BdevDesc } from '../../../engine/control';
+import { copyBytes } from '../../../engine/bytes';
+import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid, ioTypeIn } from '../../../engine/bdev/bdev';
+import type { BdevModuleEngine } from '../../../engine/bdev/module';
+import { MALLOC_IO_TYPES, type MallocParams } from './common';
 
 export class MallocBdev implements Bdev {
   readonly storage: Uint8Array;
@@ -37,16 +40,7 @@ export class MallocBdev implements Bdev {
   }
 
   ioTypeSupported(type: BdevIoType): boolean {
-    switch (type) {
-      case BdevIoType.Read:
-      case BdevIoType.Write:
-      case BdevIoType.Flush:
-      case BdevIoType.Unmap:
-      case BdevIoType.WriteZeroes:
-        return true;
-      default:
-        return false;
-    }
+    return ioTypeIn(MALLOC_IO_TYPES, type);
   }
 
   createChannel(): BdevChannel {
@@ -108,3 +102,13 @@ class MallocChannel implements BdevChannel {
     }
   }
 }
+
+/** The malloc module's engine half: BdevDesc.params is MallocParams. */
+export const mallocEngine: BdevModuleEngine = {
+  name: 'malloc',
+  open(desc: BdevDesc): Bdev {
+    const p = desc.params as MallocParams | undefined;
+    if (!p || !(p.storage instanceof SharedArrayBuffer)) throw new RangeError(`malloc bdev ${desc.name} has no storage`);
+    return new MallocBdev(desc.name, desc.blockSize, desc.numBlocks, p.storage);
+  },
+};

@@ -1,0 +1,33 @@
+/**
+ * The engine half of a bdev module (its reactor half, in the same folder
+ * modules/bdev/<name>/, makes the BdevDesc this half opens). The worker's
+ * bdev layer finds a module by BdevDesc.module in engine/bdev/modules.ts.
+ *
+ * Thread: the engine worker; a module's per-worker state (a file module's
+ * kernel ring) is made by the layer of that worker and passed to open().
+ */
+import type { BdevDesc } from '../control';
+import type { Bdev } from './bdev';
+
+/**
+ * What a module keeps per worker and shares among its bdevs there (for file
+ * bdevs: the io_uring or AIO context). Made at the first open on a worker,
+ * closed when the last of the module's bdevs on it closes.
+ */
+export interface ModuleWorkerState {
+  /**
+   * Guest memory that I/Os pointed into is about to be unmapped (every such
+   * I/O has completed): forget anything registered about these views.
+   */
+  forgetBuffers(views: readonly Uint8Array[]): void;
+  close(): void;
+}
+
+export interface BdevModuleEngine {
+  /** BdevDesc.module, the module's folder name. */
+  readonly name: string;
+  /** Per-worker state, when the module has any. */
+  createState?(): ModuleWorkerState;
+  /** Make this worker's object for the bdev `desc` describes. Throws RangeError on a bad description. */
+  open(desc: BdevDesc, state: ModuleWorkerState | undefined): Bdev;
+}

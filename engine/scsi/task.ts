@@ -1,0 +1,299 @@
+/**
+ * One SCSI command in flight: what the transport gives (CDB, I_T nexus, data
+ * direction, the data buffers as a scatter list) and what the target gives
+ * back (status, fixed-format sense data, bytes transferred, residual). A
+ * transport keeps one ScsiTask per request slot and reuses it: nothing here
+ * allocates per command on the READ/WRITE path (the scratch buffer for
+ * WRITE SAME, VERIFY, COMPARE AND WRITE and UNMAP is made the first time a
+ * slot needs it, then kept).
+ *
+ * Thread: the engine worker that owns the transport's queue.
+ */
+import { BdevIo, BdevIoType } from '../bdev/bdev';
+import { copyBytes } from '../bytes';
+import { ScsiDataDir, ScsiResidual, ScsiStatus, SENSE_BUFFER_BYTES, SENSE_FIXED_BYTES, type SenseKey } from './spec';
+
+/** Bytes of a task's scratch buffer (WRITE SAME pattern, VERIFY/COMPARE reads, UNMAP descriptors). */
+export const SCRATCH_BYTES = 64 * 1024;
+
+/** What the LUN executing a task is told when the task's bdev I/O completes. */
+export interface TaskOwner {
+  ioDone(task: ScsiTask): void;
+}
+
+/** The bdev I/O a task uses (one at a time; reused for every step of a multi-I/O command). */
+export class ScsiBdevIo extends BdevIo {
+  constructor(
+    capacity: number,
+    private readonly task: ScsiTask,
+  ) {
+    super(capacity);
+  }
+
+  override done(): void {
+    const owner = this.task.owner;
+    if (owner !== null) owner.ioDone(this.task);
+  }
+}
+
+/**
+ * A SCSI task. The transport subclasses it (done() is its completion), and
+ * for each command: reset(), copy the CDB into `cdb` and set `cdbLength`,
+ * set `nexus` and `dir`, addIov() each data buffer, then hand it to
+ * ScsiTarget.execute() (or ScsiLun.execute()). done() is called exactly
+ * once per command, possibly before execute() returns (commands that need
+ * no bdev I/O complete synchronously).
+ */
+export abstract class ScsiTask {
+  /** The CDB; only the first cdbLength bytes are meaningful. */
+  readonly cdb = new Uint8Array(32);
+  cdbLength = 0;
+  /** Which I_T nexus sent the command (the transport's number for initiator port + target port). */
+  nexus = 0;
+  dir: ScsiDataDir = ScsiDataDir.None;
+  iovCount = 0;
+  readonly iovBuf: Uint8Array[];
+  readonly iovOff: Float64Array;
+  readonly iovLen: Uint32Array;
+
+  // ---- results (valid in done()) ----
+  status: ScsiStatus = ScsiStatus.Good;
+  /** Fixed-format sense data (senseLength bytes, 0 when none). */
+  readonly sense = new Uint8Array(SENSE_BUFFER_BYTES);
+  senseLength = 0;
+  /** Bytes moved to or from the buffers. */
+  transferred = 0;
+  /** Bytes of difference between the buffers and what the command called for (see residualKind). */
+  residual = 0;
+  residualKind: ScsiResidual = ScsiResidual.None;
+
+  // ---- the LUN's working state (not for transports) ----
+  /** The LUN executing the task, between execute() and completion. */
+  owner: TaskOwner | null = null;
+  readonly io: ScsiBdevIo;
+  scratch: Uint8Array | null = null;
+  /** Total bytes of the buffers (computed at execute). */
+  bufferBytes = 0;
+  /** Bytes the CDB called for (transfer length or allocation length clipped to the data available). */
+  wantBytes = 0;
+  phase = 0;
+  lba = 0;
+  blocks = 0;
+  /** Progress of a multi-step command (bytes or descriptors done). */
+  cursor = 0;
+  /** Steps of a multi-step command (descriptor count...). */
+  steps = 0;
+  fua = false;
+  nowMs = 0;
+
+  constructor(readonly iovCapacity: number) {
+    const empty = new Uint8Array(0);
+    this.iovBuf = new Array<Uint8Array>(iovCapacity).fill(empty);
+    this.iovOff = new Float64Array(iovCapacity);
+    this.iovLen = new Uint32Array(iovCapacity);
+    this.io = new ScsiBdevIo(iovCapacity, this);
+  }
+
+  /** Start a new command in this object (no buffers, no CDB, no results). */
+  reset(): void {
+    this.cdbLength = 0;
+    this.iovCount = 0;
+    this.dir = ScsiDataDir.None;
+    this.status = ScsiStatus.Good;
+    this.senseLength = 0;
+    this.transferred = 0;
+    this.residual = 0;
+    this.residualKind = ScsiResidual.None;
+  }
+
+  /** Set the CDB from `src[off..off+len)` (at most 32 bytes kept). */
+  setCdb(src: Uint8Array | readonly number[], off = 0, len = src.length - off): void {
+    const n = Math.min(len, this.cdb.length);
+    for (let i = 0; i < n; i++) this.cdb[i] = src[off + i];
+    this.cdbLength = n;
+  }
+
+  /** Append one data buffer; false when iovCapacity is exhausted. */
+  addIov(buf: Uint8Array, offset: number, len: number): boolean {
+    const n = this.iovCount;
+    if (n >= this.iovCapacity) return false;
+    this.iovBuf[n] = buf;
+    this.iovOff[n] = offset;
+    this.iovLen[n] = len;
+    this.iovCount = n + 1;
+    return true;
+  }
+
+  /** The transport's completion: results are final. */
+  abstract done(): void;
+
+  /**
+   * Work out the residual from wantBytes and bufferBytes, then call done().
+   * Called by the target once per command.
+   */
+  finish(): void {
+    const want = this.wantBytes;
+    const have = this.bufferBytes;
+    if (have > want) {
+      this.residualKind = ScsiResidual.Underflow;
+      this.residual = have - want;
+    } else if (have < want) {
+      this.residualKind = ScsiResidual.Overflow;
+      this.residual = want - have;
+    } else {
+      this.residualKind = ScsiResidual.None;
+      this.residual = 0;
+    }
+    this.owner = null;
+    this.done();
+  }
+
+  /** Begin executing: clear the results, total the buffers. */
+  begin(owner: TaskOwner | null, nowMs: number): void {
+    this.owner = owner;
+    this.nowMs = nowMs;
+    this.status = ScsiStatus.Good;
+    this.senseLength = 0;
+    this.transferred = 0;
+    this.residual = 0;
+    this.residualKind = ScsiResidual.None;
+    this.wantBytes = 0;
+    let total = 0;
+    for (let i = 0; i < this.iovCount; i++) total += this.iovLen[i];
+    this.bufferBytes = total;
+  }
+
+  /** Bytes of buffers usable for a data phase in direction `dir` (buffers of the other direction count as none). */
+  usable(dir: ScsiDataDir): number {
+    return this.dir === dir ? this.bufferBytes : 0;
+  }
+
+  /**
+   * A data-in answer: `avail` bytes of `src` from its start, of which the
+   * CDB allows `allocLen`: copies what the buffers hold.
+   */
+  dataIn(src: Uint8Array, avail: number, allocLen: number): void {
+    const want = Math.min(avail, allocLen);
+    this.wantBytes = want;
+    const room = this.usable(ScsiDataDir.FromDevice);
+    this.transferred = this.scatter(src, 0, Math.min(want, room));
+  }
+
+  /** CHECK CONDITION with fixed-format sense data (SPC-4 §4.5.3). */
+  checkCondition(key: SenseKey, asc: number, information = -1): void {
+    this.status = ScsiStatus.CheckCondition;
+    writeFixedSense(this.sense, key, asc, information);
+    this.senseLength = SENSE_FIXED_BYTES;
+  }
+
+  /** A status without sense data (RESERVATION CONFLICT, BUSY). */
+  setStatus(status: ScsiStatus): void {
+    this.status = status;
+    this.senseLength = 0;
+  }
+
+  /** Copy `len` bytes of `src` at `srcOff` into the buffers from their start; returns bytes copied (clipped to the buffers). */
+  scatter(src: Uint8Array, srcOff: number, len: number): number {
+    let left = len;
+    let pos = srcOff;
+    for (let i = 0; i < this.iovCount && left > 0; i++) {
+      const n = Math.min(left, this.iovLen[i]);
+      copyBytes(src, pos, this.iovBuf[i], this.iovOff[i], n);
+      pos += n;
+      left -= n;
+    }
+    return len - left;
+  }
+
+  /** Copy `len` bytes of the buffers, from byte `from` of their concatenation, into `dst` at `dstOff`; returns bytes copied. */
+  gather(from: number, dst: Uint8Array, dstOff: number, len: number): number {
+    let skip = from;
+    let left = len;
+    let pos = dstOff;
+    for (let i = 0; i < this.iovCount && left > 0; i++) {
+      const l = this.iovLen[i];
+      if (skip >= l) {
+        skip -= l;
+        continue;
+      }
+      const n = Math.min(left, l - skip);
+      copyBytes(this.iovBuf[i], this.iovOff[i] + skip, dst, pos, n);
+      skip = 0;
+      pos += n;
+      left -= n;
+    }
+    return len - left;
+  }
+
+  /**
+   * Compare `len` bytes of the buffers from byte `from` with `other` at
+   * `otherOff`: the index (0-based, within this range) of the first
+   * difference, or -1 when equal.
+   */
+  compare(from: number, other: Uint8Array, otherOff: number, len: number): number {
+    let skip = from;
+    let done = 0;
+    for (let i = 0; i < this.iovCount && done < len; i++) {
+      const l = this.iovLen[i];
+      if (skip >= l) {
+        skip -= l;
+        continue;
+      }
+      const buf = this.iovBuf[i];
+      const base = this.iovOff[i] + skip;
+      const n = Math.min(len - done, l - skip);
+      for (let k = 0; k < n; k++) {
+        if (buf[base + k] !== other[otherOff + done + k]) return done + k;
+      }
+      skip = 0;
+      done += n;
+    }
+    return -1;
+  }
+
+  /** Point the task's bdev I/O at `len` bytes of the buffers from byte `from`; false if they do not cover it. */
+  mapData(type: BdevIoType, offsetBlocks: number, numBlocks: number, from: number, len: number): boolean {
+    const io = this.io;
+    io.prepare(type, offsetBlocks, numBlocks);
+    let skip = from;
+    let left = len;
+    for (let i = 0; i < this.iovCount && left > 0; i++) {
+      const l = this.iovLen[i];
+      if (skip >= l) {
+        skip -= l;
+        continue;
+      }
+      const n = Math.min(left, l - skip);
+      if (!io.addIov(this.iovBuf[i], this.iovOff[i] + skip, n)) return false;
+      skip = 0;
+      left -= n;
+    }
+    return left === 0;
+  }
+
+  /** The scratch buffer, made on first use. */
+  scratchBuffer(): Uint8Array {
+    let s = this.scratch;
+    if (s === null) {
+      s = new Uint8Array(SCRATCH_BYTES);
+      this.scratch = s;
+    }
+    return s;
+  }
+}
+
+/** Fixed-format sense data: current error, key, ASC/ASCQ, INFORMATION when `information` >= 0. */
+export function writeFixedSense(sense: Uint8Array, key: SenseKey, asc: number, information = -1): void {
+  sense.fill(0, 0, SENSE_FIXED_BYTES);
+  sense[0] = information >= 0 ? 0xf0 : 0x70; // VALID bit with INFORMATION; response code 70h (current, fixed)
+  sense[2] = key & 0x0f;
+  if (information >= 0) {
+    sense[3] = (information >>> 24) & 0xff;
+    sense[4] = (information >>> 16) & 0xff;
+    sense[5] = (information >>> 8) & 0xff;
+    sense[6] = information & 0xff;
+  }
+  sense[7] = SENSE_FIXED_BYTES - 8; // additional sense length
+  sense[12] = (asc >> 8) & 0xff;
+  sense[13] = asc & 0xff;
+}

@@ -1,0 +1,55 @@
+/**
+ * What the device core needs of a virtqueue, whatever its ring layout
+ * (split now, virtio 1.2 §2.7; packed next, §2.8): take buffers the driver
+ * made available, walk their descriptors, give them back as used, publish
+ * once per batch and decide on interrupts, switch kicks on and off, say
+ * where the ring stands (RingPos) and follow a new guest memory mapping.
+ *
+ * In-flight tracking (vhost-user INFLIGHT_SHMFD, issue #10) hooks in here:
+ * a queue with a tracker tells it of every head it pops (before the device
+ * sees the request) and every head it pushes (before the used entry is
+ * published), so the tracker's record always covers the requests the driver
+ * gave and has not got back.
+ *
+ * Thread: the engine worker that owns the device.
+ */
+import type { RingPos } from '../control';
+import type { GuestMemory } from '../memory';
+import type { ChainError, DescChain } from './chain';
+
+/** Told of every request between pop and push (the in-flight region's writer). */
+export interface InflightTracker {
+  /** `head` was taken from the available ring of queue `queue`. */
+  popped(queue: number, head: number): void;
+  /** `head` was put in the used ring (not yet published). */
+  pushed(queue: number, head: number): void;
+  /** The used entries pushed so far are now visible to the driver. */
+  published(queue: number): void;
+}
+
+export interface Virtqueue {
+  readonly index: number;
+  readonly size: number;
+  /** Set when the driver broke the ring protocol; the queue is no longer read. */
+  readonly broken: string | null;
+  /** In-flight hooks, or null. */
+  tracker: InflightTracker | null;
+  /** How many buffers the driver has made available and pop() has not taken (0 once broken). */
+  available(): number;
+  /** Take the next available buffer's id (after available() said there is one); -1 and broken when it is out of range. */
+  pop(): number;
+  /** Walk the descriptors of `head` into `out` (one pass, tail included: see DescChain). */
+  walk(head: number, out: DescChain): ChainError;
+  /** Give `head` back as used with `len` bytes written (visible after publish()). */
+  push(head: number, len: number): void;
+  /** Used entries pushed and not yet published. */
+  readonly pending: number;
+  /** Publish the pushed entries; true when the driver wants an interrupt for them. */
+  publish(): boolean;
+  /** Ask for kicks (true) or suppress them (false). */
+  setNotification(enabled: boolean): void;
+  /** Where the ring stands now (GET_VRING_BASE's answer once nothing is in flight). */
+  position(): RingPos;
+  /** The guest memory was remapped (memUpdate): rebuild the ring views, keep the positions. Throws QueueSetupError if the rings are no longer mapped. */
+  remap(mem: GuestMemory): void;
+}
