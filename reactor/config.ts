@@ -5,6 +5,7 @@
  * Thread: main (reactor).
  */
 import * as fs from 'node:fs';
+import { SUBSYSTEM_ORDER } from './subsystems';
 
 export interface ConfigCall {
   method: string;
@@ -19,9 +20,6 @@ export interface SubsystemConfig {
 export interface ConfigFile {
   subsystems: SubsystemConfig[];
 }
-
-/** Subsystems vhostd knows, in the order their calls must be replayed. */
-export const SUBSYSTEM_ORDER = ['bdev', 'vhost_blk', 'vhost_scsi', 'vhost'] as const;
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -80,11 +78,11 @@ export function readConfigFile(file: string): ConfigFile {
   return parseConfig(text, file);
 }
 
-/** The calls of a config in replay order: known subsystems first in SUBSYSTEM_ORDER, the rest as written. */
-export function orderedCalls(config: ConfigFile): { subsystem: string; call: ConfigCall }[] {
+/** The calls of a config in replay order: known subsystems first in `order` (dependencies first), the rest as written. */
+export function orderedCalls(config: ConfigFile, order: readonly string[] = SUBSYSTEM_ORDER): { subsystem: string; call: ConfigCall }[] {
   const rank = (name: string): number => {
-    const i = (SUBSYSTEM_ORDER as readonly string[]).indexOf(name);
-    return i < 0 ? SUBSYSTEM_ORDER.length : i;
+    const i = order.indexOf(name);
+    return i < 0 ? order.length : i;
   };
   const subsystems = config.subsystems.map((s, i) => ({ s, i })).sort((a, b) => rank(a.s.subsystem) - rank(b.s.subsystem) || a.i - b.i);
   return subsystems.flatMap(({ s }) => (s.config ?? []).map((call) => ({ subsystem: s.subsystem, call })));

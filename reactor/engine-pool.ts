@@ -14,6 +14,9 @@ import {
   type ControlReply,
   type ControlRequest,
   type DeviceDesc,
+  type QueueDesc,
+  type QueueStopResult,
+  type RegionDesc,
   type StopResult,
   type WorkerInit,
 } from '../engine/control';
@@ -80,21 +83,50 @@ export class EngineWorker {
     });
   }
 
+  private async call(req: Request): Promise<ControlReply & { ok: true }> {
+    const reply = await this.request(req);
+    if (!reply.ok) throw new EngineError(reply.error, reply.code);
+    return reply;
+  }
+
+  /** Map the memory, open the bdevs, start the queues given (possibly none). */
   async start(device: DeviceDesc): Promise<void> {
-    const reply = await this.request({ op: 'start', device });
-    if (!reply.ok) throw new EngineError(reply.error, reply.code);
+    await this.call({ op: 'start', device });
   }
 
+  /** Stop every queue of the device (in-flight I/O completes first), unmap, release its bdevs. */
   async stop(deviceId: number): Promise<StopResult> {
-    const reply = await this.request({ op: 'stop', deviceId });
-    if (!reply.ok) throw new EngineError(reply.error, reply.code);
-    return reply.result ?? { queues: [] };
+    const { result } = await this.call({ op: 'stop', deviceId });
+    if (result === undefined) return { queues: [] };
+    if (!('queues' in result)) throw new EngineError(`stop of device ${deviceId}: the worker replied with a queue, not a device`);
+    return result;
   }
 
-  /** The running device's bdev now has numBlocks blocks. */
-  async resize(deviceId: number, numBlocks: number): Promise<void> {
-    const reply = await this.request({ op: 'resize', deviceId, numBlocks });
-    if (!reply.ok) throw new EngineError(reply.error, reply.code);
+  /** Start one more queue of a running device. */
+  async queueStart(deviceId: number, queue: QueueDesc): Promise<void> {
+    await this.call({ op: 'queueStart', deviceId, queue });
+  }
+
+  /** Stop one queue of a running device; resolves with where it ended. */
+  async queueStop(deviceId: number, index: number): Promise<QueueStopResult> {
+    const { result } = await this.call({ op: 'queueStop', deviceId, index });
+    if (result === undefined || !('pos' in result)) throw new EngineError(`queueStop ${index} of device ${deviceId}: the worker replied without a position`);
+    return result;
+  }
+
+  /** The running queue signals callFd (-1: none) from the resolution on. */
+  async setCallFd(deviceId: number, index: number, callFd: number): Promise<void> {
+    await this.call({ op: 'setCallFd', deviceId, index, callFd });
+  }
+
+  /** Quiesce, remap and resume a running device with a new memory table. */
+  async memUpdate(deviceId: number, regions: RegionDesc[]): Promise<void> {
+    await this.call({ op: 'memUpdate', deviceId, regions });
+  }
+
+  /** The named bdev now has numBlocks blocks: every device of this worker that uses it checks against that. */
+  async bdevResize(name: string, numBlocks: number): Promise<void> {
+    await this.call({ op: 'bdevResize', name, numBlocks });
   }
 
   /** Devices placed on this worker (its pollers). */
@@ -191,6 +223,14 @@ export class EnginePool {
     const w = this.workers.get(core);
     if (!w) throw new EngineError(`no engine worker on core ${core}`);
     return w;
+  }
+
+  /**
+   * Tell every worker that the named bdev changed size (a worker that holds
+   * no handle on it has nothing to do). Resolves once all have replied.
+   */
+  async bdevResize(name: string, numBlocks: number): Promise<void> {
+    await Promise.all([...this.workers.values()].map((w) => w.bdevResize(name, numBlocks)));
   }
 
   /** Ask every worker to leave its loop, wait for the tasks, tear the pool down. */

@@ -10,7 +10,7 @@
  *
  * Thread: main (reactor).
  */
-import { RpcCode, RpcError } from './target';
+import { RpcCode, RpcError } from './rpc/errors';
 import { RpcState } from './rpc/schema';
 
 /** What the framework methods control (see methods/framework.ts). */

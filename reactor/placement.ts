@@ -2,12 +2,12 @@
  * CPU masks and device placement. A mask is written the way SPDK takes it:
  * a hex number ("0x3", "3") or a list ("[0,2-3]"). Thread: main (reactor).
  */
-import { RpcCode, RpcError } from './target';
+import { ErrorCode, VhostdError } from './errors';
 
 /** The most cores a mask may name (SPDK's default SPDK_CPUSET_SIZE is 1024). */
 export const MAX_CORES = 1024;
 
-/** Parse a cpumask into a sorted list of core numbers. Throws RpcError(-22) with the reason. */
+/** Parse a cpumask into a sorted list of core numbers. Throws VhostdError ERR_INVALID with the reason. */
 export function parseCpumask(text: string): number[] {
   const s = text.trim();
   const cores = new Set<number>();
@@ -35,8 +35,8 @@ export function parseCpumask(text: string): number[] {
   return [...cores].sort((a, b) => a - b);
 }
 
-function invalid(text: string, why: string): RpcError {
-  return new RpcError(RpcCode.Invalid, `invalid cpumask "${text}": ${why}`);
+function invalid(text: string, why: string): VhostdError {
+  return new VhostdError(ErrorCode.Invalid, `invalid cpumask "${text}": ${why}`);
 }
 
 /** Format cores as SPDK prints a mask: "0x3". */
@@ -58,12 +58,12 @@ export class Placement {
     for (const c of appCores) this.load.set(c, 0);
   }
 
-  /** Throws RpcError(-22) unless every core of `cores` lies in the app mask. */
+  /** Throws VhostdError ERR_INVALID unless every core of `cores` lies in the app mask. */
   checkInside(cores: readonly number[], maskText: string): void {
     const outside = cores.filter((c) => !this.load.has(c));
     if (outside.length > 0) {
-      throw new RpcError(
-        RpcCode.Invalid,
+      throw new VhostdError(
+        ErrorCode.Invalid,
         `cpumask ${maskText} is not a subset of the app's cpumask ${formatCpumask(this.appCores)} (core ${outside.join(', ')} outside)`,
       );
     }
@@ -80,7 +80,7 @@ export class Placement {
         bestLoad = n;
       }
     }
-    if (best < 0) throw new RpcError(RpcCode.Invalid, 'no core of the mask lies in the app mask');
+    if (best < 0) throw new VhostdError(ErrorCode.Invalid, 'no core of the mask lies in the app mask');
     this.load.set(best, bestLoad + 1);
     return best;
   }

@@ -76,3 +76,47 @@ export const BLK_ID_BYTES = 20;
 export const BLK_DWZ_SEGMENT_SIZE = 16;
 /** VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP (§5.2.6). */
 export const BLK_DWZ_FLAG_UNMAP = 1;
+
+/**
+ * The limits vhostd's virtio-blk device offers in its config space
+ * (virtio 1.2 §5.2.4) and its request parser enforces: the reactor writes
+ * them, the engine checks against them, so both read them here.
+ *  - SizeMax: the largest data segment (SPDK offers 128 KiB; 0 would clamp a
+ *    Linux guest to 4 KiB segments).
+ *  - SegMax: data segments per request; a Linux driver adds a header and a
+ *    status descriptor, so seg_max + 2 must fit a queue of 128 (QEMU's
+ *    default queue-size for vhost-user-blk; §2.7.5.3.1).
+ *  - Discard / write zeroes: one segment per request (as SPDK), at most
+ *    32768 sectors (16 MiB) so a malloc zero-fill stays short on the poll loop.
+ */
+export const enum BlkLimit {
+  SizeMax = 131072,
+  SegMax = 126,
+  MaxDiscardSectors = 32768,
+  MaxDiscardSeg = 1,
+  MaxWriteZeroesSectors = 32768,
+  MaxWriteZeroesSeg = 1,
+}
+
+/** Byte offsets of struct virtio_blk_config's fields (virtio 1.2 §5.2.4), little-endian. */
+export const enum BlkConfigOffset {
+  Capacity = 0,
+  SizeMax = 8,
+  SegMax = 12,
+  Geometry = 16,
+  BlkSize = 20,
+  PhysicalBlockExp = 24,
+  AlignmentOffset = 25,
+  MinIoSize = 26,
+  OptIoSize = 28,
+  Wce = 32,
+  NumQueues = 34,
+  MaxDiscardSectors = 36,
+  MaxDiscardSeg = 40,
+  DiscardSectorAlignment = 44,
+  MaxWriteZeroesSectors = 48,
+  MaxWriteZeroesSeg = 52,
+  WriteZeroesMayUnmap = 56,
+  /** Up to write_zeroes_may_unmap plus 3 unused bytes. */
+  Size = 60,
+}

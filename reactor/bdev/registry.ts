@@ -1,134 +1,166 @@
 /**
- * The bdevs the target knows, by name. A malloc bdev's blocks live in a
- * SharedArrayBuffer that every engine worker can reach; a null bdev has none;
- * a uring or aio bdev has a backing file whose fds the registry owns (opened
- * by file.ts, closed at delete — which is refused while a controller uses
- * the bdev, so no worker still uses them).
+ * The bdevs the target knows, by name: the bdev subsystem's service. Generic
+ * over the bdev modules (module.ts): it checks what every bdev must satisfy
+ * (a free name, a UUID, a block size that is a power of two in 512..65536 —
+ * the one place this is checked), keeps QoS limits, I/O statistics and the
+ * claim of the controller that uses a bdev, and delivers bdev events: a
+ * resize goes to every engine worker (`bdevResize`, by name) and then to the
+ * user of the bdev. What is specific to a module (its storage, its backing
+ * file, its RPC methods) is the module's.
  * Thread: main (reactor); workers see a bdev only as a BdevDesc.
  */
 import { randomUUID } from 'node:crypto';
-import type { BdevDesc, FileBdevDesc } from '../../engine/control';
-import { closeBackingFile } from './file';
-import { BdevIoStats } from './iostat';
-import { BdevQosLimits } from './qos';
+import type { BdevDesc } from '../../engine/control';
+import { ErrorCode, VhostdError } from '../errors';
+import type { BdevInfo, IostatInfo, PerChannelIostatInfo, QosLimitsInfo } from '../info';
 import { logger } from '../log';
-import { RpcCode, RpcError, type BdevInfo } from '../target';
+import { BdevIoStats } from './iostat';
+import type { BdevModule, ConfigCall } from './module';
+import { BdevQosLimits } from './qos';
 
 const log = logger('bdev');
 
-export type BdevKind = BdevDesc['kind'];
+export const MIN_BLOCK_SIZE = 512;
+export const MAX_BLOCK_SIZE = 65536;
 
-const PRODUCT_NAME: Record<BdevKind, string> = { malloc: 'Malloc disk', null: 'Null disk', uring: 'URING bdev', aio: 'AIO disk' };
+/** Ticks of every statistic vhostd reports are nanoseconds. */
+const TICK_RATE = 1_000_000_000;
 
-/** The engine each file bdev kind uses, for logs. */
-const ENGINE_NAME: Partial<Record<BdevKind, string>> = { uring: 'io_uring', aio: 'linux-aio' };
-
-/** The largest malloc bdev a SharedArrayBuffer can hold here. */
-const MAX_MALLOC_BYTES = 2 ** 53 - 1;
-
-export interface Bdev {
+/** Who uses a bdev (a controller): told of the bdev's events. */
+export interface BdevUser {
   readonly name: string;
-  readonly kind: BdevKind;
+  /** The bdev changed size; the engine workers already know. */
+  bdevResized(bdev: Bdev): void;
+}
+
+export interface Bdev<S = unknown> {
+  readonly name: string;
+  readonly module: BdevModule<S>;
   readonly blockSize: number;
-  /** Changes only through bdev_null_resize. */
+  /** Changes only through resize(). */
   numBlocks: number;
   readonly uuid: string;
-  readonly storage?: SharedArrayBuffer;
+  /** What the module keeps for this bdev (malloc's storage, a file's fds). */
+  readonly state: S;
   /** bdev_set_qos_limit's limits, shared with the engine that enforces them. */
   readonly qos: BdevQosLimits;
   /** Per-worker I/O statistics (bdev_get_iostat). */
   readonly iostat: BdevIoStats;
-  /** uring / aio: the backing file (fds owned here). */
-  readonly file?: FileBdevState;
   /** The controller that uses this bdev, if any. */
-  claimedBy: string | null;
+  claimedBy: BdevUser | null;
 }
 
-export interface FileBdevState extends FileBdevDesc {
-  /** aio: SPDK's `fallocate` option (unmap and write zeroes through fallocate). */
-  fallocate: boolean;
-  /** The block_size the creator asked for (0: the default); written back by save_config only when set. */
-  requestedBlockSize: number;
-}
-
-export interface CreateBdevParams {
+/** What a module's create asks the registry for. */
+export interface CreateRequest {
   name: string;
-  numBlocks: number;
-  blockSize: number;
   uuid?: string;
-  /** uring / aio: the opened backing file; the registry owns its fds from now on (closes them if create fails). */
-  file?: FileBdevState;
+  /** The block size asked for, checked before the module opens anything (absent: the module chooses). */
+  blockSize?: number;
+}
+
+/** What a module opened: the bdev's geometry and its own state. */
+export interface Opened<S> {
+  blockSize: number;
+  numBlocks: number;
+  state: S;
+}
+
+/** What the registry needs of the engine: bdev events to every worker. */
+export interface BdevEngine {
+  bdevResize(name: string, numBlocks: number): Promise<void>;
+}
+
+export interface BdevRegistryOptions {
+  /** Engine workers to tell of bdev events (absent: none, e.g. in tests). */
+  engine?: BdevEngine;
+  /** The thread id per-channel iostat reports for an engine core. */
+  threadIdOf?: (core: number) => number;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** A block size every module and every device can honour: a power of two in 512..65536. Throws ERR_INVALID. */
+export function checkBlockSize(blockSize: number): void {
+  if (!Number.isSafeInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
+    throw new VhostdError(ErrorCode.Invalid, `block_size ${blockSize} must be a power of 2 between ${MIN_BLOCK_SIZE} and ${MAX_BLOCK_SIZE}`);
+  }
+}
+
+function checkGeometry(blockSize: number, numBlocks: number): void {
+  checkBlockSize(blockSize);
+  if (!Number.isSafeInteger(numBlocks) || numBlocks < 1) {
+    throw new VhostdError(ErrorCode.Invalid, `num_blocks ${numBlocks} must be a positive integer`);
+  }
+  if (!Number.isSafeInteger(numBlocks * blockSize)) {
+    throw new VhostdError(ErrorCode.Invalid, `bdev of ${numBlocks} blocks of ${blockSize} bytes is too large`);
+  }
+}
+
 export class BdevRegistry {
   private readonly bdevs = new Map<string, Bdev>();
-  private mallocSeq = 0;
+  private readonly byModule = new Map<string, BdevModule>();
+  private readonly seq = new Map<string, number>();
 
-  /** A free "MallocN" name, as SPDK generates when bdev_malloc_create gets none. */
-  nextMallocName(): string {
-    while (this.bdevs.has(`Malloc${this.mallocSeq}`)) this.mallocSeq++;
-    return `Malloc${this.mallocSeq++}`;
+  constructor(
+    readonly modules: readonly BdevModule[],
+    private readonly options: BdevRegistryOptions = {},
+  ) {
+    for (const m of modules) {
+      if (this.byModule.has(m.name)) throw new Error(`bdev module ${m.name} is listed twice`);
+      this.byModule.set(m.name, m);
+    }
   }
 
-  create(kind: BdevKind, p: CreateBdevParams): Bdev {
+  /** The module named so, if listed. */
+  module(name: string): BdevModule | undefined {
+    return this.byModule.get(name);
+  }
+
+  /** A free "<prefix>N" name, as SPDK generates for bdev_malloc_create without a name. */
+  nextName(prefix: string): string {
+    let n = this.seq.get(prefix) ?? 0;
+    while (this.bdevs.has(`${prefix}${n}`)) n++;
+    this.seq.set(prefix, n + 1);
+    return `${prefix}${n}`;
+  }
+
+  /**
+   * Create a bdev of `module`: the name, UUID and requested block size are
+   * checked first, then `open` makes the module's state, then the geometry it
+   * reports is checked; if that fails the module releases what it opened.
+   */
+  create<S>(module: BdevModule<S>, req: CreateRequest, open: () => Opened<S>): Bdev<S> {
+    if (this.byModule.get(module.name) !== module) throw new VhostdError(ErrorCode.Internal, `bdev module ${module.name} is not registered`);
+    if (req.name === '') throw new VhostdError(ErrorCode.Invalid, 'bdev name must not be empty');
+    if (this.bdevs.has(req.name)) throw new VhostdError(ErrorCode.BdevExists, `bdev ${req.name} already exists`);
+    if (req.uuid !== undefined) {
+      if (!UUID_RE.test(req.uuid)) throw new VhostdError(ErrorCode.Invalid, `uuid "${req.uuid}" is not a UUID`);
+      const uuid = req.uuid.toLowerCase();
+      for (const b of this.bdevs.values()) {
+        if (b.uuid === uuid) throw new VhostdError(ErrorCode.BdevExists, `a bdev with uuid ${req.uuid} already exists (${b.name})`);
+      }
+    }
+    if (req.blockSize !== undefined) checkBlockSize(req.blockSize);
+    const opened = open();
     try {
-      return this.createChecked(kind, p);
+      checkGeometry(opened.blockSize, opened.numBlocks);
     } catch (err) {
-      if (p.file) closeBackingFile(p.file);
+      module.release?.(opened.state);
       throw err;
     }
-  }
-
-  private createChecked(kind: BdevKind, p: CreateBdevParams): Bdev {
-    if (p.name === '') throw new RpcError(RpcCode.Invalid, 'bdev name must not be empty');
-    if (this.bdevs.has(p.name)) throw new RpcError(RpcCode.Exists, `bdev ${p.name} already exists`);
-    if (!Number.isSafeInteger(p.blockSize) || p.blockSize < 512 || p.blockSize % 512 !== 0 || p.blockSize > 65536) {
-      throw new RpcError(RpcCode.Invalid, `block_size ${p.blockSize} must be a multiple of 512 between 512 and 65536`);
-    }
-    if (!Number.isSafeInteger(p.numBlocks) || p.numBlocks < 1) {
-      throw new RpcError(RpcCode.Invalid, `num_blocks ${p.numBlocks} must be a positive integer`);
-    }
-    const sizeBytes = p.numBlocks * p.blockSize;
-    if (!Number.isSafeInteger(sizeBytes) || (kind === 'malloc' && sizeBytes > MAX_MALLOC_BYTES)) {
-      throw new RpcError(RpcCode.Invalid, `bdev of ${p.numBlocks} blocks of ${p.blockSize} bytes is too large`);
-    }
-    if (p.uuid !== undefined && !UUID_RE.test(p.uuid)) throw new RpcError(RpcCode.Invalid, `uuid "${p.uuid}" is not a UUID`);
-    for (const b of this.bdevs.values()) {
-      if (p.uuid !== undefined && b.uuid === p.uuid.toLowerCase()) {
-        throw new RpcError(RpcCode.Exists, `a bdev with uuid ${p.uuid} already exists (${b.name})`);
-      }
-    }
-    let storage: SharedArrayBuffer | undefined;
-    if (kind === 'malloc') {
-      try {
-        storage = new SharedArrayBuffer(sizeBytes);
-      } catch (err) {
-        throw new RpcError(RpcCode.NoMemory, `cannot allocate ${sizeBytes} bytes for ${p.name}: ${(err as Error).message}`);
-      }
-    }
-    const bdev: Bdev = {
-      name: p.name,
-      kind,
-      blockSize: p.blockSize,
-      numBlocks: p.numBlocks,
-      uuid: (p.uuid ?? randomUUID()).toLowerCase(),
-      storage,
-      file: p.file,
+    const bdev: Bdev<S> = {
+      name: req.name,
+      module,
+      blockSize: opened.blockSize,
+      numBlocks: opened.numBlocks,
+      uuid: (req.uuid ?? randomUUID()).toLowerCase(),
+      state: opened.state,
       qos: new BdevQosLimits(),
       iostat: new BdevIoStats(),
       claimedBy: null,
     };
-    this.bdevs.set(p.name, bdev);
-    const f = p.file;
-    log.info('bdev created', {
-      name: p.name,
-      kind,
-      blockSize: p.blockSize,
-      numBlocks: p.numBlocks,
-      ...(f ? { engine: ENGINE_NAME[kind], filename: f.filename, direct: f.direct, blockDevice: f.blockDevice, readonly: f.readonly } : {}),
-    });
+    this.bdevs.set(bdev.name, bdev as Bdev);
+    log.info('bdev created', { name: bdev.name, module: module.name, blockSize: bdev.blockSize, numBlocks: bdev.numBlocks });
     return bdev;
   }
 
@@ -136,28 +168,56 @@ export class BdevRegistry {
     return this.bdevs.get(name);
   }
 
-  /** The named bdev of that kind, or RpcError(-19). */
-  require(name: string, kind?: BdevKind): Bdev {
+  /** The named bdev (of that module, when given), or ERR_NO_BDEV. */
+  require<S = unknown>(name: string, module?: BdevModule<S>): Bdev<S> {
     const b = this.bdevs.get(name);
-    if (!b || (kind !== undefined && b.kind !== kind)) {
-      throw new RpcError(RpcCode.NoDevice, `no ${kind ? kind + ' ' : ''}bdev named ${name}`);
+    if (!b || (module !== undefined && b.module !== module)) {
+      throw new VhostdError(ErrorCode.NoBdev, `no ${module ? module.name + ' ' : ''}bdev named ${name}`);
     }
-    return b;
+    return b as Bdev<S>;
   }
 
-  delete(kind: BdevKind, name: string): void {
-    const b = this.require(name, kind);
+  /** Delete a bdev of `module`: ERR_NO_BDEV when there is none, ERR_BUSY while a controller uses it. */
+  delete(module: BdevModule, name: string): void {
+    const b = this.require(name, module);
     if (b.claimedBy !== null) {
-      throw new RpcError(RpcCode.Busy, `bdev ${name} is used by controller ${b.claimedBy}; delete the controller first`);
+      throw new VhostdError(ErrorCode.Busy, `bdev ${name} is used by controller ${b.claimedBy.name}; delete the controller first`);
     }
     this.bdevs.delete(name);
-    if (b.file) closeBackingFile(b.file);
-    log.info('bdev deleted', { name, kind });
+    module.release?.(b.state);
+    log.info('bdev deleted', { name, module: module.name });
   }
 
-  /** Release every backing file (at shutdown, after the workers are gone). */
+  /** `user` uses the bdev from now on, alone (ERR_BUSY when another does). */
+  claim(bdev: Bdev, user: BdevUser): void {
+    if (bdev.claimedBy !== null && bdev.claimedBy !== user) {
+      throw new VhostdError(ErrorCode.Busy, `bdev ${bdev.name} is already used by controller ${bdev.claimedBy.name}`);
+    }
+    bdev.claimedBy = user;
+  }
+
+  release(bdev: Bdev, user: BdevUser): void {
+    if (bdev.claimedBy === user) bdev.claimedBy = null;
+  }
+
+  /**
+   * The bdev now has numBlocks blocks: every engine worker is told (by name)
+   * before the user of the bdev, so that a front-end that reads the new
+   * capacity finds the device already checking against it.
+   */
+  async resize(bdev: Bdev, numBlocks: number): Promise<void> {
+    checkGeometry(bdev.blockSize, numBlocks);
+    const old = bdev.numBlocks;
+    if (numBlocks === old) return;
+    bdev.numBlocks = numBlocks;
+    log.info('bdev resized', { name: bdev.name, numBlocks, oldNumBlocks: old });
+    await this.options.engine?.bdevResize(bdev.name, numBlocks);
+    bdev.claimedBy?.bdevResized(bdev);
+  }
+
+  /** Release every module's state (at shutdown, after the workers are gone). */
   closeAll(): void {
-    for (const b of this.bdevs.values()) if (b.file) closeBackingFile(b.file);
+    for (const b of this.bdevs.values()) b.module.release?.(b.state);
     this.bdevs.clear();
   }
 
@@ -165,27 +225,31 @@ export class BdevRegistry {
     return [...this.bdevs.values()];
   }
 
-  static describe(b: Bdev): BdevDesc {
-    const f = b.file;
-    const file: FileBdevDesc | undefined = f
-      ? {
-          filename: f.filename,
-          fd: f.fd,
-          bufferedFd: f.bufferedFd,
-          direct: f.direct,
-          blockDevice: f.blockDevice,
-          readonly: f.readonly,
-          unmap: f.unmap,
-        }
-      : undefined;
-    return { name: b.name, kind: b.kind, blockSize: b.blockSize, numBlocks: b.numBlocks, storage: b.storage, file, qos: b.qos.buffer };
+  /** The BdevDesc a worker on `core` opens the bdev with. */
+  describe(b: Bdev, core: number): BdevDesc {
+    return {
+      name: b.name,
+      module: b.module.name,
+      blockSize: b.blockSize,
+      numBlocks: b.numBlocks,
+      params: b.module.describe(b),
+      stats: b.iostat.channel(core),
+      qos: b.qos.buffer,
+    };
   }
 
-  static info(b: Bdev): BdevInfo {
+  /** bdev_get_bdevs: all, or the one named (ERR_NO_BDEV). */
+  infos(name?: string): BdevInfo[] {
+    if (name !== undefined) return [this.info(this.require(name))];
+    return this.list().map((b) => this.info(b));
+  }
+
+  info(b: Bdev): BdevInfo {
+    const io = b.module.ioTypes(b);
     return {
       name: b.name,
       aliases: [],
-      product_name: PRODUCT_NAME[b.kind],
+      product_name: b.module.productName,
       block_size: b.blockSize,
       num_blocks: b.numBlocks,
       uuid: b.uuid,
@@ -193,11 +257,11 @@ export class BdevRegistry {
       claimed: b.claimedBy !== null,
       zoned: false,
       supported_io_types: {
-        read: true,
-        write: !(b.file?.readonly ?? false),
-        unmap: b.file ? b.file.unmap && !b.file.readonly : true,
-        write_zeroes: b.file ? b.file.unmap && !b.file.readonly : true,
-        flush: b.kind === 'malloc' || b.file !== undefined,
+        read: io.read,
+        write: io.write,
+        unmap: io.unmap,
+        write_zeroes: io.write_zeroes,
+        flush: io.flush,
         reset: true,
         compare: false,
         compare_and_write: false,
@@ -205,47 +269,36 @@ export class BdevRegistry {
         nvme_admin: false,
         nvme_io: false,
       },
-      driver_specific: BdevRegistry.driverSpecific(b),
+      driver_specific: b.module.driverSpecific(b),
     };
   }
 
-  /** SPDK's dump_info_json of bdev_uring / bdev_aio. */
-  private static driverSpecific(b: Bdev): Record<string, unknown> {
-    const f = b.file;
-    if (!f) return {};
-    if (b.kind === 'uring') return { uring: { filename: f.filename } };
-    return {
-      aio: { filename: f.filename, block_size_override: f.requestedBlockSize !== 0, readonly: f.readonly, fallocate: f.fallocate },
-    };
+  /** bdev_set_qos_limit: limits not given stay as they are; 0 = unlimited. */
+  setQosLimit(name: string, limits: QosLimitsInfo): void {
+    this.require(name).qos.set(name, limits);
   }
 
-  /** The RPC call that recreates `b` (save_config). */
-  static configCall(b: Bdev): { method: string; params: Record<string, unknown> } {
-    const f = b.file;
-    switch (b.kind) {
-      case 'malloc':
-      case 'null':
-        return {
-          method: b.kind === 'malloc' ? 'bdev_malloc_create' : 'bdev_null_create',
-          params: { name: b.name, num_blocks: b.numBlocks, block_size: b.blockSize, uuid: b.uuid },
-        };
-      case 'uring':
-        return {
-          method: 'bdev_uring_create',
-          params: { name: b.name, filename: f?.filename, ...(f?.requestedBlockSize ? { block_size: f.requestedBlockSize } : {}), uuid: b.uuid },
-        };
-      case 'aio':
-        return {
-          method: 'bdev_aio_create',
-          params: {
-            name: b.name,
-            filename: f?.filename,
-            ...(f?.requestedBlockSize ? { block_size: f.requestedBlockSize } : {}),
-            readonly: f?.readonly ?? false,
-            fallocate: f?.fallocate ?? false,
-            uuid: b.uuid,
-          },
-        };
+  /** bdev_get_iostat: all bdevs or the named ones (ERR_NO_BDEV); perChannel needs exactly one name. */
+  iostat(p: { names?: string[]; perChannel: boolean }): IostatInfo | PerChannelIostatInfo {
+    const ticks = Number(process.hrtime.bigint());
+    const bdevs = p.names === undefined ? this.list() : p.names.map((n) => this.require(n));
+    if (p.perChannel) {
+      if (bdevs.length !== 1) throw new VhostdError(ErrorCode.Invalid, 'per_channel needs exactly one bdev name');
+      const b = bdevs[0];
+      const threadIdOf = this.options.threadIdOf ?? ((core: number) => core);
+      return {
+        tick_rate: TICK_RATE,
+        ticks,
+        name: b.name,
+        channels: b.iostat.cores().map((core) => ({ thread_id: threadIdOf(core), ...b.iostat.ofCore(core) })),
+      };
     }
+    return { tick_rate: TICK_RATE, ticks, bdevs: bdevs.map((b) => ({ name: b.name, ...b.iostat.total() })) };
+  }
+
+  /** The calls that recreate every bdev, then their QoS limits — as SPDK writes them (save_config). */
+  writeConfig(): ConfigCall[] {
+    const bdevs = this.list();
+    return [...bdevs.map((b) => b.module.writeConfig(b)), ...bdevs.flatMap((b) => b.qos.writeConfig(b.name) ?? [])];
   }
 }

@@ -10,7 +10,7 @@
  * Thread: the CLI process's main thread.
  */
 
-import { RpcError } from '../target';
+import { RpcError } from './errors';
 import { RpcClient } from './client';
 import * as fs from 'node:fs';
 import { formatResult, parseCommandLine, UsageError, type Command } from './commands';

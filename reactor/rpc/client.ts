@@ -11,7 +11,7 @@
  */
 
 import * as net from 'node:net';
-import { RpcCode, RpcError } from '../target';
+import { RpcCode, RpcError } from './errors';
 import { JsonStreamSplitter } from './framing';
 
 /** Replies can be large (bdev_get_bdevs with many bdevs); refuse absurd ones. */

@@ -12,7 +12,7 @@
  */
 
 import Ajv, { type ErrorObject, type SchemaObject } from 'ajv';
-import { RpcCode, RpcError } from '../target';
+import { asRpcError, RpcCode, RpcError } from './errors';
 
 const ajv = new Ajv({ allErrors: true, strict: true, verbose: true, coerceTypes: false, useDefaults: false });
 
@@ -115,6 +115,8 @@ export interface RpcMethod {
   /**
    * Validate `params` (undefined when the request had none or null) and run
    * the method. Throws (or rejects with) RpcError; -32602 for bad params.
+   * A method made by defineMethod turns its handler's VhostdError into the
+   * RpcError with SPDK's code (rpc/errors.ts).
    */
   invoke(params: unknown): unknown;
 }
@@ -139,7 +141,15 @@ export function defineMethod<P>(
       if (!validate(p)) {
         throw new RpcError(RpcCode.InvalidParams, formatSchemaErrors(validate.errors ?? []));
       }
-      return handler(p);
+      // Services throw VhostdError: the caller gets SPDK's code (RpcError) instead.
+      let result: unknown;
+      try {
+        result = handler(p);
+      } catch (err) {
+        throw asRpcError(err) ?? err;
+      }
+      if (result instanceof Promise) return result.catch((err: unknown) => Promise.reject(asRpcError(err) ?? err));
+      return result;
     },
   };
 }

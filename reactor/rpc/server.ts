@@ -24,7 +24,7 @@
 
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { RpcCode, RpcError } from '../target';
+import { asRpcError, RpcCode, RpcError } from './errors';
 import { logger } from '../log';
 import { JsonStreamSplitter } from './framing';
 import { RpcState, type RpcMethod } from './schema';
@@ -226,7 +226,13 @@ export class RpcServer {
           : 'Method may only be called before framework is initialized. Use --wait-for-rpc command line parameter and then issue this RPC before the framework_start_init RPC.',
       );
     }
-    const result = await m.invoke(params);
+    let result: unknown;
+    try {
+      result = await m.invoke(params);
+    } catch (err) {
+      // A domain error (VhostdError) gets SPDK's code here, and only here.
+      throw asRpcError(err) ?? err;
+    }
     if (result === undefined) {
       throw new RpcError(RpcCode.InternalError, `Internal error: ${method} returned no result`);
     }

@@ -4,7 +4,8 @@
  * --wait-for-rpc (STARTUP until framework_start_init, as SPDK), the -c
  * config replayed at framework_start_init, log levels and flags reaching the
  * reactor's and the engine workers' stderr lines, spdk_kill_instance, and
- * vhostd-rpc's syntax for them (client-side save_config/load_config included).
+ * vhostd-rpc's syntax for them (client-side save_config/load_config included);
+ * the bdev modules' block size check and I/O types through the real process.
  * Thread: test main thread.
  */
 import t from 'tap';
@@ -340,4 +341,33 @@ t.test('vhostd-rpc: the new methods with rpc.py syntax, save_config / load_confi
   t.match(r.stderr, /unknown method "bdev_frobnicate"/);
   r = await cli(['-s', h2.rpcSocket, 'load_config'], '{not json');
   t.equal(r.code, 1, 'not JSON');
+});
+
+t.test('bdev modules: block sizes refused at create (bug 6.1), I/O types from the module (bug 6.2)', async (t) => {
+  const h = await startVhostd();
+  t.teardown(() => h.stop());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-bs-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'f');
+  fs.writeFileSync(file, Buffer.alloc(1 << 20));
+  const create: Record<string, (bs: number) => Record<string, unknown>> = {
+    bdev_malloc_create: (bs) => ({ name: 'bs.m', num_blocks: 16, block_size: bs }),
+    bdev_null_create: (bs) => ({ name: 'bs.n', num_blocks: 16, block_size: bs }),
+    bdev_uring_create: (bs) => ({ name: 'bs.u', filename: file, block_size: bs }),
+    bdev_aio_create: (bs) => ({ name: 'bs.a', filename: file, block_size: bs }),
+  };
+  for (const [method, params] of Object.entries(create)) {
+    for (const bs of [1536, 2560, 256]) {
+      t.same(
+        await rpcError(h, method, params(bs)),
+        { code: -22, message: `block_size ${bs} must be a power of 2 between 512 and 65536` },
+        `${method} block_size ${bs}`,
+      );
+    }
+  }
+  t.same(await h.rpc('bdev_get_bdevs'), [], 'nothing was created');
+
+  await h.rpc('bdev_null_create', create.bdev_null_create(4096));
+  const [info] = (await h.rpc('bdev_get_bdevs', { name: 'bs.n' })) as { supported_io_types: Record<string, boolean> }[];
+  t.match(info.supported_io_types, { read: true, write: true, unmap: false, flush: false, write_zeroes: true }, 'null: no unmap, no flush');
 });

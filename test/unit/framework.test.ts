@@ -13,7 +13,7 @@ import { loadConfig, saveConfig, type CallingClient } from '../../reactor/rpc/co
 import { killSignal } from '../../reactor/rpc/methods/framework';
 import { defineMethod, NO_PARAMS, RpcState } from '../../reactor/rpc/schema';
 import { RpcServer } from '../../reactor/rpc/server';
-import { RpcError } from '../../reactor/target';
+import { RpcError } from '../../reactor/rpc/errors';
 
 t.test('framework: STARTUP until startInit, state errors, waitInit, init failure', async (t) => {
   const server = new RpcServer();

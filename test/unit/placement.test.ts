@@ -4,7 +4,8 @@
  */
 import t from 'tap';
 import { formatCpumask, parseCpumask, Placement } from '../../reactor/placement';
-import { RpcCode, RpcError } from '../../reactor/target';
+import { ErrorCode, VhostdError } from '../../reactor/errors';
+import { RpcCode, rpcCodeOf } from '../../reactor/rpc/errors';
 
 t.test('parseCpumask: hex and lists', async (t) => {
   t.same(parseCpumask('0x3'), [0, 1]);
@@ -17,8 +18,13 @@ t.test('parseCpumask: hex and lists', async (t) => {
 
 t.test('parseCpumask: refusals are -22 with the reason', async (t) => {
   for (const bad of ['', '0x0', 'zz', '[]', '[3-1]', '[1,a]', '[0', '[1024]', '0x' + '1'.padEnd(300, '0')]) {
-    t.throws(() => parseCpumask(bad), new RpcError(RpcCode.Invalid, ''), `"${bad.slice(0, 20)}" refused`);
-    t.throws(() => parseCpumask(bad), { code: RpcCode.Invalid, message: /invalid cpumask/ });
+    t.throws(() => parseCpumask(bad), new VhostdError(ErrorCode.Invalid, ''), `"${bad.slice(0, 20)}" refused`);
+    t.throws(() => parseCpumask(bad), { code: ErrorCode.Invalid, message: /invalid cpumask/ });
+    try {
+      parseCpumask(bad);
+    } catch (err) {
+      t.equal(rpcCodeOf(err as VhostdError), RpcCode.Invalid, 'reported as -22');
+    }
   }
 });
 

@@ -16,19 +16,17 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  RpcCode,
-  RpcError,
-  type BdevInfo,
-  type ConfigCallInfo,
-  type ControllerInfo,
-  type IostatInfo,
-  type QosLimitsInfo,
-  type ReactorsInfo,
-  type SubsystemInfo,
-  type Target,
-  type ThreadStatsInfo,
-} from '../../reactor/target';
+import type { BdevInfo, ControllerInfo, ReactorsInfo, ThreadStatsInfo } from '../../reactor/info';
+import { RpcCode, RpcError } from '../../reactor/rpc/errors';
+import type { Services } from '../../reactor/rpc/methods/context';
+import { BDEV_MODULES } from '../../reactor/bdev/modules';
+import type { BdevModule } from '../../reactor/bdev/module';
+import { BdevRegistry, type Bdev, type CreateRequest, type Opened } from '../../reactor/bdev/registry';
+import { Placement } from '../../reactor/placement';
+import { subsystemRegistry } from '../../reactor/subsystems';
+import type { Controller } from '../../reactor/vhost/controller';
+import type { DeviceModel } from '../../reactor/vhost/model';
+import { VhostService } from '../../reactor/vhost/service';
 import { JsonStreamSplitter } from '../../reactor/rpc/framing';
 import { RpcServer } from '../../reactor/rpc/server';
 import { RpcClient } from '../../reactor/rpc/client';
@@ -40,180 +38,93 @@ const REPO = path.resolve(__dirname, '../../..');
 const CLI = path.join(REPO, 'bin/vhostd-rpc.js');
 
 // ---------------------------------------------------------------------------
-// Fake target: in-memory bdevs and controllers with SPDK's error codes.
+// The target: the real subsystem services (bdev registry with every bdev
+// module, vhost controllers listening on sockets in a temporary directory),
+// without engine workers (no front-end connects here), recording the calls
+// that reach them.
 
-interface FakeBdev {
-  kind: 'malloc' | 'null';
-  name: string;
-  numBlocks: number;
-  blockSize: number;
-  uuid: string;
+type Call = { fn: string; args: unknown[] };
+
+class RecordingBdevs extends BdevRegistry {
+  constructor(private readonly calls: Call[]) {
+    super(BDEV_MODULES);
+  }
+
+  override create<S>(module: BdevModule<S>, req: CreateRequest, open: () => Opened<S>): Bdev<S> {
+    const b = super.create(module, req, open);
+    this.calls.push({ fn: 'create', args: [module.name, { name: b.name, numBlocks: b.numBlocks, blockSize: b.blockSize, uuid: req.uuid }] });
+    return b;
+  }
+
+  override delete(module: BdevModule, name: string): void {
+    super.delete(module, name);
+    this.calls.push({ fn: 'delete', args: [module.name, name] });
+  }
+
+  override infos(name?: string): BdevInfo[] {
+    this.calls.push({ fn: 'infos', args: [name] });
+    return super.infos(name);
+  }
+
+  has(name: string): boolean {
+    return this.get(name) !== undefined;
+  }
 }
 
-interface FakeCtrlr {
-  ctrlr: string;
-  devName: string;
-  cpumask: string;
-  readonly: boolean;
-  connected: boolean;
+class RecordingVhost extends VhostService {
+  constructor(
+    private readonly calls: Call[],
+    socketDir: string,
+    bdevs: BdevRegistry,
+  ) {
+    super({
+      socketDir,
+      socketMode: 0o600,
+      cores: [0, 1],
+      bdevs,
+      engine: { worker: () => { throw new Error('no engine in the RPC tests'); } },
+      placement: new Placement([0, 1]),
+    });
+  }
+
+  override async create(name: string, cpumask: string | undefined, makeModel: () => DeviceModel): Promise<Controller> {
+    const c = await super.create(name, cpumask, makeModel);
+    this.calls.push({ fn: 'createController', args: [{ ctrlr: name, cpumask, model: c.model.backendSpecific() }] });
+    return c;
+  }
+
+  override async delete(name: string): Promise<void> {
+    await super.delete(name);
+    this.calls.push({ fn: 'deleteController', args: [name] });
+  }
+
+  names(): string[] {
+    return this.list().map((c) => c.name);
+  }
 }
 
-function tick(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
+let targetSeq = 0;
 
-/** An in-memory Target recording every call; runs on the test's main thread. */
-class FakeTarget implements Target {
+class TestTarget implements Services {
   readonly version = 'vhostd v0.1.0';
-  readonly bdevs = new Map<string, FakeBdev>();
-  readonly ctrlrs = new Map<string, FakeCtrlr>();
-  /** Every call the RPC layer made, with the arguments as received. */
-  readonly calls: { fn: string; args: unknown[] }[] = [];
-  private mallocSeq = 0;
-  private uuidSeq = 0;
-
-  private record(fn: string, ...args: unknown[]): void {
-    this.calls.push({ fn, args });
-  }
-
-  private newUuid(): string {
-    return `00000000-0000-4000-8000-${(++this.uuidSeq).toString(16).padStart(12, '0')}`;
-  }
-
-  private addBdev(kind: 'malloc' | 'null', p: { name: string; numBlocks: number; blockSize: number; uuid?: string }): string {
-    if (this.bdevs.has(p.name)) throw new RpcError(RpcCode.Exists, 'File exists');
-    if (p.blockSize % 512 !== 0 || p.blockSize === 0) throw new RpcError(RpcCode.Invalid, 'Invalid argument');
-    this.bdevs.set(p.name, { kind, name: p.name, numBlocks: p.numBlocks, blockSize: p.blockSize, uuid: p.uuid ?? this.newUuid() });
-    return p.name;
-  }
-
-  createMallocBdev(p: { name?: string; numBlocks: number; blockSize: number; uuid?: string }): string {
-    this.record('createMallocBdev', p);
-    return this.addBdev('malloc', { ...p, name: p.name ?? `Malloc${this.mallocSeq++}` });
-  }
-
-  createNullBdev(p: { name: string; numBlocks: number; blockSize: number; uuid?: string }): string {
-    this.record('createNullBdev', p);
-    return this.addBdev('null', p);
-  }
-
-  async deleteBdev(kind: 'malloc' | 'null', name: string): Promise<void> {
-    this.record('deleteBdev', kind, name);
-    await tick();
-    const b = this.bdevs.get(name);
-    if (!b || b.kind !== kind) throw new RpcError(RpcCode.NoDevice, 'No such device');
-    for (const c of this.ctrlrs.values()) if (c.devName === name) throw new RpcError(RpcCode.Busy, 'Device or resource busy');
-    this.bdevs.delete(name);
-  }
-
-  getBdevs(name?: string): BdevInfo[] {
-    this.record('getBdevs', name);
-    const list = name === undefined ? [...this.bdevs.values()] : [this.bdevs.get(name)];
-    return list.map((b) => {
-      if (!b) throw new RpcError(RpcCode.NoDevice, 'No such device');
-      return {
-        name: b.name,
-        aliases: [],
-        product_name: b.kind === 'malloc' ? 'Malloc disk' : 'Null disk',
-        block_size: b.blockSize,
-        num_blocks: b.numBlocks,
-        uuid: b.uuid,
-        assigned_rate_limits: { rw_ios_per_sec: 0, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 0, w_mbytes_per_sec: 0 },
-        claimed: [...this.ctrlrs.values()].some((c) => c.devName === b.name),
-        zoned: false,
-        supported_io_types: { read: true, write: true },
-        driver_specific: {},
-      };
-    });
-  }
-
-  async createBlkController(p: { ctrlr: string; devName: string; cpumask?: string; readonly?: boolean }): Promise<void> {
-    this.record('createBlkController', p);
-    await tick();
-    if (this.ctrlrs.has(p.ctrlr)) throw new RpcError(RpcCode.Exists, 'File exists');
-    if (!this.bdevs.has(p.devName)) throw new RpcError(RpcCode.NoDevice, 'No such device');
-    if (p.cpumask !== undefined && !/^(0x)?[0-9a-fA-F]+$/.test(p.cpumask)) throw new RpcError(RpcCode.Invalid, 'Invalid argument');
-    this.ctrlrs.set(p.ctrlr, { ctrlr: p.ctrlr, devName: p.devName, cpumask: p.cpumask ?? '0x1', readonly: p.readonly ?? false, connected: false });
-  }
-
-  async deleteController(ctrlr: string): Promise<void> {
-    this.record('deleteController', ctrlr);
-    await tick();
-    const c = this.ctrlrs.get(ctrlr);
-    if (!c) throw new RpcError(RpcCode.NoDevice, 'No such device');
-    if (c.connected) throw new RpcError(RpcCode.Busy, 'Device or resource busy');
-    this.ctrlrs.delete(ctrlr);
-  }
-
-  getControllers(name?: string): ControllerInfo[] {
-    this.record('getControllers', name);
-    const list = name === undefined ? [...this.ctrlrs.values()] : [this.ctrlrs.get(name)];
-    return list.map((c) => {
-      if (!c) throw new RpcError(RpcCode.NoDevice, 'No such device');
-      return {
-        ctrlr: c.ctrlr,
-        cpumask: c.cpumask,
-        delay_base_us: 0,
-        iops_threshold: 0,
-        socket: `/tmp/sock/${c.ctrlr}`,
-        sessions: [],
-        backend_specific: { block: { readonly: c.readonly, bdev: c.devName, transport: 'vhost_user_blk' } },
-      };
-    });
-  }
-
-  getReactors(): ReactorsInfo {
-    this.record('getReactors');
-    return {
+  /** Every call that reached a service, with its arguments. */
+  readonly calls: Call[] = [];
+  readonly bdevs = new RecordingBdevs(this.calls);
+  readonly vhost: RecordingVhost;
+  readonly subsystems = subsystemRegistry({ bdev: () => this.bdevs.writeConfig(), vhost_blk: () => this.vhost.writeConfig('vhost_blk') });
+  readonly system = {
+    reactors: (): ReactorsInfo => ({
       tick_rate: 1000000000,
       pid: process.pid,
       reactors: [{ lcore: 0, busy: 10, idle: 20, in_interrupt: false, lw_threads: [{ name: 'app_thread', id: 1, cpumask: '1', elapsed: 30 }] }],
-    };
-  }
+    }),
+    threadStats: (): ThreadStatsInfo => ({ tick_rate: 1e9, threads: [] }),
+  };
 
-  // The methods below are exercised by other tests (tuning-rpc, framework,
-  // the integration tests against the real target); here they only record.
-
-  createUringBdev(p: { name: string; filename: string; blockSize?: number; uuid?: string }): string {
-    this.record('createUringBdev', p);
-    return this.addBdev('malloc', { name: p.name, numBlocks: 1, blockSize: p.blockSize ?? 512, uuid: p.uuid });
-  }
-
-  createAioBdev(p: { name: string; filename: string; blockSize?: number; readonly?: boolean; fallocate?: boolean; uuid?: string }): string {
-    this.record('createAioBdev', p);
-    return this.addBdev('malloc', { name: p.name, numBlocks: 1, blockSize: p.blockSize ?? 512, uuid: p.uuid });
-  }
-
-  subsystems(): SubsystemInfo[] {
-    this.record('subsystems');
-    return [{ subsystem: 'bdev', depends_on: [] }];
-  }
-
-  subsystemConfig(name: string): ConfigCallInfo[] {
-    this.record('subsystemConfig', name);
-    return [];
-  }
-
-  getIostat(p: { names?: string[]; perChannel: boolean }): IostatInfo {
-    this.record('getIostat', p);
-    return { tick_rate: 1e9, ticks: 0, bdevs: [] };
-  }
-
-  setQosLimit(name: string, limits: QosLimitsInfo): void {
-    this.record('setQosLimit', name, limits);
-  }
-
-  async resizeNullBdev(name: string, newSizeMiB: number): Promise<void> {
-    this.record('resizeNullBdev', name, newSizeMiB);
-  }
-
-  setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void {
-    this.record('setCoalescing', ctrlr, delayBaseUs, iopsThreshold);
-  }
-
-  getThreadStats(): ThreadStatsInfo {
-    this.record('getThreadStats');
-    return { tick_rate: 1e9, threads: [] };
+  constructor() {
+    const socketDir = path.join(tmpDir, `target${targetSeq++}`);
+    fs.mkdirSync(socketDir);
+    this.vhost = new RecordingVhost(this.calls, socketDir, this.bdevs);
   }
 }
 
@@ -228,9 +139,10 @@ function sockPath(): string {
   return path.join(tmpDir, `rpc${sockSeq++}.sock`);
 }
 
-async function startServer(t: Test, target = new FakeTarget(), options = {}): Promise<{ server: RpcServer; target: FakeTarget; path: string }> {
+async function startServer(t: Test, target = new TestTarget(), options = {}): Promise<{ server: RpcServer; target: TestTarget; path: string }> {
   const server = new RpcServer(options);
   registerMethods(server, target);
+  t.teardown(() => target.vhost.closeAll());
   const p = sockPath();
   await server.listen(p);
   t.teardown(() => server.close());
@@ -372,7 +284,7 @@ t.test('listen: socket mode, stale socket, live socket, non-socket, close', asyn
   t.ok(fs.lstatSync(p).isSocket(), 'a stale socket file exists');
 
   const server = new RpcServer();
-  registerMethods(server, new FakeTarget());
+  registerMethods(server, new TestTarget());
   await server.listen(p);
   t.equal(fs.statSync(p).mode & 0o777, 0o600, 'socket is 0600');
   const c = await RpcClient.connect(p);
@@ -471,13 +383,16 @@ t.test('bdev methods', async (t) => {
     await c.call('bdev_malloc_create', { num_blocks: 524288, block_size: 512, name: 'Malloc1', md_interleave: false, dif_is_head_of_md: false }),
     'Malloc1',
   );
-  t.same(target.calls.at(-1), { fn: 'createMallocBdev', args: [{ name: 'Malloc1', numBlocks: 524288, blockSize: 512, uuid: undefined }] });
+  t.same(target.calls.at(-1), { fn: 'create', args: ['malloc', { name: 'Malloc1', numBlocks: 524288, blockSize: 512, uuid: undefined }] });
   const uuid = '6f2a0ae2-3c1b-4b5e-9d1e-0123456789ab';
   t.equal(await c.call('bdev_malloc_create', { name: 'M2', num_blocks: 1, block_size: 512, uuid, md_size: 0, dif_type: 0 }), 'M2');
   t.equal(target.bdevs.get('M2')?.uuid, uuid);
 
-  t.same(await callVia(c, 'bdev_malloc_create', { name: 'Malloc1', num_blocks: 1, block_size: 512 }), { code: -17, message: 'File exists' });
-  t.same(await callVia(c, 'bdev_malloc_create', { name: 'x', num_blocks: 1, block_size: 100 }), { code: -22, message: 'Invalid argument' });
+  t.same(await callVia(c, 'bdev_malloc_create', { name: 'Malloc1', num_blocks: 1, block_size: 512 }), { code: -17, message: 'bdev Malloc1 already exists' });
+  t.same(await callVia(c, 'bdev_malloc_create', { name: 'x', num_blocks: 1, block_size: 100 }), {
+    code: -22,
+    message: 'block_size 100 must be a power of 2 between 512 and 65536',
+  });
   t.same(await callVia(c, 'bdev_malloc_create', { name: 'x', block_size: 512 }), { code: -32602, message: 'params.num_blocks: is required' });
   t.same(await callVia(c, 'bdev_malloc_create', { name: 'x', num_blocks: '8', block_size: 512 }), {
     code: -32602,
@@ -516,9 +431,9 @@ t.test('bdev methods', async (t) => {
 
   // What rpc.py sends for `bdev_null_create Null0 64 512`.
   t.equal(await c.call('bdev_null_create', { num_blocks: 131072, block_size: 512, name: 'Null0', dif_is_head_of_md: false }), 'Null0');
-  t.same(target.calls.at(-1), { fn: 'createNullBdev', args: [{ name: 'Null0', numBlocks: 131072, blockSize: 512, uuid: undefined }] });
+  t.same(target.calls.at(-1), { fn: 'create', args: ['null', { name: 'Null0', numBlocks: 131072, blockSize: 512, uuid: undefined }] });
   t.same(await callVia(c, 'bdev_null_create', { num_blocks: 1, block_size: 512 }), { code: -32602, message: 'params.name: is required' });
-  t.same(await callVia(c, 'bdev_null_create', { name: 'Null0', num_blocks: 1, block_size: 512 }), { code: -17, message: 'File exists' });
+  t.same(await callVia(c, 'bdev_null_create', { name: 'Null0', num_blocks: 1, block_size: 512 }), { code: -17, message: 'bdev Null0 already exists' });
   t.same(await callVia(c, 'bdev_null_create', { name: 'N', num_blocks: 1, block_size: 512, md_size: 16 }), {
     code: -22,
     message: 'params.md_size: metadata is not supported (only 0)',
@@ -528,8 +443,8 @@ t.test('bdev methods', async (t) => {
   t.same(all.map((b) => b.name), ['Malloc0', 'Malloc1', 'M2', 'Null0']);
   const one = (await c.call('bdev_get_bdevs', { name: 'Null0' })) as BdevInfo[];
   t.same(one.map((b) => [b.name, b.num_blocks, b.block_size]), [['Null0', 131072, 512]]);
-  t.same(await callVia(c, 'bdev_get_bdevs', { name: 'nope' }), { code: -19, message: 'No such device' });
-  t.same(await callVia(c, 'bdev_get_bdevs', { name: 'nope', timeout: 1 }), { code: -19, message: 'No such device' }, 'timeout expires');
+  t.same(await callVia(c, 'bdev_get_bdevs', { name: 'nope' }), { code: -19, message: 'no bdev named nope' });
+  t.same(await callVia(c, 'bdev_get_bdevs', { name: 'nope', timeout: 1 }), { code: -19, message: 'no bdev named nope' }, 'timeout expires');
   t.same(await callVia(c, 'bdev_get_bdevs', { timeout: -1 }), { code: -32602, message: 'params.timeout: must be >= 0' });
   t.same(await callVia(c, 'bdev_get_bdevs', { names: ['a'] }), { code: -32602, message: 'params.names: unknown parameter' });
 
@@ -541,13 +456,13 @@ t.test('bdev methods', async (t) => {
   t.same(((await waiting) as BdevInfo[]).map((b) => b.name), ['Late']);
 
   t.equal(await c.call('bdev_malloc_delete', { name: 'Malloc0' }), true);
-  t.same(target.calls.at(-1), { fn: 'deleteBdev', args: ['malloc', 'Malloc0'] });
-  t.same(await callVia(c, 'bdev_malloc_delete', { name: 'Malloc0' }), { code: -19, message: 'No such device' });
-  t.same(await callVia(c, 'bdev_malloc_delete', { name: 'Null0' }), { code: -19, message: 'No such device' }, 'wrong kind');
+  t.same(target.calls.at(-1), { fn: 'delete', args: ['malloc', 'Malloc0'] });
+  t.same(await callVia(c, 'bdev_malloc_delete', { name: 'Malloc0' }), { code: -19, message: 'no malloc bdev named Malloc0' });
+  t.same(await callVia(c, 'bdev_malloc_delete', { name: 'Null0' }), { code: -19, message: 'no malloc bdev named Null0' }, 'wrong kind');
   t.same(await callVia(c, 'bdev_malloc_delete', {}), { code: -32602, message: 'params.name: is required' });
   t.equal(await c.call('bdev_null_delete', { name: 'Null0' }), true);
-  t.same(target.calls.at(-1), { fn: 'deleteBdev', args: ['null', 'Null0'] });
-  t.same(await callVia(c, 'bdev_null_delete', { name: 'Null0' }), { code: -19, message: 'No such device' });
+  t.same(target.calls.at(-1), { fn: 'delete', args: ['null', 'Null0'] });
+  t.same(await callVia(c, 'bdev_null_delete', { name: 'Null0' }), { code: -19, message: 'no null bdev named Null0' });
   t.same(await callVia(c, 'bdev_null_delete', { name: 'Null0', force: true }), { code: -32602, message: 'params.force: unknown parameter' });
 });
 
@@ -555,24 +470,35 @@ t.test('vhost methods', async (t) => {
   const { path: p, target } = await startServer(t);
   const c = await RpcClient.connect(p);
   t.teardown(() => c.close());
-  await c.call('bdev_malloc_create', { name: 'Malloc0', num_blocks: 16, block_size: 512 });
+  for (const name of ['Malloc0', 'Malloc1', 'Malloc2', 'Free']) await c.call('bdev_malloc_create', { name, num_blocks: 16, block_size: 512 });
 
   // What rpc.py sends for `vhost_create_blk_controller --cpumask 0x2 -r vhost.0 Malloc0`.
   t.equal(
     await c.call('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'Malloc0', cpumask: '0x2', readonly: true, packed_ring: false }),
     true,
   );
-  t.same(target.calls.at(-1), { fn: 'createBlkController', args: [{ ctrlr: 'vhost.0', devName: 'Malloc0', cpumask: '0x2', readonly: true }] });
+  t.same(target.calls.at(-1), { fn: 'createController', args: [{ ctrlr: 'vhost.0', cpumask: '0x2', model: { block: { readonly: true, bdev: 'Malloc0', transport: 'vhost_user_blk' } } }] });
   // save_config's form (SPDK writes the transport and a mask without 0x).
   t.equal(
-    await c.call('vhost_create_blk_controller', { ctrlr: 'vhost.1', dev_name: 'Malloc0', cpumask: '1', readonly: false, transport: 'vhost_user_blk' }),
+    await c.call('vhost_create_blk_controller', { ctrlr: 'vhost.1', dev_name: 'Malloc1', cpumask: '1', readonly: false, transport: 'vhost_user_blk' }),
     true,
   );
-  t.equal(await c.call('vhost_create_blk_controller', { ctrlr: 'vhost.2', dev_name: 'Malloc0', packed_ring: false, packed_ring_recovery: false }), true);
+  t.equal(await c.call('vhost_create_blk_controller', { ctrlr: 'vhost.2', dev_name: 'Malloc2', packed_ring: false, packed_ring_recovery: false }), true);
 
-  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'Malloc0' }), { code: -17, message: 'File exists' });
-  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'v3', dev_name: 'nope' }), { code: -19, message: 'No such device' });
-  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'v3', dev_name: 'Malloc0', cpumask: 'zz' }), { code: -22, message: 'Invalid argument' });
+  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'Free' }), { code: -17, message: 'controller vhost.0 already exists' });
+  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'v3', dev_name: 'Malloc0' }), {
+    code: -16,
+    message: 'bdev Malloc0 is already used by controller vhost.0',
+  });
+  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'v3', dev_name: 'nope' }), { code: -19, message: 'no bdev named nope' });
+  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'v3', dev_name: 'Free', cpumask: 'zz' }), {
+    code: -22,
+    message: 'invalid cpumask "zz": expected a hex mask like 0x3 or a list like [0,2-3]',
+  });
+  t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'v3', dev_name: 'Free', cpumask: '0x4' }), {
+    code: -22,
+    message: "cpumask 0x4 is not a subset of the app's cpumask 0x3 (core 2 outside)",
+  });
   t.same(await callVia(c, 'vhost_create_blk_controller', { ctrlr: 'v3', dev_name: 'Malloc0', packed_ring: true }), {
     code: -22,
     message: 'params.packed_ring: packed virtqueues are not supported yet',
@@ -594,22 +520,30 @@ t.test('vhost methods', async (t) => {
     const r = await callVia(c, 'vhost_create_blk_controller', { ctrlr: bad, dev_name: 'Malloc0' });
     t.same(r, { code: -32602, message: 'params.ctrlr: must be a non-empty name without "/" (not "." or "..")' }, `ctrlr ${JSON.stringify(bad)}`);
   }
-  t.same([...target.ctrlrs.keys()], ['vhost.0', 'vhost.1', 'vhost.2']);
+  t.same(target.vhost.names(), ['vhost.0', 'vhost.1', 'vhost.2']);
 
   const list = (await c.call('vhost_get_controllers')) as ControllerInfo[];
   t.same(list.map((x) => x.ctrlr), ['vhost.0', 'vhost.1', 'vhost.2']);
   const one = (await c.call('vhost_get_controllers', { name: 'vhost.0' })) as ControllerInfo[];
   t.same(one[0].backend_specific, { block: { readonly: true, bdev: 'Malloc0', transport: 'vhost_user_blk' } });
-  t.same(await callVia(c, 'vhost_get_controllers', { name: 'nope' }), { code: -19, message: 'No such device' });
+  t.same(await callVia(c, 'vhost_get_controllers', { name: 'nope' }), { code: -19, message: 'no controller named nope' });
   t.same(await callVia(c, 'vhost_get_controllers', { name: 5 }), { code: -32602, message: 'params.name: must be string' });
 
-  t.same(await callVia(c, 'bdev_malloc_delete', { name: 'Malloc0' }), { code: -16, message: 'Device or resource busy' }, 'bdev in use');
-  (target.ctrlrs.get('vhost.0') as FakeCtrlr).connected = true;
-  t.same(await callVia(c, 'vhost_delete_controller', { ctrlr: 'vhost.0' }), { code: -16, message: 'Device or resource busy' });
-  (target.ctrlrs.get('vhost.0') as FakeCtrlr).connected = false;
+  t.same(
+    await callVia(c, 'bdev_malloc_delete', { name: 'Malloc0' }),
+    { code: -16, message: 'bdev Malloc0 is used by controller vhost.0; delete the controller first' },
+    'bdev in use',
+  );
+  target.vhost.require('vhost.0').connectionChanged(true);
+  t.same(await callVia(c, 'vhost_delete_controller', { ctrlr: 'vhost.0' }), {
+    code: -16,
+    message: 'controller vhost.0 has a front-end connected; detach it first',
+  });
+  target.vhost.require('vhost.0').connectionChanged(false);
   t.equal(await c.call('vhost_delete_controller', { ctrlr: 'vhost.0' }), true);
   t.same(target.calls.at(-1), { fn: 'deleteController', args: ['vhost.0'] });
-  t.same(await callVia(c, 'vhost_delete_controller', { ctrlr: 'vhost.0' }), { code: -19, message: 'No such device' });
+  t.same(await callVia(c, 'vhost_delete_controller', { ctrlr: 'vhost.0' }), { code: -19, message: 'no controller named vhost.0' });
+  t.equal(await c.call('bdev_malloc_delete', { name: 'Malloc0' }), true, 'its bdev is free again');
   t.same(await callVia(c, 'vhost_delete_controller', { name: 'vhost.1' }), {
     code: -32602,
     message: 'params.ctrlr: is required; params.name: unknown parameter',
@@ -667,7 +601,7 @@ t.test('batches', async (t) => {
   const r = (await c.next()) as unknown as Record<string, unknown>[];
   t.ok(Array.isArray(r));
   t.same(r[0], { jsonrpc: '2.0', id: 1, result: 'B0' });
-  t.same(r[1], { jsonrpc: '2.0', id: 2, error: { code: -17, message: 'File exists' } });
+  t.same(r[1], { jsonrpc: '2.0', id: 2, error: { code: -17, message: 'bdev B0 already exists' } });
   t.same(r[2], { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid request' } });
   t.same((r[3].result as BdevInfo[]).map((b) => b.name), ['B0', 'N0'], 'batch runs in order, notifications included');
   t.equal(r.length, 4);
@@ -918,18 +852,18 @@ t.test('vhostd-rpc as a child process', async (t) => {
   const { path: p, target } = await startServer(t);
   let r = await runCli(['-s', p, 'bdev_malloc_create', '-b', 'Malloc0', '1', '512']);
   t.same(r, { code: 0, stdout: 'Malloc0\n', stderr: '' });
-  t.same(target.calls.at(-1), { fn: 'createMallocBdev', args: [{ name: 'Malloc0', numBlocks: 2048, blockSize: 512, uuid: undefined }] });
+  t.same(target.calls.at(-1), { fn: 'create', args: ['malloc', { name: 'Malloc0', numBlocks: 2048, blockSize: 512, uuid: undefined }] });
   r = await runCli(['-s', p, 'vhost_create_blk_controller', '--cpumask', '0x2', '-r', 'vhost.0', 'Malloc0']);
   t.same(r, { code: 0, stdout: '', stderr: '' });
   r = await runCli(['-s', p, 'vhost_get_controllers', '-n', 'vhost.0']);
   t.equal(r.code, 0);
-  t.same(JSON.parse(r.stdout), target.getControllers('vhost.0'));
+  t.same(JSON.parse(r.stdout), target.vhost.infos('vhost.0'));
   t.match(r.stdout, /^\[\n {2}\{\n {4}"ctrlr": "vhost.0",/, 'indented by 2');
   r = await runCli(['-s', p, 'bdev_malloc_delete', 'nope']);
   t.equal(r.code, 1);
   t.equal(r.stdout, '');
   t.match(r.stderr, /"code": -19/);
-  t.match(r.stderr, /"message": "No such device"/);
+  t.match(r.stderr, /"message": "no malloc bdev named nope"/);
   t.match(r.stderr, /"method": "bdev_malloc_delete"/);
   r = await runCli(['-s', path.join(tmpDir, 'absent.sock'), 'spdk_get_version']);
   t.equal(r.code, 1);
@@ -990,18 +924,18 @@ if (!spdkAvailable()) {
 
   let r = await rpc('bdev_malloc_create', '-b', 'Malloc0', '256', '512');
   t.same([r.code, r.stdout, r.stderr], [0, 'Malloc0\n', ''], 'bdev_malloc_create');
-  t.same(target.calls.at(-1), { fn: 'createMallocBdev', args: [{ name: 'Malloc0', numBlocks: 524288, blockSize: 512, uuid: undefined }] });
+  t.same(target.calls.at(-1), { fn: 'create', args: ['malloc', { name: 'Malloc0', numBlocks: 524288, blockSize: 512, uuid: undefined }] });
   r = await rpc('bdev_null_create', 'Null0', '64', '512');
   t.same([r.code, r.stdout], [0, 'Null0\n'], 'bdev_null_create');
   r = await rpc('vhost_create_blk_controller', '--cpumask', '0x2', '-r', 'vhost.0', 'Malloc0');
   t.same([r.code, r.stdout, r.stderr], [0, '', ''], 'vhost_create_blk_controller');
-  t.same(target.calls.at(-1), { fn: 'createBlkController', args: [{ ctrlr: 'vhost.0', devName: 'Malloc0', cpumask: '0x2', readonly: true }] });
+  t.same(target.calls.at(-1), { fn: 'createController', args: [{ ctrlr: 'vhost.0', cpumask: '0x2', model: { block: { readonly: true, bdev: 'Malloc0', transport: 'vhost_user_blk' } } }] });
   r = await rpc('vhost_create_blk_controller', '--transport', 'vhost_user_blk', 'vhost.1', 'Null0');
   t.equal(r.code, 0, 'with --transport');
 
   r = await rpc('vhost_get_controllers', '-n', 'vhost.0');
   t.equal(r.code, 0);
-  t.same(JSON.parse(r.stdout), target.getControllers('vhost.0'));
+  t.same(JSON.parse(r.stdout), target.vhost.infos('vhost.0'));
   r = await rpc('vhost_get_controllers');
   t.same((JSON.parse(r.stdout) as ControllerInfo[]).map((c) => c.ctrlr), ['vhost.0', 'vhost.1']);
   r = await rpc('bdev_get_bdevs', '-b', 'Malloc0', '-t', '10');
@@ -1032,8 +966,8 @@ if (!spdkAvailable()) {
   r = await rpc('bdev_malloc_delete', 'Malloc0');
   t.equal(r.code, 1);
   t.match(r.stdout, /"code": -19/);
-  t.match(r.stdout, /"message": "No such device"/);
-  t.same([...target.bdevs.keys(), ...target.ctrlrs.keys()], []);
+  t.match(r.stdout, /"message": "no malloc bdev named Malloc0"/);
+  t.same([...target.bdevs.list().map((b) => b.name), ...target.vhost.names()], []);
 
   // Script mode: several calls on one connection (rpc.py reads them from stdin).
   const callsBefore = target.calls.length;
@@ -1042,13 +976,13 @@ if (!spdkAvailable()) {
   t.match(r.stdout, /^S0\nS1\n\[/);
   t.same(
     target.calls.slice(callsBefore).map((c) => c.fn),
-    ['createMallocBdev', 'createNullBdev', 'getBdevs'],
+    ['create', 'create', 'infos'],
   );
 
   // Batch mode: one JSON-RPC batch with all the calls.
   r = await runRpcPy(dir, ['-s', p, '-b'], 'bdev_null_create B0 1 512\nbdev_null_create B1 1 512\n');
   t.equal(r.code, 0, `batch mode: ${r.stderr}`);
-  t.same([...target.bdevs.keys()].filter((n) => n.startsWith('B')), ['B0', 'B1']);
+  t.same(target.bdevs.list().map((b) => b.name).filter((n) => n.startsWith('B')), ['B0', 'B1']);
   r = await runRpcPy(dir, ['-s', p, '-b'], 'bdev_null_create B0 1 512\n');
   t.equal(r.code, 1, 'batch with an error');
   t.match(r.stderr, /"code": -17/);

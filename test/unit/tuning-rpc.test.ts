@@ -8,7 +8,7 @@ import t from 'tap';
 import { parseCommandLine } from '../../reactor/rpc/commands';
 import { tuningMethods } from '../../reactor/rpc/methods/tuning';
 import type { MethodContext } from '../../reactor/rpc/methods/context';
-import type { Target } from '../../reactor/target';
+import { ErrorCode, VhostdError } from '../../reactor/errors';
 
 function call(argv: string[]): { method: string; params: Record<string, unknown> | undefined } {
   const c = parseCommandLine(argv);
@@ -40,18 +40,24 @@ t.test('vhostd-rpc: rpc.py syntax', async (t) => {
 
 t.test('methods: schemas and what reaches the target', async (t) => {
   const calls: unknown[][] = [];
-  const target = {
-    getBdevs: (name?: string) => {
-      if (name === 'nope') throw Object.assign(new Error('no bdev'), { code: -19 });
-      return [];
+  const services = {
+    bdevs: {
+      require: (name: string) => {
+        if (name === 'nope') throw new VhostdError(ErrorCode.NoBdev, 'no bdev');
+        return {};
+      },
+      iostat: (p: unknown) => (calls.push(['iostat', p]), { tick_rate: 1e9, ticks: 1, bdevs: [] }),
+      setQosLimit: (name: string, l: unknown) => void calls.push(['qos', name, l]),
     },
-    getIostat: (p: unknown) => (calls.push(['iostat', p]), { tick_rate: 1e9, ticks: 1, bdevs: [] }),
-    setQosLimit: (name: string, l: unknown) => void calls.push(['qos', name, l]),
-    resizeNullBdev: async (name: string, mib: number) => void calls.push(['resize', name, mib]),
-    setCoalescing: (c: string, d: number, i: number) => void calls.push(['coalescing', c, d, i]),
-    getThreadStats: () => ({ tick_rate: 1e9, threads: [] }),
-  } as unknown as Target;
-  const ctx = { target, methodNames: () => [] } as unknown as MethodContext;
+    vhost: {
+      setCoalescing: (c: string, d: number, i: number) => {
+        if (c === 'nope') throw new VhostdError(ErrorCode.NoController, 'no controller');
+        calls.push(['coalescing', c, d, i]);
+      },
+    },
+    system: { threadStats: () => ({ tick_rate: 1e9, threads: [] }) },
+  };
+  const ctx = { services, methodNames: () => [] } as unknown as MethodContext;
   const m = new Map(tuningMethods(ctx).map((x) => [x.name, x]));
   const invoke = (name: string, p?: unknown): unknown => (m.get(name) as { invoke(p: unknown): unknown }).invoke(p);
   const code = (fn: () => unknown): number | undefined => {
@@ -75,11 +81,12 @@ t.test('methods: schemas and what reaches the target', async (t) => {
   t.equal(code(() => invoke('bdev_set_qos_limit', { name: 'b' })), -22, 'no limit');
   t.equal(code(() => invoke('bdev_set_qos_limit', { name: 'b', rw_ios_per_sec: 1.5 })), -32602, 'not an integer');
 
-  t.equal(await invoke('bdev_null_resize', { name: 'n', new_size: 10 }), true);
-  t.same(calls.pop(), ['resize', 'n', 10]);
+  t.equal(code(() => invoke('bdev_set_qos_limit', { name: 'nope', rw_ios_per_sec: 1000 })), -19, 'no bdev: -19 before the limits are looked at');
+  t.equal(code(() => invoke('bdev_set_qos_limit', { name: 'nope' })), -19, 'no bdev and no limit: -19 first');
   t.equal(invoke('vhost_controller_set_coalescing', { ctrlr: 'c', delay_base_us: 0, iops_threshold: 100 }), true);
   t.same(calls.pop(), ['coalescing', 'c', 0, 100]);
   t.equal(code(() => invoke('vhost_controller_set_coalescing', { ctrlr: 'c', delay_base_us: -1, iops_threshold: 100 })), -32602);
+  t.equal(code(() => invoke('vhost_controller_set_coalescing', { ctrlr: 'nope', delay_base_us: 0, iops_threshold: 100 })), -19, 'no controller: -19');
   t.same(invoke('thread_get_stats'), { tick_rate: 1e9, threads: [] });
   t.equal(code(() => invoke('thread_get_stats', { a: 1 })), -32602);
 

@@ -4,7 +4,7 @@
  * Thread: main (reactor).
  */
 
-import { RpcCode, RpcError } from '../../target';
+import { RpcCode, RpcError } from '../errors';
 import { defineMethod, NO_PARAMS, paramsSchema, RpcState, s, type RpcMethod } from '../schema';
 import type { MethodContext } from './context';
 
@@ -34,7 +34,7 @@ interface RpcGetMethodsParams {
 
 export function appMethods(ctx: MethodContext): RpcMethod[] {
   return [
-    defineMethod<Record<string, never>>('spdk_get_version', NO_PARAMS, () => versionInfo(ctx.target.version), {
+    defineMethod<Record<string, never>>('spdk_get_version', NO_PARAMS, () => versionInfo(ctx.services.version), {
       states: RpcState.Startup | RpcState.Runtime,
     }),
 
@@ -48,6 +48,6 @@ export function appMethods(ctx: MethodContext): RpcMethod[] {
       { states: RpcState.Startup | RpcState.Runtime },
     ),
 
-    defineMethod<Record<string, never>>('framework_get_reactors', NO_PARAMS, () => ctx.target.getReactors()),
+    defineMethod<Record<string, never>>('framework_get_reactors', NO_PARAMS, () => ctx.services.system.reactors()),
   ];
 }

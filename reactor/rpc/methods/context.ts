@@ -1,15 +1,40 @@
 /**
- * What a subsystem's RPC methods get to work with: the target they control
- * and the list of every method served (for rpc_get_methods). Each file in
- * this directory exports `(ctx: MethodContext) => RpcMethod[]` for one SPDK
- * subsystem. Thread: main (reactor).
+ * What a subsystem's RPC methods get to work with: the subsystem services
+ * they control, the framework, and the list of every method served (for
+ * rpc_get_methods). Each file in this directory exports
+ * `(ctx: MethodContext) => RpcMethod[]` for one SPDK subsystem; a bdev
+ * module's methods come from its descriptor (reactor/bdev/modules.ts).
+ * Services throw VhostdError; the server maps it to SPDK's codes.
+ * Thread: main (reactor).
  */
 
+import type { BdevRegistry } from '../../bdev/registry';
 import type { FrameworkControl } from '../../framework';
-import type { Target } from '../../target';
+import type { ReactorsInfo, ThreadStatsInfo } from '../../info';
+import type { SubsystemRegistry } from '../../subsystems';
+import type { VhostService } from '../../vhost/service';
+
+/** The framework's statistics (framework_get_reactors, thread_get_stats). */
+export interface SystemService {
+  reactors(): ReactorsInfo;
+  threadStats(): ThreadStatsInfo;
+}
+
+/** The services of the running target (App implements it). */
+export interface Services {
+  /** e.g. "vhostd v0.1.0" */
+  readonly version: string;
+  /** The bdev subsystem: bdevs of every module, QoS, statistics, events. */
+  readonly bdevs: BdevRegistry;
+  /** The vhost subsystems: controllers. */
+  readonly vhost: VhostService;
+  /** framework_get_subsystems / framework_get_config. */
+  readonly subsystems: SubsystemRegistry;
+  readonly system: SystemService;
+}
 
 export interface MethodContext {
-  readonly target: Target;
+  readonly services: Services;
   /** The application framework: init state, signals (framework_*, spdk_kill_instance). */
   readonly framework: FrameworkControl;
   /** Names of every method the server serves, in registration order; `current`: only those callable now. */

@@ -6,7 +6,7 @@
  * and load_config work. States as SPDK registers them. Thread: main (reactor).
  */
 
-import { RpcCode, RpcError } from '../../target';
+import { RpcCode, RpcError } from '../errors';
 import { defineMethod, NO_PARAMS, paramsSchema, RpcState, s, type RpcMethod } from '../schema';
 import type { MethodContext } from './context';
 
@@ -36,17 +36,17 @@ interface GetConfigParams {
 }
 
 export function frameworkMethods(ctx: MethodContext): RpcMethod[] {
-  const { target, framework } = ctx;
+  const { services, framework } = ctx;
   return [
     defineMethod<Record<string, never>>('framework_get_subsystems', NO_PARAMS, () => {
-      return target.subsystems();
+      return services.subsystems.list();
     }),
 
     defineMethod<GetConfigParams>(
       'framework_get_config',
       paramsSchema({ name: s.string() }, { with_batches: s.boolean() }),
       (p) => {
-        return target.subsystemConfig(p.name);
+        return services.subsystems.config(p.name);
       },
     ),
 

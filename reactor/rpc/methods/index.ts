@@ -6,12 +6,11 @@
  */
 
 import { Framework, type FrameworkControl } from '../../framework';
-import type { Target } from '../../target';
 import type { RpcMethod } from '../schema';
 import type { RpcServer } from '../server';
 import { appMethods } from './app';
 import { bdevMethods } from './bdev';
-import type { MethodContext } from './context';
+import type { MethodContext, Services } from './context';
 import { vhostMethods } from './vhost';
 import { frameworkMethods } from './framework';
 import { logMethods } from './log';
@@ -20,11 +19,11 @@ import { tuningMethods } from './tuning';
 const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods];
 
 /**
- * Register every method on `server`, calling into `target`. `framework`
+ * Register every method on `server`, calling into the target's `services`. `framework`
  * defaults to one already initialized (RUNTIME) whose kill signals this process.
  */
-export function registerMethods(server: RpcServer, target: Target, framework: FrameworkControl = new Framework(server)): void {
-  const ctx: MethodContext = { target, framework, methodNames: (current) => server.methodNames(current) };
+export function registerMethods(server: RpcServer, services: Services, framework: FrameworkControl = new Framework(server)): void {
+  const ctx: MethodContext = { services, framework, methodNames: (current) => server.methodNames(current) };
   for (const subsystem of SUBSYSTEMS) {
     for (const m of subsystem(ctx)) server.register(m);
   }
@@ -33,9 +32,17 @@ export function registerMethods(server: RpcServer, target: Target, framework: Fr
 /** Names of the methods registerMethods adds, in registration order (what rpc_get_methods lists). */
 export const METHOD_NAMES: readonly string[] = (() => {
   const ctx: MethodContext = {
-    target: new Proxy({} as Target, {
-      get() {
-        throw new Error('METHOD_NAMES: methods must not touch the target while being defined');
+    // A service may be handed to a method factory (a bdev module's), but not used while methods are defined.
+    services: new Proxy({} as Services, {
+      get(_target, service) {
+        return new Proxy(
+          {},
+          {
+            get() {
+              throw new Error(`METHOD_NAMES: methods must not use services.${String(service)} while being defined`);
+            },
+          },
+        );
       },
     }),
     framework: new Proxy({} as FrameworkControl, {

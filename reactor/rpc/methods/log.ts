@@ -21,7 +21,7 @@ import {
   SPDK_LEVEL_NAMES,
   type LogLevel,
 } from '../../log';
-import { RpcCode, RpcError } from '../../target';
+import { RpcCode, RpcError } from '../errors';
 import { defineMethod, NO_PARAMS, paramsSchema, RpcState, s, type RpcMethod } from '../schema';
 import type { MethodContext } from './context';
 

@@ -1,13 +1,12 @@
 /**
- * Statistics, QoS, interrupt coalescing and resize, from several SPDK
- * subsystems: bdev_get_iostat, bdev_set_qos_limit (lib/bdev/bdev_rpc.c),
- * bdev_null_resize (module/bdev/null/bdev_null_rpc.c),
+ * Statistics, QoS and interrupt coalescing, from several SPDK subsystems:
+ * bdev_get_iostat, bdev_set_qos_limit (lib/bdev/bdev_rpc.c),
  * vhost_controller_set_coalescing (lib/vhost/vhost_rpc.c) and
  * thread_get_stats (lib/event/app_rpc.c). Parameter names, results and error
  * codes are SPDK's. Thread: main (reactor).
  */
 
-import { RpcCode, RpcError } from '../../target';
+import { ErrorCode, VhostdError } from '../../errors';
 import { defineMethod, NO_PARAMS, paramsSchema, s, type RpcMethod } from '../schema';
 import type { MethodContext } from './context';
 
@@ -28,12 +27,6 @@ interface SetQosLimitParams {
   w_mbytes_per_sec?: number;
 }
 
-interface NullResizeParams {
-  name: string;
-  /** MiB */
-  new_size: number;
-}
-
 interface SetCoalescingParams {
   ctrlr: string;
   delay_base_us: number;
@@ -41,7 +34,7 @@ interface SetCoalescingParams {
 }
 
 export function tuningMethods(ctx: MethodContext): RpcMethod[] {
-  const { target } = ctx;
+  const { services } = ctx;
   return [
     defineMethod<GetIostatParams>(
       'bdev_get_iostat',
@@ -56,12 +49,12 @@ export function tuningMethods(ctx: MethodContext): RpcMethod[] {
       ),
       (p) => {
         if (p.reset_mode !== undefined && p.reset_mode !== 'none') {
-          throw new RpcError(RpcCode.Invalid, `params.reset_mode: resetting statistics (${p.reset_mode}) is not supported (only none)`);
+          throw new VhostdError(ErrorCode.Invalid, `params.reset_mode: resetting statistics (${p.reset_mode}) is not supported (only none)`);
         }
         const names = p.name === undefined && p.names === undefined ? undefined : [...(p.name !== undefined ? [p.name] : []), ...(p.names ?? [])];
         const perChannel = p.per_channel ?? false;
-        if (perChannel && names?.length !== 1) throw new RpcError(RpcCode.Invalid, "Can't use per_channel without exactly one bdev name");
-        return target.getIostat({ names, perChannel });
+        if (perChannel && names?.length !== 1) throw new VhostdError(ErrorCode.Invalid, "Can't use per_channel without exactly one bdev name");
+        return services.bdevs.iostat({ names, perChannel });
       },
     ),
 
@@ -74,27 +67,22 @@ export function tuningMethods(ctx: MethodContext): RpcMethod[] {
       (p) => {
         const { name, ...limits } = p;
         // As SPDK: the bdev must exist (-19) before "no limits" (-22) is looked at.
-        target.getBdevs(name);
-        if (Object.keys(limits).length === 0) throw new RpcError(RpcCode.Invalid, 'No rate limits specified');
-        target.setQosLimit(name, limits);
+        services.bdevs.require(name);
+        if (Object.keys(limits).length === 0) throw new VhostdError(ErrorCode.Invalid, 'No rate limits specified');
+        services.bdevs.setQosLimit(name, limits);
         return true;
       },
     ),
-
-    defineMethod<NullResizeParams>('bdev_null_resize', paramsSchema({ name: s.string(), new_size: s.u64() }), async (p) => {
-      await target.resizeNullBdev(p.name, p.new_size);
-      return true;
-    }),
 
     defineMethod<SetCoalescingParams>(
       'vhost_controller_set_coalescing',
       paramsSchema({ ctrlr: s.string(), delay_base_us: s.u32(), iops_threshold: s.u32() }),
       (p) => {
-        target.setCoalescing(p.ctrlr, p.delay_base_us, p.iops_threshold);
+        services.vhost.setCoalescing(p.ctrlr, p.delay_base_us, p.iops_threshold);
         return true;
       },
     ),
 
-    defineMethod<Record<string, never>>('thread_get_stats', NO_PARAMS, () => target.getThreadStats()),
+    defineMethod<Record<string, never>>('thread_get_stats', NO_PARAMS, () => services.system.threadStats()),
   ];
 }

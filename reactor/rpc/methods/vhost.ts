@@ -1,26 +1,13 @@
 /**
- * Methods of SPDK's vhost subsystem that vhostd implements so far:
- * vhost_create_blk_controller, vhost_get_controllers, vhost_delete_controller
- * (lib/vhost/vhost_rpc.c, lib/vhost/vhost_blk.c). Thread: main (reactor).
+ * Methods of SPDK's vhost subsystem (lib/vhost/vhost_rpc.c): each device
+ * type's create method (reactor/vhost/types.ts: vhost_create_blk_controller),
+ * then vhost_get_controllers and vhost_delete_controller, which work on a
+ * controller of any type. Thread: main (reactor).
  */
 
-import { RpcCode, RpcError } from '../../target';
+import { DEVICE_TYPES } from '../../vhost/types';
 import { defineMethod, paramsSchema, s, type RpcMethod } from '../schema';
 import type { MethodContext } from './context';
-
-/** The only virtio-blk transport vhostd has (SPDK's default, VIRTIO_BLK_DEFAULT_TRANSPORT). */
-export const VHOST_USER_BLK_TRANSPORT = 'vhost_user_blk';
-
-interface CreateBlkParams {
-  ctrlr: string;
-  dev_name: string;
-  cpumask?: string;
-  readonly?: boolean;
-  packed_ring?: boolean;
-  /** Older SPDK releases' option; only meaningful with packed rings. */
-  packed_ring_recovery?: boolean;
-  transport?: string;
-}
 
 interface CtrlrParams {
   ctrlr: string;
@@ -31,38 +18,14 @@ interface GetControllersParams {
 }
 
 export function vhostMethods(ctx: MethodContext): RpcMethod[] {
-  const { target } = ctx;
+  const { services } = ctx;
   return [
-    defineMethod<CreateBlkParams>(
-      'vhost_create_blk_controller',
-      paramsSchema(
-        { ctrlr: s.fileName(), dev_name: s.string() },
-        {
-          cpumask: s.string(),
-          readonly: s.boolean(),
-          packed_ring: s.boolean(),
-          packed_ring_recovery: s.boolean(),
-          transport: s.string(),
-        },
-      ),
-      async (p) => {
-        if (p.packed_ring === true) {
-          throw new RpcError(RpcCode.Invalid, 'params.packed_ring: packed virtqueues are not supported yet');
-        }
-        if (p.transport !== undefined && p.transport !== VHOST_USER_BLK_TRANSPORT) {
-          throw new RpcError(RpcCode.Invalid, `params.transport: unknown transport ${JSON.stringify(p.transport)} (only ${VHOST_USER_BLK_TRANSPORT})`);
-        }
-        await target.createBlkController({ ctrlr: p.ctrlr, devName: p.dev_name, cpumask: p.cpumask, readonly: p.readonly });
-        return true;
-      },
-    ),
+    ...DEVICE_TYPES.flatMap((d) => d.methods(services.vhost, services.bdevs)),
 
-    defineMethod<GetControllersParams>('vhost_get_controllers', paramsSchema({}, { name: s.string() }), (p) =>
-      target.getControllers(p.name),
-    ),
+    defineMethod<GetControllersParams>('vhost_get_controllers', paramsSchema({}, { name: s.string() }), (p) => services.vhost.infos(p.name)),
 
     defineMethod<CtrlrParams>('vhost_delete_controller', paramsSchema({ ctrlr: s.string() }), async (p) => {
-      await target.deleteController(p.ctrlr);
+      await services.vhost.delete(p.ctrlr);
       return true;
     }),
   ];
