@@ -62,6 +62,8 @@ interface AioCreateParams {
   readonly?: boolean;
   fallocate?: boolean;
   uuid?: string;
+  /** RWF_NOWAIT for block devices; rpc.py sends `false` always. */
+  nowait?: boolean;
 }
 
 interface NameParams {
@@ -147,9 +149,10 @@ export function bdevMethods(ctx: MethodContext): RpcMethod[] {
       'bdev_aio_create',
       paramsSchema(
         { name: s.string(), filename: s.string() },
-        { block_size: s.u32(), readonly: s.boolean(), fallocate: s.boolean(), uuid: s.uuid() },
+        { block_size: s.u32(), readonly: s.boolean(), fallocate: s.boolean(), uuid: s.uuid(), nowait: s.boolean() },
       ),
       (p) => {
+        if (p.nowait === true) throw new RpcError(RpcCode.Invalid, 'params.nowait: RWF_NOWAIT is not supported');
         return target.createAioBdev({
           name: p.name,
           filename: p.filename,
