@@ -15,7 +15,7 @@ import { Framework } from './framework';
 import { allLogFlags, log, logger, setLogFlag, setPrintLevel } from './log';
 import { formatCpumask } from './placement';
 import { RpcServer, type RpcServerOptions } from './rpc/server';
-import { RpcCode, RpcError } from './target';
+import { RpcCode, RpcError } from './rpc/errors';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
 

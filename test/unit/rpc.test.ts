@@ -6,12 +6,11 @@
  * CLI run as a child process), and SPDK's own scripts/rpc.py run against the
  * server. Runs on the tap main thread.
  *
- * SPDK's rpc.py is taken from $SPDK_DIR (a checkout of SPDK's repository)
- * or, when unset, extracted with `git archive` from the fetched mirror at
- * /work/.mirror/spdk+spdk/repo; SPDK's code is never copied into this repo.
+ * SPDK's rpc.py is the unchanged peer at ../shared/peers/spdk-rpc beside the
+ * repository ($SPDK_RPC_DIR overrides it); when it is missing that test fails.
  */
 import t, { type Test } from 'tap';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -33,6 +32,7 @@ import { RpcClient } from '../../reactor/rpc/client';
 import { METHOD_NAMES, registerMethods } from '../../reactor/rpc/methods';
 import { versionInfo } from '../../reactor/rpc/methods/app';
 import { COMMANDS, formatResult, parseCommandLine, UsageError } from '../../reactor/rpc/commands';
+import { runRpcPy, spdkRpcDir } from '../lib/spdk-rpc';
 
 const REPO = path.resolve(__dirname, '../../..');
 const CLI = path.join(REPO, 'bin/vhostd-rpc.js');
@@ -879,46 +879,8 @@ t.test('vhostd-rpc as a child process', async (t) => {
 // ---------------------------------------------------------------------------
 // SPDK's scripts/rpc.py against the server
 
-const SPDK_MIRROR = '/work/.mirror/spdk+spdk/repo';
-
-/**
- * Is SPDK's rpc.py on this machine? SPDK is no Debian or npm package, so a
- * bare CI machine has none: there the test below is not registered and the
- * run says so (it counts neither as passed nor as failed).
- */
-function spdkAvailable(): boolean {
-  return Boolean(process.env.SPDK_DIR) || fs.existsSync(SPDK_MIRROR);
-}
-
-/** Directory holding scripts/rpc.py and python/spdk: $SPDK_DIR, or extracted from the fetched mirror. */
-function spdkRpcDir(): string {
-  const env = process.env.SPDK_DIR;
-  if (env) {
-    if (!fs.existsSync(path.join(env, 'scripts/rpc.py'))) throw new Error(`SPDK_DIR=${env} has no scripts/rpc.py`);
-    return env;
-  }
-  const dir = fs.mkdtempSync(path.join(tmpDir, 'spdk-'));
-  const tar = execFileSync('git', ['-C', SPDK_MIRROR, 'archive', 'HEAD', 'scripts/rpc.py', 'python/spdk/__init__.py', 'python/spdk/cli', 'python/spdk/rpc']);
-  execFileSync('tar', ['-x', '-C', dir], { input: tar });
-  return dir;
-}
-
-function runRpcPy(dir: string, args: string[], stdin?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('python3', [path.join(dir, 'scripts/rpc.py'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(stdin ?? '');
-  });
-}
-
-if (!spdkAvailable()) {
-  t.comment(`NOT RUN: SPDK's scripts/rpc.py compatibility (no SPDK here: set SPDK_DIR to an SPDK checkout, or fetch it to ${SPDK_MIRROR})`);
-} else t.test("SPDK's scripts/rpc.py works against the server", async (t) => {
-  const dir = spdkRpcDir();
+t.test("SPDK's scripts/rpc.py works against the server", async (t) => {
+  const dir = spdkRpcDir(); // missing: throws, and the test fails
   const { path: p, target } = await startServer(t);
   const rpc = (...args: string[]): ReturnType<typeof runRpcPy> => runRpcPy(dir, ['-s', p, ...args]);
 

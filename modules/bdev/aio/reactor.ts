@@ -7,6 +7,7 @@
  */
 import { closeBackingFile, openFileBdev, type FileBdevState } from '../../../reactor/bdev/file';
 import type { BdevModule } from '../../../reactor/bdev/module';
+import { ErrorCode, VhostdError } from '../../../reactor/errors';
 import { defineMethod, paramsSchema, s } from '../../../reactor/rpc/schema';
 import { fileIoTypes } from '../file-io-types';
 
@@ -17,6 +18,8 @@ interface CreateParams {
   readonly?: boolean;
   fallocate?: boolean;
   uuid?: string;
+  /** RWF_NOWAIT for block devices; SPDK's rpc.py always sends `false`. */
+  nowait?: boolean;
 }
 
 export const aioModule: BdevModule<FileBdevState> = {
@@ -29,9 +32,10 @@ export const aioModule: BdevModule<FileBdevState> = {
         'bdev_aio_create',
         paramsSchema(
           { name: s.string(), filename: s.string() },
-          { block_size: s.u32(), readonly: s.boolean(), fallocate: s.boolean(), uuid: s.uuid() },
+          { block_size: s.u32(), readonly: s.boolean(), fallocate: s.boolean(), uuid: s.uuid(), nowait: s.boolean() },
         ),
         (p) => {
+          if (p.nowait === true) throw new VhostdError(ErrorCode.Invalid, 'params.nowait: RWF_NOWAIT is not supported');
           const blockSize = p.block_size || undefined;
           return bdevs.create(aioModule, { name: p.name, uuid: p.uuid, blockSize }, () =>
             openFileBdev(p.name, p.filename, { blockSize: blockSize ?? 0, readonly: p.readonly ?? false, unmap: p.fallocate ?? false }),
