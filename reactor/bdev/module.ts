@@ -35,6 +35,8 @@ export interface BdevModule<S = unknown> {
   writeConfig(bdev: Bdev<S>): ConfigCall;
   /** BdevDesc.params: what the engine half needs to open the bdev on a worker (structured-clonable). */
   describe(bdev: Bdev<S>): unknown;
+  /** Extra fields of the 'bdev created' log line (a file bdev names the kernel interface it goes through). */
+  logFields?(bdev: Bdev<S>): Record<string, unknown>;
   /** Let go of what the module holds for a bdev (fds): at delete, at shutdown, or when creating it failed. */
   release?(state: S): void;
 }

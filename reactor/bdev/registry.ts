@@ -160,7 +160,13 @@ export class BdevRegistry {
       claimedBy: null,
     };
     this.bdevs.set(bdev.name, bdev as Bdev);
-    log.info('bdev created', { name: bdev.name, module: module.name, blockSize: bdev.blockSize, numBlocks: bdev.numBlocks });
+    log.info('bdev created', {
+      name: bdev.name,
+      module: module.name,
+      blockSize: bdev.blockSize,
+      numBlocks: bdev.numBlocks,
+      ...module.logFields?.(bdev),
+    });
     return bdev;
   }
 

@@ -124,8 +124,8 @@ t.test('uring and aio file bdevs serve a Linux guest, survive a restart and a ki
   t.equal(byName.get('Uring0')?.driver_specific.uring?.filename, uringFile, 'driver_specific.uring.filename');
   t.equal(byName.get('Aio0')?.driver_specific.aio?.filename, aioFile, 'driver_specific.aio.filename');
   t.equal(byName.get('Uring0')?.num_blocks, DISK_BYTES / 512, 'default block size 512 on a regular file');
-  t.match(first.daemon.log, /bdev created name=Uring0 kind=uring .*engine=io_uring/, 'the log says Uring0 uses io_uring');
-  t.match(first.daemon.log, /bdev created name=Aio0 kind=aio .*engine=linux-aio/, 'the log says Aio0 uses Linux AIO');
+  t.match(first.daemon.log, /bdev created name=Uring0 module=uring .*engine=io_uring/, 'the log says Uring0 uses io_uring');
+  t.match(first.daemon.log, /bdev created name=Aio0 module=aio .*engine=linux-aio/, 'the log says Aio0 uses Linux AIO');
   for (const [ctrlr, dev] of [
     ['vhost.u', 'Uring0'],
     ['vhost.a', 'Aio0'],
@@ -190,6 +190,8 @@ check after_enospc fio --name=after --filename=/dev/vda --direct=1 --ioengine=li
   const saved = fs.readFileSync(configFile, 'utf8');
   t.match(saved, /"bdev_uring_create"/, 'config has bdev_uring_create');
   t.match(saved, /"bdev_aio_create"/, 'config has bdev_aio_create');
+  // QEMU has exited; its connections end once each device has drained and stopped.
+  await waitFor(async () => ((await first.rpc('vhost_get_controllers')) as { sessions: unknown[] }[]).every((c) => c.sessions.length === 0), 30_000, 'front-ends gone');
   for (const ctrlr of ['vhost.u', 'vhost.a', 'vhost.f']) await first.rpc('vhost_delete_controller', { ctrlr });
   const exit1 = await first.stop();
   firstStopped = true;
@@ -228,7 +230,16 @@ check after_enospc fio --name=after --filename=/dev/vda --direct=1 --ioengine=li
   });
 
   await t.test('front-end killed with I/O in flight: no crash, no fd or mapping leak', async (t) => {
-    const fdsBefore = fdCount(pid);
+    // The previous guest's QEMU has exited; its connections end once each device has stopped and unmapped.
+    await waitFor(async () => ((await second.rpc('vhost_get_controllers')) as { sessions: unknown[] }[]).every((c) => c.sessions.length === 0), 30_000, 'front-ends gone');
+    // ... and the RPC server has closed its side of those calls' connections.
+    let fdsBefore = fdCount(pid);
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const n = fdCount(pid);
+      if (n === fdsBefore) break;
+      fdsBefore = n;
+    }
     const mapsBefore = ioMaps(pid);
     t.same(mapsBefore, { guest: 0, rings: 0 }, 'no guest memory or ring mapped while no guest is connected');
     const socketPath = second.socketOf('vhost.u');
@@ -283,6 +294,7 @@ check again fio --name=again --filename=/dev/vda --direct=1 --ioengine=libaio --
     t.equal(run2.results.get('again'), 0, 'the disk serves a new front-end after the kill');
   });
 
+  await waitFor(async () => ((await second.rpc('vhost_get_controllers')) as { sessions: unknown[] }[]).every((c) => c.sessions.length === 0), 30_000, 'front-ends gone');
   for (const ctrlr of ['vhost.u', 'vhost.a']) t.equal(await second.rpc('vhost_delete_controller', { ctrlr }), true, `delete ${ctrlr}`);
   t.equal(await second.rpc('bdev_uring_delete', { name: 'Uring0' }), true, 'bdev_uring_delete');
   t.equal(await second.rpc('bdev_aio_delete', { name: 'Aio0' }), true, 'bdev_aio_delete');

@@ -49,6 +49,7 @@ export const aioModule: BdevModule<FileBdevState> = {
     ];
   },
 
+  logFields: (b) => ({ engine: 'linux-aio', filename: b.state.desc.filename }),
   ioTypes: (b) => fileIoTypes(b.state.desc),
   // SPDK's bdev_aio_dump_info_json; its fallocate option is what makes unmap work here.
   driverSpecific: (b) => ({

@@ -41,6 +41,7 @@ export const uringModule: BdevModule<FileBdevState> = {
     ];
   },
 
+  logFields: (b) => ({ engine: 'io_uring', filename: b.state.desc.filename }),
   ioTypes: (b) => fileIoTypes(b.state.desc),
   driverSpecific: (b) => ({ uring: { filename: b.state.desc.filename } }),
   writeConfig: (b) => ({
