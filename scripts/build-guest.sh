@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # build-guest.sh — builds and caches the Linux test guest used by the end-to-end
 # tests (test/lib/guest.ts): a Debian cloud kernel and a base initramfs holding
-# busybox, fio (with the libraries ldd lists) and the virtio/SCSI modules.
+# busybox, fio, the sg3-utils tools the SCSI tests use and nvme-cli (each with
+# the libraries ldd lists) and the virtio/SCSI modules (NVMe is built into the
+# cloud kernel).
 #
 # The result lives in <repo>/.cache/guest/<key>/ (override the root with
 # VHOSTD_GUEST_CACHE), where <key> hashes this script plus the kernel package
@@ -14,7 +16,8 @@
 #
 # The guest's /init mounts proc, sys and devtmpfs, loads the modules, runs
 # /test.sh if present, prints "@@EXIT <rc>" on the console and powers off.
-# Needs: apt-get, dpkg, busybox-static, fio, cpio, gzip, sha256sum, flock.
+# Needs: apt-get, dpkg, busybox-static, fio, sg3-utils, nvme-cli, cpio, gzip,
+# sha256sum, flock.
 set -euo pipefail
 
 SCRIPT_PATH="$(readlink -f "${BASH_SOURCE[0]}")"
@@ -37,6 +40,17 @@ if ldd "$BUSYBOX" >/dev/null 2>&1; then
 fi
 FIO="$(command -v fio || true)"
 [ -n "$FIO" ] || die "fio not found (apt-get install fio)"
+# Guest tools besides fio: sg3-utils for the SCSI tests, nvme-cli for the NVMe tests.
+SG_TOOLS="sg_inq sg_vpd sg_readcap sg_luns sg_turs sg_sync sg_unmap sg_write_same sg_modes sg_persist sg_raw sg_requests sg_opcodes sg_compare_and_write sg_verify sg_start"
+TOOLS=""
+for tool in $SG_TOOLS; do
+  path="$(command -v "$tool" || true)"
+  [ -n "$path" ] || die "$tool not found (apt-get install sg3-utils)"
+  TOOLS="$TOOLS $path"
+done
+NVME="$(command -v nvme || true)"
+[ -n "$NVME" ] || die "nvme not found (apt-get install nvme-cli)"
+TOOLS="$TOOLS $NVME"
 
 # The concrete kernel package the meta package depends on, and its version.
 KPKG="$(apt-cache depends "$META_PKG" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ { print $2; exit }')"
@@ -86,12 +100,15 @@ for applet in $("$BUSYBOX" --list); do
   [ -e "$ROOT/bin/$applet" ] || ln -s busybox "$ROOT/bin/$applet"
 done
 
-# fio and every library ldd lists, at the same paths (the loader included).
-cp "$FIO" "$ROOT/usr/bin/fio"
-ldd "$FIO" | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u | while read -r lib; do
-  [ -e "$lib" ] || die "library $lib listed by ldd is missing"
-  mkdir -p "$ROOT$(dirname "$lib")"
-  cp -L "$lib" "$ROOT$lib"
+# fio, the tools, and every library ldd lists, at the same paths (the loader included).
+for bin in "$FIO" $TOOLS; do
+  cp "$bin" "$ROOT/usr/bin/$(basename "$bin")"
+  ldd "$bin" | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | sort -u | while read -r lib; do
+    [ -e "$lib" ] || die "library $lib listed by ldd is missing"
+    [ -e "$ROOT$lib" ] && continue
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+  done
 done
 [ -e "$ROOT/lib64/ld-linux-x86-64.so.2" ] || die "dynamic loader not copied"
 

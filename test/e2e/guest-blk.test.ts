@@ -44,7 +44,7 @@ t.test('vhostd serves virtio-blk to a Linux guest', async (t) => {
     const run = await bootGuest({
       sockets: [{ path: rwSocket, kind: 'blk', numQueues: 2 }],
       script: probeDisk() + fioVerify({ jobs: 2, sizeMiB: 32, runtimeS: 20 }) + trimAndFlush() + writePattern(4),
-      memMiB: 256,
+      memMiB: 512,
       smp: 2,
       timeoutMs: 300_000,
     });
@@ -64,7 +64,7 @@ t.test('vhostd serves virtio-blk to a Linux guest', async (t) => {
     const run = await bootGuest({
       sockets: [{ path: rwSocket, kind: 'blk', numQueues: 2 }],
       script: probeDisk() + readPattern(4),
-      memMiB: 256,
+      memMiB: 512,
       smp: 1,
       timeoutMs: 180_000,
     });
@@ -89,7 +89,7 @@ t.test('vhostd serves virtio-blk to a Linux guest', async (t) => {
     const run = await bootGuest({
       sockets: [{ path: vhostd.socketOf('vhost.ro'), kind: 'blk', numQueues: 1 }],
       script: probeDisk() + tryWrite(),
-      memMiB: 256,
+      memMiB: 512,
       smp: 1,
       timeoutMs: 180_000,
     });

@@ -159,7 +159,7 @@ check enospc fio --name=fill --filename=/dev/vdc --direct=1 --ioengine=psync --r
 check after_enospc fio --name=after --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=8 --rw=randread --bs=4k --size=16M --runtime=3
 ` +
         checksums(),
-      memMiB: 256,
+      memMiB: 512,
       smp: 2,
       timeoutMs: 600_000,
     });
@@ -220,7 +220,7 @@ check after_enospc fio --name=after --filename=/dev/vda --direct=1 --ioengine=li
         { path: second.socketOf('vhost.a'), kind: 'blk', numQueues: 2 },
       ],
       script: WAIT_DISKS + checksums(),
-      memMiB: 256,
+      memMiB: 512,
       smp: 1,
       timeoutMs: 300_000,
     });
@@ -258,7 +258,7 @@ sleep 3
 value running 1
 sleep 600
 `,
-      memMiB: 256,
+      memMiB: 512,
       smp: 2,
       timeoutMs: 300_000,
       onOutput: (text) => {
@@ -286,7 +286,7 @@ sleep 600
       script: `wait_for /dev/vda 150 || exit 10
 check again fio --name=again --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=8 --rw=randrw --bs=4k --size=8M --offset=128M --verify=crc32c --verify_fatal=1
 `,
-      memMiB: 256,
+      memMiB: 512,
       smp: 1,
       timeoutMs: 300_000,
     });

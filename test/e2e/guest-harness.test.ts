@@ -20,9 +20,11 @@ const SIZE_BYTES = 256 * 1024 * 1024;
 t.test('the harness reports failures and timeouts', async (t) => {
   const run = await bootGuest({
     sockets: [],
-    script: 'check good true\ncheck bad false\nvalue answer 42 and more\nexit 7',
+    script: 'check good true\ncheck bad false\nvalue answer 42 and more\ncheck sg sg_inq --version\ncheck nvme nvme version\nexit 7',
     timeoutMs: 120_000,
   });
+  t.equal(run.results.get('sg'), 0, 'sg3-utils run in the guest (their libraries are in the image)');
+  t.equal(run.results.get('nvme'), 0, 'nvme-cli runs in the guest');
   t.equal(run.timedOut, false, 'guest finished');
   t.equal(run.results.get('good'), 0, 'a passing check reports 0');
   t.equal(run.results.get('bad'), 1, 'a failing check reports its status');
@@ -49,7 +51,7 @@ t.test('guest harness against qemu-storage-daemon', async (t) => {
     const run = await bootGuest({
       sockets: [{ path: socketPath, kind: 'blk', numQueues: 2 }],
       script: probeDisk() + fioVerify({ jobs: 2, sizeMiB: 32, runtimeS: 20 }) + trimAndFlush() + writePattern(4),
-      memMiB: 256,
+      memMiB: 512,
       smp: 2,
       timeoutMs: 300_000,
     });

@@ -31,7 +31,7 @@ t.test('a guest sees a null bdev grow while it runs', async (t) => {
   const run = await bootGuest({
     sockets: [{ path: vhostd.socketOf('vhost.rs'), kind: 'blk', numQueues: 1 }],
     script,
-    memMiB: 256,
+    memMiB: 512,
     smp: 1,
     timeoutMs: 180_000,
     onOutput: (text) => {

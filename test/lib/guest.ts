@@ -34,6 +34,7 @@ export interface BootOptions {
   sockets: GuestSocket[];
   /** Shell run inside the guest by busybox sh, with the helpers above. */
   script: string;
+  /** Guest RAM (default 512: the initramfs unpacks to about 90 MiB of tmpfs, which needs more than 256). */
   memMiB?: number;
   smp?: number;
   /** Kill QEMU after this long. */
@@ -208,7 +209,7 @@ function qemuDeviceArgs(sockets: GuestSocket[]): string[] {
 
 /** Boots one guest, runs `script` in it and resolves when QEMU has exited. */
 export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
-  const memMiB = opts.memMiB ?? 256;
+  const memMiB = opts.memMiB ?? 512;
   const smp = opts.smp ?? 1;
   const timeoutMs = opts.timeoutMs ?? 180_000;
   const image = await guestImage();
