@@ -19,8 +19,7 @@ import { type BlkModelDesc, type DeviceDesc, DeviceStat } from '../control';
 import type { DeviceEnv, EngineDevice } from '../device';
 import { ChainError, chainErrorName } from '../virtio/chain';
 import { VirtioDevice, type VirtioModel, type VirtioQueueState, VirtioTask } from '../virtio/device';
-import { BLK_ID_BYTES, BLK_SECTOR_SIZE, BlkStatus, BlkType } from '../virtio/spec';
-import { BLK_SEG_MAX } from './config';
+import { BLK_ID_BYTES, BLK_SECTOR_SIZE, BlkLimit, BlkStatus, BlkType } from '../virtio/spec';
 import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkRequest } from './parse';
 
 /**
@@ -29,7 +28,7 @@ import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkReque
  * header and status in descriptors of their own); a longer chain is refused
  * with IOERR.
  */
-export const BLK_MAX_SEGMENTS = BLK_SEG_MAX + 2;
+export const BLK_MAX_SEGMENTS = BlkLimit.SegMax + 2;
 
 class BlkIo extends BdevIo {
   constructor(

@@ -20,10 +20,10 @@ import {
   BLK_HEADER_SIZE,
   BLK_ID_BYTES,
   BLK_SECTOR_SIZE,
+  BlkLimit,
   BlkStatus,
   BlkType,
 } from '../virtio/spec';
-import { BLK_MAX_DISCARD_SECTORS, BLK_MAX_DISCARD_SEG, BLK_MAX_WRITE_ZEROES_SECTORS, BLK_MAX_WRITE_ZEROES_SEG } from './config';
 
 /** parseBlkRequest() result: the request is valid and goes to execution. */
 export const PARSE_EXECUTE = -1;
@@ -185,11 +185,11 @@ export function parseBlkRequest(mem: GuestMemory, chain: DescChain, disk: BlkDis
     case BlkType.WriteZeroes: {
       if (disk.readonly) return BlkStatus.IoErr;
       const discard = header.type === BlkType.Discard;
-      const maxSeg = discard ? BLK_MAX_DISCARD_SEG : BLK_MAX_WRITE_ZEROES_SEG;
-      const maxSectors = discard ? BLK_MAX_DISCARD_SECTORS : BLK_MAX_WRITE_ZEROES_SECTORS;
+      const maxSeg = discard ? BlkLimit.MaxDiscardSeg : BlkLimit.MaxWriteZeroesSeg;
+      const maxSectors = discard ? BlkLimit.MaxDiscardSectors : BlkLimit.MaxWriteZeroesSectors;
       if (extraReadable === 0 || extraReadable % BLK_DWZ_SEGMENT_SIZE !== 0) return BlkStatus.IoErr;
       if (extraReadable / BLK_DWZ_SEGMENT_SIZE > maxSeg) return BlkStatus.IoErr;
-      // BLK_MAX_*_SEG is 1: exactly one segment.
+      // BlkLimit.Max*Seg is 1: exactly one segment.
       read16(mem, chain, BLK_HEADER_SIZE);
       const lo = rView.getUint32(rAt, true);
       const hi = rView.getUint32(rAt + 4, true);

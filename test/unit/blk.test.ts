@@ -8,7 +8,8 @@ import t from 'tap';
 import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } from '../../engine/bdev/bdev';
 import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
-import { blkConfigSpace, blkFeatures, BLK_SEG_MAX, BLK_SIZE_MAX } from '../../engine/blk/config';
+import { blkConfigSpace, blkFeatures } from '../../reactor/vhost/blk/model';
+import { BlkLimit } from '../../engine/virtio/spec';
 import { BLK_MAX_SEGMENTS, type BlkTask, createBlkDevice } from '../../engine/blk/model';
 import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkRequest } from '../../engine/blk/parse';
 import { type DeviceDesc, DeviceStat } from '../../engine/control';
@@ -160,8 +161,8 @@ t.test('config space and features', async (t) => {
   t.equal(cfg.length, 60);
   const v = new DataView(cfg.buffer);
   t.equal(v.getBigUint64(0, true), 8000n, 'capacity in 512-byte sectors');
-  t.equal(v.getUint32(8, true), BLK_SIZE_MAX);
-  t.equal(v.getUint32(12, true), BLK_SEG_MAX);
+  t.equal(v.getUint32(8, true), BlkLimit.SizeMax);
+  t.equal(v.getUint32(12, true), BlkLimit.SegMax);
   t.equal(v.getUint32(20, true), 4096);
   t.equal(v.getUint16(26, true), 1);
   t.equal(v.getUint16(34, true), 2, 'num_queues');
@@ -489,7 +490,7 @@ t.test('BlkDevice: asynchronous completion, NOMEM retry (by the bdev layer), sto
 
 t.test('a 32768-entry queue starts with no request slots; slots and scratch follow the depth used', async (t) => {
   const { vr, dev, step, storage } = deviceHarness({ size: 32768, memBytes: 8 << 20 });
-  t.equal(BLK_MAX_SEGMENTS, BLK_SEG_MAX + 2, 'per-request scratch: seg_max + header + status');
+  t.equal(BLK_MAX_SEGMENTS, BlkLimit.SegMax + 2, 'per-request scratch: seg_max + header + status');
   t.equal(BLK_MAX_SEGMENTS, 128);
   t.equal(dev.tasksAllocated(0), 0, 'nothing allocated per ring slot at start');
   storage.fill(7);
@@ -508,9 +509,9 @@ t.test('a 32768-entry queue starts with no request slots; slots and scratch foll
   // Scratch per request: header + 126 data segments + status fits, one more segment does not.
   const seg = (n: number): Buf[] => Array.from({ length: n }, () => ({ addr: vr.alloc(512), len: 512 }));
   const st1 = vr.alloc(1, 0xee);
-  const fits = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BLK_SEG_MAX), { addr: st1, len: 1, write: true }]);
+  const fits = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BlkLimit.SegMax), { addr: st1, len: 1, write: true }]);
   const st2 = vr.alloc(1, 0xee);
-  const over = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BLK_SEG_MAX + 1), { addr: st2, len: 1, write: true }]);
+  const over = vr.addChain([{ addr: header(vr, BlkType.Out, 0), len: 16 }, ...seg(BlkLimit.SegMax + 1), { addr: st2, len: 1, write: true }]);
   step();
   // The refused one completes at once, the executed one when the bdev layer delivers it.
   t.same(vr.readUsed(), [{ id: over, len: 1 }, { id: fits, len: 1 }]);
