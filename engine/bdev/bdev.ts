@@ -13,6 +13,7 @@
  */
 
 import type { IoTypeSet } from '../../modules/bdev/io-types';
+import { Fifo } from '../fifo';
 
 export const enum BdevIoType {
   Read = 0,
@@ -144,40 +145,22 @@ export function ioTypeIn(set: IoTypeSet, type: BdevIoType): boolean {
  * shrinks, so steady state does not allocate.
  */
 export class CompletionQueue {
-  private ring: (BdevIo | null)[] = new Array<BdevIo | null>(64).fill(null);
-  private head = 0;
-  private count = 0;
+  private readonly fifo = new Fifo<BdevIo>();
 
   get length(): number {
-    return this.count;
+    return this.fifo.length;
   }
 
   complete(io: BdevIo, status: BdevIoStatus): void {
     io.status = status;
-    if (this.count === this.ring.length) this.grow();
-    this.ring[(this.head + this.count) % this.ring.length] = io;
-    this.count++;
+    this.fifo.push(io);
   }
 
   /** Deliver the I/Os queued when reap() started (not those a callback adds). */
   reap(): number {
-    const n = this.count;
-    for (let i = 0; i < n; i++) {
-      const io = this.ring[this.head] as BdevIo;
-      this.ring[this.head] = null;
-      this.head = (this.head + 1) % this.ring.length;
-      this.count--;
-      io.onComplete();
-    }
+    const n = this.fifo.length;
+    for (let i = 0; i < n; i++) this.fifo.shift().onComplete();
     return n;
-  }
-
-  private grow(): void {
-    const old = this.ring;
-    const ring = new Array<BdevIo | null>(old.length * 2).fill(null);
-    for (let i = 0; i < this.count; i++) ring[i] = old[(this.head + i) % old.length];
-    this.ring = ring;
-    this.head = 0;
   }
 }
 

@@ -36,6 +36,7 @@ import type { BdevDesc, FileBdevDesc } from '../control';
 import { fileIoTypes } from '../../modules/bdev/file-io-types';
 import type { IoTypeSet } from '../../modules/bdev/io-types';
 import type { ModuleWorkerState } from './module';
+import { Fifo } from '../fifo';
 import { logger } from '../log';
 import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid, ioTypeIn } from './bdev';
 
@@ -480,9 +481,7 @@ class FileChannel implements BdevChannel {
   readonly bufferedSlot: number;
   private readonly engine: FileEngine;
   private readonly done = new CompletionQueue();
-  private waiting: (BdevIo | null)[] = new Array<BdevIo | null>(64).fill(null);
-  private waitHead = 0;
-  private waitCount = 0;
+  private readonly waiting = new Fifo<BdevIo>();
   private inflight = 0;
   private zeroRange = true;
   private bufferedNoted = false;
@@ -517,7 +516,7 @@ class FileChannel implements BdevChannel {
   }
 
   get outstanding(): number {
-    return this.waitCount + this.inflight + this.done.length;
+    return this.waiting.length + this.inflight + this.done.length;
   }
 
   submit(io: BdevIo): void {
@@ -530,18 +529,13 @@ class FileChannel implements BdevChannel {
       this.done.complete(io, BdevIoStatus.Success);
       return;
     }
-    if (this.waitCount === this.waiting.length) this.growWaiting();
-    this.waiting[(this.waitHead + this.waitCount) % this.waiting.length] = io;
-    this.waitCount++;
+    this.waiting.push(io);
   }
 
   poll(): number {
     const engine = this.engine;
-    while (this.waitCount > 0 && this.inflight < CHANNEL_DEPTH && engine.freeTagCount > 0) {
-      const io = this.waiting[this.waitHead] as BdevIo;
-      this.waiting[this.waitHead] = null;
-      this.waitHead = (this.waitHead + 1) % this.waiting.length;
-      this.waitCount--;
+    while (this.waiting.length > 0 && this.inflight < CHANNEL_DEPTH && engine.freeTagCount > 0) {
+      const io = this.waiting.shift();
       this.inflight++;
       if (!engine.start(this, io)) {
         this.inflight--;
@@ -615,13 +609,5 @@ class FileChannel implements BdevChannel {
   private logError(msg: string, fields: Record<string, unknown>): void {
     const n = ++this.errors;
     if (n <= ERROR_LOG_LIMIT || n % 1024 === 0) logger.warn(msg, { bdev: this.bdev.name, engine: this.bdev.kind, count: n, ...fields });
-  }
-
-  private growWaiting(): void {
-    const old = this.waiting;
-    const next = new Array<BdevIo | null>(old.length * 2).fill(null);
-    for (let i = 0; i < this.waitCount; i++) next[i] = old[(this.waitHead + i) % old.length];
-    this.waiting = next;
-    this.waitHead = 0;
   }
 }

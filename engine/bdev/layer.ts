@@ -23,6 +23,7 @@ import { IoStatRecorder } from './iostat';
 import type { BdevModuleEngine, ModuleWorkerState } from './module';
 import { BDEV_MODULES } from './modules';
 import { QosGate } from './qos';
+import { Fifo } from '../fifo';
 import { performance } from 'node:perf_hooks';
 
 /** What a device that opened a bdev is told. */
@@ -84,8 +85,7 @@ class BdevEntry {
   readonly handles: Handle[] = [];
   readonly gate: QosGate | null;
   readonly iostat: IoStatRecorder;
-  private retry: BdevIo[] = new Array<BdevIo>(INITIAL_WAIT_SLOTS);
-  private nretry = 0;
+  private readonly retry = new Fifo<BdevIo>(INITIAL_WAIT_SLOTS);
 
   constructor(
     readonly desc: BdevDesc,
@@ -106,8 +106,7 @@ class BdevEntry {
 
   /** The module ran out of resources for `io`: it goes again after the channel's next completions. */
   waitForMemory(io: BdevIo): void {
-    if (this.nretry === this.retry.length) this.retry.length *= 2;
-    this.retry[this.nretry++] = io;
+    this.retry.push(io);
   }
 
   poll(nowMs: number): number {
@@ -115,13 +114,10 @@ class BdevEntry {
     this.iostat.flush(nowMs);
     let work = 0;
     if (this.gate !== null) work += this.gate.tick(nowMs);
-    const n = this.nretry;
-    if (n > 0) {
-      this.nretry = 0;
-      // Completions (and so new retries) arrive only in channel.poll(), never inside submit().
-      for (let i = 0; i < n; i++) this.channel.submit(this.retry[i]);
-      work += n;
-    }
+    const n = this.retry.length;
+    // Completions (and so new retries) arrive only in channel.poll(), never inside submit().
+    for (let i = 0; i < n; i++) this.channel.submit(this.retry.shift());
+    work += n;
     return work + this.channel.poll();
   }
 }

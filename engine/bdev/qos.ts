@@ -26,6 +26,7 @@
  * Thread: the engine worker that runs the device using the bdev.
  */
 import { QosSlot } from '../control';
+import { Fifo } from '../fifo';
 import { type BdevChannel, type BdevIo, BdevIoType } from './bdev';
 
 /** SPDK_BDEV_QOS_TIMESLICE_IN_USEC. */
@@ -46,9 +47,7 @@ export class QosGate {
   /** Set by release(): every queued and future I/O passes (a stopping device drains at full speed). */
   private released = false;
   private lastSliceMs: number;
-  private ring: (BdevIo | null)[];
-  private head = 0;
-  private count = 0;
+  private readonly waiting: Fifo<BdevIo>;
 
   /**
    * @param buffer QosSlot.Count Float64 limits (bytes and I/Os per second)
@@ -63,27 +62,25 @@ export class QosGate {
   ) {
     if (buffer.byteLength < QosSlot.Count * 8) throw new RangeError(`QoS buffer holds ${buffer.byteLength} bytes, needs ${QosSlot.Count * 8}`);
     this.limits = new Float64Array(buffer, 0, QosSlot.Count);
-    this.ring = new Array<BdevIo | null>(Math.max(1, capacity)).fill(null);
+    this.waiting = new Fifo<BdevIo>(capacity);
     this.lastSliceMs = nowMs;
     this.readLimits();
   }
 
   /** True when submit() must go through the gate (a limit is set, or I/Os wait). */
   get active(): boolean {
-    return this.limited || this.count > 0;
+    return this.limited || this.waiting.length > 0;
   }
 
   /** I/Os waiting for budget. */
   get queued(): number {
-    return this.count;
+    return this.waiting.length;
   }
 
   /** Start `io` now if the budget allows and nothing waits before it; otherwise queue it. */
   submit(io: BdevIo): void {
-    if (this.count === this.ring.length) this.grow();
-    this.ring[(this.head + this.count) % this.ring.length] = io;
-    this.count++;
-    if (this.count === 1) this.drain();
+    this.waiting.push(io);
+    if (this.waiting.length === 1) this.drain();
   }
 
   /**
@@ -92,9 +89,9 @@ export class QosGate {
    */
   tick(nowMs: number): number {
     const elapsed = nowMs - this.lastSliceMs;
-    if (elapsed < QOS_TIMESLICE_MS) return this.count > 0 && this.released ? this.drain() : 0;
+    if (elapsed < QOS_TIMESLICE_MS) return this.waiting.length > 0 && this.released ? this.drain() : 0;
     let slices = Math.floor(elapsed / QOS_TIMESLICE_MS);
-    const cap = this.count > 0 ? MAX_CATCHUP_SLICES : 1;
+    const cap = this.waiting.length > 0 ? MAX_CATCHUP_SLICES : 1;
     if (slices > cap) {
       slices = cap;
       this.lastSliceMs = nowMs;
@@ -110,7 +107,7 @@ export class QosGate {
         this.remaining[i] = (r > 0 ? 0 : r) + slices * max;
       }
     }
-    return this.count > 0 ? this.drain() : 0;
+    return this.waiting.length > 0 ? this.drain() : 0;
   }
 
   /** Let everything through from now on (the device is stopping). */
@@ -125,43 +122,17 @@ export class QosGate {
    * limit must not hold up a stop). The others keep their order.
    */
   releaseWhere(pick: (io: BdevIo) => boolean): number {
-    let n = 0;
-    let kept = 0;
-    const len = this.ring.length;
-    for (let i = 0; i < this.count; i++) {
-      const io = this.ring[(this.head + i) % len] as BdevIo;
-      if (pick(io)) {
-        n++;
-        this.channel.submit(io);
-      } else {
-        this.ring[(this.head + kept) % len] = io;
-        kept++;
-      }
-    }
-    for (let i = kept; i < this.count; i++) this.ring[(this.head + i) % len] = null;
-    this.count = kept;
-    return n;
-  }
-
-  private grow(): void {
-    const old = this.ring;
-    const ring = new Array<BdevIo | null>(old.length * 2).fill(null);
-    for (let i = 0; i < this.count; i++) ring[i] = old[(this.head + i) % old.length];
-    this.ring = ring;
-    this.head = 0;
+    return this.waiting.removeWhere(pick, (io) => this.channel.submit(io));
   }
 
   /** Start queued I/Os in order while their budgets allow. */
   private drain(): number {
     let n = 0;
-    while (this.count > 0) {
-      const io = this.ring[this.head] as BdevIo;
-      if (!this.released && this.limited && !this.take(io)) break;
-      this.ring[this.head] = null;
-      this.head = (this.head + 1) % this.ring.length;
-      this.count--;
+    const waiting = this.waiting;
+    while (waiting.length > 0) {
+      if (!this.released && this.limited && !this.take(waiting.peek())) break;
       n++;
-      this.channel.submit(io);
+      this.channel.submit(waiting.shift());
     }
     return n;
   }
