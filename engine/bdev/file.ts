@@ -398,20 +398,11 @@ export class FileRingState implements ModuleWorkerState {
   }
 }
 
-/** What a file bdev needs from its BdevDesc. */
-export interface FileBdevConfig {
+/** What a file bdev needs from its BdevDesc: its geometry and its backing file (FileBdevDesc). */
+export interface FileBdevConfig extends FileBdevDesc {
   name: string;
   blockSize: number;
   numBlocks: number;
-  /** The file opened by the reactor (O_DIRECT when `direct`). */
-  fd: number;
-  /** A buffered fd of the same file for requests O_DIRECT refuses; -1 when `fd` is buffered already. */
-  bufferedFd: number;
-  direct: boolean;
-  blockDevice: boolean;
-  readonly: boolean;
-  /** DISCARD and WRITE ZEROES supported (fallocate, or BLKDISCARD/BLKZEROOUT). */
-  unmap: boolean;
 }
 
 /** The worker side of a BdevDesc of module 'uring' or 'aio' (params: FileBdevDesc). */
@@ -419,17 +410,7 @@ export function fileConfigOf(desc: BdevDesc): FileBdevConfig {
   const f = desc.params as FileBdevDesc | undefined;
   if (f === undefined || f === null || typeof f !== 'object') throw new RangeError(`${desc.module} bdev ${desc.name} has no file description`);
   if (!Number.isInteger(f.fd) || f.fd < 0) throw new RangeError(`${desc.module} bdev ${desc.name}: bad fd ${f.fd}`);
-  return {
-    name: desc.name,
-    blockSize: desc.blockSize,
-    numBlocks: desc.numBlocks,
-    fd: f.fd,
-    bufferedFd: f.bufferedFd,
-    direct: f.direct,
-    blockDevice: f.blockDevice,
-    readonly: f.readonly,
-    unmap: f.unmap,
-  };
+  return { ...f, name: desc.name, blockSize: desc.blockSize, numBlocks: desc.numBlocks };
 }
 
 export class FileBdev implements Bdev {

@@ -19,14 +19,8 @@ import type { Opened } from './registry';
 
 const log = logger('bdev');
 
-export interface OpenedFile {
-  filename: string;
-  fd: number;
-  /** -1 when fd is buffered already. */
-  bufferedFd: number;
-  direct: boolean;
-  blockDevice: boolean;
-  readonly: boolean;
+/** An opened backing file: what the engine gets of it (FileBdevDesc, less what the module decides: unmap) and its geometry. */
+export interface OpenedFile extends Omit<FileBdevDesc, 'unmap'> {
   sizeBytes: number;
   blockSize: number;
   numBlocks: number;
