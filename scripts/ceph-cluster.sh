@@ -48,6 +48,16 @@ wait_osd_up() {
   die "osd.0 did not come up (see $dir/osd.0.log)"
 }
 
+# Every placement group active+clean (after an OSD restart they peer first;
+# I/O sent before that waits, or times out under rados_osd_op_timeout).
+wait_pgs_clean() {
+  for _ in $(seq 600); do
+    if ceph_ pg stat 2>/dev/null | grep -Eq '^([0-9]+) pgs: \1 active\+clean'; then return 0; fi
+    sleep 0.2
+  done
+  die "placement groups did not become active+clean (see $dir/osd.0.log)"
+}
+
 free_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
@@ -168,6 +178,7 @@ osd-start)
   [ -z "$(pid_of osd.0)" ] || die "osd.0 is running"
   start_osd
   wait_osd_up
+  wait_pgs_clean
   ;;
 stop)
   [ -d "$dir" ] || exit 0
