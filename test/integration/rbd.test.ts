@@ -17,7 +17,10 @@ import path from 'node:path';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus, decodeBlkConfig } from '../lib/frontend-wire';
 import { startCephCluster, type CephCluster } from '../lib/ceph';
+import { spawnSync } from 'node:child_process';
+import { repoRoot } from '../lib/repo';
 import { RpcError } from '../lib/rpc';
+import { runRpcPy, spdkRpcDir } from '../lib/spdk-rpc';
 import { startVhostd, type VhostdHandle } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 
@@ -268,9 +271,38 @@ t.test('an OSD that goes away: I/O pauses and resumes, or fails with IOERR under
   t.ok(vhostd.daemon.running, 'vhostd is still running');
 });
 
+t.test("SPDK's rpc.py drives the rbd methods unchanged; vhostd-rpc takes the same syntax", async (t) => {
+  const dir = spdkRpcDir();
+  const py = async (...args: string[]) => {
+    const r = await runRpcPy(dir, ['-s', vhostd.rpcSocket, ...args]);
+    t.equal(r.code, 0, `rpc.py ${args[0]} exits 0`, { stderr: r.stderr });
+    return r.stdout.trim();
+  };
+  t.equal(await py('bdev_rbd_register_cluster', 'pyc', '--config-file', ceph.conf, '--config-param', 'rados_mon_op_timeout=30', '--core-mask', '0x1'), '"pyc"');
+  t.same(JSON.parse(await py('bdev_rbd_get_clusters_info', '-b', 'pyc')), {
+    cluster_name: 'pyc',
+    config_param: { rados_mon_op_timeout: '30' },
+    config_file: ceph.conf,
+    core_mask: '0x1',
+  });
+  t.equal(await py('bdev_rbd_create', '-b', 'PyRbd', '-c', 'pyc', ceph.pool, 'img-b', '4096'), '"PyRbd"');
+  t.equal(await py('bdev_rbd_resize', 'PyRbd', '40'), 'true');
+  const [b] = JSON.parse(await py('bdev_get_bdevs', '-b', 'PyRbd')) as { num_blocks: number; driver_specific: unknown }[];
+  t.equal(b.num_blocks, (40 * MIB) / 4096, 'resized through rpc.py');
+  t.same(b.driver_specific, { rbd: { pool_name: ceph.pool, rbd_name: 'img-b', config_param: { rados_mon_op_timeout: '30' }, config_file: ceph.conf } });
+  const saved = await py('save_config', '-s', 'bdev');
+  t.match(saved, /bdev_rbd_register_cluster[\s\S]*bdev_rbd_create/, 'save_config: the cluster, then the bdev');
+  t.equal(await py('bdev_rbd_delete', 'PyRbd'), '');
+  t.equal(await py('bdev_rbd_unregister_cluster', 'pyc'), '');
+  const vr = spawnSync(process.execPath, [path.join(repoRoot(), 'bin', 'vhostd-rpc.js'), '-s', vhostd.rpcSocket, 'bdev_rbd_register_cluster', 'vrc', '--config-file', ceph.conf, '--config-param', 'rados_osd_op_timeout=0', '--config-param', 'rados_mon_op_timeout=20'], { encoding: 'utf8' });
+  t.equal(vr.status, 0, 'vhostd-rpc bdev_rbd_register_cluster', { stderr: vr.stderr });
+  t.match(await vhostd.rpc('bdev_rbd_get_clusters_info', { name: 'vrc' }), { config_param: { rados_osd_op_timeout: '0', rados_mon_op_timeout: '20' } });
+});
+
 t.test('unregister once unused; bdev_rbd_get_clusters_info with none left is ENOENT', async (t) => {
   t.equal(await vhostd.rpc('bdev_rbd_unregister_cluster', { name: 'c1' }), true);
   t.equal(await vhostd.rpc('bdev_rbd_unregister_cluster', { name: 'c-timeout' }), true);
+  t.equal(await vhostd.rpc('bdev_rbd_unregister_cluster', { name: 'vrc' }), true);
   t.equal((await rpcError(vhostd.rpc('bdev_rbd_get_clusters_info'))).code, -2);
   t.equal((await rpcError(vhostd.rpc('bdev_rbd_unregister_cluster', { name: 'c1' }))).code, -2);
 });
