@@ -19,8 +19,8 @@
 //    IoUring/LinuxAio (request layout in file.h; the "file" of a slot is an
 //    image handle), so engine/bdev/file.ts drives it unchanged. READV/WRITEV
 //    become rbd_aio_readv/rbd_aio_writev with iovecs straight into the
-//    registered guest memory (no copy; librbd keeps the iovec array only
-//    until the call returns, the buffers until completion), DATASYNC
+//    registered guest memory (no copy; each in-flight request has its own
+//    iovec array, which readv keeps until completion), DATASYNC
 //    rbd_aio_flush, FALLOCATE(PUNCH_HOLE) rbd_aio_discard, FALLOCATE
 //    (ZERO_RANGE) rbd_aio_write_zeroes. None of these blocks: librbd queues
 //    the request to its own threads and returns.
@@ -576,6 +576,7 @@ struct Node {
   Node* next = nullptr;  // free list (JS thread) or done stack (callback → JS thread)
   double tag = 0;
   double expect = 0;  // bytes reported on success
+  struct iovec* iov = nullptr;  // this node's iovec area (maxIovPerReq entries)
   int op = 0;
   int64_t res = 0;
 };
@@ -586,6 +587,10 @@ struct RingShared {
   std::atomic<int64_t> inflight{0};
   std::atomic<bool> orphaned{false};
   std::vector<Node> nodes;
+  // librbd's readv keeps the iovec array (not only the buffers) until the
+  // request completes (librbd::io::ReadResult holds the pointer), so each
+  // node has its own area.
+  std::vector<struct iovec> iovs;
 };
 
 void OnComplete(rbd_completion_t c, void* arg) {
@@ -627,14 +632,15 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
     entries_ = unsigned(entries);
     shared_ = new RingShared();
     shared_->nodes.resize(entries_);
+    shared_->iovs.resize(size_t(entries_) * size_t(maxIov));
     for (unsigned i = 0; i < entries_; i++) {
       Node& n = shared_->nodes[i];
       n.shared = shared_;
+      n.iov = &shared_->iovs[size_t(i) * size_t(maxIov)];
       n.next = free_;
       free_ = &n;
     }
     state_ = new FileRingState(uint32_t(maxIov), entries_);
-    iov_.resize(size_t(maxIov));
     pending_.reserve(entries_);
     for (auto& img : images_) img = nullptr;
   }
@@ -711,12 +717,12 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
       switch (r.op) {
         case kOpReadv:
         case kOpWritev:
-          niov = state_->BuildIovecs(r, iovs, iovCount, iov_.data());
+          niov = state_->BuildIovecs(r, iovs, iovCount, n->iov);
           if (niov < 0) {
             state_->PushDone(r.tag, niov);
             continue;
           }
-          for (int k = 0; k < niov; k++) bytes += iov_[size_t(k)].iov_len;
+          for (int k = 0; k < niov; k++) bytes += n->iov[k].iov_len;
           break;
         case kOpDatasync:
           break;
@@ -745,10 +751,10 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
       shared_->inflight.fetch_add(1, std::memory_order_relaxed);
       switch (r.op) {
         case kOpReadv:
-          rc = rbd_aio_readv(img, iov_.data(), niov, r.offset, c);
+          rc = rbd_aio_readv(img, n->iov, niov, r.offset, c);
           break;
         case kOpWritev:
-          rc = rbd_aio_writev(img, iov_.data(), niov, r.offset, c);
+          rc = rbd_aio_writev(img, n->iov, niov, r.offset, c);
           break;
         case kOpDatasync:
           rc = rbd_aio_flush(img, c);
@@ -838,7 +844,6 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
   Node* free_ = nullptr;
   std::vector<Node*> pending_;
   size_t pendingHead_ = 0;
-  std::vector<struct iovec> iov_;
   rbd_image_t images_[kMaxFileSlots];
 };
 
