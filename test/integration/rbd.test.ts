@@ -265,8 +265,9 @@ t.test('an OSD that goes away: I/O pauses and resumes, or fails with IOERR under
     t.ok(Array.isArray(await vhostd.rpc('bdev_get_bdevs')), `RPC answers while the OSD is down (${i + 1})`);
   }
   t.equal(settled, false, 'without an op timeout the write waits for the OSD');
-  const iostat = (await vhostd.rpc('bdev_get_iostat', { name: 'rbd-to' })) as { bdevs: { name: string }[] };
+  const iostat = (await vhostd.rpc('bdev_get_iostat', { name: 'rbd-to' })) as { bdevs: { name: string; io_error?: { failed?: number } }[] };
   t.equal(iostat.bdevs[0]?.name, 'rbd-to', 'iostat answers');
+  t.ok((iostat.bdevs[0]?.io_error?.failed ?? 0) >= 2, `the failed I/Os are counted (io_error.failed ${iostat.bdevs[0]?.io_error?.failed})`);
   t.match(vhostd.daemon.log, /I\/O failed .*bdev=rbd-to.*engine=rbd.*error=ETIMEDOUT/, 'the failure is logged with its errno');
 
   await ceph.osdStart();
@@ -290,14 +291,14 @@ t.test("SPDK's rpc.py drives the rbd methods unchanged; vhostd-rpc takes the sam
     t.equal(r.code, 0, `rpc.py ${args[0]} exits 0`, { stderr: r.stderr });
     return r.stdout.trim();
   };
-  t.equal(await py('bdev_rbd_register_cluster', 'pyc', '--config-file', ceph.conf, '--config-param', 'rados_mon_op_timeout=30', '--core-mask', '0x1'), '"pyc"');
+  t.equal(await py('bdev_rbd_register_cluster', 'pyc', '--config-file', ceph.conf, '--config-param', 'rados_mon_op_timeout=30', '--core-mask', '0x1'), 'pyc', 'print_json prints a string bare');
   t.same(JSON.parse(await py('bdev_rbd_get_clusters_info', '-b', 'pyc')), {
     cluster_name: 'pyc',
     config_param: { rados_mon_op_timeout: '30' },
     config_file: ceph.conf,
     core_mask: '0x1',
   });
-  t.equal(await py('bdev_rbd_create', '-b', 'PyRbd', '-c', 'pyc', ceph.pool, 'img-b', '4096'), '"PyRbd"');
+  t.equal(await py('bdev_rbd_create', '-b', 'PyRbd', '-c', 'pyc', ceph.pool, 'img-b', '4096'), 'PyRbd');
   t.equal(await py('bdev_rbd_resize', 'PyRbd', '40'), 'true');
   const [b] = JSON.parse(await py('bdev_get_bdevs', '-b', 'PyRbd')) as { num_blocks: number; driver_specific: unknown }[];
   t.equal(b.num_blocks, (40 * MIB) / 4096, 'resized through rpc.py');

@@ -295,7 +295,6 @@ export const rbdModule: BdevModule<RbdState> = {
           { name: s.string(), user_id: s.string(), config: stringMap(), cluster_name: s.string(), uuid: s.uuid(), read_only: s.boolean() },
         ),
         async (p) => {
-          nativeRbd();
           // SPDK names an unnamed rbd bdev Ceph0, Ceph1, ...
           const name = p.name ?? bdevs.nextName('Ceph');
           const b = await bdevs.createAsync(rbdModule, { name, uuid: p.uuid, blockSize: p.block_size }, () => openImage(name, p));
