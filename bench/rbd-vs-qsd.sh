@@ -8,6 +8,8 @@
 #   bench/rbd-vs-qsd.sh     (after `npx tsc -p .` and `npm run build:native`;
 #                            QSD's rbd driver is Debian's qemu-block-extra)
 #   RUNTIME=10 RAMP=2 TARGET_CPU=1 GEN_CPU=0 SIZE_MIB=256 bench/rbd-vs-qsd.sh
+#   RBD_CORE_MASK=0x1 bench/rbd-vs-qsd.sh   (vhostd's librbd threads on those
+#                            cores instead of the polling core: bdev_rbd_register_cluster core_mask)
 #
 # The image is written in full first (rbd bench), so reads hit objects that
 # exist. The cluster's daemons are not pinned: on a 2-core machine they share
@@ -53,12 +55,18 @@ rpc() {
 }
 
 run_vhostd() {  # rw qd → iops
-  taskset -c "$TARGET_CPU" node "$ROOT/bin/vhostd.js" -m "[$TARGET_CPU]" -S "$DIR" -r "$DIR/rpc.sock" --disable-cpumask-locks >"$DIR/vhostd.log" 2>&1 &
+  # With RBD_CORE_MASK the process may run there too (librados' threads take that mask); the engine is pinned by -m.
+  local cpus="$TARGET_CPU"
+  [ -z "${RBD_CORE_MASK:-}" ] || cpus="0-$(($(nproc) - 1))"
+  taskset -c "$cpus" node "$ROOT/bin/vhostd.js" -m "[$TARGET_CPU]" -S "$DIR" -r "$DIR/rpc.sock" --disable-cpumask-locks >"$DIR/vhostd.log" 2>&1 &
   local pid=$!
   PIDS=("$pid")
   wait_for "$DIR/rpc.sock"
   sleep 0.5
-  rpc bdev_rbd_register_cluster "{\"name\":\"c\",\"config_file\":\"$CONF\"}" >/dev/null
+  local mask=""
+  [ -z "${RBD_CORE_MASK:-}" ] || mask=",\"core_mask\":\"$RBD_CORE_MASK\""
+  # rbd_cache off, as QEMU sets it for QSD's cache.direct=on: the same librbd path on both sides.
+  rpc bdev_rbd_register_cluster "{\"name\":\"c\",\"config_file\":\"$CONF\",\"config_param\":{\"rbd_cache\":\"false\"}$mask}" >/dev/null
   rpc bdev_rbd_create '{"name":"Ceph0","pool_name":"rbd","rbd_name":"bench","block_size":512,"cluster_name":"c"}' >/dev/null
   rpc vhost_create_blk_controller '{"ctrlr":"vhost.0","dev_name":"Ceph0"}' >/dev/null
   perf "$DIR/vhost.0" "$1" "$2" >"$DIR/v.json"
