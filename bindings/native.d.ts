@@ -114,6 +114,47 @@ export declare class LinuxAio implements FileRing {
   close(): void;
 }
 
+export interface RbdConnectOptions {
+  /** Ceph user without "client." (null: librados' default, admin). */
+  userId?: string | null;
+  /** A ceph.conf (null: librados' default search path, whose absence is no error). */
+  configFile?: string | null;
+  /** rados_conf_set pairs, after the file. */
+  configParams?: [string, string][];
+  /** Sets "keyring". */
+  keyFile?: string | null;
+  /** CPUs librados' threads may run on (they inherit the connecting thread's affinity). */
+  cpus?: number[];
+}
+
+export interface RbdOpened {
+  /** Image handle (for RbdRing.setFile, rbdClose, rbdResize, rbdSize). */
+  image: number;
+  sizeBytes: number;
+  objectSizeBytes: number;
+  /** The image's id in its pool (rbd_get_id). */
+  id: string;
+}
+
+/**
+ * Per-worker librbd I/O (FileRing): setFile(slot, image handle); READV/WRITEV
+ * → rbd_aio_readv/writev into the registered buffers, DATASYNC → flush,
+ * FALLOCATE(PUNCH_HOLE|KEEP_SIZE) → discard, FALLOCATE(ZERO_RANGE) → write
+ * zeroes. Completions come from librbd's threads through a lock-free stack;
+ * reap() never blocks. `entries` requests can be in flight at once.
+ */
+export declare class RbdRing implements FileRing {
+  constructor(entries: number, maxIovPerReq: number);
+  readonly entries: number;
+  /** Requests handed to librbd whose callback has not been reaped. */
+  readonly inflight: number;
+  setFile(slot: number, image: number): void;
+  setBuffer(slot: number, view: Uint8Array | null): void;
+  submit(reqs: Float64Array, count: number, iovs: Float64Array): number;
+  reap(out: Float64Array, max: number): number;
+  close(): void;
+}
+
 /** What fileInfo() reports about an open file. */
 export interface FileInfo {
   type: 'file' | 'block' | 'dir' | 'socket' | 'char' | 'fifo' | 'other';
@@ -222,6 +263,25 @@ export interface Native {
   fileInfo(fd: number): FileInfo;
   /** Run a synchronous FileOp (Datasync, Fallocate, BlkDiscard, BlkZeroout, PunchAlloc) now: 0 or -errno. */
   fileSyncOp(fd: number, op: number, offsetBytes: number, lengthBytes: number, mode: number): number;
+
+  // --- Ceph RBD (bindings/src/rbd.cc; present only when built with librbd) ----
+  /** True when the addon was built with librbd (binding.gyp found its headers); the rbd* members exist only then. */
+  readonly rbdAvailable: boolean;
+  /** librbd's version (rbd_version), e.g. "1.16.0". */
+  readonly rbdVersion?: string;
+  /** rados_create + conf + rados_connect on the thread pool → a cluster handle. Rejects with a NativeError (code, errno, syscall). */
+  rbdConnect?(opts: RbdConnectOptions): Promise<number>;
+  /** rados_shutdown (EBUSY, thrown, while images of it are open). */
+  rbdShutdown?(cluster: number): Promise<void>;
+  /** rados_ioctx_create + rbd_open (or rbd_open_read_only) + rbd_stat, on the thread pool. */
+  rbdOpen?(cluster: number, pool: string, image: string, readOnly: boolean): Promise<RbdOpened>;
+  /** rbd_close (releases the exclusive lock) + ioctx destroy; EBUSY (thrown) while a ring slot holds the image. */
+  rbdClose?(image: number): Promise<void>;
+  /** rbd_resize on the thread pool. */
+  rbdResize?(image: number, sizeBytes: number): Promise<void>;
+  /** rbd_get_size: librbd's cached header, no round trip. */
+  rbdSize?(image: number): number;
+  RbdRing?: typeof RbdRing;
 
   // --- Locks ------------------------------------------------------------------
   /**

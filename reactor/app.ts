@@ -74,6 +74,7 @@ export class App implements Services, SystemService {
     await this.vhost.closeAll();
     await this.engine.close();
     this.bdevs.closeAll();
+    await this.bdevs.settle();
   }
 
   /** The thread id thread_get_stats and per-channel iostat give the engine worker of `core` (1 is the app thread). */

@@ -20,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitFdFlags(env, exports);
   vhostd::InitLock(env, exports);
   vhostd::InitLayout(env, exports);
+  vhostd::InitRbd(env, exports);
   return exports;
 }
 

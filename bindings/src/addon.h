@@ -19,6 +19,7 @@ void InitAio(Napi::Env env, Napi::Object exports);
 void InitFdFlags(Napi::Env env, Napi::Object exports);
 void InitLock(Napi::Env env, Napi::Object exports);
 void InitLayout(Napi::Env env, Napi::Object exports);
+void InitRbd(Napi::Env env, Napi::Object exports);
 
 }  // namespace vhostd
 

@@ -67,7 +67,10 @@ export function errnoName(errno: number): string {
   return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
 }
 
-export type FileEngineKind = 'uring' | 'aio';
+/** 'rbd': the same engine over librbd (modules/bdev/rbd), whose "file" slots hold image handles. */
+export type FileEngineKind = 'uring' | 'aio' | 'rbd';
+
+const ENGINE_LABEL: Record<FileEngineKind, string> = { uring: 'io_uring', aio: 'linux-aio', rbd: 'librbd' };
 
 /** How a ring is made (the addon's IoUring/LinuxAio; tests may inject). */
 export type RingFactory = (entries: number, maxIovPerIo: number) => FileRing;
@@ -376,7 +379,7 @@ export class FileRingState implements ModuleWorkerState {
     if (e === null) {
       e = new FileEngine(this.kind, this.factory(RING_ENTRIES, MAX_IOV_PER_IO));
       this.engine = e;
-      logger.info('file ring created', { engine: this.kind === 'uring' ? 'io_uring' : 'linux-aio', entries: e.depth });
+      logger.info('file ring created', { engine: ENGINE_LABEL[this.kind], entries: e.depth });
     }
     e.attach();
     return e;
@@ -416,7 +419,8 @@ export function fileConfigOf(desc: BdevDesc): FileBdevConfig {
 export class FileBdev implements Bdev {
   readonly name: string;
   readonly blockSize: number;
-  readonly numBlocks: number;
+  /** Changes with resize() (bdev_rbd_resize; file bdevs have no resize method). */
+  numBlocks: number;
   /** The inline-I/O notice was logged (once per bdev, not per channel). */
   inlineNoted = false;
 
@@ -450,6 +454,14 @@ export class FileBdev implements Bdev {
 
   createChannel(): BdevChannel {
     return new FileChannel(this, this.state);
+  }
+
+  /** The store grew (the reactor resized it first): I/O is checked against the new size from now on. */
+  resize(numBlocks: number): void {
+    if (!Number.isSafeInteger(numBlocks) || numBlocks < 1 || !Number.isSafeInteger(numBlocks * this.blockSize)) {
+      throw new RangeError(`${this.kind} bdev ${this.name}: numBlocks must be a positive integer, got ${numBlocks}`);
+    }
+    this.numBlocks = numBlocks;
   }
 
   destroy(): void {

@@ -7,8 +7,9 @@ import { aioEngine } from '../../modules/bdev/aio/engine';
 import { mallocEngine } from '../../modules/bdev/malloc/engine';
 import { nullEngine } from '../../modules/bdev/null/engine';
 import { uringEngine } from '../../modules/bdev/uring/engine';
+import { rbdEngine } from '../../modules/bdev/rbd/engine';
 import type { BdevModuleEngine } from './module';
 
 export const BDEV_MODULES: ReadonlyMap<string, BdevModuleEngine> = new Map(
-  [mallocEngine, nullEngine, uringEngine, aioEngine].map((m) => [m.name, m]),
+  [mallocEngine, nullEngine, uringEngine, aioEngine, rbdEngine].map((m) => [m.name, m]),
 );

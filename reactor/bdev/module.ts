@@ -39,6 +39,10 @@ export interface BdevModule<S = unknown> {
   logFields?(bdev: Bdev<S>): Record<string, unknown>;
   /** Let go of what the module holds for a bdev (fds): at delete, at shutdown, or when creating it failed. */
   release?(state: S): void;
+  /** Calls that set the module up before its bdevs are created (bdev_rbd_register_cluster), first in save_config's bdev subsystem. */
+  writeModuleConfig?(): ConfigCall[];
+  /** At shutdown, after closeAll: wait for releases still under way and close what the module shares. */
+  settle?(): Promise<void>;
 }
 
 /**

@@ -8,6 +8,7 @@ import { aioModule } from '../../modules/bdev/aio/reactor';
 import { mallocModule } from '../../modules/bdev/malloc/reactor';
 import { nullModule } from '../../modules/bdev/null/reactor';
 import { uringModule } from '../../modules/bdev/uring/reactor';
+import { rbdModule } from '../../modules/bdev/rbd/reactor';
 import type { BdevModule } from './module';
 
 export const BDEV_MODULES: readonly BdevModule[] = [
@@ -15,4 +16,5 @@ export const BDEV_MODULES: readonly BdevModule[] = [
   nullModule as BdevModule,
   uringModule as BdevModule,
   aioModule as BdevModule,
+  rbdModule as BdevModule,
 ];

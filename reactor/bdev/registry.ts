@@ -100,6 +100,8 @@ export class BdevRegistry {
   private readonly bdevs = new Map<string, Bdev>();
   private readonly byModule = new Map<string, BdevModule>();
   private readonly seq = new Map<string, number>();
+  /** Names of bdevs whose module is still opening them (createAsync). */
+  private readonly opening = new Set<string>();
 
   constructor(
     readonly modules: readonly BdevModule[],
@@ -130,9 +132,31 @@ export class BdevRegistry {
    * reports is checked; if that fails the module releases what it opened.
    */
   create<S>(module: BdevModule<S>, req: CreateRequest, open: () => Opened<S>): Bdev<S> {
+    this.checkRequest(module, req);
+    return this.insert(module, req, open());
+  }
+
+  /**
+   * create() for a module whose open waits (a network store: bdev_rbd_create).
+   * The name is reserved while `open` runs, so a second create of the same
+   * name fails at once rather than after both have opened.
+   */
+  async createAsync<S>(module: BdevModule<S>, req: CreateRequest, open: () => Promise<Opened<S>>): Promise<Bdev<S>> {
+    this.checkRequest(module, req);
+    this.opening.add(req.name);
+    let opened: Opened<S>;
+    try {
+      opened = await open();
+    } finally {
+      this.opening.delete(req.name);
+    }
+    return this.insert(module, req, opened);
+  }
+
+  private checkRequest<S>(module: BdevModule<S>, req: CreateRequest): void {
     if (this.byModule.get(module.name) !== module) throw new VhostdError(ErrorCode.Internal, `bdev module ${module.name} is not registered`);
     if (req.name === '') throw new VhostdError(ErrorCode.Invalid, 'bdev name must not be empty');
-    if (this.bdevs.has(req.name)) throw new VhostdError(ErrorCode.BdevExists, `bdev ${req.name} already exists`);
+    if (this.bdevs.has(req.name) || this.opening.has(req.name)) throw new VhostdError(ErrorCode.BdevExists, `bdev ${req.name} already exists`);
     if (req.uuid !== undefined) {
       if (!UUID_RE.test(req.uuid)) throw new VhostdError(ErrorCode.Invalid, `uuid "${req.uuid}" is not a UUID`);
       const uuid = req.uuid.toLowerCase();
@@ -141,9 +165,19 @@ export class BdevRegistry {
       }
     }
     if (req.blockSize !== undefined) checkBlockSize(req.blockSize);
-    const opened = open();
+  }
+
+  /** Check what the module opened and list the bdev; if the check fails the module releases what it opened. */
+  private insert<S>(module: BdevModule<S>, req: CreateRequest, opened: Opened<S>): Bdev<S> {
     try {
       checkGeometry(opened.blockSize, opened.numBlocks);
+      if (this.bdevs.has(req.name)) throw new VhostdError(ErrorCode.BdevExists, `bdev ${req.name} already exists`);
+      const uuid = req.uuid?.toLowerCase();
+      if (uuid !== undefined) {
+        for (const b of this.bdevs.values()) {
+          if (b.uuid === uuid) throw new VhostdError(ErrorCode.BdevExists, `a bdev with uuid ${req.uuid} already exists (${b.name})`);
+        }
+      }
     } catch (err) {
       module.release?.(opened.state);
       throw err;
@@ -227,6 +261,11 @@ export class BdevRegistry {
     this.bdevs.clear();
   }
 
+  /** Wait for the releases modules finish in the background (an RBD image's close hands its lock back), then let modules close what they share (cluster connections). */
+  async settle(): Promise<void> {
+    await Promise.all(this.modules.map((m) => m.settle?.()));
+  }
+
   list(): Bdev[] {
     return [...this.bdevs.values()];
   }
@@ -305,6 +344,10 @@ export class BdevRegistry {
   /** The calls that recreate every bdev, then their QoS limits — as SPDK writes them (save_config). */
   writeConfig(): ConfigCall[] {
     const bdevs = this.list();
-    return [...bdevs.map((b) => b.module.writeConfig(b)), ...bdevs.flatMap((b) => b.qos.writeConfig(b.name) ?? [])];
+    return [
+      ...this.modules.flatMap((m) => m.writeModuleConfig?.() ?? []),
+      ...bdevs.map((b) => b.module.writeConfig(b)),
+      ...bdevs.flatMap((b) => b.qos.writeConfig(b.name) ?? []),
+    ];
   }
 }

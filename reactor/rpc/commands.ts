@@ -29,14 +29,15 @@ interface Flag {
   /** Long names; the first is shown in help, the others are accepted too (rpc.py's dashes and the underscore spelling). */
   long: string[];
   short?: string;
-  kind: ValueKind | 'boolean';
+  /** 'keyvalue': argparse action='append' of key=value words, sent as an object (rpc.py's --config-param). */
+  kind: ValueKind | 'boolean' | 'keyvalue';
   /** Key in Values (and, unless the method says otherwise, in params). */
   dest: string;
   help: string;
 }
 
 /** Parsed positionals and flags by dest; booleans are false when absent, others undefined. */
-export type Values = Record<string, string | number | boolean | undefined>;
+export type Values = Record<string, string | number | boolean | Record<string, string> | undefined>;
 
 /**
  * How rpc.py prints the result: `json` = print_dict (JSON, indent 2),
@@ -254,6 +255,62 @@ export const COMMANDS: Record<string, CommandSpec> = {
     flags: [{ long: ['uuid'], short: 'u', kind: 'string', dest: 'uuid', help: 'UUID of the bdev (optional)' }],
     output: 'string',
   },
+  bdev_rbd_register_cluster: {
+    help: 'Add a Rados cluster with ceph rbd backend',
+    positionals: [{ name: 'name', kind: 'string', help: 'Name of the Rados cluster only known to rbd bdev' }],
+    flags: [
+      { long: ['user'], kind: 'string', dest: 'user_id', help: 'Ceph user name (i.e. admin, not client.admin)' },
+      { long: ['config-param', 'config_param'], kind: 'keyvalue', dest: 'config_param', help: 'adds a key=value configuration option for rados_conf_set' },
+      { long: ['config-file', 'config_file'], kind: 'string', dest: 'config_file', help: 'The file path of the Rados configuration file' },
+      { long: ['key-file', 'key_file'], kind: 'string', dest: 'key_file', help: 'The file path of the Rados keyring file' },
+      { long: ['core-mask', 'core_mask'], kind: 'string', dest: 'core_mask', help: 'Set core mask for librbd IO context threads' },
+    ],
+    output: 'string',
+  },
+  bdev_rbd_unregister_cluster: {
+    help: 'Unregister a Rados cluster object',
+    positionals: [{ name: 'name', kind: 'string', help: 'Name of the Rados Cluster only known to rbd bdev' }],
+    flags: [],
+    output: 'none',
+  },
+  bdev_rbd_get_clusters_info: {
+    help: 'Display registered Rados Cluster names and related info',
+    positionals: [],
+    flags: [{ long: ['name'], short: 'b', kind: 'string', dest: 'name', help: 'Name of the registered Rados Cluster Name' }],
+    output: 'json',
+  },
+  bdev_rbd_create: {
+    help: 'Add a bdev with ceph rbd backend',
+    positionals: [
+      { name: 'pool_name', kind: 'string', help: 'rbd pool name' },
+      { name: 'rbd_name', kind: 'string', help: 'rbd image name' },
+      { name: 'block_size', kind: 'int', help: 'rbd block size' },
+    ],
+    flags: [
+      { long: ['name'], short: 'b', kind: 'string', dest: 'name', help: 'Name of the bdev' },
+      { long: ['user'], kind: 'string', dest: 'user_id', help: 'Ceph user name (i.e. admin, not client.admin)' },
+      { long: ['config'], kind: 'keyvalue', dest: 'config', help: 'adds a key=value configuration option for rados_conf_set' },
+      { long: ['cluster-name', 'cluster_name'], short: 'c', kind: 'string', dest: 'cluster_name', help: 'cluster name to identify the Rados cluster' },
+      { long: ['uuid'], short: 'u', kind: 'string', dest: 'uuid', help: 'UUID of the bdev' },
+      { long: ['readonly'], short: 'r', kind: 'boolean', dest: 'read_only', help: 'Set this bdev as read-only' },
+    ],
+    output: 'string',
+  },
+  bdev_rbd_delete: {
+    help: 'Delete a rbd bdev',
+    positionals: [{ name: 'name', kind: 'string', help: 'rbd bdev name' }],
+    flags: [],
+    output: 'none',
+  },
+  bdev_rbd_resize: {
+    help: 'Resize a rbd bdev',
+    positionals: [
+      { name: 'name', kind: 'string', help: 'rbd bdev name' },
+      { name: 'new_size', kind: 'int', help: 'new bdev size for resize operation. The unit is MiB' },
+    ],
+    flags: [],
+    output: 'string',
+  },
   bdev_uring_delete: {
     help: 'Delete a uring bdev',
     positionals: [{ name: 'name', kind: 'string', help: 'uring bdev name' }],
@@ -451,7 +508,7 @@ function convert(kind: ValueKind, name: string, raw: string): string | number {
   return n;
 }
 
-type ParseArgsOptions = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+type ParseArgsOptions = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
 
 /** Parse one method's arguments (everything after METHOD) into its params. */
 export function parseMethodArgs(method: string, args: string[]): { help: true } | { help: false; params: Record<string, unknown> | undefined } {
@@ -460,7 +517,11 @@ export function parseMethodArgs(method: string, args: string[]): { help: true } 
   const options: ParseArgsOptions = { help: { type: 'boolean', short: 'h' } };
   for (const f of spec.flags) {
     f.long.forEach((l, i) => {
-      options[l] = { type: f.kind === 'boolean' ? 'boolean' : 'string', ...(i === 0 && f.short ? { short: f.short } : {}) };
+      options[l] = {
+        type: f.kind === 'boolean' ? 'boolean' : 'string',
+        ...(f.kind === 'keyvalue' ? { multiple: true } : {}),
+        ...(i === 0 && f.short ? { short: f.short } : {}),
+      };
     });
   }
   let parsed: ReturnType<typeof parseArgs>;
@@ -485,6 +546,23 @@ export function parseMethodArgs(method: string, args: string[]): { help: true } 
       if (i < pos.length) values[p.name] = convert(p.kind, p.name, pos[i]);
     });
     for (const f of spec.flags) {
+      if (f.kind === 'keyvalue') {
+        // Every occurrence, each key=value (split at the first '='), as rpc.py.
+        let map: Record<string, string> | undefined;
+        for (const l of f.long) {
+          const v = parsed.values[l];
+          if (!Array.isArray(v)) continue;
+          for (const entry of v) {
+            const text = String(entry);
+            const eq = text.indexOf('=');
+            if (eq < 0) throw new Error(`--${f.long[0]} ${text} not in key=value form`);
+            map ??= {};
+            map[text.slice(0, eq)] = text.slice(eq + 1);
+          }
+        }
+        values[f.dest] = map;
+        continue;
+      }
       // The last spelling given wins, like argparse with a repeated option.
       let raw: string | boolean | undefined;
       for (const l of f.long) {

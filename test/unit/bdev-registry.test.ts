@@ -45,6 +45,8 @@ const CREATE: Record<string, (blockSize: number) => Record<string, unknown>> = {
   // The file does not exist: a refusal of the block size must come before any open (else -2).
   uring: (bs) => ({ name: 'u', filename: path.join(tmpDir, 'absent'), block_size: bs }),
   aio: (bs) => ({ name: 'a', filename: path.join(tmpDir, 'absent'), block_size: bs }),
+  // No such cluster: again, the block size is refused before anything is opened.
+  rbd: (bs) => ({ name: 'r', pool_name: 'rbd', rbd_name: 'absent', block_size: bs, cluster_name: 'absent' }),
 };
 
 t.test('bug 6.1: every module refuses a block size that is not a power of two in 512..65536 (-22)', async (t) => {
