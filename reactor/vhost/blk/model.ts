@@ -86,6 +86,8 @@ export function blkConfigSpace(bdev: { blockSize: number; numBlocks: number }, n
 export class BlkModel implements DeviceModel {
   readonly kind = 'blk' as const;
   readonly subsystem = 'vhost_blk';
+  /** QEMU's vhost-user-blk keeps an in-flight region and reconnects (reconnect=1): a restart loses nothing. */
+  readonly inflightShmfd = true;
   readonly log: Logger = log;
   readonly features: bigint;
   readonly maxQueues = BLK_MAX_QUEUES;
