@@ -28,6 +28,7 @@ import { type ChainError, DescChain } from './chain';
 import type { InflightTracker, Virtqueue } from './queue';
 import { VirtioFeature } from './spec';
 import { InflightRegion } from './inflight';
+import { PackedQueue } from './packed';
 import { QueueSetupError, SplitQueue } from './split';
 
 /** Most requests taken from one queue per poll. */
@@ -205,7 +206,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   /** In-flight hooks for every queue, now and started later (vhost-user INFLIGHT_SHMFD). */
   setInflightTracker(tracker: InflightTracker | null): void {
     this.tracker = tracker;
-    for (const qs of this.queues) qs.q.tracker = tracker;
+    const packed = (this.features & RING_PACKED) !== 0n;
+    for (const qs of this.queues) qs.q.tracker = packed ? null : tracker;
   }
 
   /**
@@ -290,10 +292,16 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     if (this.queues.some((qs) => qs.q.index === qd.index)) {
       throw new QueueSetupError(`queue ${qd.index} of ${this.name} already runs`);
     }
-    if ((this.features & RING_PACKED) !== 0n) throw new QueueSetupError(`queue ${qd.index}: packed rings are not supported yet`);
-    const q = new SplitQueue(this.memory, qd, this.features);
-    q.tracker = this.tracker;
-    const again = q.resumeInflight();
+    let q: Virtqueue;
+    if ((this.features & RING_PACKED) !== 0n) {
+      q = new PackedQueue(this.memory, qd, this.features);
+      // The in-flight region's packed layout is not implemented: a packed queue runs untracked.
+      if (this.tracker !== null) logger.warn('packed ring: in-flight tracking not implemented, requests in flight are lost if vhostd dies', { device: this.name, queue: qd.index });
+    } else {
+      q = new SplitQueue(this.memory, qd, this.features);
+      q.tracker = this.tracker;
+    }
+    const again = q.resumeInflight?.() ?? 0;
     if (again > 0) logger.notice('resubmitting requests in flight at the previous back-end', { device: this.name, queue: qd.index, count: again });
     // Poll mode: suppress kicks from the start.
     q.setNotification(false);

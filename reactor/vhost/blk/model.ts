@@ -96,8 +96,10 @@ export class BlkModel implements DeviceModel {
   constructor(
     readonly bdev: Bdev,
     readonly readonly: boolean,
+    /** Offer VIRTIO_F_RING_PACKED (SPDK's packed_ring). */
+    readonly packedRing = false,
   ) {
-    this.features = blkFeatures(readonly);
+    this.features = blkFeatures(readonly) | (packedRing ? bit(VirtioFeature.RingPacked) : 0n);
     this.bdevs = [bdev];
   }
 
@@ -127,6 +129,9 @@ export class BlkModel implements DeviceModel {
   }
 
   createCall(ctrlr: string, cpumask: string): ConfigCall {
-    return { method: 'vhost_create_blk_controller', params: { ctrlr, dev_name: this.bdev.name, cpumask, readonly: this.readonly } };
+    return {
+      method: 'vhost_create_blk_controller',
+      params: { ctrlr, dev_name: this.bdev.name, cpumask, readonly: this.readonly, ...(this.packedRing ? { packed_ring: true } : {}) },
+    };
   }
 }
