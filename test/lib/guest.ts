@@ -30,6 +30,8 @@ export interface GuestSocket {
   numQueues: number;
   /** QEMU reconnects (`reconnect=1`: every second) when the back-end goes away, and waits for it at start. */
   reconnect?: boolean;
+  /** Ask for packed virtqueues (`packed=on`, VIRTIO_F_RING_PACKED). */
+  packed?: boolean;
 }
 
 export interface BootOptions {
@@ -201,7 +203,7 @@ function qemuDeviceArgs(sockets: GuestSocket[]): string[] {
     }
     args.push('-chardev', `socket,id=c${i},path=${s.path}${s.reconnect === true ? ',reconnect=1' : ''}`);
     if (s.kind === 'blk') {
-      args.push('-device', `vhost-user-blk-pci,chardev=c${i},num-queues=${s.numQueues}`);
+      args.push('-device', `vhost-user-blk-pci,chardev=c${i},num-queues=${s.numQueues}${s.packed === true ? ',packed=on' : ''}`);
     } else {
       args.push('-device', `vhost-user-scsi-pci,chardev=c${i},num_queues=${s.numQueues}`);
     }
