@@ -7,8 +7,10 @@
  * generator: it measures the poll loop alone, which the end-to-end bench
  * cannot once vhostd outruns the generator.
  *
- *   node dist/bench/micro.js [--requests N] [--qd N] [--per-iter K] [--json]
+ *   node dist/bench/micro.js [--requests N] [--qd N] [--per-iter K] [--inflight] [--json]
  *
+ * `--inflight`: the device records every request in an in-flight region
+ * (vhost-user INFLIGHT_SHMFD, engine/virtio/inflight.ts), as with QEMU.
  * Prints ns per request, requests per poll and millions of requests per s.
  */
 import { parseArgs } from 'node:util';
@@ -17,6 +19,7 @@ import { WorkerBdevLayer } from '../engine/bdev/layer';
 import { createBlkDevice } from '../engine/blk/model';
 import type { DeviceDesc } from '../engine/control';
 import { GuestMemory } from '../engine/memory';
+import { inflightRegionBytes } from '../engine/virtio/inflight';
 
 const QUEUE_SIZE = 128;
 const DESC = 0x1000;
@@ -33,7 +36,7 @@ export interface MicroResult {
 }
 
 /** Run `requests` reads at depth `qd`, the driver adding at most `perIter` avail entries per poll. */
-export function runMicro(requests: number, qd: number, perIter: number): MicroResult {
+export function runMicro(requests: number, qd: number, perIter: number, inflight = false): MicroResult {
   const buf = new ArrayBuffer(4 << 20);
   const v = new DataView(buf);
   const words = new Uint16Array(buf);
@@ -78,8 +81,13 @@ export function runMicro(requests: number, qd: number, perIter: number): MicroRe
     ],
     stats: new SharedArrayBuffer(16 * 8),
   };
+  const INFLIGHT_FD = -2;
+  const region = new ArrayBuffer(inflightRegionBytes(1, QUEUE_SIZE));
+  if (inflight) device.inflight = { fd: INFLIGHT_FD, mmapOffset: 0, sizeBytes: region.byteLength, queueSize: QUEUE_SIZE, numQueues: 1 };
   const layer = new WorkerBdevLayer();
-  const dev = createBlkDevice(device, { signal: () => undefined, mapMemory: () => mem, bdevs: layer });
+  const mapMemory = (regions: readonly { fd: number }[]): GuestMemory =>
+    regions[0]?.fd === INFLIGHT_FD ? GuestMemory.fromBuffers([{ guestPhysAddr: 0, buffer: region }]) : mem;
+  const dev = createBlkDevice(device, { signal: () => undefined, mapMemory, bdevs: layer });
 
   const backlog: number[] = [];
   for (let i = 0; i < qd; i++) backlog.push(3 * i);
@@ -132,6 +140,7 @@ function main(argv: string[]): number {
       qd: { type: 'string', default: '32' },
       'per-iter': { type: 'string', default: '2' },
       json: { type: 'boolean', default: false },
+      inflight: { type: 'boolean', default: false },
     },
   });
   const requests = Number(values.requests);
@@ -140,7 +149,7 @@ function main(argv: string[]): number {
   if (!Number.isSafeInteger(requests) || requests < 1) throw new Error('--requests must be a positive integer');
   if (!Number.isSafeInteger(qd) || qd < 1 || qd > 42) throw new Error('--qd must be 1..42 (3 descriptors each in a queue of 128)');
   if (!Number.isSafeInteger(perIter) || perIter < 1) throw new Error('--per-iter must be a positive integer');
-  const r = runMicro(requests, qd, perIter);
+  const r = runMicro(requests, qd, perIter, values.inflight);
   process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.nsPerReq} ns/request, ${r.reqPerPoll} requests/poll, ${r.mIops} M requests/s\n`);
   return 0;
 }

@@ -63,7 +63,7 @@ export function markdownReport(results: BenchResults): string {
     `- load average at start ${e.loadAvgStart.join(' / ')}, at end ${results.loadAvgEnd.join(' / ')}`,
     `- targets on core ${o.targetCore} (vhostd -m, qemu-storage-daemon taskset${o.qsdIothread ? ', with an iothread' : ''}), generator (vhostd-perf) on core ${o.generatorCore}; ` +
       `${o.runs} run(s) per target per case, alternating vhostd, QSD, vhostd, QSD…; ${o.runtimeSec} s measured after ${o.rampSec} s ramp; ` +
-      `${(o.sizeBytes / 2 ** 20).toFixed(0)} MiB devices, ${o.blockSizeBytes}-byte blocks; EVENT_IDX ${o.eventIdx ? 'negotiated when offered' : 'off'}`,
+      `${(o.sizeBytes / 2 ** 20).toFixed(0)} MiB devices, ${o.blockSizeBytes}-byte blocks; EVENT_IDX ${o.eventIdx ? 'negotiated when offered' : 'off'}; in-flight tracking (INFLIGHT_SHMFD) ${o.inflight === true ? 'negotiated when offered' : 'off'}`,
   );
   if (e.busyProcessesStart.length > 0) out.push(`- busy processes at start: ${e.busyProcessesStart.map((p) => `\`${p}\``).join(', ')}`);
   for (const u of results.unavailable) out.push(`- **${u.kind}: not available** — ${u.reason}`);

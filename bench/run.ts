@@ -4,7 +4,7 @@
  * native load generator (vhostd-perf) on another core.
  *
  *   node dist/bench/run.js [--quick] [--runs N] [--cases PATTERN,...] [--runtime S] [--ramp S]
- *                          [--kinds null,malloc,uring] [--out DIR] [--qsd-iothread] [--no-event-idx]
+ *                          [--kinds null,malloc,uring] [--out DIR] [--qsd-iothread] [--no-event-idx] [--inflight]
  *
  * For every case of the matrix (bdev null/malloc/uring × rw randread/randwrite
  * × bs 4k/64k × QD 1/32/128) it runs vhostd, then qemu-storage-daemon, then
@@ -62,6 +62,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --out DIR            where to write the report (default bench/results)
   --qsd-iothread       give qemu-storage-daemon's export an iothread (adaptive polling)
   --no-event-idx       do not negotiate VIRTIO_F_EVENT_IDX (default: negotiated when offered)
+  --inflight           negotiate INFLIGHT_SHMFD when offered, as QEMU does (the cost of in-flight tracking)
   --vhostd-node-args A node flags for vhostd, space-separated (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p")
   --verbose            a line per run as well
   -h, --help`;
@@ -114,6 +115,7 @@ interface RunnerOptions {
   outDir: string;
   qsdIothread: boolean;
   eventIdx: boolean;
+  inflight: boolean;
   vhostdNodeArgs: string[];
   verbose: boolean;
 }
@@ -143,6 +145,7 @@ function parseOptions(argv: string[], repo: string): RunnerOptions | 'help' {
       out: { type: 'string' },
       'qsd-iothread': { type: 'boolean' },
       'no-event-idx': { type: 'boolean' },
+      inflight: { type: 'boolean' },
       'vhostd-node-args': { type: 'string' },
       verbose: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -175,6 +178,7 @@ function parseOptions(argv: string[], repo: string): RunnerOptions | 'help' {
     outDir: path.resolve(values.out ?? path.join(repo, 'bench', 'results')),
     qsdIothread: values['qsd-iothread'] ?? false,
     eventIdx: !(values['no-event-idx'] ?? false),
+    inflight: values.inflight ?? false,
     vhostdNodeArgs: (values['vhostd-node-args'] ?? '').split(' ').filter((s) => s !== ''),
     verbose: values.verbose ?? false,
   };
@@ -202,6 +206,7 @@ async function oneRun(spec: BenchCaseSpec, target: TargetName, round: number, cf
       rampSec: o.rampSec,
       cpu: GENERATOR_CORE,
       eventIdx: o.eventIdx,
+      inflight: o.inflight,
       timeoutMs: 15_000,
     });
     const wallSec = Number(process.hrtime.bigint() - wall0) / 1e9;
@@ -343,6 +348,7 @@ export async function main(argv: string[]): Promise<number> {
     sizeBytes: o.sizeBytes,
     blockSizeBytes: BLOCK_SIZE,
     eventIdx: o.eventIdx,
+    inflight: o.inflight,
     targetCore: TARGET_CORE,
     generatorCore: GENERATOR_CORE,
     qsdIothread: o.qsdIothread,

@@ -105,6 +105,8 @@ export interface InflightDesc {
   sizeBytes: number;
   /** Descriptors per queue the region was laid out for. */
   queueSize: number;
+  /** Queues the region was laid out for (SET_INFLIGHT_FD's num_queues); absent: 1. */
+  numQueues?: number;
 }
 
 /**

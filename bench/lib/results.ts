@@ -67,6 +67,8 @@ export interface BenchOptionsRecord {
   sizeBytes: number;
   blockSizeBytes: number;
   eventIdx: boolean;
+  /** INFLIGHT_SHMFD negotiated when offered (both targets then record every request in the shared region). */
+  inflight?: boolean;
   targetCore: number;
   generatorCore: number;
   qsdIothread: boolean;

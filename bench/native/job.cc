@@ -491,6 +491,7 @@ bool Job::SetupMemory(std::string* err) {
 
 bool Job::SetupQueues(std::string* err) {
   if (!client_.SetMemTable(memfd_, mem_size_, uint64_t(reinterpret_cast<uintptr_t>(mem_)), err)) return false;
+  if (!client_.SetupInflight(dev_, uint16_t(queues_.size()), queue_size_, err)) return false;
   uint64_t base = uint64_t(reinterpret_cast<uintptr_t>(mem_));
   for (Queue& q : queues_) {
     if (!client_.SetupVring(q.index, q.size, base + q.desc_off, base + q.avail_off, base + q.used_off, q.kick_fd,
@@ -834,6 +835,7 @@ void Job::Release() {
 bool Job::Run(std::string* err) {
   if (!Pin(err)) return false;
   if (!client_.Connect(o_.socket_path, o_.timeout_ms, err)) return false;
+  client_.want_inflight = o_.inflight;
   if (!client_.Negotiate(o_.event_idx, &dev_, err)) return false;
   if (!dev_.have_config) {
     *err = "the back-end offers no CONFIG protocol feature, so the capacity is unknown";
@@ -879,6 +881,8 @@ std::string Job::Report() const {
   j.Hex(dev_.protocol_acked);
   j.Key("eventIdx");
   j.Bool(dev_.event_idx);
+  j.Key("inflight");
+  j.Bool((dev_.protocol_acked & kProtocolInflightShmfd) != 0);
   j.Close('}');
   j.Key("job");
   j.Open('{');

@@ -255,7 +255,8 @@ bool VhostUserClient::Negotiate(bool want_event_idx, DeviceInfo* info, std::stri
   }
   if ((info->features_offered & kFeatureProtocolFeatures) != 0) {
     if (!GetU64(kGetProtocolFeatures, &info->protocol_offered, err)) return false;
-    info->protocol_acked = info->protocol_offered & (kProtocolMq | kProtocolReplyAck | kProtocolConfig);
+    info->protocol_acked = info->protocol_offered & (kProtocolMq | kProtocolReplyAck | kProtocolConfig |
+                                                     (want_inflight ? kProtocolInflightShmfd : 0));
     if (!Send(kSetProtocolFeatures, &info->protocol_acked, 8, nullptr, 0, false, err)) return false;
     reply_ack_ = (info->protocol_acked & kProtocolReplyAck) != 0;
     if ((info->protocol_acked & kProtocolMq) != 0) {
@@ -346,6 +347,70 @@ bool VhostUserClient::GetVringBase(uint32_t index, uint32_t* base, std::string* 
   }
   *base = reply.num;
   return true;
+}
+
+namespace {
+// VhostUserInflight: u64 mmap_size, u64 mmap_offset, u16 num_queues, u16 queue_size, 4 bytes padding.
+struct InflightPayload {
+  uint64_t mmap_size;
+  uint64_t mmap_offset;
+  uint16_t num_queues;
+  uint16_t queue_size;
+  uint32_t padding;
+};
+static_assert(sizeof(InflightPayload) == 24, "inflight payload is 24 bytes");
+}  // namespace
+
+bool VhostUserClient::SetupInflight(const DeviceInfo& info, uint16_t queues, uint16_t queue_size, std::string* err) {
+  if ((info.protocol_acked & kProtocolInflightShmfd) == 0) return true;
+  InflightPayload req{0, 0, queues, queue_size, 0};
+  if (!Send(kGetInflightFd, &req, sizeof req, nullptr, 0, false, err)) return false;
+  // The reply carries the region's fd: read the whole reply with recvmsg.
+  uint8_t buf[sizeof(Header) + sizeof(InflightPayload)];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  size_t got = 0;
+  int fd = -1;
+  while (got < sizeof buf) {
+    iovec iov{buf + got, sizeof buf - got};
+    msghdr msg;
+    std::memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (fd >= 0) close(fd);
+      *err = n < 0 ? Errno("reply to GET_INFLIGHT_FD", errno) : "back-end closed the connection instead of replying to GET_INFLIGHT_FD";
+      return false;
+    }
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int fds[8];
+        std::memcpy(fds, CMSG_DATA(c), (count > 8 ? 8 : count) * sizeof(int));
+        for (size_t i = 0; i < count && i < 8; i++) {
+          if (fd < 0) fd = fds[i];
+          else close(fds[i]);
+        }
+      }
+    }
+    got += size_t(n);
+  }
+  Header h;
+  std::memcpy(&h, buf, sizeof h);
+  InflightPayload reply;
+  std::memcpy(&reply, buf + sizeof h, sizeof reply);
+  if (h.request != kGetInflightFd || (h.flags & kFlagReply) == 0 || h.size != sizeof reply || fd < 0 ||
+      reply.mmap_size == 0) {
+    if (fd >= 0) close(fd);
+    *err = "bad reply to GET_INFLIGHT_FD";
+    return false;
+  }
+  bool ok = SendChecked(kSetInflightFd, &reply, sizeof reply, &fd, 1, err);
+  close(fd);
+  return ok;
 }
 
 }  // namespace vhostd_perf

@@ -27,12 +27,15 @@ enum VhostUserRequest : uint32_t {
   kGetQueueNum = 17,
   kSetVringEnable = 18,
   kGetConfig = 24,
+  kGetInflightFd = 31,
+  kSetInflightFd = 32,
 };
 
 // Protocol feature bits.
 constexpr uint64_t kProtocolMq = uint64_t(1) << 0;
 constexpr uint64_t kProtocolReplyAck = uint64_t(1) << 3;
 constexpr uint64_t kProtocolConfig = uint64_t(1) << 9;
+constexpr uint64_t kProtocolInflightShmfd = uint64_t(1) << 12;
 
 // Virtio feature bits (virtio 1.2 §6, §5.2.3) and VHOST_USER_F_PROTOCOL_FEATURES.
 constexpr uint64_t kFeatureBlkSizeMax = uint64_t(1) << 1;
@@ -73,6 +76,15 @@ class VhostUserClient {
   // when offered, EVENT_IDX when `want_event_idx` and offered, and the
   // virtio-blk bits this generator understands).
   bool Negotiate(bool want_event_idx, DeviceInfo* info, std::string* err);
+
+  // INFLIGHT_SHMFD as QEMU does it: GET_INFLIGHT_FD for `queues` queues of
+  // `queue_size`, then SET_INFLIGHT_FD with the region the back-end gave
+  // (the generator does not keep it: it never reconnects). Call after
+  // Negotiate(want_inflight=true), before the rings are set up; false with
+  // *err when the back-end refuses. No-op when the feature was not acked.
+  bool SetupInflight(const DeviceInfo& info, uint16_t queues, uint16_t queue_size, std::string* err);
+  // Ask for INFLIGHT_SHMFD in Negotiate() when offered.
+  bool want_inflight = false;
 
   // SET_MEM_TABLE with one region: guest physical 0..size, our mapping at
   // `user_addr`, offset 0 in `fd`.

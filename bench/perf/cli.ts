@@ -34,6 +34,7 @@ const USAGE = `usage: vhostd-perf --socket PATH [options]
   --cpu N              core to pin the generator to, -1 for none (default 0)
   --completion MODE    poll | interrupt (default poll)
   --event-idx          negotiate VIRTIO_F_EVENT_IDX when offered
+  --inflight           negotiate INFLIGHT_SHMFD when offered (the back-end records every request)
   --verify             write the range, read it back, check CRC-32C (= --verify-mode write-read)
   --verify-mode MODE   write-read | write | read
   --verify-seed N      seed of the verify pattern (default 1)
@@ -68,6 +69,7 @@ export function parseCli(argv: string[]): { options: PerfOptions; json: boolean 
       cpu: { type: 'string' },
       completion: { type: 'string' },
       'event-idx': { type: 'boolean' },
+      inflight: { type: 'boolean' },
       verify: { type: 'boolean' },
       'verify-mode': { type: 'string' },
       'verify-seed': { type: 'string' },
@@ -97,6 +99,7 @@ export function parseCli(argv: string[]): { options: PerfOptions; json: boolean 
     cpu: int('cpu', values.cpu),
     completion: values.completion as CompletionMode | undefined,
     eventIdx: values['event-idx'],
+    inflight: values.inflight,
     verify,
     verifySeed: int('verify-seed', values['verify-seed']),
     seed: int('seed', values.seed),

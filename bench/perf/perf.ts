@@ -66,6 +66,8 @@ export interface PerfOptions {
   completion?: CompletionMode;
   /** Negotiate VIRTIO_F_EVENT_IDX when offered; default false. */
   eventIdx?: boolean;
+  /** Negotiate INFLIGHT_SHMFD when offered (GET/SET_INFLIGHT_FD as QEMU does): measures the cost of in-flight tracking. */
+  inflight?: boolean;
   /** Core the generator thread is pinned to; -1 for none; default 0. */
   cpu?: number;
   /** Limit for each back-end reply and for the final drain; default 10000. */
@@ -104,6 +106,8 @@ export interface PerfReport {
     protocolFeaturesOffered: string;
     protocolFeaturesAcked: string;
     eventIdx: boolean;
+    /** INFLIGHT_SHMFD negotiated and the region set. */
+    inflight: boolean;
   };
   job: {
     rw: RwPattern;
@@ -281,6 +285,9 @@ export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
   }
   if (o.eventIdx !== undefined && typeof o.eventIdx !== 'boolean') {
     throw new PerfError('options.eventIdx must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  if (o.inflight !== undefined && typeof o.inflight !== 'boolean') {
+    throw new PerfError('options.inflight must be a boolean', 'ERR_PERF_OPTIONS');
   }
   const native: Record<string, unknown> = { ...o };
   return native;

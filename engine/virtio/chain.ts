@@ -114,7 +114,7 @@ const MAX_SAFE_HIGH = 0x1fffff;
  * `out`: one when a region holds it, several when it runs over adjacent
  * regions. Returns Ok, BadAddress or TooManySegments.
  */
-function addBuffer(mem: GuestMemory, addr: number, len: number, out: DescChain): ChainError {
+export function addBuffer(mem: GuestMemory, addr: number, len: number, out: DescChain): ChainError {
   let r = mem.translate(addr, len);
   let n = out.count;
   if (r >= 0) {

@@ -27,6 +27,8 @@ import type { GuestMemory } from '../memory';
 import { type ChainError, DescChain } from './chain';
 import type { InflightTracker, Virtqueue } from './queue';
 import { VirtioFeature } from './spec';
+import { InflightRegion } from './inflight';
+import { PackedQueue } from './packed';
 import { QueueSetupError, SplitQueue } from './split';
 
 /** Most requests taken from one queue per poll. */
@@ -137,6 +139,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   private paused = false;
   private inflightCount = 0;
   private tracker: InflightTracker | null = null;
+  /** The mapping of DeviceDesc.inflight (vhost-user INFLIGHT_SHMFD), unmapped at stop. */
+  private inflightMem: GuestMemory | null = null;
   /** Coalescing settings (CoalescingSlot) from the reactor, or null (off for good). */
   private readonly coalescing: Float64Array | null;
   private delayBaseMs = 0;
@@ -164,12 +168,14 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     this.memory = env.mapMemory(desc.regions);
     let model: VirtioModel<T> | null = null;
     try {
+      if (desc.inflight !== undefined) this.mapInflight(desc);
       model = makeModel(this);
       this.model = model;
       for (const qd of desc.queues) this.queueStart(qd);
     } catch (err) {
       if (model !== null) model.close();
       this.unmap(this.memory);
+      this.inflightMem?.unmap();
       throw err;
     }
   }
@@ -200,7 +206,21 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   /** In-flight hooks for every queue, now and started later (vhost-user INFLIGHT_SHMFD). */
   setInflightTracker(tracker: InflightTracker | null): void {
     this.tracker = tracker;
-    for (const qs of this.queues) qs.q.tracker = tracker;
+    const packed = (this.features & RING_PACKED) !== 0n;
+    for (const qs of this.queues) qs.q.tracker = packed ? null : tracker;
+  }
+
+  /**
+   * Map the in-flight region (a memfd the front-end keeps across our
+   * restarts) and track every queue in it. Its words are written with plain
+   * stores: they must survive this process dying, not be seen by another
+   * thread in order (the next back-end reads them only after we are gone).
+   */
+  private mapInflight(desc: DeviceDesc): void {
+    const inf = desc.inflight as NonNullable<DeviceDesc['inflight']>;
+    const mem = this.env.mapMemory([{ fd: inf.fd, guestPhysAddr: 0, userAddr: 0, sizeBytes: inf.sizeBytes, mmapOffset: inf.mmapOffset }]);
+    this.inflightMem = mem;
+    this.setInflightTracker(new InflightRegion(mem.views[0], inf.numQueues ?? 1, inf.queueSize));
   }
 
   poll(nowMs: number = performance.now()): number {
@@ -258,6 +278,11 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       this.model.close();
     } finally {
       this.unmap(this.memory);
+      if (this.inflightMem !== null) {
+        this.setInflightTracker(null);
+        this.inflightMem.unmap();
+        this.inflightMem = null;
+      }
     }
     return result;
   }
@@ -267,9 +292,17 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     if (this.queues.some((qs) => qs.q.index === qd.index)) {
       throw new QueueSetupError(`queue ${qd.index} of ${this.name} already runs`);
     }
-    if ((this.features & RING_PACKED) !== 0n) throw new QueueSetupError(`queue ${qd.index}: packed rings are not supported yet`);
-    const q = new SplitQueue(this.memory, qd, this.features);
-    q.tracker = this.tracker;
+    let q: Virtqueue;
+    if ((this.features & RING_PACKED) !== 0n) {
+      q = new PackedQueue(this.memory, qd, this.features);
+      // The in-flight region's packed layout is not implemented: a packed queue runs untracked.
+      if (this.tracker !== null) logger.warn('packed ring: in-flight tracking not implemented, requests in flight are lost if vhostd dies', { device: this.name, queue: qd.index });
+    } else {
+      q = new SplitQueue(this.memory, qd, this.features);
+      q.tracker = this.tracker;
+    }
+    const again = q.resumeInflight?.() ?? 0;
+    if (again > 0) logger.notice('resubmitting requests in flight at the previous back-end', { device: this.name, queue: qd.index, count: again });
     // Poll mode: suppress kicks from the start.
     q.setNotification(false);
     this.queues.push(new VirtioQueueState(q, qd));
@@ -289,6 +322,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     this.publishQueue(qs, performance.now(), true);
     this.queues.splice(this.queues.indexOf(qs), 1);
     this.releasePool(qs);
+    this.tracker?.release?.(index);
     return { index, pos: qs.q.position() };
   }
 

@@ -25,6 +25,15 @@ export interface InflightTracker {
   pushed(queue: number, head: number): void;
   /** The used entries pushed so far are now visible to the driver. */
   published(queue: number): void;
+  /**
+   * Queue `queue` (re)starts on the record: repair it against the used ring's
+   * idx and say which heads are still in flight, oldest first, and where the
+   * ring resumes (engine/virtio/inflight.ts). Throws QueueSetupError when the
+   * record cannot be for this queue.
+   */
+  resume?(queue: number, size: number, ringUsedIdx: number, startAvailIdx: number): { heads: number[]; usedIdx: number; availIdx: number };
+  /** Queue `queue` stopped (nothing of it in flight). */
+  release?(queue: number): void;
 }
 
 export interface Virtqueue {
@@ -50,6 +59,12 @@ export interface Virtqueue {
   setNotification(enabled: boolean): void;
   /** Where the ring stands now (GET_VRING_BASE's answer once nothing is in flight). */
   position(): RingPos;
+  /**
+   * The queue starts under an in-flight tracker with resume(): take the
+   * ring position from the record and run its in-flight heads again, before
+   * any new one. Returns how many heads will be resubmitted.
+   */
+  resumeInflight?(): number;
   /** The guest memory was remapped (memUpdate): rebuild the ring views, keep the positions. Throws QueueSetupError if the rings are no longer mapped. */
   remap(mem: GuestMemory): void;
 }

@@ -83,6 +83,9 @@ export class SplitQueue implements Virtqueue {
   private wAvailEvent = 0;
   /** Used entries pushed since the last publish. */
   private unpublished = 0;
+  /** In-flight heads of a previous back-end to run again before new ones (resumeInflight), and the next one's index. */
+  private resubmit: number[] = [];
+  private resubmitNext = 0;
   /** EVENT_IDX: the used idx at the previous interrupt decision (vhost's signalled_used). */
   private signalledUsed = 0;
   /** False until the first interrupt decision: the first one always signals. */
@@ -142,6 +145,7 @@ export class SplitQueue implements Virtqueue {
    */
   available(): number {
     if (this.broken !== null) return 0;
+    if (this.resubmitNext < this.resubmit.length) return this.resubmit.length - this.resubmitNext;
     const idx = Atomics.load(this.availWords, this.wAvailIdx);
     const n = (idx - this.lastAvailIdx) & 0xffff;
     if (n > this.size) {
@@ -156,6 +160,15 @@ export class SplitQueue implements Virtqueue {
    * one). Returns -1 and marks the queue broken if the head is out of range.
    */
   pop(): number {
+    if (this.resubmitNext < this.resubmit.length) {
+      // Already recorded in flight (with its original order); lastAvailIdx is past it.
+      const again = this.resubmit[this.resubmitNext++];
+      if (this.resubmitNext === this.resubmit.length) {
+        this.resubmit = [];
+        this.resubmitNext = 0;
+      }
+      return again;
+    }
     const head = this.availWords[this.wAvailRing + (this.lastAvailIdx & this.mask)];
     this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
     if (head >= this.size) {
@@ -197,6 +210,27 @@ export class SplitQueue implements Virtqueue {
     Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
     if (this.tracker !== null) this.tracker.published(this.index);
     return this.needInterrupt();
+  }
+
+  /**
+   * Resume from the in-flight record (vhost-user "Inflight I/O tracking",
+   * on reconnect): the used index is the ring's own, the avail index is past
+   * every head still in flight, and those heads run first, in the order the
+   * previous back-end took them.
+   */
+  resumeInflight(): number {
+    const t = this.tracker;
+    if (t === null || t.resume === undefined) return 0;
+    const ringUsed = Atomics.load(this.usedWords, this.wUsedIdx);
+    const r = t.resume(this.index, this.size, ringUsed, this.lastAvailIdx);
+    for (const h of r.heads) {
+      if (h >= this.size) throw new QueueSetupError(`queue ${this.index}: in-flight head ${h} >= queue size ${this.size}`);
+    }
+    this.usedIdx = r.usedIdx;
+    this.lastAvailIdx = r.availIdx;
+    this.resubmit = r.heads;
+    this.resubmitNext = 0;
+    return r.heads.length;
   }
 
   position(): RingPos {

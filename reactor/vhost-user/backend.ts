@@ -14,7 +14,7 @@
  *   running --stop()--> stopped (features changed, reset, the connection closed)
  * A running device may have no queue running.
  */
-import type { QueueDesc, QueueStopResult, RegionDesc, StopResult } from '../../engine/control';
+import type { InflightDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult } from '../../engine/control';
 
 export interface DeviceRunState {
   /** Negotiated virtio features (SET_FEATURES). */
@@ -22,6 +22,8 @@ export interface DeviceRunState {
   regions: RegionDesc[];
   /** The queues that are ready (addresses, kick fd or polling, enabled); may be empty. */
   queues: QueueDesc[];
+  /** The in-flight region (INFLIGHT_SHMFD negotiated and SET_INFLIGHT_FD given). */
+  inflight?: InflightDesc;
 }
 
 export interface VhostBackend {

@@ -20,6 +20,7 @@ import { log } from '../log';
 import {
   CONFIG_HEADER_SIZE,
   HEADER_SIZE,
+  INFLIGHT_PAYLOAD_SIZE,
   HeaderFlag,
   MAX_CONFIG_SIZE,
   MAX_FDS,
@@ -119,6 +120,10 @@ export type VhostMessage = Common &
     | { request: Request.RemMemReg; region: MemRegion }
     | { request: Request.SetStatus; status: number }
     | { request: Request.GetStatus }
+    /** The front-end's queue count and size; mmap_size/offset are 0 and ignored. */
+    | { request: Request.GetInflightFd; numQueues: number; queueSize: number }
+    /** The region the back-end gave earlier (or a previous back-end), handed back with its fd. */
+    | { request: Request.SetInflightFd; fd: number; sizeBytes: number; mmapOffset: number; numQueues: number; queueSize: number }
   );
 
 /** Every fd a decoded message carries (for whoever must close them). */
@@ -133,6 +138,7 @@ export function messageFds(msg: VhostMessage): number[] {
     case Request.SetVringErr:
       return msg.fd >= 0 ? [msg.fd] : [];
     case Request.SetBackendReqFd:
+    case Request.SetInflightFd:
       return [msg.fd];
     default:
       return [];
@@ -221,6 +227,8 @@ export const REQUEST_RULES: ReadonlyMap<number, RequestRule> = new Map<number, R
   [Request.RemMemReg, { payload: { kind: 'exact', bytes: 8 + REGION_SIZE }, fds: 'ignoredOptional', replies: false }],
   [Request.SetStatus, { payload: U64, fds: 'none', replies: false }],
   [Request.GetStatus, { payload: NONE, fds: 'none', replies: true }],
+  [Request.GetInflightFd, { payload: { kind: 'exact', bytes: INFLIGHT_PAYLOAD_SIZE }, fds: 'none', replies: true }],
+  [Request.SetInflightFd, { payload: { kind: 'exact', bytes: INFLIGHT_PAYLOAD_SIZE }, fds: 'one', replies: false }],
 ]);
 
 function ruleFor(request: number): RequestRule {
@@ -480,6 +488,20 @@ function decodeUnchecked(header: Header, payload: Uint8Array, fds: readonly numb
       }
       break;
     }
+    case Request.GetInflightFd:
+      msg = { ...common, request: header.request, numQueues: dv.getUint16(16, LE), queueSize: dv.getUint16(18, LE) };
+      break;
+    case Request.SetInflightFd:
+      msg = {
+        ...common,
+        request: header.request,
+        fd: fds[0],
+        sizeBytes: safeNumber(dv.getBigUint64(0, LE), `${name}: mmap_size`),
+        mmapOffset: safeNumber(dv.getBigUint64(8, LE), `${name}: mmap_offset`),
+        numQueues: dv.getUint16(16, LE),
+        queueSize: dv.getUint16(18, LE),
+      };
+      break;
     default:
       // ruleFor() accepted it, so the table and this switch disagree: a bug here.
       throw new ProtocolError(`${name}: no decoder`);
@@ -553,6 +575,17 @@ export function decodeVringState(payload: Uint8Array): { index: number; num: num
   if (payload.byteLength !== 8) throw new ProtocolError(`vring state payload is ${payload.byteLength} bytes`);
   const dv = view(payload);
   return { index: dv.getUint32(0, LE), num: dv.getUint32(4, LE) };
+}
+
+/** GET/SET_INFLIGHT_FD payload (VhostUserInflight). */
+export function inflightPayload(a: { sizeBytes: number | bigint; mmapOffset: number | bigint; numQueues: number; queueSize: number }): Uint8Array {
+  const out = new Uint8Array(INFLIGHT_PAYLOAD_SIZE);
+  const dv = view(out);
+  dv.setBigUint64(0, BigInt(a.sizeBytes), LE);
+  dv.setBigUint64(8, BigInt(a.mmapOffset), LE);
+  dv.setUint16(16, a.numQueues, LE);
+  dv.setUint16(18, a.queueSize, LE);
+  return out;
 }
 
 /** KICK/CALL/ERR payload; `noFd` sets bit 8. */

@@ -148,7 +148,8 @@ export const SUPPORTED_PROTOCOL_FEATURES: bigint =
   protocolBit(ProtocolFeature.BackendReq) |
   protocolBit(ProtocolFeature.Config) |
   protocolBit(ProtocolFeature.ConfigureMemSlots) |
-  protocolBit(ProtocolFeature.Status);
+  protocolBit(ProtocolFeature.Status) |
+  protocolBit(ProtocolFeature.InflightShmfd);
 
 /** Virtio feature bit 30: VHOST_USER_F_PROTOCOL_FEATURES. */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 1n << 30n;
@@ -169,6 +170,9 @@ export const MAX_CONFIG_SIZE = 256;
 export const CONFIG_HEADER_SIZE = 12;
 /** Largest virtqueue (virtio 1.2 §2.7 / §2.6: Queue Size ≤ 32768). */
 export const MAX_QUEUE_SIZE = 32768;
+
+/** GET/SET_INFLIGHT_FD payload: u64 mmap_size, u64 mmap_offset, u16 num_queues, u16 queue_size, 4 bytes padding. */
+export const INFLIGHT_PAYLOAD_SIZE = 24;
 
 /** KICK/CALL/ERR payload: bits 0-7 index, bit 8 "no fd". */
 export const VRING_INDEX_MASK = 0xffn;

@@ -32,7 +32,8 @@
  * Thread: main (reactor).
  */
 import * as fs from 'node:fs';
-import type { QueueDesc, RegionDesc, RingPos } from '../../engine/control';
+import type { InflightDesc, QueueDesc, RegionDesc, RingPos } from '../../engine/control';
+import { inflightRegionBytes } from '../../engine/virtio/inflight';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import { native } from '../../bindings';
 import type { Logger } from '../log';
@@ -47,6 +48,7 @@ import {
   vringStatePayload,
   configPayload,
   encodeMessage,
+  inflightPayload,
   type MemRegion,
   type VhostMessage,
 } from './codec';
@@ -119,6 +121,15 @@ interface Region {
   fd: OwnedFd;
 }
 
+/** The in-flight region the front-end handed over (SET_INFLIGHT_FD). */
+interface InflightState {
+  fd: OwnedFd;
+  sizeBytes: number;
+  mmapOffset: number;
+  numQueues: number;
+  queueSize: number;
+}
+
 /** A REPLY_ACK failure value (non-zero) the session survives. */
 class SurvivableFailure extends Error {}
 
@@ -141,6 +152,12 @@ export class VhostUserSession implements BackendChannel {
   private backendReq: OwnedFd | null = null;
   private status = 0;
   private owner = false;
+  /** SET_INFLIGHT_FD's region (INFLIGHT_SHMFD), given to the device at start. */
+  private inflight: InflightState | null = null;
+  /** The memfd made for the last GET_INFLIGHT_FD reply: it must live until that reply is sent. */
+  private inflightOffered: OwnedFd | null = null;
+  /** fds to send with the reply of the message being handled. */
+  private replyFds: number[] = [];
 
   /** The device runs on the engine (start resolved, stop not yet called). */
   private deviceRunning = false;
@@ -230,6 +247,12 @@ export class VhostUserSession implements BackendChannel {
       );
     }
     this.busy = true;
+    // The reply that carried it went out: the front-end has its own copy now.
+    if (this.inflightOffered !== null) {
+      this.retire(this.inflightOffered);
+      this.inflightOffered = null;
+    }
+    this.replyFds = [];
     const adopted = new Map<number, OwnedFd>();
     const effects: SessionEffect[] = [];
     this.log.debug('request', { ctrlr: this.backend.name, req: requestName(msg.request), needReply: msg.needReply });
@@ -251,7 +274,7 @@ export class VhostUserSession implements BackendChannel {
         effects.unshift({ kind: 'close', fds: this.retired });
         this.retired = [];
       }
-      return { reply, fds: [], effects };
+      return { reply, fds: reply === null ? [] : this.replyFds, effects };
     } catch (err) {
       // A failure half-way: fds adopted by this message that no state refers to are closed here.
       const kept = this.referencedFds();
@@ -268,6 +291,8 @@ export class VhostUserSession implements BackendChannel {
   private referencedFds(): Set<OwnedFd> {
     const refs = new Set<OwnedFd>(this.retired);
     if (this.backendReq) refs.add(this.backendReq);
+    if (this.inflight) refs.add(this.inflight.fd);
+    if (this.inflightOffered) refs.add(this.inflightOffered);
     for (const r of this.regions) refs.add(r.fd);
     for (const q of this.queues) {
       for (const f of [q.kick, q.call, q.err]) if (f) refs.add(f);
@@ -524,6 +549,52 @@ export class VhostUserSession implements BackendChannel {
 
       case Request.GetStatus:
         return encodeReply(msg.request, 0, u64Payload(this.status));
+
+      case Request.GetInflightFd: {
+        if (!this.hasProtocolFeature(ProtocolFeature.InflightShmfd)) throw new ProtocolError(`${name}: INFLIGHT_SHMFD was not negotiated`);
+        checkInflightGeometry(msg.numQueues, msg.queueSize, this.queues.length, name);
+        const sizeBytes = inflightRegionBytes(msg.numQueues, msg.queueSize);
+        let fd: number;
+        try {
+          fd = native.memfdCreate('vhostd-inflight', 0);
+        } catch (err) {
+          throw new SurvivableFailure(`${name}: cannot create the region: ${(err as Error).message}`);
+        }
+        const owned = new OwnedFd(fd);
+        try {
+          native.ftruncate(fd, sizeBytes);
+        } catch (err) {
+          owned.close();
+          throw new SurvivableFailure(`${name}: cannot size the region: ${(err as Error).message}`);
+        }
+        // Zero-filled: every queue region reads version 0 (never used) until its queue first starts.
+        this.inflightOffered = owned;
+        this.replyFds = [fd];
+        this.log.info('in-flight region offered', { ctrlr: this.backend.name, queues: msg.numQueues, queueSize: msg.queueSize, sizeBytes });
+        return encodeReply(msg.request, 0, inflightPayload({ sizeBytes, mmapOffset: 0, numQueues: msg.numQueues, queueSize: msg.queueSize }));
+      }
+
+      case Request.SetInflightFd: {
+        const fd = this.adopt(adopted, msg.fd) as OwnedFd;
+        if (!this.hasProtocolFeature(ProtocolFeature.InflightShmfd)) throw new ProtocolError(`${name}: INFLIGHT_SHMFD was not negotiated`);
+        checkInflightGeometry(msg.numQueues, msg.queueSize, this.queues.length, name);
+        const need = inflightRegionBytes(msg.numQueues, msg.queueSize);
+        if (msg.sizeBytes < need) {
+          throw new ProtocolError(`${name}: mmap_size ${msg.sizeBytes} is smaller than ${need}, what ${msg.numQueues} queues of ${msg.queueSize} need`);
+        }
+        if (msg.sizeBytes > need + 65536) {
+          throw new ProtocolError(`${name}: mmap_size ${msg.sizeBytes} is not the layout of ${msg.numQueues} queues of ${msg.queueSize} (${need} bytes)`);
+        }
+        checkRegionBacking({ fd: fd.fd, guestPhysAddr: 0, sizeBytes: msg.sizeBytes, userAddr: 0, mmapOffset: msg.mmapOffset }, name);
+        if (msg.mmapOffset % 4096 !== 0) throw new ProtocolError(`${name}: mmap_offset ${msg.mmapOffset} is not page aligned`);
+        // The running device writes the old region: stop it, then it starts again on the new one.
+        await this.stopDevice('in-flight region replaced');
+        if (this.inflight !== null) this.retire(this.inflight.fd);
+        this.inflight = { fd, sizeBytes: msg.sizeBytes, mmapOffset: msg.mmapOffset, numQueues: msg.numQueues, queueSize: msg.queueSize };
+        this.log.info('in-flight region set', { ctrlr: this.backend.name, queues: msg.numQueues, queueSize: msg.queueSize });
+        await this.reconcile();
+        return null;
+      }
     }
   }
 
@@ -541,6 +612,9 @@ export class VhostUserSession implements BackendChannel {
     this.features = 0n;
     this.featuresSet = false;
     this.status = 0;
+    // A reset driver has nothing in flight: a front-end that tracks asks for a new region.
+    if (this.inflight !== null) this.retire(this.inflight.fd);
+    this.inflight = null;
   }
 
   /** Is the current table the same as `fresh`: same layout, each region backed by the same file? */
@@ -578,6 +652,13 @@ export class VhostUserSession implements BackendChannel {
     this.regions = next;
     for (const fd of dropped) this.retire(fd);
     await this.reconcile();
+  }
+
+  /** The in-flight region for the device, when the front-end gave one and INFLIGHT_SHMFD is negotiated. */
+  private inflightDesc(): InflightDesc | undefined {
+    const i = this.inflight;
+    if (i === null || !this.hasProtocolFeature(ProtocolFeature.InflightShmfd)) return undefined;
+    return { fd: i.fd.fd, mmapOffset: i.mmapOffset, sizeBytes: i.sizeBytes, queueSize: i.queueSize, numQueues: i.numQueues };
   }
 
   /** A queue is ready when it has a size, ring addresses, a kick (fd or polling) and is enabled. */
@@ -644,7 +725,12 @@ export class VhostUserSession implements BackendChannel {
         regions: descs.length,
       });
       this.calls.start++;
-      await this.backend.start({ features: this.features, regions: descs, queues: ready.map((q) => this.queueDesc(q)) });
+      await this.backend.start({
+        features: this.features,
+        regions: descs,
+        queues: ready.map((q) => this.queueDesc(q)),
+        ...(this.inflightDesc() ? { inflight: this.inflightDesc() } : {}),
+      });
       this.deviceRunning = true;
       this.runningFeatures = this.features;
       for (const q of ready) q.running = true;
@@ -713,9 +799,11 @@ export class VhostUserSession implements BackendChannel {
       // The engine failed to stop: closing fds it might use is still better than leaking them forever.
       this.log.error('stop failed while closing', { ctrlr: this.backend.name, err: err as Error });
     }
-    const all: (OwnedFd | null)[] = [...this.retired, this.backendReq];
+    const all: (OwnedFd | null)[] = [...this.retired, this.backendReq, this.inflight?.fd ?? null, this.inflightOffered];
     this.retired = [];
     this.backendReq = null;
+    this.inflight = null;
+    this.inflightOffered = null;
     for (const r of this.regions) all.push(r.fd);
     this.regions = [];
     for (const q of this.queues) {
@@ -775,6 +863,12 @@ export function encodeRingBase(pos: RingPos, packed: boolean): number {
     ((pos.availIdx & 0x7fff) | (pos.availWrap ? 0x8000 : 0) | ((pos.usedIdx & 0x7fff) << 16) | (pos.usedWrap ? 0x8000_0000 : 0)) >>>
     0
   );
+}
+
+/** GET/SET_INFLIGHT_FD's queue count and size: 1..the device's queues, 1..MAX_QUEUE_SIZE. */
+function checkInflightGeometry(numQueues: number, queueSize: number, maxQueues: number, what: string): void {
+  if (numQueues < 1 || numQueues > maxQueues) throw new ProtocolError(`${what}: num_queues ${numQueues} is not in 1..${maxQueues}`);
+  if (queueSize < 1 || queueSize > MAX_QUEUE_SIZE) throw new ProtocolError(`${what}: queue_size ${queueSize} is not in 1..${MAX_QUEUE_SIZE}`);
 }
 
 function regionOnly(r: MemRegion): MemRegion {

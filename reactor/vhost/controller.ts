@@ -62,7 +62,7 @@ export class Controller implements VhostBackend, BdevUser {
   readonly cores: number[];
   readonly model: DeviceModel;
   readonly features: bigint;
-  readonly protocolFeatures = PROTOCOL_FEATURES;
+  readonly protocolFeatures: bigint;
   readonly maxQueues: number;
   /** Per-device counters, kept across restarts of the device. */
   readonly stats = new SharedArrayBuffer(DeviceStat.Count * 8);
@@ -93,6 +93,7 @@ export class Controller implements VhostBackend, BdevUser {
     this.log = opts.model.log;
     this.maxQueues = opts.model.maxQueues;
     this.features = opts.model.features | (1n << BigInt(VirtioFeature.VhostUserProtocolFeatures));
+    this.protocolFeatures = PROTOCOL_FEATURES | (opts.model.inflightShmfd === true ? 1n << BigInt(ProtocolFeature.InflightShmfd) : 0n);
     this.coalescingView[CoalescingSlot.DelayBaseUs] = COALESCING_DEFAULT_DELAY_BASE_US;
     this.coalescingView[CoalescingSlot.IopsThreshold] = COALESCING_DEFAULT_IOPS_THRESHOLD;
   }
@@ -199,6 +200,7 @@ export class Controller implements VhostBackend, BdevUser {
       queues: state.queues,
       stats: this.stats,
       coalescing: this.coalescing,
+      ...(state.inflight ? { inflight: state.inflight } : {}),
     };
     try {
       await this.opts.engine.worker(core).start(device);

@@ -19,6 +19,12 @@ export interface DeviceModel {
   readonly log: Logger;
   /** Virtio feature bits offered (bit 30, VHOST_USER_F_PROTOCOL_FEATURES, is the controller's to add). */
   readonly features: bigint;
+  /**
+   * Offer vhost-user INFLIGHT_SHMFD: the front-end keeps an in-flight region
+   * for the device, so a restarted vhostd resubmits what was in flight
+   * (blk: yes; a model whose front-end cannot reconnect may leave it out).
+   */
+  readonly inflightShmfd?: boolean;
   /** The most queues the device serves (GET_QUEUE_NUM). */
   readonly maxQueues: number;
   /** Every bdev the device uses, in the order of DeviceDesc.bdevs (blk: one). */

@@ -28,6 +28,10 @@ export interface GuestSocket {
   kind: 'blk' | 'scsi';
   /** Request queues (for scsi: QEMU's num_queues, request queues only). */
   numQueues: number;
+  /** QEMU reconnects (`reconnect=1`: every second) when the back-end goes away, and waits for it at start. */
+  reconnect?: boolean;
+  /** Ask for packed virtqueues (`packed=on`, VIRTIO_F_RING_PACKED). */
+  packed?: boolean;
 }
 
 export interface BootOptions {
@@ -197,9 +201,9 @@ function qemuDeviceArgs(sockets: GuestSocket[]): string[] {
     if (!Number.isInteger(s.numQueues) || s.numQueues < 1) {
       throw new RangeError(`sockets[${i}].numQueues must be a positive integer`);
     }
-    args.push('-chardev', `socket,id=c${i},path=${s.path}`);
+    args.push('-chardev', `socket,id=c${i},path=${s.path}${s.reconnect === true ? ',reconnect=1' : ''}`);
     if (s.kind === 'blk') {
-      args.push('-device', `vhost-user-blk-pci,chardev=c${i},num-queues=${s.numQueues}`);
+      args.push('-device', `vhost-user-blk-pci,chardev=c${i},num-queues=${s.numQueues}${s.packed === true ? ',packed=on' : ''}`);
     } else {
       args.push('-device', `vhost-user-scsi-pci,chardev=c${i},num_queues=${s.numQueues}`);
     }

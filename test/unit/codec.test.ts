@@ -87,7 +87,7 @@ t.test('header validation', (tt) => {
   tt.doesNotThrow(() => decodeHeader(header(25, 1, 4096)));
   tt.throws(() => decodeHeader(header(99, 1, 0)), /unknown request id 99/);
   tt.throws(() => decodeHeader(header(6, 1, 16)), /unsupported request SET_LOG_BASE/);
-  tt.throws(() => decodeHeader(header(31, 1, 16)), /unsupported request GET_INFLIGHT_FD/);
+  tt.throws(() => decodeHeader(header(7, 1, 8)), /unsupported request SET_LOG_FD/);
   tt.throws(() => decodeHeader(Buffer.alloc(11)), /short header/);
   tt.throws(() => decodeHeader(header(1, 0, 0)), ProtocolError);
   tt.end();
@@ -349,4 +349,26 @@ t.test('reply encoding', (tt) => {
   const a = encodeReply(Request.SetOwner, 0x8 | 0x2, new Uint8Array(8));
   tt.same(Buffer.from(a.subarray(0, 12)), header(3, 0x5, 8));
   tt.end();
+});
+
+t.test('GET/SET_INFLIGHT_FD: VhostUserInflight (24 bytes), SET carries exactly one fd', async (tt) => {
+  const inflight = (size: bigint | number, off: bigint | number, nq: number, qs: number) => {
+    const b = Buffer.alloc(24);
+    b.writeBigUInt64LE(BigInt(size), 0);
+    b.writeBigUInt64LE(BigInt(off), 8);
+    b.writeUInt16LE(nq, 16);
+    b.writeUInt16LE(qs, 18);
+    return b;
+  };
+  const g = decode(Request.GetInflightFd, inflight(0, 0, 2, 128));
+  tt.same({ r: g.request, nq: (g as { numQueues: number }).numQueues, qs: (g as { queueSize: number }).queueSize }, { r: Request.GetInflightFd, nq: 2, qs: 128 });
+  const fd = openFd();
+  const m = decode(Request.SetInflightFd, inflight(4224, 4096, 2, 128), [fd]);
+  tt.same(m, { headerFlags: 1, needReply: false, request: Request.SetInflightFd, fd, sizeBytes: 4224, mmapOffset: 4096, numQueues: 2, queueSize: 128 });
+  fs.closeSync(fd);
+  rejects(tt, Request.GetInflightFd, inflight(0, 0, 2, 128).subarray(0, 20), 0, /payload is 20 bytes, expected 24/, 'short GET_INFLIGHT_FD');
+  rejects(tt, Request.GetInflightFd, inflight(0, 0, 2, 128), 1, /carries 1 fds, expected 0/, 'GET_INFLIGHT_FD with an fd');
+  rejects(tt, Request.SetInflightFd, inflight(4224, 0, 2, 128), 0, /carries 0 fds, expected 1/, 'SET_INFLIGHT_FD without its fd');
+  rejects(tt, Request.SetInflightFd, inflight(4224, 0, 2, 128), 2, /carries 2 fds, expected 1/, 'SET_INFLIGHT_FD with two fds');
+  rejects(tt, Request.SetInflightFd, inflight(1n << 60n, 0, 2, 128), 1, /mmap_size/, 'SET_INFLIGHT_FD with a huge size');
 });

@@ -719,3 +719,108 @@ t.test('SET/GET_STATUS and RESET_DEVICE', async (tt) => {
   await s.close();
   tt.notOk(isOpen(fds.backendReq));
 });
+
+/** A backend that offers INFLIGHT_SHMFD (bit 12), as the blk model does. */
+class InflightBackend extends FakeBackend {
+  override readonly protocolFeatures = PROTO_ALL | (1n << 12n);
+}
+
+/** As send(), but the reply may carry fds (GET_INFLIGHT_FD). */
+async function sendFds(s: VhostUserSession, request: number, payload: Uint8Array, fds: number[] = []): Promise<{ payload: Uint8Array | null; fds: number[] }> {
+  const bytes = encodeRequest(request, payload, false);
+  const msg = decodeMessage(decodeHeader(bytes), bytes.subarray(12), fds);
+  const result = await s.handle(msg);
+  for (const e of result.effects) if (e.kind === 'close') for (const f of e.fds) f.close();
+  return { payload: result.reply === null ? null : result.reply.subarray(12), fds: result.fds };
+}
+
+function inflightMsg(size: number, off: number, nq: number, qs: number): Uint8Array {
+  const b = Buffer.alloc(24);
+  b.writeBigUInt64LE(BigInt(size), 0);
+  b.writeBigUInt64LE(BigInt(off), 8);
+  b.writeUInt16LE(nq, 16);
+  b.writeUInt16LE(qs, 18);
+  return b;
+}
+
+function memfd(size: number): number {
+  const fd = native.memfdCreate('test-inflight', 0);
+  native.ftruncate(fd, size);
+  return fd;
+}
+
+t.test('INFLIGHT_SHMFD: GET_INFLIGHT_FD makes a region, SET_INFLIGHT_FD hands it to the device, bad regions are refused', async (tt) => {
+  const be = new InflightBackend();
+  const s = new VhostUserSession(be, quiet);
+  await send(s, Request.SetProtocolFeatures, u64Payload(PROTO_ALL | (1n << 12n)));
+  const got = await sendFds(s, Request.GetInflightFd, inflightMsg(0, 0, 2, 128));
+  tt.equal(got.fds.length, 1, 'the region fd rides on the reply');
+  const p = Buffer.from(got.payload as Uint8Array);
+  tt.equal(p.readBigUInt64LE(0), 2n * 2112n, 'mmap_size: 2 queues of 128');
+  tt.equal(p.readBigUInt64LE(8), 0n, 'mmap_offset');
+  tt.equal(p.readUInt16LE(16), 2);
+  tt.equal(p.readUInt16LE(18), 128);
+  tt.equal(fs.fstatSync(got.fds[0]).size, 2 * 2112, 'a zero-filled memfd of that size');
+  tt.ok(isOpen(got.fds[0]), 'kept open until the reply is sent');
+  // QEMU sends it back (its own copy: here a dup).
+  const back = native.dup(got.fds[0]);
+  await sendFds(s, Request.SetInflightFd, inflightMsg(2 * 2112, 0, 2, 128), [back]);
+  tt.notOk(isOpen(got.fds[0]), "the session's copy is closed with the next message");
+  tt.ok(isOpen(back), 'the region given back is kept');
+
+  // Bad regions: refused (the connection closes), their fd closed.
+  const refuse = async (payload: Uint8Array, fdSize: number, match: RegExp, what: string) => {
+    const fd = memfd(fdSize);
+    await tt.rejects(sendFds(s, Request.SetInflightFd, payload, [fd]), match, what);
+    tt.notOk(isOpen(fd), `${what}: fd closed`);
+  };
+  await refuse(inflightMsg(100, 0, 2, 128), 4224, /smaller than 4224/, 'mmap_size too small for the layout');
+  await refuse(inflightMsg(1 << 24, 0, 2, 128), 1 << 24, /not the layout/, 'mmap_size far larger than the layout');
+  await refuse(inflightMsg(4224, 0, 2, 128), 100, /needs bytes up to 4224/, 'fd shorter than the region');
+  await refuse(inflightMsg(4224, 100, 2, 128), 8192, /page aligned/, 'offset not page aligned');
+  await refuse(inflightMsg(4224, 0, 0, 128), 4224, /num_queues 0/, 'no queues');
+  await refuse(inflightMsg(4224, 0, 5, 128), 1 << 16, /num_queues 5 is not in 1..4/, 'more queues than the device');
+  await refuse(inflightMsg(4224, 0, 2, 0), 4224, /queue_size 0/, 'queue size 0');
+  await tt.rejects(sendFds(s, Request.GetInflightFd, inflightMsg(0, 0, 9, 128)), /num_queues 9/, 'GET with too many queues');
+  await s.close();
+  tt.notOk(isOpen(back), 'close closes the region fd');
+
+  // Not negotiated: refused.
+  const s2 = new VhostUserSession(new InflightBackend(), quiet);
+  await send(s2, Request.SetProtocolFeatures, u64Payload(PROTO_ALL));
+  await tt.rejects(sendFds(s2, Request.GetInflightFd, inflightMsg(0, 0, 2, 128)), /not negotiated/);
+  const fd = memfd(4224);
+  await tt.rejects(sendFds(s2, Request.SetInflightFd, inflightMsg(4224, 0, 2, 128), [fd]), /not negotiated/);
+  tt.notOk(isOpen(fd));
+  await s2.close();
+});
+
+t.test('INFLIGHT_SHMFD: the device starts with the region; a new region restarts it, the old fd closed after the stop', async (tt) => {
+  const be = new InflightBackend();
+  const s = new VhostUserSession(be, quiet);
+  await send(s, Request.SetProtocolFeatures, u64Payload(PROTO_ALL | (1n << 12n)));
+  const r1 = memfd(4224);
+  await sendFds(s, Request.SetInflightFd, inflightMsg(4224, 0, 2, 128), [r1]);
+  await send(s, Request.SetFeatures, u64Payload(F_VERSION_1 | F_PROTOCOL));
+  const region = openFd();
+  await send(s, Request.SetMemTable, memTablePayload([HIGH]), [region]);
+  await send(s, Request.SetVringNum, vringStatePayload(0, 128));
+  await send(s, Request.SetVringAddr, vringAddrPayload(ringAddr(0)));
+  const kick = openFd();
+  await send(s, Request.SetVringKick, vringFdPayload(0, false), [kick]);
+  await send(s, Request.SetVringEnable, vringStatePayload(0, 1));
+  tt.same(be.calls, ['start(0)']);
+  tt.same(be.starts[0].inflight, { fd: r1, mmapOffset: 0, sizeBytes: 4224, queueSize: 128, numQueues: 2 });
+  be.watch = [r1];
+  const r2 = memfd(4224);
+  await sendFds(s, Request.SetInflightFd, inflightMsg(4224, 0, 2, 128), [r2]);
+  tt.same(be.calls, ['start(0)', 'stop', 'start(0)'], 'stopped off the old region, started on the new one');
+  tt.same(be.openAtCall, [[true]], 'the old region was open through the stop');
+  tt.notOk(isOpen(r1), 'and closed after it');
+  tt.equal(be.starts[1].inflight?.fd, r2);
+  // RESET_DEVICE forgets the region (a reset driver has nothing in flight).
+  await send(s, Request.ResetDevice);
+  tt.notOk(isOpen(r2));
+  await s.close();
+  tt.ok([region, kick].every((fd) => !isOpen(fd)));
+});

@@ -35,16 +35,13 @@ export function blkMethods(vhost: VhostService, bdevs: BdevRegistry): RpcMethod[
         },
       ),
       async (p) => {
-        if (p.packed_ring === true) {
-          throw new VhostdError(ErrorCode.Invalid, 'params.packed_ring: packed virtqueues are not supported yet');
-        }
         if (p.transport !== undefined && p.transport !== VHOST_USER_BLK_TRANSPORT) {
           throw new VhostdError(
             ErrorCode.Invalid,
             `params.transport: unknown transport ${JSON.stringify(p.transport)} (only ${VHOST_USER_BLK_TRANSPORT})`,
           );
         }
-        await vhost.create(p.ctrlr, p.cpumask, () => new BlkModel(bdevs.require(p.dev_name), p.readonly ?? false));
+        await vhost.create(p.ctrlr, p.cpumask, () => new BlkModel(bdevs.require(p.dev_name), p.readonly ?? false, p.packed_ring ?? false));
         return true;
       },
     ),

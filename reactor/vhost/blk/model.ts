@@ -86,6 +86,8 @@ export function blkConfigSpace(bdev: { blockSize: number; numBlocks: number }, n
 export class BlkModel implements DeviceModel {
   readonly kind = 'blk' as const;
   readonly subsystem = 'vhost_blk';
+  /** QEMU's vhost-user-blk keeps an in-flight region and reconnects (reconnect=1): a restart loses nothing. */
+  readonly inflightShmfd = true;
   readonly log: Logger = log;
   readonly features: bigint;
   readonly maxQueues = BLK_MAX_QUEUES;
@@ -94,8 +96,10 @@ export class BlkModel implements DeviceModel {
   constructor(
     readonly bdev: Bdev,
     readonly readonly: boolean,
+    /** Offer VIRTIO_F_RING_PACKED (SPDK's packed_ring). */
+    readonly packedRing = false,
   ) {
-    this.features = blkFeatures(readonly);
+    this.features = blkFeatures(readonly) | (packedRing ? bit(VirtioFeature.RingPacked) : 0n);
     this.bdevs = [bdev];
   }
 
@@ -125,6 +129,9 @@ export class BlkModel implements DeviceModel {
   }
 
   createCall(ctrlr: string, cpumask: string): ConfigCall {
-    return { method: 'vhost_create_blk_controller', params: { ctrlr, dev_name: this.bdev.name, cpumask, readonly: this.readonly } };
+    return {
+      method: 'vhost_create_blk_controller',
+      params: { ctrlr, dev_name: this.bdev.name, cpumask, readonly: this.readonly, ...(this.packedRing ? { packed_ring: true } : {}) },
+    };
   }
 }

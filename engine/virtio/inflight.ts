@@ -1,0 +1,219 @@
+/**
+ * The shared in-flight region of vhost-user's INFLIGHT_SHMFD for split rings
+ * (docs/interop/vhost-user.rst, "Inflight I/O tracking"), in the layout QEMU
+ * keeps for the back-end across reconnects (the same one libvhost-user and
+ * DPDK use):
+ *
+ *   per queue, at index * inflightQueueBytes(queue_size):
+ *     le64 features        @0   (0)
+ *     le16 version         @8   (1; 0 = never initialised)
+ *     le16 desc_num        @10  (the queue size the region was laid out for)
+ *     le16 last_batch_head @12  (head of the list of the last used batch)
+ *     le16 used_idx        @14  (the used ring's idx once the batch is settled)
+ *     desc[desc_num]       @16, 16 bytes each:
+ *       u8 inflight @0, u8 padding[5], le16 next @6, le64 counter @8
+ *
+ * What the device does with it (the spec's steps):
+ *   pop head i:     desc[i].counter = counter++, desc[i].inflight = 1
+ *   push head i:    desc[i].next = last_batch_head, last_batch_head = i
+ *   publish batch:  (used ring idx stored) each pushed desc.inflight = 0, used_idx = used ring idx
+ *   reconnect:      used_idx != used ring idx → the last batch was published but not
+ *                   cleared: clear (idx - used_idx) entries of the batch list, set used_idx;
+ *                   then resubmit every desc with inflight = 1 in counter order.
+ *
+ * The region is a MAP_SHARED memfd: stores survive the process (kill -9
+ * included), which is the point. A region written by someone else is input
+ * like any other: a wrong version, desc_num, head or batch is refused
+ * (QueueSetupError), never followed outside the region.
+ *
+ * Thread: the engine worker that owns the device.
+ */
+import { QueueSetupError } from './split';
+import type { InflightTracker } from './queue';
+
+export const INFLIGHT_VERSION = 1;
+/** Bytes of a queue region's header (features, version, desc_num, last_batch_head, used_idx). */
+export const INFLIGHT_HEADER_BYTES = 16;
+/** Bytes of one descriptor's state. */
+export const INFLIGHT_DESC_BYTES = 16;
+/** Each queue region starts on a 64-byte boundary (INFLIGHT_ALIGNMENT in libvhost-user and DPDK). */
+export const INFLIGHT_ALIGN = 64;
+
+const OFF_VERSION = 8;
+const OFF_DESC_NUM = 10;
+const OFF_LAST_BATCH_HEAD = 12;
+const OFF_USED_IDX = 14;
+const D_INFLIGHT = 0;
+const D_NEXT = 6;
+const D_COUNTER = 8;
+const TWO32 = 2 ** 32;
+
+/** Bytes of one queue's region for queues of `queueSize` descriptors. */
+export function inflightQueueBytes(queueSize: number): number {
+  const raw = INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * queueSize;
+  return Math.ceil(raw / INFLIGHT_ALIGN) * INFLIGHT_ALIGN;
+}
+
+/** Bytes of a whole region: `numQueues` queue regions. */
+export function inflightRegionBytes(numQueues: number, queueSize: number): number {
+  return numQueues * inflightQueueBytes(queueSize);
+}
+
+/** What a queue does when it (re)starts on a region. */
+export interface InflightResume {
+  /** Heads to run again, oldest first (in the order the driver made them available). */
+  heads: number[];
+  /** The used ring's next index (= the ring's idx). */
+  usedIdx: number;
+  /** The next avail ring entry to take: usedIdx + heads.length. */
+  availIdx: number;
+}
+
+/** Per-queue bookkeeping beside the shared words. */
+interface QueueTrack {
+  base: number;
+  /** Next counter value (only its order matters). */
+  counter: number;
+  /** Heads pushed since the last publish (the batch list's length), and the heads themselves. */
+  batch: number;
+  batchHeads: Uint16Array;
+  /** The region's used_idx mirror (advanced by each published batch). */
+  usedIdx: number;
+}
+
+/**
+ * A region for `numQueues` queues of up to `queueSize` descriptors over
+ * `view` (its first byte is the region's start).
+ */
+export class InflightRegion implements InflightTracker {
+  private readonly tracks: (QueueTrack | null)[];
+  private readonly perQueue: number;
+
+  constructor(
+    private readonly view: DataView,
+    readonly numQueues: number,
+    readonly queueSize: number,
+  ) {
+    if (!Number.isInteger(queueSize) || queueSize < 1 || queueSize > 32768) {
+      throw new QueueSetupError(`in-flight region: queue size ${queueSize} is not in 1..32768`);
+    }
+    if (!Number.isInteger(numQueues) || numQueues < 1) {
+      throw new QueueSetupError(`in-flight region: ${numQueues} queues`);
+    }
+    this.perQueue = inflightQueueBytes(queueSize);
+    if (view.byteLength < numQueues * this.perQueue) {
+      throw new QueueSetupError(
+        `in-flight region holds ${view.byteLength} bytes, ${numQueues} queues of ${queueSize} need ${numQueues * this.perQueue}`,
+      );
+    }
+    this.tracks = new Array<QueueTrack | null>(numQueues).fill(null);
+  }
+
+  /**
+   * Queue `queue` (of `size` descriptors, whose used ring holds `ringUsedIdx`)
+   * starts: a region never used for it is initialised and the queue resumes
+   * at `startAvailIdx` (SET_VRING_BASE); a region in use is repaired (last
+   * batch) and tells which heads were in flight. Throws QueueSetupError when
+   * the region cannot be for this queue or is inconsistent.
+   */
+  resume(queue: number, size: number, ringUsedIdx: number, startAvailIdx: number): InflightResume {
+    if (queue < 0 || queue >= this.numQueues) {
+      throw new QueueSetupError(`queue ${queue}: the in-flight region covers ${this.numQueues} queues`);
+    }
+    if (size > this.queueSize) {
+      throw new QueueSetupError(`queue ${queue}: size ${size} is larger than the in-flight region's queue size ${this.queueSize}`);
+    }
+    const v = this.view;
+    const base = queue * this.perQueue;
+    const version = v.getUint16(base + OFF_VERSION, true);
+    const track: QueueTrack = { base, counter: 0, batch: 0, batchHeads: new Uint16Array(size), usedIdx: ringUsedIdx };
+    if (version === 0) {
+      // Never used: lay it out (the memfd is zero-filled, so no descriptor is in flight).
+      for (let i = 0; i < this.queueSize; i++) v.setUint8(base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i + D_INFLIGHT, 0);
+      v.setUint16(base + OFF_DESC_NUM, this.queueSize, true);
+      v.setUint16(base + OFF_LAST_BATCH_HEAD, 0, true);
+      v.setUint16(base + OFF_USED_IDX, startAvailIdx & 0xffff, true);
+      v.setUint16(base + OFF_VERSION, INFLIGHT_VERSION, true);
+      track.usedIdx = startAvailIdx & 0xffff;
+      this.tracks[queue] = track;
+      return { heads: [], usedIdx: startAvailIdx & 0xffff, availIdx: startAvailIdx & 0xffff };
+    }
+    if (version !== INFLIGHT_VERSION) {
+      throw new QueueSetupError(`queue ${queue}: in-flight region version ${version}, expected ${INFLIGHT_VERSION}`);
+    }
+    const descNum = v.getUint16(base + OFF_DESC_NUM, true);
+    if (descNum !== this.queueSize) {
+      throw new QueueSetupError(`queue ${queue}: in-flight region laid out for ${descNum} descriptors, expected ${this.queueSize}`);
+    }
+    // Step 1: a batch published (used idx stored) whose entries were not cleared yet.
+    const recorded = v.getUint16(base + OFF_USED_IDX, true);
+    const lastBatch = (ringUsedIdx - recorded) & 0xffff;
+    if (lastBatch !== 0) {
+      if (lastBatch > size) {
+        throw new QueueSetupError(
+          `queue ${queue}: used ring idx ${ringUsedIdx} is ${lastBatch} entries past the in-flight region's ${recorded}, more than the queue size`,
+        );
+      }
+      let head = v.getUint16(base + OFF_LAST_BATCH_HEAD, true);
+      for (let n = 0; n < lastBatch; n++) {
+        if (head >= size) throw new QueueSetupError(`queue ${queue}: in-flight batch list holds head ${head} >= queue size ${size}`);
+        const d = base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
+        v.setUint8(d + D_INFLIGHT, 0);
+        head = v.getUint16(d + D_NEXT, true);
+      }
+      v.setUint16(base + OFF_USED_IDX, ringUsedIdx, true);
+    }
+    // Step 2: what is still in flight, in the order it was taken.
+    const found: { head: number; counter: number }[] = [];
+    for (let i = 0; i < descNum; i++) {
+      const d = base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i;
+      const flag = v.getUint8(d + D_INFLIGHT);
+      if (flag === 0) continue;
+      if (flag !== 1) throw new QueueSetupError(`queue ${queue}: in-flight flag of descriptor ${i} is ${flag}`);
+      if (i >= size) throw new QueueSetupError(`queue ${queue}: descriptor ${i} is in flight but the queue has ${size}`);
+      found.push({ head: i, counter: v.getUint32(d + D_COUNTER + 4, true) * TWO32 + v.getUint32(d + D_COUNTER, true) });
+    }
+    found.sort((a, b) => a.counter - b.counter);
+    track.counter = found.length > 0 ? found[found.length - 1].counter + 1 : 0;
+    track.usedIdx = ringUsedIdx;
+    this.tracks[queue] = track;
+    return { heads: found.map((f) => f.head), usedIdx: ringUsedIdx, availIdx: (ringUsedIdx + found.length) & 0xffff };
+  }
+
+  /** The queue stopped: forget its bookkeeping (the shared words stay for the next start). */
+  release(queue: number): void {
+    if (queue >= 0 && queue < this.numQueues) this.tracks[queue] = null;
+  }
+
+  popped(queue: number, head: number): void {
+    const t = this.tracks[queue];
+    if (t === null || t === undefined) return;
+    const v = this.view;
+    const d = t.base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
+    const c = t.counter++;
+    v.setUint32(d + D_COUNTER, c >>> 0, true);
+    v.setUint32(d + D_COUNTER + 4, Math.floor(c / TWO32), true);
+    v.setUint8(d + D_INFLIGHT, 1);
+  }
+
+  pushed(queue: number, head: number): void {
+    const t = this.tracks[queue];
+    if (t === null || t === undefined) return;
+    const v = this.view;
+    const d = t.base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
+    v.setUint16(d + D_NEXT, v.getUint16(t.base + OFF_LAST_BATCH_HEAD, true), true);
+    v.setUint16(t.base + OFF_LAST_BATCH_HEAD, head, true);
+    t.batchHeads[t.batch++] = head;
+  }
+
+  published(queue: number): void {
+    const t = this.tracks[queue];
+    if (t === null || t === undefined || t.batch === 0) return;
+    const v = this.view;
+    // Our own copy of the batch, not the list in shared memory (the front-end could rewrite that).
+    for (let n = 0; n < t.batch; n++) v.setUint8(t.base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * t.batchHeads[n] + D_INFLIGHT, 0);
+    t.usedIdx = (t.usedIdx + t.batch) & 0xffff;
+    t.batch = 0;
+    v.setUint16(t.base + OFF_USED_IDX, t.usedIdx, true);
+  }
+}
