@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { BDEV_MODULES } from './bdev/modules';
 import { BdevRegistry } from './bdev/registry';
+import type { PollMode } from '../engine/control';
 import { EnginePool } from './engine-pool';
 import type { ReactorsInfo, ThreadStatsInfo } from './info';
 import { logger } from './log';
@@ -27,7 +28,7 @@ export interface AppOptions {
   cores: number[];
   socketDir: string;
   rpcSocket: string;
-  pollMode: 'poll' | 'adaptive';
+  pollMode: PollMode;
   idleSleepUs: number;
   /** File mode of the vhost-user sockets. */
   socketMode: number;
@@ -134,7 +135,7 @@ export class App implements Services, SystemService {
           tid: tid > 0 ? tid : undefined,
           busy: Math.round(busyNs),
           idle: Math.round(idleNs),
-          in_interrupt: false,
+          in_interrupt: worker.interruptState().inInterrupt,
           irq: delta('irq'),
           sys: delta('sys'),
           usr: delta('usr'),
