@@ -124,7 +124,7 @@ export class App implements Services, SystemService {
       reactors: this.options.cores.map((core) => {
         const worker = this.engine.worker(core);
         const { busyNs, idleNs } = worker.ticks();
-        const placed = this.vhost.list().filter((c) => c.core === core);
+        const placed = this.vhost.list().filter((c) => c.runningCores().includes(core));
         const tid = worker.tid();
         const now = cpuTimes.get(core);
         const then = this.initialCpuTimes.get(core);

@@ -272,6 +272,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
       { long: ['readonly'], short: 'r', kind: 'boolean', dest: 'readonly', help: 'Expose the block device as read-only' },
       { long: ['packed-ring', 'packed_ring'], short: 'p', kind: 'boolean', dest: 'packed_ring', help: 'Offer packed virtqueues' },
       {
+        long: ['spread-queues', 'spread_queues'],
+        kind: 'boolean',
+        dest: 'spread_queues',
+        help: 'vhostd: spread the queues over the cores of the cpumask (sent only when given)',
+      },
+      {
         long: ['packed-ring-recovery', 'packed_ring_recovery'],
         kind: 'boolean',
         dest: 'packed_ring_recovery',
@@ -279,7 +285,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       },
     ],
     // rpc.py sends readonly and packed_ring always (store_true); packed_ring_recovery is an older release's flag.
-    params: (v) => defined(v, v.packed_ring_recovery === true ? [] : ['packed_ring_recovery']),
+    params: (v) => defined(v, [...(v.packed_ring_recovery === true ? [] : ['packed_ring_recovery']), ...(v.spread_queues === true ? [] : ['spread_queues'])]),
     output: 'none',
   },
   vhost_get_controllers: {
