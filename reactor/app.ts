@@ -10,6 +10,7 @@ import { BDEV_MODULES } from './bdev/modules';
 import { BdevRegistry } from './bdev/registry';
 import type { PollMode } from '../engine/control';
 import { EnginePool } from './engine-pool';
+import { Scheduler } from './scheduler';
 import type { ReactorsInfo, ThreadStatsInfo } from './info';
 import { logger } from './log';
 import { formatCpumask, Placement } from './placement';
@@ -42,6 +43,7 @@ export class App implements Services, SystemService {
   readonly vhost: VhostService;
   readonly subsystems: SubsystemRegistry;
   readonly system: SystemService = this;
+  readonly scheduler: Scheduler;
   private readonly startedAtNs = process.hrtime.bigint();
   /** Per-CPU times when the app started: framework_get_reactors reports the difference, as SPDK. */
   private readonly initialCpuTimes: Map<number, CpuTimes> = readCpuTimes();
@@ -58,6 +60,11 @@ export class App implements Services, SystemService {
       engine: this.engine,
       placement: this.placement,
     });
+    this.scheduler = new Scheduler({
+      cores: options.cores,
+      ticks: (core) => this.engine.worker(core).ticks(),
+      devices: () => this.vhost.list(),
+    });
     this.subsystems = subsystemRegistry({
       bdev: () => this.bdevs.writeConfig(),
       vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
@@ -72,6 +79,7 @@ export class App implements Services, SystemService {
 
   /** Stop serving: close every controller (its device drains), then the workers, then the bdevs' files. */
   async stop(): Promise<void> {
+    this.scheduler.close();
     await this.vhost.closeAll();
     await this.engine.close();
     this.bdevs.closeAll();

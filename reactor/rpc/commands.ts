@@ -95,6 +95,24 @@ export const COMMANDS: Record<string, CommandSpec> = {
     ],
     output: 'json',
   },
+  framework_set_scheduler: {
+    help: 'Select thread scheduler that will be activated and its period (experimental)',
+    positionals: [{ name: 'name', kind: 'string', help: 'Scheduler name: static or dynamic' }],
+    flags: [
+      { long: ['period'], short: 'p', kind: 'int', dest: 'period', help: 'Scheduler period in microseconds' },
+      { long: ['load-limit'], kind: 'int', dest: 'load_limit', help: 'Busy % below which a core counts as idle (dynamic)' },
+      { long: ['core-limit'], kind: 'int', dest: 'core_limit', help: 'Busy % at which a core is full (dynamic)' },
+      { long: ['core-busy'], kind: 'int', dest: 'core_busy', help: 'Busy % above which devices move away (dynamic)' },
+    ],
+    params: (v) => defined(v),
+    output: 'none',
+  },
+  framework_get_scheduler: {
+    help: 'Display currently set scheduler and its properties',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
   framework_get_reactors: {
     help: 'Display the list of all reactors',
     positionals: [],

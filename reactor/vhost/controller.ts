@@ -101,6 +101,12 @@ export class Controller implements VhostBackend, BdevUser {
   private runState: { features: bigint; regions: RegionDesc[] } | null = null;
   /** Indices of the queues running now. */
   private readonly running = new Set<number>();
+  /** The running queues as last described (call fd kept current): what a move restarts elsewhere. */
+  private readonly queueDescs = new Map<number, QueueDesc>();
+  /** Device operations (front-end and scheduler) run one at a time, in order. */
+  private opChain: Promise<unknown> = Promise.resolve();
+  /** Moves between cores by the scheduler (vhost_get_controllers does not show it; tests and logs do). */
+  moves = 0;
   /** vhost_get_controllers' max_queues: the most queues run at once since the front-end connected. */
   private maxQueuesStarted = 0;
 
@@ -250,7 +256,11 @@ export class Controller implements VhostBackend, BdevUser {
     return shard;
   }
 
-  async start(state: DeviceRunState): Promise<void> {
+  start(state: DeviceRunState): Promise<void> {
+    return this.serialize(() => this.startNow(state));
+  }
+
+  private async startNow(state: DeviceRunState): Promise<void> {
     if (this.core >= 0) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: start while running`);
     this.runState = { features: state.features, regions: state.regions };
     if (!this.spreadQueues) {
@@ -286,7 +296,11 @@ export class Controller implements VhostBackend, BdevUser {
     }
     this.core = this.runningCores()[0];
     this.running.clear();
-    for (const q of state.queues) this.running.add(q.index);
+    this.queueDescs.clear();
+    for (const q of state.queues) {
+      this.running.add(q.index);
+      this.queueDescs.set(q.index, q);
+    }
     this.maxQueuesStarted = this.running.size;
     this.log.info('device started', {
       ctrlr: this.name,
@@ -294,6 +308,13 @@ export class Controller implements VhostBackend, BdevUser {
       queues: state.queues.map((q) => q.index).join(','),
       eventIdx: (state.features >> BigInt(VirtioFeature.RingEventIdx)) & 1n ? 1 : 0,
     });
+  }
+
+  /** Run `op` after every device operation before it has finished (whatever their outcome). */
+  private serialize<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.opChain.then(op, op);
+    this.opChain = next.catch(() => undefined);
+    return next;
   }
 
   /** Stop every shard (in parallel), release their cores; the queue positions of all of them. */
@@ -313,7 +334,11 @@ export class Controller implements VhostBackend, BdevUser {
     return { queues };
   }
 
-  async stop(): Promise<StopResult> {
+  stop(): Promise<StopResult> {
+    return this.serialize(() => this.stopNow());
+  }
+
+  private async stopNow(): Promise<StopResult> {
     if (this.core < 0) return { queues: [] };
     const cores = this.runningCores().join(',');
     try {
@@ -323,6 +348,7 @@ export class Controller implements VhostBackend, BdevUser {
     } finally {
       this.core = -1;
       this.running.clear();
+      this.queueDescs.clear();
       this.runState = null;
     }
   }
@@ -334,7 +360,11 @@ export class Controller implements VhostBackend, BdevUser {
     return this.shards.get(this.spreadCoreOf(index)) ?? null;
   }
 
-  async startQueue(queue: QueueDesc): Promise<void> {
+  startQueue(queue: QueueDesc): Promise<void> {
+    return this.serialize(() => this.startQueueNow(queue));
+  }
+
+  private async startQueueNow(queue: QueueDesc): Promise<void> {
     const shard = this.shardOf(queue.index, 'startQueue');
     if (shard !== null) {
       await this.opts.engine.worker(shard.core).queueStart(shard.deviceId, queue);
@@ -351,26 +381,94 @@ export class Controller implements VhostBackend, BdevUser {
       }
     }
     this.running.add(queue.index);
+    this.queueDescs.set(queue.index, queue);
     if (this.running.size > this.maxQueuesStarted) this.maxQueuesStarted = this.running.size;
     this.log.debug('queue started', { ctrlr: this.name, queue: queue.index, core: shard?.core ?? this.spreadCoreOf(queue.index) });
   }
 
-  async stopQueue(index: number): Promise<QueueStopResult> {
+  stopQueue(index: number): Promise<QueueStopResult> {
+    return this.serialize(() => this.stopQueueNow(index));
+  }
+
+  private async stopQueueNow(index: number): Promise<QueueStopResult> {
     const shard = this.shardOf(index, 'stopQueue');
     if (shard === null) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: queue ${index} does not run`);
     const result = await this.opts.engine.worker(shard.core).queueStop(shard.deviceId, index);
     this.running.delete(index);
+    this.queueDescs.delete(index);
     this.log.debug('queue stopped', { ctrlr: this.name, queue: index });
     return result;
   }
 
-  async setCallFd(index: number, callFd: number): Promise<void> {
+  setCallFd(index: number, callFd: number): Promise<void> {
+    return this.serialize(() => this.setCallFdNow(index, callFd));
+  }
+
+  private async setCallFdNow(index: number, callFd: number): Promise<void> {
     const shard = this.shardOf(index, 'setCallFd');
     if (shard === null) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: queue ${index} does not run`);
     await this.opts.engine.worker(shard.core).setCallFd(shard.deviceId, index, callFd);
+    const q = this.queueDescs.get(index);
+    if (q !== undefined) this.queueDescs.set(index, { ...q, callFd });
   }
 
-  async updateMemory(regions: RegionDesc[]): Promise<void> {
+  /**
+   * The scheduler's move: the running device (queues not spread) goes to
+   * `toCore` of its mask. Its worker stops it — every request taken from the
+   * rings completes and is published, and the reply says where each ring
+   * ended — then the worker of `toCore` starts it with the same queues at
+   * those positions, the same fds and memory: no request is lost, none runs
+   * twice, and none overtakes another (the new worker takes the rings from
+   * where the old one stopped, in ring order). Runs between the front-end's
+   * operations, never during one. If the new core refuses, the device goes
+   * back to its old core. Returns whether it moved.
+   */
+  move(toCore: number): Promise<boolean> {
+    return this.serialize(async () => {
+      const from = this.core;
+      if (from < 0 || from === toCore || this.spreadQueues || !this.cores.includes(toCore)) return false;
+      const shard = this.shards.get(from) as Shard;
+      const rs = this.runState as { features: bigint; regions: RegionDesc[] };
+      const stopped = await this.opts.engine.worker(from).stop(shard.deviceId);
+      this.shards.delete(from);
+      this.opts.placement.release(from);
+      const ended = new Map(stopped.queues.map((q) => [q.index, q.pos]));
+      const queues = [...this.queueDescs.values()].map((q) => ({ ...q, pos: ended.get(q.index) ?? q.pos }));
+      for (const core of [toCore, from]) {
+        this.opts.placement.acquireOn(core);
+        try {
+          await this.startShard(core, rs.features, rs.regions, queues);
+          this.core = core;
+          for (const q of queues) this.queueDescs.set(q.index, q);
+          if (core === toCore) {
+            this.moves++;
+            this.log.info('device moved', { ctrlr: this.name, from, to: toCore, queues: queues.map((q) => q.index).join(',') });
+            return true;
+          }
+          return false;
+        } catch (err) {
+          this.opts.placement.release(core);
+          this.log.error('device start after a move failed', { ctrlr: this.name, core, err: String((err as Error)?.message ?? err) });
+        }
+      }
+      // Neither core took it back: the device is down; the front-end sees its queues stop answering.
+      this.core = -1;
+      this.running.clear();
+      this.queueDescs.clear();
+      return false;
+    });
+  }
+
+  /** Calls signalled so far plus requests in flight: how much the device does (the scheduler compares deltas). */
+  activity(): { callSignals: number; inflight: number } {
+    return { callSignals: this.statsView[DeviceStat.CallSignals], inflight: this.inflightTasks() };
+  }
+
+  updateMemory(regions: RegionDesc[]): Promise<void> {
+    return this.serialize(() => this.updateMemoryNow(regions));
+  }
+
+  private async updateMemoryNow(regions: RegionDesc[]): Promise<void> {
     this.requireRunning('updateMemory');
     const shards = [...this.shards.values()];
     // Every shard drains and remaps; all of them must answer before the old regions' fds may close.
