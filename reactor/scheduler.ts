@@ -190,7 +190,12 @@ export class Scheduler {
   private sample(): { busyPct: Map<number, number>; devices: { device: SchedDevice; active: boolean; weight: number }[] } {
     const busyPct = new Map<number, number>();
     for (const core of this.env.cores) {
-      const t = this.env.ticks(core);
+      let t: { busyNs: number; idleNs: number };
+      try {
+        t = this.env.ticks(core);
+      } catch {
+        continue; // no engine yet (set under --wait-for-rpc, before framework_start_init)
+      }
       const prev = this.lastTicks.get(core);
       this.lastTicks.set(core, t);
       if (prev === undefined) continue;
