@@ -79,6 +79,19 @@ export interface FileRing {
   close(): void;
   /** io_uring only: true when requests on file slot `slot` are served inline (see IoUring). */
   fileInline?(slot: number): boolean;
+  /**
+   * The ring's completion eventfd (made on the first call, owned and closed
+   * by the ring): io_uring registers it (IORING_REGISTER_EVENTFD) and starts
+   * with it switched off; AIO signals it from every iocb submitted after the
+   * call (IOCB_FLAG_RESFD). For a worker that sleeps in poll(2).
+   */
+  completionFd?(): number;
+  /**
+   * Signal the completion eventfd (true) or not (false; io_uring's
+   * IORING_CQ_EVENTFD_DISABLED, AIO ignores it). After switching it on, reap()
+   * once before sleeping: what completed while it was off signalled nothing.
+   */
+  setCompletionNotify?(on: boolean): void;
 }
 
 /**
@@ -101,6 +114,8 @@ export declare class IoUring implements FileRing {
   submit(reqs: Float64Array, count: number, iovs: Float64Array): number;
   reap(out: Float64Array, max: number): number;
   close(): void;
+  completionFd(): number;
+  setCompletionNotify(on: boolean): void;
 }
 
 /** io_setup(entries). FALLOCATE and the BLK ops run synchronously inside submit(). */
@@ -112,6 +127,8 @@ export declare class LinuxAio implements FileRing {
   submit(reqs: Float64Array, count: number, iovs: Float64Array): number;
   reap(out: Float64Array, max: number): number;
   close(): void;
+  completionFd(): number;
+  setCompletionNotify(on: boolean): void;
 }
 
 export interface RbdConnectOptions {

@@ -19,13 +19,20 @@ export interface WorkerInit {
   wakeFd: number;
   /** Per-worker statistics words, see WorkerStat. */
   stats: SharedArrayBuffer;
-  /** Poll mode: 'poll' never sleeps; 'adaptive' sleeps on its kick fds after idleSleepUs of idleness. */
-  pollMode: 'poll' | 'adaptive';
-  /** How long a worker in adaptive mode stays idle before it sleeps. */
+  /**
+   * Poll mode: 'poll' never sleeps; 'adaptive' busy-polls and sleeps in
+   * poll(2) on its kick, bdev completion and wake eventfds after idleSleepUs
+   * of idleness; 'interrupt' (SPDK's --interrupt-mode) sleeps as soon as an
+   * iteration finds nothing to do.
+   */
+  pollMode: PollMode;
+  /** How long a worker in adaptive mode stays idle before it sleeps (interrupt mode: not used, 0). */
   idleSleepUs: number;
   /** Log settings the reactor keeps current (Int32, see EngineLogWord); absent: print level info, no debug. */
   logControl?: SharedArrayBuffer;
 }
+
+export type PollMode = 'poll' | 'adaptive' | 'interrupt';
 
 /** Int32 slots of WorkerInit.logControl, read with Atomics.load at each log call. */
 export const enum EngineLogWord {
@@ -44,6 +51,14 @@ export const enum WorkerStat {
   Iterations = 3,
   /** The worker thread's kernel thread id (gettid), written once at start. */
   Tid = 4,
+  /**
+   * 1 while the worker is in interrupt mode (framework_get_reactors'
+   * in_interrupt): always in 'interrupt' mode; in 'adaptive' mode from its
+   * first sleep after an idle stretch until an iteration finds work again.
+   */
+  InInterrupt = 5,
+  /** Times the worker went to sleep in poll(2). */
+  Sleeps = 6,
   Count = 8,
 }
 

@@ -2,8 +2,11 @@
  * The per-core poll loop (what SPDK calls a reactor): busy-polls every
  * device placed on this worker, takes control requests synchronously from
  * the reactor's MessagePort every few iterations, accounts busy and idle
- * time, and in adaptive mode sleeps in poll(2) on its kick eventfds and wake
- * eventfd once it has been idle for idleSleepUs.
+ * time, and in adaptive mode (once it has been idle for idleSleepUs) or
+ * interrupt mode (as soon as an iteration finds nothing) sleeps in poll(2)
+ * on its kick eventfds, its bdev completion eventfds (io_uring / AIO) and its
+ * wake eventfd, with guest notifications re-enabled and every source
+ * re-checked after enabling (no lost kick, no lost completion).
  *
  * Thread: the engine worker it runs in. run() blocks that thread until an
  * `exit` request: the worker's event loop never turns, so everything here
@@ -32,7 +35,12 @@ const CONTROL_EVERY = 32;
  * the start stamp of a request arriving after an idle stretch can be.
  */
 const IDLE_CLOCK_EVERY = 8;
-/** Longest adaptive-mode sleep; a wake eventfd write or a kick ends it sooner. */
+/**
+ * Longest sleep; a wake eventfd write, a kick or a completion ends it
+ * sooner. It bounds what an unsignalled event could cost (none is expected:
+ * this is a safety net, not a poll period); 10 wake-ups a second per idle
+ * worker cost nothing measurable.
+ */
 const SLEEP_TIMEOUT_MS = 100;
 
 /**
@@ -102,8 +110,12 @@ export class Poller {
    */
   run(): void {
     const stats = this.stats;
-    const adaptive = this.init.pollMode === 'adaptive';
-    const idleSleepMs = this.init.idleSleepUs / 1000;
+    const mode = this.init.pollMode;
+    const sleeps = mode === 'adaptive' || mode === 'interrupt';
+    const idleSleepMs = mode === 'interrupt' ? 0 : this.init.idleSleepUs / 1000;
+    if (sleeps) this.layer.enableSleep();
+    stats[WorkerStat.InInterrupt] = mode === 'interrupt' ? 1 : 0;
+    const adaptive = mode === 'adaptive';
     let iter = 0;
     let last = performance.now();
     let lastWork = last;
@@ -118,6 +130,7 @@ export class Poller {
       }
 
       if (work > 0) {
+        if (adaptive && stats[WorkerStat.InInterrupt] !== 0) stats[WorkerStat.InInterrupt] = 0;
         const now = performance.now();
         let span = now - last;
         if (idleRun > 0) {
@@ -139,8 +152,12 @@ export class Poller {
       idleRun = 0;
       last = now;
 
-      if (adaptive && now - lastWork >= idleSleepMs && this.maySleep()) {
-        if (this.sleep()) lastWork = performance.now();
+      if (sleeps && now - lastWork >= idleSleepMs) {
+        const limitMs = this.sleepLimitMs(now);
+        if (limitMs <= 0) continue;
+        if (adaptive) stats[WorkerStat.InInterrupt] = 1;
+        stats[WorkerStat.Sleeps]++;
+        if (this.sleep(limitMs, now)) lastWork = performance.now();
         const after = performance.now();
         stats[WorkerStat.IdleNs] += (after - last) * 1e6;
         last = after;
@@ -420,35 +437,44 @@ export class Poller {
     this.sleepFdsDirty = true;
   }
 
-  /** Sleeping is safe only when no I/O waits for a completion that only polling would reap. */
-  private maySleep(): boolean {
-    if (this.pending.length > 0) return false;
-    for (const dev of this.devices) if (dev.inflight > 0) return false;
-    return true;
+  /**
+   * How long the worker may sleep (0: not now). Not while a control op
+   * waits (it finishes in an iteration); not while the bdev layer has work
+   * a poll must do. A device's in-flight requests wait on bdev I/O, which the
+   * layer vouches for: in the kernel, each signals a completion eventfd.
+   */
+  private sleepLimitMs(nowMs: number): number {
+    if (this.pending.length > 0) return 0;
+    const limit = this.layer.sleepLimitMs(nowMs);
+    return limit < SLEEP_TIMEOUT_MS ? limit : SLEEP_TIMEOUT_MS;
   }
 
   /**
-   * Adaptive mode: drain stale eventfd counts, ask the drivers for kicks,
-   * re-check the rings and the port, then block in poll(2) until a kick,
-   * a wake-up or the timeout; afterwards suppress kicks again. The order
-   * (drain, enable, re-check, sleep) leaves no window in which a kick is lost.
-   * Returns true when woken by an fd (not by the timeout) or when work was found.
+   * Sleep in poll(2) until a kick, a bdev completion, a wake-up or
+   * `timeoutMs`. Order: drain stale eventfd counts; switch the bdev
+   * completion eventfds on and poll the layer once (what completed while
+   * they were off signalled nothing); ask the drivers for kicks, which
+   * re-checks the rings; look at the port; only then block. Afterwards kicks
+   * and completion signals are switched off again. Returns true when woken
+   * by an fd (not by the timeout) or when work was found before sleeping.
    */
-  private sleep(): boolean {
+  private sleep(timeoutMs: number, nowMs: number): boolean {
     if (this.sleepFdsDirty) this.collectSleepFds();
     const fds = this.sleepFds;
     const n = this.sleepFdCount;
     for (let i = 0; i < n; i++) this.sys.eventfdRead(fds[i]);
-    let waiting = false;
-    for (const dev of this.devices) if (dev.running && dev.setNotification(true)) waiting = true;
-    let woke = waiting;
-    if (!waiting && this.takeMessages() === 0 && this.running) {
-      woke = this.sys.pollReadable(fds, n, SLEEP_TIMEOUT_MS) > 0;
+    const layer = this.layer;
+    layer.setCompletionNotify(true);
+    let woke = layer.poll(nowMs) > 0;
+    if (!woke) for (const dev of this.devices) if (dev.running && dev.setNotification(true)) woke = true;
+    if (!woke && this.takeMessages() === 0 && this.running && this.pending.length === 0) {
+      woke = this.sys.pollReadable(fds, n, Math.max(1, Math.ceil(timeoutMs))) > 0;
       for (let i = 0; i < n; i++) this.sys.eventfdRead(fds[i]);
     } else {
       woke = true;
     }
     for (const dev of this.devices) if (dev.running) dev.setNotification(false);
+    layer.setCompletionNotify(false);
     return woke;
   }
 
@@ -456,6 +482,7 @@ export class Poller {
     const list: number[] = [];
     if (this.init.wakeFd >= 0) list.push(this.init.wakeFd);
     for (const dev of this.devices) if (dev.running) list.push(...dev.kickFds());
+    this.layer.sleepFds(list);
     if (this.sleepFds.length < list.length) this.sleepFds = new Int32Array(list.length);
     this.sleepFds.set(list);
     this.sleepFdCount = list.length;

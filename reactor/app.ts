@@ -8,7 +8,9 @@
 import * as fs from 'node:fs';
 import { BDEV_MODULES } from './bdev/modules';
 import { BdevRegistry } from './bdev/registry';
+import type { PollMode } from '../engine/control';
 import { EnginePool } from './engine-pool';
+import { Scheduler } from './scheduler';
 import type { ReactorsInfo, ThreadStatsInfo } from './info';
 import { logger } from './log';
 import { formatCpumask, Placement } from './placement';
@@ -27,7 +29,7 @@ export interface AppOptions {
   cores: number[];
   socketDir: string;
   rpcSocket: string;
-  pollMode: 'poll' | 'adaptive';
+  pollMode: PollMode;
   idleSleepUs: number;
   /** File mode of the vhost-user sockets. */
   socketMode: number;
@@ -41,6 +43,7 @@ export class App implements Services, SystemService {
   readonly vhost: VhostService;
   readonly subsystems: SubsystemRegistry;
   readonly system: SystemService = this;
+  readonly scheduler: Scheduler;
   private readonly startedAtNs = process.hrtime.bigint();
   /** Per-CPU times when the app started: framework_get_reactors reports the difference, as SPDK. */
   private readonly initialCpuTimes: Map<number, CpuTimes> = readCpuTimes();
@@ -57,6 +60,11 @@ export class App implements Services, SystemService {
       engine: this.engine,
       placement: this.placement,
     });
+    this.scheduler = new Scheduler({
+      cores: options.cores,
+      ticks: (core) => this.engine.worker(core).ticks(),
+      devices: () => this.vhost.list(),
+    });
     this.subsystems = subsystemRegistry({
       bdev: () => this.bdevs.writeConfig(),
       vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
@@ -71,6 +79,7 @@ export class App implements Services, SystemService {
 
   /** Stop serving: close every controller (its device drains), then the workers, then the bdevs' files. */
   async stop(): Promise<void> {
+    this.scheduler.close();
     await this.vhost.closeAll();
     await this.engine.close();
     this.bdevs.closeAll();
@@ -124,7 +133,7 @@ export class App implements Services, SystemService {
       reactors: this.options.cores.map((core) => {
         const worker = this.engine.worker(core);
         const { busyNs, idleNs } = worker.ticks();
-        const placed = this.vhost.list().filter((c) => c.core === core);
+        const placed = this.vhost.list().filter((c) => c.runningCores().includes(core));
         const tid = worker.tid();
         const now = cpuTimes.get(core);
         const then = this.initialCpuTimes.get(core);
@@ -135,7 +144,7 @@ export class App implements Services, SystemService {
           tid: tid > 0 ? tid : undefined,
           busy: Math.round(busyNs),
           idle: Math.round(idleNs),
-          in_interrupt: false,
+          in_interrupt: worker.interruptState().inInterrupt,
           irq: delta('irq'),
           sys: delta('sys'),
           usr: delta('usr'),

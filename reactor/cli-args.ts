@@ -5,6 +5,7 @@
  * no logging, no file access; reactor/cli.ts applies the result.
  * Thread: main (reactor).
  */
+import type { PollMode } from '../engine/control';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LogLevel } from './log';
@@ -33,7 +34,7 @@ Options (as SPDK's vhost app):
       --disable-cpumask-locks
                             do not hold the per-core lock files (/var/tmp/spdk_cpu_lock_NNN) that
                             keep a second target off the same cores
-      --interrupt-mode      sleep when idle instead of busy-polling (here: --poll-mode adaptive)
+      --interrupt-mode      sleep in epoll/poll whenever idle instead of busy-polling (= --poll-mode interrupt)
   -p, --main-core N         accepted (must be a core of -m); the main thread is not pinned
   -s, --mem-size SIZE       accepted; vhostd reserves no hugepage memory
   -u, --no-pci              accepted; vhostd uses no PCI devices
@@ -47,8 +48,9 @@ vhostd's own:
       --default             start with the embedded default: a 256 MiB malloc disk Malloc0
                             behind controller vhost.0 (socket dir /tmp/vhostd unless -S), and
                             print the QEMU flags that attach it
-      --poll-mode MODE      poll (busy-poll always, the default) or adaptive (sleep on the
-                            kick eventfds after --idle-sleep-us of idleness)
+      --poll-mode MODE      poll (busy-poll always, the default), adaptive (busy-poll, sleep on
+                            the kick, completion and wake eventfds after --idle-sleep-us of
+                            idleness) or interrupt (sleep as soon as idle: --interrupt-mode)
       --idle-sleep-us N     idle time before an adaptive worker sleeps; default 1000
       --socket-mode MODE    octal file mode of the sockets; default 0600
 `;
@@ -60,7 +62,7 @@ export interface CliOptions {
   rpcSocket: string;
   config?: string;
   demo: boolean;
-  pollMode: 'poll' | 'adaptive';
+  pollMode: PollMode;
   idleSleepUs: number;
   socketMode: number;
   /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
@@ -176,12 +178,13 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
   }
 
   const pollText = values['poll-mode'] ?? 'poll';
-  if (pollText !== 'poll' && pollText !== 'adaptive') throw new UsageError('--poll-mode must be poll or adaptive');
-  let pollMode: 'poll' | 'adaptive' = pollText;
+  if (pollText !== 'poll' && pollText !== 'adaptive' && pollText !== 'interrupt') throw new UsageError('--poll-mode must be poll, adaptive or interrupt');
+  let pollMode: PollMode = pollText;
   if (values['interrupt-mode']) {
-    if (values['poll-mode'] === 'poll') throw new UsageError('--interrupt-mode and --poll-mode poll contradict each other');
-    pollMode = 'adaptive';
-    notes.push('--interrupt-mode: workers run as --poll-mode adaptive (busy-poll, then sleep on the kick eventfds when idle)');
+    if (values['poll-mode'] !== undefined && values['poll-mode'] !== 'interrupt') {
+      throw new UsageError(`--interrupt-mode and --poll-mode ${values['poll-mode']} contradict each other`);
+    }
+    pollMode = 'interrupt';
   }
   const idleSleepUs = integer(values['idle-sleep-us'] ?? '1000', '--idle-sleep-us', 0, 60_000_000);
   const modeText = values['socket-mode'] ?? '0600';

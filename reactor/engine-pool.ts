@@ -19,6 +19,7 @@ import {
   type RegionDesc,
   type StopResult,
   type WorkerInit,
+  type PollMode,
 } from '../engine/control';
 import { engineLogControl, logger } from './log';
 
@@ -150,11 +151,16 @@ export class EngineWorker {
   ticks(): { busyNs: number; idleNs: number } {
     return { busyNs: this.statsView[WorkerStat.BusyNs], idleNs: this.statsView[WorkerStat.IdleNs] };
   }
+
+  /** In interrupt mode now (see WorkerStat.InInterrupt), and how often it has slept. */
+  interruptState(): { inInterrupt: boolean; sleeps: number } {
+    return { inInterrupt: this.statsView[WorkerStat.InInterrupt] !== 0, sleeps: this.statsView[WorkerStat.Sleeps] };
+  }
 }
 
 export interface EnginePoolOptions {
   cores: readonly number[];
-  pollMode: 'poll' | 'adaptive';
+  pollMode: PollMode;
   idleSleepUs: number;
 }
 

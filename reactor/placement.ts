@@ -85,6 +85,13 @@ export class Placement {
     return best;
   }
 
+  /** Count a device (a shard of spread queues) on `core`, which the caller chose. */
+  acquireOn(core: number): void {
+    const n = this.load.get(core);
+    if (n === undefined) throw new VhostdError(ErrorCode.Invalid, `core ${core} is not in the app mask`);
+    this.load.set(core, n + 1);
+  }
+
   /** A device stopped on `core`. */
   release(core: number): void {
     const n = this.load.get(core);

@@ -36,6 +36,8 @@ export interface TargetConfig {
   core: number;
   /** Extra node flags for vhostd (e.g. --cpu-prof). */
   vhostdNodeArgs?: string[];
+  /** Extra vhostd flags (e.g. --poll-mode adaptive). */
+  vhostdArgs?: string[];
   /** Give qemu-storage-daemon's export an iothread (it then polls adaptively). */
   qsdIothread?: boolean;
 }
@@ -64,7 +66,7 @@ export async function startVhostdTarget(cfg: TargetConfig): Promise<RunningTarge
   const d = new Daemon(
     'vhostd',
     process.execPath,
-    [...(cfg.vhostdNodeArgs ?? []), path.join(cfg.repo, 'bin', 'vhostd.js'), '-m', mask, '-S', dir, '-r', rpcSocket, '--log-level', 'warn'],
+    [...(cfg.vhostdNodeArgs ?? []), path.join(cfg.repo, 'bin', 'vhostd.js'), '-m', mask, '-S', dir, '-r', rpcSocket, '--log-level', 'warn', ...(cfg.vhostdArgs ?? [])],
     { cwd: cfg.repo },
   );
   const stop = async (): Promise<void> => {

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <linux/aio_abi.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +49,8 @@ class LinuxAio : public Napi::ObjectWrap<LinuxAio> {
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Reap(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value CompletionFd(const Napi::CallbackInfo& info);
+  Napi::Value SetCompletionNotify(const Napi::CallbackInfo& info);
   Napi::Value Entries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), entries_); }
 
   // Hands batch entries [0, n) to the kernel in order; returns how many were taken.
@@ -60,6 +63,7 @@ class LinuxAio : public Napi::ObjectWrap<LinuxAio> {
   }
 
   aio_context_t ctx_ = 0;
+  int eventFd_ = -1;  // IOCB_FLAG_RESFD target for every iocb once made (completionFd)
   unsigned entries_ = 0;
   FileRingState* state_ = nullptr;
   std::vector<Entry> batch_;
@@ -77,6 +81,8 @@ Napi::Function LinuxAio::Define(Napi::Env env) {
                          InstanceMethod<&LinuxAio::Submit>("submit"),
                          InstanceMethod<&LinuxAio::Reap>("reap"),
                          InstanceMethod<&LinuxAio::Close>("close"),
+                         InstanceMethod<&LinuxAio::CompletionFd>("completionFd"),
+                         InstanceMethod<&LinuxAio::SetCompletionNotify>("setCompletionNotify"),
                          InstanceAccessor<&LinuxAio::Entries>("entries"),
                      });
 }
@@ -109,6 +115,8 @@ void LinuxAio::Release() {
   // io_destroy waits for what is still in flight (callers drain first).
   if (ctx_ != 0) syscall(__NR_io_destroy, ctx_);
   ctx_ = 0;
+  if (eventFd_ >= 0) close(eventFd_);
+  eventFd_ = -1;
   delete state_;
   state_ = nullptr;
 }
@@ -186,6 +194,10 @@ Napi::Value LinuxAio::Submit(const Napi::CallbackInfo& info) {
       memset(cb, 0, sizeof(*cb));
       cb->aio_data = static_cast<uint64_t>(r.tag);
       cb->aio_fildes = uint32_t(r.fd);
+      if (eventFd_ >= 0) {
+        cb->aio_flags = IOCB_FLAG_RESFD;
+        cb->aio_resfd = uint32_t(eventFd_);
+      }
       switch (r.op) {
         case kOpReadv:
         case kOpWritev: {
@@ -242,6 +254,34 @@ Napi::Value LinuxAio::Reap(const Napi::CallbackInfo& info) {
     if (size_t(r) < want) break;
   }
   return Napi::Number::New(env, double(n));
+}
+
+// completionFd() → an eventfd every iocb submitted from now on signals when
+// it completes (IOCB_FLAG_RESFD). Made on the first call, owned by the
+// context and closed with it. AIO has no switch: once made it is always
+// signalled (one eventfd_signal per completion); the synchronous ops complete
+// inside submit() and are reaped by the caller's next reap().
+Napi::Value LinuxAio::CompletionFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (Closed(env)) return Napi::Value();
+  if (eventFd_ < 0) {
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+      ThrowErrno(env, errno, "eventfd");
+      return Napi::Value();
+    }
+    eventFd_ = efd;
+  }
+  return Napi::Number::New(env, eventFd_);
+}
+
+// setCompletionNotify(on): accepted for the FileRing interface; AIO always notifies once completionFd() was made.
+Napi::Value LinuxAio::SetCompletionNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool on;
+  if (!ArgBool(info, 0, "on", &on)) return Napi::Value();
+  if (Closed(env)) return Napi::Value();
+  return env.Undefined();
 }
 
 Napi::Value LinuxAio::Close(const Napi::CallbackInfo& info) {

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -92,6 +93,8 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
   Napi::Value FixedFiles(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fixedFiles_); }
   Napi::Value SetupFlags(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), setupFlags_); }
   Napi::Value FileInline(const Napi::CallbackInfo& info);
+  Napi::Value CompletionFd(const Napi::CallbackInfo& info);
+  Napi::Value SetCompletionNotify(const Napi::CallbackInfo& info);
 
   // A request on an inline file, done now: bytes, 0, or -errno.
   double RunInline(const FileReq& r, const double* iovs, size_t iovCount);
@@ -123,6 +126,8 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
   unsigned* sqTail_ = nullptr;
   unsigned sqMask_ = 0;
   unsigned* sqFlags_ = nullptr;
+  unsigned* cqFlags_ = nullptr;  // null when the kernel has no CQ flags word (< 5.8)
+  int eventFd_ = -1;  // registered completion eventfd (IORING_REGISTER_EVENTFD), made on first ask
   unsigned* cqHead_ = nullptr;
   unsigned* cqTail_ = nullptr;
   unsigned cqMask_ = 0;
@@ -143,6 +148,8 @@ Napi::Function IoUring::Define(Napi::Env env) {
                          InstanceMethod<&IoUring::Reap>("reap"),
                          InstanceMethod<&IoUring::Close>("close"),
                          InstanceMethod<&IoUring::FileInline>("fileInline"),
+                         InstanceMethod<&IoUring::CompletionFd>("completionFd"),
+                         InstanceMethod<&IoUring::SetCompletionNotify>("setCompletionNotify"),
                          InstanceAccessor<&IoUring::Entries>("entries"),
                          InstanceAccessor<&IoUring::FixedFiles>("fixedFiles"),
                          InstanceAccessor<&IoUring::SetupFlags>("setupFlags"),
@@ -232,6 +239,7 @@ IoUring::IoUring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoUring>(inf
   sqTailLocal_ = *sqTail_;
   cqHead_ = At<unsigned>(cqRing_, p.cq_off.head);
   cqTail_ = At<unsigned>(cqRing_, p.cq_off.tail);
+  if (p.cq_off.flags != 0) cqFlags_ = At<unsigned>(cqRing_, p.cq_off.flags);
   cqMask_ = *At<unsigned>(cqRing_, p.cq_off.ring_mask);
   cqes_ = At<io_uring_cqe>(cqRing_, p.cq_off.cqes);
 
@@ -256,6 +264,10 @@ void IoUring::Release() {
   // cancels what is still in flight (callers drain first).
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
+  // The ring is gone, so nothing signals the completion eventfd any more.
+  if (eventFd_ >= 0) close(eventFd_);
+  eventFd_ = -1;
+  cqFlags_ = nullptr;
   delete state_;
   state_ = nullptr;
   std::vector<struct iovec>().swap(iovPool_);
@@ -446,6 +458,53 @@ Napi::Value IoUring::Reap(const Napi::CallbackInfo& info) {
   }
   __atomic_store_n(cqHead_, head, __ATOMIC_RELEASE);
   return Napi::Number::New(env, double(n));
+}
+
+// completionFd() → an eventfd the kernel signals when a completion is posted
+// (or, with DEFER_TASKRUN, when completion task work is queued for this
+// thread; reap() runs it). Made and registered (IORING_REGISTER_EVENTFD) on
+// the first call, owned by the ring and closed with it. Starts with
+// notifications off (IORING_CQ_EVENTFD_DISABLED) where the kernel has the
+// CQ flags word: a busy-polling owner pays no eventfd signal per completion
+// and turns them on only to sleep (setCompletionNotify).
+Napi::Value IoUring::CompletionFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (Closed(env)) return Napi::Value();
+  if (eventFd_ < 0) {
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+      ThrowErrno(env, errno, "eventfd");
+      return Napi::Value();
+    }
+    if (SysRegister(fd_, IORING_REGISTER_EVENTFD, &efd, 1) != 0) {
+      int e = errno;
+      close(efd);
+      ThrowErrno(env, e, "io_uring_register(EVENTFD)");
+      return Napi::Value();
+    }
+    eventFd_ = efd;
+    if (cqFlags_ != nullptr) __atomic_or_fetch(cqFlags_, IORING_CQ_EVENTFD_DISABLED, __ATOMIC_RELEASE);
+  }
+  return Napi::Number::New(env, eventFd_);
+}
+
+// setCompletionNotify(on): the completion eventfd is signalled (true) or not
+// (false). Turning it on before sleeping must be followed by a reap() (the
+// re-check): a completion posted while it was off signalled nothing. Without
+// the CQ flags word (old kernels) it is always on.
+Napi::Value IoUring::SetCompletionNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool on;
+  if (!ArgBool(info, 0, "on", &on)) return Napi::Value();
+  if (Closed(env)) return Napi::Value();
+  if (cqFlags_ != nullptr) {
+    if (on) {
+      __atomic_and_fetch(cqFlags_, ~unsigned(IORING_CQ_EVENTFD_DISABLED), __ATOMIC_SEQ_CST);
+    } else {
+      __atomic_or_fetch(cqFlags_, IORING_CQ_EVENTFD_DISABLED, __ATOMIC_RELEASE);
+    }
+  }
+  return env.Undefined();
 }
 
 Napi::Value IoUring::Close(const Napi::CallbackInfo& info) {

@@ -102,6 +102,14 @@ export interface BdevChannel {
   poll(): number;
   /** I/Os submitted and not yet delivered by poll(). */
   readonly outstanding: number;
+  /**
+   * May the worker sleep with this channel's outstanding I/Os? True when
+   * each of them will signal a completion eventfd of its module (it is in the
+   * kernel) or waits only for such a completion; false when a poll() has
+   * something to deliver or submit now. A channel without it may sleep only
+   * when nothing is outstanding.
+   */
+  sleepReady?(): boolean;
   /** Release the channel (only when outstanding is 0). */
   destroy(): void;
 }

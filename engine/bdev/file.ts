@@ -120,6 +120,11 @@ class FileEngine {
     return this.nfree;
   }
 
+  /** Requests staged and not yet taken by the kernel (a full ring): only a poll submits them. */
+  get stagedCount(): number {
+    return this.staged;
+  }
+
   get channelCount(): number {
     return this.channels;
   }
@@ -358,6 +363,10 @@ class FileEngine {
  */
 export class FileRingState implements ModuleWorkerState {
   private engine: FileEngine | null = null;
+  /** enableCompletionFds() was called: each ring gets its completion eventfd when it is made. */
+  private wantCompletionFd = false;
+  /** The current ring's completion eventfd (-1: none). Owned by the ring. */
+  private completionFd = -1;
 
   constructor(
     readonly kind: FileEngineKind,
@@ -377,7 +386,16 @@ export class FileRingState implements ModuleWorkerState {
   acquire(): FileEngine {
     let e = this.engine;
     if (e === null) {
-      e = new FileEngine(this.kind, this.factory(RING_ENTRIES, MAX_IOV_PER_IO));
+      const ring = this.factory(RING_ENTRIES, MAX_IOV_PER_IO);
+      if (this.wantCompletionFd && ring.completionFd !== undefined) {
+        try {
+          this.completionFd = ring.completionFd();
+        } catch (err) {
+          ring.close();
+          throw err;
+        }
+      }
+      e = new FileEngine(this.kind, ring);
       this.engine = e;
       logger.info('file ring created', { engine: ENGINE_LABEL[this.kind], entries: e.depth });
     }
@@ -388,7 +406,29 @@ export class FileRingState implements ModuleWorkerState {
   release(e: FileEngine): void {
     if (!e.detach() || this.engine !== e) return;
     this.engine = null;
+    this.completionFd = -1;
     e.ring.close();
+  }
+
+  enableCompletionFds(): void {
+    this.wantCompletionFd = true;
+    const e = this.engine;
+    // A ring made before: its eventfd from now on (AIO: iocbs already in the kernel signal nothing; the sleep timeout bounds that once).
+    if (e !== null && this.completionFd < 0 && e.ring.completionFd !== undefined) this.completionFd = e.ring.completionFd();
+  }
+
+  completionFds(out: number[]): void {
+    if (this.completionFd >= 0) out.push(this.completionFd);
+  }
+
+  setCompletionNotify(on: boolean): void {
+    if (this.completionFd >= 0) this.engine?.ring.setCompletionNotify?.(on);
+  }
+
+  /** May the worker sleep with this ring's I/Os in the kernel? Not with requests the kernel has not taken yet, nor without a completion eventfd. */
+  sleepReady(): boolean {
+    const e = this.engine;
+    return e === null || (e.stagedCount === 0 && this.completionFd >= 0);
   }
 
   forgetBuffers(views: readonly Uint8Array[]): void {
@@ -510,6 +550,16 @@ class FileChannel implements BdevChannel {
 
   get outstanding(): number {
     return this.waiting.length + this.inflight + this.done.length;
+  }
+
+  /**
+   * Nothing to deliver and every I/O either in the kernel (which signals the
+   * ring's completion eventfd) or waiting in the channel for a slot that only
+   * such a completion frees.
+   */
+  sleepReady(): boolean {
+    if (this.done.length > 0 || !this.state.sleepReady()) return false;
+    return this.waiting.length === 0 || this.inflight >= CHANNEL_DEPTH || this.engine.freeTagCount === 0;
   }
 
   submit(io: BdevIo): void {

@@ -75,6 +75,22 @@ export interface BdevLayer {
   releaseMemory(views: readonly Uint8Array[]): void;
   /** Bdevs open on this worker (for tests and statistics). */
   readonly openCount: number;
+  /**
+   * The worker may sleep (adaptive and interrupt mode): from now on kernel
+   * rings keep a completion eventfd, so an I/O in the kernel wakes it.
+   */
+  enableSleep(): void;
+  /** Append the fds that signal bdev completions (after enableSleep). */
+  sleepFds(out: number[]): void;
+  /**
+   * How long the worker may sleep without losing or delaying anything the
+   * layer must do: 0 when a poll has work now (completions to deliver, NOMEM
+   * retries, unsignalled I/O), the time to the next QoS timeslice while I/Os
+   * wait for budget, else Infinity (every outstanding I/O signals a sleepFd).
+   */
+  sleepLimitMs(nowMs: number): number;
+  /** Completion eventfds on (about to sleep: poll once more afterwards, the re-check) or off (busy polling). */
+  setCompletionNotify(on: boolean): void;
 }
 
 /** Initial size of an entry's NOMEM wait list and QoS queue (both grow by doubling). */
@@ -107,6 +123,17 @@ class BdevEntry {
   /** The module ran out of resources for `io`: it goes again after the channel's next completions. */
   waitForMemory(io: BdevIo): void {
     this.retry.push(io);
+  }
+
+  /** See BdevLayer.sleepLimitMs: 0, the time to the next QoS slice, or Infinity. */
+  sleepLimitMs(): number {
+    if (this.retry.length > 0) return 0;
+    const ch = this.channel;
+    if (ch.outstanding > 0 && (ch.sleepReady === undefined || !ch.sleepReady())) return 0;
+    const gate = this.gate;
+    // Budget arrives every 1 ms timeslice; queued I/Os must not wait for a kick.
+    if (gate !== null && gate.queued > 0) return 1;
+    return Infinity;
   }
 
   poll(nowMs: number): number {
@@ -198,6 +225,8 @@ export class WorkerBdevLayer implements BdevLayer {
   private readonly states = new Map<string, { state: ModuleWorkerState; bdevs: number }>();
   /** I/Os failed at submit (a closed handle), delivered at the next poll like any completion. */
   private readonly failed: BdevIo[] = [];
+  /** enableSleep() was called: module states keep completion eventfds. */
+  private sleepEnabled = false;
 
   constructor(private readonly modules: ReadonlyMap<string, BdevModuleEngine> = BDEV_MODULES) {}
 
@@ -230,7 +259,10 @@ export class WorkerBdevLayer implements BdevLayer {
     if (module === undefined) throw new RangeError(`bdev ${desc.name}: unknown bdev module ${String(desc.module)}`);
     let st = this.states.get(module.name);
     const fresh = st === undefined && module.createState !== undefined;
-    if (fresh) st = { state: (module.createState as () => ModuleWorkerState)(), bdevs: 0 };
+    if (fresh) {
+      st = { state: (module.createState as () => ModuleWorkerState)(), bdevs: 0 };
+      if (this.sleepEnabled) st.state.enableCompletionFds?.();
+    }
     let bdev: Bdev | null = null;
     try {
       bdev = module.open(desc, st?.state);
@@ -301,5 +333,31 @@ export class WorkerBdevLayer implements BdevLayer {
 
   releaseMemory(views: readonly Uint8Array[]): void {
     for (const { state } of this.states.values()) state.forgetBuffers(views);
+  }
+
+  enableSleep(): void {
+    if (this.sleepEnabled) return;
+    this.sleepEnabled = true;
+    for (const { state } of this.states.values()) state.enableCompletionFds?.();
+  }
+
+  sleepFds(out: number[]): void {
+    for (const { state } of this.states.values()) state.completionFds?.(out);
+  }
+
+  sleepLimitMs(): number {
+    if (this.failed.length > 0) return 0;
+    let limit = Infinity;
+    const list = this.list;
+    for (let i = 0; i < list.length; i++) {
+      const l = list[i].sleepLimitMs();
+      if (l < limit) limit = l;
+      if (limit === 0) return 0;
+    }
+    return limit;
+  }
+
+  setCompletionNotify(on: boolean): void {
+    for (const { state } of this.states.values()) state.setCompletionNotify?.(on);
   }
 }

@@ -21,6 +21,17 @@ export interface ModuleWorkerState {
    */
   forgetBuffers(views: readonly Uint8Array[]): void;
   close(): void;
+  /**
+   * Sleeping workers (adaptive and interrupt mode): from now on the state
+   * keeps a completion eventfd for its kernel ring (made with the ring, so
+   * every I/O in the kernel signals it). Modules whose I/O completes inside
+   * submit() (malloc, null) need nothing.
+   */
+  enableCompletionFds?(): void;
+  /** Append the completion eventfds to sleep on (only after enableCompletionFds). */
+  completionFds?(out: number[]): void;
+  /** Completion eventfds on (before sleeping) or off (busy polling). */
+  setCompletionNotify?(on: boolean): void;
 }
 
 export interface BdevModuleEngine {

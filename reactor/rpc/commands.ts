@@ -96,6 +96,24 @@ export const COMMANDS: Record<string, CommandSpec> = {
     ],
     output: 'json',
   },
+  framework_set_scheduler: {
+    help: 'Select thread scheduler that will be activated and its period (experimental)',
+    positionals: [{ name: 'name', kind: 'string', help: 'Scheduler name: static or dynamic' }],
+    flags: [
+      { long: ['period'], short: 'p', kind: 'int', dest: 'period', help: 'Scheduler period in microseconds' },
+      { long: ['load-limit'], kind: 'int', dest: 'load_limit', help: 'Busy % below which a core counts as idle (dynamic)' },
+      { long: ['core-limit'], kind: 'int', dest: 'core_limit', help: 'Busy % at which a core is full (dynamic)' },
+      { long: ['core-busy'], kind: 'int', dest: 'core_busy', help: 'Busy % above which devices move away (dynamic)' },
+    ],
+    params: (v) => defined(v),
+    output: 'none',
+  },
+  framework_get_scheduler: {
+    help: 'Display currently set scheduler and its properties',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
   framework_get_reactors: {
     help: 'Display the list of all reactors',
     positionals: [],
@@ -329,6 +347,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
       { long: ['readonly'], short: 'r', kind: 'boolean', dest: 'readonly', help: 'Expose the block device as read-only' },
       { long: ['packed-ring', 'packed_ring'], short: 'p', kind: 'boolean', dest: 'packed_ring', help: 'Offer packed virtqueues' },
       {
+        long: ['spread-queues', 'spread_queues'],
+        kind: 'boolean',
+        dest: 'spread_queues',
+        help: 'vhostd: spread the queues over the cores of the cpumask (sent only when given)',
+      },
+      {
         long: ['packed-ring-recovery', 'packed_ring_recovery'],
         kind: 'boolean',
         dest: 'packed_ring_recovery',
@@ -336,7 +360,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       },
     ],
     // rpc.py sends readonly and packed_ring always (store_true); packed_ring_recovery is an older release's flag.
-    params: (v) => defined(v, v.packed_ring_recovery === true ? [] : ['packed_ring_recovery']),
+    params: (v) => defined(v, [...(v.packed_ring_recovery === true ? [] : ['packed_ring_recovery']), ...(v.spread_queues === true ? [] : ['spread_queues'])]),
     output: 'none',
   },
   vhost_get_controllers: {

@@ -8,7 +8,7 @@
  * bdevs. It is the VhostBackend of the session on its socket.
  * Thread: main (reactor).
  */
-import { CoalescingSlot, DeviceStat, type DeviceDesc, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
+import { CoalescingSlot, DeviceStat, type DeviceDesc, type InflightDesc, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import type { ConfigCall } from '../bdev/module';
 import type { Bdev, BdevRegistry, BdevUser } from '../bdev/registry';
@@ -54,6 +54,28 @@ export interface ControllerOptions {
   bdevs: BdevRegistry;
   engine: ControllerEngine;
   placement: Placement;
+  /**
+   * vhostd-specific (`spread_queues`): spread the device's queues over the
+   * cores of the mask, queue i on the (i mod N)-th core, one engine device
+   * ("shard") per core that has queues, instead of all queues on one core
+   * (SPDK's way, the default).
+   */
+  spreadQueues?: boolean;
+}
+
+/** One engine device of a running controller: the queues it has on one core. */
+interface Shard {
+  core: number;
+  deviceId: number;
+  stats: SharedArrayBuffer;
+}
+
+/** What every engine device of a running controller is started with (its queues aside). */
+interface RunState {
+  features: bigint;
+  regions: RegionDesc[];
+  /** The shared in-flight region (INFLIGHT_SHMFD), when the front-end gave one. */
+  inflight?: InflightDesc;
 }
 
 export class Controller implements VhostBackend, BdevUser {
@@ -77,11 +99,22 @@ export class Controller implements VhostBackend, BdevUser {
   private readonly log: Logger;
 
   connected = false;
-  /** The core the running device is placed on, or -1 when stopped. */
+  /** The core the running device is placed on (with spread queues: its first shard's), or -1 when stopped. */
   core = -1;
-  private deviceId = 0;
+  /** The engine devices of the running device, by core (one unless queues are spread). */
+  private readonly shards = new Map<number, Shard>();
+  /** Spread queues: per-core statistics words of the shards, kept across restarts (the first core uses `stats`). */
+  private readonly shardStats = new Map<number, SharedArrayBuffer>();
+  /** What a shard started later needs: the negotiated features and the current memory table. */
+  private runState: RunState | null = null;
   /** Indices of the queues running now. */
   private readonly running = new Set<number>();
+  /** The running queues as last described (call fd kept current): what a move restarts elsewhere. */
+  private readonly queueDescs = new Map<number, QueueDesc>();
+  /** Device operations (front-end and scheduler) run one at a time, in order. */
+  private opChain: Promise<unknown> = Promise.resolve();
+  /** Moves between cores by the scheduler (vhost_get_controllers does not show it; tests and logs do). */
+  moves = 0;
   /** vhost_get_controllers' max_queues: the most queues run at once since the front-end connected. */
   private maxQueuesStarted = 0;
 
@@ -186,85 +219,287 @@ export class Controller implements VhostBackend, BdevUser {
     return this.core >= 0;
   }
 
-  async start(state: DeviceRunState): Promise<void> {
-    if (this.core >= 0) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: start while running`);
-    const core = this.opts.placement.acquire(this.cores);
+  /** Queues spread over the cores of the mask (the controller's `spread_queues`). */
+  get spreadQueues(): boolean {
+    return this.opts.spreadQueues === true && this.cores.length > 1;
+  }
+
+  /** The cores the running device has queues (engine devices) on, ascending; empty when stopped. */
+  runningCores(): number[] {
+    return [...this.shards.keys()].sort((a, b) => a - b);
+  }
+
+  /** With spread queues: the core of queue `index` (the (index mod N)-th core of the mask). */
+  private spreadCoreOf(index: number): number {
+    return this.cores[index % this.cores.length];
+  }
+
+  private statsFor(core: number, first: boolean): SharedArrayBuffer {
+    if (first || !this.spreadQueues) return this.stats;
+    let sab = this.shardStats.get(core);
+    if (sab === undefined) {
+      sab = new SharedArrayBuffer(DeviceStat.Count * 8);
+      this.shardStats.set(core, sab);
+    }
+    return sab;
+  }
+
+  /** Start one engine device on `core` (already counted by placement) with `queues`. */
+  private async startShard(core: number, rs: RunState, queues: QueueDesc[]): Promise<Shard> {
     const id = nextDeviceId++;
+    const stats = this.statsFor(core, this.shards.size === 0);
     const device: DeviceDesc = {
       id,
       name: this.name,
-      features: state.features,
+      features: rs.features,
       model: this.model.payload(),
       bdevs: this.model.bdevs.map((b) => this.opts.bdevs.describe(b, core)),
-      regions: state.regions,
-      queues: state.queues,
-      stats: this.stats,
+      regions: rs.regions,
+      queues,
+      stats,
       coalescing: this.coalescing,
-      ...(state.inflight ? { inflight: state.inflight } : {}),
+      ...(rs.inflight ? { inflight: rs.inflight } : {}),
     };
-    try {
-      await this.opts.engine.worker(core).start(device);
-    } catch (err) {
-      this.opts.placement.release(core);
-      throw err;
+    await this.opts.engine.worker(core).start(device);
+    const shard = { core, deviceId: id, stats };
+    this.shards.set(core, shard);
+    return shard;
+  }
+
+  start(state: DeviceRunState): Promise<void> {
+    return this.serialize(() => this.startNow(state));
+  }
+
+  private async startNow(state: DeviceRunState): Promise<void> {
+    if (this.core >= 0) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: start while running`);
+    const rs: RunState = { features: state.features, regions: state.regions, ...(state.inflight ? { inflight: state.inflight } : {}) };
+    this.runState = rs;
+    if (!this.spreadQueues) {
+      const core = this.opts.placement.acquire(this.cores);
+      try {
+        await this.startShard(core, rs, state.queues);
+      } catch (err) {
+        this.opts.placement.release(core);
+        this.shards.clear();
+        throw err;
+      }
+    } else {
+      // One engine device per core that has queues (the first core always: the device has a home).
+      const byCore = new Map<number, QueueDesc[]>([[this.cores[0], []]]);
+      for (const q of state.queues) {
+        const c = this.spreadCoreOf(q.index);
+        byCore.set(c, [...(byCore.get(c) ?? []), q]);
+      }
+      try {
+        for (const [core, queues] of byCore) {
+          this.opts.placement.acquireOn(core);
+          try {
+            await this.startShard(core, rs, queues);
+          } catch (err) {
+            this.opts.placement.release(core);
+            throw err;
+          }
+        }
+      } catch (err) {
+        await this.stopShards();
+        throw err;
+      }
     }
-    this.core = core;
-    this.deviceId = id;
+    this.core = this.runningCores()[0];
     this.running.clear();
-    for (const q of state.queues) this.running.add(q.index);
+    this.queueDescs.clear();
+    for (const q of state.queues) {
+      this.running.add(q.index);
+      this.queueDescs.set(q.index, q);
+    }
     this.maxQueuesStarted = this.running.size;
     this.log.info('device started', {
       ctrlr: this.name,
-      core,
+      core: this.runningCores().join(','),
       queues: state.queues.map((q) => q.index).join(','),
       eventIdx: (state.features >> BigInt(VirtioFeature.RingEventIdx)) & 1n ? 1 : 0,
     });
   }
 
-  async stop(): Promise<StopResult> {
-    const core = this.core;
-    if (core < 0) return { queues: [] };
+  /** Run `op` after every device operation before it has finished (whatever their outcome). */
+  private serialize<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.opChain.then(op, op);
+    this.opChain = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Stop every shard (in parallel), release their cores; the queue positions of all of them. */
+  private async stopShards(): Promise<StopResult> {
+    const shards = [...this.shards.values()];
+    this.shards.clear();
+    const results = await Promise.allSettled(shards.map((s) => this.opts.engine.worker(s.core).stop(s.deviceId)));
+    for (const s of shards) this.opts.placement.release(s.core);
+    const queues: QueueStopResult[] = [];
+    let failure: unknown = null;
+    for (const r of results) {
+      if (r.status === 'fulfilled') queues.push(...r.value.queues);
+      else failure ??= r.reason;
+    }
+    if (failure !== null) throw failure;
+    queues.sort((a, b) => a.index - b.index);
+    return { queues };
+  }
+
+  stop(): Promise<StopResult> {
+    return this.serialize(() => this.stopNow());
+  }
+
+  private async stopNow(): Promise<StopResult> {
+    if (this.core < 0) return { queues: [] };
+    const cores = this.runningCores().join(',');
     try {
-      const result = await this.opts.engine.worker(core).stop(this.deviceId);
-      this.log.info('device stopped', { ctrlr: this.name, core });
+      const result = await this.stopShards();
+      this.log.info('device stopped', { ctrlr: this.name, core: cores });
       return result;
     } finally {
-      this.opts.placement.release(core);
       this.core = -1;
       this.running.clear();
+      this.queueDescs.clear();
+      this.runState = null;
     }
   }
 
-  async startQueue(queue: QueueDesc): Promise<void> {
-    const core = this.requireRunning('startQueue');
-    await this.opts.engine.worker(core).queueStart(this.deviceId, queue);
-    this.running.add(queue.index);
-    if (this.running.size > this.maxQueuesStarted) this.maxQueuesStarted = this.running.size;
-    this.log.debug('queue started', { ctrlr: this.name, queue: queue.index });
+  /** The shard that runs (or, with spread queues, will run) queue `index`. */
+  private shardOf(index: number, op: string): Shard | null {
+    this.requireRunning(op);
+    if (!this.spreadQueues) return this.shards.get(this.core) as Shard;
+    return this.shards.get(this.spreadCoreOf(index)) ?? null;
   }
 
-  async stopQueue(index: number): Promise<QueueStopResult> {
-    const core = this.requireRunning('stopQueue');
-    const result = await this.opts.engine.worker(core).queueStop(this.deviceId, index);
+  startQueue(queue: QueueDesc): Promise<void> {
+    return this.serialize(() => this.startQueueNow(queue));
+  }
+
+  private async startQueueNow(queue: QueueDesc): Promise<void> {
+    const shard = this.shardOf(queue.index, 'startQueue');
+    if (shard !== null) {
+      await this.opts.engine.worker(shard.core).queueStart(shard.deviceId, queue);
+    } else {
+      // The first queue of this core: its engine device starts with it.
+      const core = this.spreadCoreOf(queue.index);
+      const rs = this.runState as RunState;
+      this.opts.placement.acquireOn(core);
+      try {
+        await this.startShard(core, rs, [queue]);
+      } catch (err) {
+        this.opts.placement.release(core);
+        throw err;
+      }
+    }
+    this.running.add(queue.index);
+    this.queueDescs.set(queue.index, queue);
+    if (this.running.size > this.maxQueuesStarted) this.maxQueuesStarted = this.running.size;
+    this.log.debug('queue started', { ctrlr: this.name, queue: queue.index, core: shard?.core ?? this.spreadCoreOf(queue.index) });
+  }
+
+  stopQueue(index: number): Promise<QueueStopResult> {
+    return this.serialize(() => this.stopQueueNow(index));
+  }
+
+  private async stopQueueNow(index: number): Promise<QueueStopResult> {
+    const shard = this.shardOf(index, 'stopQueue');
+    if (shard === null) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: queue ${index} does not run`);
+    const result = await this.opts.engine.worker(shard.core).queueStop(shard.deviceId, index);
     this.running.delete(index);
+    this.queueDescs.delete(index);
     this.log.debug('queue stopped', { ctrlr: this.name, queue: index });
     return result;
   }
 
-  async setCallFd(index: number, callFd: number): Promise<void> {
-    const core = this.requireRunning('setCallFd');
-    await this.opts.engine.worker(core).setCallFd(this.deviceId, index, callFd);
+  setCallFd(index: number, callFd: number): Promise<void> {
+    return this.serialize(() => this.setCallFdNow(index, callFd));
   }
 
-  async updateMemory(regions: RegionDesc[]): Promise<void> {
-    const core = this.requireRunning('updateMemory');
-    await this.opts.engine.worker(core).memUpdate(this.deviceId, regions);
+  private async setCallFdNow(index: number, callFd: number): Promise<void> {
+    const shard = this.shardOf(index, 'setCallFd');
+    if (shard === null) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: queue ${index} does not run`);
+    await this.opts.engine.worker(shard.core).setCallFd(shard.deviceId, index, callFd);
+    const q = this.queueDescs.get(index);
+    if (q !== undefined) this.queueDescs.set(index, { ...q, callFd });
+  }
+
+  /**
+   * The scheduler's move: the running device (queues not spread) goes to
+   * `toCore` of its mask. Its worker stops it — every request taken from the
+   * rings completes and is published, and the reply says where each ring
+   * ended — then the worker of `toCore` starts it with the same queues at
+   * those positions, the same fds and memory: no request is lost, none runs
+   * twice, and none overtakes another (the new worker takes the rings from
+   * where the old one stopped, in ring order). Runs between the front-end's
+   * operations, never during one. If the new core refuses, the device goes
+   * back to its old core. Returns whether it moved.
+   */
+  move(toCore: number): Promise<boolean> {
+    return this.serialize(async () => {
+      const from = this.core;
+      if (from < 0 || from === toCore || this.spreadQueues || !this.cores.includes(toCore)) return false;
+      const shard = this.shards.get(from) as Shard;
+      const rs = this.runState as RunState;
+      const stopped = await this.opts.engine.worker(from).stop(shard.deviceId);
+      this.shards.delete(from);
+      this.opts.placement.release(from);
+      const ended = new Map(stopped.queues.map((q) => [q.index, q.pos]));
+      const queues = [...this.queueDescs.values()].map((q) => ({ ...q, pos: ended.get(q.index) ?? q.pos }));
+      for (const core of [toCore, from]) {
+        this.opts.placement.acquireOn(core);
+        try {
+          await this.startShard(core, rs, queues);
+          this.core = core;
+          for (const q of queues) this.queueDescs.set(q.index, q);
+          if (core === toCore) {
+            this.moves++;
+            this.log.info('device moved', { ctrlr: this.name, from, to: toCore, queues: queues.map((q) => q.index).join(',') });
+            return true;
+          }
+          return false;
+        } catch (err) {
+          this.opts.placement.release(core);
+          this.log.error('device start after a move failed', { ctrlr: this.name, core, err: String((err as Error)?.message ?? err) });
+        }
+      }
+      // Neither core took it back: the device is down; the front-end sees its queues stop answering.
+      this.core = -1;
+      this.running.clear();
+      this.queueDescs.clear();
+      return false;
+    });
+  }
+
+  /** Calls signalled so far plus requests in flight: how much the device does (the scheduler compares deltas). */
+  activity(): { callSignals: number; inflight: number } {
+    return { callSignals: this.statsView[DeviceStat.CallSignals], inflight: this.inflightTasks() };
+  }
+
+  updateMemory(regions: RegionDesc[]): Promise<void> {
+    return this.serialize(() => this.updateMemoryNow(regions));
+  }
+
+  private async updateMemoryNow(regions: RegionDesc[]): Promise<void> {
+    this.requireRunning('updateMemory');
+    const shards = [...this.shards.values()];
+    // Every shard drains and remaps; all of them must answer before the old regions' fds may close.
+    const results = await Promise.allSettled(shards.map((s) => this.opts.engine.worker(s.core).memUpdate(s.deviceId, regions)));
+    const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed !== undefined) throw failed.reason;
+    if (this.runState !== null) this.runState.regions = regions;
     this.log.info('memory updated', { ctrlr: this.name, regions: regions.length });
   }
 
   private requireRunning(op: string): number {
     if (this.core < 0) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: ${op} while the device is stopped`);
     return this.core;
+  }
+
+  /** Requests in flight over every shard. */
+  private inflightTasks(): number {
+    let n = this.statsView[DeviceStat.InflightTasks];
+    for (const [core, sab] of this.shardStats) if (this.shards.has(core) && this.shards.get(core)?.stats === sab) n += new Float64Array(sab)[DeviceStat.InflightTasks];
+    return n;
   }
 
   // --- BdevUser ---------------------------------------------------------------
@@ -297,7 +532,7 @@ export class Controller implements VhostBackend, BdevUser {
               name: `${this.name}s0`,
               started: this.started,
               max_queues: this.maxQueuesStarted,
-              inflight_task_cnt: this.statsView[DeviceStat.InflightTasks],
+              inflight_task_cnt: this.inflightTasks(),
             },
           ]
         : [],
@@ -307,7 +542,9 @@ export class Controller implements VhostBackend, BdevUser {
 
   /** The calls that recreate this controller (save_config): the model's create, then its coalescing when set — as SPDK's vhost_user_config_json. */
   writeConfigCalls(): ConfigCall[] {
-    const calls = [this.model.createCall(this.name, formatCpumask(this.cores))];
+    const create = this.model.createCall(this.name, formatCpumask(this.cores));
+    if (this.opts.spreadQueues === true) create.params = { ...(create.params as Record<string, unknown>), spread_queues: true };
+    const calls = [create];
     if (this.delayBaseUs !== 0) {
       calls.push({
         method: 'vhost_controller_set_coalescing',

@@ -39,7 +39,7 @@ export class VhostService {
    * builds (it looks its bdevs up: ERR_NO_BDEV). ERR_INVALID for a bad name,
    * cpumask or socket, ERR_CONTROLLER_EXISTS, ERR_BUSY when a bdev is used.
    */
-  async create(name: string, cpumask: string | undefined, makeModel: () => DeviceModel): Promise<Controller> {
+  async create(name: string, cpumask: string | undefined, makeModel: () => DeviceModel, opts: { spreadQueues?: boolean } = {}): Promise<Controller> {
     if (!CTRLR_NAME_RE.test(name)) {
       throw new VhostdError(ErrorCode.Invalid, `controller name "${name}" must be 1-64 characters of A-Z a-z 0-9 _ . : -`);
     }
@@ -60,6 +60,7 @@ export class VhostService {
       bdevs: this.opts.bdevs,
       engine: this.opts.engine,
       placement: this.opts.placement,
+      spreadQueues: opts.spreadQueues,
     });
     controller.open();
     this.controllers.set(name, controller);
@@ -69,6 +70,7 @@ export class VhostService {
       bdevs: model.bdevs.map((b) => b.name).join(','),
       cpumask: formatCpumask(cores),
       socket: socketPath,
+      spreadQueues: opts.spreadQueues === true ? 1 : 0,
     });
     return controller;
   }

@@ -55,6 +55,9 @@ const STARTUP_METHODS = [
   'log_get_level',
   'log_set_print_level',
   'log_get_print_level',
+  // SPDK_RPC_STARTUP | SPDK_RPC_RUNTIME in SPDK too.
+  'framework_set_scheduler',
+  'framework_get_scheduler',
 ];
 
 t.test('framework methods on a running target', async (t) => {

@@ -31,6 +31,8 @@ export interface Services {
   /** framework_get_subsystems / framework_get_config. */
   readonly subsystems: SubsystemRegistry;
   readonly system: SystemService;
+  /** framework_set_scheduler / framework_get_scheduler (reactor/scheduler.ts). */
+  readonly scheduler?: Pick<import('../../scheduler').Scheduler, 'set' | 'get'>;
 }
 
 export interface MethodContext {

@@ -18,6 +18,8 @@ interface CreateBlkParams {
   /** Older SPDK releases' option; only meaningful with packed rings. */
   packed_ring_recovery?: boolean;
   transport?: string;
+  /** vhostd-specific: spread the queues over the cores of the cpumask (default: all on one core, as SPDK). */
+  spread_queues?: boolean;
 }
 
 export function blkMethods(vhost: VhostService, bdevs: BdevRegistry): RpcMethod[] {
@@ -32,6 +34,7 @@ export function blkMethods(vhost: VhostService, bdevs: BdevRegistry): RpcMethod[
           packed_ring: s.boolean(),
           packed_ring_recovery: s.boolean(),
           transport: s.string(),
+          spread_queues: s.boolean(),
         },
       ),
       async (p) => {
@@ -41,7 +44,9 @@ export function blkMethods(vhost: VhostService, bdevs: BdevRegistry): RpcMethod[
             `params.transport: unknown transport ${JSON.stringify(p.transport)} (only ${VHOST_USER_BLK_TRANSPORT})`,
           );
         }
-        await vhost.create(p.ctrlr, p.cpumask, () => new BlkModel(bdevs.require(p.dev_name), p.readonly ?? false, p.packed_ring ?? false));
+        await vhost.create(p.ctrlr, p.cpumask, () => new BlkModel(bdevs.require(p.dev_name), p.readonly ?? false, p.packed_ring ?? false), {
+          spreadQueues: p.spread_queues === true,
+        });
         return true;
       },
     ),

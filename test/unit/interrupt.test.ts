@@ -1,0 +1,357 @@
+/**
+ * Interrupt and adaptive mode (issue #12 item 1):
+ * - the kernel rings' completion eventfds (io_uring's registered eventfd,
+ *   AIO's IOCB_FLAG_RESFD) really become readable when an I/O completes, and
+ *   the file channel says when a worker may sleep with I/O in the kernel;
+ * - the poll loop, run for real (Poller.run) with a scripted poll(2), sleeps
+ *   on the kick, completion and wake fds with guest notifications enabled,
+ *   never sleeps past a request that arrived or a completion that was posted
+ *   while notifications were off (the re-check after enabling), sleeps with
+ *   I/O in flight only when the bdev vouches for a signal, and reports
+ *   in_interrupt.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
+import t from 'tap';
+import { native } from '../../bindings';
+import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } from '../../engine/bdev/bdev';
+import { WorkerBdevLayer } from '../../engine/bdev/layer';
+import type { ModuleWorkerState } from '../../engine/bdev/module';
+import { BDEV_MODULES } from '../../engine/bdev/modules';
+import { type ControlReply, type DeviceDesc, DeviceStat, type PollMode, WorkerStat } from '../../engine/control';
+import { Poller, type PollerSys } from '../../engine/poller';
+import { BlkType } from '../../engine/virtio/spec';
+import { F_VERSION_1, MockVring } from '../lib/mock-vring';
+import { fdCount, guestMemory, makeBdev, openTestFile, TestIo } from '../lib/file-bdev-cases';
+
+const VRING_USED_F_NO_NOTIFY = 1;
+
+for (const kind of ['uring', 'aio'] as const) {
+  t.test(`${kind}: the completion eventfd is signalled by an I/O in the kernel`, async (t) => {
+    const fds0 = fdCount();
+    const dir = fs.mkdtempSync(path.join('/var/tmp', 'vhostd-irq-'));
+    const f = openTestFile(path.join(dir, 'f'), 1 << 20);
+    const mem = guestMemory(1 << 16);
+    const bdev = makeBdev(kind, f, 2048, { factory: kind === 'uring' ? (e, m) => new native.IoUring(e, m) : (e, m) => new native.LinuxAio(e, m) });
+    const state = (bdev as unknown as { state: ModuleWorkerState }).state;
+    state.enableCompletionFds?.();
+    const ch = bdev.createChannel();
+    const fds: number[] = [];
+    state.completionFds?.(fds);
+    t.equal(fds.length, 1, 'the ring has a completion eventfd once the worker may sleep');
+    const efd = Int32Array.from(fds);
+    t.equal(native.pollReadable(efd, 1, 0), 0, 'not readable before any I/O');
+
+    state.setCompletionNotify?.(true);
+    const io = new TestIo();
+    io.prepare(BdevIoType.Read, 0, 8);
+    io.addIov(mem.bytes, 4096, 4096);
+    ch.submit(io);
+    t.equal(ch.sleepReady?.(), false, 'an I/O not yet handed to the kernel: no sleep');
+    let delivered = ch.poll();
+    if (io.completions === 0) {
+      t.equal(ch.sleepReady?.(), true, 'in the kernel, with a completion eventfd: the worker may sleep');
+      // No timing: block until the kernel signals (or fail after a generous while).
+      t.equal(native.pollReadable(efd, 1, 10_000), 1, 'the completion makes the eventfd readable');
+    }
+    for (let i = 0; i < 100_000 && io.completions === 0; i++) delivered += ch.poll();
+    t.equal(io.completions, 1);
+    t.equal(io.status, BdevIoStatus.Success);
+    t.ok(delivered >= 1);
+    native.eventfdRead(efd[0]);
+    state.setCompletionNotify?.(false);
+    ch.destroy();
+    bdev.destroy();
+    t.equal(fds.length, 1);
+    f.close();
+    mem.release();
+    fs.rmSync(dir, { recursive: true, force: true });
+    t.equal(fdCount(), fds0, 'the ring closed its completion eventfd with it');
+  });
+}
+
+/** A bdev whose I/Os stay "in the kernel" until the test completes them; its module state has a completion fd. */
+class KernelLikeBdev implements Bdev {
+  readonly name = 'K0';
+  readonly blockSize = 512;
+  readonly numBlocks = 64;
+  readonly held: BdevIo[] = [];
+  readonly done: BdevIo[] = [];
+  onSubmit: ((io: BdevIo) => void) | null = null;
+  ioTypeSupported(type: BdevIoType): boolean {
+    return type === BdevIoType.Read || type === BdevIoType.Write;
+  }
+  createChannel(): BdevChannel {
+    const self = this;
+    return {
+      submit(io) {
+        self.held.push(io);
+        self.onSubmit?.(io);
+      },
+      poll(): number {
+        const n = self.done.length;
+        for (const io of self.done.splice(0)) io.onComplete();
+        return n;
+      },
+      get outstanding() {
+        return self.held.length + self.done.length;
+      },
+      sleepReady: () => self.done.length === 0,
+      destroy(): void {},
+    };
+  }
+  /** The "kernel" finishes every held I/O. */
+  complete(): void {
+    for (const io of this.held.splice(0)) {
+      io.status = BdevIoStatus.Success;
+      this.done.push(io);
+    }
+  }
+  destroy(): void {}
+}
+
+const KICK_FD = 300;
+const COMPLETION_FD = 400;
+const WAKE_FD = 500;
+const CALL_FD = 42;
+
+/**
+ * Poller.run() in `mode` with a scripted world: `onSleep(n, fds)` is the n-th
+ * poll(2) (return 1 = an fd fired, 0 = timeout; it may change the ring or the
+ * bdev, or post exit). `notify` hooks the module state's completion switch.
+ */
+function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleepable?: boolean } = {}) {
+  const vr = new MockVring({ size: 16 });
+  vr.usedEvent = 0xffff;
+  const bdev = new KernelLikeBdev();
+  const { port1, port2 } = new MessageChannel();
+  const statsBuf = new SharedArrayBuffer(WorkerStat.Count * 8);
+  const stats = new Float64Array(statsBuf);
+  const signals: number[] = [];
+  const notifyLog: boolean[] = [];
+  let sleepHandler: (n: number, fds: number[]) => number = () => 0;
+  let sleeps = 0;
+  const sys: PollerSys = {
+    mmap: () => vr.buffer,
+    munmap: () => undefined,
+    eventfdWrite: (fd) => void signals.push(fd),
+    eventfdRead: () => 0,
+    pollReadable: (fds, count) => sleepHandler(++sleeps, Array.from(fds.subarray(0, count))),
+  };
+  let completionFdsEnabled = false;
+  const state: ModuleWorkerState = {
+    forgetBuffers: () => undefined,
+    close: () => undefined,
+    enableCompletionFds: () => void (completionFdsEnabled = true),
+    completionFds: (out) => void (completionFdsEnabled && out.push(COMPLETION_FD)),
+    setCompletionNotify: (on) => {
+      notifyLog.push(on);
+      opts.notifyHook?.(on);
+    },
+  };
+  const modules = new Map(BDEV_MODULES);
+  modules.set('kernel', { name: 'kernel', createState: () => state, open: () => bdev });
+  const poller = new Poller({ core: 0, port: port1, wakeFd: WAKE_FD, stats: statsBuf, pollMode: mode, idleSleepUs: 0 }, sys, new WorkerBdevLayer(modules));
+  const device: DeviceDesc = {
+    id: 1,
+    name: 'vhost.irq',
+    features: F_VERSION_1,
+    model: { kind: 'blk', readonly: false },
+    bdevs: [{ name: 'K0', module: 'kernel', blockSize: 512, numBlocks: 64, params: null }],
+    regions: [{ fd: 100, guestPhysAddr: vr.gpa, sizeBytes: vr.buffer.byteLength, userAddr: vr.gpa, mmapOffset: 0 }],
+    queues: [{ ...vr.queueDesc(0), kickFd: KICK_FD, callFd: CALL_FD }],
+    stats: new SharedArrayBuffer(DeviceStat.Count * 8),
+  };
+  poller.handle({ id: 1, op: 'start', device });
+  const replies = (): ControlReply[] => {
+    const out: ControlReply[] = [];
+    for (let m = receiveMessageOnPort(port2); m !== undefined; m = receiveMessageOnPort(port2)) out.push(m.message as ControlReply);
+    return out;
+  };
+  t.same(replies(), [{ id: 1, ok: true }]);
+  const read = (sector: number): { head: number; st: number } => {
+    const h = vr.alloc(16);
+    vr.view.setUint32(h - vr.gpa, BlkType.In, true);
+    vr.view.setBigUint64(h - vr.gpa + 8, BigInt(sector), true);
+    const st = vr.alloc(1, 0xee);
+    const head = vr.addChain([{ addr: h, len: 16 }, { addr: vr.alloc(512), len: 512, write: true }, { addr: st, len: 1, write: true }]);
+    return { head, st };
+  };
+  const exit = (): void => port2.postMessage({ id: 99, op: 'exit' });
+  return {
+    vr,
+    bdev,
+    stats,
+    signals,
+    notifyLog,
+    poller,
+    replies,
+    read,
+    exit,
+    onSleep: (h: (n: number, fds: number[]) => number) => (sleepHandler = h),
+    close: () => {
+      port1.close();
+      port2.close();
+    },
+  };
+}
+
+t.test('interrupt mode: sleeps on kick, completion and wake fds with notifications on; I/O in the kernel does not keep it awake', async (t) => {
+  const w = world('interrupt');
+  t.teardown(w.close);
+  const seen: string[] = [];
+  let r: { head: number; st: number } | null = null;
+  w.onSleep((n, fds) => {
+    t.same([...fds].sort(), [KICK_FD, COMPLETION_FD, WAKE_FD].sort(), `sleep ${n}: kick, completion and wake fds`);
+    t.equal(w.vr.usedFlags & VRING_USED_F_NO_NOTIFY, 0, `sleep ${n}: the driver is asked for kicks`);
+    t.equal(w.notifyLog[w.notifyLog.length - 1], true, `sleep ${n}: completion eventfd switched on`);
+    t.equal(w.stats[WorkerStat.InInterrupt], 1, 'in_interrupt');
+    switch (n) {
+      case 1:
+        seen.push('idle');
+        r = w.read(3); // the guest adds a request and kicks
+        return 1;
+      case 2:
+        seen.push(`asleep with ${w.bdev.held.length} I/O in the kernel`);
+        w.bdev.complete(); // the kernel completes it and signals the completion fd
+        return 1;
+      case 3:
+        seen.push(`used ${w.vr.readUsed().length}, calls ${w.signals.filter((s) => s === CALL_FD).length}`);
+        w.exit();
+        return 1;
+      default:
+        t.fail(`unexpected sleep ${n}`);
+        w.exit();
+        return 1;
+    }
+  });
+  w.poller.run();
+  t.same(seen, ['idle', 'asleep with 1 I/O in the kernel', 'used 1, calls 1']);
+  t.equal(w.vr.view.getUint8((r as unknown as { st: number }).st - w.vr.gpa), 0, 'status OK written');
+  t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
+  t.equal(w.stats[WorkerStat.Sleeps], 3);
+  t.ok(w.vr.usedFlags & VRING_USED_F_NO_NOTIFY, 'kicks suppressed again after the last sleep');
+});
+
+t.test('no lost kick: a request added while kicks were suppressed is taken before sleeping', async (t) => {
+  // The driver adds a request at the last moment before notifications are
+  // enabled (it sees NO_NOTIFY and does not kick): the re-check must find it.
+  let armed = false;
+  let added: { head: number } | null = null;
+  const w = world('interrupt', {
+    notifyHook: (on) => {
+      if (on && armed && added === null) {
+        t.ok(w.vr.usedFlags & VRING_USED_F_NO_NOTIFY, 'kicks are still suppressed as the request arrives');
+        added = w.read(5);
+      }
+    },
+  });
+  t.teardown(w.close);
+  w.onSleep((n) => {
+    if (n === 1) {
+      armed = true;
+      return 0; // timeout: nothing happened
+    }
+    // By the next sleep the silent request must be in flight.
+    t.ok(added !== null, 'the request arrived before this sleep');
+    t.equal(w.bdev.held.length, 1, 'the request that came without a kick was taken before sleeping');
+    w.exit();
+    w.bdev.complete();
+    return 1;
+  });
+  w.poller.run();
+  t.equal(w.vr.readUsed().length, 1);
+});
+
+t.test('no lost completion: an I/O that completed while completion signals were off is delivered before sleeping', async (t) => {
+  let completeOnEnable = false;
+  const w = world('interrupt', {
+    notifyHook: (on) => {
+      // Completed "just before" the eventfd was switched on: no signal comes for it.
+      if (on && completeOnEnable) {
+        completeOnEnable = false;
+        w.bdev.complete();
+      }
+    },
+  });
+  t.teardown(w.close);
+  w.onSleep((n) => {
+    if (n === 1) {
+      w.read(1);
+      return 1;
+    }
+    if (n === 2) {
+      t.equal(w.bdev.held.length, 1, 'asleep with the I/O in the kernel');
+      completeOnEnable = true;
+      return 0; // woken by the timeout only
+    }
+    t.equal(w.vr.readUsed().length, 1, 'the silent completion was published before the next sleep');
+    t.ok(w.signals.includes(CALL_FD), 'and the guest was interrupted');
+    w.exit();
+    return 1;
+  });
+  w.poller.run();
+});
+
+t.test('I/O a poll must finish (no completion signal) keeps the worker awake', async (t) => {
+  // A malloc bdev completes inside submit and delivers at the next poll: the
+  // worker must not sleep between the two.
+  const w = world('interrupt');
+  t.teardown(w.close);
+  let polledWithDone = 0;
+  w.bdev.onSubmit = () => {
+    // Complete at once, like malloc: delivered only by the next poll.
+    w.bdev.complete();
+  };
+  w.onSleep((n) => {
+    if (w.bdev.done.length > 0) polledWithDone++;
+    if (n === 1) {
+      w.read(0);
+      w.read(1);
+      return 1;
+    }
+    w.exit();
+    return 1;
+  });
+  w.poller.run();
+  t.equal(polledWithDone, 0, 'never asleep with a completion waiting for a poll');
+  t.equal(w.vr.readUsed().length, 2);
+});
+
+t.test('poll mode never sleeps and reports in_interrupt false; adaptive reports it while asleep', async (t) => {
+  const p = world('poll');
+  t.teardown(p.close);
+  let slept = false;
+  p.onSleep(() => {
+    slept = true;
+    return 0;
+  });
+  // Let it spin a little (the exit message is taken after CONTROL_EVERY iterations).
+  p.exit();
+  p.poller.run();
+  t.notOk(slept, 'poll mode never sleeps');
+  t.equal(p.stats[WorkerStat.InInterrupt], 0);
+  t.equal(p.stats[WorkerStat.Sleeps], 0);
+
+  const a = world('adaptive');
+  t.teardown(a.close);
+  t.equal(a.stats[WorkerStat.InInterrupt], 0, 'adaptive: polling at start');
+  a.onSleep((n) => {
+    t.equal(a.stats[WorkerStat.InInterrupt], 1, 'adaptive: in interrupt mode while asleep');
+    if (n === 1) {
+      a.read(0);
+      return 1;
+    }
+    a.exit();
+    a.bdev.complete();
+    return 1;
+  });
+  a.poller.run();
+  t.equal(a.vr.readUsed().length, 1);
+});
+
+t.test('the mock world leaves no temp files', async (t) => {
+  t.equal(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('vhostd-irq-')).length, 0);
+});
