@@ -44,6 +44,8 @@ export const enum WorkerStat {
   Iterations = 3,
   /** The worker thread's kernel thread id (gettid), written once at start. */
   Tid = 4,
+  /** Loop iterations that did work (thread_get_pollers' busy_count), updated with Iterations. */
+  BusyIterations = 5,
   Count = 8,
 }
 

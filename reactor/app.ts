@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import { BDEV_MODULES } from './bdev/modules';
 import { BdevRegistry } from './bdev/registry';
 import { EnginePool } from './engine-pool';
-import type { ReactorsInfo, ThreadStatsInfo } from './info';
+import type { IoChannelsInfo, PollersInfo, ReactorsInfo, ThreadStatsInfo } from './info';
+import { SchedulerSetting } from './scheduler';
 import { logger } from './log';
 import { formatCpumask, Placement } from './placement';
 import { numaNodeOf, readCpuTimes, type CpuTimes } from './cpu-stat';
@@ -41,6 +42,7 @@ export class App implements Services, SystemService {
   readonly vhost: VhostService;
   readonly subsystems: SubsystemRegistry;
   readonly system: SystemService = this;
+  readonly scheduler = new SchedulerSetting();
   private readonly startedAtNs = process.hrtime.bigint();
   /** Per-CPU times when the app started: framework_get_reactors reports the difference, as SPDK. */
   private readonly initialCpuTimes: Map<number, CpuTimes> = readCpuTimes();
@@ -110,6 +112,42 @@ export class App implements Services, SystemService {
       };
     });
     return { tick_rate: TICK_RATE, threads: [app, ...engines] };
+  }
+
+  /**
+   * thread_get_pollers. The app thread (this event loop) has no pollers:
+   * Node's loop wakes on events. Each engine thread has one active poller,
+   * its poll loop (engine/poller.ts), which polls every device placed there
+   * each iteration: run_count counts iterations, busy_count those that did
+   * work.
+   */
+  pollers(): PollersInfo {
+    const app = { name: 'app_thread', id: 1, active_pollers: [], timed_pollers: [], paused_pollers: [] };
+    const engines = this.options.cores.map((core) => {
+      const { run, busy } = this.engine.worker(core).iterations();
+      const devices = this.vhost.list().filter((c) => c.core === core).map((c) => c.name);
+      return {
+        name: `engine_${core}`,
+        id: this.engineThreadId(core),
+        active_pollers: [{ name: devices.length > 0 ? `engine_poll(${devices.join(',')})` : 'engine_poll', id: 1, state: 'running' as const, run_count: run, busy_count: busy }],
+        timed_pollers: [],
+        paused_pollers: [],
+      };
+    });
+    return { tick_rate: TICK_RATE, threads: [app, ...engines] };
+  }
+
+  /** thread_get_io_channels: an engine thread holds one channel per bdev its devices use; ref counts those devices. */
+  ioChannels(): IoChannelsInfo {
+    const engines = this.options.cores.map((core) => {
+      const refs = new Map<string, number>();
+      for (const c of this.vhost.list()) {
+        if (c.core !== core) continue;
+        for (const b of c.model.bdevs) refs.set(b.name, (refs.get(b.name) ?? 0) + 1);
+      }
+      return { name: `engine_${core}`, io_channels: [...refs].map(([name, ref]) => ({ name, ref })) };
+    });
+    return { tick_rate: TICK_RATE, threads: [{ name: 'app_thread', io_channels: [] }, ...engines] };
   }
 
   // --- framework ----------------------------------------------------------

@@ -301,6 +301,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       { long: ['name'], short: 'b', kind: 'string', dest: 'name', help: 'Name of the Blockdev. Example: Nvme0n1' },
       { long: ['names'], kind: 'string', dest: 'names', help: 'Bdev names to obtain I/O statistics from, comma-separated list in quotes' },
       { long: ['per-channel', 'per_channel'], short: 'c', kind: 'boolean', dest: 'per_channel', help: 'Display per channel IO stats for specified device' },
+      { long: ['reset-mode', 'reset_mode'], kind: 'string', dest: 'reset_mode', help: 'Mode to reset I/O statistics after getting: all, maxmin, error, none' },
     ],
     // rpc.py sends per_channel always (store_true) and names as a list.
     params: (v) => ({
@@ -344,6 +345,62 @@ export const COMMANDS: Record<string, CommandSpec> = {
     positionals: [],
     flags: [],
     output: 'json',
+  },
+  bdev_reset_iostat: {
+    help: 'Reset I/O statistics of all the blockdevs or specified blockdev.',
+    positionals: [],
+    flags: [
+      { long: ['name'], short: 'b', kind: 'string', dest: 'name', help: 'Name of the Blockdev. Example: Nvme0n1' },
+      { long: ['mode'], short: 'm', kind: 'string', dest: 'mode', help: 'Mode to reset I/O statistics: all, maxmin, error, none' },
+    ],
+    output: 'none',
+  },
+  bdev_enable_histogram: {
+    help: 'Enable or disable histogram for specified bdev',
+    positionals: [{ name: 'name', kind: 'string', help: 'bdev name' }],
+    flags: [
+      { long: ['histogram'], kind: 'boolean', dest: 'on', help: 'Enable histograms on specified device' },
+      { long: ['no-histogram'], kind: 'boolean', dest: 'off', help: 'Disable histograms on specified device' },
+      { long: ['opc'], short: 'o', kind: 'string', dest: 'opc', help: 'Enable histogram for specified io type (read, write, unmap). Defaults to all' },
+      { long: ['granularity'], kind: 'int', dest: 'granularity', help: 'Histogram bucket granularity.' },
+      { long: ['min-nsec'], kind: 'int', dest: 'min_nsec', help: 'Histogram min value in nanoseconds.' },
+      { long: ['max-nsec'], kind: 'int', dest: 'max_nsec', help: 'Histogram max value in nanoseconds.' },
+    ],
+    params: (v) => {
+      if (v.on === v.off) throw new Error('one of the arguments --histogram/--no-histogram is required');
+      return { ...defined(v, ['on', 'off']), enable: v.on === true };
+    },
+    output: 'none',
+  },
+  bdev_get_histogram: {
+    help: 'Get histogram for specified bdev',
+    positionals: [{ name: 'name', kind: 'string', help: 'bdev name' }],
+    flags: [],
+    output: 'json',
+  },
+  thread_get_pollers: {
+    help: 'Display current pollers of all the threads',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  thread_get_io_channels: {
+    help: 'Display current IO channels of all the threads',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  framework_get_scheduler: {
+    help: 'Display currently set scheduler and its properties.',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  framework_set_scheduler: {
+    help: 'Select thread scheduler that will be activated and its period (vhostd: static)',
+    positionals: [{ name: 'name', kind: 'string', help: 'Scheduler name: static' }],
+    flags: [{ long: ['period'], short: 'p', kind: 'int', dest: 'period', help: 'Scheduler period in microseconds' }],
+    output: 'none',
   },
 };
 

@@ -52,6 +52,13 @@ const METHODS = [
   'vhost_delete_controller',
   'vhost_controller_set_coalescing',
   'thread_get_stats',
+  'thread_get_pollers',
+  'thread_get_io_channels',
+  'framework_get_scheduler',
+  'framework_set_scheduler',
+  'bdev_reset_iostat',
+  'bdev_enable_histogram',
+  'bdev_get_histogram',
 ];
 
 /** rpc_get_methods as vhostd answered it (first test). */
@@ -199,6 +206,11 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
   t.match(await py.json('bdev_get_iostat', '--names', 'M0,N0'), { tick_rate: Number, bdevs: [{ name: 'M0', num_read_ops: 0 }, { name: 'N0' }] });
   t.match(await py.json('bdev_get_iostat', '-c', '--names', 'M0'), { name: 'M0', channels: Array });
   await py.fails(-19, 'bdev_get_iostat', '--names', 'NOPE');
+  // (with I/O: test/integration/spdk-tools.test.ts)
+  await py.quiet('bdev_reset_iostat', '-b', 'M0', '-m', 'maxmin');
+  await py.quiet('bdev_enable_histogram', '--histogram', 'M0');
+  t.match(await py.json('bdev_get_histogram', 'M0'), { histogram: String, granularity: 7, min_range: 0, max_range: 57, tsc_rate: 1e9 });
+  await py.quiet('bdev_enable_histogram', '--no-histogram', 'M0');
 
   await py.quiet('bdev_set_qos_limit', '--rw-ios-per-sec', '2000', '--rw-mbytes-per-sec', '100', 'M0');
   t.match(await py.json('bdev_get_bdevs', '-b', 'M0'), [
@@ -231,6 +243,10 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
   // --- threads, reactors, subsystems, config
   const threads = await py.json<{ tick_rate: number; threads: { name: string; busy: number; idle: number }[] }>('thread_get_stats');
   t.same(threads.threads.map((x) => x.name), ['app_thread', 'engine_0', 'engine_1'], 'thread_get_stats: app thread and one engine thread per core');
+  t.same((await py.json<{ threads: { name: string }[] }>('thread_get_pollers')).threads.map((x) => x.name), ['app_thread', 'engine_0', 'engine_1']);
+  t.same((await py.json<{ threads: { name: string }[] }>('thread_get_io_channels')).threads.map((x) => x.name), ['app_thread', 'engine_0', 'engine_1']);
+  t.same(await py.json('framework_get_scheduler'), { scheduler_name: 'static', scheduler_period: 1_000_000 });
+  await py.quiet('framework_set_scheduler', 'static');
   const reactors = await py.json<{ pid: number; reactors: { lcore: number }[] }>('framework_get_reactors');
   t.equal(reactors.pid, h.daemon.child.pid, 'framework_get_reactors: our vhostd');
   t.same(reactors.reactors.map((x) => x.lcore), [0, 1]);

@@ -15,7 +15,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { BdevInfo, ControllerInfo, ReactorsInfo, ThreadStatsInfo } from '../../reactor/info';
+import type { BdevInfo, ControllerInfo, IoChannelsInfo, PollersInfo, ReactorsInfo, ThreadStatsInfo } from '../../reactor/info';
+import { SchedulerSetting } from '../../reactor/scheduler';
 import { RpcCode, RpcError } from '../../reactor/rpc/errors';
 import type { Services } from '../../reactor/rpc/methods/context';
 import { BDEV_MODULES } from '../../reactor/bdev/modules';
@@ -119,6 +120,9 @@ class TestTarget implements Services {
       reactors: [{ lcore: 0, busy: 10, idle: 20, in_interrupt: false, lw_threads: [{ name: 'app_thread', id: 1, cpumask: '1', elapsed: 30 }] }],
     }),
     threadStats: (): ThreadStatsInfo => ({ tick_rate: 1e9, threads: [] }),
+    pollers: (): PollersInfo => ({ tick_rate: 1e9, threads: [] }),
+    ioChannels: (): IoChannelsInfo => ({ tick_rate: 1e9, threads: [] }),
+    scheduler: new SchedulerSetting(),
   };
 
   constructor() {
@@ -329,19 +333,24 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
     [
       'bdev_aio_create',
       'bdev_aio_delete',
+      'bdev_enable_histogram',
       'bdev_get_bdevs',
+      'bdev_get_histogram',
       'bdev_get_iostat',
       'bdev_malloc_create',
       'bdev_malloc_delete',
       'bdev_null_create',
       'bdev_null_delete',
       'bdev_null_resize',
+      'bdev_reset_iostat',
       'bdev_set_qos_limit',
       'bdev_uring_create',
       'bdev_uring_delete',
       'framework_get_config',
       'framework_get_reactors',
+      'framework_get_scheduler',
       'framework_get_subsystems',
+      'framework_set_scheduler',
       'framework_start_init',
       'framework_wait_init',
       'log_clear_flag',
@@ -354,6 +363,8 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
       'rpc_get_methods',
       'spdk_get_version',
       'spdk_kill_instance',
+      'thread_get_io_channels',
+      'thread_get_pollers',
       'thread_get_stats',
       'vhost_controller_set_coalescing',
       'vhost_create_blk_controller',

@@ -10,7 +10,8 @@
 
 import type { BdevRegistry } from '../../bdev/registry';
 import type { FrameworkControl } from '../../framework';
-import type { ReactorsInfo, ThreadStatsInfo } from '../../info';
+import type { IoChannelsInfo, PollersInfo, ReactorsInfo, ThreadStatsInfo } from '../../info';
+import type { SchedulerSetting } from '../../scheduler';
 import type { SubsystemRegistry } from '../../subsystems';
 import type { VhostService } from '../../vhost/service';
 
@@ -18,6 +19,12 @@ import type { VhostService } from '../../vhost/service';
 export interface SystemService {
   reactors(): ReactorsInfo;
   threadStats(): ThreadStatsInfo;
+  /** thread_get_pollers: each engine thread's poll loop, with its run and busy iteration counts. */
+  pollers(): PollersInfo;
+  /** thread_get_io_channels: each engine thread's bdev channels, ref = the devices there using the bdev. */
+  ioChannels(): IoChannelsInfo;
+  /** framework_set_scheduler / framework_get_scheduler. */
+  readonly scheduler: SchedulerSetting;
 }
 
 /** The services of the running target (App implements it). */

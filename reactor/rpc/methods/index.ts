@@ -14,9 +14,10 @@ import type { MethodContext, Services } from './context';
 import { vhostMethods } from './vhost';
 import { frameworkMethods } from './framework';
 import { logMethods } from './log';
+import { threadMethods } from './threads';
 import { tuningMethods } from './tuning';
 
-const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods];
+const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods, threadMethods];
 
 /**
  * Register every method on `server`, calling into the target's `services`. `framework`
