@@ -16,6 +16,7 @@ import { allLogFlags, log, logger, setLogFlag, setPrintLevel } from './log';
 import { formatCpumask } from './placement';
 import { RpcServer, type RpcServerOptions } from './rpc/server';
 import { RpcCode, RpcError } from './rpc/errors';
+import { RpcState } from './rpc/schema';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
 
@@ -176,16 +177,14 @@ export async function main(argv: string[]): Promise<number> {
   };
 
   let config: ConfigFile | null = null;
-  const framework = new Framework(rpc, {
-    waitForRpc: opts.waitForRpc,
-    init: async () => {
-      app.start();
-      await app.engine.ready();
-    },
-    afterRuntime: async () => {
-      if (!config) return;
-      const ignoreErrors = (opts as CliOptions).ignoreInitErrors;
-      await replayConfig(config, async (method, params) => {
+  /** A config call replayed in SPDK's STARTUP pass: its method may be called in STARTUP. */
+  const startupCall = (call: { method: string }): boolean => ((rpc.statesOf(call.method) ?? 0) & RpcState.Startup) !== 0;
+  const replay = async (pass: 'startup' | 'runtime'): Promise<void> => {
+    if (!config) return;
+    const ignoreErrors = (opts as CliOptions).ignoreInitErrors;
+    await replayConfig(
+      config,
+      async (method, params) => {
         try {
           return await invokeLocal(method, params);
         } catch (err) {
@@ -194,8 +193,25 @@ export async function main(argv: string[]): Promise<number> {
           appLog.error('config call failed (--json-ignore-init-errors: continuing)', { method, error: (err as Error).message });
           return null;
         }
-      });
+      },
+      pass === 'startup' ? startupCall : (call) => !startupCall(call),
+    );
+  };
+  const framework = new Framework(rpc, {
+    waitForRpc: opts.waitForRpc,
+    init: async () => {
+      // SPDK's first pass: the calls allowed before the subsystems start (options, scheduler), in STARTUP.
+      const state = rpc.state;
+      rpc.state = RpcState.Startup;
+      try {
+        await replay('startup');
+      } finally {
+        rpc.state = state;
+      }
+      app.start();
+      await app.engine.ready();
     },
+    afterRuntime: () => replay('runtime'),
     // Through framework_start_init, as SPDK: the error is the reply, then the target stops.
     onInitFailed: opts.waitForRpc
       ? (err) => {
