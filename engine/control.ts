@@ -33,7 +33,9 @@ export const enum EngineLogWord {
   PrintLevel = 0,
   /** 1 when the "engine" log flag is set (debug lines wanted). */
   Debug = 1,
-  Count = 2,
+  /** 1: JSON lines (--log-format json), 0: text. */
+  Json = 2,
+  Count = 3,
 }
 
 /** Float64 slots of WorkerInit.stats. Ticks are nanoseconds. */
