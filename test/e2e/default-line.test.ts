@@ -55,6 +55,6 @@ t.test('the QEMU line vhostd --default prints boots a guest that sees the disk',
     if (qemu.exitCode === null) qemu.kill('SIGKILL');
   });
   await waitFor(() => /@@VALUE vda/.test(out) || qemu.exitCode !== null, 400_000, 'the guest to report its disk', 200);
-  t.match(out, /@@VALUE vda 524288\b/, 'the guest sees the 256 MiB disk (524288 sectors)');
+  t.match(out, /@@VALUE vda 524288\b/, `the guest sees the 256 MiB disk (524288 sectors)${qemu.exitCode !== null ? `; QEMU exited ${qemu.exitCode} ${String(qemu.signalCode)}: ${out.slice(-400)}` : ''}`);
   qemu.kill('SIGKILL');
 });
