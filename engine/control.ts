@@ -40,7 +40,9 @@ export const enum EngineLogWord {
   PrintLevel = 0,
   /** 1 when the "engine" log flag is set (debug lines wanted). */
   Debug = 1,
-  Count = 2,
+  /** 1: JSON lines (--log-format json), 0: text. */
+  Json = 2,
+  Count = 3,
 }
 
 /** Float64 slots of WorkerInit.stats. Ticks are nanoseconds. */
@@ -59,6 +61,8 @@ export const enum WorkerStat {
   InInterrupt = 5,
   /** Times the worker went to sleep in poll(2). */
   Sleeps = 6,
+  /** Loop iterations that did work (thread_get_pollers' busy_count), updated with Iterations. */
+  BusyIterations = 7,
   Count = 8,
 }
 

@@ -52,10 +52,22 @@ function formatValue(v: unknown): string {
   return JSON.stringify(v) ?? String(v);
 }
 
+function jsonLine(level: string, message: string, fields?: Record<string, unknown>): string {
+  const o: Record<string, unknown> = { time: new Date().toISOString(), level, component, msg: message };
+  if (fields) {
+    for (const [k, v] of Object.entries(fields)) {
+      if (v === undefined || k in o) continue;
+      o[k] = typeof v === 'bigint' ? '0x' + v.toString(16) : v instanceof Error ? v.message : v;
+    }
+  }
+  return JSON.stringify(o);
+}
+
 export function log(level: EngineLogLevel, message: string, fields?: Record<string, unknown>): void {
   if (!wanted(level)) return;
   let line = `${new Date().toISOString()} ${level} [${component}] ${message}`;
-  if (fields) {
+  if (control !== null && Atomics.load(control, EngineLogWord.Json) === 1) line = jsonLine(level, message, fields);
+  else if (fields) {
     for (const [k, v] of Object.entries(fields)) {
       if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
     }

@@ -122,15 +122,18 @@ export class Poller {
     /** Idle iterations since the last clock read, and the measured cost of one. */
     let idleRun = 0;
     let idleIterMs = 0;
+    let busyIter = 0;
     while (this.running) {
       let work = this.iterate(last);
       if ((++iter & (CONTROL_EVERY - 1)) === 0) {
         stats[WorkerStat.Iterations] = iter;
+        stats[WorkerStat.BusyIterations] = busyIter;
         work += this.takeMessages();
       }
 
       if (work > 0) {
         if (adaptive && stats[WorkerStat.InInterrupt] !== 0) stats[WorkerStat.InInterrupt] = 0;
+        busyIter++;
         const now = performance.now();
         let span = now - last;
         if (idleRun > 0) {
@@ -164,6 +167,7 @@ export class Poller {
       }
     }
     stats[WorkerStat.Iterations] = iter;
+    stats[WorkerStat.BusyIterations] = busyIter;
   }
 
   /**

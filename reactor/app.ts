@@ -11,7 +11,7 @@ import { BdevRegistry } from './bdev/registry';
 import type { PollMode } from '../engine/control';
 import { EnginePool } from './engine-pool';
 import { Scheduler } from './scheduler';
-import type { ReactorsInfo, ThreadStatsInfo } from './info';
+import type { IoChannelsInfo, PollersInfo, ReactorsInfo, ThreadStatsInfo } from './info';
 import { logger } from './log';
 import { formatCpumask, Placement } from './placement';
 import { numaNodeOf, readCpuTimes, type CpuTimes } from './cpu-stat';
@@ -120,6 +120,42 @@ export class App implements Services, SystemService {
       };
     });
     return { tick_rate: TICK_RATE, threads: [app, ...engines] };
+  }
+
+  /**
+   * thread_get_pollers. The app thread (this event loop) has no pollers:
+   * Node's loop wakes on events. Each engine thread has one active poller,
+   * its poll loop (engine/poller.ts), which polls every device placed there
+   * each iteration: run_count counts iterations, busy_count those that did
+   * work.
+   */
+  pollers(): PollersInfo {
+    const app = { name: 'app_thread', id: 1, active_pollers: [], timed_pollers: [], paused_pollers: [] };
+    const engines = this.options.cores.map((core) => {
+      const { run, busy } = this.engine.worker(core).iterations();
+      const devices = this.vhost.list().filter((c) => c.core === core).map((c) => c.name);
+      return {
+        name: `engine_${core}`,
+        id: this.engineThreadId(core),
+        active_pollers: [{ name: devices.length > 0 ? `engine_poll(${devices.join(',')})` : 'engine_poll', id: 1, state: 'running' as const, run_count: run, busy_count: busy }],
+        timed_pollers: [],
+        paused_pollers: [],
+      };
+    });
+    return { tick_rate: TICK_RATE, threads: [app, ...engines] };
+  }
+
+  /** thread_get_io_channels: an engine thread holds one channel per bdev its devices use; ref counts those devices. */
+  ioChannels(): IoChannelsInfo {
+    const engines = this.options.cores.map((core) => {
+      const refs = new Map<string, number>();
+      for (const c of this.vhost.list()) {
+        if (c.core !== core) continue;
+        for (const b of c.model.bdevs) refs.set(b.name, (refs.get(b.name) ?? 0) + 1);
+      }
+      return { name: `engine_${core}`, io_channels: [...refs].map(([name, ref]) => ({ name, ref })) };
+    });
+    return { tick_rate: TICK_RATE, threads: [{ name: 'app_thread', io_channels: [] }, ...engines] };
   }
 
   // --- framework ----------------------------------------------------------

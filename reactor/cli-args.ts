@@ -26,6 +26,8 @@ Options (as SPDK's vhost app):
                             or all); repeatable; sets the print level to debug unless --log-level is given
       --log-level LEVEL     error|warn|notice|info|debug; default info
       --silence-noticelog   print warnings and errors only (as --log-level warn)
+      --log-format FORMAT   text (default) or json: one JSON object per line (time, level,
+                            component, msg, then the fields), reactor and engine workers alike
       --wait-for-rpc        start only the RPC server and wait for framework_start_init before
                             starting the engine and loading the -c config
       --rpcs-allowed LIST   comma-separated RPC methods that may be called; others get
@@ -67,6 +69,8 @@ export interface CliOptions {
   socketMode: number;
   /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
   printLevel?: LogLevel;
+  /** --log-format */
+  logFormat: 'text' | 'json';
   logFlags: string[];
   /** -f: where to write the pid. */
   pidFile?: string;
@@ -96,6 +100,7 @@ const OPTIONS = {
   logflag: { type: 'string', short: 'L', multiple: true },
   'log-level': { type: 'string' },
   'silence-noticelog': { type: 'boolean' },
+  'log-format': { type: 'string' },
   'wait-for-rpc': { type: 'boolean' },
   'rpcs-allowed': { type: 'string' },
   'pid-file': { type: 'string', short: 'f' },
@@ -199,6 +204,8 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     // SPDK: the print level becomes WARNING.
     printLevel = 'warn';
   }
+  const logFormat = values['log-format'] ?? 'text';
+  if (logFormat !== 'text' && logFormat !== 'json') throw new UsageError(`--log-format: ${logFormat} is not text or json`);
   const logFlags = values.logflag ?? [];
   for (const flag of logFlags) {
     if (flag !== 'all' && !knownLogFlags.includes(flag)) {
@@ -249,6 +256,7 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     idleSleepUs,
     socketMode: parseInt(modeText, 8),
     printLevel,
+    logFormat,
     logFlags,
     pidFile: values['pid-file'] !== undefined ? path.resolve(values['pid-file']) : undefined,
     cpuLocks: !(values['disable-cpumask-locks'] ?? false),

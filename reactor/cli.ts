@@ -12,10 +12,12 @@ import { checkCores, parseCli, parseCpuList, USAGE, type CliOptions } from './cl
 import { readConfigFile, replayConfig, type ConfigFile } from './config';
 import { CpuLocks, writePidFile } from './cpu-lock';
 import { Framework } from './framework';
-import { allLogFlags, log, logger, setLogFlag, setPrintLevel } from './log';
+import { allLogFlags, log, logger, setLogFlag, setLogFormat, setPrintLevel } from './log';
 import { formatCpumask } from './placement';
 import { RpcServer, type RpcServerOptions } from './rpc/server';
 import { RpcCode, RpcError } from './rpc/errors';
+import { RpcState } from './rpc/schema';
+import { probeKvm, type AccelChoice } from './kvm-probe';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
 
@@ -67,13 +69,45 @@ export const DEFAULT_CONFIG: ConfigFile = {
   ],
 };
 
-function qemuFlags(socketPath: string): string {
+/** The test guest's kernel if `npm run guest` / the tests cached one beside this package (.cache/guest/<hash>/vmlinuz). */
+function cachedGuestKernel(): string | null {
+  const dir = path.resolve(__dirname, '..', '..', '.cache', 'guest');
+  try {
+    for (const d of fs.readdirSync(dir)) {
+      const k = path.join(dir, d, 'vmlinuz');
+      if (fs.existsSync(k)) return k;
+    }
+  } catch {
+    // no cache
+  }
+  return null;
+}
+
+/**
+ * The accelerator a QEMU line printed here should use: KVM when it works —
+ * probed by booting a cached guest kernel under -accel kvm; without one,
+ * when /dev/kvm opens (said so) — TCG otherwise. Never `accel=kvm:tcg`:
+ * with a broken /dev/kvm QEMU picks KVM and hangs.
+ */
+export async function chooseAccel(): Promise<AccelChoice> {
+  const kernel = cachedGuestKernel();
+  if (kernel) return probeKvm(kernel, 2000);
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+  } catch (err) {
+    return { accel: 'tcg', why: `/dev/kvm is not usable (${(err as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+  return { accel: 'kvm', why: '/dev/kvm opens (not probed: no guest kernel cached; if QEMU hangs, use -accel tcg)' };
+}
+
+export function qemuFlags(socketPath: string, accel: AccelChoice): string {
   return [
-    'qemu-system-x86_64 -machine q35,accel=kvm:tcg -cpu max -smp 2 -m 1G \\',
+    `# ${accel.accel === 'kvm' ? 'KVM' : 'TCG (no KVM)'}: ${accel.why}`,
+    `qemu-system-x86_64 -accel ${accel.accel} -machine q35 -cpu max -smp 2 -m 1G \\`,
     '  -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \\',
     `  -chardev socket,id=vhost0,path=${socketPath} \\`,
     '  -device vhost-user-blk-pci,chardev=vhost0,num-queues=2 \\',
-    '  ... your kernel/disk/console flags',
+    '  ... your kernel/disk/console flags   (or: npm run guest, which boots a small test guest against this disk)',
   ].join('\n');
 }
 
@@ -94,6 +128,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (opts.printLevel !== undefined) setPrintLevel(opts.printLevel);
+  setLogFormat(opts.logFormat);
   for (const flag of opts.logFlags) setLogFlag(flag);
   for (const note of opts.notes) appLog.notice(note);
 
@@ -176,16 +211,14 @@ export async function main(argv: string[]): Promise<number> {
   };
 
   let config: ConfigFile | null = null;
-  const framework = new Framework(rpc, {
-    waitForRpc: opts.waitForRpc,
-    init: async () => {
-      app.start();
-      await app.engine.ready();
-    },
-    afterRuntime: async () => {
-      if (!config) return;
-      const ignoreErrors = (opts as CliOptions).ignoreInitErrors;
-      await replayConfig(config, async (method, params) => {
+  /** A config call replayed in SPDK's STARTUP pass: its method may be called in STARTUP. */
+  const startupCall = (call: { method: string }): boolean => ((rpc.statesOf(call.method) ?? 0) & RpcState.Startup) !== 0;
+  const replay = async (pass: 'startup' | 'runtime'): Promise<void> => {
+    if (!config) return;
+    const ignoreErrors = (opts as CliOptions).ignoreInitErrors;
+    await replayConfig(
+      config,
+      async (method, params) => {
         try {
           return await invokeLocal(method, params);
         } catch (err) {
@@ -194,8 +227,25 @@ export async function main(argv: string[]): Promise<number> {
           appLog.error('config call failed (--json-ignore-init-errors: continuing)', { method, error: (err as Error).message });
           return null;
         }
-      });
+      },
+      pass === 'startup' ? startupCall : (call) => !startupCall(call),
+    );
+  };
+  const framework = new Framework(rpc, {
+    waitForRpc: opts.waitForRpc,
+    init: async () => {
+      // SPDK's first pass: the calls allowed before the subsystems start (options, scheduler), in STARTUP.
+      const state = rpc.state;
+      rpc.state = RpcState.Startup;
+      try {
+        await replay('startup');
+      } finally {
+        rpc.state = state;
+      }
+      app.start();
+      await app.engine.ready();
     },
+    afterRuntime: () => replay('runtime'),
     // Through framework_start_init, as SPDK: the error is the reply, then the target stops.
     onInitFailed: opts.waitForRpc
       ? (err) => {
@@ -234,7 +284,7 @@ export async function main(argv: string[]): Promise<number> {
   if (opts.demo) {
     const sock = path.join(opts.socketDir, 'vhost.0');
     process.stdout.write(
-      `vhostd is serving a 256 MiB malloc disk (Malloc0) on ${sock}.\nAttach a VM with:\n\n${qemuFlags(sock)}\n\n` +
+      `vhostd is serving a 256 MiB malloc disk (Malloc0) on ${sock}.\nAttach a VM with:\n\n${qemuFlags(sock, await chooseAccel())}\n\n` +
         `Control it with: npx vhostd-rpc -s ${opts.rpcSocket} vhost_get_controllers\n`,
     );
   }

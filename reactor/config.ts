@@ -88,12 +88,20 @@ export function orderedCalls(config: ConfigFile, order: readonly string[] = SUBS
   return subsystems.flatMap(({ s }) => (s.config ?? []).map((call) => ({ subsystem: s.subsystem, call })));
 }
 
-/** Replay a config through `invoke` (the RPC dispatcher). Stops at the first failing call. */
+/**
+ * Replay a config through `invoke` (the RPC dispatcher). Stops at the first
+ * failing call. `only`: replay just the calls it accepts — SPDK's loader
+ * (lib/init/json_config.c) makes two passes, first the calls whose method is
+ * allowed in the STARTUP state (before the subsystems initialize), then the
+ * others in RUNTIME.
+ */
 export async function replayConfig(
   config: ConfigFile,
   invoke: (method: string, params: Record<string, unknown> | undefined) => Promise<unknown>,
+  only: (call: ConfigCall) => boolean = () => true,
 ): Promise<void> {
   for (const { subsystem, call } of orderedCalls(config)) {
+    if (!only(call)) continue;
     try {
       await invoke(call.method, call.params);
     } catch (err) {

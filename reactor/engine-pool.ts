@@ -147,6 +147,11 @@ export class EngineWorker {
     return this.statsView[WorkerStat.Tid];
   }
 
+  /** Loop iterations so far, and those that did work (updated every few iterations). */
+  iterations(): { run: number; busy: number } {
+    return { run: this.statsView[WorkerStat.Iterations], busy: this.statsView[WorkerStat.BusyIterations] };
+  }
+
   /** Busy and idle time so far, in nanoseconds. */
   ticks(): { busyNs: number; idleNs: number } {
     return { busyNs: this.statsView[WorkerStat.BusyNs], idleNs: this.statsView[WorkerStat.IdleNs] };

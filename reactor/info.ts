@@ -118,3 +118,25 @@ export interface ThreadStatsInfo {
     paused_pollers_count: number;
   }[];
 }
+
+/** One poller (thread_get_pollers, SPDK shape). */
+export interface PollerInfo {
+  name: string;
+  id: number;
+  state: 'running' | 'waiting' | 'paused';
+  run_count: number;
+  busy_count: number;
+  period_ticks?: number;
+}
+
+/** thread_get_pollers' result (SPDK shape). */
+export interface PollersInfo {
+  tick_rate: number;
+  threads: { name: string; id: number; active_pollers: PollerInfo[]; timed_pollers: PollerInfo[]; paused_pollers: PollerInfo[] }[];
+}
+
+/** thread_get_io_channels' result (SPDK shape). */
+export interface IoChannelsInfo {
+  tick_rate: number;
+  threads: { name: string; io_channels: { name: string; ref: number }[] }[];
+}

@@ -60,7 +60,17 @@ const flags = new Map<string, boolean>(['app', 'bdev', ENGINE_COMPONENT, 'rpc', 
 export const engineLogControl = new SharedArrayBuffer(EngineLogWord.Count * 4);
 const engineWords = new Int32Array(engineLogControl);
 
+/** --log-format: text lines, or one JSON object per line. */
+export type LogFormat = 'text' | 'json';
+let logFormat: LogFormat = 'text';
+
+export function setLogFormat(format: LogFormat): void {
+  logFormat = format;
+  publishToEngine();
+}
+
 function publishToEngine(): void {
+  Atomics.store(engineWords, EngineLogWord.Json, logFormat === 'json' ? 1 : 0);
   Atomics.store(engineWords, EngineLogWord.PrintLevel, LEVELS[printLevel]);
   Atomics.store(engineWords, EngineLogWord.Debug, flags.get(ENGINE_COMPONENT) === true ? 1 : 0);
 }
@@ -135,8 +145,24 @@ function formatValue(v: unknown): string {
   return JSON.stringify(v) ?? String(v);
 }
 
+/** One JSON line: time, level, component, msg, then the fields (bigints as hex strings, errors as their message). */
+export function jsonLine(level: string, component: string, message: string, fields?: Record<string, unknown>): string {
+  const o: Record<string, unknown> = { time: new Date().toISOString(), level, component, msg: message };
+  if (fields) {
+    for (const [k, v] of Object.entries(fields)) {
+      if (v === undefined || k in o) continue;
+      o[k] = typeof v === 'bigint' ? '0x' + v.toString(16) : v instanceof Error ? v.message : v;
+    }
+  }
+  return JSON.stringify(o);
+}
+
 export function log(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
   if (!enabled(level, component)) return;
+  if (logFormat === 'json') {
+    process.stderr.write(jsonLine(level, component, message, fields) + '\n');
+    return;
+  }
   let line = `${new Date().toISOString()} ${level} [${component}] ${message}`;
   if (fields) {
     for (const [k, v] of Object.entries(fields)) {

@@ -9,6 +9,41 @@
  * Thread: main (reactor).
  */
 import { BdevStat } from '../../engine/control';
+import {
+  CTL_ACK,
+  CTL_HIST_GRANULARITY,
+  CTL_HIST_MAX_RANGE,
+  CTL_HIST_MIN_RANGE,
+  CTL_HIST_TYPES,
+  CTL_OFFSET,
+  CTL_RESET,
+  CTL_SEQ,
+  CTL_WORDS,
+  HIST_MAX_BUCKETS,
+  HIST_OFFSET,
+  RESET_ALL,
+  RESET_HISTOGRAM,
+  RESET_MAXMIN,
+  STATS_BUFFER_BYTES,
+} from '../../engine/bdev/iostat';
+
+/** bdev_reset_iostat's modes (SPDK's spdk_bdev_reset_stat_mode); `error` and `none` reset nothing here (vhostd keeps no per-status error counts beyond io_error.failed, which `all` resets). */
+export type ResetMode = 'all' | 'maxmin' | 'error' | 'none';
+
+/** A histogram's shape, as SPDK's spdk_histogram_data. */
+export interface HistogramSettings {
+  granularity: number;
+  minRange: number;
+  maxRange: number;
+  /** I/O types recorded: bit 1 read, 2 write, 4 unmap. */
+  types: number;
+}
+
+interface Channel {
+  stats: Float64Array;
+  ctl: Int32Array;
+  hist: Float64Array;
+}
 
 /** The counters of bdev_get_iostat (SPDK's spdk_bdev_dump_io_stat_json), in ticks of 1 ns. */
 export interface IoStatCounters {
@@ -36,16 +71,62 @@ export interface IoStatCounters {
 }
 
 export class BdevIoStats {
-  private readonly perCore = new Map<number, Float64Array>();
+  private readonly perCore = new Map<number, Channel>();
+  /** The histogram every channel records (null: off). */
+  private histogramSettings: HistogramSettings | null = null;
 
-  /** The buffer the worker on `core` writes (made on first use). */
+  /** The buffer the worker on `core` writes (made on first use), with the current histogram settings. */
   channel(core: number): SharedArrayBuffer {
-    let v = this.perCore.get(core);
-    if (!v) {
-      v = new Float64Array(new SharedArrayBuffer(BdevStat.Count * 8));
-      this.perCore.set(core, v);
+    let c = this.perCore.get(core);
+    if (!c) {
+      const buf = new SharedArrayBuffer(STATS_BUFFER_BYTES);
+      c = { stats: new Float64Array(buf, 0, BdevStat.Count), ctl: new Int32Array(buf, CTL_OFFSET, CTL_WORDS), hist: new Float64Array(buf, HIST_OFFSET, HIST_MAX_BUCKETS) };
+      this.perCore.set(core, c);
+      if (this.histogramSettings) this.request(c, 0, this.histogramSettings);
     }
-    return v.buffer as SharedArrayBuffer;
+    return c.stats.buffer as SharedArrayBuffer;
+  }
+
+  /** Ask the worker of a channel to reset (`bits`) and/or take histogram settings; it applies them at its next poll. */
+  private request(c: Channel, bits: number, hist?: HistogramSettings | null): void {
+    if (hist !== undefined) {
+      Atomics.store(c.ctl, CTL_HIST_MIN_RANGE, hist?.minRange ?? 0);
+      Atomics.store(c.ctl, CTL_HIST_MAX_RANGE, hist?.maxRange ?? 0);
+      Atomics.store(c.ctl, CTL_HIST_TYPES, hist?.types ?? 0);
+      Atomics.store(c.ctl, CTL_HIST_GRANULARITY, hist?.granularity ?? 0);
+    }
+    if (bits !== 0) Atomics.or(c.ctl, CTL_RESET, bits);
+    Atomics.add(c.ctl, CTL_SEQ, 1);
+  }
+
+  /** bdev_reset_iostat: shows at once (reads apply a pending reset), done by each worker at its next poll. */
+  reset(mode: ResetMode): void {
+    const bits = mode === 'all' ? RESET_ALL : mode === 'maxmin' ? RESET_MAXMIN : 0;
+    if (bits === 0) return;
+    for (const c of this.perCore.values()) this.request(c, bits);
+  }
+
+  /** bdev_enable_histogram: a fresh (zeroed) histogram with these settings, or none. */
+  setHistogram(settings: HistogramSettings | null): void {
+    this.histogramSettings = settings;
+    for (const c of this.perCore.values()) this.request(c, RESET_HISTOGRAM, settings);
+  }
+
+  get histogram(): HistogramSettings | null {
+    return this.histogramSettings;
+  }
+
+  /** The histogram summed over every worker, bucket counts in SPDK's order (null: not enabled). */
+  histogramCounts(): number[] | null {
+    const h = this.histogramSettings;
+    if (!h) return null;
+    const n = (h.maxRange - h.minRange + 1) * 2 ** h.granularity;
+    const out = new Array<number>(n).fill(0);
+    for (const c of this.perCore.values()) {
+      if (pendingBits(c) & RESET_HISTOGRAM) continue; // the worker has not zeroed it yet: it counts as zero
+      for (let i = 0; i < n; i++) out[i] += c.hist[i];
+    }
+    return out;
   }
 
   /** The cores whose workers have served this bdev, ascending. */
@@ -55,14 +136,30 @@ export class BdevIoStats {
 
   /** One worker's counters. */
   ofCore(core: number): IoStatCounters {
-    const v = this.perCore.get(core);
-    return counters(v ? [v] : []);
+    const c = this.perCore.get(core);
+    return counters(c ? [view(c)] : []);
   }
 
   /** The sum over every worker (max of maxima, min of minima). */
   total(): IoStatCounters {
-    return counters([...this.perCore.values()]);
+    return counters([...this.perCore.values()].map(view));
   }
+}
+
+/** Reset bits the worker has not applied yet. */
+function pendingBits(c: Channel): number {
+  return Atomics.load(c.ctl, CTL_ACK) === Atomics.load(c.ctl, CTL_SEQ) ? 0 : Atomics.load(c.ctl, CTL_RESET);
+}
+
+/** A channel's counters as they are once its pending reset is applied. */
+function view(c: Channel): Float64Array {
+  const bits = pendingBits(c);
+  if (bits & RESET_ALL) return new Float64Array(BdevStat.Count);
+  if (!(bits & RESET_MAXMIN)) return c.stats;
+  const v = Float64Array.from(c.stats);
+  v[BdevStat.MaxReadLatencyNs] = v[BdevStat.MaxWriteLatencyNs] = v[BdevStat.MaxUnmapLatencyNs] = 0;
+  v[BdevStat.MinReadLatencyNs] = v[BdevStat.MinWriteLatencyNs] = v[BdevStat.MinUnmapLatencyNs] = Infinity;
+  return v;
 }
 
 function counters(views: Float64Array[]): IoStatCounters {

@@ -60,6 +60,21 @@ export interface MetadataParams {
 
 export const metadataSchema = { md_size: s.u32(), dif_type: s.i32(), dif_is_head_of_md: s.boolean() };
 
+/**
+ * physical_block_size, as SPDK's save_config writes it for malloc and null
+ * bdevs (bdev->phys_blocklen, which defaults to the block size): 0 or the
+ * block size is what vhostd's bdevs are; another value is refused (the
+ * device would report a topology the bdev does not have).
+ */
+export const physicalBlockSchema = { physical_block_size: s.u32() };
+
+export function checkPhysicalBlockSize(p: { physical_block_size?: number; block_size: number }): void {
+  const pbs = p.physical_block_size;
+  if (pbs !== undefined && pbs !== 0 && pbs !== p.block_size) {
+    throw new VhostdError(ErrorCode.Invalid, `params.physical_block_size: ${pbs} is not supported (only 0 or block_size ${p.block_size})`);
+  }
+}
+
 export function refuseMetadata(p: MetadataParams): void {
   if (p.md_size !== undefined && p.md_size !== 0) {
     throw new VhostdError(ErrorCode.Invalid, 'params.md_size: metadata is not supported (only 0)');

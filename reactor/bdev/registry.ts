@@ -14,7 +14,7 @@ import type { BdevDesc } from '../../engine/control';
 import { ErrorCode, VhostdError } from '../errors';
 import type { BdevInfo, IostatInfo, PerChannelIostatInfo, QosLimitsInfo } from '../info';
 import { logger } from '../log';
-import { BdevIoStats } from './iostat';
+import { BdevIoStats, type HistogramSettings, type ResetMode } from './iostat';
 import type { BdevModule, ConfigCall } from './module';
 import { BdevQosLimits } from './qos';
 
@@ -324,21 +324,39 @@ export class BdevRegistry {
   }
 
   /** bdev_get_iostat: all bdevs or the named ones (ERR_NO_BDEV); perChannel needs exactly one name. */
-  iostat(p: { names?: string[]; perChannel: boolean }): IostatInfo | PerChannelIostatInfo {
+  iostat(p: { names?: string[]; perChannel: boolean; resetMode?: ResetMode }): IostatInfo | PerChannelIostatInfo {
     const ticks = Number(process.hrtime.bigint());
     const bdevs = p.names === undefined ? this.list() : p.names.map((n) => this.require(n));
+    let result: IostatInfo | PerChannelIostatInfo;
     if (p.perChannel) {
       if (bdevs.length !== 1) throw new VhostdError(ErrorCode.Invalid, 'per_channel needs exactly one bdev name');
       const b = bdevs[0];
       const threadIdOf = this.options.threadIdOf ?? ((core: number) => core);
-      return {
+      result = {
         tick_rate: TICK_RATE,
         ticks,
         name: b.name,
         channels: b.iostat.cores().map((core) => ({ thread_id: threadIdOf(core), ...b.iostat.ofCore(core) })),
       };
+    } else {
+      result = { tick_rate: TICK_RATE, ticks, bdevs: bdevs.map((b) => ({ name: b.name, ...b.iostat.total() })) };
     }
-    return { tick_rate: TICK_RATE, ticks, bdevs: bdevs.map((b) => ({ name: b.name, ...b.iostat.total() })) };
+    // As SPDK's reset_mode: the statistics are read, then reset.
+    if (p.resetMode !== undefined) for (const b of bdevs) b.iostat.reset(p.resetMode);
+    return result;
+  }
+
+  /** bdev_reset_iostat: one bdev (ERR_NO_BDEV) or all. */
+  resetIostat(name: string | undefined, mode: ResetMode): void {
+    const bdevs = name === undefined ? this.list() : [this.require(name)];
+    for (const b of bdevs) b.iostat.reset(mode);
+  }
+
+  /** bdev_enable_histogram: start a fresh latency histogram (null: stop it). */
+  setHistogram(name: string, settings: HistogramSettings | null): void {
+    const b = this.require(name);
+    b.iostat.setHistogram(settings);
+    log.info(settings ? 'histogram enabled' : 'histogram disabled', { bdev: name, ...(settings ?? {}) });
   }
 
   /** The calls that recreate every bdev, then their QoS limits — as SPDK writes them (save_config). */

@@ -73,6 +73,17 @@ function numBlocksFromMiB(v: Values): number {
   return Math.floor((total * 1024 * 1024) / blockSize);
 }
 
+/** argparse's BooleanOptionalAction: --X sets dest true, --no-X false, neither leaves it out (flags on_<dest>/off_<dest>). */
+function booleanOptional(v: Values, dests: string[]): Record<string, unknown> {
+  const out = defined(v, dests.flatMap((d) => [`on_${d}`, `off_${d}`]));
+  for (const d of dests) {
+    if (v[`on_${d}`] === true && v[`off_${d}`] === true) throw new Error(`--${d} and its --no- form are exclusive`);
+    if (v[`on_${d}`] === true) out[d] = true;
+    else if (v[`off_${d}`] === true) out[d] = false;
+  }
+  return out;
+}
+
 /** Copy the values that are set, leaving out `omit`. */
 function defined(v: Values, omit: string[] = []): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -382,6 +393,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       { long: ['name'], short: 'b', kind: 'string', dest: 'name', help: 'Name of the Blockdev. Example: Nvme0n1' },
       { long: ['names'], kind: 'string', dest: 'names', help: 'Bdev names to obtain I/O statistics from, comma-separated list in quotes' },
       { long: ['per-channel', 'per_channel'], short: 'c', kind: 'boolean', dest: 'per_channel', help: 'Display per channel IO stats for specified device' },
+      { long: ['reset-mode', 'reset_mode'], kind: 'string', dest: 'reset_mode', help: 'Mode to reset I/O statistics after getting: all, maxmin, error, none' },
     ],
     // rpc.py sends per_channel always (store_true) and names as a list.
     params: (v) => ({
@@ -425,6 +437,168 @@ export const COMMANDS: Record<string, CommandSpec> = {
     positionals: [],
     flags: [],
     output: 'json',
+  },
+  bdev_reset_iostat: {
+    help: 'Reset I/O statistics of all the blockdevs or specified blockdev.',
+    positionals: [],
+    flags: [
+      { long: ['name'], short: 'b', kind: 'string', dest: 'name', help: 'Name of the Blockdev. Example: Nvme0n1' },
+      { long: ['mode'], short: 'm', kind: 'string', dest: 'mode', help: 'Mode to reset I/O statistics: all, maxmin, error, none' },
+    ],
+    output: 'none',
+  },
+  bdev_enable_histogram: {
+    help: 'Enable or disable histogram for specified bdev',
+    positionals: [{ name: 'name', kind: 'string', help: 'bdev name' }],
+    flags: [
+      { long: ['histogram'], kind: 'boolean', dest: 'on', help: 'Enable histograms on specified device' },
+      { long: ['no-histogram'], kind: 'boolean', dest: 'off', help: 'Disable histograms on specified device' },
+      { long: ['opc'], short: 'o', kind: 'string', dest: 'opc', help: 'Enable histogram for specified io type (read, write, unmap). Defaults to all' },
+      { long: ['granularity'], kind: 'int', dest: 'granularity', help: 'Histogram bucket granularity.' },
+      { long: ['min-nsec'], kind: 'int', dest: 'min_nsec', help: 'Histogram min value in nanoseconds.' },
+      { long: ['max-nsec'], kind: 'int', dest: 'max_nsec', help: 'Histogram max value in nanoseconds.' },
+    ],
+    params: (v) => {
+      if (v.on === v.off) throw new Error('one of the arguments --histogram/--no-histogram is required');
+      return { ...defined(v, ['on', 'off']), enable: v.on === true };
+    },
+    output: 'none',
+  },
+  bdev_get_histogram: {
+    help: 'Get histogram for specified bdev',
+    positionals: [{ name: 'name', kind: 'string', help: 'bdev name' }],
+    flags: [],
+    output: 'json',
+  },
+  thread_get_pollers: {
+    help: 'Display current pollers of all the threads',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  thread_get_io_channels: {
+    help: 'Display current IO channels of all the threads',
+    positionals: [],
+    flags: [],
+    output: 'json',
+  },
+  iobuf_set_options: {
+    help: 'Set iobuf pool options (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+      { long: ['small-pool-count'], kind: 'int', dest: 'small_pool_count', help: 'small_pool_count' },
+      { long: ['large-pool-count'], kind: 'int', dest: 'large_pool_count', help: 'large_pool_count' },
+      { long: ['small-bufsize'], kind: 'int', dest: 'small_bufsize', help: 'small_bufsize' },
+      { long: ['large-bufsize'], kind: 'int', dest: 'large_bufsize', help: 'large_bufsize' },
+    ],
+    output: 'none',
+  },
+  sock_impl_set_options: {
+    help: 'Set options of socket layer implementation (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+      { long: ['impl'], short: 'i', kind: 'string', dest: 'impl_name', help: 'impl_name' },
+      { long: ['recv-buf-size'], short: 'r', kind: 'int', dest: 'recv_buf_size', help: 'recv_buf_size' },
+      { long: ['send-buf-size'], short: 's', kind: 'int', dest: 'send_buf_size', help: 'send_buf_size' },
+      { long: ['enable-placement-id'], short: 'p', kind: 'int', dest: 'enable_placement_id', help: 'enable_placement_id' },
+      { long: ['zerocopy-threshold'], kind: 'int', dest: 'zerocopy_threshold', help: 'zerocopy_threshold' },
+      { long: ['tls-version'], kind: 'int', dest: 'tls_version', help: 'tls_version' },
+      { long: ['recv-pipe'], kind: 'boolean', dest: 'on_enable_recv_pipe', help: 'set enable_recv_pipe' },
+      { long: ['no-recv-pipe'], kind: 'boolean', dest: 'off_enable_recv_pipe', help: 'clear enable_recv_pipe' },
+      { long: ['quickack'], kind: 'boolean', dest: 'on_enable_quickack', help: 'set enable_quickack' },
+      { long: ['no-quickack'], kind: 'boolean', dest: 'off_enable_quickack', help: 'clear enable_quickack' },
+      { long: ['zerocopy-send-server'], kind: 'boolean', dest: 'on_enable_zerocopy_send_server', help: 'set enable_zerocopy_send_server' },
+      { long: ['no-zerocopy-send-server'], kind: 'boolean', dest: 'off_enable_zerocopy_send_server', help: 'clear enable_zerocopy_send_server' },
+      { long: ['zerocopy-send-client'], kind: 'boolean', dest: 'on_enable_zerocopy_send_client', help: 'set enable_zerocopy_send_client' },
+      { long: ['no-zerocopy-send-client'], kind: 'boolean', dest: 'off_enable_zerocopy_send_client', help: 'clear enable_zerocopy_send_client' },
+      { long: ['ktls'], kind: 'boolean', dest: 'on_enable_ktls', help: 'set enable_ktls' },
+      { long: ['no-ktls'], kind: 'boolean', dest: 'off_enable_ktls', help: 'clear enable_ktls' },
+    ],
+    params: (v) => booleanOptional(v, ['enable_recv_pipe', 'enable_quickack', 'enable_zerocopy_send_server', 'enable_zerocopy_send_client', 'enable_ktls']),
+    output: 'none',
+  },
+  sock_set_default_impl: {
+    help: 'Set the default sock implementation (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+      { long: ['impl'], short: 'i', kind: 'string', dest: 'impl_name', help: 'impl_name' },
+    ],
+    output: 'json',
+  },
+  accel_set_options: {
+    help: "Set accel framework's options (vhostd: accepted, changes nothing)",
+    positionals: [],
+    flags: [
+      { long: ['small-cache-size'], kind: 'int', dest: 'small_cache_size', help: 'small_cache_size' },
+      { long: ['large-cache-size'], kind: 'int', dest: 'large_cache_size', help: 'large_cache_size' },
+      { long: ['task-count'], kind: 'int', dest: 'task_count', help: 'task_count' },
+      { long: ['sequence-count'], kind: 'int', dest: 'sequence_count', help: 'sequence_count' },
+      { long: ['buf-count'], kind: 'int', dest: 'buf_count', help: 'buf_count' },
+    ],
+    output: 'none',
+  },
+  bdev_set_options: {
+    help: 'Set options of the bdev subsystem (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+      { long: ['bdev-io-pool-size'], short: 'p', kind: 'int', dest: 'bdev_io_pool_size', help: 'bdev_io_pool_size' },
+      { long: ['bdev-io-cache-size'], short: 'c', kind: 'int', dest: 'bdev_io_cache_size', help: 'bdev_io_cache_size' },
+      { long: ['iobuf-small-cache-size'], kind: 'int', dest: 'iobuf_small_cache_size', help: 'iobuf_small_cache_size' },
+      { long: ['iobuf-large-cache-size'], kind: 'int', dest: 'iobuf_large_cache_size', help: 'iobuf_large_cache_size' },
+      { long: ['auto-examine'], kind: 'boolean', dest: 'on_bdev_auto_examine', help: 'set bdev_auto_examine' },
+      { long: ['no-auto-examine'], kind: 'boolean', dest: 'off_bdev_auto_examine', help: 'clear bdev_auto_examine' },
+    ],
+    params: (v) => booleanOptional(v, ['bdev_auto_examine']),
+    output: 'none',
+  },
+  bdev_nvme_set_options: {
+    help: 'Set options for the bdev nvme type (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+      { long: ['action-on-timeout'], short: 'a', kind: 'string', dest: 'action_on_timeout', help: 'action_on_timeout' },
+      { long: ['timeout-us'], short: 't', kind: 'int', dest: 'timeout_us', help: 'timeout_us' },
+      { long: ['timeout-admin-us'], kind: 'int', dest: 'timeout_admin_us', help: 'timeout_admin_us' },
+      { long: ['keep-alive-timeout-ms'], short: 'k', kind: 'int', dest: 'keep_alive_timeout_ms', help: 'keep_alive_timeout_ms' },
+      { long: ['nvme-adminq-poll-period-us'], short: 'p', kind: 'int', dest: 'nvme_adminq_poll_period_us', help: 'nvme_adminq_poll_period_us' },
+      { long: ['nvme-ioq-poll-period-us'], short: 'i', kind: 'int', dest: 'nvme_ioq_poll_period_us', help: 'nvme_ioq_poll_period_us' },
+      { long: ['io-queue-requests'], short: 's', kind: 'int', dest: 'io_queue_requests', help: 'io_queue_requests' },
+      { long: ['transport-retry-count'], kind: 'int', dest: 'transport_retry_count', help: 'transport_retry_count' },
+      { long: ['bdev-retry-count'], kind: 'int', dest: 'bdev_retry_count', help: 'bdev_retry_count' },
+    ],
+    output: 'none',
+  },
+  bdev_nvme_set_hotplug: {
+    help: 'Set hotplug options for bdev nvme type (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+      { long: ['period-us'], short: 'r', kind: 'int', dest: 'period_us', help: 'period_us' },
+      { long: ['hotplug'], kind: 'boolean', dest: 'on_enable', help: 'set enable' },
+      { long: ['no-hotplug'], kind: 'boolean', dest: 'off_enable', help: 'clear enable' },
+    ],
+    params: (v) => booleanOptional(v, ['enable']),
+    output: 'none',
+  },
+  bdev_iscsi_set_options: {
+    help: 'Set options for the bdev iscsi type (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+      { long: ['timeout-sec'], short: 't', kind: 'int', dest: 'timeout_sec', help: 'timeout_sec' },
+    ],
+    output: 'none',
+  },
+  vmd_enable: {
+    help: 'Enable VMD enumeration (vhostd: accepted, changes nothing)',
+    positionals: [],
+    flags: [
+    ],
+    output: 'json',
+  },
+  bdev_wait_for_examine: {
+    help: 'Report when all bdevs have been examined',
+    positionals: [],
+    flags: [
+    ],
+    output: 'none',
   },
 };
 

@@ -201,6 +201,12 @@ export class RpcServer {
     return (current ? all.filter((m) => this.allowed(m)) : all).map((m) => m.name);
   }
 
+  /** The RpcState bits a method runs in (undefined: no such method). */
+  statesOf(name: string): number | undefined {
+    const m = this.methods.get(name);
+    return m === undefined ? undefined : (m.states ?? RpcState.Runtime);
+  }
+
   private allowed(m: RpcMethod): boolean {
     return ((m.states ?? RpcState.Runtime) & this.state) === this.state;
   }
@@ -333,16 +339,15 @@ export class RpcServer {
     } catch (err) {
       if (err instanceof RpcError) {
         reply = errorReply(id, err.code, err.message);
+        // Every failed call leaves one line (the caller's error, not the target's: warn).
+        log.warn('RPC failed', { method, code: err.code, message: err.message, ...(hasId ? {} : { notification: true }) });
       } else {
         const message = err instanceof Error ? err.message : String(err);
         log.error('RPC method failed', { method, error: message });
         reply = errorReply(id, RpcCode.InternalError, `Internal error: ${message}`);
       }
     }
-    if (!hasId) {
-      if (reply.error) log.info('RPC notification failed', { method, code: reply.error.code, message: reply.error.message });
-      return undefined;
-    }
+    if (!hasId) return undefined;
     return reply;
   }
 }

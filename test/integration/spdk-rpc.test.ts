@@ -52,6 +52,23 @@ const METHODS = [
   'vhost_delete_controller',
   'vhost_controller_set_coalescing',
   'thread_get_stats',
+  'thread_get_pollers',
+  'thread_get_io_channels',
+  'framework_get_scheduler',
+  'framework_set_scheduler',
+  'bdev_reset_iostat',
+  'bdev_enable_histogram',
+  'bdev_get_histogram',
+  'iobuf_set_options',
+  'sock_impl_set_options',
+  'sock_set_default_impl',
+  'accel_set_options',
+  'bdev_set_options',
+  'bdev_nvme_set_options',
+  'bdev_nvme_set_hotplug',
+  'bdev_iscsi_set_options',
+  'vmd_enable',
+  'bdev_wait_for_examine',
 ];
 
 /** rpc_get_methods as vhostd answered it (first test). */
@@ -156,7 +173,8 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
 
   served = await py.json<string[]>('rpc_get_methods');
   t.same([...served].sort(), [...METHODS].sort(), 'rpc_get_methods: the methods README.md lists');
-  t.same(await py.json('rpc_get_methods', '--current'), served.filter((m) => m !== 'framework_start_init'), 'rpc_get_methods -c: all but framework_start_init');
+  const startupOnly = ['framework_start_init', 'iobuf_set_options', 'sock_impl_set_options', 'sock_set_default_impl', 'accel_set_options', 'bdev_set_options', 'bdev_iscsi_set_options'];
+  t.same(await py.json('rpc_get_methods', '--current'), served.filter((m) => !startupOnly.includes(m)), 'rpc_get_methods -c: all but the STARTUP-only methods');
 
   await py.quiet('framework_wait_init');
   t.match(await py.fails(-1, 'framework_start_init'), { message: /may only be called before framework is initialized/ });
@@ -199,6 +217,11 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
   t.match(await py.json('bdev_get_iostat', '--names', 'M0,N0'), { tick_rate: Number, bdevs: [{ name: 'M0', num_read_ops: 0 }, { name: 'N0' }] });
   t.match(await py.json('bdev_get_iostat', '-c', '--names', 'M0'), { name: 'M0', channels: Array });
   await py.fails(-19, 'bdev_get_iostat', '--names', 'NOPE');
+  // (with I/O: test/integration/spdk-tools.test.ts)
+  await py.quiet('bdev_reset_iostat', '-b', 'M0', '-m', 'maxmin');
+  await py.quiet('bdev_enable_histogram', '--histogram', 'M0');
+  t.match(await py.json('bdev_get_histogram', 'M0'), { histogram: String, granularity: 7, min_range: 0, max_range: 57, tsc_rate: 1e9 });
+  await py.quiet('bdev_enable_histogram', '--no-histogram', 'M0');
 
   await py.quiet('bdev_set_qos_limit', '--rw-ios-per-sec', '2000', '--rw-mbytes-per-sec', '100', 'M0');
   t.match(await py.json('bdev_get_bdevs', '-b', 'M0'), [
@@ -231,6 +254,18 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
   // --- threads, reactors, subsystems, config
   const threads = await py.json<{ tick_rate: number; threads: { name: string; busy: number; idle: number }[] }>('thread_get_stats');
   t.same(threads.threads.map((x) => x.name), ['app_thread', 'engine_0', 'engine_1'], 'thread_get_stats: app thread and one engine thread per core');
+  t.same((await py.json<{ threads: { name: string }[] }>('thread_get_pollers')).threads.map((x) => x.name), ['app_thread', 'engine_0', 'engine_1']);
+  t.same((await py.json<{ threads: { name: string }[] }>('thread_get_io_channels')).threads.map((x) => x.name), ['app_thread', 'engine_0', 'engine_1']);
+  t.same(await py.json('framework_get_scheduler'), { scheduler_name: 'static', scheduler_period: 1_000_000 });
+  await py.quiet('framework_set_scheduler', 'static');
+  // SPDK's option methods (save_config writes them): accepted, changing nothing; STARTUP-only ones refused now, as SPDK.
+  for (const args of [['iobuf_set_options', '--small-pool-count', '4096'], ['sock_impl_set_options', '-i', 'posix', '-r', '4096'], ['sock_set_default_impl', '-i', 'posix'], ['accel_set_options', '--task-count', '1024'], ['bdev_set_options', '-p', '1024'], ['bdev_iscsi_set_options', '-t', '30']]) {
+    await py.fails(-1, ...args);
+  }
+  await py.quiet('bdev_nvme_set_options', '-t', '0', '-k', '10000');
+  await py.quiet('bdev_nvme_set_hotplug', '--no-hotplug', '-r', '100000');
+  t.equal(await py.ok('vmd_enable'), 'true\n', 'vmd_enable prints true (rpc.py print_dict)');
+  await py.quiet('bdev_wait_for_examine');
   const reactors = await py.json<{ pid: number; reactors: { lcore: number }[] }>('framework_get_reactors');
   t.equal(reactors.pid, h.daemon.child.pid, 'framework_get_reactors: our vhostd');
   t.same(reactors.reactors.map((x) => x.lcore), [0, 1]);
@@ -317,6 +352,12 @@ async function checkLoadConfig(t: Test, dir: string, saved: string): Promise<voi
     const startup = await py2.json<string[]>('rpc_get_methods', '-c');
     t.ok(startup.includes('framework_start_init') && !startup.includes('bdev_malloc_create'), '--wait-for-rpc: STARTUP methods only');
     await py2.fails(-1, 'bdev_get_bdevs');
+    await py2.quiet('iobuf_set_options', '--small-pool-count', '4096', '--large-pool-count', '512');
+    await py2.quiet('sock_impl_set_options', '-i', 'posix', '-r', '4096', '--no-zerocopy-send-server');
+    t.equal(await py2.ok('sock_set_default_impl', '-i', 'posix'), 'true\n');
+    await py2.quiet('accel_set_options', '--task-count', '1024');
+    await py2.quiet('bdev_set_options', '-p', '1024', '--no-auto-examine');
+    await py2.quiet('bdev_iscsi_set_options', '-t', '30');
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-spdk-rpc-')), 'config.json');
     fs.writeFileSync(file, saved);
     t.teardown(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { BdevInfo, ControllerInfo, ReactorsInfo, ThreadStatsInfo } from '../../reactor/info';
+import type { BdevInfo, ControllerInfo, IoChannelsInfo, PollersInfo, ReactorsInfo, ThreadStatsInfo } from '../../reactor/info';
 import { RpcCode, RpcError } from '../../reactor/rpc/errors';
 import type { Services } from '../../reactor/rpc/methods/context';
 import { BDEV_MODULES } from '../../reactor/bdev/modules';
@@ -119,6 +119,8 @@ class TestTarget implements Services {
       reactors: [{ lcore: 0, busy: 10, idle: 20, in_interrupt: false, lw_threads: [{ name: 'app_thread', id: 1, cpumask: '1', elapsed: 30 }] }],
     }),
     threadStats: (): ThreadStatsInfo => ({ tick_rate: 1e9, threads: [] }),
+    pollers: (): PollersInfo => ({ tick_rate: 1e9, threads: [] }),
+    ioChannels: (): IoChannelsInfo => ({ tick_rate: 1e9, threads: [] }),
   };
 
   constructor() {
@@ -327,24 +329,33 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
   t.same(
     [...METHOD_NAMES].sort(),
     [
+      'accel_set_options',
       'bdev_aio_create',
       'bdev_aio_delete',
+      'bdev_enable_histogram',
       'bdev_get_bdevs',
+      'bdev_get_histogram',
       'bdev_get_iostat',
+      'bdev_iscsi_set_options',
       'bdev_malloc_create',
       'bdev_malloc_delete',
       'bdev_null_create',
       'bdev_null_delete',
       'bdev_null_resize',
+      'bdev_nvme_set_hotplug',
+      'bdev_nvme_set_options',
       'bdev_rbd_create',
       'bdev_rbd_delete',
       'bdev_rbd_get_clusters_info',
       'bdev_rbd_register_cluster',
       'bdev_rbd_resize',
       'bdev_rbd_unregister_cluster',
+      'bdev_reset_iostat',
+      'bdev_set_options',
       'bdev_set_qos_limit',
       'bdev_uring_create',
       'bdev_uring_delete',
+      'bdev_wait_for_examine',
       'framework_get_config',
       'framework_get_reactors',
       'framework_get_scheduler',
@@ -352,6 +363,7 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
       'framework_set_scheduler',
       'framework_start_init',
       'framework_wait_init',
+      'iobuf_set_options',
       'log_clear_flag',
       'log_get_flags',
       'log_get_level',
@@ -360,13 +372,18 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
       'log_set_level',
       'log_set_print_level',
       'rpc_get_methods',
+      'sock_impl_set_options',
+      'sock_set_default_impl',
       'spdk_get_version',
       'spdk_kill_instance',
+      'thread_get_io_channels',
+      'thread_get_pollers',
       'thread_get_stats',
       'vhost_controller_set_coalescing',
       'vhost_create_blk_controller',
       'vhost_delete_controller',
       'vhost_get_controllers',
+      'vmd_enable',
     ],
   );
   t.same(Object.keys(COMMANDS).sort(), [...METHOD_NAMES].sort(), 'vhostd-rpc knows every method');

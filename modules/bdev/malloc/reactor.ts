@@ -4,7 +4,7 @@
  * RPC: bdev_malloc_create, bdev_malloc_delete. Thread: main (reactor).
  */
 import { ErrorCode, VhostdError } from '../../../reactor/errors';
-import { metadataSchema, refuseMetadata, type BdevModule, type MetadataParams } from '../../../reactor/bdev/module';
+import { checkPhysicalBlockSize, metadataSchema, physicalBlockSchema, refuseMetadata, type BdevModule, type MetadataParams } from '../../../reactor/bdev/module';
 import { defineMethod, paramsSchema, s } from '../../../reactor/rpc/schema';
 import { MALLOC_IO_TYPES, type MallocParams } from './common';
 
@@ -17,6 +17,9 @@ interface CreateParams extends MetadataParams {
   block_size: number;
   uuid?: string;
   md_interleave?: boolean;
+  physical_block_size?: number;
+  /** SPDK splits I/O at this boundary inside its bdev layer; vhostd never splits, so any value gives the same results. */
+  optimal_io_boundary?: number;
 }
 
 export const mallocModule: BdevModule<MallocParams> = {
@@ -29,10 +32,11 @@ export const mallocModule: BdevModule<MallocParams> = {
         'bdev_malloc_create',
         paramsSchema(
           { num_blocks: s.u64(), block_size: s.u32() },
-          { name: s.string(), uuid: s.uuid(), md_interleave: s.boolean(), ...metadataSchema },
+          { name: s.string(), uuid: s.uuid(), md_interleave: s.boolean(), ...metadataSchema, ...physicalBlockSchema, optimal_io_boundary: s.u32() },
         ),
         (p) => {
           refuseMetadata(p);
+          checkPhysicalBlockSize(p);
           const name = p.name ?? bdevs.nextName('Malloc');
           const bdev = bdevs.create(mallocModule, { name, uuid: p.uuid, blockSize: p.block_size }, () => {
             const sizeBytes = p.num_blocks * p.block_size;

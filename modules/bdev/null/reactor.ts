@@ -4,7 +4,7 @@
  * bdev_null_delete, bdev_null_resize. Thread: main (reactor).
  */
 import { ErrorCode, VhostdError } from '../../../reactor/errors';
-import { metadataSchema, refuseMetadata, type BdevModule, type MetadataParams } from '../../../reactor/bdev/module';
+import { checkPhysicalBlockSize, metadataSchema, physicalBlockSchema, refuseMetadata, type BdevModule, type MetadataParams } from '../../../reactor/bdev/module';
 import { defineMethod, paramsSchema, s } from '../../../reactor/rpc/schema';
 import { NULL_IO_TYPES } from './common';
 
@@ -13,6 +13,7 @@ interface CreateParams extends MetadataParams {
   num_blocks: number;
   block_size: number;
   uuid?: string;
+  physical_block_size?: number;
 }
 
 interface ResizeParams {
@@ -31,8 +32,9 @@ export const nullModule: BdevModule<null> = {
     return [
       defineMethod<CreateParams>(
         'bdev_null_create',
-        paramsSchema({ name: s.string(), num_blocks: s.u64(), block_size: s.u32() }, { uuid: s.uuid(), ...metadataSchema }),
+        paramsSchema({ name: s.string(), num_blocks: s.u64(), block_size: s.u32() }, { uuid: s.uuid(), ...metadataSchema, ...physicalBlockSchema }),
         (p) => {
+          checkPhysicalBlockSize(p);
           refuseMetadata(p);
           return bdevs.create(nullModule, { name: p.name, uuid: p.uuid, blockSize: p.block_size }, () => ({
             blockSize: p.block_size,

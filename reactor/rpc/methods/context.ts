@@ -10,7 +10,7 @@
 
 import type { BdevRegistry } from '../../bdev/registry';
 import type { FrameworkControl } from '../../framework';
-import type { ReactorsInfo, ThreadStatsInfo } from '../../info';
+import type { IoChannelsInfo, PollersInfo, ReactorsInfo, ThreadStatsInfo } from '../../info';
 import type { SubsystemRegistry } from '../../subsystems';
 import type { VhostService } from '../../vhost/service';
 
@@ -18,6 +18,10 @@ import type { VhostService } from '../../vhost/service';
 export interface SystemService {
   reactors(): ReactorsInfo;
   threadStats(): ThreadStatsInfo;
+  /** thread_get_pollers: each engine thread's poll loop, with its run and busy iteration counts. */
+  pollers(): PollersInfo;
+  /** thread_get_io_channels: each engine thread's bdev channels, ref = the devices there using the bdev. */
+  ioChannels(): IoChannelsInfo;
 }
 
 /** The services of the running target (App implements it). */

@@ -14,10 +14,12 @@ import type { MethodContext, Services } from './context';
 import { vhostMethods } from './vhost';
 import { frameworkMethods } from './framework';
 import { logMethods } from './log';
+import { optionMethods } from './options';
+import { threadMethods } from './threads';
 import { tuningMethods } from './tuning';
 import { schedulerMethods } from './scheduler';
 
-const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods, schedulerMethods];
+const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods, schedulerMethods, threadMethods, optionMethods];
 
 /**
  * Register every method on `server`, calling into the target's `services`. `framework`
