@@ -282,6 +282,40 @@ export const COMMANDS: Record<string, CommandSpec> = {
     params: (v) => defined(v, v.packed_ring_recovery === true ? [] : ['packed_ring_recovery']),
     output: 'none',
   },
+  vhost_create_scsi_controller: {
+    help: 'Add new vhost controller',
+    positionals: [{ name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' }],
+    flags: [
+      { long: ['cpumask'], kind: 'string', dest: 'cpumask', help: "CPU mask for the controller's threads" },
+      { long: ['delay'], kind: 'boolean', dest: 'delay', help: 'Delay controller startup until vhost_start_scsi_controller' },
+    ],
+    output: 'none',
+  },
+  vhost_start_scsi_controller: {
+    help: 'Start vhost scsi controller',
+    positionals: [{ name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' }],
+    flags: [],
+    output: 'none',
+  },
+  vhost_scsi_controller_add_target: {
+    help: 'Add lun to vhost controller',
+    positionals: [
+      { name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' },
+      { name: 'scsi_target_num', kind: 'int', help: 'SCSI target number (0-7), or -1 to pick the first free slot' },
+      { name: 'bdev_name', kind: 'string', help: 'Name of the bdev to expose as LUN 0 of the target' },
+    ],
+    flags: [],
+    output: 'string',
+  },
+  vhost_scsi_controller_remove_target: {
+    help: 'Remove target from vhost controller',
+    positionals: [
+      { name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' },
+      { name: 'scsi_target_num', kind: 'int', help: 'SCSI target number (0-7)' },
+    ],
+    flags: [],
+    output: 'none',
+  },
   vhost_get_controllers: {
     help: 'List all or one vhost controller',
     positionals: [],

@@ -8,7 +8,7 @@
  * bdevs. It is the VhostBackend of the session on its socket.
  * Thread: main (reactor).
  */
-import { CoalescingSlot, DeviceStat, type DeviceDesc, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
+import { CoalescingSlot, DeviceStat, type BdevDesc, type DeviceCtl, type DeviceDesc, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import type { ConfigCall } from '../bdev/module';
 import type { Bdev, BdevRegistry, BdevUser } from '../bdev/registry';
@@ -20,7 +20,7 @@ import { formatCpumask, type Placement } from '../placement';
 import type { BackendChannel, DeviceRunState, VhostBackend } from '../vhost-user/backend';
 import { VhostUserListener } from '../vhost-user/listener';
 import { ProtocolFeature } from '../vhost-user/messages';
-import type { DeviceModel } from './model';
+import type { DeviceModel, ModelHost } from './model';
 
 const PROTOCOL_FEATURES =
   (1n << BigInt(ProtocolFeature.Mq)) |
@@ -56,7 +56,7 @@ export interface ControllerOptions {
   placement: Placement;
 }
 
-export class Controller implements VhostBackend, BdevUser {
+export class Controller implements VhostBackend, BdevUser, ModelHost {
   readonly name: string;
   readonly socketPath: string;
   readonly cores: number[];
@@ -97,25 +97,77 @@ export class Controller implements VhostBackend, BdevUser {
     this.coalescingView[CoalescingSlot.IopsThreshold] = COALESCING_DEFAULT_IOPS_THRESHOLD;
   }
 
-  /** Claim the model's bdevs and listen on the socket. Throws ERR_BUSY (a bdev in use) or ERR_INVALID (cannot listen). */
-  open(): void {
+  /**
+   * Claim the model's bdevs and (unless `listen` is false: SPDK's delayed
+   * start, see listen()) listen on the socket. Throws ERR_BUSY (a bdev in
+   * use) or ERR_INVALID (cannot listen).
+   */
+  open(listen = true): void {
     const claimed: Bdev[] = [];
     try {
       for (const b of this.model.bdevs) {
         this.opts.bdevs.claim(b, this);
         claimed.push(b);
       }
-      const listener = new VhostUserListener(this.socketPath, this.opts.socketMode, this);
-      try {
-        listener.listen();
-      } catch (err) {
-        throw new VhostdError(ErrorCode.Invalid, `cannot listen on ${this.socketPath}: ${(err as Error).message}`, { cause: err });
-      }
-      this.listener = listener;
+      if (listen) this.listen();
     } catch (err) {
       for (const b of claimed) this.opts.bdevs.release(b, this);
       throw err;
     }
+  }
+
+  /** True once the socket listens (a controller created with a delay waits for its start method). */
+  get listening(): boolean {
+    return this.listener !== null;
+  }
+
+  /** Listen on the socket (nothing when it already does). Throws ERR_INVALID. */
+  listen(): void {
+    if (this.listener !== null) return;
+    const listener = new VhostUserListener(this.socketPath, this.opts.socketMode, this);
+    try {
+      listener.listen();
+    } catch (err) {
+      throw new VhostdError(ErrorCode.Invalid, `cannot listen on ${this.socketPath}: ${(err as Error).message}`, { cause: err });
+    }
+    this.listener = listener;
+  }
+
+  // --- ModelHost (models whose bdevs change while the controller lives) -------
+
+  claimBdev(bdev: Bdev): void {
+    this.opts.bdevs.claim(bdev, this);
+  }
+
+  releaseBdev(bdev: Bdev): void {
+    this.opts.bdevs.release(bdev, this);
+  }
+
+  /**
+   * The model changed. A running device is told (deviceCtl); a device being
+   * started is told once it runs (its description was made before the
+   * change); a stopped or stopping device is not (its next start describes
+   * the model as it is then).
+   */
+  async modelChanged(ctl: (describe: (b: Bdev) => BdevDesc) => DeviceCtl): Promise<void> {
+    if (this.starting !== null) await this.starting.catch(() => undefined);
+    const core = this.core;
+    if (core < 0) return;
+    try {
+      await this.opts.engine.worker(core).deviceCtl(this.deviceId, ctl((b) => this.opts.bdevs.describe(b, core)));
+    } catch (err) {
+      // The device stopped meanwhile: its next start describes the model as it is.
+      if ((err as { code?: unknown }).code === 'ERR_NO_DEVICE') return;
+      throw err;
+    }
+  }
+
+  /** A bdev of the device is being deleted: the model takes it out (virtio-scsi), or ERR_BUSY. */
+  async hotRemoveBdev(bdev: Bdev): Promise<void> {
+    if (this.model.hotRemove === undefined) {
+      throw new VhostdError(ErrorCode.Busy, `bdev ${bdev.name} is used by controller ${this.name}; delete the controller first`);
+    }
+    await this.model.hotRemove(bdev, this);
   }
 
   /** Close the socket and its connection (the device drains and stops), then let go of the bdevs. */
@@ -126,6 +178,7 @@ export class Controller implements VhostBackend, BdevUser {
       if (listener) await listener.close();
     } finally {
       for (const b of this.model.bdevs) this.opts.bdevs.release(b, this);
+      this.model.release?.();
     }
   }
 
@@ -185,7 +238,20 @@ export class Controller implements VhostBackend, BdevUser {
     return this.core >= 0;
   }
 
+  /** Settles when the start in progress has (model changes wait for it). */
+  private starting: Promise<void> | null = null;
+
   async start(state: DeviceRunState): Promise<void> {
+    const p = this.startDevice(state);
+    this.starting = p;
+    try {
+      await p;
+    } finally {
+      if (this.starting === p) this.starting = null;
+    }
+  }
+
+  private async startDevice(state: DeviceRunState): Promise<void> {
     if (this.core >= 0) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: start while running`);
     const core = this.opts.placement.acquire(this.cores);
     const id = nextDeviceId++;
@@ -273,7 +339,7 @@ export class Controller implements VhostBackend, BdevUser {
    * config space changed, and re-reads the capacity with GET_CONFIG.
    */
   bdevResized(bdev: Bdev): void {
-    const notified = this.session?.notifyConfigChange() ?? false;
+    const notified = this.model.configChangeOnResize === false ? false : (this.session?.notifyConfigChange() ?? false);
     this.log.info('bdev resized', { ctrlr: this.name, bdev: bdev.name, numBlocks: bdev.numBlocks, notified });
   }
 
@@ -305,7 +371,8 @@ export class Controller implements VhostBackend, BdevUser {
 
   /** The calls that recreate this controller (save_config): the model's create, then its coalescing when set — as SPDK's vhost_user_config_json. */
   writeConfigCalls(): ConfigCall[] {
-    const calls = [this.model.createCall(this.name, formatCpumask(this.cores))];
+    const cpumask = formatCpumask(this.cores);
+    const calls = this.model.configCalls !== undefined ? this.model.configCalls(this.name, cpumask) : [this.model.createCall(this.name, cpumask)];
     if (this.delayBaseUs !== 0) {
       calls.push({
         method: 'vhost_controller_set_coalescing',

@@ -36,10 +36,11 @@ export class VhostService {
 
   /**
    * Create controller `name` on <socketDir>/<name> with the model `makeModel`
-   * builds (it looks its bdevs up: ERR_NO_BDEV). ERR_INVALID for a bad name,
+   * builds (it looks its bdevs up: ERR_NO_BDEV); with `delay` it does not
+   * listen yet (Controller.listen()). ERR_INVALID for a bad name,
    * cpumask or socket, ERR_CONTROLLER_EXISTS, ERR_BUSY when a bdev is used.
    */
-  async create(name: string, cpumask: string | undefined, makeModel: () => DeviceModel): Promise<Controller> {
+  async create(name: string, cpumask: string | undefined, makeModel: () => DeviceModel, options: { delay?: boolean } = {}): Promise<Controller> {
     if (!CTRLR_NAME_RE.test(name)) {
       throw new VhostdError(ErrorCode.Invalid, `controller name "${name}" must be 1-64 characters of A-Z a-z 0-9 _ . : -`);
     }
@@ -61,7 +62,8 @@ export class VhostService {
       engine: this.opts.engine,
       placement: this.opts.placement,
     });
-    controller.open();
+    // delay (vhost_create_scsi_controller): the socket listens only once the controller is started.
+    controller.open(options.delay !== true);
     this.controllers.set(name, controller);
     log.info('controller created', {
       ctrlr: name,

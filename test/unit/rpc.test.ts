@@ -111,7 +111,12 @@ class TestTarget implements Services {
   readonly calls: Call[] = [];
   readonly bdevs = new RecordingBdevs(this.calls);
   readonly vhost: RecordingVhost;
-  readonly subsystems = subsystemRegistry({ bdev: () => this.bdevs.writeConfig(), vhost_blk: () => this.vhost.writeConfig('vhost_blk') });
+  readonly subsystems = subsystemRegistry({
+    bdev: () => this.bdevs.writeConfig(),
+    vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
+    scsi: () => [],
+    vhost_scsi: () => this.vhost.writeConfig('vhost_scsi'),
+  });
   readonly system = {
     reactors: (): ReactorsInfo => ({
       tick_rate: 1000000000,
@@ -357,8 +362,12 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
       'thread_get_stats',
       'vhost_controller_set_coalescing',
       'vhost_create_blk_controller',
+      'vhost_create_scsi_controller',
       'vhost_delete_controller',
       'vhost_get_controllers',
+      'vhost_scsi_controller_add_target',
+      'vhost_scsi_controller_remove_target',
+      'vhost_start_scsi_controller',
     ],
   );
   t.same(Object.keys(COMMANDS).sort(), [...METHOD_NAMES].sort(), 'vhostd-rpc knows every method');
