@@ -66,6 +66,14 @@ export interface PerfOptions {
   completion?: CompletionMode;
   /** Negotiate VIRTIO_F_EVENT_IDX when offered; default false. */
   eventIdx?: boolean;
+  /**
+   * The socket is a vhost-user-scsi controller: READ 16 / WRITE 16 to LUN 0
+   * of scsiTarget on request queues 2..; capacity from READ CAPACITY 16.
+   * Default false (vhost-user-blk).
+   */
+  scsi?: boolean;
+  /** Target of the LUN in scsi mode (0-255); default 0. */
+  scsiTarget?: number;
   /** Core the generator thread is pinned to; -1 for none; default 0. */
   cpu?: number;
   /** Limit for each back-end reply and for the final drain; default 10000. */
@@ -282,6 +290,10 @@ export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
   if (o.eventIdx !== undefined && typeof o.eventIdx !== 'boolean') {
     throw new PerfError('options.eventIdx must be a boolean', 'ERR_PERF_OPTIONS');
   }
+  if (o.scsi !== undefined && typeof o.scsi !== 'boolean') {
+    throw new PerfError('options.scsi must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  checkInt('scsiTarget', o.scsiTarget, 0, 255);
   const native: Record<string, unknown> = { ...o };
   return native;
 }
