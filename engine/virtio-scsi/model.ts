@@ -317,9 +317,19 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       this.respond(task, ScsiResponse.Failure);
       return;
     }
-    const hdr = this.hdr;
-    this.gather(task, hdr, ScsiCmdOffset.ReqSize);
-    const target = this.targetOf(hdr, ScsiCmdOffset.Lun);
+    const bytes = core.mem.bytes;
+    // The header is read in place when its first descriptor holds it (Linux: always), else copied out.
+    let src: Uint8Array;
+    let base: number;
+    if (chain.len[0] >= ScsiCmdOffset.ReqSize) {
+      src = bytes[chain.region[0]];
+      base = chain.offset[0];
+    } else {
+      this.gather(task, this.hdr, ScsiCmdOffset.ReqSize);
+      src = this.hdr;
+      base = 0;
+    }
+    const target = this.targetOf(src, base + ScsiCmdOffset.Lun);
     if (target === null) {
       this.respond(task, ScsiResponse.BadTarget);
       return;
@@ -333,9 +343,10 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     }
     const cmd = task.cmd as VscsiCommand;
     cmd.reset();
-    cmd.setCdb(hdr, ScsiCmdOffset.Cdb, 32);
+    // Every CDB but the variable-length one (7Fh) fits 16 bytes (SPC-4 §4.2.5.1).
+    cmd.setCdb(src, base + ScsiCmdOffset.Cdb, src[base + ScsiCmdOffset.Cdb] === 0x7f ? 32 : 16);
     cmd.nexus = 0;
-    const bytes = core.mem.bytes;
+    const lun = this.lunOf(src, base + ScsiCmdOffset.Lun);
     if (outBytes > 0) {
       cmd.dir = ScsiDataDir.ToDevice;
       this.addData(task, cmd, 0, chain.readable, ScsiCmdOffset.ReqSize, bytes);
@@ -344,7 +355,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       this.addData(task, cmd, chain.readable, chain.count, ScsiCmdOffset.RespSize, bytes);
     }
     task.dataInBytes = inBytes;
-    target.execute(cmd, this.lunOf(hdr, ScsiCmdOffset.Lun), core.nowMs);
+    target.execute(cmd, lun, core.nowMs);
   }
 
   /** Add segments [from, to) of the chain as the command's data buffers, skipping their first `skip` bytes. */
@@ -424,17 +435,39 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
           break;
       }
     }
-    const r = this.resp;
-    const v = this.respView;
     const senseLen = cmd.senseLength > SCSI_SENSE_SIZE ? SCSI_SENSE_SIZE : cmd.senseLength;
-    v.setUint32(ScsiCmdOffset.RespSenseLen, senseLen, true);
-    v.setUint32(ScsiCmdOffset.RespResidual, residual >>> 0, true);
-    v.setUint16(ScsiCmdOffset.RespStatusQualifier, 0, true);
-    r[ScsiCmdOffset.RespStatus] = cmd.status;
-    r[ScsiCmdOffset.RespResponse] = overrun ? ScsiResponse.Overrun : ScsiResponse.Ok;
-    r.fill(0, ScsiCmdOffset.RespSense);
-    for (let i = 0; i < senseLen; i++) r[ScsiCmdOffset.RespSense + i] = cmd.sense[i];
-    this.scatter(task, r, ScsiCmdOffset.RespSize);
+    const chain = task.chain;
+    const seg = chain.readable;
+    if (chain.len[seg] >= ScsiCmdOffset.RespSense + senseLen) {
+      // In place (the response's first descriptor holds it: Linux's always does): the fixed fields and the sense data.
+      const b = this.core.mem.bytes[chain.region[seg]];
+      const o = chain.offset[seg];
+      b[o] = senseLen;
+      b[o + 1] = 0;
+      b[o + 2] = 0;
+      b[o + 3] = 0;
+      b[o + 4] = residual & 0xff;
+      b[o + 5] = (residual >>> 8) & 0xff;
+      b[o + 6] = (residual >>> 16) & 0xff;
+      b[o + 7] = (residual >>> 24) & 0xff;
+      b[o + 8] = 0;
+      b[o + 9] = 0;
+      b[o + ScsiCmdOffset.RespStatus] = cmd.status;
+      b[o + ScsiCmdOffset.RespResponse] = overrun ? ScsiResponse.Overrun : ScsiResponse.Ok;
+      const sense = cmd.sense;
+      for (let i = 0; i < senseLen; i++) b[o + ScsiCmdOffset.RespSense + i] = sense[i];
+    } else {
+      const r = this.resp;
+      const v = this.respView;
+      v.setUint32(ScsiCmdOffset.RespSenseLen, senseLen, true);
+      v.setUint32(ScsiCmdOffset.RespResidual, residual >>> 0, true);
+      v.setUint16(ScsiCmdOffset.RespStatusQualifier, 0, true);
+      r[ScsiCmdOffset.RespStatus] = cmd.status;
+      r[ScsiCmdOffset.RespResponse] = overrun ? ScsiResponse.Overrun : ScsiResponse.Ok;
+      r.fill(0, ScsiCmdOffset.RespSense);
+      for (let i = 0; i < senseLen; i++) r[ScsiCmdOffset.RespSense + i] = cmd.sense[i];
+      this.scatter(task, r, ScsiCmdOffset.RespSense + senseLen);
+    }
     this.core.complete(task, ScsiCmdOffset.RespSize + dataIn);
   }
 
