@@ -497,12 +497,24 @@ export function parseMethodArgs(method: string, args: string[]): { help: true } 
       options[l] = { type: f.kind === 'boolean' ? 'boolean' : 'string', ...(i === 0 && f.short ? { short: f.short } : {}) };
     });
   }
+  // argparse takes a negative number (`-1`) as a value, not an option, when no option looks like one
+  // (vhost_scsi_controller_add_target CTRLR -1 BDEV); parseArgs does not: such arguments are
+  // hidden behind placeholders while parsing, then put back.
+  const negatives: string[] = [];
+  const hidden = args.map((a) => {
+    if (!/^-\d+(\.\d+)?$/.test(a)) return a;
+    negatives.push(a);
+    return `\u0000${negatives.length - 1}`;
+  });
+  const unhide = (v: string): string => (v.startsWith('\u0000') ? (negatives[Number(v.slice(1))] ?? v) : v);
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: hidden, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(err instanceof Error ? err.message : String(err), usage);
   }
+  parsed.positionals = parsed.positionals.map(unhide);
+  for (const [k, v] of Object.entries(parsed.values)) if (typeof v === 'string') parsed.values[k] = unhide(v);
   if (parsed.values.help === true) return { help: true };
   const values: Values = {};
   try {

@@ -62,7 +62,7 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
   readonly cores: number[];
   readonly model: DeviceModel;
   readonly features: bigint;
-  readonly protocolFeatures = PROTOCOL_FEATURES;
+  readonly protocolFeatures: bigint;
   readonly maxQueues: number;
   /** Per-device counters, kept across restarts of the device. */
   readonly stats = new SharedArrayBuffer(DeviceStat.Count * 8);
@@ -93,6 +93,8 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     this.log = opts.model.log;
     this.maxQueues = opts.model.maxQueues;
     this.features = opts.model.features | (1n << BigInt(VirtioFeature.VhostUserProtocolFeatures));
+    // A model whose front-end builds the config space itself (virtio-scsi) does not offer CONFIG, as SPDK's vhost-scsi.
+    this.protocolFeatures = opts.model.configSpaceOffered === false ? PROTOCOL_FEATURES & ~(1n << BigInt(ProtocolFeature.Config)) : PROTOCOL_FEATURES;
     this.coalescingView[CoalescingSlot.DelayBaseUs] = COALESCING_DEFAULT_DELAY_BASE_US;
     this.coalescingView[CoalescingSlot.IopsThreshold] = COALESCING_DEFAULT_IOPS_THRESHOLD;
   }

@@ -41,6 +41,8 @@ export interface DeviceModel {
    * cannot be deleted (ERR_BUSY).
    */
   hotRemove?(bdev: Bdev, ctrl: ModelHost): Promise<void>;
+  /** False when the front-end builds the config space itself (virtio-scsi): VHOST_USER_PROTOCOL_F_CONFIG is not offered. */
+  readonly configSpaceOffered?: boolean;
   /** Optional: the controller is deleted (after its bdevs were released). */
   release?(): void;
   /** False when a bdev resize must not be announced with a config-space change (virtio-scsi: QEMU builds its config space itself; the event queue carries it). */

@@ -1,8 +1,8 @@
 /**
  * End-to-end: the real vhostd serving virtio-scsi to a Linux guest under
  * QEMU 7.2 (vhost-user-scsi-pci, num_queues=2, TCG). One controller with two
- * targets: a malloc bdev (target 0, /dev/sda) and a uring bdev over a file
- * with 4 KiB blocks (target 1, /dev/sdb). Three boots:
+ * targets: a malloc bdev (target 0) and a uring bdev over a file
+ * with 4 KiB blocks (target 1), found in the guest by SCSI address. Three boots:
  *
  *  1. sizes and block sizes, fio randrw with crc32c verification over both
  *     request queues on both disks, blkdiscard (UNMAP), the sg3-utils
@@ -49,56 +49,66 @@ function waitUntil(cond: string): string {
   return `__n=600; while ! ( ${cond} ) && [ $__n -gt 0 ]; do sleep 0.1; __n=$((__n - 1)); done`;
 }
 
+/**
+ * Finds the disks by SCSI address, not by name (Linux names them in the order
+ * their probes finish): $A is target 0 (malloc), $B target 1 (file).
+ */
 const PROBE = `
-wait_for /dev/sda 300 || { echo "no /dev/sda; /sys/block: $(ls /sys/block)"; exit 10; }
-wait_for /dev/sdb 300 || { echo "no /dev/sdb; /sys/block: $(ls /sys/block)"; exit 11; }
-for d in sda sdb; do
-  value \${d}_size $(cat /sys/block/$d/size)
-  value \${d}_lbs $(cat /sys/block/$d/queue/logical_block_size)
-  value \${d}_hwq $(ls /sys/block/$d/mq | wc -l)
-  value \${d}_discard $(cat /sys/block/$d/queue/discard_max_bytes)
-done
-value vpd83b $(sg_vpd -r -p 0x83 /dev/sdb | od -An -tx1 | tr -d ' \\n')
+tgt() { for p in /sys/bus/scsi/devices/*:0:$1:0/block/*; do [ -e "$p" ] && basename "$p" && return 0; done; return 1; }
+${waitUntil('tgt 0 >/dev/null && tgt 1 >/dev/null')}
+A=$(tgt 0) || { echo "no target 0; /sys/block: $(ls /sys/block)"; exit 10; }
+B=$(tgt 1) || { echo "no target 1; /sys/block: $(ls /sys/block)"; exit 11; }
+wait_for /dev/$A 300 || exit 12
+wait_for /dev/$B 300 || exit 13
+value names $A $B
+value t0_size $(cat /sys/block/$A/size)
+value t0_lbs $(cat /sys/block/$A/queue/logical_block_size)
+value t0_hwq $(ls /sys/block/$A/mq | wc -l)
+value t0_discard $(cat /sys/block/$A/queue/discard_max_bytes)
+value t1_size $(cat /sys/block/$B/size)
+value t1_lbs $(cat /sys/block/$B/queue/logical_block_size)
+value vpd83b $(sg_vpd -r -p 0x83 /dev/$B | od -An -tx1 | tr -d ' \\n')
 `;
 
 const SG_TOOLS = `
-check sg_inq sg_inq /dev/sda
-value inq_vendor $(sg_inq /dev/sda | sed -n 's/^ *Vendor identification: *//p')
-check sg_vpd83 sg_vpd -p 0x83 /dev/sda
-check sg_vpd_b0 sg_vpd -p 0xb0 /dev/sda
-check sg_vpd_b2 sg_vpd -p 0xb2 /dev/sda
-value lbpu $(sg_vpd -p 0xb2 /dev/sda | sed -n 's/^ *Unmap command supported (LBPU): *//p')
-check sg_readcap sg_readcap -l /dev/sdb
-value readcap_lbl $(sg_readcap -l /dev/sdb | sed -n 's/.*Logical block length=\\([0-9]*\\).*/\\1/p')
-check sg_luns sg_luns /dev/sda
-check sg_turs sg_turs /dev/sda
-check sg_sync sg_sync /dev/sda
-check sg_unmap sg_unmap --lba=2048 --num=16 /dev/sda
-check sg_write_same sg_write_same --lba=4096 --num=16 /dev/sda
-check sg_write_same_unmap sg_write_same --unmap --lba=8192 --num=16 /dev/sda
-check sg_modes sg_modes /dev/sda
-check pr_register sg_persist --out --register --param-sark=0xabc /dev/sda
-value pr_keys $(sg_persist --in --read-keys /dev/sda | grep -c 0xabc)
-check pr_reserve sg_persist --out --reserve --param-rk=0xabc --prout-type=1 /dev/sda
-value pr_holder $(sg_persist --in --read-reservation /dev/sda | grep -c 'Key=0xabc')
-check pr_release sg_persist --out --release --param-rk=0xabc --prout-type=1 /dev/sda
-check pr_unregister sg_persist --out --register --param-rk=0xabc --param-sark=0 /dev/sda
-sg_raw -v /dev/sda c7 00 00 00 00 00 > /tmp/raw.txt 2>&1
+check sg_inq sg_inq /dev/$A
+value inq_vendor $(sg_inq /dev/$A | sed -n 's/^ *Vendor identification: *//p')
+check sg_vpd83 sg_vpd -p 0x83 /dev/$A
+check sg_vpd_b0 sg_vpd -p 0xb0 /dev/$A
+check sg_vpd_b2 sg_vpd -p 0xb2 /dev/$A
+value lbpu $(sg_vpd -p 0xb2 /dev/$A | sed -n 's/^ *Unmap command supported (LBPU): *//p')
+check sg_readcap sg_readcap -l /dev/$B
+value readcap_lbl $(sg_readcap -l /dev/$B | sed -n 's/.*Logical block length=\\([0-9]*\\).*/\\1/p')
+check sg_luns sg_luns /dev/$A
+check sg_turs sg_turs /dev/$A
+check sg_sync sg_sync /dev/$A
+check sg_unmap sg_unmap --lba=2048 --num=16 /dev/$A
+check sg_write_same sg_write_same --lba=4096 --num=16 /dev/$A
+check sg_write_same_unmap sg_write_same --unmap --lba=8192 --num=16 /dev/$A
+check sg_modes sg_modes /dev/$A
+check pr_register sg_persist --out --register --param-sark=0xabc /dev/$A
+value pr_keys $(sg_persist --in --read-keys /dev/$A | grep -c 0xabc)
+check pr_reserve sg_persist --out --reserve --param-rk=0xabc --prout-type=1 /dev/$A
+value pr_holder $(sg_persist --in --read-reservation /dev/$A | grep -c 'Key=0xabc')
+check pr_release sg_persist --out --release --param-rk=0xabc --prout-type=1 /dev/$A
+check pr_unregister sg_persist --out --register --param-rk=0xabc --param-sark=0 /dev/$A
+sg_raw -v /dev/$A c7 00 00 00 00 00 > /tmp/raw.txt 2>&1
 value raw_rc $?
 value raw_illegal $(grep -ci 'illegal request' /tmp/raw.txt)
 `;
 
 const HOTPLUG = `
 echo "@@STEP hotadd"
-${waitUntil('[ -e /dev/sdc ]')}
-check hotadd test -e /dev/sdc
-value sdc_size $(cat /sys/block/sdc/size)
+${waitUntil('tgt 2 >/dev/null && [ -e /dev/$(tgt 2) ]')}
+check hotadd tgt 2
+C=$(tgt 2)
+value sdc_size $(cat /sys/block/$C/size)
 echo "@@STEP resize"
-${waitUntil('[ "$(cat /sys/block/sdc/size 2>/dev/null)" = 8192 ]')}
-value sdc_size2 $(cat /sys/block/sdc/size)
+${waitUntil('[ "$(cat /sys/block/$C/size 2>/dev/null)" = 8192 ]')}
+value sdc_size2 $(cat /sys/block/$C/size)
 echo "@@STEP hotremove"
-${waitUntil('[ ! -e /dev/sdc ]')}
-check hotremove test ! -e /dev/sdc
+${waitUntil('! tgt 2 >/dev/null && [ ! -e /dev/$C ]')}
+check hotremove test ! -e /dev/$C
 `;
 
 function steps(vhostd: VhostdHandle, t: Test): { onOutput: (s: string) => void; done: () => Promise<void> } {
@@ -160,14 +170,14 @@ t.test('vhostd serves virtio-scsi to a Linux guest', async (t) => {
       sockets: [{ path: vhostd.socketOf('vhost.0'), kind: 'scsi', numQueues: 2 }],
       script:
         PROBE +
-        fio('sda', 'a') +
-        fio('sdb', 'b') +
+        fio('$A', 'a') +
+        fio('$B', 'b') +
         REQUEST_IRQS +
-        'check discard blkdiscard -o 1048576 -l 4194304 /dev/sda\n' +
+        'check discard blkdiscard -o 1048576 -l 4194304 /dev/$A\n' +
         SG_TOOLS +
         HOTPLUG +
-        writePattern(4, 'sda') +
-        writePattern(4, 'sdb').replace(/value written/, 'value writtenb').replace(/check write /, 'check writeb '),
+        writePattern(4, '$A') +
+        writePattern(4, '$B').replace(/value written/, 'value writtenb').replace(/check write /, 'check writeb '),
       memMiB: 512,
       smp: 2,
       timeoutMs: 600_000,
@@ -177,14 +187,14 @@ t.test('vhostd serves virtio-scsi to a Linux guest', async (t) => {
     assertCompleted(t, run, 'boot 1');
     const v = run.values;
     const r = run.results;
-    t.equal(v.get('sda_size'), String(MALLOC_BLOCKS), 'sda: 64 MiB');
-    t.equal(v.get('sda_lbs'), '512', 'sda: 512-byte blocks');
-    t.equal(v.get('sdb_size'), String(FILE_BYTES / 512), 'sdb: 64 MiB');
-    t.equal(v.get('sdb_lbs'), String(FILE_BLOCK), 'sdb: 4 KiB blocks');
-    t.equal(v.get('sda_hwq'), '2', 'two request queues');
-    t.not(v.get('sda_discard'), '0', 'sda: discard enabled (LBPME, UNMAP)');
-    t.equal(r.get('fio_a'), 0, 'fio verify on sda', { output: tail(run) });
-    t.equal(r.get('fio_b'), 0, 'fio verify on sdb', { output: tail(run) });
+    t.equal(v.get('t0_size'), String(MALLOC_BLOCKS), 'target 0: 64 MiB');
+    t.equal(v.get('t0_lbs'), '512', 'target 0: 512-byte blocks');
+    t.equal(v.get('t1_size'), String(FILE_BYTES / 512), 'target 1: 64 MiB');
+    t.equal(v.get('t1_lbs'), String(FILE_BLOCK), 'target 1: 4 KiB blocks');
+    t.equal(v.get('t0_hwq'), '2', 'two request queues');
+    t.not(v.get('t0_discard'), '0', 'target 0: discard enabled (LBPME, UNMAP)');
+    t.equal(r.get('fio_a'), 0, 'fio verify on target 0', { output: tail(run) });
+    t.equal(r.get('fio_b'), 0, 'fio verify on target 1', { output: tail(run) });
     const irqs = [1, 2].map((k) => Number(v.get(`irq_req${k}`) ?? '0'));
     t.ok(irqs.every((n) => n > 0), `both request queues completed I/O (${irqs.join(', ')})`);
     t.equal(r.get('discard'), 0, 'blkdiscard (UNMAP)');
@@ -198,8 +208,8 @@ t.test('vhostd serves virtio-scsi to a Linux guest', async (t) => {
     t.equal(v.get('pr_holder'), '1', 'PERSISTENT RESERVE IN: the reservation holder');
     t.not(v.get('raw_rc'), '0', 'sg_raw of an unknown opcode fails');
     t.not(v.get('raw_illegal'), '0', 'with ILLEGAL REQUEST sense');
-    t.equal(r.get('hotadd'), 0, 'hot-added target seen as /dev/sdc without a rescan', { output: tail(run) });
-    t.equal(v.get('sdc_size'), '2048', '/dev/sdc: 1 MiB');
+    t.equal(r.get('hotadd'), 0, 'hot-added target 2 seen as a disk without a rescan', { output: tail(run) });
+    t.equal(v.get('sdc_size'), '2048', 'target 2: 1 MiB');
     t.equal(v.get('sdc_size2'), '8192', 'resize (PARAM_CHANGE) seen: 4 MiB');
     t.equal(r.get('hotremove'), 0, 'hot-removed target gone');
     t.equal(r.get('write'), 0);
@@ -208,21 +218,21 @@ t.test('vhostd serves virtio-scsi to a Linux guest', async (t) => {
     writtenB = v.get('writtenb');
     vpd83 = v.get('vpd83b');
     t.match(written, /^[0-9a-f]{64}$/);
-    t.match(vpd83, /^[0-9a-f]{16,}$/, 'VPD 83h of sdb read');
+    t.match(vpd83, /^[0-9a-f]{16,}$/, 'VPD 83h of target 1 read');
     t.ok(vhostd.daemon.running, 'vhostd still runs');
   });
 
   await t.test('boot 2: data persists across a guest reboot', async (t) => {
     const run = await bootGuest({
       sockets: [{ path: vhostd.socketOf('vhost.0'), kind: 'scsi', numQueues: 2 }],
-      script: PROBE + readPattern(4, 'sda') + readPattern(4, 'sdb').replace(/value read/, 'value readb'),
+      script: PROBE + readPattern(4, '$A') + readPattern(4, '$B').replace(/value read/, 'value readb'),
       memMiB: 512,
       smp: 1,
       timeoutMs: 300_000,
     });
     assertCompleted(t, run, 'boot 2');
-    t.equal(run.values.get('read'), written, 'sda (malloc) pattern read back');
-    t.equal(run.values.get('readb'), writtenB, 'sdb (file) pattern read back');
+    t.equal(run.values.get('read'), written, 'target 0 (malloc) pattern read back');
+    t.equal(run.values.get('readb'), writtenB, 'target 1 (file) pattern read back');
   });
 
   await t.test('boot 3: vhostd restarted from its saved config', async (t) => {
@@ -233,14 +243,14 @@ t.test('vhostd serves virtio-scsi to a Linux guest', async (t) => {
     vhostd = await startVhostd({ cpumask: '0x2', extraArgs: ['-c', cfg] });
     const run = await bootGuest({
       sockets: [{ path: vhostd.socketOf('vhost.0'), kind: 'scsi', numQueues: 2 }],
-      script: PROBE + readPattern(4, 'sdb').replace(/value read/, 'value readb'),
+      script: PROBE + readPattern(4, '$B').replace(/value read/, 'value readb'),
       memMiB: 512,
       smp: 1,
       timeoutMs: 300_000,
     });
     assertCompleted(t, run, 'boot 3');
-    t.equal(run.values.get('sda_size'), String(MALLOC_BLOCKS), 'sda back (a new malloc bdev)');
-    t.equal(run.values.get('readb'), writtenB, 'sdb (file) pattern survives the vhostd restart');
+    t.equal(run.values.get('t0_size'), String(MALLOC_BLOCKS), 'target 0 back (a new malloc bdev)');
+    t.equal(run.values.get('readb'), writtenB, 'target 1 (file) pattern survives the vhostd restart');
     t.equal(run.values.get('vpd83b'), vpd83, 'VPD 83h designator stable across the restart');
   });
 });

@@ -102,6 +102,10 @@ async function connect(h: VhostdHandle, ctrlr: string): Promise<{ fe: VhostUserF
   const fe = await VhostUserFrontend.connect(h.socketOf(ctrlr));
   const neg = await fe.negotiate({ protocolFeatures: PROTOCOL, numQueues: 3 });
   if (neg.queueNum < 3) throw new Error(`GET_QUEUE_NUM ${neg.queueNum}`);
+  // QEMU's vhost-user-scsi builds the config space itself (and warns when CONFIG is offered).
+  if ((neg.offeredProtocolFeatures & bit(ProtoBit.CONFIG)) !== 0n) throw new Error('a scsi controller offers VHOST_USER_PROTOCOL_F_CONFIG');
+  // HOTPLUG and CHANGE offered and taken, T10_PI (3) and INOUT (0) not offered.
+  if ((neg.offeredFeatures & 0xfn) !== 0x6n) throw new Error(`scsi feature bits offered: ${neg.offeredFeatures & 0xfn}`);
   const queues = [await fe.setupQueue(0, 32), await fe.setupQueue(1, 32), await fe.setupQueue(2, 128)];
   return { fe, queues };
 }

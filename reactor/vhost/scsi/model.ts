@@ -60,6 +60,8 @@ export class ScsiModel implements DeviceModel {
   readonly features = SCSI_FEATURES;
   readonly maxQueues = 2 + SCSI_MAX_REQUEST_QUEUES;
   readonly configChangeOnResize = false;
+  /** QEMU's vhost-user-scsi builds its config space itself and warns when CONFIG is offered (SPDK's vhost-scsi does not offer it). */
+  readonly configSpaceOffered = false;
   private readonly targets: (TargetState | null)[] = new Array<TargetState | null>(SCSI_MAX_TARGETS).fill(null);
 
   /** Every bdev a target uses (those being removed too: the device still holds them), by target number. */
