@@ -49,6 +49,7 @@ import {
   startTarget,
 } from './lib/targets';
 import { markdownReport } from './report';
+import { scsiMain } from './scsi';
 
 const USAGE = `usage: node dist/bench/run.js [options]
   --quick              one run each, null 4k randread QD32 only, 1 s measured (smoke use)
@@ -65,6 +66,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --inflight           negotiate INFLIGHT_SHMFD when offered, as QEMU does (the cost of in-flight tracking)
   --vhostd-node-args A node flags for vhostd, space-separated (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p")
   --verbose            a line per run as well
+  --scsi               instead: vhostd virtio-scsi against virtio-blk on the same bdev (--scsi --help)
   -h, --help`;
 
 const RWS: readonly BenchRw[] = ['randread', 'randwrite'];
@@ -259,6 +261,8 @@ function stamp(d: Date): string {
 
 export async function main(argv: string[]): Promise<number> {
   const repo = repoRoot();
+  // virtio-scsi against virtio-blk on vhostd (bench/scsi.ts).
+  if (argv.includes('--scsi')) return scsiMain(argv, repo);
   let o: RunnerOptions | 'help';
   try {
     o = parseOptions(argv, repo);

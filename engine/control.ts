@@ -226,8 +226,35 @@ export interface BlkModelDesc {
   readonly: boolean;
 }
 
+/** One target of a virtio-scsi device: LUN 0 over one bdev. */
+export interface ScsiTargetDesc {
+  /** Target number, 0-7 (the virtio-scsi LUN field's second byte). */
+  target: number;
+  /** Index of its bdev in DeviceDesc.bdevs. */
+  bdev: number;
+  /** What identifies the LU across restarts (the bdev's UUID): VPD 80/83. */
+  identifier: string;
+}
+
+/** What a virtio-scsi device needs beyond the generic description. */
+export interface ScsiModelDesc {
+  kind: 'scsi';
+  /** The targets present when the device starts. */
+  targets: ScsiTargetDesc[];
+}
+
 /** The device model's own part of a DeviceDesc; adding a device type adds a member. */
-export type ModelDesc = BlkModelDesc;
+export type ModelDesc = BlkModelDesc | ScsiModelDesc;
+
+/**
+ * A change to a running device's model, applied by the device in order with
+ * its other ops (deviceCtl): virtio-scsi hot-plug.
+ */
+export type DeviceCtl =
+  /** Open `bdev` as LUN 0 of target `target` and tell the guest (TRANSPORT_RESET / RESCAN). */
+  | { kind: 'scsiAddTarget'; target: number; bdev: BdevDesc; identifier: string }
+  /** Take target `target` out: new commands fail, outstanding ones complete, the bdev is closed, the guest told (REMOVED). */
+  | { kind: 'scsiRemoveTarget'; target: number };
 
 /**
  * A device to run on a worker: generic parts (memory, queues, statistics,
@@ -287,6 +314,8 @@ export type ControlRequest =
    * the new ones, rebuilds its rings' views and resumes where it was.
    */
   | { op: 'memUpdate'; id: number; deviceId: number; regions: RegionDesc[] }
+  /** Change a running device's model (DeviceCtl); the reply comes once the change is complete. */
+  | { op: 'deviceCtl'; id: number; deviceId: number; ctl: DeviceCtl }
   /** A bdev changed size: every device on this worker that uses it checks requests against numBlocks from the reply on. */
   | { op: 'bdevResize'; id: number; name: string; numBlocks: number }
   /** Leave the loop and let the piscina task end (devices must already be stopped). */

@@ -10,9 +10,11 @@
 import { createBlkDevice } from './blk/model';
 import type { ModelDesc } from './control';
 import type { DeviceFactory } from './device';
+import { createScsiDevice } from './virtio-scsi/model';
 
 export const deviceFactories: { readonly [K in ModelDesc['kind']]: DeviceFactory } = {
   blk: createBlkDevice,
+  scsi: createScsiDevice,
 };
 
 /** The factory for `kind`, or undefined for a kind this build does not know. */

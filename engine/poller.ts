@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
 import type { BdevLayer } from './bdev/layer';
-import { type ControlReply, type ControlRequest, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat } from './control';
+import { type ControlReply, type ControlRequest, type DeviceCtl, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat } from './control';
 import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
 import { deviceFactory } from './devices';
 import { logger } from './log';
@@ -56,6 +56,8 @@ type DeviceOp = { requestId: number; device: EngineDevice; begun: boolean } & (
   | { kind: 'memUpdate'; regions: RegionDesc[] }
   | { kind: 'queueStart'; queue: QueueDesc }
   | { kind: 'setCallFd'; index: number; callFd: number }
+  /** A model change: `outcome` is set by the device's callback (undefined while it runs). */
+  | { kind: 'ctl'; ctl: DeviceCtl; outcome?: Error | null }
 );
 
 /** Finds the factory of a device kind (engine/devices.ts; injectable for tests). */
@@ -227,6 +229,7 @@ export class Poller {
       case 'queueStart':
       case 'queueStop':
       case 'setCallFd':
+      case 'deviceCtl':
       case 'memUpdate': {
         const dev = this.liveDevice(req.id, req.deviceId);
         if (dev === null) return;
@@ -246,6 +249,9 @@ export class Poller {
             break;
           case 'memUpdate':
             this.pending.push({ ...base, kind: 'memUpdate', regions: req.regions });
+            break;
+          case 'deviceCtl':
+            this.pending.push({ ...base, kind: 'ctl', ctl: req.ctl });
             break;
         }
         this.finishPending();
@@ -404,6 +410,30 @@ export class Poller {
           reply = errorReply(op.requestId, err, 'ERR_GUEST_MEMORY');
         }
         this.reply(reply);
+        return true;
+      }
+      case 'ctl': {
+        if (!op.begun) {
+          op.begun = true;
+          if (dev.control === undefined) {
+            op.outcome = new Error(`device ${dev.name} takes no model changes`);
+          } else {
+            try {
+              dev.control(op.ctl, (err) => {
+                op.outcome = err;
+              });
+            } catch (err) {
+              op.outcome = err instanceof Error ? err : new Error(String(err));
+            }
+          }
+        }
+        if (op.outcome === undefined) return false;
+        if (op.outcome === null) {
+          this.sleepFdsDirty = true;
+          this.reply({ id: op.requestId, ok: true });
+        } else {
+          this.reply(errorReply(op.requestId, op.outcome, 'ERR_DEVICE_CTL'));
+        }
         return true;
       }
       case 'stop':

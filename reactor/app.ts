@@ -68,6 +68,9 @@ export class App implements Services, SystemService {
     this.subsystems = subsystemRegistry({
       bdev: () => this.bdevs.writeConfig(),
       vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
+      // SPDK's scsi subsystem keeps no state of its own (its devices are the vhost_scsi controllers' targets).
+      scsi: () => [],
+      vhost_scsi: () => this.vhost.writeConfig('vhost_scsi'),
     });
   }
 

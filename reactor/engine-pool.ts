@@ -13,6 +13,7 @@ import {
   WorkerStat,
   type ControlReply,
   type ControlRequest,
+  type DeviceCtl,
   type DeviceDesc,
   type QueueDesc,
   type QueueStopResult,
@@ -128,6 +129,11 @@ export class EngineWorker {
   /** The named bdev now has numBlocks blocks: every device of this worker that uses it checks against that. */
   async bdevResize(name: string, numBlocks: number): Promise<void> {
     await this.call({ op: 'bdevResize', name, numBlocks });
+  }
+
+  /** Change the model of a running device (virtio-scsi hot-plug); resolves once the change is complete. */
+  async deviceCtl(deviceId: number, ctl: DeviceCtl): Promise<void> {
+    await this.call({ op: 'deviceCtl', deviceId, ctl });
   }
 
   /** Devices placed on this worker (its pollers). */

@@ -14,6 +14,8 @@ import type { SubsystemInfo } from './info';
 export const SUBSYSTEMS = [
   { name: 'bdev', dependsOn: [] },
   { name: 'vhost_blk', dependsOn: ['bdev'] },
+  { name: 'scsi', dependsOn: ['bdev'] },
+  { name: 'vhost_scsi', dependsOn: ['scsi'] },
 ] as const satisfies readonly { name: string; dependsOn: readonly string[] }[];
 
 export type SubsystemName = (typeof SUBSYSTEMS)[number]['name'];

@@ -12,6 +12,11 @@
 // Slot i owns descriptors 3i (header, device-readable), 3i+1 (data) and 3i+2
 // (status, device-writable), chained once at setup; an I/O rewrites only the
 // header, the data descriptor's direction and the status byte.
+// virtio-scsi mode (--scsi): the slot header is a 192-byte area holding the
+// 51-byte virtio_scsi_req_cmd at +0 and the 108-byte response at +64;
+// descriptor 3i is the request, 3i+2 the response, 3i+1 the data, chained
+// request → data → response for a WRITE 16 and request → response → data for
+// a READ 16 (device-readable before device-writable, virtio 1.2 §2.7.4.2).
 #include "job.h"
 
 #include <errno.h>
@@ -43,7 +48,12 @@ constexpr uint16_t kAvailFNoInterrupt = 1;
 constexpr uint16_t kUsedFNoNotify = 1;
 constexpr uint32_t kBlkTIn = 0;
 constexpr uint32_t kBlkTOut = 1;
-constexpr uint64_t kSlotHeaderBytes = 64;
+constexpr uint64_t kBlkSlotHeaderBytes = 64;
+constexpr uint64_t kScsiSlotHeaderBytes = 192;
+constexpr uint32_t kScsiReqBytes = 51;
+constexpr uint64_t kScsiRespOffset = 64;
+constexpr uint32_t kScsiRespBytes = 108;
+constexpr uint32_t kScsiFirstRequestQueue = 2;
 constexpr uint64_t kPage = 4096;
 constexpr int kMaxMismatchesReported = 8;
 constexpr uint64_t kStallNs = 200000;
@@ -262,6 +272,10 @@ class Job {
  private:
   bool Pin(std::string* err);
   bool Validate(std::string* err);
+  bool ValidateRange(std::string* err);
+  bool ScsiProbe(std::string* err);
+  bool ScsiSync(Queue& q, const uint8_t* cdb, uint32_t in_len, uint8_t* status, uint8_t* response, std::string* err);
+  void ScsiChain(Queue& q, uint32_t slot_index, bool data, bool write);
   bool SetupMemory(std::string* err);
   bool SetupQueues(std::string* err);
   bool Loop(std::string* err);
@@ -291,6 +305,8 @@ class Job {
   uint64_t nblocks_ = 0;
   uint64_t first_sector_ = 0;
   uint16_t queue_size_ = 0;
+  uint64_t slot_hdr_ = kBlkSlotHeaderBytes;
+  uint32_t scsi_lbs_ = 512;  // the LU's logical block size (READ CAPACITY 16)
   int memfd_ = -1;
   uint8_t* mem_ = nullptr;
   uint64_t mem_size_ = 0;
@@ -361,14 +377,32 @@ bool Job::Validate(std::string* err) {
     return false;
   }
   queue_size_ = uint16_t(qs);
-  if (o.queues < 1 || o.queues > dev_.max_queues) {
-    *err = "queues must be in [1, " + std::to_string(dev_.max_queues) + "] (the back-end's GET_QUEUE_NUM)";
+  uint32_t max_queues = dev_.max_queues;
+  if (o.scsi) max_queues = max_queues > kScsiFirstRequestQueue ? max_queues - kScsiFirstRequestQueue : 0;
+  if (o.queues < 1 || o.queues > max_queues) {
+    *err = "queues must be in [1, " + std::to_string(max_queues) + "] (the back-end's GET_QUEUE_NUM" +
+           (o.scsi ? " less the control and event queues)" : ")");
+    return false;
+  }
+  if (o.scsi && o.scsi_target > 255) {
+    *err = "scsi target must be in [0, 255]";
     return false;
   }
   if (o.rwmixread > 100) {
     *err = "rwmixread must be in [0, 100]";
     return false;
   }
+  if (!(o.runtime_sec > 0) || !(o.ramp_sec >= 0) || o.runtime_sec > 1e6 || o.ramp_sec > 1e6) {
+    *err = "runtime must be > 0 and ramp >= 0 seconds";
+    return false;
+  }
+  return true;
+}
+
+// The checks that need the device's capacity (from GET_CONFIG, or in scsi
+// mode from READ CAPACITY 16 once the rings run); sizes the verify tables.
+bool Job::ValidateRange(std::string* err) {
+  const JobOptions& o = o_;
   uint64_t capacity = 0;
   if (__builtin_mul_overflow(dev_.capacity_sectors, uint64_t(512), &capacity)) {
     *err = "device capacity overflows";
@@ -406,9 +440,14 @@ bool Job::Validate(std::string* err) {
       return false;
     }
   }
-  if (!(o.runtime_sec > 0) || !(o.ramp_sec >= 0) || o.runtime_sec > 1e6 || o.ramp_sec > 1e6) {
-    *err = "runtime must be > 0 and ramp >= 0 seconds";
+  if (o.scsi && (o.block_size % scsi_lbs_ != 0 || o.offset_bytes % scsi_lbs_ != 0)) {
+    *err = "in scsi mode the block size and offset must be multiples of the LU's block size (" + std::to_string(scsi_lbs_) + ")";
     return false;
+  }
+  if (verifying()) {
+    crc_.assign(nblocks_, 0);
+    state_.assign(nblocks_, 0);
+    scratch_.assign(o_.block_size, 0);
   }
   return true;
 }
@@ -418,7 +457,7 @@ bool Job::SetupMemory(std::string* err) {
   queues_.resize(o_.queues);
   for (uint32_t i = 0; i < o_.queues; i++) {
     Queue& q = queues_[i];
-    q.index = i;
+    q.index = o_.scsi ? i + kScsiFirstRequestQueue : i;
     q.size = queue_size_;
     off = AlignUp(off, kPage);
     q.desc_off = off;
@@ -430,7 +469,7 @@ bool Job::SetupMemory(std::string* err) {
     off += 6 + 8ull * q.size;
     off = AlignUp(off, 64);
     q.hdr_off = off;
-    off += kSlotHeaderBytes * o_.iodepth;
+    off += slot_hdr_ * o_.iodepth;
     off = AlignUp(off, kPage);
     q.data_off = off;
     off += uint64_t(o_.block_size) * o_.iodepth;
@@ -463,8 +502,19 @@ bool Job::SetupMemory(std::string* err) {
     q.avail_event = reinterpret_cast<uint16_t*>(q.used_ring + q.size);
     q.slots.assign(o_.iodepth, Slot());
     for (uint32_t s = 0; s < o_.iodepth; s++) {
-      uint64_t hdr = q.hdr_off + kSlotHeaderBytes * s;
+      uint64_t hdr = q.hdr_off + slot_hdr_ * s;
       uint64_t data = q.data_off + uint64_t(o_.block_size) * s;
+      if (o_.scsi) {
+        q.desc[3 * s] = VringDesc{hdr, kScsiReqBytes, kDescFNext, uint16_t(3 * s + 1)};
+        q.desc[3 * s + 1] = VringDesc{data, o_.block_size, kDescFNext, uint16_t(3 * s + 2)};
+        q.desc[3 * s + 2] = VringDesc{hdr + kScsiRespOffset, kScsiRespBytes, kDescFWrite, 0};
+        uint8_t* req = mem_ + hdr;
+        std::memset(req, 0, kScsiReqBytes);
+        req[0] = 1;                              // virtio-scsi LUN: lun[0] = 1,
+        req[1] = uint8_t(o_.scsi_target);        // lun[1] = target,
+        req[2] = 0x40;                           // lun[2..3] = LUN 0, flat addressing
+        continue;
+      }
       q.desc[3 * s] = VringDesc{hdr, 16, kDescFNext, uint16_t(3 * s + 1)};
       q.desc[3 * s + 1] = VringDesc{data, o_.block_size, uint16_t(kDescFNext | kDescFWrite), uint16_t(3 * s + 2)};
       q.desc[3 * s + 2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
@@ -480,11 +530,6 @@ bool Job::SetupMemory(std::string* err) {
       *err = std::string("eventfd: ") + std::strerror(errno);
       return false;
     }
-  }
-  if (verifying()) {
-    crc_.assign(nblocks_, 0);
-    state_.assign(nblocks_, 0);
-    scratch_.assign(o_.block_size, 0);
   }
   return true;
 }
@@ -543,15 +588,31 @@ bool Job::NextIo(uint64_t* block, bool* write) {
 
 void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint64_t now) {
   Slot& s = q.slots[slot_index];
-  uint8_t* hdr = mem_ + q.hdr_off + kSlotHeaderBytes * slot_index;
-  uint32_t type = write ? kBlkTOut : kBlkTIn;
-  uint32_t ioprio = 0;
+  uint8_t* hdr = mem_ + q.hdr_off + slot_hdr_ * slot_index;
   uint64_t sector = first_sector_ + block * (o_.block_size / 512);
-  std::memcpy(hdr, &type, 4);
-  std::memcpy(hdr + 4, &ioprio, 4);
-  std::memcpy(hdr + 8, &sector, 8);
-  hdr[16] = 0xff;  // the device must overwrite it
-  q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
+  if (o_.scsi) {
+    // READ 16 / WRITE 16 (SBC-3): opcode, flags, 8-byte LBA, 4-byte length, big-endian.
+    uint8_t* cdb = hdr + 19;
+    uint64_t lba = sector * 512 / scsi_lbs_;
+    uint32_t blocks = o_.block_size / scsi_lbs_;
+    cdb[0] = write ? 0x8a : 0x88;
+    cdb[1] = 0;
+    for (int i = 0; i < 8; i++) cdb[2 + i] = uint8_t(lba >> (56 - 8 * i));
+    for (int i = 0; i < 4; i++) cdb[10 + i] = uint8_t(blocks >> (24 - 8 * i));
+    cdb[14] = 0;
+    cdb[15] = 0;
+    hdr[kScsiRespOffset + 10] = 0xff;  // status and response: the device must overwrite them
+    hdr[kScsiRespOffset + 11] = 0xff;
+    ScsiChain(q, slot_index, true, write);
+  } else {
+    uint32_t type = write ? kBlkTOut : kBlkTIn;
+    uint32_t ioprio = 0;
+    std::memcpy(hdr, &type, 4);
+    std::memcpy(hdr + 4, &ioprio, 4);
+    std::memcpy(hdr + 8, &sector, 8);
+    hdr[16] = 0xff;  // the device must overwrite it
+    q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
+  }
   if (verifying()) {
     uint8_t* data = mem_ + q.data_off + uint64_t(o_.block_size) * slot_index;
     if (write) {
@@ -595,7 +656,9 @@ void Job::Publish(Queue& q) {
 }
 
 void Job::Complete(Queue& q, Slot& s, uint32_t slot_index) {
-  uint8_t status = mem_[q.hdr_off + kSlotHeaderBytes * slot_index + 16];
+  const uint8_t* hdr = mem_ + q.hdr_off + slot_hdr_ * slot_index;
+  // scsi: GOOD status and VIRTIO_SCSI_S_OK, else an error (a CHECK CONDITION counts as one).
+  uint8_t status = o_.scsi ? uint8_t(hdr[kScsiRespOffset + 10] != 0 || hdr[kScsiRespOffset + 11] != 0) : hdr[16];
   total_ios_++;
   if (status != 0) errors_++;
   if (measuring_) {
@@ -832,17 +895,118 @@ void Job::Release() {
   memfd_ = -1;
 }
 
+// Points slot `slot_index`'s chain at its data (`data`) in the direction of
+// `write`, or leaves the data out: request → [data →] response for data-out
+// or no data, request → response [→ data] for data-in.
+void Job::ScsiChain(Queue& q, uint32_t slot_index, bool data, bool write) {
+  uint16_t d0 = uint16_t(3 * slot_index), d1 = uint16_t(d0 + 1), d2 = uint16_t(d0 + 2);
+  if (!data) {
+    q.desc[d0].next = d2;
+    q.desc[d2].flags = kDescFWrite;
+  } else if (write) {
+    q.desc[d0].next = d1;
+    q.desc[d1].flags = kDescFNext;
+    q.desc[d1].next = d2;
+    q.desc[d2].flags = kDescFWrite;
+  } else {
+    q.desc[d0].next = d2;
+    q.desc[d2].flags = uint16_t(kDescFNext | kDescFWrite);
+    q.desc[d2].next = d1;
+    q.desc[d1].flags = kDescFWrite;
+  }
+}
+
+// One command on slot 0 of `q`, waited for by polling the used ring: the CDB
+// (16 bytes), `in_len` bytes of data-in into the slot's data buffer (0: none).
+bool Job::ScsiSync(Queue& q, const uint8_t* cdb, uint32_t in_len, uint8_t* status, uint8_t* response, std::string* err) {
+  uint8_t* hdr = mem_ + q.hdr_off;
+  std::memcpy(hdr + 19, cdb, 16);
+  std::memset(hdr + 19 + 16, 0, 16);
+  hdr[kScsiRespOffset + 10] = 0xff;
+  hdr[kScsiRespOffset + 11] = 0xff;
+  q.desc[1].len = in_len;
+  ScsiChain(q, 0, in_len > 0, false);
+  q.avail_ring[q.avail_shadow & (q.size - 1)] = 0;
+  q.avail_shadow++;
+  __atomic_store_n(q.avail_idx, q.avail_shadow, __ATOMIC_RELEASE);
+  q.avail_published = q.avail_shadow;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  uint64_t one = 1;
+  ssize_t n = write(q.kick_fd, &one, sizeof one);
+  (void)n;
+  uint64_t deadline = NowNs() + uint64_t(o_.timeout_ms) * 1000000u;
+  while (__atomic_load_n(q.used_idx, __ATOMIC_ACQUIRE) == q.last_used) {
+    if (NowNs() > deadline) {
+      *err = "scsi: no answer to command " + std::to_string(cdb[0]) + " within " + std::to_string(o_.timeout_ms) + " ms";
+      return false;
+    }
+    sched_yield();
+  }
+  q.last_used++;
+  q.desc[1].len = o_.block_size;
+  *status = hdr[kScsiRespOffset + 10];
+  *response = hdr[kScsiRespOffset + 11];
+  return true;
+}
+
+// TEST UNIT READY until GOOD (the first command of the nexus gets the
+// power-on unit attention), then READ CAPACITY 16: the capacity and the LU's
+// block size.
+bool Job::ScsiProbe(std::string* err) {
+  Queue& q = queues_[0];
+  uint8_t cdb[16] = {0};
+  uint8_t status = 0, response = 0;
+  for (int attempt = 0;; attempt++) {
+    if (!ScsiSync(q, cdb, 0, &status, &response, err)) return false;
+    if (response != 0) {
+      *err = "scsi: target " + std::to_string(o_.scsi_target) + " answers virtio-scsi response " + std::to_string(response) +
+             (response == 3 ? " (BAD_TARGET)" : "");
+      return false;
+    }
+    if (status == 0) break;
+    if (attempt == 4) {
+      *err = "scsi: TEST UNIT READY keeps failing (status " + std::to_string(status) + ")";
+      return false;
+    }
+  }
+  cdb[0] = 0x9e;  // SERVICE ACTION IN (16) / READ CAPACITY (16)
+  cdb[1] = 0x10;
+  cdb[13] = 32;   // allocation length
+  if (!ScsiSync(q, cdb, 32, &status, &response, err)) return false;
+  if (status != 0 || response != 0) {
+    *err = "scsi: READ CAPACITY 16 failed (status " + std::to_string(status) + ", response " + std::to_string(response) + ")";
+    return false;
+  }
+  const uint8_t* d = mem_ + q.data_off;
+  uint64_t last_lba = 0;
+  for (int i = 0; i < 8; i++) last_lba = (last_lba << 8) | d[i];
+  uint32_t lbs = (uint32_t(d[8]) << 24) | (uint32_t(d[9]) << 16) | (uint32_t(d[10]) << 8) | d[11];
+  if (lbs < 512 || (lbs & (lbs - 1)) != 0 || last_lba >= (uint64_t(1) << 48)) {
+    *err = "scsi: READ CAPACITY 16 gave block size " + std::to_string(lbs) + ", last LBA " + std::to_string(last_lba);
+    return false;
+  }
+  scsi_lbs_ = lbs;
+  dev_.blk_size = lbs;
+  dev_.capacity_sectors = (last_lba + 1) * (lbs / 512);
+  return true;
+}
+
 bool Job::Run(std::string* err) {
   if (!Pin(err)) return false;
   if (!client_.Connect(o_.socket_path, o_.timeout_ms, err)) return false;
   client_.want_inflight = o_.inflight;
   if (!client_.Negotiate(o_.event_idx, &dev_, err)) return false;
-  if (!dev_.have_config) {
+  if (o_.scsi) {
+    slot_hdr_ = kScsiSlotHeaderBytes;
+    // virtio-scsi has no capacity in its config space: READ CAPACITY 16 once the rings run.
+    dev_.read_only = false;
+    dev_.capacity_sectors = 0;
+  } else if (!dev_.have_config) {
     *err = "the back-end offers no CONFIG protocol feature, so the capacity is unknown";
     return false;
   }
-  if (!Validate(err) || !SetupMemory(err) || !SetupQueues(err)) return false;
-  bool ok = Loop(err);
+  bool ok = Validate(err) && SetupMemory(err) && SetupQueues(err) && (!o_.scsi || ScsiProbe(err)) && ValidateRange(err) &&
+            Loop(err);
   std::string teardown_err;
   if (!Teardown(&teardown_err) && ok) {
     *err = teardown_err;

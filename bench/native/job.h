@@ -41,6 +41,12 @@ struct JobOptions {
   bool inflight = false;     // negotiate INFLIGHT_SHMFD when offered (the back-end tracks every request)
   int cpu = 0;               // pin the generator thread; -1: no pinning
   int timeout_ms = 10000;    // socket replies and the final drain
+  // virtio-scsi mode: the socket is a vhost-user-scsi controller; I/O is
+  // READ 16 / WRITE 16 to LUN 0 of `scsi_target` on request queues 2.. (the
+  // control and event queues are not used); the capacity comes from READ
+  // CAPACITY 16 (virtio-scsi has none in its config space).
+  bool scsi = false;
+  uint32_t scsi_target = 0;
 };
 
 struct JobResult {

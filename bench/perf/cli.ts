@@ -35,6 +35,8 @@ const USAGE = `usage: vhostd-perf --socket PATH [options]
   --completion MODE    poll | interrupt (default poll)
   --event-idx          negotiate VIRTIO_F_EVENT_IDX when offered
   --inflight           negotiate INFLIGHT_SHMFD when offered (the back-end records every request)
+  --scsi               the socket is vhost-user-scsi: READ 16 / WRITE 16 to LUN 0 of --scsi-target
+  --scsi-target N      target of the LUN in --scsi mode (default 0)
   --verify             write the range, read it back, check CRC-32C (= --verify-mode write-read)
   --verify-mode MODE   write-read | write | read
   --verify-seed N      seed of the verify pattern (default 1)
@@ -70,6 +72,8 @@ export function parseCli(argv: string[]): { options: PerfOptions; json: boolean 
       completion: { type: 'string' },
       'event-idx': { type: 'boolean' },
       inflight: { type: 'boolean' },
+      scsi: { type: 'boolean' },
+      'scsi-target': { type: 'string' },
       verify: { type: 'boolean' },
       'verify-mode': { type: 'string' },
       'verify-seed': { type: 'string' },
@@ -100,6 +104,8 @@ export function parseCli(argv: string[]): { options: PerfOptions; json: boolean 
     completion: values.completion as CompletionMode | undefined,
     eventIdx: values['event-idx'],
     inflight: values.inflight,
+    scsi: values.scsi,
+    scsiTarget: int('scsi-target', values['scsi-target']),
     verify,
     verifySeed: int('verify-seed', values['verify-seed']),
     seed: int('seed', values.seed),

@@ -68,6 +68,14 @@ export interface PerfOptions {
   eventIdx?: boolean;
   /** Negotiate INFLIGHT_SHMFD when offered (GET/SET_INFLIGHT_FD as QEMU does): measures the cost of in-flight tracking. */
   inflight?: boolean;
+  /**
+   * The socket is a vhost-user-scsi controller: READ 16 / WRITE 16 to LUN 0
+   * of scsiTarget on request queues 2..; capacity from READ CAPACITY 16.
+   * Default false (vhost-user-blk).
+   */
+  scsi?: boolean;
+  /** Target of the LUN in scsi mode (0-255); default 0. */
+  scsiTarget?: number;
   /** Core the generator thread is pinned to; -1 for none; default 0. */
   cpu?: number;
   /** Limit for each back-end reply and for the final drain; default 10000. */
@@ -289,6 +297,10 @@ export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
   if (o.inflight !== undefined && typeof o.inflight !== 'boolean') {
     throw new PerfError('options.inflight must be a boolean', 'ERR_PERF_OPTIONS');
   }
+  if (o.scsi !== undefined && typeof o.scsi !== 'boolean') {
+    throw new PerfError('options.scsi must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  checkInt('scsiTarget', o.scsiTarget, 0, 255);
   const native: Record<string, unknown> = { ...o };
   return native;
 }

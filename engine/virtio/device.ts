@@ -20,7 +20,7 @@
  * `start`, torn down on `stop`. It owns its GuestMemory.
  */
 import { performance } from 'node:perf_hooks';
-import { CoalescingSlot, type DeviceDesc, DeviceStat, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../control';
+import { CoalescingSlot, type DeviceCtl, type DeviceDesc, DeviceStat, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../control';
 import type { DeviceEnv, EngineDevice } from '../device';
 import { logger } from '../log';
 import type { GuestMemory } from '../memory';
@@ -81,6 +81,15 @@ export interface VirtioModel<T extends VirtioTask> {
   drain(): void;
   /** The device stopped with nothing in flight: release bdevs. */
   close(): void;
+  /**
+   * Optional: the most requests to take from `queue` now (absent: as many
+   * as are available). A queue whose buffers the device holds until it has
+   * something to put in them (virtio-scsi's event queue) answers 0 while it
+   * has nothing, so they are never in flight and never keep it awake.
+   */
+  budget?(queue: VirtioQueueState): number;
+  /** Optional: a model change on the running device (EngineDevice.control). */
+  control?(ctl: DeviceCtl, done: (err: Error | null) => void): void;
 }
 
 /** One running queue of a device, with its request pool. */
@@ -385,9 +394,17 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     let waiting = false;
     for (const qs of this.queues) {
       qs.q.setNotification(enabled);
-      if (enabled && qs.taking && qs.q.available() > 0) waiting = true;
+      if (enabled && qs.taking && qs.q.available() > 0 && (this.model.budget === undefined || this.model.budget(qs) > 0)) waiting = true;
     }
     return waiting;
+  }
+
+  control(ctl: DeviceCtl, done: (err: Error | null) => void): void {
+    if (this.model.control === undefined) {
+      done(new Error(`device ${this.name} takes no model changes`));
+      return;
+    }
+    this.model.control(ctl, done);
   }
 
   kickFds(): readonly number[] {
@@ -409,6 +426,11 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     }
     if (n > VIRTIO_BATCH) n = VIRTIO_BATCH;
     const model = this.model;
+    if (model.budget !== undefined) {
+      const b = model.budget(qs);
+      if (b < n) n = b;
+      if (n <= 0) return 0;
+    }
     let taken = 0;
     while (taken < n) {
       let task: T;

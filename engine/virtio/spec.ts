@@ -120,3 +120,110 @@ export const enum BlkConfigOffset {
   /** Up to write_zeroes_may_unmap plus 3 unused bytes. */
   Size = 60,
 }
+
+/** virtio-scsi feature bits (virtio 1.2 §5.6.3). */
+export const enum ScsiFeature {
+  Inout = 0,
+  Hotplug = 1,
+  Change = 2,
+  T10Pi = 3,
+}
+
+/** virtio-scsi queues (§5.6.2): 0 control, 1 event, 2.. request queues. */
+export const SCSI_CONTROL_QUEUE = 0;
+export const SCSI_EVENT_QUEUE = 1;
+export const SCSI_FIRST_REQUEST_QUEUE = 2;
+
+/** Default cdb_size and sense_size of the config space (§5.6.4); QEMU's vhost-user-scsi refuses other values. */
+export const SCSI_CDB_SIZE = 32;
+export const SCSI_SENSE_SIZE = 96;
+
+/**
+ * struct virtio_scsi_req_cmd (§5.6.6.1) without T10_PI: the device-readable
+ * header is lun[8], le64 id, u8 task_attr, u8 prio, u8 crn, u8 cdb[32];
+ * the device-writable response is le32 sense_len, le32 residual,
+ * le16 status_qualifier, u8 status, u8 response, u8 sense[96].
+ */
+export const enum ScsiCmdOffset {
+  Lun = 0,
+  Id = 8,
+  TaskAttr = 16,
+  Prio = 17,
+  Crn = 18,
+  Cdb = 19,
+  ReqSize = 19 + SCSI_CDB_SIZE,
+  RespSenseLen = 0,
+  RespResidual = 4,
+  RespStatusQualifier = 8,
+  RespStatus = 10,
+  RespResponse = 11,
+  RespSense = 12,
+  RespSize = 12 + SCSI_SENSE_SIZE,
+}
+
+/** virtio-scsi response codes (§5.6.6.1, §5.6.6.2). */
+export const enum ScsiResponse {
+  Ok = 0,
+  Overrun = 1,
+  Aborted = 2,
+  BadTarget = 3,
+  Reset = 4,
+  Busy = 5,
+  TransportFailure = 6,
+  TargetFailure = 7,
+  NexusFailure = 8,
+  Failure = 9,
+  FunctionSucceeded = 10,
+  FunctionRejected = 11,
+  IncorrectLun = 12,
+  FunctionComplete = 0,
+}
+
+/** Control queue request types (§5.6.6.2). */
+export const enum ScsiCtrlType {
+  Tmf = 0,
+  AnQuery = 1,
+  AnSubscribe = 2,
+}
+
+/** VIRTIO_SCSI_T_TMF subtypes (§5.6.6.2.1). */
+export const enum ScsiTmfSubtype {
+  AbortTask = 0,
+  AbortTaskSet = 1,
+  ClearAca = 2,
+  ClearTaskSet = 3,
+  ItNexusReset = 4,
+  LogicalUnitReset = 5,
+  QueryTask = 6,
+  QueryTaskSet = 7,
+}
+
+/** struct virtio_scsi_ctrl_tmf: readable le32 type, le32 subtype, u8 lun[8], le64 id; writable u8 response. */
+export const SCSI_TMF_REQ_SIZE = 24;
+export const SCSI_TMF_RESP_SIZE = 1;
+/** struct virtio_scsi_ctrl_an: readable le32 type, u8 lun[8], le32 event_requested; writable le32 event_actual, u8 response. */
+export const SCSI_AN_REQ_SIZE = 16;
+export const SCSI_AN_RESP_SIZE = 5;
+
+/** struct virtio_scsi_event (§5.6.6.3): le32 event, u8 lun[8], le32 reason. */
+export const SCSI_EVENT_SIZE = 16;
+
+/** Event types (§5.6.6.3). */
+export const enum ScsiEvent {
+  NoEvent = 0,
+  TransportReset = 1,
+  AsyncNotify = 2,
+  ParamChange = 3,
+}
+/** Set in `event` when the device had to drop events for want of buffers (§5.6.6.3). */
+export const SCSI_EVENTS_MISSED = 0x80000000;
+
+/** VIRTIO_SCSI_T_TRANSPORT_RESET reasons (§5.6.6.3.1). */
+export const enum ScsiResetReason {
+  Hard = 0,
+  Rescan = 1,
+  Removed = 2,
+}
+
+/** Targets a vhostd virtio-scsi controller has (SPDK's SPDK_VHOST_SCSI_CTRLR_MAX_DEVS), each with LUN 0. */
+export const SCSI_MAX_TARGETS = 8;

@@ -31,6 +31,11 @@ export interface BdevUser {
   readonly name: string;
   /** The bdev changed size; the engine workers already know. */
   bdevResized(bdev: Bdev): void;
+  /**
+   * Optional: the bdev is being deleted; let go of it (resolves once no
+   * engine worker uses it any more) or throw ERR_BUSY. Absent: ERR_BUSY.
+   */
+  hotRemoveBdev?(bdev: Bdev): Promise<void>;
 }
 
 export interface Bdev<S = unknown> {
@@ -226,6 +231,21 @@ export class BdevRegistry {
     this.bdevs.delete(name);
     module.release?.(b.state);
     log.info('bdev deleted', { name, module: module.name });
+  }
+
+  /**
+   * The delete methods' entry: a bdev its user can let go of (a virtio-scsi
+   * target: SPDK hot-removes it) is taken from that user first, then
+   * deleted; otherwise as delete().
+   */
+  async remove(module: BdevModule, name: string): Promise<void> {
+    const b = this.require(name, module);
+    const user = b.claimedBy;
+    if (user !== null && user.hotRemoveBdev !== undefined) {
+      await user.hotRemoveBdev(b);
+      log.info('bdev hot-removed from its user', { name, user: user.name });
+    }
+    this.delete(module, name);
   }
 
   /** `user` uses the bdev from now on, alone (ERR_BUSY when another does). */

@@ -374,6 +374,40 @@ export const COMMANDS: Record<string, CommandSpec> = {
     params: (v) => defined(v, [...(v.packed_ring_recovery === true ? [] : ['packed_ring_recovery']), ...(v.spread_queues === true ? [] : ['spread_queues'])]),
     output: 'none',
   },
+  vhost_create_scsi_controller: {
+    help: 'Add new vhost controller',
+    positionals: [{ name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' }],
+    flags: [
+      { long: ['cpumask'], kind: 'string', dest: 'cpumask', help: "CPU mask for the controller's threads" },
+      { long: ['delay'], kind: 'boolean', dest: 'delay', help: 'Delay controller startup until vhost_start_scsi_controller' },
+    ],
+    output: 'none',
+  },
+  vhost_start_scsi_controller: {
+    help: 'Start vhost scsi controller',
+    positionals: [{ name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' }],
+    flags: [],
+    output: 'none',
+  },
+  vhost_scsi_controller_add_target: {
+    help: 'Add lun to vhost controller',
+    positionals: [
+      { name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' },
+      { name: 'scsi_target_num', kind: 'int', help: 'SCSI target number (0-7), or -1 to pick the first free slot' },
+      { name: 'bdev_name', kind: 'string', help: 'Name of the bdev to expose as LUN 0 of the target' },
+    ],
+    flags: [],
+    output: 'string',
+  },
+  vhost_scsi_controller_remove_target: {
+    help: 'Remove target from vhost controller',
+    positionals: [
+      { name: 'ctrlr', kind: 'string', help: 'Name of the vhost controller' },
+      { name: 'scsi_target_num', kind: 'int', help: 'SCSI target number (0-7)' },
+    ],
+    flags: [],
+    output: 'none',
+  },
   vhost_get_controllers: {
     help: 'List all or one vhost controller',
     positionals: [],
@@ -722,12 +756,24 @@ export function parseMethodArgs(method: string, args: string[]): { help: true } 
       };
     });
   }
+  // argparse takes a negative number (`-1`) as a value, not an option, when no option looks like one
+  // (vhost_scsi_controller_add_target CTRLR -1 BDEV); parseArgs does not: such arguments are
+  // hidden behind placeholders while parsing, then put back.
+  const negatives: string[] = [];
+  const hidden = args.map((a) => {
+    if (!/^-\d+(\.\d+)?$/.test(a)) return a;
+    negatives.push(a);
+    return `\u0000${negatives.length - 1}`;
+  });
+  const unhide = (v: string): string => (v.startsWith('\u0000') ? (negatives[Number(v.slice(1))] ?? v) : v);
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: hidden, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(err instanceof Error ? err.message : String(err), usage);
   }
+  parsed.positionals = parsed.positionals.map(unhide);
+  for (const [k, v] of Object.entries(parsed.values)) if (typeof v === 'string') parsed.values[k] = unhide(v);
   if (parsed.values.help === true) return { help: true };
   const values: Values = {};
   try {

@@ -8,7 +8,7 @@
  * bdevs. It is the VhostBackend of the session on its socket.
  * Thread: main (reactor).
  */
-import { CoalescingSlot, DeviceStat, type DeviceDesc, type InflightDesc, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
+import { CoalescingSlot, DeviceStat, type BdevDesc, type DeviceCtl, type DeviceDesc, type InflightDesc, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import type { ConfigCall } from '../bdev/module';
 import type { Bdev, BdevRegistry, BdevUser } from '../bdev/registry';
@@ -20,7 +20,7 @@ import { formatCpumask, type Placement } from '../placement';
 import type { BackendChannel, DeviceRunState, VhostBackend } from '../vhost-user/backend';
 import { VhostUserListener } from '../vhost-user/listener';
 import { ProtocolFeature } from '../vhost-user/messages';
-import type { DeviceModel } from './model';
+import type { DeviceModel, ModelHost } from './model';
 
 const PROTOCOL_FEATURES =
   (1n << BigInt(ProtocolFeature.Mq)) |
@@ -78,7 +78,7 @@ interface RunState {
   inflight?: InflightDesc;
 }
 
-export class Controller implements VhostBackend, BdevUser {
+export class Controller implements VhostBackend, BdevUser, ModelHost {
   readonly name: string;
   readonly socketPath: string;
   readonly cores: number[];
@@ -126,30 +126,87 @@ export class Controller implements VhostBackend, BdevUser {
     this.log = opts.model.log;
     this.maxQueues = opts.model.maxQueues;
     this.features = opts.model.features | (1n << BigInt(VirtioFeature.VhostUserProtocolFeatures));
-    this.protocolFeatures = PROTOCOL_FEATURES | (opts.model.inflightShmfd === true ? 1n << BigInt(ProtocolFeature.InflightShmfd) : 0n);
+    const inflightBit = opts.model.inflightShmfd === true ? 1n << BigInt(ProtocolFeature.InflightShmfd) : 0n;
+    // A model whose front-end builds the config space itself (virtio-scsi) does not offer CONFIG, as SPDK's vhost-scsi.
+    const configBit = opts.model.configSpaceOffered === false ? 1n << BigInt(ProtocolFeature.Config) : 0n;
+    this.protocolFeatures = (PROTOCOL_FEATURES | inflightBit) & ~configBit;
     this.coalescingView[CoalescingSlot.DelayBaseUs] = COALESCING_DEFAULT_DELAY_BASE_US;
     this.coalescingView[CoalescingSlot.IopsThreshold] = COALESCING_DEFAULT_IOPS_THRESHOLD;
   }
 
-  /** Claim the model's bdevs and listen on the socket. Throws ERR_BUSY (a bdev in use) or ERR_INVALID (cannot listen). */
-  open(): void {
+  /**
+   * Claim the model's bdevs and (unless `listen` is false: SPDK's delayed
+   * start, see listen()) listen on the socket. Throws ERR_BUSY (a bdev in
+   * use) or ERR_INVALID (cannot listen).
+   */
+  open(listen = true): void {
     const claimed: Bdev[] = [];
     try {
       for (const b of this.model.bdevs) {
         this.opts.bdevs.claim(b, this);
         claimed.push(b);
       }
-      const listener = new VhostUserListener(this.socketPath, this.opts.socketMode, this);
-      try {
-        listener.listen();
-      } catch (err) {
-        throw new VhostdError(ErrorCode.Invalid, `cannot listen on ${this.socketPath}: ${(err as Error).message}`, { cause: err });
-      }
-      this.listener = listener;
+      if (listen) this.listen();
     } catch (err) {
       for (const b of claimed) this.opts.bdevs.release(b, this);
       throw err;
     }
+  }
+
+  /** True once the socket listens (a controller created with a delay waits for its start method). */
+  get listening(): boolean {
+    return this.listener !== null;
+  }
+
+  /** Listen on the socket (nothing when it already does). Throws ERR_INVALID. */
+  listen(): void {
+    if (this.listener !== null) return;
+    const listener = new VhostUserListener(this.socketPath, this.opts.socketMode, this);
+    try {
+      listener.listen();
+    } catch (err) {
+      throw new VhostdError(ErrorCode.Invalid, `cannot listen on ${this.socketPath}: ${(err as Error).message}`, { cause: err });
+    }
+    this.listener = listener;
+  }
+
+  // --- ModelHost (models whose bdevs change while the controller lives) -------
+
+  claimBdev(bdev: Bdev): void {
+    this.opts.bdevs.claim(bdev, this);
+  }
+
+  releaseBdev(bdev: Bdev): void {
+    this.opts.bdevs.release(bdev, this);
+  }
+
+  /**
+   * The model changed. A running device is told (deviceCtl, on each of its
+   * cores); a device being started is told once it runs (its description was
+   * made before the change); a stopped device is not (its next start
+   * describes the model as it is then).
+   */
+  modelChanged(ctl: (describe: (b: Bdev) => BdevDesc) => DeviceCtl): Promise<void> {
+    // Serialized with the device's other operations: a start in progress finishes first.
+    return this.serialize(async () => {
+      for (const shard of [...this.shards.values()]) {
+        try {
+          await this.opts.engine.worker(shard.core).deviceCtl(shard.deviceId, ctl((b) => this.opts.bdevs.describe(b, shard.core)));
+        } catch (err) {
+          // The device stopped meanwhile: its next start describes the model as it is.
+          if ((err as { code?: unknown }).code === 'ERR_NO_DEVICE') continue;
+          throw err;
+        }
+      }
+    });
+  }
+
+  /** A bdev of the device is being deleted: the model takes it out (virtio-scsi), or ERR_BUSY. */
+  async hotRemoveBdev(bdev: Bdev): Promise<void> {
+    if (this.model.hotRemove === undefined) {
+      throw new VhostdError(ErrorCode.Busy, `bdev ${bdev.name} is used by controller ${this.name}; delete the controller first`);
+    }
+    await this.model.hotRemove(bdev, this);
   }
 
   /** Close the socket and its connection (the device drains and stops), then let go of the bdevs. */
@@ -160,6 +217,7 @@ export class Controller implements VhostBackend, BdevUser {
       if (listener) await listener.close();
     } finally {
       for (const b of this.model.bdevs) this.opts.bdevs.release(b, this);
+      this.model.release?.();
     }
   }
 
@@ -510,7 +568,7 @@ export class Controller implements VhostBackend, BdevUser {
    * config space changed, and re-reads the capacity with GET_CONFIG.
    */
   bdevResized(bdev: Bdev): void {
-    const notified = this.session?.notifyConfigChange() ?? false;
+    const notified = this.model.configChangeOnResize === false ? false : (this.session?.notifyConfigChange() ?? false);
     this.log.info('bdev resized', { ctrlr: this.name, bdev: bdev.name, numBlocks: bdev.numBlocks, notified });
   }
 
@@ -542,9 +600,9 @@ export class Controller implements VhostBackend, BdevUser {
 
   /** The calls that recreate this controller (save_config): the model's create, then its coalescing when set — as SPDK's vhost_user_config_json. */
   writeConfigCalls(): ConfigCall[] {
-    const create = this.model.createCall(this.name, formatCpumask(this.cores));
-    if (this.opts.spreadQueues === true) create.params = { ...(create.params as Record<string, unknown>), spread_queues: true };
-    const calls = [create];
+    const cpumask = formatCpumask(this.cores);
+    const calls = this.model.configCalls !== undefined ? this.model.configCalls(this.name, cpumask) : [this.model.createCall(this.name, cpumask)];
+    if (this.opts.spreadQueues === true) calls[0].params = { ...(calls[0].params as Record<string, unknown>), spread_queues: true };
     if (this.delayBaseUs !== 0) {
       calls.push({
         method: 'vhost_controller_set_coalescing',

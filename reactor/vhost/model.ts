@@ -5,7 +5,7 @@
  * statistics, coalescing). One model object per controller.
  * Thread: main (reactor).
  */
-import type { ModelDesc } from '../../engine/control';
+import type { BdevDesc, DeviceCtl, ModelDesc } from '../../engine/control';
 import type { Bdev } from '../bdev/registry';
 import type { ConfigCall } from '../bdev/module';
 import type { Logger } from '../log';
@@ -39,4 +39,32 @@ export interface DeviceModel {
   backendSpecific(): Record<string, unknown>;
   /** The RPC call that recreates the controller (save_config); the controller gives its name and cpumask. */
   createCall(ctrlr: string, cpumask: string): ConfigCall;
+  /** Optional: every call that recreates the controller, when one create call is not enough (virtio-scsi: create, add targets, start). */
+  configCalls?(ctrlr: string, cpumask: string): ConfigCall[];
+  /**
+   * Optional: take `bdev` out of the device because the bdev is being
+   * deleted (virtio-scsi hot-removes the target). Absent: a used bdev
+   * cannot be deleted (ERR_BUSY).
+   */
+  hotRemove?(bdev: Bdev, ctrl: ModelHost): Promise<void>;
+  /** False when the front-end builds the config space itself (virtio-scsi): VHOST_USER_PROTOCOL_F_CONFIG is not offered. */
+  readonly configSpaceOffered?: boolean;
+  /** Optional: the controller is deleted (after its bdevs were released). */
+  release?(): void;
+  /** False when a bdev resize must not be announced with a config-space change (virtio-scsi: QEMU builds its config space itself; the event queue carries it). */
+  readonly configChangeOnResize?: boolean;
+}
+
+/** What a model that changes while the controller lives (virtio-scsi targets) asks of its controller. */
+export interface ModelHost {
+  readonly name: string;
+  /** Claim `bdev` for this controller (ERR_BUSY when another controller uses it). */
+  claimBdev(bdev: Bdev): void;
+  releaseBdev(bdev: Bdev): void;
+  /**
+   * The model changed: tell the running device (a stopped one describes the
+   * model afresh when it starts). `ctl` gets a function that describes a
+   * bdev for the device's worker.
+   */
+  modelChanged(ctl: (describe: (b: Bdev) => BdevDesc) => DeviceCtl): Promise<void>;
 }

@@ -36,10 +36,11 @@ export class VhostService {
 
   /**
    * Create controller `name` on <socketDir>/<name> with the model `makeModel`
-   * builds (it looks its bdevs up: ERR_NO_BDEV). ERR_INVALID for a bad name,
+   * builds (it looks its bdevs up: ERR_NO_BDEV); with `delay` it does not
+   * listen yet (Controller.listen()). ERR_INVALID for a bad name,
    * cpumask or socket, ERR_CONTROLLER_EXISTS, ERR_BUSY when a bdev is used.
    */
-  async create(name: string, cpumask: string | undefined, makeModel: () => DeviceModel, opts: { spreadQueues?: boolean } = {}): Promise<Controller> {
+  async create(name: string, cpumask: string | undefined, makeModel: () => DeviceModel, options: { delay?: boolean; spreadQueues?: boolean } = {}): Promise<Controller> {
     if (!CTRLR_NAME_RE.test(name)) {
       throw new VhostdError(ErrorCode.Invalid, `controller name "${name}" must be 1-64 characters of A-Z a-z 0-9 _ . : -`);
     }
@@ -60,9 +61,10 @@ export class VhostService {
       bdevs: this.opts.bdevs,
       engine: this.opts.engine,
       placement: this.opts.placement,
-      spreadQueues: opts.spreadQueues,
+      spreadQueues: options.spreadQueues,
     });
-    controller.open();
+    // delay (vhost_create_scsi_controller): the socket listens only once the controller is started.
+    controller.open(options.delay !== true);
     this.controllers.set(name, controller);
     log.info('controller created', {
       ctrlr: name,
@@ -70,7 +72,7 @@ export class VhostService {
       bdevs: model.bdevs.map((b) => b.name).join(','),
       cpumask: formatCpumask(cores),
       socket: socketPath,
-      spreadQueues: opts.spreadQueues === true ? 1 : 0,
+      spreadQueues: options.spreadQueues === true ? 1 : 0,
     });
     return controller;
   }

@@ -9,6 +9,7 @@
 import type { BdevRegistry } from '../bdev/registry';
 import type { RpcMethod } from '../rpc/schema';
 import { blkMethods } from './blk/methods';
+import { scsiMethods } from './scsi/methods';
 import type { VhostService } from './service';
 
 export interface DeviceType {
@@ -17,4 +18,7 @@ export interface DeviceType {
   methods(vhost: VhostService, bdevs: BdevRegistry): RpcMethod[];
 }
 
-export const DEVICE_TYPES: readonly DeviceType[] = [{ subsystem: 'vhost_blk', methods: blkMethods }];
+export const DEVICE_TYPES: readonly DeviceType[] = [
+  { subsystem: 'vhost_blk', methods: blkMethods },
+  { subsystem: 'vhost_scsi', methods: scsiMethods },
+];

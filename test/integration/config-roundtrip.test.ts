@@ -34,6 +34,12 @@ t.test('save_config of a running target loads back into an identical target', as
   await a.rpc('vhost_create_blk_controller', { ctrlr: 'c0', dev_name: 'M0', cpumask: '0x1' });
   await a.rpc('vhost_create_blk_controller', { ctrlr: 'c1', dev_name: 'M1', cpumask: '0x2', readonly: true });
   await a.rpc('vhost_create_blk_controller', { ctrlr: 'c2', dev_name: 'N0' });
+  await a.rpc('bdev_null_create', { name: 'S0', num_blocks: 1024, block_size: 4096 });
+  await a.rpc('bdev_malloc_create', { name: 'S1', num_blocks: 1024, block_size: 512 });
+  await a.rpc('vhost_create_scsi_controller', { ctrlr: 's0', cpumask: '0x2' });
+  // In ascending target order: SCSI device ids are handed out in creation order (as SPDK's), and a config replays targets in that order.
+  await a.rpc('vhost_scsi_controller_add_target', { ctrlr: 's0', scsi_target_num: -1, bdev_name: 'S1' });
+  await a.rpc('vhost_scsi_controller_add_target', { ctrlr: 's0', scsi_target_num: 5, bdev_name: 'S0' });
 
   const methods = (await a.rpc('rpc_get_methods')) as string[];
   const hasQos = methods.includes('bdev_set_qos_limit');
@@ -67,7 +73,8 @@ t.test('save_config of a running target loads back into an identical target', as
   t.same(await b.rpc('framework_get_subsystems'), subsystems);
   for (const { subsystem } of subsystems) {
     const ca = await a.rpc('framework_get_config', { name: subsystem });
-    t.ok(Array.isArray(ca) && ca.length > 0, `${subsystem}: something to compare`);
+    // SPDK's scsi subsystem has no state of its own (its devices are vhost_scsi's targets).
+    if (subsystem !== 'scsi') t.ok(Array.isArray(ca) && ca.length > 0, `${subsystem}: something to compare`);
     t.same(await b.rpc('framework_get_config', { name: subsystem }), ca, `${subsystem}: framework_get_config identical`);
   }
   t.same(await b.rpc('bdev_get_bdevs'), await a.rpc('bdev_get_bdevs'), 'bdev_get_bdevs identical (uuids, rate limits included)');

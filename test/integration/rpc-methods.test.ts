@@ -102,6 +102,8 @@ t.test('framework methods on a running target', async (t) => {
   t.same(await h.rpc('framework_get_subsystems'), [
     { subsystem: 'bdev', depends_on: [] },
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
+    { subsystem: 'scsi', depends_on: ['bdev'] },
+    { subsystem: 'vhost_scsi', depends_on: ['scsi'] },
   ]);
   t.equal((await rpcError(h, 'framework_get_subsystems', { name: 'bdev' })).code, -32602);
   t.same(await h.rpc('framework_get_config', { name: 'bdev' }), [], 'empty bdev config');
@@ -138,7 +140,7 @@ t.test('log methods: levels and flags reach reactor and engine lines', async (t)
   t.equal(await h.rpc('log_get_print_level'), 'INFO', 'default print level');
   t.equal(await h.rpc('log_get_level'), 'NOTICE', "SPDK's default log level");
   const flags = (await h.rpc('log_get_flags')) as Record<string, boolean>;
-  for (const f of ['app', 'bdev', 'engine', 'rpc', 'vhost', 'vhost_blk']) t.equal(flags[f], false, `flag ${f} known, off`);
+  for (const f of ['app', 'bdev', 'engine', 'rpc', 'vhost', 'vhost_blk', 'vhost_scsi']) t.equal(flags[f], false, `flag ${f} known, off`);
 
   t.equal(await h.rpc('log_set_level', { level: 'error' }), true, 'level names are case-insensitive');
   t.equal(await h.rpc('log_get_level'), 'ERROR');
@@ -318,7 +320,7 @@ t.test('vhostd-rpc: the new methods with rpc.py syntax, save_config / load_confi
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /^\{\n {2}"subsystems": \[\n/, 'indent 2 by default');
   const saved = JSON.parse(r.stdout) as { subsystems: { subsystem: string; config: unknown[] }[] };
-  t.same(saved.subsystems.map((s) => s.subsystem), ['bdev', 'vhost_blk']);
+  t.same(saved.subsystems.map((s) => s.subsystem), ['bdev', 'vhost_blk', 'scsi', 'vhost_scsi']);
   t.same(saved.subsystems[0].config, await h.rpc('framework_get_config', { name: 'bdev' }));
   r = await rpc('save_config', '--indent=-1', '-s', 'bdev');
   t.equal(r.stdout.trim().split('\n').length, 1, 'compact');

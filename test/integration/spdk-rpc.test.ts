@@ -48,6 +48,10 @@ const METHODS = [
   'bdev_get_iostat',
   'bdev_set_qos_limit',
   'vhost_create_blk_controller',
+  'vhost_create_scsi_controller',
+  'vhost_start_scsi_controller',
+  'vhost_scsi_controller_add_target',
+  'vhost_scsi_controller_remove_target',
   'vhost_get_controllers',
   'vhost_delete_controller',
   'vhost_controller_set_coalescing',
@@ -272,6 +276,8 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
   t.same(await py.json('framework_get_subsystems'), [
     { subsystem: 'bdev', depends_on: [] },
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
+    { subsystem: 'scsi', depends_on: ['bdev'] },
+    { subsystem: 'vhost_scsi', depends_on: ['scsi'] },
   ]);
   const bdevCfg = await py.json<{ method: string; params: Record<string, unknown> }[]>('framework_get_config', 'bdev');
   t.match(bdevCfg.find((c) => c.params.name === 'M0' && c.method === 'bdev_malloc_create'), { params: { num_blocks: 16384, block_size: 512, uuid: UUID } });
@@ -289,13 +295,24 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
   // --- save_config (client side) → load_config into a second vhostd → the same save_config
   const saved = await py.ok('save_config');
   const savedCfg = JSON.parse(saved) as { subsystems: { subsystem: string; config: unknown[] }[] };
-  t.same(savedCfg, { subsystems: [{ subsystem: 'bdev', config: bdevCfg }, { subsystem: 'vhost_blk', config: vhostCfg }] }, 'save_config: framework_get_config of each subsystem');
+  t.same(
+    savedCfg,
+    {
+      subsystems: [
+        { subsystem: 'bdev', config: bdevCfg },
+        { subsystem: 'vhost_blk', config: vhostCfg },
+        { subsystem: 'scsi', config: [] },
+        { subsystem: 'vhost_scsi', config: [] },
+      ],
+    },
+    'save_config: framework_get_config of each subsystem',
+  );
   t.same(JSON.parse(await py.ok('save_config', '-s', 'bdev', '-i', '-1')), { subsystems: [savedCfg.subsystems[0]] }, 'save_config -s bdev -i -1');
   await checkLoadConfig(t, dir, saved);
 
   // --- log methods
   const flags = await py.json<Record<string, boolean>>('log_get_flags');
-  t.same(Object.keys(flags).sort(), ['app', 'bdev', 'engine', 'rpc', 'vhost', 'vhost_blk']);
+  t.same(Object.keys(flags).sort(), ['app', 'bdev', 'engine', 'rpc', 'vhost', 'vhost_blk', 'vhost_scsi']);
   await py.quiet('log_set_flag', 'bdev');
   t.match(await py.json('log_get_flags'), { bdev: true, vhost: false });
   await py.quiet('log_clear_flag', 'bdev');
@@ -374,6 +391,65 @@ async function checkLoadConfig(t: Test, dir: string, saved: string): Promise<voi
     t.same({ code: exit.code, killed: exit.killed }, { code: 0, killed: false }, 'second vhostd stops gracefully');
   }
 }
+
+t.test("virtio-scsi methods through rpc.py, and a save_config → -c round trip", async (t) => {
+  const dir = spdkRpcDir();
+  const h = await startVhostd({ cpumask: '0x3' });
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-scsi-cfg-'));
+  t.teardown(async () => {
+    await h.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  const py = new RpcPy(t, dir, h);
+  await py.ok('bdev_malloc_create', '-b', 'SM0', '-u', '5ca1ab1e-0000-4000-8000-000000000001', '8', '512');
+  await py.ok('bdev_null_create', 'SN0', '16', '4096');
+  await py.ok('bdev_null_create', 'SN1', '16', '512');
+  await py.quiet('vhost_create_scsi_controller', '--cpumask', '0x2', '--delay', 'sc0');
+  t.notOk(fs.existsSync(h.socketOf('sc0')), '--delay: no socket yet');
+  t.equal((await py.ok('vhost_scsi_controller_add_target', 'sc0', '2', 'SM0')).trim(), '2', 'add_target prints the target number');
+  t.equal((await py.ok('vhost_scsi_controller_add_target', 'sc0', '-1', 'SN0')).trim(), '0', '-1: the first free slot');
+  t.equal((await py.ok('vhost_scsi_controller_add_target', 'sc0', '-1', 'SN1')).trim(), '1');
+  await py.quiet('vhost_start_scsi_controller', 'sc0');
+  t.ok(fs.existsSync(h.socketOf('sc0')), 'listening after vhost_start_scsi_controller');
+  await py.quiet('vhost_scsi_controller_remove_target', 'sc0', '1');
+  const ctrls = await py.json<{ ctrlr: string; backend_specific: unknown }[]>('vhost_get_controllers', '-n', 'sc0');
+  t.same(ctrls[0].backend_specific, {
+    scsi: [
+      { scsi_dev_num: 0, id: 1, target_name: 'Target 0', luns: [{ id: 0, bdev_name: 'SN0' }] },
+      { scsi_dev_num: 2, id: 0, target_name: 'Target 2', luns: [{ id: 0, bdev_name: 'SM0' }] },
+    ],
+  }, 'backend_specific.scsi in SPDK\'s shape');
+  await py.fails(-32602, 'vhost_scsi_controller_add_target', 'sc0', '2', 'SN1');
+  await py.fails(-32602, 'vhost_scsi_controller_add_target', 'sc0', '8', 'SN1');
+  await py.fails(-32602, 'vhost_scsi_controller_remove_target', 'sc0', '5');
+  await py.fails(-19, 'vhost_start_scsi_controller', 'nope');
+  await py.quiet('vhost_controller_set_coalescing', 'sc0', '40', '70000');
+  const cfg = await py.json<unknown[]>('framework_get_config', 'vhost_scsi');
+  t.same(cfg, [
+    { method: 'vhost_create_scsi_controller', params: { ctrlr: 'sc0', cpumask: '0x2', delay: true } },
+    { method: 'vhost_scsi_controller_add_target', params: { ctrlr: 'sc0', scsi_target_num: 0, bdev_name: 'SN0' } },
+    { method: 'vhost_scsi_controller_add_target', params: { ctrlr: 'sc0', scsi_target_num: 2, bdev_name: 'SM0' } },
+    { method: 'vhost_start_scsi_controller', params: { ctrlr: 'sc0' } },
+    { method: 'vhost_controller_set_coalescing', params: { ctrlr: 'sc0', delay_base_us: 40, iops_threshold: 70000 } },
+  ], 'framework_get_config vhost_scsi: SPDK\'s calls');
+  const saved = await py.ok('save_config');
+  const file = path.join(tmp, 'config.json');
+  fs.writeFileSync(file, saved);
+  const h2 = await startVhostd({ cpumask: '0x3', extraArgs: ['-c', file] });
+  try {
+    const py2 = new RpcPy(t, dir, h2);
+    t.ok(fs.existsSync(h2.socketOf('sc0')), '-c: the controller listens');
+    t.same(await py2.json('framework_get_config', 'vhost_scsi'), cfg, '-c: the same vhost_scsi config');
+    t.equal(await py2.ok('save_config'), saved, '-c: the same save_config');
+    await py2.quiet('vhost_delete_controller', 'sc0');
+  } finally {
+    await h2.stop();
+  }
+  // Deleting a bdev a target uses removes the target.
+  await py.ok('bdev_null_delete', 'SN0');
+  t.same((await py.json<{ backend_specific: { scsi: { scsi_dev_num: number }[] } }[]>('vhost_get_controllers'))[0].backend_specific.scsi.map((x) => x.scsi_dev_num), [2]);
+  await py.quiet('vhost_delete_controller', 'sc0');
+});
 
 t.test('every method vhostd serves was driven through rpc.py', async (t) => {
   t.ok(served.length > 0, 'rpc_get_methods was answered');

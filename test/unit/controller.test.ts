@@ -181,15 +181,17 @@ t.test('coalescing, vhost_get_controllers and save_config', async (t) => {
 });
 
 t.test('subsystem registry', async (t) => {
-  const reg = subsystemRegistry({ bdev: () => [{ method: 'a', params: {} }], vhost_blk: () => [] });
+  const reg = subsystemRegistry({ bdev: () => [{ method: 'a', params: {} }], vhost_blk: () => [], scsi: () => [], vhost_scsi: () => [] });
   t.same(reg.list(), [
     { subsystem: 'bdev', depends_on: [] },
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
+    { subsystem: 'scsi', depends_on: ['bdev'] },
+    { subsystem: 'vhost_scsi', depends_on: ['scsi'] },
   ]);
   t.same(reg.config('bdev'), [{ method: 'a', params: {} }]);
-  t.throws(() => reg.config('vhost_scsi'), { code: ErrorCode.InvalidParams, message: "Subsystem 'vhost_scsi' not found" }, 'only real subsystems');
+  t.throws(() => reg.config('nvmf'), { code: ErrorCode.InvalidParams, message: "Subsystem 'nvmf' not found" }, 'only real subsystems');
   t.throws(() => new SubsystemRegistry([{ name: 'x', dependsOn: ['y'], writeConfig: () => [] }]), /depends on y/);
-  t.same(SUBSYSTEMS.map((s) => s.name), ['bdev', 'vhost_blk']);
+  t.same(SUBSYSTEMS.map((s) => s.name), ['bdev', 'vhost_blk', 'scsi', 'vhost_scsi']);
   const order = orderedCalls({
     subsystems: [
       { subsystem: 'other', config: [{ method: 'o' }] },

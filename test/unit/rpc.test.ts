@@ -111,7 +111,12 @@ class TestTarget implements Services {
   readonly calls: Call[] = [];
   readonly bdevs = new RecordingBdevs(this.calls);
   readonly vhost: RecordingVhost;
-  readonly subsystems = subsystemRegistry({ bdev: () => this.bdevs.writeConfig(), vhost_blk: () => this.vhost.writeConfig('vhost_blk') });
+  readonly subsystems = subsystemRegistry({
+    bdev: () => this.bdevs.writeConfig(),
+    vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
+    scsi: () => [],
+    vhost_scsi: () => this.vhost.writeConfig('vhost_scsi'),
+  });
   readonly system = {
     reactors: (): ReactorsInfo => ({
       tick_rate: 1000000000,
@@ -381,8 +386,12 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
       'thread_get_stats',
       'vhost_controller_set_coalescing',
       'vhost_create_blk_controller',
+      'vhost_create_scsi_controller',
       'vhost_delete_controller',
       'vhost_get_controllers',
+      'vhost_scsi_controller_add_target',
+      'vhost_scsi_controller_remove_target',
+      'vhost_start_scsi_controller',
       'vmd_enable',
     ],
   );
@@ -825,6 +834,13 @@ t.test('vhostd-rpc argv → params', async (t) => {
   t.same(call(['bdev_get_bdevs', '-b', 'Malloc0', '-t', '100']).params, { name: 'Malloc0', timeout: 100 });
   t.same(call(['bdev_get_bdevs', '--timeout-ms=5']).params, { timeout: 5 });
   t.same(call(['vhost_delete_controller', 'vhost.0']).params, { ctrlr: 'vhost.0' });
+  t.same(call(['vhost_create_scsi_controller', '--cpumask', '0x2', 'vhost.0']).params, { ctrlr: 'vhost.0', cpumask: '0x2', delay: false });
+  t.same(call(['vhost_create_scsi_controller', '--delay', 'vhost.0']).params, { ctrlr: 'vhost.0', delay: true });
+  t.same(call(['vhost_start_scsi_controller', 'vhost.0']).params, { ctrlr: 'vhost.0' });
+  t.same(call(['vhost_scsi_controller_add_target', 'vhost.0', '-1', 'Disk1']).params, { ctrlr: 'vhost.0', scsi_target_num: -1, bdev_name: 'Disk1' }, '-1 is a value (argparse)');
+  t.same(call(['vhost_scsi_controller_add_target', 'vhost.0', '3', 'M']).params, { ctrlr: 'vhost.0', scsi_target_num: 3, bdev_name: 'M' });
+  t.same(call(['vhost_scsi_controller_remove_target', 'vhost.0', '3']).params, { ctrlr: 'vhost.0', scsi_target_num: 3 });
+  t.throws(() => call(['vhost_scsi_controller_add_target', 'vhost.0', '-x', 'M']), /Unknown option '-x'/, 'other dash arguments are still options');
   t.same(call(['bdev_malloc_delete', 'Malloc0']).params, { name: 'Malloc0' });
   t.same(call(['bdev_null_delete', 'Null0']).params, { name: 'Null0' });
   t.same(call(['rpc_get_methods']).params, { current: false, include_aliases: false });

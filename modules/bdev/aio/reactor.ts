@@ -42,8 +42,8 @@ export const aioModule: BdevModule<FileBdevState> = {
           ).name;
         },
       ),
-      defineMethod<{ name: string }>('bdev_aio_delete', paramsSchema({ name: s.string() }), (p) => {
-        bdevs.delete(aioModule, p.name);
+      defineMethod<{ name: string }>('bdev_aio_delete', paramsSchema({ name: s.string() }), async (p) => {
+        await bdevs.remove(aioModule, p.name);
         return true;
       }),
     ];

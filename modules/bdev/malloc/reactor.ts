@@ -55,8 +55,8 @@ export const mallocModule: BdevModule<MallocParams> = {
           return bdev.name;
         },
       ),
-      defineMethod<{ name: string }>('bdev_malloc_delete', paramsSchema({ name: s.string() }), (p) => {
-        bdevs.delete(mallocModule, p.name);
+      defineMethod<{ name: string }>('bdev_malloc_delete', paramsSchema({ name: s.string() }), async (p) => {
+        await bdevs.remove(mallocModule, p.name);
         return true;
       }),
     ];

@@ -43,8 +43,8 @@ export const nullModule: BdevModule<null> = {
           })).name;
         },
       ),
-      defineMethod<{ name: string }>('bdev_null_delete', paramsSchema({ name: s.string() }), (p) => {
-        bdevs.delete(nullModule, p.name);
+      defineMethod<{ name: string }>('bdev_null_delete', paramsSchema({ name: s.string() }), async (p) => {
+        await bdevs.remove(nullModule, p.name);
         return true;
       }),
       // SPDK (bdev_null_resize): a missing bdev is -ENODEV, one of another

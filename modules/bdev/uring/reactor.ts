@@ -34,8 +34,8 @@ export const uringModule: BdevModule<FileBdevState> = {
           }).name;
         },
       ),
-      defineMethod<{ name: string }>('bdev_uring_delete', paramsSchema({ name: s.string() }), (p) => {
-        bdevs.delete(uringModule, p.name);
+      defineMethod<{ name: string }>('bdev_uring_delete', paramsSchema({ name: s.string() }), async (p) => {
+        await bdevs.remove(uringModule, p.name);
         return true;
       }),
     ];

@@ -1,0 +1,626 @@
+/**
+ * The virtio-scsi device model (virtio 1.2 §5.6) on the virtio device core
+ * (engine/virtio/device.ts), the transport in front of the SCSI target
+ * (engine/scsi, which knows no virtio):
+ *
+ * - queue 0, control: task management (LOGICAL UNIT RESET and I_T NEXUS
+ *   RESET reset the LU once its outstanding commands have completed; every
+ *   other TMF is answered VIRTIO_SCSI_S_ABORTED, as SPDK's vhost-scsi does;
+ *   an unknown subtype FUNCTION_REJECTED) and asynchronous notification
+ *   query/subscribe (answered OK with no event supported: event_actual 0);
+ * - queue 1, events: hot-plug (TRANSPORT_RESET with RESCAN / REMOVED, when
+ *   HOTPLUG was negotiated) and capacity changes (PARAM_CHANGE 2Ah/09h, when
+ *   CHANGE was negotiated). Its buffers are taken only when an event is
+ *   waiting (VirtioModel.budget), so they are never in flight and a stop
+ *   never waits for them; events that find no buffer wait (up to
+ *   MAX_PENDING_EVENTS, then EVENTS_MISSED is set on the next one);
+ * - queues 2.., requests: struct virtio_scsi_req_cmd (§5.6.6.1, cdb_size 32,
+ *   sense_size 96, no T10 PI) is parsed, then executed by the target:
+ *   LUN addressing lun[0] = 1, lun[1] = target (0-7), lun[2..3] a
+ *   single-level LUN (peripheral or flat), lun[4..7] zero. A missing target
+ *   gets VIRTIO_SCSI_S_BAD_TARGET; a missing or unsupported LUN on a present
+ *   target reaches the target, which answers as SPC-4 says (INQUIRY:
+ *   peripheral qualifier 3; others CHECK CONDITION / LOGICAL UNIT NOT
+ *   SUPPORTED).
+ *
+ * Bad input: a chain without room for the response (108 writable bytes;
+ * TMF 1, AN 5, event 16) goes back with used length 0 (it cannot carry an
+ * answer); a short request header, data buffers in both directions (INOUT
+ * not offered) or an unusable data buffer get VIRTIO_SCSI_S_FAILURE; data
+ * buffers of the wrong direction or shorter than the transfer are the
+ * target's to judge (CHECK CONDITION, residual; an overrun is
+ * VIRTIO_SCSI_S_OVERRUN).
+ *
+ * Targets change while the device runs (DeviceCtl scsiAddTarget /
+ * scsiRemoveTarget): a removed target answers BAD_TARGET at once; the
+ * commands it had outstanding complete normally (an acknowledged write is
+ * never lost) and its bdev is closed after the last one.
+ *
+ * Thread: the engine worker that runs the device.
+ */
+import type { BdevLayer } from '../bdev/layer';
+import { type BdevDesc, type DeviceCtl, type DeviceDesc, DeviceStat, type ScsiModelDesc } from '../control';
+import type { DeviceEnv, EngineDevice } from '../device';
+import { ScsiLun } from '../scsi/lun';
+import { Op, ScsiDataDir, ScsiResidual, ScsiStatus, TmfFunction, TmfResponse } from '../scsi/spec';
+import { ScsiTask } from '../scsi/task';
+import { ScsiTarget } from '../scsi/target';
+import { ChainError, chainErrorName } from '../virtio/chain';
+import { VirtioDevice, type VirtioModel, type VirtioQueueState, VirtioTask } from '../virtio/device';
+import {
+  SCSI_AN_REQ_SIZE,
+  SCSI_AN_RESP_SIZE,
+  SCSI_CONTROL_QUEUE,
+  SCSI_EVENT_QUEUE,
+  SCSI_EVENT_SIZE,
+  SCSI_EVENTS_MISSED,
+  SCSI_MAX_TARGETS,
+  SCSI_SENSE_SIZE,
+  SCSI_TMF_REQ_SIZE,
+  SCSI_TMF_RESP_SIZE,
+  ScsiCmdOffset,
+  ScsiCtrlType,
+  ScsiEvent,
+  ScsiFeature,
+  ScsiResetReason,
+  ScsiResponse,
+  ScsiTmfSubtype,
+} from '../virtio/spec';
+
+/**
+ * Data segments one command may use: QEMU's vhost-user-scsi offers
+ * seg_max = queue size - 2 (126 for its default 128); the header and the
+ * response take one descriptor each, and a buffer crossing a guest region
+ * boundary becomes two segments.
+ */
+export const SCSI_SEG_MAX = 128;
+export const SCSI_MAX_SEGMENTS = SCSI_SEG_MAX + 4;
+
+/** Events kept for want of event buffers; past this EVENTS_MISSED is reported. */
+export const MAX_PENDING_EVENTS = 64;
+
+/** PARAM_CHANGE reason for a capacity change: ASC 2Ah in bits 0-7, ASCQ 09h in bits 8-15 (§5.6.6.3.3). */
+const REASON_CAPACITY_CHANGED = 0x2a | (0x09 << 8);
+
+const bit = (n: number): bigint => 1n << BigInt(n);
+
+const enum Kind {
+  Cmd = 0,
+  Ctrl = 1,
+  Event = 2,
+}
+
+/** The SCSI target's view of a request slot: its completion is the transport's. */
+class VscsiCommand extends ScsiTask {
+  constructor(
+    capacity: number,
+    private readonly slot: VscsiTask,
+    private readonly model: VscsiModel,
+  ) {
+    super(capacity);
+  }
+
+  override done(): void {
+    this.model.commandDone(this.slot);
+  }
+}
+
+/** One request slot of a queue: its chain, and for request queues the SCSI task it reuses. */
+export class VscsiTask extends VirtioTask {
+  readonly kind: Kind;
+  readonly cmd: VscsiCommand | null;
+  /** Bytes of data-in the guest gave room for (writable bytes after the response). */
+  dataInBytes = 0;
+  constructor(queue: VirtioQueueState, model: VscsiModel) {
+    super(queue, SCSI_MAX_SEGMENTS);
+    const index = queue.q.index;
+    this.kind = index === SCSI_CONTROL_QUEUE ? Kind.Ctrl : index === SCSI_EVENT_QUEUE ? Kind.Event : Kind.Cmd;
+    this.cmd = this.kind === Kind.Cmd ? new VscsiCommand(SCSI_MAX_SEGMENTS, this, model) : null;
+  }
+}
+
+/** A LU that also tells the transport of a resize (PARAM_CHANGE). */
+class VscsiLun extends ScsiLun {
+  constructor(
+    readonly target: number,
+    private readonly model: VscsiModel,
+    layer: BdevLayer,
+    desc: BdevDesc,
+    identifier: string,
+    nowMs: number,
+  ) {
+    super(0, layer, desc, { identifier }, nowMs);
+  }
+
+  override bdevResized(numBlocks: number): void {
+    super.bdevResized(numBlocks);
+    this.model.capacityChanged(this.target);
+  }
+}
+
+interface Slot {
+  target: ScsiTarget;
+  lun: VscsiLun;
+}
+
+interface PendingEvent {
+  event: number;
+  target: number;
+  reason: number;
+}
+
+export class VscsiModel implements VirtioModel<VscsiTask> {
+  readonly maxSegments = SCSI_MAX_SEGMENTS;
+  private readonly core: VirtioDevice<VscsiTask>;
+  private readonly layer: BdevLayer;
+  private readonly stats: Float64Array;
+  private readonly slots: (Slot | null)[] = new Array<Slot | null>(SCSI_MAX_TARGETS).fill(null);
+  /** LUs being hot-removed (closed when their last command completes). */
+  private readonly removing = new Set<VscsiLun>();
+  private readonly hotplug: boolean;
+  private readonly change: boolean;
+  private readonly events: PendingEvent[] = [];
+  private eventsMissed = false;
+  /** Scratch for request headers and responses (a command's header is copied out before it runs). */
+  private readonly hdr = new Uint8Array(ScsiCmdOffset.ReqSize);
+  private readonly hdrView = new DataView(this.hdr.buffer);
+  private readonly resp = new Uint8Array(ScsiCmdOffset.RespSize);
+  private readonly respView = new DataView(this.resp.buffer);
+  private closed = false;
+
+  constructor(core: VirtioDevice<VscsiTask>, desc: DeviceDesc, model: ScsiModelDesc, env: DeviceEnv) {
+    this.core = core;
+    this.layer = env.bdevs;
+    this.stats = core.stats;
+    this.hotplug = (desc.features & bit(ScsiFeature.Hotplug)) !== 0n;
+    this.change = (desc.features & bit(ScsiFeature.Change)) !== 0n;
+    try {
+      for (const t of model.targets) {
+        const bdev = desc.bdevs[t.bdev];
+        if (bdev === undefined) throw new RangeError(`scsi device ${desc.name}: target ${t.target} names bdev #${t.bdev}, which is not in the description`);
+        this.addTarget(t.target, bdev, t.identifier);
+      }
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  /** Targets present (tests). */
+  get targets(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < SCSI_MAX_TARGETS; i++) if (this.slots[i] !== null) out.push(i);
+    return out;
+  }
+
+  /** Events waiting for an event-queue buffer (tests). */
+  get pendingEvents(): number {
+    return this.events.length;
+  }
+
+  newTask(queue: VirtioQueueState): VscsiTask {
+    return new VscsiTask(queue, this);
+  }
+
+  budget(qs: VirtioQueueState): number {
+    if (qs.q.index !== SCSI_EVENT_QUEUE) return Number.MAX_SAFE_INTEGER;
+    return this.events.length;
+  }
+
+  drain(): void {
+    for (const s of this.slots) if (s !== null) s.lun.handle.drain();
+    for (const l of this.removing) l.handle.drain();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (let i = 0; i < SCSI_MAX_TARGETS; i++) {
+      const s = this.slots[i];
+      if (s !== null) s.lun.close();
+      this.slots[i] = null;
+    }
+    for (const l of this.removing) l.close();
+    this.removing.clear();
+  }
+
+  // ------------------------------------------------------------ hot-plug
+
+  control(ctl: DeviceCtl, done: (err: Error | null) => void): void {
+    switch (ctl.kind) {
+      case 'scsiAddTarget':
+        try {
+          this.addTarget(ctl.target, ctl.bdev, ctl.identifier);
+        } catch (err) {
+          done(err instanceof Error ? err : new Error(String(err)));
+          return;
+        }
+        if (this.hotplug) this.raiseEvent(ScsiEvent.TransportReset, ctl.target, ScsiResetReason.Rescan);
+        done(null);
+        return;
+      case 'scsiRemoveTarget': {
+        const t = ctl.target;
+        const s = Number.isInteger(t) && t >= 0 && t < SCSI_MAX_TARGETS ? this.slots[t] : null;
+        if (s === null || s === undefined) {
+          done(new RangeError(`scsi device ${this.core.name}: no target ${t}`));
+          return;
+        }
+        // From now on the target answers BAD_TARGET; what it has outstanding completes first.
+        this.slots[t] = null;
+        this.removing.add(s.lun);
+        if (this.hotplug) this.raiseEvent(ScsiEvent.TransportReset, t, ScsiResetReason.Removed);
+        s.lun.remove(() => {
+          this.removing.delete(s.lun);
+          done(null);
+        });
+        return;
+      }
+      default:
+        done(new Error(`scsi device ${this.core.name}: unknown model change ${(ctl as { kind?: unknown }).kind}`));
+    }
+  }
+
+  private addTarget(target: number, bdev: BdevDesc, identifier: string): void {
+    if (!Number.isInteger(target) || target < 0 || target >= SCSI_MAX_TARGETS) {
+      throw new RangeError(`scsi device ${this.core.name}: target must be 0-${SCSI_MAX_TARGETS - 1}, got ${target}`);
+    }
+    if (this.slots[target] !== null) throw new RangeError(`scsi device ${this.core.name}: target ${target} exists`);
+    const lun = new VscsiLun(target, this, this.layer, bdev, identifier, this.core.nowMs);
+    const t = new ScsiTarget(1);
+    t.addLun(lun);
+    this.slots[target] = { target: t, lun };
+  }
+
+  /** A LU's bdev changed size: PARAM_CHANGE (CAPACITY DATA HAS CHANGED) when negotiated. */
+  capacityChanged(target: number): void {
+    if (this.change && this.slots[target]?.lun !== undefined) this.raiseEvent(ScsiEvent.ParamChange, target, REASON_CAPACITY_CHANGED);
+  }
+
+  private raiseEvent(event: number, target: number, reason: number): void {
+    if (this.events.length >= MAX_PENDING_EVENTS) {
+      this.eventsMissed = true;
+      return;
+    }
+    this.events.push({ event, target, reason });
+  }
+
+  // ------------------------------------------------------------ requests
+
+  start(task: VscsiTask, walkErr: ChainError): void {
+    const core = this.core;
+    if (walkErr !== ChainError.Ok) {
+      // The chain's buffers cannot be trusted: nothing is written back.
+      core.drop(task, chainErrorName(walkErr));
+      return;
+    }
+    switch (task.kind) {
+      case Kind.Cmd:
+        this.startCommand(task);
+        return;
+      case Kind.Ctrl:
+        this.startControl(task);
+        return;
+      default:
+        this.startEvent(task);
+    }
+  }
+
+  private startCommand(task: VscsiTask): void {
+    const core = this.core;
+    const chain = task.chain;
+    if (chain.writableBytes < ScsiCmdOffset.RespSize) {
+      core.drop(task, `virtio-scsi command without room for its response (${chain.writableBytes} writable bytes, needs ${ScsiCmdOffset.RespSize})`);
+      return;
+    }
+    if (chain.readableBytes < ScsiCmdOffset.ReqSize) {
+      core.guestError(task.queue, `short virtio-scsi command header (${chain.readableBytes} bytes, needs ${ScsiCmdOffset.ReqSize})`, chain.head);
+      this.respond(task, ScsiResponse.Failure);
+      return;
+    }
+    const bytes = core.mem.bytes;
+    // The header is read in place when its first descriptor holds it (Linux: always), else copied out.
+    let src: Uint8Array;
+    let base: number;
+    if (chain.len[0] >= ScsiCmdOffset.ReqSize) {
+      src = bytes[chain.region[0]];
+      base = chain.offset[0];
+    } else {
+      this.gather(task, this.hdr, ScsiCmdOffset.ReqSize);
+      src = this.hdr;
+      base = 0;
+    }
+    const target = this.targetOf(src, base + ScsiCmdOffset.Lun);
+    if (target === null) {
+      this.respond(task, ScsiResponse.BadTarget);
+      return;
+    }
+    const outBytes = chain.readableBytes - ScsiCmdOffset.ReqSize;
+    const inBytes = chain.writableBytes - ScsiCmdOffset.RespSize;
+    if (outBytes > 0 && inBytes > 0) {
+      core.guestError(task.queue, 'virtio-scsi command with data buffers in both directions (INOUT not offered)', chain.head);
+      this.respond(task, ScsiResponse.Failure);
+      return;
+    }
+    const cmd = task.cmd as VscsiCommand;
+    cmd.reset();
+    // Every CDB but the variable-length one (7Fh) fits 16 bytes (SPC-4 §4.2.5.1).
+    cmd.setCdb(src, base + ScsiCmdOffset.Cdb, src[base + ScsiCmdOffset.Cdb] === 0x7f ? 32 : 16);
+    cmd.nexus = 0;
+    const lun = this.lunOf(src, base + ScsiCmdOffset.Lun);
+    if (outBytes > 0) {
+      cmd.dir = ScsiDataDir.ToDevice;
+      this.addData(task, cmd, 0, chain.readable, ScsiCmdOffset.ReqSize, bytes);
+    } else if (inBytes > 0) {
+      cmd.dir = ScsiDataDir.FromDevice;
+      this.addData(task, cmd, chain.readable, chain.count, ScsiCmdOffset.RespSize, bytes);
+    }
+    task.dataInBytes = inBytes;
+    target.execute(cmd, lun, core.nowMs);
+  }
+
+  /** Add segments [from, to) of the chain as the command's data buffers, skipping their first `skip` bytes. */
+  private addData(task: VscsiTask, cmd: VscsiCommand, from: number, to: number, skip: number, bytes: Uint8Array[]): void {
+    const chain = task.chain;
+    for (let seg = from; seg < to; seg++) {
+      let len = chain.len[seg];
+      let off = chain.offset[seg];
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      off += skip;
+      len -= skip;
+      skip = 0;
+      cmd.addIov(bytes[chain.region[seg]], off, len);
+    }
+  }
+
+  /** The target a virtio-scsi LUN field names (lun[0] = 1, lun[1] = target), or null (BAD_TARGET). */
+  private targetOf(b: Uint8Array, off: number): ScsiTarget | null {
+    if (b[off] !== 1) return null;
+    const t = b[off + 1];
+    if (t >= SCSI_MAX_TARGETS) return null;
+    return this.slots[t]?.target ?? null;
+  }
+
+  /**
+   * The LUN of lun[2..7]: a single-level LUN in peripheral (00b, bus 0) or
+   * flat (01b) addressing with the remaining bytes zero, else -1 (no such LU).
+   */
+  private lunOf(b: Uint8Array, off: number): number {
+    for (let i = 4; i < 8; i++) if (b[off + i] !== 0) return -1;
+    const method = b[off + 2] >> 6;
+    if (method === 0) return (b[off + 2] & 0x3f) === 0 ? b[off + 3] : -1;
+    if (method === 1) return ((b[off + 2] & 0x3f) << 8) | b[off + 3];
+    return -1;
+  }
+
+  /** The SCSI target finished a command: write the response and complete. */
+  commandDone(task: VscsiTask): void {
+    const cmd = task.cmd as VscsiCommand;
+    const overrun = cmd.residualKind === ScsiResidual.Overflow;
+    const dataIn = cmd.dir === ScsiDataDir.FromDevice ? cmd.transferred : 0;
+    let residual = 0;
+    if (overrun) residual = cmd.residual;
+    else if (cmd.bufferBytes > cmd.transferred) residual = cmd.bufferBytes - cmd.transferred;
+    const s = this.stats;
+    if (cmd.status !== ScsiStatus.Good || overrun) {
+      s[DeviceStat.ErrorOps]++;
+    } else {
+      switch (cmd.cdb[0]) {
+        case Op.Read6:
+        case Op.Read10:
+        case Op.Read12:
+        case Op.Read16:
+          s[DeviceStat.ReadOps]++;
+          s[DeviceStat.ReadBytes] += cmd.transferred;
+          break;
+        case Op.Write6:
+        case Op.Write10:
+        case Op.Write12:
+        case Op.Write16:
+          s[DeviceStat.WriteOps]++;
+          s[DeviceStat.WriteBytes] += cmd.wantBytes;
+          break;
+        case Op.Unmap:
+        case Op.WriteSame10:
+        case Op.WriteSame16:
+          s[DeviceStat.UnmapOps]++;
+          break;
+        case Op.SynchronizeCache10:
+        case Op.SynchronizeCache16:
+          s[DeviceStat.FlushOps]++;
+          break;
+        default:
+          break;
+      }
+    }
+    const senseLen = cmd.senseLength > SCSI_SENSE_SIZE ? SCSI_SENSE_SIZE : cmd.senseLength;
+    const chain = task.chain;
+    const seg = chain.readable;
+    if (chain.len[seg] >= ScsiCmdOffset.RespSense + senseLen) {
+      // In place (the response's first descriptor holds it: Linux's always does): the fixed fields and the sense data.
+      const b = this.core.mem.bytes[chain.region[seg]];
+      const o = chain.offset[seg];
+      b[o] = senseLen;
+      b[o + 1] = 0;
+      b[o + 2] = 0;
+      b[o + 3] = 0;
+      b[o + 4] = residual & 0xff;
+      b[o + 5] = (residual >>> 8) & 0xff;
+      b[o + 6] = (residual >>> 16) & 0xff;
+      b[o + 7] = (residual >>> 24) & 0xff;
+      b[o + 8] = 0;
+      b[o + 9] = 0;
+      b[o + ScsiCmdOffset.RespStatus] = cmd.status;
+      b[o + ScsiCmdOffset.RespResponse] = overrun ? ScsiResponse.Overrun : ScsiResponse.Ok;
+      const sense = cmd.sense;
+      for (let i = 0; i < senseLen; i++) b[o + ScsiCmdOffset.RespSense + i] = sense[i];
+    } else {
+      const r = this.resp;
+      const v = this.respView;
+      v.setUint32(ScsiCmdOffset.RespSenseLen, senseLen, true);
+      v.setUint32(ScsiCmdOffset.RespResidual, residual >>> 0, true);
+      v.setUint16(ScsiCmdOffset.RespStatusQualifier, 0, true);
+      r[ScsiCmdOffset.RespStatus] = cmd.status;
+      r[ScsiCmdOffset.RespResponse] = overrun ? ScsiResponse.Overrun : ScsiResponse.Ok;
+      r.fill(0, ScsiCmdOffset.RespSense);
+      for (let i = 0; i < senseLen; i++) r[ScsiCmdOffset.RespSense + i] = cmd.sense[i];
+      this.scatter(task, r, ScsiCmdOffset.RespSense + senseLen);
+    }
+    this.core.complete(task, ScsiCmdOffset.RespSize + dataIn);
+  }
+
+  /** Answer a command with a transport response and no SCSI status. */
+  private respond(task: VscsiTask, response: ScsiResponse): void {
+    const r = this.resp;
+    r.fill(0);
+    r[ScsiCmdOffset.RespResponse] = response;
+    this.stats[DeviceStat.ErrorOps]++;
+    this.scatter(task, r, ScsiCmdOffset.RespSize);
+    this.core.complete(task, ScsiCmdOffset.RespSize);
+  }
+
+  // ------------------------------------------------------------ control queue
+
+  private startControl(task: VscsiTask): void {
+    const chain = task.chain;
+    const hdr = this.hdr;
+    if (chain.readableBytes < 4) {
+      this.core.drop(task, `virtio-scsi control request of ${chain.readableBytes} bytes`);
+      return;
+    }
+    this.gather(task, hdr, Math.min(chain.readableBytes, SCSI_TMF_REQ_SIZE));
+    const type = this.hdrView.getUint32(0, true);
+    switch (type) {
+      case ScsiCtrlType.Tmf:
+        if (chain.readableBytes < SCSI_TMF_REQ_SIZE || chain.writableBytes < SCSI_TMF_RESP_SIZE) {
+          this.core.drop(task, `virtio-scsi TMF of ${chain.readableBytes}+${chain.writableBytes} bytes`);
+          return;
+        }
+        this.taskManagement(task, this.hdrView.getUint32(4, true));
+        return;
+      case ScsiCtrlType.AnQuery:
+      case ScsiCtrlType.AnSubscribe: {
+        if (chain.readableBytes < SCSI_AN_REQ_SIZE || chain.writableBytes < SCSI_AN_RESP_SIZE) {
+          this.core.drop(task, `virtio-scsi AN request of ${chain.readableBytes}+${chain.writableBytes} bytes`);
+          return;
+        }
+        // No asynchronous notification is supported: event_actual 0, response OK.
+        const r = this.resp;
+        r.fill(0, 0, SCSI_AN_RESP_SIZE);
+        r[4] = this.targetOf(hdr, 4) === null ? ScsiResponse.BadTarget : ScsiResponse.Ok;
+        this.scatter(task, r, SCSI_AN_RESP_SIZE);
+        this.core.complete(task, SCSI_AN_RESP_SIZE);
+        return;
+      }
+      default:
+        this.core.drop(task, `unknown virtio-scsi control request type ${type}`);
+    }
+  }
+
+  private taskManagement(task: VscsiTask, subtype: number): void {
+    const hdr = this.hdr;
+    const target = this.targetOf(hdr, 8);
+    if (target === null) {
+      this.tmfDone(task, ScsiResponse.BadTarget);
+      return;
+    }
+    let fn: TmfFunction;
+    switch (subtype) {
+      case ScsiTmfSubtype.LogicalUnitReset:
+        fn = TmfFunction.LogicalUnitReset;
+        break;
+      case ScsiTmfSubtype.ItNexusReset:
+        fn = TmfFunction.ItNexusReset;
+        break;
+      case ScsiTmfSubtype.AbortTask:
+      case ScsiTmfSubtype.AbortTaskSet:
+      case ScsiTmfSubtype.ClearAca:
+      case ScsiTmfSubtype.ClearTaskSet:
+      case ScsiTmfSubtype.QueryTask:
+      case ScsiTmfSubtype.QueryTaskSet:
+        // SPDK's vhost-scsi answers every TMF but the resets so.
+        this.tmfDone(task, ScsiResponse.Aborted);
+        return;
+      default:
+        this.core.guestError(task.queue, `unknown virtio-scsi TMF subtype ${subtype}`, task.chain.head);
+        this.tmfDone(task, ScsiResponse.FunctionRejected);
+        return;
+    }
+    target.taskManagement(fn, this.lunOf(hdr, 8), 0, (resp) => {
+      this.tmfDone(task, resp === TmfResponse.FunctionComplete || resp === TmfResponse.FunctionSucceeded ? ScsiResponse.FunctionComplete : resp === TmfResponse.IncorrectLun ? ScsiResponse.IncorrectLun : ScsiResponse.FunctionRejected);
+    });
+  }
+
+  private tmfDone(task: VscsiTask, response: number): void {
+    const r = this.resp;
+    r[0] = response;
+    this.scatter(task, r, SCSI_TMF_RESP_SIZE);
+    this.core.complete(task, SCSI_TMF_RESP_SIZE);
+  }
+
+  // ------------------------------------------------------------ event queue
+
+  private startEvent(task: VscsiTask): void {
+    const chain = task.chain;
+    if (chain.writableBytes < SCSI_EVENT_SIZE) {
+      // The event stays queued for the next buffer.
+      this.core.drop(task, `virtio-scsi event buffer of ${chain.writableBytes} writable bytes (needs ${SCSI_EVENT_SIZE})`);
+      return;
+    }
+    const ev = this.events.shift();
+    const r = this.resp;
+    const v = this.respView;
+    r.fill(0, 0, SCSI_EVENT_SIZE);
+    if (ev === undefined) {
+      // Only reached when the budget was stale: an empty event.
+      v.setUint32(0, this.eventsMissed ? SCSI_EVENTS_MISSED : ScsiEvent.NoEvent, true);
+    } else {
+      v.setUint32(0, (ev.event | (this.eventsMissed ? SCSI_EVENTS_MISSED : 0)) >>> 0, true);
+      r[4] = 1;
+      r[5] = ev.target;
+      v.setUint32(12, ev.reason, true);
+    }
+    this.eventsMissed = false;
+    this.scatter(task, r, SCSI_EVENT_SIZE);
+    this.core.complete(task, SCSI_EVENT_SIZE);
+  }
+
+  // ------------------------------------------------------------ buffers
+
+  /** Copy the first `len` device-readable bytes of the chain into `dst` (the caller checked there are that many). */
+  private gather(task: VscsiTask, dst: Uint8Array, len: number): void {
+    const chain = task.chain;
+    const bytes = this.core.mem.bytes;
+    let done = 0;
+    for (let seg = 0; seg < chain.readable && done < len; seg++) {
+      const src = bytes[chain.region[seg]];
+      const off = chain.offset[seg];
+      const n = Math.min(chain.len[seg], len - done);
+      for (let i = 0; i < n; i++) dst[done + i] = src[off + i];
+      done += n;
+    }
+  }
+
+  /** Copy `len` bytes of `src` into the chain's first device-writable bytes (the caller checked there are that many). */
+  private scatter(task: VscsiTask, src: Uint8Array, len: number): void {
+    const chain = task.chain;
+    const bytes = this.core.mem.bytes;
+    let done = 0;
+    for (let seg = chain.readable; seg < chain.count && done < len; seg++) {
+      const dst = bytes[chain.region[seg]];
+      const off = chain.offset[seg];
+      const n = Math.min(chain.len[seg], len - done);
+      for (let i = 0; i < n; i++) dst[off + i] = src[done + i];
+      done += n;
+    }
+  }
+}
+
+/** The device factory for model kind 'scsi' (registered in engine/devices.ts). */
+export function createScsiDevice(desc: DeviceDesc, env: DeviceEnv): EngineDevice {
+  const model = desc.model;
+  if (model.kind !== 'scsi') throw new RangeError(`device ${desc.name} is not a scsi device`);
+  return new VirtioDevice<VscsiTask>(desc, env, (core) => new VscsiModel(core, desc, model, env));
+}
