@@ -9,7 +9,7 @@
  * Thread: the engine worker that runs the device.
  */
 import type { BdevLayer } from './bdev/layer';
-import type { DeviceDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult } from './control';
+import type { DeviceDesc, ModelOp, QueueDesc, QueueStopResult, RegionDesc, StopResult } from './control';
 import type { GuestMemory } from './memory';
 
 /** What a worker gives each device it makes. */
@@ -73,4 +73,12 @@ export interface EngineDevice {
   setNotification(enabled: boolean): boolean;
   /** Kick eventfds to sleep on (only queues that have one). */
   kickFds(): readonly number[];
+  /**
+   * A model's own request (control op `modelOp`), for device kinds that have
+   * any: begin it (throws when the device refuses it); the poller calls
+   * modelOpReady until it returns true, then finishModelOp, then replies.
+   */
+  beginModelOp?(op: ModelOp): void;
+  modelOpReady?(op: ModelOp): boolean;
+  finishModelOp?(op: ModelOp): void;
 }

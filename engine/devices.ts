@@ -10,9 +10,11 @@
 import { createBlkDevice } from './blk/model';
 import type { ModelDesc } from './control';
 import type { DeviceFactory } from './device';
+import { createNvmeDevice } from './nvme/device';
 
 export const deviceFactories: { readonly [K in ModelDesc['kind']]: DeviceFactory } = {
   blk: createBlkDevice,
+  nvme: createNvmeDevice,
 };
 
 /** The factory for `kind`, or undefined for a kind this build does not know. */

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
 import type { BdevLayer } from './bdev/layer';
-import { type ControlReply, type ControlRequest, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat } from './control';
+import { type ControlReply, type ControlRequest, type ModelOp, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat } from './control';
 import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
 import { deviceFactory } from './devices';
 import { logger } from './log';
@@ -48,6 +48,7 @@ type DeviceOp = { requestId: number; device: EngineDevice; begun: boolean } & (
   | { kind: 'memUpdate'; regions: RegionDesc[] }
   | { kind: 'queueStart'; queue: QueueDesc }
   | { kind: 'setCallFd'; index: number; callFd: number }
+  | { kind: 'modelOp'; op: ModelOp }
 );
 
 /** Finds the factory of a device kind (engine/devices.ts; injectable for tests). */
@@ -206,6 +207,7 @@ export class Poller {
       case 'queueStart':
       case 'queueStop':
       case 'setCallFd':
+      case 'modelOp':
       case 'memUpdate': {
         const dev = this.liveDevice(req.id, req.deviceId);
         if (dev === null) return;
@@ -225,6 +227,9 @@ export class Poller {
             break;
           case 'memUpdate':
             this.pending.push({ ...base, kind: 'memUpdate', regions: req.regions });
+            break;
+          case 'modelOp':
+            this.pending.push({ ...base, kind: 'modelOp', op: req.modelOp });
             break;
         }
         this.finishPending();
@@ -381,6 +386,28 @@ export class Poller {
         } catch (err) {
           logger.error('device memory update failed', { device: dev.name, err: String((err as Error)?.message ?? err) });
           reply = errorReply(op.requestId, err, 'ERR_GUEST_MEMORY');
+        }
+        this.reply(reply);
+        return true;
+      }
+      case 'modelOp': {
+        if (!op.begun) {
+          try {
+            if (dev.beginModelOp === undefined) throw Object.assign(new Error(`device ${dev.name} has no model op ${op.op.kind}`), { code: 'ERR_MODEL_OP' });
+            dev.beginModelOp(op.op);
+          } catch (err) {
+            this.reply(errorReply(op.requestId, err, 'ERR_MODEL_OP'));
+            return true;
+          }
+          op.begun = true;
+        }
+        if (dev.modelOpReady !== undefined && !dev.modelOpReady(op.op)) return false;
+        let reply: ControlReply;
+        try {
+          dev.finishModelOp?.(op.op);
+          reply = { id: op.requestId, ok: true };
+        } catch (err) {
+          reply = errorReply(op.requestId, err, 'ERR_MODEL_OP');
         }
         this.reply(reply);
         return true;

@@ -17,6 +17,7 @@ import type { Services, SystemService } from './rpc/methods/context';
 import { subsystemRegistry, type SubsystemRegistry } from './subsystems';
 import { VERSION } from './version';
 import { VhostService } from './vhost/service';
+import { NvmfService } from './nvmf/service';
 
 const log = logger('app');
 
@@ -39,6 +40,7 @@ export class App implements Services, SystemService {
   readonly engine: EnginePool;
   readonly bdevs: BdevRegistry;
   readonly vhost: VhostService;
+  readonly nvmf: NvmfService;
   readonly subsystems: SubsystemRegistry;
   readonly system: SystemService = this;
   private readonly startedAtNs = process.hrtime.bigint();
@@ -57,9 +59,18 @@ export class App implements Services, SystemService {
       engine: this.engine,
       placement: this.placement,
     });
+    this.nvmf = new NvmfService({
+      socketDir: options.socketDir,
+      socketMode: options.socketMode,
+      cores: options.cores,
+      bdevs: this.bdevs,
+      engine: this.engine,
+      placement: this.placement,
+    });
     this.subsystems = subsystemRegistry({
       bdev: () => this.bdevs.writeConfig(),
       vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
+      nvmf: () => this.nvmf.writeConfig(),
     });
   }
 
@@ -72,6 +83,7 @@ export class App implements Services, SystemService {
   /** Stop serving: close every controller (its device drains), then the workers, then the bdevs' files. */
   async stop(): Promise<void> {
     await this.vhost.closeAll();
+    await this.nvmf.closeAll();
     await this.engine.close();
     this.bdevs.closeAll();
   }
@@ -123,7 +135,7 @@ export class App implements Services, SystemService {
       reactors: this.options.cores.map((core) => {
         const worker = this.engine.worker(core);
         const { busyNs, idleNs } = worker.ticks();
-        const placed = this.vhost.list().filter((c) => c.core === core);
+        const placed = [...this.vhost.list(), ...this.nvmf.list()].filter((c) => c.core === core);
         const tid = worker.tid();
         const now = cpuTimes.get(core);
         const then = this.initialCpuTimes.get(core);

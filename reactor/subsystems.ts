@@ -14,6 +14,7 @@ import type { SubsystemInfo } from './info';
 export const SUBSYSTEMS = [
   { name: 'bdev', dependsOn: [] },
   { name: 'vhost_blk', dependsOn: ['bdev'] },
+  { name: 'nvmf', dependsOn: ['bdev'] },
 ] as const satisfies readonly { name: string; dependsOn: readonly string[] }[];
 
 export type SubsystemName = (typeof SUBSYSTEMS)[number]['name'];

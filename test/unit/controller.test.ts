@@ -181,10 +181,11 @@ t.test('coalescing, vhost_get_controllers and save_config', async (t) => {
 });
 
 t.test('subsystem registry', async (t) => {
-  const reg = subsystemRegistry({ bdev: () => [{ method: 'a', params: {} }], vhost_blk: () => [] });
+  const reg = subsystemRegistry({ bdev: () => [{ method: 'a', params: {} }], vhost_blk: () => [], nvmf: () => [] });
   t.same(reg.list(), [
     { subsystem: 'bdev', depends_on: [] },
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
+    { subsystem: 'nvmf', depends_on: ['bdev'] },
   ]);
   t.same(reg.config('bdev'), [{ method: 'a', params: {} }]);
   t.throws(() => reg.config('vhost_scsi'), { code: ErrorCode.InvalidParams, message: "Subsystem 'vhost_scsi' not found" }, 'only real subsystems');

@@ -26,6 +26,7 @@ import { subsystemRegistry } from '../../reactor/subsystems';
 import type { Controller } from '../../reactor/vhost/controller';
 import type { DeviceModel } from '../../reactor/vhost/model';
 import { VhostService } from '../../reactor/vhost/service';
+import { NvmfService } from '../../reactor/nvmf/service';
 import { JsonStreamSplitter } from '../../reactor/rpc/framing';
 import { RpcServer } from '../../reactor/rpc/server';
 import { RpcClient } from '../../reactor/rpc/client';
@@ -111,7 +112,12 @@ class TestTarget implements Services {
   readonly calls: Call[] = [];
   readonly bdevs = new RecordingBdevs(this.calls);
   readonly vhost: RecordingVhost;
-  readonly subsystems = subsystemRegistry({ bdev: () => this.bdevs.writeConfig(), vhost_blk: () => this.vhost.writeConfig('vhost_blk') });
+  readonly nvmf: NvmfService;
+  readonly subsystems = subsystemRegistry({
+    bdev: () => this.bdevs.writeConfig(),
+    vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
+    nvmf: () => this.nvmf.writeConfig(),
+  });
   readonly system = {
     reactors: (): ReactorsInfo => ({
       tick_rate: 1000000000,
@@ -125,6 +131,14 @@ class TestTarget implements Services {
     const socketDir = path.join(tmpDir, `target${targetSeq++}`);
     fs.mkdirSync(socketDir);
     this.vhost = new RecordingVhost(this.calls, socketDir, this.bdevs);
+    this.nvmf = new NvmfService({
+      socketDir,
+      socketMode: 0o600,
+      cores: [0, 1],
+      bdevs: this.bdevs,
+      engine: { worker: () => { throw new Error('no engine in the RPC tests'); } },
+      placement: new Placement([0, 1]),
+    });
   }
 }
 

@@ -15,8 +15,9 @@ import { vhostMethods } from './vhost';
 import { frameworkMethods } from './framework';
 import { logMethods } from './log';
 import { tuningMethods } from './tuning';
+import { nvmfMethods } from './nvmf';
 
-const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods];
+const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods, nvmfMethods];
 
 /**
  * Register every method on `server`, calling into the target's `services`. `framework`
