@@ -190,7 +190,7 @@ t.test('subsystem registry', async (t) => {
   t.same(reg.config('bdev'), [{ method: 'a', params: {} }]);
   t.throws(() => reg.config('vhost_scsi'), { code: ErrorCode.InvalidParams, message: "Subsystem 'vhost_scsi' not found" }, 'only real subsystems');
   t.throws(() => new SubsystemRegistry([{ name: 'x', dependsOn: ['y'], writeConfig: () => [] }]), /depends on y/);
-  t.same(SUBSYSTEMS.map((s) => s.name), ['bdev', 'vhost_blk']);
+  t.same(SUBSYSTEMS.map((s) => s.name), ['bdev', 'vhost_blk', 'nvmf']);
   const order = orderedCalls({
     subsystems: [
       { subsystem: 'other', config: [{ method: 'o' }] },
