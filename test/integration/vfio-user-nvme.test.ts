@@ -68,6 +68,8 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
   t.equal(await vhostd.rpc('nvmf_create_transport', { trtype: 'VFIOUSER' }), true);
   t.equal(await vhostd.rpc('nvmf_create_subsystem', { nqn: NQN, serial_number: 'INT0001', allow_any_host: true }), true);
   t.equal(await vhostd.rpc('nvmf_subsystem_add_ns', { nqn: NQN, namespace: { bdev_name: 'Malloc0' } }), 1, 'nsid 1 returned');
+  await vhostd.rpc('bdev_null_create', { name: 'Null0', num_blocks: 2048, block_size: 512 });
+  t.equal(await vhostd.rpc('nvmf_subsystem_add_ns', { nqn: NQN, namespace: { bdev_name: 'Null0', nsid: 3 } }), 3, 'nsid 3 (a null bdev) returned');
   const traddr = path.join(work, 'int0');
   t.equal(await vhostd.rpc('nvmf_subsystem_add_listener', { nqn: NQN, listen_address: { trtype: 'VFIOUSER', traddr, trsvcid: '0' } }), true);
   const socket = path.join(traddr, 'cntrl');
@@ -199,7 +201,36 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
       v.setUint32(at + 40, 0, true);
     });
     t.equal(c.status, 0, 'write to the new namespace (one 4 KiB block)');
+    const changedList = async (): Promise<number[]> => {
+      const r = await drv.run(0, 0x02, (v, at) => {
+        v.setUint32(at + 24, IDBUF, true);
+        v.setUint32(at + 40, 0x04 | (1023 << 16), true); // Changed Namespace List, 4 KiB
+      });
+      t.equal(r.status, 0, 'Get Log Page: changed namespace list');
+      const out: number[] = [];
+      for (let i = 0; i < 1024; i++) {
+        const id = drv.view.getUint32(drv.off(IDBUF) + 4 * i, true);
+        if (id === 0) break;
+        out.push(id);
+      }
+      return out;
+    };
+    t.same(await changedList(), [2], 'the changed list names nsid 2 (reading it re-arms the event)');
+    let aer = drv.submit(0, 0x0c, () => {});
     t.equal(await vhostd.rpc('nvmf_subsystem_remove_ns', { nqn: NQN, nsid: 2 }), true, 'hot remove nsid 2');
+    c = await drv.reap(0);
+    t.same([c.cid, c.dw0 & 0xffffff], [aer, 0x040002], 'hot remove raises the event');
+    t.same(await changedList(), [2], 'and lists nsid 2');
+    aer = drv.submit(0, 0x0c, () => {});
+    t.equal(await vhostd.rpc('bdev_null_resize', { name: 'Null0', new_size: 2 }), true, 'bdev_null_resize of namespace 3');
+    c = await drv.reap(0);
+    t.same([c.cid, c.dw0 & 0xffffff], [aer, 0x040002], 'a resize raises the event');
+    t.same(await changedList(), [3], 'and lists nsid 3');
+    c = await drv.run(0, 0x06, (v, at) => {
+      v.setUint32(at + 4, 3, true);
+      v.setUint32(at + 24, IDBUF, true);
+    });
+    t.equal(Number(drv.view.getBigUint64(drv.off(IDBUF), true)), 4096, 'Identify namespace 3: the new NSZE');
     c = await drv.run(1, 0x02, (v, at) => {
       v.setUint32(at + 4, 2, true);
       v.setUint32(at + 24, DATA, true);
@@ -239,7 +270,7 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
     detach(a);
     detached = true;
     const subs = (await vhostd.rpc('nvmf_get_subsystems', { nqn: NQN })) as { namespaces: unknown[] }[];
-    t.equal(subs[0].namespaces.length, 1, 'one namespace left');
+    t.same(subs[0].namespaces.map((n) => (n as { nsid: number }).nsid), [1, 3], 'namespaces 1 and 3 left');
   });
 
   await t.test('malformed messages close the connection with a logged reason; the target serves the next client', async (t) => {
@@ -289,4 +320,29 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
     const bdevs = (await vhostd.rpc('bdev_get_bdevs', { name: 'Malloc0' })) as { claimed: boolean }[];
     t.equal(bdevs[0].claimed, false, 'the namespace bdev is released');
   });
+});
+
+t.test('vhostd stops cleanly while a vfio-user client is attached', async (t) => {
+  const vhostd = await startVhostd({ cpumask: '0x2' });
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-vfu-'));
+  let stopped = false;
+  t.teardown(async () => {
+    if (!stopped) await vhostd.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+  await vhostd.rpc('bdev_malloc_create', { name: 'Malloc0', num_blocks: 16384, block_size: 512 });
+  // The seed-era method: the socket is <-S dir>/<ctrlr>/cntrl.
+  t.equal(await vhostd.rpc('vhost_create_nvme_controller', { ctrlr: 'vnvme.0', io_queues: 2 }), true);
+  t.equal(await vhostd.rpc('vhost_nvme_controller_add_ns', { ctrlr: 'vnvme.0', bdev_name: 'Malloc0' }), true);
+  const a = await attach(path.join(vhostd.socketOf('vnvme.0'), 'cntrl'));
+  t.teardown(() => detach(a));
+  const c = await a.drv.run(0, 0x06, (v, at) => {
+    v.setUint32(at + 24, IDBUF, true);
+    v.setUint32(at + 40, 1, true);
+  });
+  t.equal(c.status, 0, 'Identify through the seed-era controller');
+  const exit = await vhostd.stop();
+  stopped = true;
+  t.same({ code: exit.code, signal: exit.signal, killed: exit.killed }, { code: 0, signal: null, killed: false }, 'SIGTERM with a client attached: exit 0');
+  t.ok(await a.client.waitClosed(), 'the client sees the connection close');
 });
