@@ -248,6 +248,7 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
   t.same(await py.json('framework_get_subsystems'), [
     { subsystem: 'bdev', depends_on: [] },
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
+    { subsystem: 'nvmf', depends_on: ['bdev'] },
   ]);
   const bdevCfg = await py.json<{ method: string; params: Record<string, unknown> }[]>('framework_get_config', 'bdev');
   t.match(bdevCfg.find((c) => c.params.name === 'M0' && c.method === 'bdev_malloc_create'), { params: { num_blocks: 16384, block_size: 512, uuid: UUID } });
