@@ -243,9 +243,6 @@ export interface ScsiModelDesc {
   targets: ScsiTargetDesc[];
 }
 
-/** The device model's own part of a DeviceDesc; adding a device type adds a member. */
-export type ModelDesc = BlkModelDesc | ScsiModelDesc;
-
 /**
  * A change to a running device's model, applied by the device in order with
  * its other ops (deviceCtl): virtio-scsi hot-plug.
@@ -255,6 +252,56 @@ export type DeviceCtl =
   | { kind: 'scsiAddTarget'; target: number; bdev: BdevDesc; identifier: string }
   /** Take target `target` out: new commands fail, outstanding ones complete, the bdev is closed, the guest told (REMOVED). */
   | { kind: 'scsiRemoveTarget'; target: number };
+/**
+ * What an NVMe controller served over vfio-user needs beyond the generic
+ * description (DeviceDesc.bdevs are its namespaces, `nsids` in the same
+ * order; DeviceDesc.regions are the client's DMA windows, userAddr equal to
+ * guestPhysAddr, possibly none yet; DeviceDesc.queues is empty: the guest
+ * creates its queues through the admin queue).
+ */
+export interface NvmeModelDesc {
+  kind: 'nvme';
+  /** BAR0's shared memory file (engine/nvme/spec.ts Bar0.Size bytes), owned by the reactor: the worker maps it to poll CC and the doorbells and to publish CSTS. */
+  barFd: number;
+  /** Up to 20 ASCII characters. */
+  serial: string;
+  /** Up to 40 ASCII characters. */
+  modelNumber: string;
+  firmware: string;
+  subnqn: string;
+  /** I/O queue pairs offered. */
+  maxIoQueues: number;
+  /** MSI-X vectors of the PCI function. */
+  vectors: number;
+  /** Highest namespace id (Identify NN). */
+  maxNamespaces: number;
+  /** Namespace id of each DeviceDesc.bdevs entry. */
+  nsids: number[];
+  /** 16-byte NGUID / UUID of each namespace (same order). */
+  nguids: Uint8Array[];
+  uuids: Uint8Array[];
+  /** Interrupt eventfds at start: one per MSI-X vector (-1: none) and INTx (-1: none). */
+  msixFds: number[];
+  intxFd: number;
+}
+
+/** The device model's own part of a DeviceDesc; adding a device type adds a member. */
+export type ModelDesc = BlkModelDesc | ScsiModelDesc | NvmeModelDesc;
+
+/**
+ * A request only one device model understands, sent to a running device with
+ * `modelOp` (the poller passes it to the device; a device without model ops
+ * refuses it). The device may make it wait for its in-flight I/O.
+ */
+export type ModelOp =
+  /** NVMe: interrupts go to these eventfds from the reply on (the old ones are unused then). */
+  | { kind: 'nvmeIrqs'; msixFds: number[]; intxFd: number }
+  /** NVMe: a namespace appears (hot add); the guest gets a namespace-attribute-changed event. */
+  | { kind: 'nvmeNsAdd'; nsid: number; bdev: BdevDesc; nguid: Uint8Array; uuid: Uint8Array }
+  /** NVMe: a namespace goes away once its I/O completed (hot remove); the guest gets the event. */
+  | { kind: 'nvmeNsRemove'; nsid: number }
+  /** NVMe: a device reset (vfio-user DEVICE_RESET): queues deleted once I/O completed, registers back to reset values. */
+  | { kind: 'nvmeReset' };
 
 /**
  * A device to run on a worker: generic parts (memory, queues, statistics,
@@ -316,6 +363,8 @@ export type ControlRequest =
   | { op: 'memUpdate'; id: number; deviceId: number; regions: RegionDesc[] }
   /** Change a running device's model (DeviceCtl); the reply comes once the change is complete. */
   | { op: 'deviceCtl'; id: number; deviceId: number; ctl: DeviceCtl }
+  /** A device-model request (ModelOp); replies once the device has applied it. */
+  | { op: 'modelOp'; id: number; deviceId: number; modelOp: ModelOp }
   /** A bdev changed size: every device on this worker that uses it checks requests against numBlocks from the reply on. */
   | { op: 'bdevResize'; id: number; name: string; numBlocks: number }
   /** Leave the loop and let the piscina task end (devices must already be stopped). */

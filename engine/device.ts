@@ -9,7 +9,7 @@
  * Thread: the engine worker that runs the device.
  */
 import type { BdevLayer } from './bdev/layer';
-import type { DeviceCtl, DeviceDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult } from './control';
+import type { DeviceCtl, DeviceDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult, ModelOp } from './control';
 import type { GuestMemory } from './memory';
 
 /** What a worker gives each device it makes. */
@@ -79,4 +79,12 @@ export interface EngineDevice {
    * has no such changes leave it out (the poller answers ERR_DEVICE_CTL).
    */
   control?(ctl: DeviceCtl, done: (err: Error | null) => void): void;
+  /**
+   * A model's own request (control op `modelOp`), for device kinds that have
+   * any: begin it (throws when the device refuses it); the poller calls
+   * modelOpReady until it returns true, then finishModelOp, then replies.
+   */
+  beginModelOp?(op: ModelOp): void;
+  modelOpReady?(op: ModelOp): boolean;
+  finishModelOp?(op: ModelOp): void;
 }

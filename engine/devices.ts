@@ -10,11 +10,13 @@
 import { createBlkDevice } from './blk/model';
 import type { ModelDesc } from './control';
 import type { DeviceFactory } from './device';
+import { createNvmeDevice } from './nvme/device';
 import { createScsiDevice } from './virtio-scsi/model';
 
 export const deviceFactories: { readonly [K in ModelDesc['kind']]: DeviceFactory } = {
   blk: createBlkDevice,
   scsi: createScsiDevice,
+  nvme: createNvmeDevice,
 };
 
 /** The factory for `kind`, or undefined for a kind this build does not know. */

@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
 import type { BdevLayer } from './bdev/layer';
-import { type ControlReply, type ControlRequest, type DeviceCtl, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat } from './control';
+import { type ControlReply, type ControlRequest, type DeviceCtl, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat, type ModelOp } from './control';
 import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
 import { deviceFactory } from './devices';
 import { logger } from './log';
@@ -58,6 +58,7 @@ type DeviceOp = { requestId: number; device: EngineDevice; begun: boolean } & (
   | { kind: 'setCallFd'; index: number; callFd: number }
   /** A model change: `outcome` is set by the device's callback (undefined while it runs). */
   | { kind: 'ctl'; ctl: DeviceCtl; outcome?: Error | null }
+  | { kind: 'modelOp'; op: ModelOp }
 );
 
 /** Finds the factory of a device kind (engine/devices.ts; injectable for tests). */
@@ -230,6 +231,7 @@ export class Poller {
       case 'queueStop':
       case 'setCallFd':
       case 'deviceCtl':
+      case 'modelOp':
       case 'memUpdate': {
         const dev = this.liveDevice(req.id, req.deviceId);
         if (dev === null) return;
@@ -252,6 +254,9 @@ export class Poller {
             break;
           case 'deviceCtl':
             this.pending.push({ ...base, kind: 'ctl', ctl: req.ctl });
+            break;
+          case 'modelOp':
+            this.pending.push({ ...base, kind: 'modelOp', op: req.modelOp });
             break;
         }
         this.finishPending();
@@ -434,6 +439,28 @@ export class Poller {
         } else {
           this.reply(errorReply(op.requestId, op.outcome, 'ERR_DEVICE_CTL'));
         }
+        return true;
+      }
+      case 'modelOp': {
+        if (!op.begun) {
+          try {
+            if (dev.beginModelOp === undefined) throw Object.assign(new Error(`device ${dev.name} has no model op ${op.op.kind}`), { code: 'ERR_MODEL_OP' });
+            dev.beginModelOp(op.op);
+          } catch (err) {
+            this.reply(errorReply(op.requestId, err, 'ERR_MODEL_OP'));
+            return true;
+          }
+          op.begun = true;
+        }
+        if (dev.modelOpReady !== undefined && !dev.modelOpReady(op.op)) return false;
+        let reply: ControlReply;
+        try {
+          dev.finishModelOp?.(op.op);
+          reply = { id: op.requestId, ok: true };
+        } catch (err) {
+          reply = errorReply(op.requestId, err, 'ERR_MODEL_OP');
+        }
+        this.reply(reply);
         return true;
       }
       case 'stop':

@@ -19,6 +19,7 @@ import type { Services, SystemService } from './rpc/methods/context';
 import { subsystemRegistry, type SubsystemRegistry } from './subsystems';
 import { VERSION } from './version';
 import { VhostService } from './vhost/service';
+import { NvmfService } from './nvmf/service';
 
 const log = logger('app');
 
@@ -41,6 +42,7 @@ export class App implements Services, SystemService {
   readonly engine: EnginePool;
   readonly bdevs: BdevRegistry;
   readonly vhost: VhostService;
+  readonly nvmf: NvmfService;
   readonly subsystems: SubsystemRegistry;
   readonly system: SystemService = this;
   readonly scheduler: Scheduler;
@@ -65,12 +67,21 @@ export class App implements Services, SystemService {
       ticks: (core) => this.engine.worker(core).ticks(),
       devices: () => this.vhost.list(),
     });
+    this.nvmf = new NvmfService({
+      socketDir: options.socketDir,
+      socketMode: options.socketMode,
+      cores: options.cores,
+      bdevs: this.bdevs,
+      engine: this.engine,
+      placement: this.placement,
+    });
     this.subsystems = subsystemRegistry({
       bdev: () => this.bdevs.writeConfig(),
       vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
       // SPDK's scsi subsystem keeps no state of its own (its devices are the vhost_scsi controllers' targets).
       scsi: () => [],
       vhost_scsi: () => this.vhost.writeConfig('vhost_scsi'),
+      nvmf: () => this.nvmf.writeConfig(),
     });
   }
 
@@ -84,6 +95,7 @@ export class App implements Services, SystemService {
   async stop(): Promise<void> {
     this.scheduler.close();
     await this.vhost.closeAll();
+    await this.nvmf.closeAll();
     await this.engine.close();
     this.bdevs.closeAll();
     await this.bdevs.settle();
@@ -172,7 +184,7 @@ export class App implements Services, SystemService {
       reactors: this.options.cores.map((core) => {
         const worker = this.engine.worker(core);
         const { busyNs, idleNs } = worker.ticks();
-        const placed = this.vhost.list().filter((c) => c.runningCores().includes(core));
+        const placed = [...this.vhost.list().filter((c) => c.runningCores().includes(core)), ...this.nvmf.list().filter((c) => c.core === core)];
         const tid = worker.tid();
         const now = cpuTimes.get(core);
         const then = this.initialCpuTimes.get(core);

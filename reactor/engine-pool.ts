@@ -15,6 +15,7 @@ import {
   type ControlRequest,
   type DeviceCtl,
   type DeviceDesc,
+  type ModelOp,
   type QueueDesc,
   type QueueStopResult,
   type RegionDesc,
@@ -126,6 +127,10 @@ export class EngineWorker {
     await this.call({ op: 'memUpdate', deviceId, regions });
   }
 
+  /** A device model's own request (e.g. NVMe interrupts, namespaces); resolves once the device applied it. */
+  async modelOp(deviceId: number, modelOp: ModelOp): Promise<void> {
+    await this.call({ op: 'modelOp', deviceId, modelOp });
+  }
   /** The named bdev now has numBlocks blocks: every device of this worker that uses it checks against that. */
   async bdevResize(name: string, numBlocks: number): Promise<void> {
     await this.call({ op: 'bdevResize', name, numBlocks });

@@ -16,6 +16,7 @@ export const SUBSYSTEMS = [
   { name: 'vhost_blk', dependsOn: ['bdev'] },
   { name: 'scsi', dependsOn: ['bdev'] },
   { name: 'vhost_scsi', dependsOn: ['scsi'] },
+  { name: 'nvmf', dependsOn: ['bdev'] },
 ] as const satisfies readonly { name: string; dependsOn: readonly string[] }[];
 
 export type SubsystemName = (typeof SUBSYSTEMS)[number]['name'];

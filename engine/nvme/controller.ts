@@ -98,6 +98,8 @@ const SQ_BATCH = 64;
 class Namespace implements BdevUser {
   handle: BdevHandle | null = null;
   blockShift = 9;
+  /** Hot remove under way: new commands fail with Namespace Not Ready while its I/O completes. */
+  removing = false;
   constructor(
     readonly ctrl: NvmeController,
     readonly desc: NvmeNamespaceDesc,
@@ -269,6 +271,13 @@ export class NvmeController {
     this.lastCc = this.regs.getUint32(Reg.Cc, true) & ~CcBit.En;
   }
 
+  /**
+   * Whether poll() polls the bdev layer itself (a stand-alone owner such as
+   * the probe). An engine worker's poller polls its layer once per loop
+   * iteration for all its devices and sets this to false.
+   */
+  pollsLayer = true;
+
   // --- lifecycle ---------------------------------------------------------------------
 
   /** Open every namespace's bdev (the device starts on this worker). */
@@ -294,8 +303,19 @@ export class NvmeController {
     for (const ns of this.namespaces.values()) ns.handle?.drain();
   }
 
+  /** Take commands again after drain() (a DMA table change is done). */
+  resume(): void {
+    if (this.started) this.stopping = false;
+  }
+
   /** With inflight === 0: release every bdev handle and forget guest memory (the owner unmaps it). */
   stop(): void {
+    // Completions still waiting for completion-queue room hold no bdev I/O: they go with the device.
+    for (const cq of this.cqs) {
+      if (cq === null) continue;
+      for (const r of cq.waiting) this.release(r);
+      cq.waiting.length = 0;
+    }
     if (this.inflightCount !== 0) throw new Error(`nvme ${this.name}: stop with ${this.inflightCount} commands in flight`);
     this.stopping = true;
     this.started = false;
@@ -342,6 +362,36 @@ export class NvmeController {
     this.namespaceChanged(ns.nsid);
   }
 
+  /** Hot remove, first half: commands to `nsid` fail with Namespace Not Ready from now on; its I/O in flight completes. */
+  beginRemoveNamespace(nsid: number): void {
+    const ns = this.namespaces.get(nsid);
+    if (ns === undefined) throw new RangeError(`nvme ${this.name}: no namespace ${nsid}`);
+    ns.removing = true;
+    ns.handle?.drain();
+  }
+
+  /** Bdev I/Os of namespace `nsid` not completed yet (0 for an unknown one). */
+  namespaceOutstanding(nsid: number): number {
+    return this.namespaces.get(nsid)?.handle?.outstanding ?? 0;
+  }
+
+  /**
+   * A reset of the whole function (vfio-user DEVICE_RESET, or its client
+   * went away): as CC.EN 1 → 0 (§3.7.2), the queues go once the commands in
+   * flight completed (see resetDone); the owner then puts the registers back
+   * to their reset values.
+   */
+  beginDeviceReset(): void {
+    if (this.enabled || this.fatal) this.beginReset();
+    this.regs.setUint32(Reg.Cc, 0, true);
+    this.lastCc = 0;
+  }
+
+  /** The reset begun by beginDeviceReset() (or by CC.EN) has finished. */
+  get resetDone(): boolean {
+    return !this.resetting;
+  }
+
   /** A namespace goes away (hot remove; only with nothing in flight on it). */
   removeNamespace(nsid: number): void {
     const ns = this.namespaces.get(nsid);
@@ -365,7 +415,7 @@ export class NvmeController {
     let work = 0;
     const cc = this.regs.getUint32(Reg.Cc, true);
     if (cc !== this.lastCc) work += this.ccChanged(cc);
-    work += this.layer.poll(nowMs);
+    if (this.pollsLayer) work += this.layer.poll(nowMs);
     if (this.resetting) {
       if (this.inflightCount === 0) this.finishReset();
       return work + 1;
@@ -498,6 +548,12 @@ export class NvmeController {
   private beginReset(): void {
     this.enabled = false;
     this.resetting = true;
+    // Completions waiting for room are dropped with their queues: they hold no bdev I/O.
+    for (const cq of this.cqs) {
+      if (cq === null) continue;
+      for (const r of cq.waiting) this.release(r);
+      cq.waiting.length = 0;
+    }
   }
 
   /** §3.7.2 controller reset: every queue deleted, features back to defaults, CSTS.RDY cleared. */
@@ -700,7 +756,7 @@ export class NvmeController {
     const ns = this.namespaces.get(nsid);
     if (ns === undefined) return Status.InvalidNamespace;
     const h = ns.handle;
-    if (h === null) return Status.NamespaceNotReady;
+    if (h === null || ns.removing) return Status.NamespaceNotReady;
     r.ns = ns;
     if (op === NvmOpcode.Flush) {
       if (!h.ioTypeSupported(BdevIoType.Flush)) {

@@ -634,7 +634,125 @@ export const COMMANDS: Record<string, CommandSpec> = {
     ],
     output: 'none',
   },
+  nvmf_create_transport: {
+    help: 'Create NVMf transport (VFIOUSER)',
+    positionals: [],
+    flags: [
+      { long: ['trtype'], short: 't', kind: 'string', dest: 'trtype', help: 'Transport type (VFIOUSER)' },
+      { long: ['max-queue-depth', 'max_queue_depth'], short: 'q', kind: 'int', dest: 'max_queue_depth', help: 'Max number of outstanding I/O per queue' },
+      { long: ['max-io-qpairs-per-ctrlr', 'max_io_qpairs_per_ctrlr'], short: 'm', kind: 'int', dest: 'max_io_qpairs_per_ctrlr', help: 'Max number of qpairs (admin included) per controller' },
+    ],
+    params: (v) => {
+      if (v.trtype === undefined) throw new Error('-t/--trtype is required');
+      return defined(v);
+    },
+    output: 'none',
+  },
+  nvmf_get_transports: {
+    help: 'Display nvmf transports or required transport',
+    positionals: [],
+    flags: [{ long: ['trtype'], kind: 'string', dest: 'trtype', help: 'Transport type' }],
+    output: 'json',
+  },
+  nvmf_create_subsystem: {
+    help: 'Create an NVMe-oF subsystem (served over VFIOUSER)',
+    positionals: [{ name: 'nqn', kind: 'string', help: 'Subsystem NQN' }],
+    flags: [
+      { long: ['serial-number', 'serial_number'], short: 's', kind: 'string', dest: 'serial_number', help: 'Serial number of the virtual NVMe controller' },
+      { long: ['model-number', 'model_number'], short: 'd', kind: 'string', dest: 'model_number', help: 'Model number of the virtual NVMe controller' },
+      { long: ['allow-any-host', 'allow_any_host'], short: 'a', kind: 'boolean', dest: 'allow_any_host', help: 'Allow any host to connect (no host access control)' },
+      { long: ['max-namespaces', 'max_namespaces'], short: 'm', kind: 'int', dest: 'max_namespaces', help: 'Maximum number of namespaces (default 32)' },
+    ],
+    output: 'none',
+  },
+  nvmf_delete_subsystem: {
+    help: 'Delete a nvmf subsystem',
+    positionals: [{ name: 'nqn', kind: 'string', help: 'Subsystem NQN' }],
+    flags: [],
+    output: 'none',
+  },
+  nvmf_get_subsystems: {
+    help: 'Display nvmf subsystems or required subsystem',
+    positionals: [{ name: 'nqn', kind: 'string', help: 'Subsystem NQN', optional: true }],
+    flags: [],
+    output: 'json',
+  },
+  nvmf_subsystem_add_ns: {
+    help: 'Add a namespace to an NVMe-oF subsystem',
+    positionals: [
+      { name: 'nqn', kind: 'string', help: 'Subsystem NQN' },
+      { name: 'bdev_name', kind: 'string', help: 'Name of the bdev to expose as a namespace' },
+    ],
+    flags: [
+      { long: ['nsid'], short: 'n', kind: 'int', dest: 'nsid', help: 'Namespace ID (default: the lowest free one)' },
+      { long: ['nguid'], short: 'g', kind: 'string', dest: 'nguid', help: '16-byte namespace globally unique identifier in hexadecimal' },
+      { long: ['uuid'], short: 'u', kind: 'string', dest: 'uuid', help: 'RFC 4122 UUID' },
+    ],
+    params: (v) => {
+      const { nqn, ...namespace } = defined(v);
+      return { nqn, namespace };
+    },
+    output: 'none',
+  },
+  nvmf_subsystem_remove_ns: {
+    help: 'Remove a namespace from an NVMe-oF subsystem',
+    positionals: [
+      { name: 'nqn', kind: 'string', help: 'Subsystem NQN' },
+      { name: 'nsid', kind: 'int', help: 'Namespace ID' },
+    ],
+    flags: [],
+    output: 'none',
+  },
+  nvmf_subsystem_add_listener: {
+    help: 'Add a listener to an NVMe-oF subsystem (VFIOUSER: -a is a directory; the socket is DIR/cntrl)',
+    positionals: [{ name: 'nqn', kind: 'string', help: 'Subsystem NQN' }],
+    flags: [
+      { long: ['trtype'], short: 't', kind: 'string', dest: 'trtype', help: 'Transport type (VFIOUSER)' },
+      { long: ['traddr'], short: 'a', kind: 'string', dest: 'traddr', help: 'Transport address (VFIOUSER: a directory)' },
+      { long: ['trsvcid'], short: 's', kind: 'string', dest: 'trsvcid', help: 'Transport service id (VFIOUSER: 0)' },
+      { long: ['adrfam'], short: 'f', kind: 'string', dest: 'adrfam', help: 'Address family' },
+    ],
+    params: listenerParams,
+    output: 'none',
+  },
+  nvmf_subsystem_remove_listener: {
+    help: 'Remove a listener from an NVMe-oF subsystem',
+    positionals: [{ name: 'nqn', kind: 'string', help: 'Subsystem NQN' }],
+    flags: [
+      { long: ['trtype'], short: 't', kind: 'string', dest: 'trtype', help: 'Transport type (VFIOUSER)' },
+      { long: ['traddr'], short: 'a', kind: 'string', dest: 'traddr', help: 'Transport address (VFIOUSER: a directory)' },
+      { long: ['trsvcid'], short: 's', kind: 'string', dest: 'trsvcid', help: 'Transport service id' },
+      { long: ['adrfam'], short: 'f', kind: 'string', dest: 'adrfam', help: 'Address family' },
+    ],
+    params: listenerParams,
+    output: 'none',
+  },
+  vhost_create_nvme_controller: {
+    help: 'Add a new vhost NVMe controller (served over vfio-user at <-S dir>/<ctrlr>/cntrl)',
+    positionals: [
+      { name: 'ctrlr', kind: 'string', help: 'Name of the controller' },
+      { name: 'io_queues', kind: 'int', help: 'Number of I/O queues' },
+    ],
+    flags: [{ long: ['cpumask'], kind: 'string', dest: 'cpumask', help: "CPU mask for the controller's threads" }],
+    output: 'none',
+  },
+  vhost_nvme_controller_add_ns: {
+    help: 'Add a namespace to a vhost NVMe controller',
+    positionals: [
+      { name: 'ctrlr', kind: 'string', help: 'Name of the controller' },
+      { name: 'bdev_name', kind: 'string', help: 'Name of the bdev' },
+    ],
+    flags: [],
+    output: 'none',
+  },
 };
+
+/** rpc.py's group_as(params, 'listen_address', [trtype, traddr, trsvcid, adrfam]). */
+function listenerParams(v: Values): Record<string, unknown> {
+  if (v.trtype === undefined || v.traddr === undefined) throw new Error('-t/--trtype and -a/--traddr are required');
+  const { nqn, ...listen_address } = defined(v);
+  return { nqn, listen_address };
+}
 
 /**
  * Commands rpc.py runs on the client side rather than as one method:

@@ -80,8 +80,9 @@ export class VfioUserConnection {
   private async run(): Promise<void> {
     let reason = 'client closed the connection';
     let level: 'info' | 'warn' | 'error' = 'info';
-    await this.backend.connectionChanged(true);
     try {
+      // A device that cannot start (no engine, a bdev gone) ends this connection, with the reason logged below.
+      await this.backend.connectionChanged(true);
       for (;;) {
         if (this.closeRequested) throw new ClosedLocally();
         const head = new Uint8Array(HEADER_SIZE);
@@ -110,7 +111,7 @@ export class VfioUserConnection {
         level = 'warn';
       } else {
         const e = err as Partial<NativeError> & Error;
-        reason = e.code ? `${e.syscall ?? 'I/O'} failed: ${e.code}` : `error: ${e.message}`;
+        reason = e.code && e.syscall ? `${e.syscall} failed: ${e.code}` : `error: ${e.message}`;
         level = 'error';
       }
     }

@@ -40,6 +40,16 @@ t.test('save_config of a running target loads back into an identical target', as
   // In ascending target order: SCSI device ids are handed out in creation order (as SPDK's), and a config replays targets in that order.
   await a.rpc('vhost_scsi_controller_add_target', { ctrlr: 's0', scsi_target_num: -1, bdev_name: 'S1' });
   await a.rpc('vhost_scsi_controller_add_target', { ctrlr: 's0', scsi_target_num: 5, bdev_name: 'S0' });
+  // nvmf: a subsystem with two namespaces (no listener: the copy runs beside the original) and a seed-era NVMe controller.
+  await a.rpc('bdev_malloc_create', { name: 'M2', num_blocks: 2048, block_size: 512 });
+  await a.rpc('bdev_null_create', { name: 'N1', num_blocks: 2048, block_size: 4096 });
+  await a.rpc('bdev_malloc_create', { name: 'M3', num_blocks: 2048, block_size: 512 });
+  await a.rpc('nvmf_create_transport', { trtype: 'VFIOUSER', max_io_qpairs_per_ctrlr: 9 });
+  await a.rpc('nvmf_create_subsystem', { nqn: 'nqn.2026-11.io.vhostd:rt', serial_number: 'RT01', model_number: 'roundtrip', allow_any_host: true, max_namespaces: 8 });
+  await a.rpc('nvmf_subsystem_add_ns', { nqn: 'nqn.2026-11.io.vhostd:rt', namespace: { bdev_name: 'M2', nsid: 5, nguid: '00112233445566778899AABBCCDDEEFF' } });
+  await a.rpc('nvmf_subsystem_add_ns', { nqn: 'nqn.2026-11.io.vhostd:rt', namespace: { bdev_name: 'N1' } });
+  await a.rpc('vhost_create_nvme_controller', { ctrlr: 'n0', io_queues: 3, cpumask: '0x2' });
+  await a.rpc('vhost_nvme_controller_add_ns', { ctrlr: 'n0', bdev_name: 'M3' });
 
   const methods = (await a.rpc('rpc_get_methods')) as string[];
   const hasQos = methods.includes('bdev_set_qos_limit');
@@ -81,6 +91,12 @@ t.test('save_config of a running target loads back into an identical target', as
   const ctrlrs = async (h: typeof a): Promise<unknown> =>
     ((await h.rpc('vhost_get_controllers')) as { socket: string }[]).map((c) => ({ ...c, socket: path.basename(c.socket) }));
   t.same(await ctrlrs(b), await ctrlrs(a), 'vhost_get_controllers identical (cpumasks, readonly, coalescing)');
+  const subsystemsOf = async (h: typeof a): Promise<unknown> =>
+    ((await h.rpc('nvmf_get_subsystems')) as { listen_addresses: { traddr: string }[] }[]).map((s) => ({
+      ...s,
+      listen_addresses: s.listen_addresses.map((l) => ({ ...l, traddr: path.basename(l.traddr) })),
+    }));
+  t.same(await subsystemsOf(b), await subsystemsOf(a), 'nvmf_get_subsystems identical (serials, nsids, NGUIDs, UUIDs)');
 
   // The copy saves to the same text.
   const again = await cli(['-s', b.rpcSocket, 'save_config']);

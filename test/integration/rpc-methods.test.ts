@@ -104,6 +104,7 @@ t.test('framework methods on a running target', async (t) => {
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
     { subsystem: 'scsi', depends_on: ['bdev'] },
     { subsystem: 'vhost_scsi', depends_on: ['scsi'] },
+    { subsystem: 'nvmf', depends_on: ['bdev'] },
   ]);
   t.equal((await rpcError(h, 'framework_get_subsystems', { name: 'bdev' })).code, -32602);
   t.same(await h.rpc('framework_get_config', { name: 'bdev' }), [], 'empty bdev config');
@@ -117,7 +118,7 @@ t.test('framework methods on a running target', async (t) => {
   t.match(await h.rpc('framework_get_config', { name: 'vhost_blk' }), [
     { method: 'vhost_create_blk_controller', params: { ctrlr: 'c0', dev_name: 'M0', cpumask: '0x2', readonly: true } },
   ]);
-  t.same(await rpcError(h, 'framework_get_config', { name: 'nvmf' }), { code: -32602, message: "Subsystem 'nvmf' not found" });
+  t.same(await rpcError(h, 'framework_get_config', { name: 'iscsi' }), { code: -32602, message: "Subsystem 'iscsi' not found" });
   t.same(await rpcError(h, 'framework_get_config', {}), { code: -32602, message: 'params.name: is required' });
 
   // Init state.
@@ -320,14 +321,14 @@ t.test('vhostd-rpc: the new methods with rpc.py syntax, save_config / load_confi
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /^\{\n {2}"subsystems": \[\n/, 'indent 2 by default');
   const saved = JSON.parse(r.stdout) as { subsystems: { subsystem: string; config: unknown[] }[] };
-  t.same(saved.subsystems.map((s) => s.subsystem), ['bdev', 'vhost_blk', 'scsi', 'vhost_scsi']);
+  t.same(saved.subsystems.map((s) => s.subsystem), ['bdev', 'vhost_blk', 'scsi', 'vhost_scsi', 'nvmf']);
   t.same(saved.subsystems[0].config, await h.rpc('framework_get_config', { name: 'bdev' }));
   r = await rpc('save_config', '--indent=-1', '-s', 'bdev');
   t.equal(r.stdout.trim().split('\n').length, 1, 'compact');
   t.same((JSON.parse(r.stdout) as typeof saved).subsystems.map((s) => s.subsystem), ['bdev'], '-s bdev: only bdev');
   r = await rpc('save_config', '-s', 'vhost_blk');
   t.same((JSON.parse(r.stdout) as typeof saved).subsystems.map((s) => s.subsystem), ['bdev', 'vhost_blk'], '-s vhost_blk: with what it depends on');
-  r = await rpc('save_config', '-s', 'nvmf');
+  r = await rpc('save_config', '-s', 'iscsi');
   t.equal(r.code, 1);
 
   // load_config into a second target, from stdin.

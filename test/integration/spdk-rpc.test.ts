@@ -73,6 +73,17 @@ const METHODS = [
   'bdev_iscsi_set_options',
   'vmd_enable',
   'bdev_wait_for_examine',
+  'nvmf_create_transport',
+  'nvmf_get_transports',
+  'nvmf_create_subsystem',
+  'nvmf_delete_subsystem',
+  'nvmf_get_subsystems',
+  'nvmf_subsystem_add_ns',
+  'nvmf_subsystem_remove_ns',
+  'nvmf_subsystem_add_listener',
+  'nvmf_subsystem_remove_listener',
+  'vhost_create_nvme_controller',
+  'vhost_nvme_controller_add_ns',
 ];
 
 /** rpc_get_methods as vhostd answered it (first test). */
@@ -278,6 +289,7 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
     { subsystem: 'scsi', depends_on: ['bdev'] },
     { subsystem: 'vhost_scsi', depends_on: ['scsi'] },
+    { subsystem: 'nvmf', depends_on: ['bdev'] },
   ]);
   const bdevCfg = await py.json<{ method: string; params: Record<string, unknown> }[]>('framework_get_config', 'bdev');
   t.match(bdevCfg.find((c) => c.params.name === 'M0' && c.method === 'bdev_malloc_create'), { params: { num_blocks: 16384, block_size: 512, uuid: UUID } });
@@ -290,7 +302,7 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
     { params: { ctrlr: 'vc1', dev_name: 'N0', cpumask: '0x3', readonly: false } },
   ]);
   t.match(vhostCfg.filter((c) => c.method === 'vhost_controller_set_coalescing'), [{ params: { ctrlr: 'vc0', delay_base_us: 50, iops_threshold: 60000 } }]);
-  await py.fails(-32602, 'framework_get_config', 'nvmf');
+  await py.fails(-32602, 'framework_get_config', 'iscsi');
 
   // --- save_config (client side) → load_config into a second vhostd → the same save_config
   const saved = await py.ok('save_config');
@@ -303,6 +315,7 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
         { subsystem: 'vhost_blk', config: vhostCfg },
         { subsystem: 'scsi', config: [] },
         { subsystem: 'vhost_scsi', config: [] },
+        { subsystem: 'nvmf', config: [] },
       ],
     },
     'save_config: framework_get_config of each subsystem',
@@ -312,7 +325,7 @@ t.test("every JSON-RPC method through SPDK's unchanged rpc.py", async (t) => {
 
   // --- log methods
   const flags = await py.json<Record<string, boolean>>('log_get_flags');
-  t.same(Object.keys(flags).sort(), ['app', 'bdev', 'engine', 'rpc', 'vhost', 'vhost_blk', 'vhost_scsi']);
+  t.same(Object.keys(flags).sort(), ['app', 'bdev', 'engine', 'nvmf', 'rpc', 'vhost', 'vhost_blk', 'vhost_scsi']);
   await py.quiet('log_set_flag', 'bdev');
   t.match(await py.json('log_get_flags'), { bdev: true, vhost: false });
   await py.quiet('log_clear_flag', 'bdev');
@@ -449,6 +462,66 @@ t.test("virtio-scsi methods through rpc.py, and a save_config → -c round trip"
   await py.ok('bdev_null_delete', 'SN0');
   t.same((await py.json<{ backend_specific: { scsi: { scsi_dev_num: number }[] } }[]>('vhost_get_controllers'))[0].backend_specific.scsi.map((x) => x.scsi_dev_num), [2]);
   await py.quiet('vhost_delete_controller', 'sc0');
+});
+
+t.test("nvmf (VFIOUSER) through SPDK's rpc.py; the seed-era vhost-nvme commands through an rpc.py plugin", async (t) => {
+  const dir = spdkRpcDir();
+  const h = await startVhostd({ cpumask: '0x3' });
+  t.teardown(() => h.stop());
+  const py = new RpcPy(t, dir, h);
+  const nqn = 'nqn.2026-11.io.vhostd:py0';
+  const traddr = path.join(h.dir, 'py0');
+  await py.ok('bdev_malloc_create', '-b', 'M0', '8', '512');
+  await py.ok('bdev_null_create', 'N0', '8', '4096');
+  await py.ok('bdev_malloc_create', '-b', 'M1', '8', '512');
+  await py.quiet('nvmf_create_transport', '-t', 'VFIOUSER');
+  t.match(await py.json('nvmf_get_transports'), [{ trtype: 'VFIOUSER', max_io_qpairs_per_ctrlr: 128 }]);
+  await py.fails(-22, 'nvmf_create_transport', '-t', 'TCP');
+  await py.quiet('nvmf_create_subsystem', nqn, '-a', '-s', 'PY0001', '-d', 'rpc.py model', '-m', '4');
+  await py.fails(-22, 'nvmf_create_subsystem', 'not-an-nqn');
+  await py.quiet('nvmf_subsystem_add_ns', nqn, 'M0');
+  await py.quiet('nvmf_subsystem_add_ns', nqn, '-n', '3', '-u', UUID, 'N0');
+  await py.fails(-16, 'nvmf_subsystem_add_ns', nqn, 'M0');
+  await py.quiet('nvmf_subsystem_add_listener', nqn, '-t', 'VFIOUSER', '-a', traddr, '-s', '0');
+  t.ok(fs.existsSync(path.join(traddr, 'cntrl')), 'socket at traddr/cntrl');
+  const subs = await py.json<{ nqn: string; serial_number: string; model_number: string; max_namespaces: number; namespaces: { nsid: number; bdev_name: string; uuid: string }[]; listen_addresses: { traddr: string }[] }[]>('nvmf_get_subsystems', nqn);
+  t.match(subs, [
+    {
+      nqn,
+      serial_number: 'PY0001',
+      model_number: 'rpc.py model',
+      max_namespaces: 4,
+      namespaces: [{ nsid: 1, bdev_name: 'M0' }, { nsid: 3, bdev_name: 'N0', uuid: UUID }],
+      listen_addresses: [{ trtype: 'VFIOUSER', traddr, trsvcid: '0' }],
+    },
+  ]);
+  t.match(await py.json('nvmf_get_subsystems'), [{ nqn: 'nqn.2014-08.org.nvmexpress.discovery', subtype: 'Discovery' }, { nqn }], 'the discovery subsystem first, as SPDK');
+  await py.quiet('nvmf_subsystem_remove_ns', nqn, '3');
+  await py.quiet('nvmf_subsystem_remove_listener', nqn, '-t', 'VFIOUSER', '-a', traddr, '-s', '0');
+  t.notOk(fs.existsSync(path.join(traddr, 'cntrl')), 'socket removed with the listener');
+  const cfg = await py.json<{ method: string }[]>('framework_get_config', 'nvmf');
+  t.same(cfg.map((c) => c.method), ['nvmf_create_transport', 'nvmf_create_subsystem', 'nvmf_subsystem_add_ns']);
+  await py.quiet('nvmf_delete_subsystem', nqn);
+  await py.fails(-19, 'nvmf_delete_subsystem', nqn);
+  // Seed-era commands: rpc.py no longer has them; its plugin mechanism loads them (test/fixtures).
+  const fixtures = path.join(repoRoot(), 'test', 'fixtures');
+  const saved = process.env.PYTHONPATH;
+  process.env.PYTHONPATH = saved ? `${fixtures}:${saved}` : fixtures;
+  try {
+    called.add('vhost_create_nvme_controller');
+    called.add('vhost_nvme_controller_add_ns');
+    await py.quiet('--plugin', 'vhost_nvme_rpc_plugin', 'vhost_create_nvme_controller', 'vn0', '2', '--cpumask', '0x2');
+    await py.quiet('--plugin', 'vhost_nvme_rpc_plugin', 'vhost_nvme_controller_add_ns', 'vn0', 'M1');
+  } finally {
+    if (saved === undefined) delete process.env.PYTHONPATH;
+    else process.env.PYTHONPATH = saved;
+  }
+  t.ok(fs.existsSync(path.join(h.socketOf('vn0'), 'cntrl')), 'the seed-era controller listens at <-S>/vn0/cntrl');
+  t.match(await py.json('framework_get_config', 'nvmf'), [
+    { method: 'nvmf_create_transport' },
+    { method: 'vhost_create_nvme_controller', params: { ctrlr: 'vn0', io_queues: 2, cpumask: '0x2' } },
+    { method: 'vhost_nvme_controller_add_ns', params: { ctrlr: 'vn0', bdev_name: 'M1' } },
+  ]);
 });
 
 t.test('every method vhostd serves was driven through rpc.py', async (t) => {

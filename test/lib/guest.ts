@@ -14,7 +14,7 @@
  *
  * Main-thread test helper; every boot is its own QEMU process.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,8 +34,18 @@ export interface GuestSocket {
   packed?: boolean;
 }
 
+/** A vfio-user server socket (an NVMe controller's `cntrl`), attached as QEMU's vfio-user-pci (QEMU 10.1+ only). */
+export interface GuestVfioUserSocket {
+  path: string;
+  kind: 'vfio-user';
+}
+
 export interface BootOptions {
-  sockets: GuestSocket[];
+  sockets: (GuestSocket | GuestVfioUserSocket)[];
+  /** The QEMU binary (default: qemu-system-x86_64 from PATH; vfio-user needs qemuVfioUser()). */
+  qemu?: string;
+  /** More QEMU arguments (e.g. `-trace` patterns when debugging a front-end). */
+  extraArgs?: string[];
   /** Shell run inside the guest by busybox sh, with the helpers above. */
   script: string;
   /** Guest RAM (default 512: the initramfs unpacks to about 90 MiB of tmpfs, which needs more than 256). */
@@ -195,9 +205,13 @@ export function parseMarkers(output: string): Pick<GuestRun, 'exitCode' | 'resul
   return { exitCode, results, values };
 }
 
-function qemuDeviceArgs(sockets: GuestSocket[]): string[] {
+function qemuDeviceArgs(sockets: (GuestSocket | GuestVfioUserSocket)[]): string[] {
   const args: string[] = [];
   sockets.forEach((s, i) => {
+    if (s.kind === 'vfio-user') {
+      args.push('-device', JSON.stringify({ driver: 'vfio-user-pci', socket: { type: 'unix', path: s.path } }));
+      return;
+    }
     if (!Number.isInteger(s.numQueues) || s.numQueues < 1) {
       throw new RangeError(`sockets[${i}].numQueues must be a positive integer`);
     }
@@ -209,6 +223,21 @@ function qemuDeviceArgs(sockets: GuestSocket[]): string[] {
     }
   });
   return args;
+}
+
+let qemuVfioUserPath: string | undefined;
+
+/**
+ * The QEMU with the vfio-user client (upstream 10.2 from ../shared/peers/qemu-10.2,
+ * unpacked once into the repo's .cache/qemu-10.2; QEMU_VFIO_USER_DIR names another peer directory). Throws when it is absent.
+ */
+export function qemuVfioUser(): string {
+  if (qemuVfioUserPath !== undefined) return qemuVfioUserPath;
+  const unpack = path.join(repoRoot(), '..', 'shared', 'peers', 'qemu-10.2', 'unpack.sh');
+  const peer = process.env.QEMU_VFIO_USER_DIR ? path.join(process.env.QEMU_VFIO_USER_DIR, 'unpack.sh') : unpack;
+  const out = execFileSync('bash', [peer, path.join(repoRoot(), '.cache', 'qemu-10.2')], { encoding: 'utf8' }).trim();
+  qemuVfioUserPath = out.split('\n').pop() ?? '';
+  return qemuVfioUserPath;
 }
 
 /** Boots one guest, runs `script` in it and resolves when QEMU has exited. */
@@ -244,10 +273,11 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
       '-no-reboot',
       '-nodefaults',
       '-serial', 'stdio',
+      ...(opts.extraArgs ?? []),
     ];
     const debug = process.env.VHOSTD_GUEST_DEBUG === '1';
     return await new Promise<GuestRun>((resolve, reject) => {
-      const qemu = tied('qemu-system-x86_64', args);
+      const qemu = tied(opts.qemu ?? 'qemu-system-x86_64', args);
       const child = spawn(qemu.command, qemu.args, { stdio: ['pipe', 'pipe', 'pipe'] });
       let output = '';
       let timedOut = false;

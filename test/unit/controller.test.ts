@@ -181,17 +181,19 @@ t.test('coalescing, vhost_get_controllers and save_config', async (t) => {
 });
 
 t.test('subsystem registry', async (t) => {
-  const reg = subsystemRegistry({ bdev: () => [{ method: 'a', params: {} }], vhost_blk: () => [], scsi: () => [], vhost_scsi: () => [] });
+  const reg = subsystemRegistry({ bdev: () => [{ method: 'a', params: {} }], vhost_blk: () => [], scsi: () => [], vhost_scsi: () => [], nvmf: () => [] });
   t.same(reg.list(), [
     { subsystem: 'bdev', depends_on: [] },
     { subsystem: 'vhost_blk', depends_on: ['bdev'] },
     { subsystem: 'scsi', depends_on: ['bdev'] },
     { subsystem: 'vhost_scsi', depends_on: ['scsi'] },
+    { subsystem: 'nvmf', depends_on: ['bdev'] },
   ]);
   t.same(reg.config('bdev'), [{ method: 'a', params: {} }]);
   t.throws(() => reg.config('nvmf'), { code: ErrorCode.InvalidParams, message: "Subsystem 'nvmf' not found" }, 'only real subsystems');
   t.throws(() => new SubsystemRegistry([{ name: 'x', dependsOn: ['y'], writeConfig: () => [] }]), /depends on y/);
   t.same(SUBSYSTEMS.map((s) => s.name), ['bdev', 'vhost_blk', 'scsi', 'vhost_scsi']);
+  t.same(SUBSYSTEMS.map((s) => s.name), ['bdev', 'vhost_blk', 'nvmf']);
   const order = orderedCalls({
     subsystems: [
       { subsystem: 'other', config: [{ method: 'o' }] },

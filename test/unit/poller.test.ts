@@ -245,7 +245,7 @@ t.test('start refuses unknown kinds and bad descriptions; exit stops running dev
   const h = harness();
   t.teardown(h.close);
   const { poller, send, replies, device } = h;
-  const bad = send({ op: 'start', device: { ...device, model: { kind: 'nvme' } as never } });
+  const bad = send({ op: 'start', device: { ...device, model: { kind: 'virtio-gpu' } as never } });
   t.match(replies(), [{ id: bad, ok: false, code: 'ERR_DEVICE_KIND' }]);
   const noBdev = send({ op: 'start', device: { ...device, bdevs: [{ ...device.bdevs[0], module: 'nope' }] } });
   t.match(replies(), [{ id: noBdev, ok: false, error: /unknown bdev module/ }]);

@@ -26,6 +26,7 @@ import { subsystemRegistry } from '../../reactor/subsystems';
 import type { Controller } from '../../reactor/vhost/controller';
 import type { DeviceModel } from '../../reactor/vhost/model';
 import { VhostService } from '../../reactor/vhost/service';
+import { NvmfService } from '../../reactor/nvmf/service';
 import { JsonStreamSplitter } from '../../reactor/rpc/framing';
 import { RpcServer } from '../../reactor/rpc/server';
 import { RpcClient } from '../../reactor/rpc/client';
@@ -111,11 +112,13 @@ class TestTarget implements Services {
   readonly calls: Call[] = [];
   readonly bdevs = new RecordingBdevs(this.calls);
   readonly vhost: RecordingVhost;
+  readonly nvmf: NvmfService;
   readonly subsystems = subsystemRegistry({
     bdev: () => this.bdevs.writeConfig(),
     vhost_blk: () => this.vhost.writeConfig('vhost_blk'),
     scsi: () => [],
     vhost_scsi: () => this.vhost.writeConfig('vhost_scsi'),
+    nvmf: () => this.nvmf.writeConfig(),
   });
   readonly system = {
     reactors: (): ReactorsInfo => ({
@@ -132,6 +135,14 @@ class TestTarget implements Services {
     const socketDir = path.join(tmpDir, `target${targetSeq++}`);
     fs.mkdirSync(socketDir);
     this.vhost = new RecordingVhost(this.calls, socketDir, this.bdevs);
+    this.nvmf = new NvmfService({
+      socketDir,
+      socketMode: 0o600,
+      cores: [0, 1],
+      bdevs: this.bdevs,
+      engine: { worker: () => { throw new Error('no engine in the RPC tests'); } },
+      placement: new Placement([0, 1]),
+    });
   }
 }
 
@@ -376,6 +387,15 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
       'log_set_flag',
       'log_set_level',
       'log_set_print_level',
+      'nvmf_create_subsystem',
+      'nvmf_create_transport',
+      'nvmf_delete_subsystem',
+      'nvmf_get_subsystems',
+      'nvmf_get_transports',
+      'nvmf_subsystem_add_listener',
+      'nvmf_subsystem_add_ns',
+      'nvmf_subsystem_remove_listener',
+      'nvmf_subsystem_remove_ns',
       'rpc_get_methods',
       'sock_impl_set_options',
       'sock_set_default_impl',
@@ -386,9 +406,11 @@ t.test('spdk_get_version, rpc_get_methods, framework_get_reactors', async (t) =>
       'thread_get_stats',
       'vhost_controller_set_coalescing',
       'vhost_create_blk_controller',
+      'vhost_create_nvme_controller',
       'vhost_create_scsi_controller',
       'vhost_delete_controller',
       'vhost_get_controllers',
+      'vhost_nvme_controller_add_ns',
       'vhost_scsi_controller_add_target',
       'vhost_scsi_controller_remove_target',
       'vhost_start_scsi_controller',

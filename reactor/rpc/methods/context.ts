@@ -13,6 +13,7 @@ import type { FrameworkControl } from '../../framework';
 import type { IoChannelsInfo, PollersInfo, ReactorsInfo, ThreadStatsInfo } from '../../info';
 import type { SubsystemRegistry } from '../../subsystems';
 import type { VhostService } from '../../vhost/service';
+import type { NvmfService } from '../../nvmf/service';
 
 /** The framework's statistics (framework_get_reactors, thread_get_stats). */
 export interface SystemService {
@@ -32,6 +33,8 @@ export interface Services {
   readonly bdevs: BdevRegistry;
   /** The vhost subsystems: controllers. */
   readonly vhost: VhostService;
+  /** The nvmf subsystem: NVMe controllers over vfio-user. */
+  readonly nvmf: NvmfService;
   /** framework_get_subsystems / framework_get_config. */
   readonly subsystems: SubsystemRegistry;
   readonly system: SystemService;

@@ -18,8 +18,9 @@ import { optionMethods } from './options';
 import { threadMethods } from './threads';
 import { tuningMethods } from './tuning';
 import { schedulerMethods } from './scheduler';
+import { nvmfMethods } from './nvmf';
 
-const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods, schedulerMethods, threadMethods, optionMethods];
+const SUBSYSTEMS: ((ctx: MethodContext) => RpcMethod[])[] = [appMethods, frameworkMethods, logMethods, bdevMethods, vhostMethods, tuningMethods, schedulerMethods, threadMethods, optionMethods, nvmfMethods];
 
 /**
  * Register every method on `server`, calling into the target's `services`. `framework`
