@@ -67,7 +67,7 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
   let base = { fds: 0, rssKiB: 0 };
   let maxRss = 0;
   let live: ControllerInfo;
-  const fail = (what: string, at = caseNo): FuzzFailure => new FuzzFailure(name, opts.seed, fuzzer.replayStart(at), `case ${at}: ${what}`);
+  const fail = (what: string, at = caseNo): FuzzFailure => new FuzzFailure(name, opts.seed, fuzzer.replayStart(at), at, `case ${at}: ${what}`);
   const check = async (): Promise<void> => {
     await fuzzer.quiesce();
     if (!target.alive()) throw fail(`vhostd died: ${JSON.stringify(target.h.daemon.exit)}\n${target.log().slice(-3000)}`);

@@ -18,10 +18,12 @@ export class FuzzFailure extends Error {
   constructor(
     readonly fuzzer: string,
     readonly seed: number,
+    /** The first case to replay (where the failing case's connection or batch began). */
+    readonly fromCase: number,
     readonly caseNo: number,
     what: string,
   ) {
-    super(`${fuzzer}: ${what} — reproduce with: npm run fuzz -- --only ${fuzzer} --seed ${seed} --from ${caseNo} --cases 1`);
+    super(`${fuzzer}: ${what} — reproduce with: npm run fuzz -- --only ${fuzzer} --seed ${seed} --from ${fromCase} --cases ${Math.max(1, caseNo - fromCase + 1)}`);
     this.name = 'FuzzFailure';
   }
 }

@@ -157,6 +157,8 @@ export class VhostUserFuzzer implements Fuzzer {
     } else {
       m = this.nextScripted(rng);
     }
+    // SCM_RIGHTS carries at most 8 fds here (the target refuses more with MSG_CTRUNC anyway).
+    while (m.fds.length > 8) native.close(m.fds.pop() as number);
     const header = encodeHeader(m.request, m.flags, m.sizeField ?? m.payload.byteLength);
     // Sometimes split the bytes: the header alone first (the target must wait for the payload).
     const bytes = concat([header, m.payload]);
