@@ -75,6 +75,8 @@ export class ChainFuzzer implements Fuzzer {
   private nextSlot = 0;
   private indirectNext = INDIRECT_GPA;
   private headerNext = HEADER_GPA;
+  /** Test hook: change a byte outside every writable buffer in each batch (the shadow check must catch it). */
+  tamper = false;
   private readonly count = { chains: 0, batches: 0, reconnects: 0, usedLenZero: 0, indirect: 0, crossRegion: 0 };
 
   async setup(target: FuzzTarget): Promise<void> {
@@ -359,7 +361,8 @@ export class ChainFuzzer implements Fuzzer {
     const scan = (from: number, to: number): void => {
       for (let at = from; at + 16 <= to; at += 16) {
         const flags = m.u16(at + 12);
-        if ((flags & Desc.WRITE) === 0) continue;
+        // A descriptor that points at an indirect table never lets the device write (the table is read-only).
+        if ((flags & Desc.WRITE) === 0 || (flags & Desc.INDIRECT) !== 0) continue;
         const addr = Number(m.u32(at)) + Number(m.u32(at + 4)) * 0x1_0000_0000;
         const len = m.u32(at + 8);
         if (addr >= MEM_END) continue;
@@ -395,6 +398,10 @@ export class ChainFuzzer implements Fuzzer {
     syncShadow(AVAIL_GPA, AVAIL_GPA + 4 + 2 * QSIZE + 2);
     m.atomicStoreU16(AVAIL_GPA + 2, this.availIdx);
     syncShadow(AVAIL_GPA, AVAIL_GPA + 4);
+    if (this.tamper) {
+      // Self-test of the check: a byte changed where no device-writable buffer is (a request header).
+      m.setU8(HEADER_GPA + 3, m.u8(HEADER_GPA + 3) ^ 0x40);
+    }
     native.eventfdWrite(this.kickFd, 1);
     const deadline = Date.now() + BATCH_TIMEOUT_MS;
     while (m.atomicLoadU16(USED_GPA + 2) !== this.availIdx) {

@@ -36,6 +36,8 @@ export interface FuzzOptions {
   rssSlackMiB?: number;
   /** The target's --poll-mode (default adaptive: an idle target does not take a core from the fuzzer). */
   pollMode?: 'poll' | 'adaptive';
+  /** Test hook: change each fuzzer before setup. */
+  prepare?: (f: Fuzzer) => void;
   /** Progress lines (default: stdout). */
   say?: (line: string) => void;
 }
@@ -56,6 +58,7 @@ const WARMUP_CASES = 200;
 async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
   const say = opts.say ?? ((l: string) => process.stdout.write(l + '\n'));
   const fuzzer = FUZZERS[name]();
+  opts.prepare?.(fuzzer);
   const target = await FuzzTarget.start({ extraArgs: ['--poll-mode', opts.pollMode ?? 'adaptive'] });
   const t0 = Date.now();
   let caseNo = opts.from ?? 0;
@@ -92,7 +95,13 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
     await fuzzer.setup(target);
     // Warm up, so lazily created per-core state is part of the baseline.
     const warmRng = new Rng(opts.seed ^ 0x5a5a5a5a);
-    for (let i = 0; i < Math.min(WARMUP_CASES, end - caseNo); i++) await fuzzer.runCase(Rng.forCase(warmRng.u32(), i), -1 - i);
+    for (let i = 0; i < Math.min(WARMUP_CASES, end - caseNo); i++) {
+      try {
+        await fuzzer.runCase(Rng.forCase(warmRng.u32(), i), -1 - i);
+      } catch (e) {
+        throw new FuzzFailure(name, opts.seed, caseNo, caseNo, `warm-up case ${i}: ${(e as Error).message}`);
+      }
+    }
     await check();
     await new Promise((r) => setTimeout(r, 300));
     const s = target.stats();
