@@ -77,7 +77,9 @@ export type SessionEffect =
   /** Close these fds: nothing uses them any more. */
   | { kind: 'close'; fds: OwnedFd[] }
   /** Send `bytes` on the back-end channel socket (SET_BACKEND_REQ_FD) without waiting. */
-  | { kind: 'backendMessage'; fd: OwnedFd; bytes: Uint8Array; what: string };
+  | { kind: 'backendMessage'; fd: OwnedFd; bytes: Uint8Array; what: string }
+  /** The device cannot go on (it failed in the engine): close the connection, logging `reason`. */
+  | { kind: 'fail'; reason: string };
 
 /** What handle() asks the connection to do. */
 export interface HandleResult {
@@ -195,6 +197,12 @@ export class VhostUserSession implements BackendChannel {
     this.sink([{ kind: 'backendMessage', fd: this.backendReq, bytes, what: 'config change notification' }]);
     this.log.info('config change notified', { ctrlr: this.backend.name });
     return true;
+  }
+
+  /** The engine failed the running device: the connection closes with the reason (issue #15 item 1). */
+  deviceFailed(reason: string): void {
+    if (this.closed || this.sink === null) return;
+    this.sink([{ kind: 'fail', reason: `device failed in the engine: ${reason}` }]);
   }
 
   /** Is the device running (for status reporting)? */

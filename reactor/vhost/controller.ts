@@ -200,9 +200,16 @@ export class Controller implements VhostBackend, BdevUser {
       stats: this.stats,
       coalescing: this.coalescing,
     };
+    const worker = this.opts.engine.worker(core);
+    // A device that fails in the engine (a call fd that can no longer be written) ends its connection.
+    worker.watchDevice?.(id, (reason) => {
+      this.log.warn('device failed', { ctrlr: this.name, core, reason });
+      this.session?.deviceFailed(reason);
+    });
     try {
-      await this.opts.engine.worker(core).start(device);
+      await worker.start(device);
     } catch (err) {
+      worker.unwatchDevice?.(id);
       this.opts.placement.release(core);
       throw err;
     }
@@ -227,6 +234,7 @@ export class Controller implements VhostBackend, BdevUser {
       this.log.info('device stopped', { ctrlr: this.name, core });
       return result;
     } finally {
+      this.opts.engine.worker(core).unwatchDevice?.(this.deviceId);
       this.opts.placement.release(core);
       this.core = -1;
       this.running.clear();
