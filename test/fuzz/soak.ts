@@ -17,6 +17,7 @@
  * Thread: main.
  */
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus } from '../lib/frontend-wire';
 import { FuzzTarget, type ControllerInfo, type ProcStats } from './target';
@@ -129,7 +130,7 @@ async function main(): Promise<void> {
     const ctrls: ControllerInfo[] = [];
     for (let i = 0; i < args.loops; i++) ctrls.push(await target.createBlk(`soak.${i}`, 8192));
     process.stdout.write(`soak: pid ${target.pid}, ${args.loops} connect loops, ${args.cycles} cycles, >= ${args.minutes} min, seed ${args.seed}\n`);
-    process.stdout.write('t_s\tcycles\tchurn\tfds\trss_mib\n');
+    process.stdout.write('t_s\tcycles\tchurn\tfds\trss_mib\tanon_mib\n');
     const t0 = Date.now();
     let cycles = 0;
     let churn = 0;
@@ -138,7 +139,8 @@ async function main(): Promise<void> {
     const sample = (): void => {
       const s = { ...target.stats(), tS: Math.round((Date.now() - t0) / 1000), cycles, churn };
       samples.push(s);
-      process.stdout.write(`${s.tS}\t${s.cycles}\t${s.churn}\t${s.fds}\t${(s.rssKiB / 1024).toFixed(1)}\n`);
+      const anon = /^RssAnon:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${target.pid}/status`, 'utf8'));
+      process.stdout.write(`${s.tS}\t${s.cycles}\t${s.churn}\t${s.fds}\t${(s.rssKiB / 1024).toFixed(1)}\t${anon ? (Number(anon[1]) / 1024).toFixed(1) : '?'}\n`);
     };
     const timer = setInterval(sample, args.sampleS * 1000);
     const done = (): boolean => cycles >= args.cycles && Date.now() - t0 >= args.minutes * 60_000;
@@ -158,6 +160,7 @@ async function main(): Promise<void> {
       stopping = true;
       failed = true;
       process.stdout.write(`soak: FAILED after ${cycles} cycles, ${churn} churn rounds: ${(e as Error).stack ?? e}\n`);
+      process.stdout.write(`soak: vhostd's log, last lines:\n${target.log().slice(-4000)}\n`);
       await Promise.allSettled([...loops, churner]);
     }
     clearInterval(timer);
