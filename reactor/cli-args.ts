@@ -51,6 +51,10 @@ vhostd's own:
                             kick eventfds after --idle-sleep-us of idleness)
       --idle-sleep-us N     idle time before an adaptive worker sleeps; default 1000
       --socket-mode MODE    octal file mode of the sockets; default 0600
+      --require-sealed-memory
+                            refuse guest memory not sealed against shrinking (F_SEAL_SHRINK, as
+                            QEMU's memory-backend-memfd seals it): a front-end can then never
+                            SIGBUS vhostd; refuses /dev/shm and hugetlbfs file backends
 `;
 
 export interface CliOptions {
@@ -63,6 +67,8 @@ export interface CliOptions {
   pollMode: 'poll' | 'adaptive';
   idleSleepUs: number;
   socketMode: number;
+  /** --require-sealed-memory: refuse guest memory regions without F_SEAL_SHRINK (issue #15 item 4). */
+  requireSealedMemory: boolean;
   /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
   printLevel?: LogLevel;
   logFlags: string[];
@@ -111,6 +117,7 @@ const OPTIONS = {
   'poll-mode': { type: 'string' },
   'idle-sleep-us': { type: 'string' },
   'socket-mode': { type: 'string' },
+  'require-sealed-memory': { type: 'boolean' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -245,6 +252,7 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     pollMode,
     idleSleepUs,
     socketMode: parseInt(modeText, 8),
+    requireSealedMemory: values['require-sealed-memory'] ?? false,
     printLevel,
     logFlags,
     pidFile: values['pid-file'] !== undefined ? path.resolve(values['pid-file']) : undefined,

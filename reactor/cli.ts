@@ -18,6 +18,7 @@ import { RpcServer, type RpcServerOptions } from './rpc/server';
 import { RpcCode, RpcError } from './rpc/errors';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
+import { setRequireSealedMemory } from './vhost-user/memory-policy';
 
 const appLog = logger('app');
 
@@ -128,6 +129,8 @@ export async function main(argv: string[]): Promise<number> {
     locks?.release();
   });
 
+  setRequireSealedMemory(opts.requireSealedMemory);
+  if (opts.requireSealedMemory) log('notice', 'app', 'guest memory must be sealed against shrinking (--require-sealed-memory)');
   const app = new App({
     cores: opts.cores,
     socketDir: opts.socketDir,

@@ -62,6 +62,7 @@ import {
   SUPPORTED_PROTOCOL_FEATURES,
   VHOST_USER_F_PROTOCOL_FEATURES,
 } from './messages';
+import { F_SEAL_SHRINK, requireSealedMemory } from './memory-policy';
 import { fdOf, OwnedFd } from './owned-fd';
 
 const RING_PACKED = 1n << BigInt(VirtioFeature.RingPacked);
@@ -828,6 +829,20 @@ function checkRegionBacking(r: RegionDesc, what: string): string {
     throw new ProtocolError(
       `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} needs bytes up to ${r.mmapOffset + r.sizeBytes} of its fd, which has ${st.size}`,
     );
+  }
+  if (requireSealedMemory()) {
+    // issue #15 item 4: memory that can shrink under the mapping would SIGBUS the engine.
+    let seals = -1;
+    try {
+      seals = native.fdGetSeals(r.fd);
+    } catch {
+      seals = -1;
+    }
+    if (seals < 0 || (seals & F_SEAL_SHRINK) === 0) {
+      throw new ProtocolError(
+        `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} is not sealed against shrinking (F_SEAL_SHRINK), and --require-sealed-memory is set`,
+      );
+    }
   }
   return `${st.dev}:${st.ino}`;
 }

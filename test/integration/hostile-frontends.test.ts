@@ -220,3 +220,27 @@ t.test('isolation (item 2): a hostile front-end on one controller does not stall
   t.ok(rpcCalls > 0, 'the RPC server answered every call within its 10 s deadline');
   t.ok(target.alive(), 'vhostd lives');
 });
+
+t.test('item 4 (SIGBUS): with --require-sealed-memory, memory that could shrink is refused; sealed memory works and cannot shrink', async (t) => {
+  const sealedTarget = await FuzzTarget.start({ extraArgs: ['--require-sealed-memory'] });
+  t.teardown(() => sealedTarget.stop());
+  const c = await sealedTarget.createBlk('h15.sealed', 4096);
+  const mark = sealedTarget.log().length;
+  const unsealed = await VhostUserFrontend.connect(c.socket, 10_000, { waitAccepted: true });
+  t.teardown(() => unsealed.close());
+  await t.rejects(unsealed.negotiate({ regions: [{ gpa: 0, sizeBytes: 1 << 20 }] }), 'an unsealed memfd region is refused');
+  t.ok(await unsealed.channel.waitEof(5000), 'and the connection closed');
+  await waitFor(() => /not sealed against shrinking/.test(sealedTarget.log().slice(mark)), 5000, 'the reason in the log');
+  unsealed.close();
+
+  const fe = await VhostUserFrontend.connect(c.socket, 10_000, { waitAccepted: true });
+  t.teardown(() => fe.close());
+  await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: 1 << 20, sealed: true }] });
+  await fe.setupQueue(0, 16);
+  const d = randomBytes(4096);
+  t.equal((await fe.write(0, 8, d)).status, BlkStatus.OK);
+  t.same(Buffer.from((await fe.read(0, 8, 4096)).data), d, 'verified I/O on sealed memory');
+  t.throws(() => native.ftruncate(fe.memory!.regions[0].fd, 4096), { code: 'EPERM' }, 'the front-end cannot shrink it under vhostd');
+  t.equal((await fe.read(0, 8, 4096)).status, BlkStatus.OK, 'and vhostd goes on');
+  t.ok(sealedTarget.alive());
+});

@@ -25,6 +25,8 @@ export interface RegionSpec {
   sizeBytes: number;
   /** Offset of the region inside its memfd (page aligned); the file is offset+size long. */
   mmapOffset?: number;
+  /** Seal the memfd against shrinking and growing (as QEMU's memory-backend-memfd, seal=on). */
+  sealed?: boolean;
 }
 
 export class GuestRegion {
@@ -50,9 +52,10 @@ export class GuestRegion {
     }
     this.uva = UVA_BASE + index * 0x1_0000_0000 + serial * 0x10_0000_0000;
     this.name = `${MEMFD_PREFIX}${process.pid}-${serial}-${index}`;
-    this.fd = native.memfdCreate(this.name, 0);
+    this.fd = native.memfdCreate(this.name, spec.sealed ? 2 /* MFD_ALLOW_SEALING */ : 0);
     try {
       native.ftruncate(this.fd, this.mmapOffset + this.sizeBytes);
+      if (spec.sealed) native.fdAddSeals(this.fd, 1 | 2 | 4); // F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW
       this.buf = native.mmap(this.fd, this.mmapOffset, this.sizeBytes, true);
     } catch (e) {
       native.close(this.fd);
