@@ -50,7 +50,9 @@ export class GuestRegion {
     if (this.gpa % PAGE !== 0 || this.sizeBytes % PAGE !== 0 || this.mmapOffset % PAGE !== 0 || this.sizeBytes <= 0) {
       throw new Error('region gpa, sizeBytes and mmapOffset must be positive multiples of 4096');
     }
-    this.uva = UVA_BASE + index * 0x1_0000_0000 + serial * 0x10_0000_0000;
+    // Distinct per memory, but bounded: after ~129k memories in one process an unbounded serial pushed
+    // the address past 2^53, which vhostd rightly refuses (found by the soak, issue #15).
+    this.uva = UVA_BASE + index * 0x1_0000_0000 + (serial % 1024) * 0x10_0000_0000;
     this.name = `${MEMFD_PREFIX}${process.pid}-${serial}-${index}`;
     this.fd = native.memfdCreate(this.name, spec.sealed ? 2 /* MFD_ALLOW_SEALING */ : 0);
     try {
