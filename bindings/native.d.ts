@@ -226,6 +226,10 @@ export interface Native {
    * it was newly set, false when it already was.
    */
   fdSetNonBlocking(fd: number): boolean;
+  /** fcntl(F_GET_SEALS): F_SEAL_SEAL 1, SHRINK 2, GROW 4, WRITE 8; -1 when the file cannot be sealed (not memfd/shmem). */
+  fdGetSeals(fd: number): number;
+  /** fcntl(F_ADD_SEALS) on a memfd made with MFD_ALLOW_SEALING (2). */
+  fdAddSeals(fd: number, seals: number): void;
 
   // --- Memory ---------------------------------------------------------------
   /**

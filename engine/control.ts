@@ -381,6 +381,17 @@ export interface StopResult {
   queues: QueueStopResult[];
 }
 
+/**
+ * What a worker tells the reactor unasked (no request id): a device failed
+ * in its poll — e.g. its call fd can no longer be written — and takes no more
+ * requests; the reactor closes that device's connection with `reason`.
+ */
+export interface DeviceFailedEvent {
+  event: 'deviceFailed';
+  deviceId: number;
+  reason: string;
+}
+
 export type ControlReply =
   | { id: number; ok: true; result?: StopResult | QueueStopResult }
   | { id: number; ok: false; error: string; code?: string };

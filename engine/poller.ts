@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
 import type { BdevLayer } from './bdev/layer';
-import { type ControlReply, type ControlRequest, type DeviceCtl, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat, type ModelOp } from './control';
+import { type ControlReply, type ControlRequest, type DeviceCtl, type DeviceFailedEvent, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat, type ModelOp } from './control';
 import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
 import { deviceFactory } from './devices';
 import { logger } from './log';
@@ -186,8 +186,11 @@ export class Poller {
       try {
         work += dev.poll(nowMs);
       } catch (err) {
+        const wasRunning = dev.running;
         dev.fail(err);
         this.sleepFdsDirty = true;
+        // Tell the reactor, which closes the device's connection with the reason (issue #15 item 1).
+        if (wasRunning) this.port.postMessage({ event: 'deviceFailed', deviceId: dev.id, reason: String((err as Error)?.message ?? err) } satisfies DeviceFailedEvent);
       }
     }
     if (this.pending.length > 0) this.finishPending();

@@ -55,6 +55,10 @@ vhostd's own:
                             idleness) or interrupt (sleep as soon as idle: --interrupt-mode)
       --idle-sleep-us N     idle time before an adaptive worker sleeps; default 1000
       --socket-mode MODE    octal file mode of the sockets; default 0600
+      --require-sealed-memory
+                            refuse guest memory not sealed against shrinking (F_SEAL_SHRINK, as
+                            QEMU's memory-backend-memfd seals it): a front-end can then never
+                            SIGBUS vhostd; refuses /dev/shm and hugetlbfs file backends
 `;
 
 export interface CliOptions {
@@ -67,6 +71,8 @@ export interface CliOptions {
   pollMode: PollMode;
   idleSleepUs: number;
   socketMode: number;
+  /** --require-sealed-memory: refuse guest memory regions without F_SEAL_SHRINK (issue #15 item 4). */
+  requireSealedMemory: boolean;
   /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
   printLevel?: LogLevel;
   /** --log-format */
@@ -118,6 +124,7 @@ const OPTIONS = {
   'poll-mode': { type: 'string' },
   'idle-sleep-us': { type: 'string' },
   'socket-mode': { type: 'string' },
+  'require-sealed-memory': { type: 'boolean' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -255,6 +262,7 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     pollMode,
     idleSleepUs,
     socketMode: parseInt(modeText, 8),
+    requireSealedMemory: values['require-sealed-memory'] ?? false,
     printLevel,
     logFormat,
     logFlags,

@@ -20,6 +20,7 @@ import { RpcState } from './rpc/schema';
 import { probeKvm, type AccelChoice } from './kvm-probe';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
+import { setRequireSealedMemory } from './vhost-user/memory-policy';
 
 const appLog = logger('app');
 
@@ -163,6 +164,8 @@ export async function main(argv: string[]): Promise<number> {
     locks?.release();
   });
 
+  setRequireSealedMemory(opts.requireSealedMemory);
+  if (opts.requireSealedMemory) log('notice', 'app', 'guest memory must be sealed against shrinking (--require-sealed-memory)');
   const app = new App({
     cores: opts.cores,
     socketDir: opts.socketDir,

@@ -14,6 +14,7 @@ import {
   type ControlReply,
   type ControlRequest,
   type DeviceCtl,
+  type DeviceFailedEvent,
   type DeviceDesc,
   type ModelOp,
   type QueueDesc,
@@ -55,7 +56,12 @@ export class EngineWorker {
     readonly stats: SharedArrayBuffer,
   ) {
     this.statsView = new Float64Array(stats);
-    port.on('message', (reply: ControlReply) => {
+    port.on('message', (msg: ControlReply | DeviceFailedEvent) => {
+      if ('event' in msg) {
+        this.onEvent(msg);
+        return;
+      }
+      const reply = msg;
       const p = this.pending.get(reply.id);
       if (!p) {
         if (!this.failed) log.warn('reply to an unknown request', { core, id: reply.id });
@@ -64,6 +70,24 @@ export class EngineWorker {
       this.pending.delete(reply.id);
       p.resolve(reply);
     });
+  }
+
+  private readonly failureWatchers = new Map<number, (reason: string) => void>();
+
+  /** `onFailed` hears it when device `deviceId` fails on this worker (until unwatchDevice). */
+  watchDevice(deviceId: number, onFailed: (reason: string) => void): void {
+    this.failureWatchers.set(deviceId, onFailed);
+  }
+
+  unwatchDevice(deviceId: number): void {
+    this.failureWatchers.delete(deviceId);
+  }
+
+  private onEvent(e: DeviceFailedEvent): void {
+    if (e.event !== 'deviceFailed') return;
+    const w = this.failureWatchers.get(e.deviceId);
+    if (w) w(e.reason);
+    else log.warn('a device the reactor no longer watches failed', { core: this.core, device: e.deviceId, reason: e.reason });
   }
 
   /** The worker's task ended: every request still waiting fails. */

@@ -34,6 +34,16 @@ import { QueueSetupError, SplitQueue } from './split';
 /** Most requests taken from one queue per poll. */
 export const VIRTIO_BATCH = 32;
 
+/**
+ * The memory budget of a queue (issue #15 item 2): at most this many of its
+ * requests are in flight at once, so its request pool never holds more tasks
+ * than this, whatever the ring size (up to 32768). Chains beyond it wait in
+ * the avail ring until completions free a task; the guest sees only queueing.
+ * With the blk model's per-task scratch (128 segments) a full pool is about
+ * 5 MiB per queue (README, "Memory budget").
+ */
+export const MAX_INFLIGHT_PER_QUEUE = 1024;
+
 /** Guest errors logged per queue before the log goes quiet (then one line per 1024). */
 const GUEST_ERROR_LOG_LIMIT = 8;
 
@@ -436,8 +446,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       let task: T;
       if (qs.nfree > 0) {
         task = qs.free[--qs.nfree] as T;
-      } else if (qs.allocated < q.size) {
-        // The pool grows to the deepest the driver has gone, at most the queue size.
+      } else if (qs.allocated < q.size && qs.allocated < MAX_INFLIGHT_PER_QUEUE) {
+        // The pool grows to the deepest the driver has gone, at most the queue size and the budget.
         task = model.newTask(qs);
         qs.allocated++;
       } else {

@@ -76,4 +76,6 @@ export interface VhostBackend {
 export interface BackendChannel {
   /** Send VHOST_USER_BACKEND_CONFIG_CHANGE_MSG; false when the front-end gave no channel for it. Never waits. */
   notifyConfigChange(): boolean;
+  /** The running device failed in the engine (e.g. its call fd cannot be written): close the connection with `reason`. */
+  deviceFailed(reason: string): void;
 }

@@ -248,6 +248,9 @@ export class VhostUserConnection {
         case 'backendMessage':
           if (fatal === null) this.sendBackend(e.fd.fd, e.bytes, e.what);
           break;
+        case 'fail':
+          if (fatal === null) fatal = e.reason;
+          break;
       }
     }
     return fatal;

@@ -64,6 +64,7 @@ import {
   SUPPORTED_PROTOCOL_FEATURES,
   VHOST_USER_F_PROTOCOL_FEATURES,
 } from './messages';
+import { F_SEAL_SHRINK, requireSealedMemory } from './memory-policy';
 import { fdOf, OwnedFd } from './owned-fd';
 
 const RING_PACKED = 1n << BigInt(VirtioFeature.RingPacked);
@@ -79,7 +80,9 @@ export type SessionEffect =
   /** Close these fds: nothing uses them any more. */
   | { kind: 'close'; fds: OwnedFd[] }
   /** Send `bytes` on the back-end channel socket (SET_BACKEND_REQ_FD) without waiting. */
-  | { kind: 'backendMessage'; fd: OwnedFd; bytes: Uint8Array; what: string };
+  | { kind: 'backendMessage'; fd: OwnedFd; bytes: Uint8Array; what: string }
+  /** The device cannot go on (it failed in the engine): close the connection, logging `reason`. */
+  | { kind: 'fail'; reason: string };
 
 /** What handle() asks the connection to do. */
 export interface HandleResult {
@@ -212,6 +215,12 @@ export class VhostUserSession implements BackendChannel {
     this.sink([{ kind: 'backendMessage', fd: this.backendReq, bytes, what: 'config change notification' }]);
     this.log.info('config change notified', { ctrlr: this.backend.name });
     return true;
+  }
+
+  /** The engine failed the running device: the connection closes with the reason (issue #15 item 1). */
+  deviceFailed(reason: string): void {
+    if (this.closed || this.sink === null) return;
+    this.sink([{ kind: 'fail', reason: `device failed in the engine: ${reason}` }]);
   }
 
   /** Is the device running (for status reporting)? */
@@ -914,6 +923,20 @@ function checkRegionBacking(r: RegionDesc, what: string): string {
     throw new ProtocolError(
       `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} needs bytes up to ${r.mmapOffset + r.sizeBytes} of its fd, which has ${st.size}`,
     );
+  }
+  if (requireSealedMemory()) {
+    // issue #15 item 4: memory that can shrink under the mapping would SIGBUS the engine.
+    let seals = -1;
+    try {
+      seals = native.fdGetSeals(r.fd);
+    } catch {
+      seals = -1;
+    }
+    if (seals < 0 || (seals & F_SEAL_SHRINK) === 0) {
+      throw new ProtocolError(
+        `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} is not sealed against shrinking (F_SEAL_SHRINK), and --require-sealed-memory is set`,
+      );
+    }
   }
   return `${st.dev}:${st.ino}`;
 }

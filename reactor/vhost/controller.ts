@@ -318,7 +318,18 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
       coalescing: this.coalescing,
       ...(rs.inflight ? { inflight: rs.inflight } : {}),
     };
-    await this.opts.engine.worker(core).start(device);
+    const worker = this.opts.engine.worker(core);
+    // A device that fails in the engine (a call fd that can no longer be written) ends its connection.
+    worker.watchDevice?.(id, (reason) => {
+      this.log.warn('device failed', { ctrlr: this.name, core, reason });
+      this.session?.deviceFailed(reason);
+    });
+    try {
+      await worker.start(device);
+    } catch (err) {
+      worker.unwatchDevice?.(id);
+      throw err;
+    }
     const shard = { core, deviceId: id, stats };
     this.shards.set(core, shard);
     return shard;
@@ -391,7 +402,10 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     const shards = [...this.shards.values()];
     this.shards.clear();
     const results = await Promise.allSettled(shards.map((s) => this.opts.engine.worker(s.core).stop(s.deviceId)));
-    for (const s of shards) this.opts.placement.release(s.core);
+    for (const s of shards) {
+      this.opts.engine.worker(s.core).unwatchDevice?.(s.deviceId);
+      this.opts.placement.release(s.core);
+    }
     const queues: QueueStopResult[] = [];
     let failure: unknown = null;
     for (const r of results) {

@@ -7,6 +7,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { tied } from './tied';
 
+/** How much of a process's output Daemon.log keeps (the tail). */
+const LOG_KEEP_CHARS = 1 << 20;
+
 export interface DaemonExit {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -31,6 +34,8 @@ export class Daemon {
     const onData = (chunk: Buffer): void => {
       const text = chunk.toString('utf8');
       this.log += text;
+      // Long runs (fuzz, soak) log without end: keep the last MiB.
+      if (this.log.length > LOG_KEEP_CHARS * 2) this.log = this.log.slice(-LOG_KEEP_CHARS);
       if (process.env.VHOSTD_TEST_DEBUG === '1') process.stderr.write(`[${name}] ${text}`);
     };
     this.child.stdout?.on('data', onData);

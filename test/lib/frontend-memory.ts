@@ -25,6 +25,8 @@ export interface RegionSpec {
   sizeBytes: number;
   /** Offset of the region inside its memfd (page aligned); the file is offset+size long. */
   mmapOffset?: number;
+  /** Seal the memfd against shrinking and growing (as QEMU's memory-backend-memfd, seal=on). */
+  sealed?: boolean;
 }
 
 export class GuestRegion {
@@ -48,11 +50,14 @@ export class GuestRegion {
     if (this.gpa % PAGE !== 0 || this.sizeBytes % PAGE !== 0 || this.mmapOffset % PAGE !== 0 || this.sizeBytes <= 0) {
       throw new Error('region gpa, sizeBytes and mmapOffset must be positive multiples of 4096');
     }
-    this.uva = UVA_BASE + index * 0x1_0000_0000 + serial * 0x10_0000_0000;
+    // Distinct per memory, but bounded: after ~129k memories in one process an unbounded serial pushed
+    // the address past 2^53, which vhostd rightly refuses (found by the soak, issue #15).
+    this.uva = UVA_BASE + index * 0x1_0000_0000 + (serial % 1024) * 0x10_0000_0000;
     this.name = `${MEMFD_PREFIX}${process.pid}-${serial}-${index}`;
-    this.fd = native.memfdCreate(this.name, 0);
+    this.fd = native.memfdCreate(this.name, spec.sealed ? 2 /* MFD_ALLOW_SEALING */ : 0);
     try {
       native.ftruncate(this.fd, this.mmapOffset + this.sizeBytes);
+      if (spec.sealed) native.fdAddSeals(this.fd, 1 | 2 | 4); // F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW
       this.buf = native.mmap(this.fd, this.mmapOffset, this.sizeBytes, true);
     } catch (e) {
       native.close(this.fd);

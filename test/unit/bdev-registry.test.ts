@@ -11,6 +11,7 @@ import t from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { native } from '../../bindings';
 import { BDEV_MODULES } from '../../reactor/bdev/modules';
 import { BdevRegistry, type Bdev, type BdevUser } from '../../reactor/bdev/registry';
 import type { BdevInfo } from '../../reactor/info';
@@ -107,8 +108,11 @@ t.test('describe(): the BdevDesc each module gives the engine', async (t) => {
     { name: m.name, module: m.module, blockSize: m.blockSize, numBlocks: m.numBlocks },
     { name: 'm', module: 'malloc', blockSize: 4096, numBlocks: 8 },
   );
-  t.ok((m.params as { storage: SharedArrayBuffer }).storage instanceof SharedArrayBuffer, 'malloc: its storage');
-  t.equal((m.params as { storage: SharedArrayBuffer }).storage.byteLength, 4096 * 8);
+  // issue #15 (soak): a memfd the workers map, closed at delete — not a SharedArrayBuffer freed only by GC.
+  const mp = m.params as { fd: number; sizeBytes: number };
+  t.ok(Number.isInteger(mp.fd) && mp.fd >= 0, 'malloc: its storage is a memfd');
+  t.equal(mp.sizeBytes, 4096 * 8);
+  t.equal(native.fstat(mp.fd).sizeBytes, 4096 * 8, 'of the bdev size');
   t.ok(m.stats instanceof SharedArrayBuffer && m.qos instanceof SharedArrayBuffer, 'iostat channel and QoS words');
   t.same(bdevs.describe(bdevs.require('n'), 1).params, {}, 'null: nothing');
   const a = bdevs.describe(bdevs.require('a'), 0).params as Record<string, unknown>;
@@ -160,4 +164,20 @@ t.test('bdev events: a resize goes to every worker first, then to the controller
   await t.rejects(server.invoke('bdev_null_delete', { name: 'n' }), { code: -16, message: /vhost\.0/ }, 'claimed: busy');
   bdevs.release(bdevs.require('n'), user);
   t.equal(await server.invoke('bdev_null_delete', { name: 'n' }), true, 'released: deletable');
+});
+
+t.test('issue #15 soak: a deleted malloc bdev gives its memory back at once (its memfd is closed), not at a later GC', async (t) => {
+  const { server, bdevs } = setup();
+  await server.invoke('bdev_malloc_create', { name: 'gone', num_blocks: 256, block_size: 4096 });
+  const { fd } = bdevs.describe(bdevs.require('gone'), 0).params as { fd: number };
+  const link = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  t.match(link, /^\/memfd:vhostd-malloc-gone/, 'the storage is a memfd named after the bdev');
+  await server.invoke('bdev_malloc_delete', { name: 'gone' });
+  let now: string | null = null;
+  try {
+    now = fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    now = null;
+  }
+  t.not(now, link, 'the memfd is closed by the delete');
 });

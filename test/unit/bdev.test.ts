@@ -3,6 +3,8 @@
  * (the worker's bdev layer on top of them: bdev-layer.test.ts).
  */
 import t from 'tap';
+import fs from 'node:fs';
+import { native } from '../../bindings';
 
 type Tap = Pick<typeof t, "equal">;
 import { type Bdev, BdevIo, BdevIoStatus, BdevIoType, CompletionQueue } from '../../engine/bdev/bdev';
@@ -172,4 +174,25 @@ t.test('module engine halves open a BdevDesc', async (t) => {
   t.equal(m.blockSize, 4096);
   t.ok(nullEngine.open({ name: 'N0', module: 'null', blockSize: 512, numBlocks: 8, params: undefined }, undefined) instanceof NullBdev);
   t.throws(() => mallocEngine.open({ name: 'M1', module: 'malloc', blockSize: 512, numBlocks: 8, params: undefined }, undefined), /no storage/);
+});
+
+t.test('issue #15 soak: the malloc engine half maps a memfd storage and unmaps it when destroyed', async (t) => {
+  const fd = native.memfdCreate('bdev-test-malloc', 0);
+  t.teardown(() => native.close(fd));
+  native.ftruncate(fd, 8 * 512);
+  const mapsOf = (): number => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:bdev-test-malloc')).length;
+  const bdev = mallocEngine.open({ name: 'M', module: 'malloc', blockSize: 512, numBlocks: 8, params: { fd, sizeBytes: 8 * 512 } }, undefined);
+  t.equal(mapsOf(), 1, 'mapped once');
+  const src = new Uint8Array(512).fill(0x3c);
+  const w = new TestIo();
+  w.prepare(BdevIoType.Write, 2, 1);
+  w.addIov(src, 0, 512);
+  t.equal(run(t, bdev, w), BdevIoStatus.Success);
+  const onFile = new Uint8Array(native.mmap(fd, 0, 4096, false));
+  t.same(onFile.subarray(1024, 1536), src, 'the write is in the memfd');
+  native.munmap(onFile.buffer);
+  bdev.destroy();
+  t.equal(mapsOf(), 0, 'unmapped by destroy');
+  bdev.destroy();
+  t.equal(mapsOf(), 0, 'a second destroy is harmless');
 });

@@ -15,7 +15,7 @@ import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkReque
 import { type DeviceDesc, DeviceStat } from '../../engine/control';
 import { GuestMemory } from '../../engine/memory';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
-import type { VirtioDevice } from '../../engine/virtio/device';
+import { MAX_INFLIGHT_PER_QUEUE, VIRTIO_BATCH, type VirtioDevice } from '../../engine/virtio/device';
 import { BlkStatus, BlkType } from '../../engine/virtio/spec';
 import { SplitQueue } from '../../engine/virtio/split';
 import { type Buf, F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
@@ -565,4 +565,28 @@ t.test('in-flight tracker through the device, and bdev resize through the layer'
   t.same(events, [`pop 0:${h}`, `push 0:${h}`, 'publish 0']);
   vr.readUsed();
   t.throws(() => layer.resize('Malloc0', 16), /cannot change size/, 'malloc bdevs do not resize');
+});
+
+t.test('issue #15 item 2: a queue holds at most MAX_INFLIGHT_PER_QUEUE tasks; the rest waits in the ring, then runs', async (t) => {
+  const bdev = new HeldBdev();
+  const { vr, dev, step } = deviceHarness({ bdev, size: 4096, memBytes: 16 << 20 });
+  const n = MAX_INFLIGHT_PER_QUEUE + 300;
+  const heads: number[] = [];
+  for (let i = 0; i < n; i++) heads.push(vr.addChain([{ addr: header(vr, BlkType.In, 0), len: 16 }, { addr: vr.alloc(513), len: 513, write: true }]));
+  for (let i = 0; i < n / VIRTIO_BATCH + 4; i++) step();
+  t.equal(dev.tasksAllocated(0), MAX_INFLIGHT_PER_QUEUE, 'the pool stops at the budget');
+  t.equal(dev.inflight, MAX_INFLIGHT_PER_QUEUE, 'as many in flight');
+  t.equal(bdev.held.length, MAX_INFLIGHT_PER_QUEUE, 'the bdev sees no more');
+  bdev.release(BdevIoStatus.Success);
+  for (let i = 0; i < n / VIRTIO_BATCH + 4; i++) {
+    step();
+    bdev.release(BdevIoStatus.Success);
+  }
+  step();
+  const used = vr.readUsed();
+  t.equal(used.length, n, 'every chain completes once tasks are free again');
+  t.same(new Set(used.map((u) => u.id)).size, n, 'each head once');
+  t.equal(dev.tasksAllocated(0), MAX_INFLIGHT_PER_QUEUE, 'still no more tasks than the budget');
+  dev.beginStop();
+  dev.finishStop();
 });

@@ -150,7 +150,7 @@ t.test('features, config space and SET_CONFIG of the blk model', async (t) => {
 t.test('a resized bdev reaches the workers, then the front-end', async (t) => {
   const { calls, bdevs, bdev, ctrl } = fixture();
   const notes: string[] = [];
-  ctrl.attachSession({ notifyConfigChange: () => (notes.push('config change'), true) });
+  ctrl.attachSession({ notifyConfigChange: () => (notes.push('config change'), true), deviceFailed: () => undefined });
   await bdevs.resize(bdev, 512);
   t.same(calls, [['bdevResize', 'm0', 512]]);
   t.same(notes, ['config change']);

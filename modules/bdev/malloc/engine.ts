@@ -1,7 +1,8 @@
 /**
- * The malloc bdev: blocks kept in a SharedArrayBuffer that every worker
- * serving the bdev sees (as SPDK's malloc bdev keeps them in hugepage
- * memory). Reads and writes are byte copies between guest memory and the
+ * The malloc bdev: blocks kept in memory every worker serving the bdev sees
+ * (as SPDK's malloc bdev keeps them in hugepage memory): the reactor's memfd,
+ * mapped by each worker that opens the bdev and unmapped when it closes it,
+ * or a SharedArrayBuffer. Reads and writes are byte copies between guest memory and the
  * storage, done inside submit() and delivered from poll(). Unmap and write
  * zeroes both zero the range (as SPDK's malloc does); flush has nothing to do.
  * Concurrent writers of one block on different workers race exactly as they
@@ -14,6 +15,7 @@ import type { BdevDesc } from '../../../engine/control';
 import { copyBytes } from '../../../engine/bytes';
 import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType, CompletionQueue, ioIsValid, ioTypeIn } from '../../../engine/bdev/bdev';
 import type { BdevModuleEngine } from '../../../engine/bdev/module';
+import { native } from '../../../bindings';
 import { MALLOC_IO_TYPES, type MallocParams } from './common';
 
 export class MallocBdev implements Bdev {
@@ -23,7 +25,9 @@ export class MallocBdev implements Bdev {
     readonly name: string,
     readonly blockSize: number,
     readonly numBlocks: number,
-    storage: SharedArrayBuffer,
+    storage: SharedArrayBuffer | ArrayBuffer,
+    /** Called once by destroy() (unmaps a mapped memfd). */
+    private onDestroy: (() => void) | null = null,
   ) {
     if (!Number.isInteger(blockSize) || blockSize < 512 || (blockSize & (blockSize - 1)) !== 0) {
       throw new RangeError(`malloc bdev ${name}: blockSize must be a power of 2 >= 512, got ${blockSize}`);
@@ -48,7 +52,10 @@ export class MallocBdev implements Bdev {
   }
 
   destroy(): void {
-    // The storage belongs to the reactor's bdev registry; nothing to release here.
+    // The memfd (or SharedArrayBuffer) belongs to the reactor's bdev registry; a mapping of it is this worker's.
+    const f = this.onDestroy;
+    this.onDestroy = null;
+    f?.();
   }
 }
 
@@ -108,7 +115,16 @@ export const mallocEngine: BdevModuleEngine = {
   name: 'malloc',
   open(desc: BdevDesc): Bdev {
     const p = desc.params as MallocParams | undefined;
-    if (!p || !(p.storage instanceof SharedArrayBuffer)) throw new RangeError(`malloc bdev ${desc.name} has no storage`);
+    if (p && 'fd' in p && Number.isInteger(p.fd) && p.fd >= 0) {
+      const mapped = native.mmap(p.fd, 0, p.sizeBytes, true);
+      try {
+        return new MallocBdev(desc.name, desc.blockSize, desc.numBlocks, mapped, () => native.munmap(mapped));
+      } catch (err) {
+        native.munmap(mapped);
+        throw err;
+      }
+    }
+    if (!p || !('storage' in p) || !(p.storage instanceof SharedArrayBuffer)) throw new RangeError(`malloc bdev ${desc.name} has no storage`);
     return new MallocBdev(desc.name, desc.blockSize, desc.numBlocks, p.storage);
   },
 };

@@ -1,12 +1,17 @@
 /**
  * The malloc bdev module, reactor half: a RAM disk whose blocks live in a
- * SharedArrayBuffer every engine worker reaches (SPDK's module/bdev/malloc).
+ * memfd every engine worker maps (SPDK's module/bdev/malloc); the reactor
+ * owns the fd and closes it when the bdev is deleted, so the memory is given
+ * back then (a SharedArrayBuffer's would only go at a garbage collection in
+ * every thread that saw it: issue #15, soak). Bdevs over 4 GiB keep a
+ * SharedArrayBuffer (MAX_MEMFD_BYTES).
  * RPC: bdev_malloc_create, bdev_malloc_delete. Thread: main (reactor).
  */
 import { ErrorCode, VhostdError } from '../../../reactor/errors';
 import { checkPhysicalBlockSize, metadataSchema, physicalBlockSchema, refuseMetadata, type BdevModule, type MetadataParams } from '../../../reactor/bdev/module';
 import { defineMethod, paramsSchema, s } from '../../../reactor/rpc/schema';
-import { MALLOC_IO_TYPES, type MallocParams } from './common';
+import { native } from '../../../bindings';
+import { MALLOC_IO_TYPES, MAX_MEMFD_BYTES, type MallocParams } from './common';
 
 /** The largest malloc bdev a SharedArrayBuffer can hold here. */
 const MAX_MALLOC_BYTES = 2 ** 53 - 1;
@@ -44,13 +49,13 @@ export const mallocModule: BdevModule<MallocParams> = {
               throw new VhostdError(ErrorCode.Invalid, `bdev of ${p.num_blocks} blocks of ${p.block_size} bytes cannot be held in memory`);
             }
             // 0 blocks: the registry refuses the geometry once this returns.
-            let storage: SharedArrayBuffer;
+            let state: MallocParams;
             try {
-              storage = new SharedArrayBuffer(sizeBytes);
+              state = sizeBytes > 0 && sizeBytes <= MAX_MEMFD_BYTES ? memfdStorage(name, sizeBytes) : { storage: new SharedArrayBuffer(sizeBytes) };
             } catch (err) {
               throw new VhostdError(ErrorCode.NoMemory, `cannot allocate ${sizeBytes} bytes for ${name}: ${(err as Error).message}`);
             }
-            return { blockSize: p.block_size, numBlocks: p.num_blocks, state: { storage } };
+            return { blockSize: p.block_size, numBlocks: p.num_blocks, state };
           });
           return bdev.name;
         },
@@ -68,5 +73,20 @@ export const mallocModule: BdevModule<MallocParams> = {
     method: 'bdev_malloc_create',
     params: { name: b.name, num_blocks: b.numBlocks, block_size: b.blockSize, uuid: b.uuid },
   }),
-  describe: (b): MallocParams => ({ storage: b.state.storage }),
+  describe: (b): MallocParams => b.state,
+  release: (state) => {
+    if ('fd' in state) native.close(state.fd);
+  },
 };
+
+/** A memfd of `sizeBytes` (sparse: pages are allocated as they are written). */
+function memfdStorage(name: string, sizeBytes: number): MallocParams {
+  const fd = native.memfdCreate(`vhostd-malloc-${name}`, 0);
+  try {
+    native.ftruncate(fd, sizeBytes);
+  } catch (err) {
+    native.close(fd);
+    throw err;
+  }
+  return { fd, sizeBytes };
+}
