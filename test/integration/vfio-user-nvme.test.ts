@@ -253,6 +253,8 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
     Atomics.store(drv.doorbells as Uint32Array, 2, QSIZE + 5);
     await drv.waitCsts((x) => (x & 2) !== 0);
     t.pass('a doorbell past the queue size sets CSTS.CFS');
+    // The worker's log line travels through its stderr pipe: it may arrive after the bit is seen.
+    for (let i = 0; i < 100 && !/CSTS\.CFS.*SQ 1 tail doorbell 37/.test(vhostd.daemon.log); i++) await new Promise((r) => setTimeout(r, 50));
     t.match(vhostd.daemon.log, /CSTS\.CFS.*SQ 1 tail doorbell 37/, 'the worker logged why');
 
     // DEVICE_RESET: registers back to reset values.
