@@ -62,6 +62,10 @@ bool MakeAddress(const std::string& path, sockaddr_un* addr) {
   return true;
 }
 
+// Listens on `path` with permission bits `mode`. The socket is bound under a
+// temporary name beside `path`, given its mode, and renamed into place, so no
+// one can connect through a socket file whose mode is still the umask's (a
+// path too long for the temporary name is bound in place, as before).
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path;
@@ -76,21 +80,33 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "bind");
     return Napi::Value();
   }
+  std::string bound = path + ".~" + std::to_string(getpid());
+  sockaddr_un tmp;
+  if (MakeAddress(bound, &tmp)) {
+    unlink(bound.c_str());
+    addr = tmp;
+  } else {
+    bound = path;
+  }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     ThrowErrno(env, errno, "socket");
     return Napi::Value();
   }
   const char* failed = nullptr;
+  bool created = false;
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     failed = "bind";
-  } else if (listen(fd, backlog) != 0) {
+  } else if ((created = true, listen(fd, backlog) != 0)) {
     failed = "listen";
-  } else if (chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
+  } else if (chmod(bound.c_str(), static_cast<mode_t>(mode)) != 0) {
     failed = "chmod";
+  } else if (bound != path && rename(bound.c_str(), path.c_str()) != 0) {
+    failed = "rename";
   }
   if (failed != nullptr) {
     int err = errno;
+    if (created) unlink(bound.c_str());
     close(fd);
     ThrowErrno(env, err, failed);
     return Napi::Value();

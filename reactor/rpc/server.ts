@@ -253,20 +253,26 @@ export class RpcServer {
   async listen(path: string): Promise<void> {
     if (this.server) throw new Error('RpcServer is already listening');
     await removeStaleSocket(path);
+    // Bound under a temporary name, given its mode, then renamed into place:
+    // the socket is never connectable with the umask's mode.
+    const aside = `${path}.~${process.pid}`;
+    const bound = Buffer.byteLength(aside) < 108 ? aside : path; // sun_path's limit
+    await fs.promises.unlink(bound).catch(() => undefined);
     const server = net.createServer((socket) => this.accept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(path, () => {
+      server.listen(bound, () => {
         server.off('error', reject);
         resolve();
       });
     });
     server.on('error', (err) => log.error('RPC server error', { error: err.message }));
     try {
-      await fs.promises.chmod(path, this.socketMode);
+      await fs.promises.chmod(bound, this.socketMode);
+      if (bound !== path) await fs.promises.rename(bound, path);
     } catch (err) {
       server.close();
-      await fs.promises.unlink(path).catch(() => undefined);
+      await fs.promises.unlink(bound).catch(() => undefined);
       throw err;
     }
     this.server = server;

@@ -74,8 +74,10 @@ t.test('finding 1 (engine side): a call fd that stops taking writes after adopti
 
 t.test('finding 2: a 32768-entry queue over the real socket starts at once, serves verified I/O and gives its memory back', async (t) => {
   const c = await controller();
+  const base = target.stats();
   await target.verifiedIo(c); // warm
-  const before = target.stats();
+  // The warm-up connection's teardown (its fds close on the main thread and in the worker) may still be under way.
+  const before = await target.settleFds(base.fds);
   const fe = await VhostUserFrontend.connect(c.socket, 10_000, { waitAccepted: true });
   t.teardown(() => fe.close());
   await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: 4 << 20 }] });
@@ -91,10 +93,10 @@ t.test('finding 2: a 32768-entry queue over the real socket starts at once, serv
   fe.close();
   await target.verifiedIo(c); // the controller is free again
   const after = await target.settleFds(before.fds);
-  t.comment(`RSS before ${(before.rssKiB / 1024).toFixed(1)} MiB, with the queue ${(during.rssKiB / 1024).toFixed(1)} MiB, after ${(after.rssKiB / 1024).toFixed(1)} MiB`);
+  t.comment(`fds before ${before.fds} during ${during.fds} after ${after.fds}; RSS before ${(before.rssKiB / 1024).toFixed(1)} MiB, with the queue ${(during.rssKiB / 1024).toFixed(1)} MiB, after ${(after.rssKiB / 1024).toFixed(1)} MiB`);
   t.ok(during.rssKiB - before.rssKiB < 64 * 1024, 'the queue costs far less than 64 MiB (it was ~33 B × qsize² = 35 GB before)');
   t.ok(after.rssKiB - before.rssKiB < 32 * 1024, 'and memory is back within 32 MiB of before once the connection closed');
-  t.equal(after.fds, before.fds, 'fds back');
+  t.ok(after.fds <= before.fds, `fds back (${after.fds} after, ${before.fds} before)`);
 });
 
 t.test('finding 3: a data buffer spanning two guest-physically adjacent regions is served, not refused', async (t) => {
