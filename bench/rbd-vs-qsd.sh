@@ -10,6 +10,8 @@
 #   RUNTIME=10 RAMP=2 TARGET_CPU=1 GEN_CPU=0 SIZE_MIB=256 bench/rbd-vs-qsd.sh
 #   RBD_CORE_MASK=0x1 bench/rbd-vs-qsd.sh   (vhostd's librbd threads on those
 #                            cores instead of the polling core: bdev_rbd_register_cluster core_mask)
+#   MODES="poll adaptive interrupt" bench/rbd-vs-qsd.sh   (a vhostd column per
+#                            --poll-mode; default "poll adaptive")
 #
 # The image is written in full first (rbd bench), so reads hit objects that
 # exist. The cluster's daemons are not pinned: on a 2-core machine they share
@@ -54,11 +56,13 @@ rpc() {
     });' "$ROOT/dist/reactor/rpc/client.js" "$DIR/rpc.sock" "$1" "$2"
 }
 
-run_vhostd() {  # rw qd → iops
+MODES=${MODES:-poll adaptive}
+run_vhostd() {  # mode rw qd → iops
+  local mode=$1; shift
   # With RBD_CORE_MASK the process may run there too (librados' threads take that mask); the engine is pinned by -m.
   local cpus="$TARGET_CPU"
   [ -z "${RBD_CORE_MASK:-}" ] || cpus="0-$(($(nproc) - 1))"
-  taskset -c "$cpus" node "$ROOT/bin/vhostd.js" -m "[$TARGET_CPU]" -S "$DIR" -r "$DIR/rpc.sock" --disable-cpumask-locks >"$DIR/vhostd.log" 2>&1 &
+  taskset -c "$cpus" node "$ROOT/bin/vhostd.js" -m "[$TARGET_CPU]" -S "$DIR" -r "$DIR/rpc.sock" --disable-cpumask-locks --poll-mode "$mode" >"$DIR/vhostd.log" 2>&1 &
   local pid=$!
   PIDS=("$pid")
   wait_for "$DIR/rpc.sock"
@@ -93,16 +97,27 @@ run_qsd() {  # rw qd → iops
 
 echo "ceph cluster start: $(node -e "console.log(($t1 - $t0).toFixed(1))") s; image $SIZE_MIB MiB; ${RUNTIME}s after ${RAMP}s ramp; target core $TARGET_CPU, generator core $GEN_CPU" >&2
 ROWS=()
+HEAD="| case |"; SEP="|---|"
+for m in $MODES; do HEAD="$HEAD vhostd $m IOPS |"; SEP="$SEP---|"; done
+HEAD="$HEAD QSD (driver=rbd) IOPS |"; SEP="$SEP---|"
+for m in $MODES; do HEAD="$HEAD $m/QSD |"; SEP="$SEP---|"; done
 for rw in randread randwrite; do
   for qd in 1 32; do
-    v=$(run_vhostd "$rw" "$qd")
+    vs=()
+    for m in $MODES; do vs+=("$(run_vhostd "$m" "$rw" "$qd")"); done
     q=$(run_qsd "$rw" "$qd")
-    r=$(node -e "console.log($q > 0 ? ($v / $q).toFixed(2) : 'n/a')")
-    echo "4k $rw QD$qd: vhostd $v IOPS, QSD $q IOPS, ratio $r" >&2
-    ROWS+=("| 4k $rw QD$qd | $v | $q | $r |")
+    row="| 4k $rw QD$qd |"; ratios=""
+    i=0
+    for m in $MODES; do
+      v=${vs[$i]}; i=$((i + 1))
+      r=$(node -e "console.log($q > 0 ? ($v / $q).toFixed(2) : 'n/a')")
+      echo "4k $rw QD$qd: vhostd ($m) $v IOPS, QSD $q IOPS, ratio $r" >&2
+      row="$row $v |"; ratios="$ratios $r |"
+    done
+    ROWS+=("$row $q |$ratios")
   done
 done
-echo "| case | vhostd IOPS | QSD (driver=rbd) IOPS | vhostd/QSD |"
-echo "|---|---|---|---|"
+echo "$HEAD"
+echo "$SEP"
 printf '%s\n' "${ROWS[@]}"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -158,7 +158,7 @@ export interface RbdOpened {
  * → rbd_aio_readv/writev into the registered buffers, DATASYNC → flush,
  * FALLOCATE(PUNCH_HOLE|KEEP_SIZE) → discard, FALLOCATE(ZERO_RANGE) → write
  * zeroes. Completions come from librbd's threads through a lock-free stack;
- * reap() never blocks. `entries` requests can be in flight at once.
+ * reap() never blocks; a sleeping owner is woken through completionFd(). `entries` requests can be in flight at once.
  */
 export declare class RbdRing implements FileRing {
   constructor(entries: number, maxIovPerReq: number);
@@ -170,6 +170,10 @@ export declare class RbdRing implements FileRing {
   submit(reqs: Float64Array, count: number, iovs: Float64Array): number;
   reap(out: Float64Array, max: number): number;
   close(): void;
+  /** An eventfd librbd's callbacks signal while notify is on; made on the first call, owned by the ring. */
+  completionFd(): number;
+  /** Callbacks signal the completion eventfd (true) or not; after turning it on, reap() once more before sleeping. */
+  setCompletionNotify(on: boolean): void;
 }
 
 /** What fileInfo() reports about an open file. */

@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <linux/aio_abi.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,11 +29,13 @@
 namespace vhostd {
 namespace {
 
-class LinuxAio : public Napi::ObjectWrap<LinuxAio> {
+class LinuxAio : public FileRing<LinuxAio> {
  public:
+  static constexpr const char* kName = "io_setup";
   static Napi::Function Define(Napi::Env env);
   explicit LinuxAio(const Napi::CallbackInfo& info);
   ~LinuxAio() override { Release(); }
+  void Release();
 
  private:
   enum Kind : uint8_t { kIocb, kError, kSync };
@@ -45,27 +46,16 @@ class LinuxAio : public Napi::ObjectWrap<LinuxAio> {
   };
 
   Napi::Value SetFile(const Napi::CallbackInfo& info);
-  Napi::Value SetBuffer(const Napi::CallbackInfo& info);
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Reap(const Napi::CallbackInfo& info);
-  Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value CompletionFd(const Napi::CallbackInfo& info);
   Napi::Value SetCompletionNotify(const Napi::CallbackInfo& info);
-  Napi::Value Entries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), entries_); }
 
   // Hands batch entries [0, n) to the kernel in order; returns how many were taken.
   size_t Flush(size_t n);
-  void Release();
-  bool Closed(Napi::Env env) {
-    if (ctx_ != 0) return false;
-    ThrowErrno(env, EBADF, "io_setup");
-    return true;
-  }
 
   aio_context_t ctx_ = 0;
   int eventFd_ = -1;  // IOCB_FLAG_RESFD target for every iocb once made (completionFd)
-  unsigned entries_ = 0;
-  FileRingState* state_ = nullptr;
   std::vector<Entry> batch_;
   std::vector<struct iocb> iocbs_;
   std::vector<struct iocb*> ptrs_;
@@ -74,21 +64,19 @@ class LinuxAio : public Napi::ObjectWrap<LinuxAio> {
 };
 
 Napi::Function LinuxAio::Define(Napi::Env env) {
-  return DefineClass(env, "LinuxAio",
-                     {
-                         InstanceMethod<&LinuxAio::SetFile>("setFile"),
-                         InstanceMethod<&LinuxAio::SetBuffer>("setBuffer"),
-                         InstanceMethod<&LinuxAio::Submit>("submit"),
-                         InstanceMethod<&LinuxAio::Reap>("reap"),
-                         InstanceMethod<&LinuxAio::Close>("close"),
-                         InstanceMethod<&LinuxAio::CompletionFd>("completionFd"),
-                         InstanceMethod<&LinuxAio::SetCompletionNotify>("setCompletionNotify"),
-                         InstanceAccessor<&LinuxAio::Entries>("entries"),
-                     });
+  std::vector<PropertyDescriptor> props = {
+      InstanceMethod<&LinuxAio::SetFile>("setFile"),
+      InstanceMethod<&LinuxAio::Submit>("submit"),
+      InstanceMethod<&LinuxAio::Reap>("reap"),
+      InstanceMethod<&LinuxAio::CompletionFd>("completionFd"),
+      InstanceMethod<&LinuxAio::SetCompletionNotify>("setCompletionNotify"),
+  };
+  AddCommon(&props);
+  return DefineClass(env, "LinuxAio", props);
 }
 
 // new LinuxAio(entries, maxIovPerReq)
-LinuxAio::LinuxAio(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinuxAio>(info) {
+LinuxAio::LinuxAio(const Napi::CallbackInfo& info) : FileRing<LinuxAio>(info) {
   Napi::Env env = info.Env();
   int64_t entries, maxIov;
   if (!ArgInteger(info, 0, "entries", 1, 4096, &entries) ||
@@ -129,12 +117,6 @@ Napi::Value LinuxAio::SetFile(const Napi::CallbackInfo& info) {
   if (Closed(env)) return Napi::Value();
   state_->setFd(uint32_t(slot), fd < -1 ? -1 : fd);
   return env.Undefined();
-}
-
-Napi::Value LinuxAio::SetBuffer(const Napi::CallbackInfo& info) {
-  if (Closed(info.Env())) return Napi::Value();
-  if (!state_->SetBuffer(info)) return Napi::Value();
-  return info.Env().Undefined();
 }
 
 size_t LinuxAio::Flush(size_t n) {
@@ -264,14 +246,7 @@ Napi::Value LinuxAio::Reap(const Napi::CallbackInfo& info) {
 Napi::Value LinuxAio::CompletionFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (Closed(env)) return Napi::Value();
-  if (eventFd_ < 0) {
-    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (efd < 0) {
-      ThrowErrno(env, errno, "eventfd");
-      return Napi::Value();
-    }
-    eventFd_ = efd;
-  }
+  if (eventFd_ < 0 && (eventFd_ = NewCompletionEventfd(env)) < 0) return Napi::Value();
   return Napi::Number::New(env, eventFd_);
 }
 
@@ -282,11 +257,6 @@ Napi::Value LinuxAio::SetCompletionNotify(const Napi::CallbackInfo& info) {
   if (!ArgBool(info, 0, "on", &on)) return Napi::Value();
   if (Closed(env)) return Napi::Value();
   return env.Undefined();
-}
-
-Napi::Value LinuxAio::Close(const Napi::CallbackInfo& info) {
-  Release();
-  return info.Env().Undefined();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "file.h"
 
 #include <errno.h>
+#include <sys/eventfd.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -25,6 +26,12 @@ namespace vhostd {
 FileRingState::FileRingState(uint32_t maxIovPerReq, uint32_t maxDone)
     : maxIov_(maxIovPerReq), done_(size_t(maxDone) * kCompletionWords, 0.0) {
   for (uint32_t i = 0; i < kMaxFileSlots; i++) files_[i] = -1;
+}
+
+int NewCompletionEventfd(Napi::Env env) {
+  int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) ThrowErrno(env, errno, "eventfd");
+  return efd;
 }
 
 bool FileRingState::SetBuffer(const Napi::CallbackInfo& info) {

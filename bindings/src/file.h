@@ -25,6 +25,7 @@
 
 #include <vector>
 
+#include "errors.h"
 #include "layout.h"
 
 namespace vhostd {
@@ -106,6 +107,53 @@ bool SubmitArgs(const Napi::CallbackInfo& info, const double** reqs, size_t* cou
 
 // Reads the arguments of reap(out, max): false after throwing. *max is in pairs.
 bool ReapArgs(const Napi::CallbackInfo& info, double** out, size_t* max);
+
+// Makes the completion eventfd of a ring (non-blocking, close-on-exec).
+// Returns it, or -1 after throwing.
+int NewCompletionEventfd(Napi::Env env);
+
+// What the JS object of every file ring (IoUring, LinuxAio, RbdRing) has in
+// common: its FileRingState (null once closed: every call but close() then
+// throws EBADF), the depth it was made with, setBuffer(), close() and the
+// `entries` accessor. Derived supplies kName (for the EBADF error) and
+// Release() (idempotent; it must delete state_ and set it to null).
+template <typename Derived>
+class FileRing : public Napi::ObjectWrap<Derived> {
+ public:
+  explicit FileRing(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Derived>(info) {}
+
+ protected:
+  using Wrap = Napi::ObjectWrap<Derived>;
+
+  // setBuffer, close and entries, for Derived's DefineClass list.
+  static void AddCommon(std::vector<typename Wrap::PropertyDescriptor>* props) {
+    props->push_back(Wrap::InstanceMethod("setBuffer", &FileRing::SetBuffer));
+    props->push_back(Wrap::InstanceMethod("close", &FileRing::Close));
+    props->push_back(Wrap::InstanceAccessor("entries", &FileRing::Entries, nullptr));
+  }
+
+  // false, or true after throwing EBADF (the ring was closed).
+  bool Closed(Napi::Env env) const {
+    if (state_ != nullptr) return false;
+    ThrowErrno(env, EBADF, Derived::kName);
+    return true;
+  }
+
+  FileRingState* state_ = nullptr;
+  unsigned entries_ = 0;
+
+ private:
+  // setBuffer(slot, view | null): remember the view's address and length.
+  Napi::Value SetBuffer(const Napi::CallbackInfo& info) {
+    if (Closed(info.Env()) || !state_->SetBuffer(info)) return Napi::Value();
+    return info.Env().Undefined();
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    static_cast<Derived*>(this)->Release();
+    return info.Env().Undefined();
+  }
+  Napi::Value Entries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), entries_); }
+};
 
 }  // namespace vhostd
 

@@ -44,6 +44,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <map>
@@ -583,9 +584,18 @@ struct Node {
 
 // What librbd's callbacks touch: outlives the JS object while requests are in flight.
 struct RingShared {
+  ~RingShared() {
+    if (eventFd >= 0) close(eventFd);
+  }
   std::atomic<Node*> done{nullptr};
   std::atomic<int64_t> inflight{0};
   std::atomic<bool> orphaned{false};
+  // The completion eventfd (completionFd(), -1 until asked for) and whether a
+  // callback signals it (setCompletionNotify): a busy-polling owner pays no
+  // write per completion; one about to sleep turns it on, then reaps again.
+  // Closed with this struct, after the last callback.
+  int eventFd = -1;
+  std::atomic<bool> notify{false};
   std::vector<Node> nodes;
   // librbd's readv keeps the iovec array (not only the buffers) until the
   // request completes (librbd::io::ReadResult holds the pointer), so each
@@ -601,29 +611,41 @@ void OnComplete(rbd_completion_t c, void* arg) {
   Node* head = s->done.load(std::memory_order_relaxed);
   do {
     n->next = head;
-  } while (!s->done.compare_exchange_weak(head, n, std::memory_order_release, std::memory_order_relaxed));
+  } while (!s->done.compare_exchange_weak(head, n, std::memory_order_seq_cst, std::memory_order_relaxed));
+  // seq_cst on both sides (this push and load; the owner's notify store and
+  // its reap's exchange): either the owner's re-check after turning notify on
+  // sees this node, or this callback sees notify on and wakes it.
+  if (s->eventFd >= 0 && s->notify.load(std::memory_order_seq_cst)) {
+    uint64_t one = 1;
+    ssize_t w;
+    do {
+      w = write(s->eventFd, &one, sizeof(one));
+    } while (w < 0 && errno == EINTR);
+    // EAGAIN: the counter is at its maximum, so the owner is woken anyway.
+  }
   if (s->inflight.fetch_sub(1, std::memory_order_acq_rel) == 1 && s->orphaned.load(std::memory_order_acquire)) {
     delete s;
   }
 }
 
-class RbdRing : public Napi::ObjectWrap<RbdRing> {
+class RbdRing : public FileRing<RbdRing> {
  public:
+  static constexpr const char* kName = "RbdRing";
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "RbdRing",
-                       {
-                           InstanceMethod<&RbdRing::SetFile>("setFile"),
-                           InstanceMethod<&RbdRing::SetBuffer>("setBuffer"),
-                           InstanceMethod<&RbdRing::Submit>("submit"),
-                           InstanceMethod<&RbdRing::Reap>("reap"),
-                           InstanceMethod<&RbdRing::Close>("close"),
-                           InstanceAccessor<&RbdRing::Entries>("entries"),
-                           InstanceAccessor<&RbdRing::Inflight>("inflight"),
-                       });
+    std::vector<PropertyDescriptor> props = {
+        InstanceMethod<&RbdRing::SetFile>("setFile"),
+        InstanceMethod<&RbdRing::Submit>("submit"),
+        InstanceMethod<&RbdRing::Reap>("reap"),
+        InstanceMethod<&RbdRing::CompletionFd>("completionFd"),
+        InstanceMethod<&RbdRing::SetCompletionNotify>("setCompletionNotify"),
+        InstanceAccessor<&RbdRing::Inflight>("inflight"),
+    };
+    AddCommon(&props);
+    return DefineClass(env, "RbdRing", props);
   }
 
   // new RbdRing(entries, maxIovPerReq)
-  explicit RbdRing(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RbdRing>(info) {
+  explicit RbdRing(const Napi::CallbackInfo& info) : FileRing<RbdRing>(info) {
     int64_t entries, maxIov;
     if (!ArgInteger(info, 0, "entries", 1, 4096, &entries) ||
         !ArgInteger(info, 1, "maxIovPerReq", 1, kMaxIovLimit, &maxIov)) {
@@ -647,16 +669,29 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
 
   ~RbdRing() override { Release(); }
 
- private:
-  Napi::Value Entries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), entries_); }
-  Napi::Value Inflight(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), shared_ == nullptr ? 0 : double(shared_->inflight.load()));
+  void Release() {
+    if (state_ == nullptr) return;
+    {
+      std::lock_guard<std::mutex> lock(g_mu);
+      for (uint32_t s = 0; s < kMaxFileSlots; s++) {
+        if (images_[s] == nullptr) continue;
+        auto it = g_images.find(state_->fd(s));
+        if (it != g_images.end()) it->second.rings--;
+        images_[s] = nullptr;
+      }
+    }
+    delete state_;
+    state_ = nullptr;
+    RingShared* s = shared_;
+    shared_ = nullptr;
+    // Requests still in flight (callers drain first): the last callback frees it.
+    s->orphaned.store(true, std::memory_order_release);
+    if (s->inflight.load(std::memory_order_acquire) == 0) delete s;
   }
 
-  bool Closed(Napi::Env env) {
-    if (state_ != nullptr) return false;
-    ThrowErrno(env, EBADF, "RbdRing");
-    return true;
+ private:
+  Napi::Value Inflight(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), shared_ == nullptr ? 0 : double(shared_->inflight.load()));
   }
 
   // setFile(slot, imageHandle): -1 empties the slot.
@@ -687,10 +722,24 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
     return env.Undefined();
   }
 
-  Napi::Value SetBuffer(const Napi::CallbackInfo& info) {
-    if (Closed(info.Env())) return Napi::Value();
-    if (!state_->SetBuffer(info)) return Napi::Value();
-    return info.Env().Undefined();
+  // completionFd() → an eventfd librbd's callbacks signal while notify is on
+  // (setCompletionNotify). Made on the first call, owned by the ring.
+  Napi::Value CompletionFd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (Closed(env)) return Napi::Value();
+    if (shared_->eventFd < 0 && (shared_->eventFd = NewCompletionEventfd(env)) < 0) return Napi::Value();
+    return Napi::Number::New(env, shared_->eventFd);
+  }
+
+  // setCompletionNotify(on): callbacks signal the eventfd (true) or not. Turning
+  // it on before sleeping must be followed by a reap() (the re-check).
+  Napi::Value SetCompletionNotify(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bool on;
+    if (!ArgBool(info, 0, "on", &on)) return Napi::Value();
+    if (Closed(env)) return Napi::Value();
+    shared_->notify.store(on, std::memory_order_seq_cst);
+    return env.Undefined();
   }
 
   // submit(reqs, count, iovs) → how many were taken (all but those beyond a full node pool).
@@ -785,7 +834,7 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
     if (Closed(env)) return Napi::Value();
     size_t n = state_->PopDone(out, max);
     if (n < max) {
-      Node* list = shared_->done.exchange(nullptr, std::memory_order_acquire);
+      Node* list = shared_->done.exchange(nullptr, std::memory_order_seq_cst);
       for (; list != nullptr; list = list->next) pending_.push_back(list);
       while (n < max && pendingHead_ < pending_.size()) {
         Node* d = pending_[pendingHead_++];
@@ -813,33 +862,6 @@ class RbdRing : public Napi::ObjectWrap<RbdRing> {
     return Napi::Number::New(env, double(n));
   }
 
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    Release();
-    return info.Env().Undefined();
-  }
-
-  void Release() {
-    if (state_ == nullptr) return;
-    {
-      std::lock_guard<std::mutex> lock(g_mu);
-      for (uint32_t s = 0; s < kMaxFileSlots; s++) {
-        if (images_[s] == nullptr) continue;
-        auto it = g_images.find(state_->fd(s));
-        if (it != g_images.end()) it->second.rings--;
-        images_[s] = nullptr;
-      }
-    }
-    delete state_;
-    state_ = nullptr;
-    RingShared* s = shared_;
-    shared_ = nullptr;
-    // Requests still in flight (callers drain first): the last callback frees it.
-    s->orphaned.store(true, std::memory_order_release);
-    if (s->inflight.load(std::memory_order_acquire) == 0) delete s;
-  }
-
-  unsigned entries_ = 0;
-  FileRingState* state_ = nullptr;
   RingShared* shared_ = nullptr;
   Node* free_ = nullptr;
   std::vector<Node*> pending_;

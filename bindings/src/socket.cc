@@ -63,9 +63,10 @@ bool MakeAddress(const std::string& path, sockaddr_un* addr) {
 }
 
 // Listens on `path` with permission bits `mode`. The socket is bound under a
-// temporary name beside `path`, given its mode, and renamed into place, so no
-// one can connect through a socket file whose mode is still the umask's (a
-// path too long for the temporary name is bound in place, as before).
+// temporary name beside `path`, given its mode, and linked into place (never
+// replacing a file there), so no one can connect through a socket file whose
+// mode is still the umask's (a path too long for the temporary name is bound
+// in place).
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path;
@@ -101,12 +102,14 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
     failed = "listen";
   } else if (chmod(bound.c_str(), static_cast<mode_t>(mode)) != 0) {
     failed = "chmod";
-  } else if (bound != path && rename(bound.c_str(), path.c_str()) != 0) {
-    failed = "rename";
+  } else if (bound != path && link(bound.c_str(), path.c_str()) != 0) {
+    // link() never replaces: a file at the path is what bind would have refused.
+    failed = errno == EEXIST ? (errno = EADDRINUSE, "bind") : "link";
   }
+  if (created && bound != path) unlink(bound.c_str());
   if (failed != nullptr) {
     int err = errno;
-    if (created) unlink(bound.c_str());
+    if (created && bound == path) unlink(bound.c_str());
     close(fd);
     ThrowErrno(env, err, failed);
     return Napi::Value();

@@ -77,19 +77,18 @@ T* At(void* base, uint32_t off) {
   return reinterpret_cast<T*>(static_cast<uint8_t*>(base) + off);
 }
 
-class IoUring : public Napi::ObjectWrap<IoUring> {
+class IoUring : public FileRing<IoUring> {
  public:
+  static constexpr const char* kName = "io_uring";
   static Napi::Function Define(Napi::Env env);
   explicit IoUring(const Napi::CallbackInfo& info);
   ~IoUring() override { Release(); }
+  void Release();
 
  private:
   Napi::Value SetFile(const Napi::CallbackInfo& info);
-  Napi::Value SetBuffer(const Napi::CallbackInfo& info);
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Reap(const Napi::CallbackInfo& info);
-  Napi::Value Close(const Napi::CallbackInfo& info);
-  Napi::Value Entries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), sqEntries_); }
   Napi::Value FixedFiles(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fixedFiles_); }
   Napi::Value SetupFlags(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), setupFlags_); }
   Napi::Value FileInline(const Napi::CallbackInfo& info);
@@ -102,12 +101,6 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
   // io_uring_enter for what is queued (and, with getEvents, pending task
   // work). 0, or -errno for an error that retrying will not cure.
   int Enter(bool getEvents);
-  void Release();
-  bool Closed(Napi::Env env) {
-    if (fd_ >= 0) return false;
-    ThrowErrno(env, EBADF, "io_uring");
-    return true;
-  }
 
   int fd_ = -1;
   unsigned setupFlags_ = 0;
@@ -134,30 +127,27 @@ class IoUring : public Napi::ObjectWrap<IoUring> {
   io_uring_cqe* cqes_ = nullptr;
   unsigned sqTailLocal_ = 0;
   unsigned toSubmit_ = 0;  // SQEs published and not yet consumed by the kernel
-  FileRingState* state_ = nullptr;
   std::vector<struct iovec> iovPool_;  // sqEntries * maxIovPerReq
   std::vector<struct iovec> inlineIov_;  // maxIovPerReq, for inline requests
 };
 
 Napi::Function IoUring::Define(Napi::Env env) {
-  return DefineClass(env, "IoUring",
-                     {
-                         InstanceMethod<&IoUring::SetFile>("setFile"),
-                         InstanceMethod<&IoUring::SetBuffer>("setBuffer"),
-                         InstanceMethod<&IoUring::Submit>("submit"),
-                         InstanceMethod<&IoUring::Reap>("reap"),
-                         InstanceMethod<&IoUring::Close>("close"),
-                         InstanceMethod<&IoUring::FileInline>("fileInline"),
-                         InstanceMethod<&IoUring::CompletionFd>("completionFd"),
-                         InstanceMethod<&IoUring::SetCompletionNotify>("setCompletionNotify"),
-                         InstanceAccessor<&IoUring::Entries>("entries"),
-                         InstanceAccessor<&IoUring::FixedFiles>("fixedFiles"),
-                         InstanceAccessor<&IoUring::SetupFlags>("setupFlags"),
-                     });
+  std::vector<PropertyDescriptor> props = {
+      InstanceMethod<&IoUring::SetFile>("setFile"),
+      InstanceMethod<&IoUring::Submit>("submit"),
+      InstanceMethod<&IoUring::Reap>("reap"),
+      InstanceMethod<&IoUring::FileInline>("fileInline"),
+      InstanceMethod<&IoUring::CompletionFd>("completionFd"),
+      InstanceMethod<&IoUring::SetCompletionNotify>("setCompletionNotify"),
+      InstanceAccessor<&IoUring::FixedFiles>("fixedFiles"),
+      InstanceAccessor<&IoUring::SetupFlags>("setupFlags"),
+  };
+  AddCommon(&props);
+  return DefineClass(env, "IoUring", props);
 }
 
 // new IoUring(entries, maxIovPerReq, inlineMemoryFiles = true)
-IoUring::IoUring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoUring>(info) {
+IoUring::IoUring(const Napi::CallbackInfo& info) : FileRing<IoUring>(info) {
   Napi::Env env = info.Env();
   int64_t entries, maxIov;
   if (!ArgInteger(info, 0, "entries", 1, 4096, &entries) ||
@@ -196,6 +186,7 @@ IoUring::IoUring(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoUring>(inf
   }
   fd_ = fd;
   sqEntries_ = p.sq_entries;
+  entries_ = sqEntries_;
   cqEntries_ = p.cq_entries;
   sqRingSize_ = p.sq_off.array + p.sq_entries * sizeof(unsigned);
   cqRingSize_ = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
@@ -345,13 +336,6 @@ double IoUring::RunInline(const FileReq& r, const double* iovs, size_t iovCount)
   }
 }
 
-// setBuffer(slot, view | null): remember the view's address and length.
-Napi::Value IoUring::SetBuffer(const Napi::CallbackInfo& info) {
-  if (Closed(info.Env())) return Napi::Value();
-  if (!state_->SetBuffer(info)) return Napi::Value();
-  return info.Env().Undefined();
-}
-
 // submit(reqs, count, iovs) → how many requests were taken (the rest: call again later).
 Napi::Value IoUring::Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -471,11 +455,8 @@ Napi::Value IoUring::CompletionFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (Closed(env)) return Napi::Value();
   if (eventFd_ < 0) {
-    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (efd < 0) {
-      ThrowErrno(env, errno, "eventfd");
-      return Napi::Value();
-    }
+    int efd = NewCompletionEventfd(env);
+    if (efd < 0) return Napi::Value();
     if (SysRegister(fd_, IORING_REGISTER_EVENTFD, &efd, 1) != 0) {
       int e = errno;
       close(efd);
@@ -505,11 +486,6 @@ Napi::Value IoUring::SetCompletionNotify(const Napi::CallbackInfo& info) {
     }
   }
   return env.Undefined();
-}
-
-Napi::Value IoUring::Close(const Napi::CallbackInfo& info) {
-  Release();
-  return info.Env().Undefined();
 }
 
 }  // namespace

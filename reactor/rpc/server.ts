@@ -253,7 +253,7 @@ export class RpcServer {
   async listen(path: string): Promise<void> {
     if (this.server) throw new Error('RpcServer is already listening');
     await removeStaleSocket(path);
-    // Bound under a temporary name, given its mode, then renamed into place:
+    // Bound under a temporary name, given its mode, then linked into place:
     // the socket is never connectable with the umask's mode.
     const aside = `${path}.~${process.pid}`;
     const bound = Buffer.byteLength(aside) < 108 ? aside : path; // sun_path's limit
@@ -269,12 +269,13 @@ export class RpcServer {
     server.on('error', (err) => log.error('RPC server error', { error: err.message }));
     try {
       await fs.promises.chmod(bound, this.socketMode);
-      if (bound !== path) await fs.promises.rename(bound, path);
+      if (bound !== path) await fs.promises.link(bound, path); // never replaces a file there
     } catch (err) {
       server.close();
       await fs.promises.unlink(bound).catch(() => undefined);
       throw err;
     }
+    if (bound !== path) await fs.promises.unlink(bound).catch(() => undefined);
     this.server = server;
     this.socketPath = path;
     log.info('RPC server listening', { path });

@@ -59,7 +59,7 @@ t.test('a stale RPC socket from a crashed run is replaced at start', async (t) =
   const rpc = path.join(dir, 'crashed.sock');
   staleSocket(rpc);
   t.ok(fs.lstatSync(rpc).isSocket(), 'stale socket file');
-  const d = new Daemon('vhostd', process.execPath, [path.join(repoRoot(), 'bin', 'vhostd.js'), '-m', '0x2', '-S', dir, '-r', rpc], { cwd: repoRoot() });
+  const d = new Daemon('vhostd', process.execPath, [path.join(repoRoot(), 'bin', 'vhostd.js'), '-m', '0x2', '-S', dir, '-r', rpc, '--disable-cpumask-locks'], { cwd: repoRoot() });
   t.teardown(() => d.stop());
   await waitFor(async () => {
     if (!d.running) throw new Error(`vhostd exited: ${d.log}`);
