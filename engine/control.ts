@@ -244,15 +244,6 @@ export interface ScsiModelDesc {
 }
 
 /**
- * A change to a running device's model, applied by the device in order with
- * its other ops (deviceCtl): virtio-scsi hot-plug.
- */
-export type DeviceCtl =
-  /** Open `bdev` as LUN 0 of target `target` and tell the guest (TRANSPORT_RESET / RESCAN). */
-  | { kind: 'scsiAddTarget'; target: number; bdev: BdevDesc; identifier: string }
-  /** Take target `target` out: new commands fail, outstanding ones complete, the bdev is closed, the guest told (REMOVED). */
-  | { kind: 'scsiRemoveTarget'; target: number };
-/**
  * What an NVMe controller served over vfio-user needs beyond the generic
  * description (DeviceDesc.bdevs are its namespaces, `nsids` in the same
  * order; DeviceDesc.regions are the client's DMA windows, userAddr equal to
@@ -289,11 +280,17 @@ export interface NvmeModelDesc {
 export type ModelDesc = BlkModelDesc | ScsiModelDesc | NvmeModelDesc;
 
 /**
- * A request only one device model understands, sent to a running device with
- * `modelOp` (the poller passes it to the device; a device without model ops
- * refuses it). The device may make it wait for its in-flight I/O.
+ * A change only one device model understands, applied to a running device in
+ * order with its other ops (control op `modelOp`: the poller calls the
+ * device's beginModelOp, waits for modelOpReady, then finishModelOp and
+ * replies; a device without model ops refuses it). The device may make it
+ * wait for its in-flight I/O.
  */
 export type ModelOp =
+  /** virtio-scsi: open `bdev` as LUN 0 of target `target` and tell the guest (TRANSPORT_RESET / RESCAN). */
+  | { kind: 'scsiAddTarget'; target: number; bdev: BdevDesc; identifier: string }
+  /** virtio-scsi: take target `target` out: new commands fail, outstanding ones complete, the bdev is closed, the guest told (REMOVED). */
+  | { kind: 'scsiRemoveTarget'; target: number }
   /** NVMe: interrupts go to these eventfds from the reply on (the old ones are unused then). */
   | { kind: 'nvmeIrqs'; msixFds: number[]; intxFd: number }
   /** NVMe: a namespace appears (hot add); the guest gets a namespace-attribute-changed event. */
@@ -361,8 +358,6 @@ export type ControlRequest =
    * the new ones, rebuilds its rings' views and resumes where it was.
    */
   | { op: 'memUpdate'; id: number; deviceId: number; regions: RegionDesc[] }
-  /** Change a running device's model (DeviceCtl); the reply comes once the change is complete. */
-  | { op: 'deviceCtl'; id: number; deviceId: number; ctl: DeviceCtl }
   /** A device-model request (ModelOp); replies once the device has applied it. */
   | { op: 'modelOp'; id: number; deviceId: number; modelOp: ModelOp }
   /** A bdev changed size: every device on this worker that uses it checks requests against numBlocks from the reply on. */

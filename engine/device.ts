@@ -9,7 +9,7 @@
  * Thread: the engine worker that runs the device.
  */
 import type { BdevLayer } from './bdev/layer';
-import type { DeviceCtl, DeviceDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult, ModelOp } from './control';
+import type { DeviceDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult, ModelOp } from './control';
 import type { GuestMemory } from './memory';
 
 /** What a worker gives each device it makes. */
@@ -73,12 +73,6 @@ export interface EngineDevice {
   setNotification(enabled: boolean): boolean;
   /** Kick eventfds to sleep on (only queues that have one). */
   kickFds(): readonly number[];
-  /**
-   * A model change (DeviceCtl) on the running device; `done` is called once
-   * (null on success), possibly before this returns. Devices whose model
-   * has no such changes leave it out (the poller answers ERR_DEVICE_CTL).
-   */
-  control?(ctl: DeviceCtl, done: (err: Error | null) => void): void;
   /**
    * A model's own request (control op `modelOp`), for device kinds that have
    * any: begin it (throws when the device refuses it); the poller calls

@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
 import type { BdevLayer } from './bdev/layer';
-import { type ControlReply, type ControlRequest, type DeviceCtl, type DeviceFailedEvent, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat, type ModelOp } from './control';
+import { type ControlReply, type ControlRequest, type DeviceFailedEvent, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat, type ModelOp } from './control';
 import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
 import { deviceFactory } from './devices';
 import { logger } from './log';
@@ -57,7 +57,6 @@ type DeviceOp = { requestId: number; device: EngineDevice; begun: boolean } & (
   | { kind: 'queueStart'; queue: QueueDesc }
   | { kind: 'setCallFd'; index: number; callFd: number }
   /** A model change: `outcome` is set by the device's callback (undefined while it runs). */
-  | { kind: 'ctl'; ctl: DeviceCtl; outcome?: Error | null }
   | { kind: 'modelOp'; op: ModelOp }
 );
 
@@ -233,7 +232,6 @@ export class Poller {
       case 'queueStart':
       case 'queueStop':
       case 'setCallFd':
-      case 'deviceCtl':
       case 'modelOp':
       case 'memUpdate': {
         const dev = this.liveDevice(req.id, req.deviceId);
@@ -254,9 +252,6 @@ export class Poller {
             break;
           case 'memUpdate':
             this.pending.push({ ...base, kind: 'memUpdate', regions: req.regions });
-            break;
-          case 'deviceCtl':
-            this.pending.push({ ...base, kind: 'ctl', ctl: req.ctl });
             break;
           case 'modelOp':
             this.pending.push({ ...base, kind: 'modelOp', op: req.modelOp });
@@ -420,30 +415,6 @@ export class Poller {
         this.reply(reply);
         return true;
       }
-      case 'ctl': {
-        if (!op.begun) {
-          op.begun = true;
-          if (dev.control === undefined) {
-            op.outcome = new Error(`device ${dev.name} takes no model changes`);
-          } else {
-            try {
-              dev.control(op.ctl, (err) => {
-                op.outcome = err;
-              });
-            } catch (err) {
-              op.outcome = err instanceof Error ? err : new Error(String(err));
-            }
-          }
-        }
-        if (op.outcome === undefined) return false;
-        if (op.outcome === null) {
-          this.sleepFdsDirty = true;
-          this.reply({ id: op.requestId, ok: true });
-        } else {
-          this.reply(errorReply(op.requestId, op.outcome, 'ERR_DEVICE_CTL'));
-        }
-        return true;
-      }
       case 'modelOp': {
         if (!op.begun) {
           try {
@@ -459,6 +430,7 @@ export class Poller {
         let reply: ControlReply;
         try {
           dev.finishModelOp?.(op.op);
+          this.sleepFdsDirty = true;
           reply = { id: op.requestId, ok: true };
         } catch (err) {
           reply = errorReply(op.requestId, err, 'ERR_MODEL_OP');

@@ -13,7 +13,6 @@ import {
   WorkerStat,
   type ControlReply,
   type ControlRequest,
-  type DeviceCtl,
   type DeviceFailedEvent,
   type DeviceDesc,
   type ModelOp,
@@ -151,18 +150,13 @@ export class EngineWorker {
     await this.call({ op: 'memUpdate', deviceId, regions });
   }
 
-  /** A device model's own request (e.g. NVMe interrupts, namespaces); resolves once the device applied it. */
+  /** A change to a running device's model (virtio-scsi hot-plug, NVMe interrupts and namespaces); resolves once the device applied it. */
   async modelOp(deviceId: number, modelOp: ModelOp): Promise<void> {
     await this.call({ op: 'modelOp', deviceId, modelOp });
   }
   /** The named bdev now has numBlocks blocks: every device of this worker that uses it checks against that. */
   async bdevResize(name: string, numBlocks: number): Promise<void> {
     await this.call({ op: 'bdevResize', name, numBlocks });
-  }
-
-  /** Change the model of a running device (virtio-scsi hot-plug); resolves once the change is complete. */
-  async deviceCtl(deviceId: number, ctl: DeviceCtl): Promise<void> {
-    await this.call({ op: 'deviceCtl', deviceId, ctl });
   }
 
   /** Devices placed on this worker (its pollers). */

@@ -31,7 +31,7 @@
  * target's to judge (CHECK CONDITION, residual; an overrun is
  * VIRTIO_SCSI_S_OVERRUN).
  *
- * Targets change while the device runs (DeviceCtl scsiAddTarget /
+ * Targets change while the device runs (ModelOp scsiAddTarget /
  * scsiRemoveTarget): a removed target answers BAD_TARGET at once; the
  * commands it had outstanding complete normally (an acknowledged write is
  * never lost) and its bdev is closed after the last one.
@@ -39,7 +39,7 @@
  * Thread: the engine worker that runs the device.
  */
 import type { BdevLayer } from '../bdev/layer';
-import { type BdevDesc, type DeviceCtl, type DeviceDesc, DeviceStat, type ScsiModelDesc } from '../control';
+import { type BdevDesc, type DeviceDesc, type ModelOp, DeviceStat, type ScsiModelDesc } from '../control';
 import type { DeviceEnv, EngineDevice } from '../device';
 import { ScsiLun } from '../scsi/lun';
 import { Op, ScsiDataDir, ScsiResidual, ScsiStatus, TmfFunction, TmfResponse } from '../scsi/spec';
@@ -226,38 +226,37 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
 
   // ------------------------------------------------------------ hot-plug
 
-  control(ctl: DeviceCtl, done: (err: Error | null) => void): void {
-    switch (ctl.kind) {
+  /** Target removals whose LUN still has commands outstanding (modelOpReady waits for them). */
+  private readonly removalsPending = new Set<number>();
+
+  beginModelOp(op: ModelOp): void {
+    switch (op.kind) {
       case 'scsiAddTarget':
-        try {
-          this.addTarget(ctl.target, ctl.bdev, ctl.identifier);
-        } catch (err) {
-          done(err instanceof Error ? err : new Error(String(err)));
-          return;
-        }
-        if (this.hotplug) this.raiseEvent(ScsiEvent.TransportReset, ctl.target, ScsiResetReason.Rescan);
-        done(null);
+        this.addTarget(op.target, op.bdev, op.identifier);
+        if (this.hotplug) this.raiseEvent(ScsiEvent.TransportReset, op.target, ScsiResetReason.Rescan);
         return;
       case 'scsiRemoveTarget': {
-        const t = ctl.target;
+        const t = op.target;
         const s = Number.isInteger(t) && t >= 0 && t < SCSI_MAX_TARGETS ? this.slots[t] : null;
-        if (s === null || s === undefined) {
-          done(new RangeError(`scsi device ${this.core.name}: no target ${t}`));
-          return;
-        }
+        if (s === null || s === undefined) throw new RangeError(`scsi device ${this.core.name}: no target ${t}`);
         // From now on the target answers BAD_TARGET; what it has outstanding completes first.
         this.slots[t] = null;
         this.removing.add(s.lun);
+        this.removalsPending.add(t);
         if (this.hotplug) this.raiseEvent(ScsiEvent.TransportReset, t, ScsiResetReason.Removed);
         s.lun.remove(() => {
           this.removing.delete(s.lun);
-          done(null);
+          this.removalsPending.delete(t);
         });
         return;
       }
       default:
-        done(new Error(`scsi device ${this.core.name}: unknown model change ${(ctl as { kind?: unknown }).kind}`));
+        throw new Error(`scsi device ${this.core.name}: unknown model change ${(op as { kind?: unknown }).kind}`);
     }
+  }
+
+  modelOpReady(op: ModelOp): boolean {
+    return op.kind !== 'scsiRemoveTarget' || !this.removalsPending.has(op.target);
   }
 
   private addTarget(target: number, bdev: BdevDesc, identifier: string): void {

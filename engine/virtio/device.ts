@@ -20,7 +20,7 @@
  * `start`, torn down on `stop`. It owns its GuestMemory.
  */
 import { performance } from 'node:perf_hooks';
-import { CoalescingSlot, type DeviceCtl, type DeviceDesc, DeviceStat, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../control';
+import { CoalescingSlot, type DeviceDesc, DeviceStat, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult, type ModelOp } from '../control';
 import type { DeviceEnv, EngineDevice } from '../device';
 import { logger } from '../log';
 import type { GuestMemory } from '../memory';
@@ -98,8 +98,10 @@ export interface VirtioModel<T extends VirtioTask> {
    * has nothing, so they are never in flight and never keep it awake.
    */
   budget?(queue: VirtioQueueState): number;
-  /** Optional: a model change on the running device (EngineDevice.control). */
-  control?(ctl: DeviceCtl, done: (err: Error | null) => void): void;
+  /** Optional: model changes on the running device (EngineDevice.beginModelOp / modelOpReady / finishModelOp). */
+  beginModelOp?(op: ModelOp): void;
+  modelOpReady?(op: ModelOp): boolean;
+  finishModelOp?(op: ModelOp): void;
 }
 
 /** One running queue of a device, with its request pool. */
@@ -409,12 +411,17 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     return waiting;
   }
 
-  control(ctl: DeviceCtl, done: (err: Error | null) => void): void {
-    if (this.model.control === undefined) {
-      done(new Error(`device ${this.name} takes no model changes`));
-      return;
-    }
-    this.model.control(ctl, done);
+  beginModelOp(op: ModelOp): void {
+    if (this.model.beginModelOp === undefined) throw Object.assign(new Error(`device ${this.name} takes no model changes (${op.kind})`), { code: 'ERR_MODEL_OP' });
+    this.model.beginModelOp(op);
+  }
+
+  modelOpReady(op: ModelOp): boolean {
+    return this.model.modelOpReady?.(op) ?? true;
+  }
+
+  finishModelOp(op: ModelOp): void {
+    this.model.finishModelOp?.(op);
   }
 
   kickFds(): readonly number[] {

@@ -8,7 +8,7 @@
  * bdevs. It is the VhostBackend of the session on its socket.
  * Thread: main (reactor).
  */
-import { CoalescingSlot, DeviceStat, type BdevDesc, type DeviceCtl, type DeviceDesc, type InflightDesc, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
+import { CoalescingSlot, DeviceStat, type BdevDesc, type DeviceDesc, type InflightDesc, type ModelOp, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import type { ConfigCall } from '../bdev/module';
 import type { Bdev, BdevRegistry, BdevUser } from '../bdev/registry';
@@ -181,17 +181,17 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
   }
 
   /**
-   * The model changed. A running device is told (deviceCtl, on each of its
+   * The model changed. A running device is told (modelOp, on each of its
    * cores); a device being started is told once it runs (its description was
    * made before the change); a stopped device is not (its next start
    * describes the model as it is then).
    */
-  modelChanged(ctl: (describe: (b: Bdev) => BdevDesc) => DeviceCtl): Promise<void> {
+  modelChanged(ctl: (describe: (b: Bdev) => BdevDesc) => ModelOp): Promise<void> {
     // Serialized with the device's other operations: a start in progress finishes first.
     return this.serialize(async () => {
       for (const shard of [...this.shards.values()]) {
         try {
-          await this.opts.engine.worker(shard.core).deviceCtl(shard.deviceId, ctl((b) => this.opts.bdevs.describe(b, shard.core)));
+          await this.opts.engine.worker(shard.core).modelOp(shard.deviceId, ctl((b) => this.opts.bdevs.describe(b, shard.core)));
         } catch (err) {
           // The device stopped meanwhile: its next start describes the model as it is.
           if ((err as { code?: unknown }).code === 'ERR_NO_DEVICE') continue;

@@ -5,7 +5,7 @@
  * statistics, coalescing). One model object per controller.
  * Thread: main (reactor).
  */
-import type { BdevDesc, DeviceCtl, ModelDesc } from '../../engine/control';
+import type { BdevDesc, ModelDesc, ModelOp } from '../../engine/control';
 import type { Bdev } from '../bdev/registry';
 import type { ConfigCall } from '../bdev/module';
 import type { Logger } from '../log';
@@ -66,5 +66,5 @@ export interface ModelHost {
    * model afresh when it starts). `ctl` gets a function that describes a
    * bdev for the device's worker.
    */
-  modelChanged(ctl: (describe: (b: Bdev) => BdevDesc) => DeviceCtl): Promise<void>;
+  modelChanged(ctl: (describe: (b: Bdev) => BdevDesc) => ModelOp): Promise<void>;
 }

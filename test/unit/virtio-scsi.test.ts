@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
-import { type BdevDesc, type DeviceCtl, type DeviceDesc, DeviceStat } from '../../engine/control';
+import { type BdevDesc, type DeviceDesc, DeviceStat, type ModelOp } from '../../engine/control';
 import { GuestMemory } from '../../engine/memory';
 import type { VirtioDevice } from '../../engine/virtio/device';
 import { createScsiDevice, type VscsiTask } from '../../engine/virtio-scsi/model';
@@ -279,11 +279,17 @@ function eventBuffer(h: H, len = 16) {
   return { head, bytes: () => h.evq.at(a, len) };
 }
 
-function ctl(h: H, c: DeviceCtl): Promise<Error | null> {
-  return new Promise((resolve) => {
-    h.dev.control(c, resolve);
-    for (let i = 0; i < 50; i++) h.step();
-  });
+/** Applies a model op the way the poller does (begin, poll until ready, finish); the error, or null. */
+async function ctl(h: H, op: ModelOp): Promise<Error | null> {
+  try {
+    h.dev.beginModelOp(op);
+    for (let i = 0; i < 50 && !h.dev.modelOpReady(op); i++) h.step();
+    if (!h.dev.modelOpReady(op)) return new Error('model op never became ready');
+    h.dev.finishModelOp(op);
+    return null;
+  } catch (err) {
+    return err as Error;
+  }
 }
 
 t.test('hot-plug: RESCAN and REMOVED events, outstanding I/O on a removed target, capacity change', async (t) => {
@@ -312,12 +318,13 @@ t.test('hot-plug: RESCAN and REMOVED events, outstanding I/O on a removed target
   const data = new Uint8Array(512).fill(0xab);
   const w = submit(h, cdb.write10(3, 1), { target: 2, out: data });
   h.dev.poll(performance.now());
-  let removed: Error | null | undefined;
-  h.dev.control({ kind: 'scsiRemoveTarget', target: 2 }, (e) => (removed = e));
-  t.equal(removed, undefined, 'removal waits for the outstanding write');
+  const removal: ModelOp = { kind: 'scsiRemoveTarget', target: 2 };
+  h.dev.beginModelOp(removal);
+  t.notOk(h.dev.modelOpReady(removal), 'removal waits for the outstanding write');
   t.equal(run(h, cdb.tur(), { target: 2 }).response, 3, 'the removed target answers BAD_TARGET at once');
   h.settle();
-  t.equal(removed, null, 'removal complete');
+  t.ok(h.dev.modelOpReady(removal), 'removal complete');
+  h.dev.finishModelOp(removal);
   t.equal(w.resp().status, 0, 'the acknowledged write succeeded');
   t.same(disk2.storage.subarray(3 * 512, 4 * 512), data);
   used = h.evq.readUsed();
