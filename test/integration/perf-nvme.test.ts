@@ -14,7 +14,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { execFile } from 'node:child_process';
 import { runNvmePerf } from '../../bench/perf/nvme';
+import { parseCli } from '../../bench/perf/cli';
+import { repoRoot } from '../lib/repo';
 import { startVhostd } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 
@@ -107,6 +110,24 @@ t.test('vhostd-perf --nvme against vhostd', async (t) => {
     await t.rejects(runNvmePerf({ ...common, iodepth: 2000, runtimeSec: 0.1 }), /needs a queue of more than 2000 entries/, 'a depth above CAP.MQES');
     const r = await runNvmePerf({ ...common, rw: 'randread', iodepth: 2, runtimeSec: 0.1 });
     t.equal(r.errors, 0, 'the controller serves the next connection');
+  });
+
+  await t.test('the command line', async (t) => {
+    t.throws(() => parseCli(['--socket', socketPath, '--nsid', '2']), /--nsid and --doorbells need --nvme/);
+    t.match(parseCli(['--nvme', '--socket', socketPath, '--doorbells', 'region-write']), { options: { nvme: true, doorbells: 'region-write' } });
+    const cli = path.join(repoRoot(), 'dist', 'bench', 'perf', 'cli.js');
+    const run = (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+      new Promise((resolve) => {
+        execFile(process.execPath, [cli, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
+          resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr });
+        });
+      });
+    const ok = await run(['--nvme', '--socket', socketPath, '--cpu=-1', '--runtime', '200ms', '--iodepth', '4', '--size', '1m']);
+    t.equal(ok.code, 0, `exit 0\n${ok.stderr}`);
+    t.match(ok.stdout, /nvme nsid=1 lba=512 doorbells=mmap \(page offered\)/, 'the summary has the nvme line');
+    const bad = await run(['--nvme', '--socket', socketPath, '--completion', 'interrupt', '--runtime', '200ms']);
+    t.equal(bad.code, 2, 'interrupt completion is refused in nvme mode');
+    t.match(bad.stderr, /--nvme takes none of/);
   });
 
   await waitFor(() => fds() === baseFds, 10_000, `vhostd back at ${baseFds} fds`, 50).catch(() => undefined);
