@@ -58,6 +58,8 @@ interface Run {
   round: number;
   iops?: number;
   latMeanUs?: number;
+  /** The generator's loop gaps > 200 µs (it was descheduled: a shared core), seconds of the window. */
+  descheduledSec?: number;
   errors?: number;
   error?: string;
 }
@@ -201,7 +203,7 @@ export async function compareMain(argv: string[], repo: string, other: Contender
               try {
                 device = await (proto === 'blk' ? BLK : other).attach(v, 'B0');
                 const r: PerfReport = await device.run({ rw, blockSizeBytes: 4096, iodepth: qd, queues: 1, runtimeSec, rampSec, cpu: GENERATOR_CORE, timeoutMs: 15_000 });
-                run = { proto, round, iops: r.iops, latMeanUs: r.latencyNs.mean / 1000, errors: r.errors };
+                run = { proto, round, iops: r.iops, latMeanUs: r.latencyNs.mean / 1000, descheduledSec: r.cpu.stallSec, errors: r.errors };
                 if (r.errors > 0) run.error = `${r.errors} requests completed with an error status`;
               } catch (err) {
                 run.error = (err as Error).message;
