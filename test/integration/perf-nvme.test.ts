@@ -90,12 +90,17 @@ t.test('vhostd-perf --nvme against vhostd', async (t) => {
     t.equal(bad.verify?.firstMismatches[0]?.block, 0, 'the first mismatch is block 0 (sequential read)');
   });
 
-  await t.test('128 KiB and 12 KiB I/Os (PRP lists), REGION_WRITE doorbells', async (t) => {
+  await t.test('128 KiB and 12 KiB I/Os (PRP lists), 3 queue pairs, REGION_WRITE doorbells', async (t) => {
     const big = await runNvmePerf({ ...common, rw: 'write', verify: 'write-read', blockSizeBytes: 128 * 1024, iodepth: 4, offsetBytes: 8 * MIB, sizeBytes: 4 * MIB });
     t.same(big.verify && { c: big.verify.blocksChecked, m: big.verify.mismatches }, { c: 32, m: 0 }, '32 blocks of 128 KiB read back');
     const odd = await runNvmePerf({ ...common, rw: 'randrw', verify: 'write-read', blockSizeBytes: 12 * 1024, iodepth: 8, runtimeSec: 0.5, offsetBytes: 12 * MIB, sizeBytes: 3 * MIB });
     t.equal(odd.verify?.mismatches, 0, '12 KiB randrw: no mismatch');
     t.ok((odd.verify?.blocksChecked ?? 0) > 0, '12 KiB randrw: reads of written blocks were checked');
+    const multi = await runNvmePerf({ ...common, rw: 'randrw', verify: 'write-read', queues: 3, iodepth: 4, runtimeSec: 0.3, offsetBytes: 15 * MIB, sizeBytes: MIB });
+    t.equal(multi.job.queues, 3, 'three I/O queue pairs driven');
+    t.ok((multi.nvme?.queuesGranted ?? 0) >= 3, 'the controller granted them');
+    t.equal(multi.verify?.mismatches, 0, 'randrw over 3 queues: no mismatch');
+    t.equal(multi.errors, 0, 'randrw over 3 queues: no error status');
     const before = await iostat();
     const msg = await runNvmePerf({ ...common, rw: 'randwrite', doorbells: 'region-write', iodepth: 4, runtimeSec: 0.3, sizeBytes: MIB });
     const after = await iostat();
