@@ -50,6 +50,7 @@ import {
 } from './lib/targets';
 import { markdownReport } from './report';
 import { scsiMain } from './scsi';
+import { nvmeMain } from './nvme';
 
 const USAGE = `usage: node dist/bench/run.js [options]
   --quick              one run each, null 4k randread QD32 only, 1 s measured (smoke use)
@@ -67,6 +68,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --vhostd-node-args A node flags for vhostd, space-separated (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p")
   --verbose            a line per run as well
   --scsi               instead: vhostd virtio-scsi against virtio-blk on the same bdev (--scsi --help)
+  --nvme               instead: vhostd NVMe over vfio-user against virtio-blk on the same bdev (--nvme --help)
   -h, --help`;
 
 const RWS: readonly BenchRw[] = ['randread', 'randwrite'];
@@ -263,6 +265,8 @@ export async function main(argv: string[]): Promise<number> {
   const repo = repoRoot();
   // virtio-scsi against virtio-blk on vhostd (bench/scsi.ts).
   if (argv.includes('--scsi')) return scsiMain(argv, repo);
+  // NVMe over vfio-user against virtio-blk on vhostd (bench/nvme.ts).
+  if (argv.includes('--nvme')) return nvmeMain(argv, repo);
   let o: RunnerOptions | 'help';
   try {
     o = parseOptions(argv, repo);

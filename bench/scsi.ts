@@ -2,225 +2,34 @@
  * vhostd virtio-scsi against vhostd virtio-blk on the same bdev (issue #9's
  * performance goal: scsi ≥ 0.9× blk IOPS at QD32 4k on null and malloc),
  * driven by the native load generator (vhostd-perf, --scsi for READ 16 /
- * WRITE 16) on another core.
+ * WRITE 16) on another core; the runner is bench/compare.ts.
  *
  *   npm run bench -- --scsi [--runs N] [--runtime S] [--ramp S] [--kinds null,malloc] [--qds 32,1]
  *                           [--rws randread,randwrite] [--out DIR]
  *
- * One vhostd per bdev kind (engine on core 1, generator on core 0), one bdev;
- * for every case and round a blk controller is created on the bdev, driven and
- * deleted, then a scsi controller with the bdev as target 0 likewise — back to
- * back, alternating, so both see the same daemon, bdev and machine load.
- * Prints a Markdown table (medians, min–max, scsi/blk ratio) and writes it
- * with the raw runs to <out>/<date>-scsi.{md,json}. Main thread.
+ * Per run a scsi controller with the bdev as target 0 is created, driven
+ * (EVENT_IDX) and deleted. Main thread.
  */
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { Daemon } from '../test/lib/daemon';
-import { rpcCall } from '../test/lib/rpc';
-import { canConnect, waitFor } from '../test/lib/wait';
-import { type PerfReport, runPerf } from './perf/perf';
+import { compareMain, waitDetached } from './compare';
+import { runPerf } from './perf/perf';
 
-const TARGET_CORE = 1;
-const GENERATOR_CORE = 0;
-const BLOCK_SIZE = 512;
-
-type Kind = 'null' | 'malloc';
-type Rw = 'randread' | 'randwrite';
-type Proto = 'blk' | 'scsi';
-
-interface Run {
-  proto: Proto;
-  round: number;
-  iops?: number;
-  latMeanUs?: number;
-  errors?: number;
-  error?: string;
-}
-
-interface CaseResult {
-  id: string;
-  kind: Kind;
-  rw: Rw;
-  qd: number;
-  runs: Run[];
-  blk: number | null;
-  scsi: number | null;
-  ratio: number | null;
-}
-
-const USAGE = `usage: npm run bench -- --scsi [options]
-  --runs N            rounds per case, each blk then scsi (default 3)
-  --runtime S         measured seconds per run (default 5)
-  --ramp S            warm-up seconds per run (default 1)
-  --kinds K,...       null,malloc (default both)
-  --qds N,...         queue depths (default 32,1)
-  --rws R,...         randread,randwrite (default both)
-  --size MIB          bdev size (default 512)
-  --out DIR           where to write the report (default bench/results)`;
-
-function median(xs: number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-async function startVhostd(repo: string): Promise<{ rpc: (m: string, p?: unknown) => Promise<unknown>; dir: string; stop: () => Promise<void> }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-bench-scsi-'));
-  const rpcSocket = path.join(dir, 'rpc.sock');
-  const mask = `0x${(1 << TARGET_CORE).toString(16)}`;
-  const d = new Daemon('vhostd', process.execPath, [path.join(repo, 'bin', 'vhostd.js'), '-m', mask, '-S', dir, '-r', rpcSocket, '--log-level', 'warn'], { cwd: repo });
-  const stop = async (): Promise<void> => {
-    await d.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early:\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, 30_000, 'vhostd RPC socket', 25);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { rpc: (m, p) => rpcCall(rpcSocket, m, p), dir, stop };
-}
-
-async function waitDetached(rpc: (m: string, p?: unknown) => Promise<unknown>, ctrlr: string): Promise<void> {
-  await waitFor(async () => {
-    const [c] = (await rpc('vhost_get_controllers', { name: ctrlr })) as { sessions: unknown[] }[];
-    return c.sessions.length === 0;
-  }, 10_000, `${ctrlr} front-end gone`, 10);
-}
-
-export async function scsiMain(argv: string[], repo: string): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        scsi: { type: 'boolean' },
-        runs: { type: 'string' },
-        runtime: { type: 'string' },
-        ramp: { type: 'string' },
-        kinds: { type: 'string' },
-        qds: { type: 'string' },
-        rws: { type: 'string' },
-        size: { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    process.stderr.write(`bench --scsi: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  const runs = Number(values.runs ?? 3);
-  const runtimeSec = Number(values.runtime ?? 5);
-  const rampSec = Number(values.ramp ?? 1);
-  const sizeMiB = Number(values.size ?? 512);
-  const kinds = (values.kinds ?? 'null,malloc').split(',') as Kind[];
-  const qds = (values.qds ?? '32,1').split(',').map(Number);
-  const rws = (values.rws ?? 'randread,randwrite').split(',') as Rw[];
-  const bad =
-    !Number.isSafeInteger(runs) || runs < 1 || !(runtimeSec > 0) || !(rampSec >= 0) || !Number.isSafeInteger(sizeMiB) || sizeMiB < 1 ||
-    kinds.some((k) => k !== 'null' && k !== 'malloc') || qds.some((q) => !Number.isSafeInteger(q) || q < 1 || q > 256) ||
-    rws.some((r) => r !== 'randread' && r !== 'randwrite');
-  if (bad) {
-    process.stderr.write(`bench --scsi: bad option value\n${USAGE}\n`);
-    return 2;
-  }
-  const startedAt = new Date();
-  const cases: CaseResult[] = [];
-  for (const kind of kinds) {
-    const v = await startVhostd(repo);
-    try {
-      const numBlocks = (sizeMiB * 2 ** 20) / BLOCK_SIZE;
-      await v.rpc(kind === 'null' ? 'bdev_null_create' : 'bdev_malloc_create', { name: 'B0', num_blocks: numBlocks, block_size: BLOCK_SIZE });
-      for (const rw of rws) {
-        for (const qd of qds) {
-          const id = `${kind}-${rw}-4k-qd${qd}`;
-          const res: Run[] = [];
-          for (let round = 0; round < runs; round++) {
-            for (const proto of ['blk', 'scsi'] as const) {
-              const ctrlr = `bench.${proto}`;
-              let run: Run = { proto, round };
-              try {
-                if (proto === 'blk') {
-                  await v.rpc('vhost_create_blk_controller', { ctrlr, dev_name: 'B0' });
-                } else {
-                  await v.rpc('vhost_create_scsi_controller', { ctrlr });
-                  await v.rpc('vhost_scsi_controller_add_target', { ctrlr, scsi_target_num: 0, bdev_name: 'B0' });
-                }
-                const r: PerfReport = await runPerf({
-                  socketPath: path.join(v.dir, ctrlr),
-                  rw,
-                  blockSizeBytes: 4096,
-                  iodepth: qd,
-                  queues: 1,
-                  runtimeSec,
-                  rampSec,
-                  cpu: GENERATOR_CORE,
-                  eventIdx: true,
-                  timeoutMs: 15_000,
-                  scsi: proto === 'scsi',
-                });
-                run = { proto, round, iops: r.iops, latMeanUs: r.latencyNs.mean / 1000, errors: r.errors };
-                if (r.errors > 0) run.error = `${r.errors} requests completed with an error status`;
-              } catch (err) {
-                run.error = (err as Error).message;
-              } finally {
-                try {
-                  await waitDetached(v.rpc, ctrlr);
-                  await v.rpc('vhost_delete_controller', { ctrlr });
-                } catch (err) {
-                  run.error ??= `cleanup: ${(err as Error).message}`;
-                }
-              }
-              res.push(run);
-            }
-          }
-          const ok = (p: Proto): number[] => res.filter((r) => r.proto === p && r.error === undefined && r.iops !== undefined).map((r) => r.iops as number);
-          const blk = median(ok('blk'));
-          const scsi = median(ok('scsi'));
-          const c: CaseResult = { id, kind, rw, qd, runs: res, blk, scsi, ratio: blk !== null && scsi !== null && blk > 0 ? scsi / blk : null };
-          cases.push(c);
-          const fmt = (p: Proto): string => {
-            const xs = ok(p);
-            return xs.length === 0 ? 'failed' : `${Math.round(median(xs) as number)} (${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))})`;
-          };
-          process.stderr.write(`${id}: blk ${fmt('blk')} | scsi ${fmt('scsi')} | scsi/blk ${c.ratio?.toFixed(3) ?? '–'} | load ${os.loadavg()[0].toFixed(2)}\n`);
-        }
-      }
-    } finally {
-      await v.stop();
-    }
-  }
-  const lines = [
-    `# vhostd virtio-scsi vs virtio-blk (${startedAt.toISOString()})`,
-    '',
-    `Same vhostd, same bdev, engine on core ${TARGET_CORE}, generator on core ${GENERATOR_CORE}; ${runs} rounds of blk then scsi per case, ${runtimeSec} s measured after ${rampSec} s; 4 KiB, 1 queue, EVENT_IDX. Load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
-    '',
-    '| case | blk IOPS (median) | scsi IOPS (median) | scsi / blk |',
-    '|---|---|---|---|',
-    ...cases.map((c) => `| ${c.id} | ${c.blk === null ? 'failed' : Math.round(c.blk)} | ${c.scsi === null ? 'failed' : Math.round(c.scsi)} | ${c.ratio === null ? '–' : c.ratio.toFixed(3)} |`),
-    '',
-  ];
-  const md = lines.join('\n');
-  const outDir = path.resolve(values.out ?? path.join(repo, 'bench', 'results'));
-  fs.mkdirSync(outDir, { recursive: true });
-  const base = path.join(outDir, `${startedAt.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-')}-scsi`);
-  fs.writeFileSync(`${base}.md`, md);
-  fs.writeFileSync(`${base}.json`, `${JSON.stringify({ startedAt: startedAt.toISOString(), runs, runtimeSec, rampSec, sizeMiB, cases }, null, 2)}\n`);
-  process.stdout.write(md);
-  process.stderr.write(`bench --scsi: wrote ${base}.md, .json\n`);
-  return cases.some((c) => c.runs.some((r) => r.error !== undefined)) ? 1 : 0;
+export function scsiMain(argv: string[], repo: string): Promise<number> {
+  return compareMain(argv, repo, {
+    name: 'scsi',
+    title: 'vhostd virtio-scsi vs virtio-blk',
+    goal: 'scsi ≥ 0.9× blk IOPS at QD32 4k on null and malloc (issue #9).',
+    async attach(v, bdev) {
+      const ctrlr = 'bench.scsi';
+      await v.rpc('vhost_create_scsi_controller', { ctrlr });
+      await v.rpc('vhost_scsi_controller_add_target', { ctrlr, scsi_target_num: 0, bdev_name: bdev });
+      return {
+        run: (job) => runPerf({ ...job, socketPath: path.join(v.dir, ctrlr), eventIdx: true, scsi: true }),
+        async detach() {
+          await waitDetached(v.rpc, ctrlr);
+          await v.rpc('vhost_delete_controller', { ctrlr });
+        },
+      };
+    },
+  });
 }

@@ -17,11 +17,23 @@
 // descriptor 3i is the request, 3i+2 the response, 3i+1 the data, chained
 // request → data → response for a WRITE 16 and request → response → data for
 // a READ 16 (device-readable before device-writable, virtio 1.2 §2.7.4.2).
+//
+// NVMe mode (--nvme, NVMe Base 2.0 §3.3, §4.1): the memory, queues and
+// controller are set up by bench/perf/nvme.ts over vfio-user; here the
+// memfd is mapped again, slot i of a queue is command identifier i with its
+// data buffer (and, when the buffer spans more than two pages, a PRP list
+// page) fixed at setup, an I/O writes one 64-byte SQ entry at the tail,
+// the SQ tail doorbell is written once per queue per loop iteration, the CQ
+// is polled by its phase tag and its head doorbell written after each reap.
+// Doorbells go through the mapped doorbell page when vhostd offers it (a
+// plain store, which vhostd's worker polls), else as vfio-user REGION_WRITE
+// messages (one round trip each).
 #include "job.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -57,6 +69,11 @@ constexpr uint32_t kScsiFirstRequestQueue = 2;
 constexpr uint64_t kPage = 4096;
 constexpr int kMaxMismatchesReported = 8;
 constexpr uint64_t kStallNs = 200000;
+constexpr uint8_t kNvmeWrite = 0x01;
+constexpr uint8_t kNvmeRead = 0x02;
+constexpr uint16_t kVfioUserRegionWrite = 10;
+constexpr uint32_t kVfioUserFlagReply = 0x1;
+constexpr uint32_t kVfioUserFlagError = 0x20;
 
 struct VringDesc {
   uint64_t addr;
@@ -129,6 +146,7 @@ struct Slot {
   uint32_t crc = 0;  // of the data written, or expected on read (read pass)
   bool write = false;
   bool inflight = false;
+  uint64_t prp1 = 0, prp2 = 0;  // NVMe: the data buffer's PRP entries, fixed at setup
 };
 
 struct Queue {
@@ -151,6 +169,12 @@ struct Queue {
   int kick_fd = -1;
   int call_fd = -1;
   std::vector<Slot> slots;
+  // NVMe mode.
+  uint16_t qid = 0;
+  uint8_t* sq = nullptr;
+  uint8_t* cq = nullptr;
+  uint16_t sq_tail = 0, sq_published = 0, cq_head = 0;
+  uint32_t cq_phase = 1;
 };
 
 enum class Phase { kTimed, kWritePass, kReadPass };
@@ -292,11 +316,18 @@ class Job {
   // Reaps used entries; resubmits each freed slot while `submitting_`.
   // Returns how many completed, or -1 after a protocol error (in *err).
   int Reap(Queue& q, uint64_t now, std::string* err);
-  void Complete(Queue& q, Slot& s, uint32_t slot_index);
+  // `status` 0: success (virtio-blk status, scsi GOOD/S_OK, NVMe SCT/SC 0).
+  void Complete(Queue& q, Slot& s, uint32_t slot_index, uint32_t status);
   void WaitForCall(uint64_t now, uint64_t wake_at);
   void StartPhase(Phase phase, uint64_t now);
   void ResetStats(uint64_t now);
   void StopStats(uint64_t now);
+  bool NvmeSetup(std::string* err);
+  int NvmeReap(Queue& q, uint64_t now, std::string* err);
+  void NvmeSubmit(Queue& q, uint32_t slot_index, uint64_t block, bool write);
+  // Writes `value` to the doorbell at byte `index` of the doorbell page.
+  void RingDoorbell(uint64_t index, uint32_t value);
+  bool DoorbellMessage(uint64_t index, uint32_t value);
 
   JobOptions o_;
   Rng rng_;
@@ -338,6 +369,15 @@ class Job {
   rusage ru_start_{}, ru_end_{};
   uint64_t blocks_written_ = 0, blocks_checked_ = 0, mismatches_ = 0;
   std::vector<Mismatch> first_mismatches_;
+
+  // NVMe mode.
+  uint8_t* doorbells_ = nullptr;    // the mapped doorbell page, or null: REGION_WRITE messages
+  uint64_t vfu_msg_id_ = 0x8000;
+  uint64_t cq_doorbells_ = 0;       // CQ head doorbell writes (the SQ tail ones count as kicks)
+  std::string doorbell_error_;      // a failed REGION_WRITE; the loop stops on it
+  uint64_t first_lba_ = 0;
+  uint32_t lbas_per_io_ = 1;
+  uint32_t first_error_status_ = 0;  // NVMe (SCT << 8) | SC of the first failed command
 };
 
 bool Job::Pin(std::string* err) {
@@ -359,6 +399,37 @@ bool Job::Pin(std::string* err) {
 
 bool Job::Validate(std::string* err) {
   const JobOptions& o = o_;
+  if (o.nvme) {
+    if (o.interrupt) {
+      *err = "nvme mode polls its completion queues (no --completion interrupt)";
+      return false;
+    }
+    if (o.nvme_queues.empty() || o.nvme_queues.size() != o.queues) {
+      *err = "nvme: the queue list does not match queues";
+      return false;
+    }
+    for (const JobOptions::NvmeQueue& nq : o.nvme_queues) {
+      if (nq.size < 2 || nq.size > 32768 || o.iodepth >= nq.size || nq.qid == 0 || nq.qid > 65535) {
+        *err = "nvme: queue " + std::to_string(nq.qid) + " of " + std::to_string(nq.size) + " entries cannot hold iodepth " +
+               std::to_string(o.iodepth) + " (needs iodepth < size)";
+        return false;
+      }
+    }
+    if (o.block_size < 512 || o.block_size % 512 != 0 || o.block_size > (2u << 20)) {
+      *err = "nvme: block size must be a multiple of 512 in [512, 2 MiB]";
+      return false;
+    }
+    if (o.iodepth < 1 || o.iodepth > 4096 || o.rwmixread > 100) {
+      *err = "iodepth must be in [1, 4096] and rwmixread in [0, 100]";
+      return false;
+    }
+    if (!(o.runtime_sec > 0) || !(o.ramp_sec >= 0) || o.runtime_sec > 1e6 || o.ramp_sec > 1e6) {
+      *err = "runtime must be > 0 and ramp >= 0 seconds";
+      return false;
+    }
+    queue_size_ = uint16_t(o.nvme_queues[0].size);
+    return true;
+  }
   if (o.block_size < 512 || o.block_size % 512 != 0 || o.block_size > (64u << 20)) {
     *err = "block size must be a multiple of 512 in [512, 64 MiB]";
     return false;
@@ -439,6 +510,12 @@ bool Job::ValidateRange(std::string* err) {
       *err = "randrw with verify needs at least 2 x queues x iodepth blocks";
       return false;
     }
+  }
+  if (o.nvme && (o.block_size % o.nvme_lba_size != 0 || o.offset_bytes % o.nvme_lba_size != 0 ||
+                 o.block_size / o.nvme_lba_size > 65536)) {
+    *err = "in nvme mode the block size and offset must be multiples of the namespace's LBA size (" +
+           std::to_string(o.nvme_lba_size) + "), at most 65536 LBAs per I/O";
+    return false;
   }
   if (o.scsi && (o.block_size % scsi_lbs_ != 0 || o.offset_bytes % scsi_lbs_ != 0)) {
     *err = "in scsi mode the block size and offset must be multiples of the LU's block size (" + std::to_string(scsi_lbs_) + ")";
@@ -590,7 +667,9 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
   Slot& s = q.slots[slot_index];
   uint8_t* hdr = mem_ + q.hdr_off + slot_hdr_ * slot_index;
   uint64_t sector = first_sector_ + block * (o_.block_size / 512);
-  if (o_.scsi) {
+  if (o_.nvme) {
+    NvmeSubmit(q, slot_index, block, write);
+  } else if (o_.scsi) {
     // READ 16 / WRITE 16 (SBC-3): opcode, flags, 8-byte LBA, 4-byte length, big-endian.
     uint8_t* cdb = hdr + 19;
     uint64_t lba = sector * 512 / scsi_lbs_;
@@ -625,8 +704,10 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
       s.crc = Crc32c(scratch_.data(), o_.block_size);
     }
   }
-  q.avail_ring[q.avail_shadow & (q.size - 1)] = uint16_t(3 * slot_index);
-  q.avail_shadow++;
+  if (!o_.nvme) {
+    q.avail_ring[q.avail_shadow & (q.size - 1)] = uint16_t(3 * slot_index);
+    q.avail_shadow++;
+  }
   s.submit_ns = now;
   s.block = block;
   s.write = write;
@@ -635,6 +716,14 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
 }
 
 void Job::Publish(Queue& q) {
+  if (o_.nvme) {
+    // One SQ tail doorbell per queue per iteration (NVMe Base 2.0 §3.1.4.21).
+    if (q.sq_tail == q.sq_published) return;
+    q.sq_published = q.sq_tail;
+    RingDoorbell(2ull * q.qid, q.sq_tail);
+    kicks_++;
+    return;
+  }
   if (q.avail_shadow == q.avail_published) return;
   __atomic_store_n(q.avail_idx, q.avail_shadow, __ATOMIC_RELEASE);
   // The index store must be visible before we read the device's
@@ -655,12 +744,9 @@ void Job::Publish(Queue& q) {
   }
 }
 
-void Job::Complete(Queue& q, Slot& s, uint32_t slot_index) {
-  const uint8_t* hdr = mem_ + q.hdr_off + slot_hdr_ * slot_index;
-  // scsi: GOOD status and VIRTIO_SCSI_S_OK, else an error (a CHECK CONDITION counts as one).
-  uint8_t status = o_.scsi ? uint8_t(hdr[kScsiRespOffset + 10] != 0 || hdr[kScsiRespOffset + 11] != 0) : hdr[16];
+void Job::Complete(Queue& q, Slot& s, uint32_t slot_index, uint32_t status) {
   total_ios_++;
-  if (status != 0) errors_++;
+  if (status != 0 && errors_++ == 0) first_error_status_ = status;
   if (measuring_) {
     ios_++;
     if (s.write) {
@@ -703,6 +789,7 @@ void Job::Complete(Queue& q, Slot& s, uint32_t slot_index) {
 }
 
 int Job::Reap(Queue& q, uint64_t now, std::string* err) {
+  if (o_.nvme) return NvmeReap(q, now, err);
   uint16_t used = __atomic_load_n(q.used_idx, __ATOMIC_ACQUIRE);
   uint16_t n = uint16_t(used - q.last_used);
   if (n == 0) return 0;
@@ -723,7 +810,10 @@ int Job::Reap(Queue& q, uint64_t now, std::string* err) {
     s.inflight = false;
     q.inflight--;
     if (measuring_) hist_.Add(now - s.submit_ns);
-    Complete(q, s, slot_index);
+    const uint8_t* hdr = mem_ + q.hdr_off + slot_hdr_ * slot_index;
+    // scsi: GOOD status and VIRTIO_SCSI_S_OK, else an error (a CHECK CONDITION counts as one).
+    uint32_t status = o_.scsi ? uint32_t(hdr[kScsiRespOffset + 10] != 0 || hdr[kScsiRespOffset + 11] != 0) : hdr[16];
+    Complete(q, s, slot_index, status);
     uint64_t block;
     bool write;
     if (submitting_ && NextIo(&block, &write)) Submit(q, slot_index, block, write, now);
@@ -762,7 +852,7 @@ void Job::WaitForCall(uint64_t now, uint64_t wake_at) {
 
 void Job::ResetStats(uint64_t now) {
   hist_.Reset();
-  ios_ = reads_ = writes_ = kicks_ = call_wakeups_ = 0;
+  ios_ = reads_ = writes_ = kicks_ = call_wakeups_ = cq_doorbells_ = 0;
   busy_ns_ = idle_ns_ = stall_ns_ = stalls_ = 0;
   measuring_ = true;
   window_start_ns_ = now;
@@ -846,6 +936,10 @@ bool Job::Loop(std::string* err) {
       inflight += q.inflight;
     }
     prev_busy = reaped > 0;
+    if (!doorbell_error_.empty()) {
+      *err = doorbell_error_;
+      return false;
+    }
     if (inflight == 0) {
       if (timed) {
         if (!submitting_) return true;
@@ -873,6 +967,7 @@ bool Job::Loop(std::string* err) {
 }
 
 bool Job::Teardown(std::string* err) {
+  if (o_.nvme) return true;  // the TypeScript side deletes the queues and disables the controller
   if (!rings_live_) return true;
   rings_live_ = false;
   for (Queue& q : queues_) {
@@ -891,6 +986,8 @@ void Job::Release() {
   }
   if (mem_ != nullptr) munmap(mem_, mem_size_);
   mem_ = nullptr;
+  if (doorbells_ != nullptr) munmap(doorbells_, o_.nvme_doorbell_size);
+  doorbells_ = nullptr;
   if (memfd_ >= 0) close(memfd_);
   memfd_ = -1;
 }
@@ -991,8 +1088,264 @@ bool Job::ScsiProbe(std::string* err) {
   return true;
 }
 
+// Maps the memfd the TypeScript side DMA-mapped and the doorbell page, checks
+// that every queue, data buffer and PRP list lies inside the memory, and
+// fixes each slot's PRP entries (NVMe Base 2.0 §4.1.1: PRP1 may start inside
+// a page, PRP2 is the second page or, past two pages, a list of the rest).
+bool Job::NvmeSetup(std::string* err) {
+  const JobOptions& o = o_;
+  const uint64_t base = o.nvme_mem_base;
+  if (o.nvme_mem_fd < 0 || o.nvme_mem_size == 0 || o.nvme_mem_size % kPage != 0) {
+    *err = "nvme: no guest memory fd, or its size is not a whole number of pages";
+    return false;
+  }
+  if (o.nvme_lba_size < 512 || (o.nvme_lba_size & (o.nvme_lba_size - 1)) != 0 || o.nvme_nsze == 0 || o.nvme_nsid == 0) {
+    *err = "nvme: bad namespace (nsid " + std::to_string(o.nvme_nsid) + ", LBA size " + std::to_string(o.nvme_lba_size) +
+           ", size " + std::to_string(o.nvme_nsze) + ")";
+    return false;
+  }
+  if (o.nvme_doorbell_stride < 4 || (o.nvme_doorbell_stride & (o.nvme_doorbell_stride - 1)) != 0) {
+    *err = "nvme: the doorbell stride must be a power of two >= 4";
+    return false;
+  }
+  void* p = mmap(nullptr, o.nvme_mem_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, o.nvme_mem_fd, 0);
+  if (p == MAP_FAILED) {
+    *err = std::string("nvme: mmap guest memory: ") + std::strerror(errno);
+    return false;
+  }
+  mem_ = static_cast<uint8_t*>(p);
+  mem_size_ = o.nvme_mem_size;
+  if (o.nvme_doorbell_fd >= 0) {
+    if (o.nvme_doorbell_size == 0 || o.nvme_doorbell_size % kPage != 0) {
+      *err = "nvme: the doorbell area's size is not a whole number of pages";
+      return false;
+    }
+    p = mmap(nullptr, o.nvme_doorbell_size, PROT_READ | PROT_WRITE, MAP_SHARED, o.nvme_doorbell_fd, off_t(o.nvme_doorbell_offset));
+    if (p == MAP_FAILED) {
+      *err = std::string("nvme: mmap the doorbell page: ") + std::strerror(errno);
+      return false;
+    }
+    doorbells_ = static_cast<uint8_t*>(p);
+  } else if (o.nvme_socket_fd < 0) {
+    *err = "nvme: neither a doorbell mapping nor the vfio-user socket for REGION_WRITE";
+    return false;
+  }
+  uint64_t capacity = 0;
+  if (__builtin_mul_overflow(o.nvme_nsze, uint64_t(o.nvme_lba_size), &capacity) || capacity / 512 > (uint64_t(1) << 54)) {
+    *err = "nvme: namespace capacity overflows";
+    return false;
+  }
+  dev_.capacity_sectors = capacity / 512;
+  dev_.blk_size = o.nvme_lba_size;
+  dev_.max_queues = uint32_t(o.nvme_queues.size());
+  dev_.read_only = false;
+  first_lba_ = o.offset_bytes / o.nvme_lba_size;
+  lbas_per_io_ = o.block_size / o.nvme_lba_size;
+  auto inside = [&](uint64_t gpa, uint64_t len) {
+    return gpa >= base && len <= mem_size_ && gpa - base <= mem_size_ - len;
+  };
+  queues_.resize(o.nvme_queues.size());
+  for (size_t i = 0; i < queues_.size(); i++) {
+    const JobOptions::NvmeQueue& nq = o.nvme_queues[i];
+    Queue& q = queues_[i];
+    q.index = uint32_t(i);
+    q.qid = uint16_t(nq.qid);
+    q.size = uint16_t(nq.size);
+    if (!inside(nq.sq_gpa, 64ull * nq.size) || !inside(nq.cq_gpa, 16ull * nq.size) ||
+        !inside(nq.data_gpa, uint64_t(o.block_size) * o.iodepth)) {
+      *err = "nvme: queue " + std::to_string(nq.qid) + "'s SQ, CQ or data lies outside the guest memory";
+      return false;
+    }
+    if (doorbells_ != nullptr && (2ull * nq.qid + 2) * o.nvme_doorbell_stride > o.nvme_doorbell_size) {
+      *err = "nvme: queue " + std::to_string(nq.qid) + "'s doorbells lie outside the doorbell page";
+      return false;
+    }
+    q.sq = mem_ + (nq.sq_gpa - base);
+    q.cq = mem_ + (nq.cq_gpa - base);
+    q.data_off = nq.data_gpa - base;
+    q.slots.assign(o.iodepth, Slot());
+    for (uint32_t k = 0; k < o.iodepth; k++) {
+      Slot& sl = q.slots[k];
+      uint64_t addr = nq.data_gpa + uint64_t(o.block_size) * k;
+      uint64_t next_page = (addr & ~(kPage - 1)) + kPage;
+      uint64_t end = addr + o.block_size;
+      uint64_t more = end > next_page ? (end - next_page + kPage - 1) / kPage : 0;
+      sl.prp1 = addr;
+      if (more == 0) {
+        sl.prp2 = 0;
+      } else if (more == 1) {
+        sl.prp2 = next_page;
+      } else {
+        uint64_t list = nq.prp_gpa + kPage * k;
+        if (nq.prp_gpa == 0 || nq.prp_gpa % kPage != 0 || !inside(list, kPage) || more > kPage / 8) {
+          *err = "nvme: queue " + std::to_string(nq.qid) + " has no room for slot " + std::to_string(k) + "'s PRP list";
+          return false;
+        }
+        uint8_t* entries = mem_ + (list - base);
+        for (uint64_t e = 0; e < more; e++) {
+          uint64_t page = next_page + kPage * e;
+          std::memcpy(entries + 8 * e, &page, 8);
+        }
+        sl.prp2 = list;
+      }
+    }
+  }
+  return true;
+}
+
+// One Read or Write (NVM Command Set 2.0 §3.2.4, §3.2.6) at the SQ tail;
+// the command identifier is the slot.
+void Job::NvmeSubmit(Queue& q, uint32_t slot_index, uint64_t block, bool write) {
+  const Slot& s = q.slots[slot_index];
+  uint64_t slba = first_lba_ + block * lbas_per_io_;
+  uint32_t w[16] = {};
+  w[0] = uint32_t(write ? kNvmeWrite : kNvmeRead) | (slot_index << 16);
+  w[1] = o_.nvme_nsid;
+  w[6] = uint32_t(s.prp1);
+  w[7] = uint32_t(s.prp1 >> 32);
+  w[8] = uint32_t(s.prp2);
+  w[9] = uint32_t(s.prp2 >> 32);
+  w[10] = uint32_t(slba);
+  w[11] = uint32_t(slba >> 32);
+  w[12] = lbas_per_io_ - 1;  // NLB, 0's based
+  std::memcpy(q.sq + uint64_t(q.sq_tail) * 64, w, sizeof w);
+  q.sq_tail = q.sq_tail + 1 == q.size ? 0 : uint16_t(q.sq_tail + 1);
+}
+
+// Consumes the CQ entries whose phase tag is current (NVMe Base 2.0 §4.2.4),
+// resubmitting each freed slot while submitting, then writes the CQ head
+// doorbell once.
+int Job::NvmeReap(Queue& q, uint64_t now, std::string* err) {
+  int n = 0;
+  for (;;) {
+    const uint8_t* e = q.cq + uint64_t(q.cq_head) * 16;
+    uint32_t dw3 = __atomic_load_n(reinterpret_cast<const uint32_t*>(e + 12), __ATOMIC_ACQUIRE);
+    if (((dw3 >> 16) & 1) != q.cq_phase) break;
+    uint32_t dw2;
+    std::memcpy(&dw2, e + 8, 4);
+    uint32_t cid = dw3 & 0xffff;
+    uint32_t sqid = dw2 >> 16;
+    if (sqid != q.qid || cid >= o_.iodepth || !q.slots[cid].inflight) {
+      *err = "nvme: CQ " + std::to_string(q.qid) + " entry " + std::to_string(q.cq_head) + " completes cid " + std::to_string(cid) +
+             " of SQ " + std::to_string(sqid) + ", which is not a command in flight on SQ " + std::to_string(q.qid);
+      return -1;
+    }
+    if (++q.cq_head == q.size) {
+      q.cq_head = 0;
+      q.cq_phase ^= 1;
+    }
+    Slot& s = q.slots[cid];
+    s.inflight = false;
+    q.inflight--;
+    if (measuring_) hist_.Add(now - s.submit_ns);
+    Complete(q, s, cid, (dw3 >> 17) & 0x7ff);  // (SCT << 8) | SC
+    n++;
+    uint64_t block;
+    bool write;
+    if (submitting_ && NextIo(&block, &write)) Submit(q, cid, block, write, now);
+  }
+  if (n > 0) {
+    RingDoorbell(2ull * q.qid + 1, q.cq_head);
+    cq_doorbells_++;
+  }
+  return n;
+}
+
+void Job::RingDoorbell(uint64_t index, uint32_t value) {
+  uint64_t off = index * o_.nvme_doorbell_stride;
+  if (doorbells_ != nullptr) {
+    // The SQ entries written before must be visible first: a release store.
+    __atomic_store_n(reinterpret_cast<uint32_t*>(doorbells_ + off), value, __ATOMIC_RELEASE);
+    return;
+  }
+  if (doorbell_error_.empty()) DoorbellMessage(o_.nvme_doorbell_bar_offset + off, value);
+}
+
+// A REGION_WRITE of 4 bytes to BAR0 (vfio-user.rst) and its reply, on the
+// socket the TypeScript side connected (idle while the job runs).
+bool Job::DoorbellMessage(uint64_t bar_offset, uint32_t value) {
+  int fd = o_.nvme_socket_fd;
+  uint8_t msg[36];
+  uint16_t id = uint16_t(vfu_msg_id_++);
+  uint16_t cmd = kVfioUserRegionWrite;
+  uint32_t size = sizeof msg, zero = 0, count = 4;
+  std::memcpy(msg, &id, 2);
+  std::memcpy(msg + 2, &cmd, 2);
+  std::memcpy(msg + 4, &size, 4);
+  std::memcpy(msg + 8, &zero, 4);
+  std::memcpy(msg + 12, &zero, 4);
+  std::memcpy(msg + 16, &bar_offset, 8);
+  std::memcpy(msg + 24, &zero, 4);  // region 0: BAR0
+  std::memcpy(msg + 28, &count, 4);
+  std::memcpy(msg + 32, &value, 4);
+  uint64_t deadline = NowNs() + uint64_t(o_.timeout_ms) * 1000000u;
+  auto wait = [&](short events) {
+    uint64_t now = NowNs();
+    if (now >= deadline) return false;
+    pollfd pfd{fd, events, 0};
+    return poll(&pfd, 1, int((deadline - now) / 1000000u) + 1) > 0;
+  };
+  for (size_t done = 0; done < sizeof msg;) {
+    ssize_t k = send(fd, msg + done, sizeof msg - done, MSG_NOSIGNAL);
+    if (k > 0) {
+      done += size_t(k);
+    } else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+      if (!wait(POLLOUT)) {
+        doorbell_error_ = "nvme: REGION_WRITE: the socket stays full";
+        return false;
+      }
+    } else {
+      doorbell_error_ = std::string("nvme: REGION_WRITE send: ") + std::strerror(errno);
+      return false;
+    }
+  }
+  uint8_t reply[64];
+  size_t want = 16;
+  for (size_t got = 0; got < want;) {
+    ssize_t k = recv(fd, reply + got, want - got, 0);
+    if (k > 0) {
+      got += size_t(k);
+      if (got == 16) {
+        uint32_t rsize;
+        std::memcpy(&rsize, reply + 4, 4);
+        if (rsize < 16 || rsize > sizeof reply) {
+          doorbell_error_ = "nvme: REGION_WRITE reply of " + std::to_string(rsize) + " bytes";
+          return false;
+        }
+        want = rsize;
+      }
+    } else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
+      if (!wait(POLLIN)) {
+        doorbell_error_ = "nvme: no REGION_WRITE reply within " + std::to_string(o_.timeout_ms) + " ms";
+        return false;
+      }
+    } else {
+      doorbell_error_ = k == 0 ? std::string("nvme: the server closed the vfio-user socket")
+                               : std::string("nvme: REGION_WRITE recv: ") + std::strerror(errno);
+      return false;
+    }
+  }
+  uint16_t rid, rcmd;
+  uint32_t rflags, rerr;
+  std::memcpy(&rid, reply, 2);
+  std::memcpy(&rcmd, reply + 2, 2);
+  std::memcpy(&rflags, reply + 8, 4);
+  std::memcpy(&rerr, reply + 12, 4);
+  if (rid != id || rcmd != cmd || (rflags & 0xf) != kVfioUserFlagReply || (rflags & kVfioUserFlagError) != 0) {
+    doorbell_error_ = "nvme: REGION_WRITE to BAR0+" + std::to_string(bar_offset) + " answered id " + std::to_string(rid) +
+                      " command " + std::to_string(rcmd) + " flags " + std::to_string(rflags) + " errno " + std::to_string(rerr);
+    return false;
+  }
+  return true;
+}
+
 bool Job::Run(std::string* err) {
   if (!Pin(err)) return false;
+  if (o_.nvme) {
+    bool ok = Validate(err) && NvmeSetup(err) && ValidateRange(err) && Loop(err);
+    Release();
+    return ok;
+  }
   if (!client_.Connect(o_.socket_path, o_.timeout_ms, err)) return false;
   client_.want_inflight = o_.inflight;
   if (!client_.Negotiate(o_.event_idx, &dev_, err)) return false;
@@ -1141,6 +1494,25 @@ std::string Job::Report() const {
   j.Num(ios_ > 0 ? double(kicks_) / double(ios_) : 0);
   j.Key("callWakeups");
   j.U64(call_wakeups_);
+  j.Key("nvme");
+  if (!o_.nvme) {
+    j.Null();
+  } else {
+    j.Open('{');
+    j.Key("nsid");
+    j.U64(o_.nvme_nsid);
+    j.Key("lbaSize");
+    j.U64(o_.nvme_lba_size);
+    j.Key("doorbells");
+    j.Str(o_.nvme_doorbell_fd >= 0 ? "mmap" : "region-write");
+    j.Key("sqDoorbells");
+    j.U64(kicks_);
+    j.Key("cqDoorbells");
+    j.U64(cq_doorbells_);
+    j.Key("firstErrorStatus");
+    j.U64(first_error_status_);
+    j.Close('}');
+  }
   j.Key("verify");
   if (!verifying()) {
     j.Null();

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace vhostd_perf {
 
@@ -47,6 +48,36 @@ struct JobOptions {
   // CAPACITY 16 (virtio-scsi has none in its config space).
   bool scsi = false;
   uint32_t scsi_target = 0;
+  // NVMe mode: the TypeScript side (bench/perf/nvme.ts) has attached to a
+  // vfio-user controller, DMA-mapped `nvme_mem_fd` at `nvme_mem_base`,
+  // enabled the controller and created the I/O queue pairs below; the job
+  // maps the same memfd, writes commands into the SQs, polls the CQs' phase
+  // tags and rings doorbells, either through the mapped doorbell page
+  // (`nvme_doorbell_fd` at `nvme_doorbell_offset`, BAR0's sparse-mmap area)
+  // or, with `nvme_doorbell_fd` = -1, as REGION_WRITE messages on
+  // `nvme_socket_fd`. None of these fds is owned by the job.
+  bool nvme = false;
+  struct NvmeQueue {
+    uint32_t qid = 0;
+    uint32_t size = 0;     // entries of the SQ and of the CQ
+    uint64_t sq_gpa = 0;   // size x 64 bytes
+    uint64_t cq_gpa = 0;   // size x 16 bytes
+    uint64_t data_gpa = 0; // iodepth x block size
+    uint64_t prp_gpa = 0;  // iodepth x 4 KiB of PRP lists (0 when no I/O needs a list)
+  };
+  std::vector<NvmeQueue> nvme_queues;
+  int nvme_mem_fd = -1;
+  uint64_t nvme_mem_base = 0;
+  uint64_t nvme_mem_size = 0;
+  int nvme_doorbell_fd = -1;
+  uint64_t nvme_doorbell_offset = 0;  // of the doorbell page in the fd
+  uint64_t nvme_doorbell_size = 0;    // bytes mapped
+  uint64_t nvme_doorbell_bar_offset = 0x1000;  // where that page starts in BAR0
+  uint32_t nvme_doorbell_stride = 4;  // 4 << CAP.DSTRD
+  int nvme_socket_fd = -1;
+  uint32_t nvme_nsid = 1;
+  uint32_t nvme_lba_size = 512;
+  uint64_t nvme_nsze = 0;             // namespace size in logical blocks
 };
 
 struct JobResult {

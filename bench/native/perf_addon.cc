@@ -93,6 +93,87 @@ bool GetString(Napi::Object obj, const char* name, bool required, std::string* o
   return true;
 }
 
+// options.nvme: what bench/perf/nvme.ts set up over vfio-user (fds stay the caller's).
+bool ParseNvme(Napi::Value value, JobOptions* o) {
+  Napi::Env env = value.Env();
+  constexpr double kMaxSafe = 9007199254740991.0;
+  if (!value.IsObject()) {
+    Napi::TypeError::New(env, "options.nvme must be an object").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Object n = value.As<Napi::Object>();
+  o->nvme = true;
+  double v = -1;
+  if (!GetInteger(n, "memFd", 0, 1 << 30, &v)) return false;
+  o->nvme_mem_fd = int(v);
+  struct U64Field {
+    const char* name;
+    uint64_t* out;
+  };
+  const U64Field u64s[] = {{"memBase", &o->nvme_mem_base},
+                           {"memSize", &o->nvme_mem_size},
+                           {"doorbellOffset", &o->nvme_doorbell_offset},
+                           {"doorbellSize", &o->nvme_doorbell_size},
+                           {"doorbellBarOffset", &o->nvme_doorbell_bar_offset},
+                           {"nsze", &o->nvme_nsze}};
+  for (const U64Field& f : u64s) {
+    v = double(*f.out);
+    if (!GetInteger(n, f.name, 0, kMaxSafe, &v)) return false;
+    *f.out = uint64_t(v);
+  }
+  v = -1;
+  if (!GetInteger(n, "doorbellFd", -1, 1 << 30, &v)) return false;
+  o->nvme_doorbell_fd = int(v);
+  v = -1;
+  if (!GetInteger(n, "socketFd", -1, 1 << 30, &v)) return false;
+  o->nvme_socket_fd = int(v);
+  v = o->nvme_doorbell_stride;
+  if (!GetInteger(n, "doorbellStride", 4, 1 << 16, &v)) return false;
+  o->nvme_doorbell_stride = uint32_t(v);
+  v = o->nvme_nsid;
+  if (!GetInteger(n, "nsid", 1, 0xfffffffe, &v)) return false;
+  o->nvme_nsid = uint32_t(v);
+  v = o->nvme_lba_size;
+  if (!GetInteger(n, "lbaSize", 512, 1 << 16, &v)) return false;
+  o->nvme_lba_size = uint32_t(v);
+  Napi::Value qv = n.Get("queues");
+  if (env.IsExceptionPending()) return false;
+  if (!qv.IsArray()) {
+    Napi::TypeError::New(env, "options.nvme.queues must be an array").ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::Array qs = qv.As<Napi::Array>();
+  if (qs.Length() < 1 || qs.Length() > 64) {
+    Napi::TypeError::New(env, "options.nvme.queues must hold 1 to 64 queues").ThrowAsJavaScriptException();
+    return false;
+  }
+  for (uint32_t i = 0; i < qs.Length(); i++) {
+    Napi::Value e = qs.Get(i);
+    if (env.IsExceptionPending()) return false;
+    if (!e.IsObject()) {
+      Napi::TypeError::New(env, "options.nvme.queues[] must be objects").ThrowAsJavaScriptException();
+      return false;
+    }
+    Napi::Object q = e.As<Napi::Object>();
+    JobOptions::NvmeQueue nq;
+    v = 0;
+    if (!GetInteger(q, "qid", 1, 65535, &v)) return false;
+    nq.qid = uint32_t(v);
+    v = 0;
+    if (!GetInteger(q, "size", 2, 32768, &v)) return false;
+    nq.size = uint32_t(v);
+    const U64Field addrs[] = {{"sqGpa", &nq.sq_gpa}, {"cqGpa", &nq.cq_gpa}, {"dataGpa", &nq.data_gpa}, {"prpGpa", &nq.prp_gpa}};
+    for (const U64Field& f : addrs) {
+      v = 0;
+      if (!GetInteger(q, f.name, 0, kMaxSafe, &v)) return false;
+      *f.out = uint64_t(v);
+    }
+    o->nvme_queues.push_back(nq);
+  }
+  o->queues = uint32_t(o->nvme_queues.size());
+  return true;
+}
+
 bool ParseOptions(Napi::Object obj, JobOptions* o) {
   Napi::Env env = obj.Env();
   constexpr double kMaxSafe = 9007199254740991.0;
@@ -181,6 +262,9 @@ bool ParseOptions(Napi::Object obj, JobOptions* o) {
   v = o->scsi_target;
   if (!GetInteger(obj, "scsiTarget", 0, 255, &v)) return false;
   o->scsi_target = uint32_t(v);
+  Napi::Value nv = obj.Get("nvme");
+  if (env.IsExceptionPending()) return false;
+  if (!nv.IsUndefined()) return ParseNvme(nv, o);
   return true;
 }
 

@@ -6,6 +6,7 @@
  *
  *   vhostd-perf --socket PATH --rw randread --bs 4k --iodepth 32 --queues 1 \
  *               --runtime 10 --ramp 2 --cpu 0 [--verify] [--json]
+ *   vhostd-perf --nvme --socket <traddr>/cntrl [--nsid 1] [--doorbells auto|mmap|region-write] ...
  */
 import { parseArgs } from 'node:util';
 import {
@@ -19,14 +20,15 @@ import {
   parseSize,
   runPerf,
 } from './perf';
+import { type DoorbellMode, runNvmePerf } from './nvme';
 
 const USAGE = `usage: vhostd-perf --socket PATH [options]
   --rw PATTERN         randread | randwrite | read | write | randrw (default randread)
   --rwmixread PCT      reads in percent for randrw (default 50)
   --bs SIZE            I/O size, e.g. 4k, 64k (default 4k)
   --iodepth N          requests in flight per queue (default 32)
-  --queues N           virtqueues, all on the one generator thread (default 1)
-  --queue-size N       virtqueue size (default: power of two >= 3 x iodepth)
+  --queues N           virtqueues (--nvme: I/O queue pairs), all on the one generator thread (default 1)
+  --queue-size N       virtqueue size (default: power of two >= 3 x iodepth; --nvme: SQ/CQ entries, >= 2 x iodepth)
   --runtime TIME       measured time, e.g. 10, 10s, 500ms (default 10s)
   --ramp TIME          warm-up before measuring (default 0)
   --size SIZE          length of the range (default: to the end of the device)
@@ -37,6 +39,9 @@ const USAGE = `usage: vhostd-perf --socket PATH [options]
   --inflight           negotiate INFLIGHT_SHMFD when offered (the back-end records every request)
   --scsi               the socket is vhost-user-scsi: READ 16 / WRITE 16 to LUN 0 of --scsi-target
   --scsi-target N      target of the LUN in --scsi mode (default 0)
+  --nvme               the socket is an NVMe controller over vfio-user (<traddr>/cntrl): Read/Write on --nsid
+  --nsid N             namespace in --nvme mode (default 1)
+  --doorbells MODE     --nvme: auto (the mapped doorbell page when offered) | mmap | region-write
   --verify             write the range, read it back, check CRC-32C (= --verify-mode write-read)
   --verify-mode MODE   write-read | write | read
   --verify-seed N      seed of the verify pattern (default 1)
@@ -51,7 +56,14 @@ function int(name: string, text: string | undefined): number | undefined {
   return Number(text);
 }
 
-export function parseCli(argv: string[]): { options: PerfOptions; json: boolean } | 'help' {
+export interface CliOptions extends PerfOptions {
+  /** --nvme: run bench/perf/nvme.ts's vfio-user NVMe mode. */
+  nvme?: boolean;
+  nsid?: number;
+  doorbells?: DoorbellMode;
+}
+
+export function parseCli(argv: string[]): { options: CliOptions; json: boolean } | 'help' {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -74,6 +86,9 @@ export function parseCli(argv: string[]): { options: PerfOptions; json: boolean 
       inflight: { type: 'boolean' },
       scsi: { type: 'boolean' },
       'scsi-target': { type: 'string' },
+      nvme: { type: 'boolean' },
+      nsid: { type: 'string' },
+      doorbells: { type: 'string' },
       verify: { type: 'boolean' },
       'verify-mode': { type: 'string' },
       'verify-seed': { type: 'string' },
@@ -88,7 +103,10 @@ export function parseCli(argv: string[]): { options: PerfOptions; json: boolean 
   let verify: VerifyMode = 'off';
   if (values.verify === true) verify = 'write-read';
   if (values['verify-mode'] !== undefined) verify = values['verify-mode'] as VerifyMode;
-  const options: PerfOptions = {
+  if (values.nvme !== true && (values.nsid !== undefined || values.doorbells !== undefined)) {
+    throw new PerfError('--nsid and --doorbells need --nvme', 'ERR_PERF_OPTIONS');
+  }
+  const options: CliOptions = {
     socketPath: values.socket,
     rw: (values.rw ?? 'randread') as RwPattern,
     rwmixread: int('rwmixread', values.rwmixread),
@@ -111,6 +129,11 @@ export function parseCli(argv: string[]): { options: PerfOptions; json: boolean 
     seed: int('seed', values.seed),
     timeoutMs: int('timeout-ms', values['timeout-ms']),
   };
+  if (values.nvme === true) {
+    options.nvme = true;
+    options.nsid = int('nsid', values.nsid);
+    options.doorbells = values.doorbells as DoorbellMode | undefined;
+  }
   return { options, json: values.json === true };
 }
 
@@ -133,6 +156,14 @@ export function formatReport(r: PerfReport): string {
       `(${r.cpu.busyNsPerIo.toFixed(0)} ns/io), descheduled ${r.cpu.stallSec.toFixed(3)} s ` +
       `(${r.cpu.stalls} stalls, ${r.cpu.involuntaryContextSwitches} preemptions),\n  kicks/io=${r.kicksPerIo.toFixed(3)}, call wakeups=${r.callWakeups}`,
   ];
+  if (r.nvme !== null && r.nvme !== undefined) {
+    const n = r.nvme;
+    lines.push(
+      `  nvme nsid=${n.nsid} lba=${n.lbaSize} doorbells=${n.doorbells}${n.doorbellPageOffered === true ? ' (page offered)' : ''} ` +
+        `sq doorbells=${n.sqDoorbells} cq doorbells=${n.cqDoorbells}` +
+        (n.firstErrorStatus !== 0 ? ` first error status=0x${n.firstErrorStatus.toString(16)}` : ''),
+    );
+  }
   if (r.verify !== null) {
     const v = r.verify;
     lines.push(
@@ -158,7 +189,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   let report: PerfReport;
   try {
-    report = await runPerf(parsed.options);
+    const { nvme, nsid, doorbells, ...perf } = parsed.options;
+    if (nvme === true) {
+      if (perf.scsi === true || perf.eventIdx === true || perf.inflight === true || perf.completion === 'interrupt') {
+        throw new PerfError('--nvme takes none of --scsi, --event-idx, --inflight, --completion interrupt', 'ERR_PERF_OPTIONS');
+      }
+      report = await runNvmePerf({ ...perf, nsid, doorbells });
+    } else {
+      report = await runPerf(perf);
+    }
   } catch (err) {
     const message = (err as Error).message;
     process.stderr.write(`${message.startsWith('vhostd-perf') ? '' : 'vhostd-perf: '}${message}\n`);

@@ -170,7 +170,33 @@ export interface PerfReport {
   kicks: number;
   kicksPerIo: number;
   callWakeups: number;
+  /** NVMe mode only (bench/perf/nvme.ts), else null. */
+  nvme: PerfNvmeReport | null;
   verify: PerfVerifyReport | null;
+}
+
+/**
+ * What an NVMe-mode run used: the namespace, how doorbells were written
+ * (`mmap`: stores into the doorbell page vhostd offers as BAR0's sparse-mmap
+ * area; `region-write`: one REGION_WRITE message per doorbell), how many of
+ * each were written in the window (SQ tail doorbells are also `kicks`), the
+ * first failed command's (SCT << 8) | SC, and what the controller offered.
+ */
+export interface PerfNvmeReport {
+  nsid: number;
+  lbaSize: number;
+  doorbells: 'mmap' | 'region-write';
+  sqDoorbells: number;
+  cqDoorbells: number;
+  firstErrorStatus: number;
+  /** BAR0's region info carried a mappable doorbell area. */
+  doorbellPageOffered?: boolean;
+  /** I/O queue pairs the controller granted (Set Features Number of Queues). */
+  queuesGranted?: number;
+  /** Largest transfer in bytes (Identify MDTS; 0: no limit). */
+  maxTransferBytes?: number;
+  /** The controller's VS register, e.g. "1.4.0". */
+  version?: string;
 }
 
 interface PerfAddon {

@@ -1,6 +1,6 @@
 /**
  * The real vhostd process serving NVMe over vfio-user to the in-repo client
- * (test/lib/vfio-user-client.ts): version negotiation, BAR0's region info
+ * (bench/perf/vfio-user-client.ts): version negotiation, BAR0's region info
  * with the doorbell page as a sparse-mmap area (mapped here and rung
  * directly), DMA_MAP of a memfd, MSI-X eventfds, controller enable, admin
  * Identify, I/O queues, writes and reads through the engine worker, the
@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { native } from '../../bindings';
-import { NvmeDriver, VfioUserClient, eventfdCount, IRQ_MSIX, Cmd, sleep } from '../lib/vfio-user-client';
+import { NvmeDriver, VfioUserClient, eventfdCount, IRQ_MSIX, Cmd, sleep } from '../../bench/perf/vfio-user-client';
 import { startVhostd, type VhostdHandle } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 

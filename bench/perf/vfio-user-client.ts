@@ -1,10 +1,11 @@
 /**
  * An in-repo vfio-user client (the role QEMU's vfio-user-pci plays), for
- * integration tests against the real vhostd process, and a small NVMe
- * driver on top of it: guest memory in a memfd shared with DMA_MAP, BAR0
- * registers through REGION_READ/WRITE, doorbells through the mmapped
- * doorbell page the server offers (its sparse-mmap area), interrupts as
- * eventfds given with SET_IRQS.
+ * integration tests against the real vhostd process and for the NVMe mode of
+ * the load generator (bench/perf/nvme.ts), and a small NVMe driver on top
+ * of it: guest memory in a memfd shared with DMA_MAP, BAR0 registers
+ * through REGION_READ/WRITE, doorbells through the mmapped doorbell page the
+ * server offers (its sparse-mmap area) or, without one, REGION_WRITE
+ * messages, interrupts as eventfds given with SET_IRQS.
  *
  * Written from docs/interop/vfio-user.rst and the NVMe Base specification,
  * independently of reactor/vfio-user/codec.ts (the test peer shares no code
@@ -286,8 +287,12 @@ export class NvmeDriver {
   private readonly cqAddr = new Map<number, number>();
   private readonly cqPhase = new Map<number, number>();
   private cid = 1;
-  /** The doorbell page, mapped from the fd the server sent with BAR0's region info. */
+  /** The doorbell page, mapped from the fd the server sent with BAR0's region info; null: REGION_WRITE messages. */
   doorbells: Uint32Array | null = null;
+  /** Bytes between doorbells (4 << CAP.DSTRD). */
+  doorbellStride = 4;
+  /** SQ tails written by submit() while doorbells are messages, sent by run() or ringPending(). */
+  private readonly pendingTails = new Map<number, number>();
   private barMapping: ArrayBuffer | null = null;
 
   constructor(
@@ -328,6 +333,13 @@ export class NvmeDriver {
     await this.waitCsts((c) => (c & 1) === 1);
   }
 
+  /** CC.EN = 0 and wait for CSTS.RDY = 0 (controller reset: the queues are gone). */
+  async disable(): Promise<void> {
+    const cc = await this.client.read32(0, 0x14);
+    await this.client.write32(0, 0x14, cc & ~1);
+    await this.waitCsts((c) => (c & 1) === 0);
+  }
+
   async waitCsts(pred: (csts: number) => boolean, timeoutMs = 10_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -359,9 +371,18 @@ export class NvmeDriver {
     fill(this.view, at);
     const next = (tail + 1) % (this.sqSize.get(qid) as number);
     this.sqTail.set(qid, next);
-    if (this.doorbells === null) throw new Error('doorbells not mapped');
-    Atomics.store(this.doorbells, 2 * qid, next);
+    if (this.doorbells === null) {
+      this.pendingTails.set(qid, next);
+    } else {
+      Atomics.store(this.doorbells, (2 * qid * this.doorbellStride) / 4, next);
+    }
     return cid;
+  }
+
+  /** Without a doorbell mapping: send the SQ tail doorbells submit() recorded. */
+  async ringPending(): Promise<void> {
+    for (const [qid, tail] of this.pendingTails) await this.client.write32(0, 0x1000 + 2 * qid * this.doorbellStride, tail);
+    this.pendingTails.clear();
   }
 
   /** Wait for the next completion on CQ `qid` and ring its head doorbell. */
@@ -385,7 +406,11 @@ export class NvmeDriver {
         const next = head + 1 === size ? 0 : head + 1;
         if (next === 0) this.cqPhase.set(qid, (this.cqPhase.get(qid) as number) ^ 1);
         this.cqHead.set(qid, next);
-        Atomics.store(this.doorbells as Uint32Array, 2 * qid + 1, next);
+        if (this.doorbells === null) {
+          await this.client.write32(0, 0x1000 + (2 * qid + 1) * this.doorbellStride, next);
+        } else {
+          Atomics.store(this.doorbells, ((2 * qid + 1) * this.doorbellStride) / 4, next);
+        }
         return c;
       }
       if (Date.now() > deadline) throw new Error(`no completion on CQ ${qid}`);
@@ -396,6 +421,7 @@ export class NvmeDriver {
   /** Submit and wait for that command's completion (other completions on the queue are an error). */
   async run(qid: number, opcode: number, fill: (v: DataView, at: number) => void): Promise<Completion> {
     const cid = this.submit(qid, opcode, fill);
+    await this.ringPending();
     const c = await this.reap(qid);
     if (c.cid !== cid) throw new Error(`completion for cid ${c.cid}, expected ${cid}`);
     return c;
