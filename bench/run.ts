@@ -49,6 +49,7 @@ import {
   startTarget,
 } from './lib/targets';
 import { markdownReport } from './report';
+import { ringsMain } from './rings';
 import { scsiMain } from './scsi';
 
 const USAGE = `usage: node dist/bench/run.js [options]
@@ -67,6 +68,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --vhostd-node-args A node flags for vhostd, space-separated (e.g. "--cpu-prof --cpu-prof-dir=/tmp/p")
   --verbose            a line per run as well
   --scsi               instead: vhostd virtio-scsi against virtio-blk on the same bdev (--scsi --help)
+  --rings              instead: split/packed rings with and without INFLIGHT_SHMFD on vhostd (--rings --help)
   -h, --help`;
 
 const RWS: readonly BenchRw[] = ['randread', 'randwrite'];
@@ -263,6 +265,8 @@ export async function main(argv: string[]): Promise<number> {
   const repo = repoRoot();
   // virtio-scsi against virtio-blk on vhostd (bench/scsi.ts).
   if (argv.includes('--scsi')) return scsiMain(argv, repo);
+  // split/packed rings × INFLIGHT_SHMFD off/on on vhostd (bench/rings.ts).
+  if (argv.includes('--rings')) return ringsMain(argv, repo);
   let o: RunnerOptions | 'help';
   try {
     o = parseOptions(argv, repo);
