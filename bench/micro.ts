@@ -7,10 +7,12 @@
  * generator: it measures the poll loop alone, which the end-to-end bench
  * cannot once vhostd outruns the generator.
  *
- *   node dist/bench/micro.js [--requests N] [--qd N] [--per-iter K] [--inflight] [--json]
+ *   node dist/bench/micro.js [--requests N] [--qd N] [--per-iter K] [--inflight] [--packed] [--json]
  *
  * `--inflight`: the device records every request in an in-flight region
  * (vhost-user INFLIGHT_SHMFD, engine/virtio/inflight.ts), as with QEMU.
+ * `--packed`: a packed ring (VIRTIO_F_RING_PACKED; the driver area says
+ * DISABLE, so no interrupt is wanted), in-flight region in the packed layout.
  * Prints ns per request, requests per poll and millions of requests per s.
  */
 import { parseArgs } from 'node:util';
@@ -20,6 +22,7 @@ import { createBlkDevice } from '../engine/blk/model';
 import type { DeviceDesc } from '../engine/control';
 import { GuestMemory } from '../engine/memory';
 import { inflightRegionBytes } from '../engine/virtio/inflight';
+import { packedInflightRegionBytes } from '../engine/virtio/inflight-packed';
 
 const QUEUE_SIZE = 128;
 const DESC = 0x1000;
@@ -36,7 +39,7 @@ export interface MicroResult {
 }
 
 /** Run `requests` reads at depth `qd`, the driver adding at most `perIter` avail entries per poll. */
-export function runMicro(requests: number, qd: number, perIter: number, inflight = false): MicroResult {
+export function runMicro(requests: number, qd: number, perIter: number, inflight = false, packed = false): MicroResult {
   const buf = new ArrayBuffer(4 << 20);
   const v = new DataView(buf);
   const words = new Uint16Array(buf);
@@ -58,8 +61,9 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
     desc(3 * i + 1, h + 4096, 4096, F_NEXT | F_WRITE, 3 * i + 2);
     desc(3 * i + 2, h + 32, 1, F_WRITE, 0);
   }
-  words[(AVAIL + 4 + 2 * QUEUE_SIZE) / 2] = 0x8000; // used_event far ahead: no interrupt wanted
-  const features = (1n << 32n) | (1n << 30n) | (1n << 29n) | (1n << 28n);
+  if (packed) words[AVAIL / 2 + 1] = 1; // driver event area: DISABLE
+  else words[(AVAIL + 4 + 2 * QUEUE_SIZE) / 2] = 0x8000; // used_event far ahead: no interrupt wanted
+  const features = (1n << 32n) | (1n << 30n) | (1n << 29n) | (1n << 28n) | (packed ? 1n << 34n : 0n);
   const device: DeviceDesc = {
     id: 1,
     name: 'micro',
@@ -74,7 +78,7 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
         descAddr: DESC,
         availAddr: AVAIL,
         usedAddr: USED,
-        pos: { availIdx: 0, availWrap: false, usedIdx: 0, usedWrap: false },
+        pos: { availIdx: 0, availWrap: packed, usedIdx: 0, usedWrap: packed },
         kickFd: -1,
         callFd: -1,
       },
@@ -82,7 +86,7 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
     stats: new SharedArrayBuffer(16 * 8),
   };
   const INFLIGHT_FD = -2;
-  const region = new ArrayBuffer(inflightRegionBytes(1, QUEUE_SIZE));
+  const region = new ArrayBuffer((packed ? packedInflightRegionBytes : inflightRegionBytes)(1, QUEUE_SIZE));
   if (inflight) device.inflight = { fd: INFLIGHT_FD, mmapOffset: 0, sizeBytes: region.byteLength, queueSize: QUEUE_SIZE, numQueues: 1 };
   const layer = new WorkerBdevLayer();
   const mapMemory = (regions: readonly { fd: number }[]): GuestMemory =>
@@ -96,7 +100,61 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
   let usedSeen = 0;
   let done = 0;
   let polls = 0;
-  const run = (n: number): void => {
+  // Packed driver: next slot to fill and the used slot expected next, with their wrap counters.
+  let pAvail = 0;
+  let pAvailWrap = true;
+  let pUsed = 0;
+  let pUsedWrap = true;
+  const packedAdd = (head: number): void => {
+    const i = head / 3;
+    const h = DATA + i * 8192;
+    const lens = [16, 4096, 1];
+    const addrs = [h, h + 4096, h + 32];
+    const dirs = [F_NEXT, F_NEXT | F_WRITE, F_WRITE];
+    const first = pAvail;
+    let headFlags = 0;
+    for (let k = 0; k < 3; k++) {
+      const d = DESC + 16 * pAvail;
+      v.setUint32(d, addrs[k], true);
+      v.setUint32(d + 4, 0, true);
+      v.setUint32(d + 8, lens[k], true);
+      v.setUint16(d + 12, i, true);
+      const f = dirs[k] | (pAvailWrap ? 1 << 7 : 1 << 15);
+      if (k === 0) headFlags = f;
+      else v.setUint16(d + 14, f, true);
+      if (++pAvail === QUEUE_SIZE) {
+        pAvail = 0;
+        pAvailWrap = !pAvailWrap;
+      }
+    }
+    words[(DESC + 16 * first + 14) / 2] = headFlags;
+  };
+  const runPacked = (n: number): void => {
+    const target = done + n;
+    while (done < target) {
+      const now = performance.now();
+      layer.poll(now);
+      dev.poll(now);
+      polls++;
+      for (;;) {
+        const f = words[(DESC + 16 * pUsed + 14) / 2];
+        if (((f & (1 << 7)) !== 0) !== pUsedWrap || ((f & (1 << 15)) !== 0) !== pUsedWrap) break;
+        backlog.push(3 * v.getUint16(DESC + 16 * pUsed + 12, true));
+        pUsed += 3;
+        if (pUsed >= QUEUE_SIZE) {
+          pUsed -= QUEUE_SIZE;
+          pUsedWrap = !pUsedWrap;
+        }
+        done++;
+      }
+      for (let k = 0; k < perIter && next < backlog.length; k++) packedAdd(backlog[next++]);
+      if (next === backlog.length) {
+        backlog.length = 0;
+        next = 0;
+      }
+    }
+  };
+  const runSplit = (n: number): void => {
     const target = done + n;
     while (done < target) {
       const now = performance.now();
@@ -120,6 +178,7 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
       words[AVAIL / 2 + 1] = availIdx;
     }
   };
+  const run = packed ? runPacked : runSplit;
   run(Math.ceil(requests / 4)); // warm up: let V8 optimise the loop
   const t0 = process.hrtime.bigint();
   const polls0 = polls;
@@ -141,6 +200,7 @@ function main(argv: string[]): number {
       'per-iter': { type: 'string', default: '2' },
       json: { type: 'boolean', default: false },
       inflight: { type: 'boolean', default: false },
+      packed: { type: 'boolean', default: false },
     },
   });
   const requests = Number(values.requests);
@@ -149,7 +209,7 @@ function main(argv: string[]): number {
   if (!Number.isSafeInteger(requests) || requests < 1) throw new Error('--requests must be a positive integer');
   if (!Number.isSafeInteger(qd) || qd < 1 || qd > 42) throw new Error('--qd must be 1..42 (3 descriptors each in a queue of 128)');
   if (!Number.isSafeInteger(perIter) || perIter < 1) throw new Error('--per-iter must be a positive integer');
-  const r = runMicro(requests, qd, perIter, values.inflight);
+  const r = runMicro(requests, qd, perIter, values.inflight, values.packed);
   process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.nsPerReq} ns/request, ${r.reqPerPoll} requests/poll, ${r.mIops} M requests/s\n`);
   return 0;
 }

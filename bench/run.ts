@@ -49,6 +49,7 @@ import {
   startTarget,
 } from './lib/targets';
 import { markdownReport } from './report';
+import { ringsMain } from './rings';
 import { scsiMain } from './scsi';
 import { nvmeMain } from './nvme';
 
@@ -69,6 +70,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --verbose            a line per run as well
   --scsi               instead: vhostd virtio-scsi against virtio-blk on the same bdev (--scsi --help)
   --nvme               instead: vhostd NVMe over vfio-user against virtio-blk on the same bdev (--nvme --help)
+  --rings              instead: split/packed rings with and without INFLIGHT_SHMFD on vhostd (--rings --help)
   -h, --help`;
 
 const RWS: readonly BenchRw[] = ['randread', 'randwrite'];
@@ -267,6 +269,8 @@ export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--scsi')) return scsiMain(argv, repo);
   // NVMe over vfio-user against virtio-blk on vhostd (bench/nvme.ts).
   if (argv.includes('--nvme')) return nvmeMain(argv, repo);
+  // split/packed rings × INFLIGHT_SHMFD off/on on vhostd (bench/rings.ts).
+  if (argv.includes('--rings')) return ringsMain(argv, repo);
   let o: RunnerOptions | 'help';
   try {
     o = parseOptions(argv, repo);

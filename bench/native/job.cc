@@ -83,6 +83,20 @@ struct VringDesc {
 };
 static_assert(sizeof(VringDesc) == 16, "split descriptor is 16 bytes");
 
+// Packed ring descriptor (virtio 1.2 §2.8.13) and its flag bits.
+struct PackedDesc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t id;
+  uint16_t flags;
+};
+static_assert(sizeof(PackedDesc) == 16, "packed descriptor is 16 bytes");
+constexpr uint16_t kPackedFAvail = 1 << 7;
+constexpr uint16_t kPackedFUsed = 1 << 15;
+constexpr uint16_t kPackedEventEnable = 0;
+constexpr uint16_t kPackedEventDisable = 1;
+constexpr uint16_t kPackedEventDesc = 2;
+
 struct UsedElem {
   uint32_t id;
   uint32_t len;
@@ -166,6 +180,18 @@ struct Queue {
   uint16_t avail_published = 0;
   uint16_t last_used = 0;
   uint32_t inflight = 0;
+  // Packed ring: the descriptor ring, the event suppression areas (driver's
+  // and device's {off_wrap, flags}), where the next chain goes and the next
+  // used descriptor is expected, with their wrap counters, and descriptors
+  // made available since the last kick decision.
+  PackedDesc* ring = nullptr;
+  uint16_t* drv_event = nullptr;
+  uint16_t* dev_event = nullptr;
+  uint16_t next_avail = 0;
+  bool avail_wrap = true;
+  uint16_t next_used = 0;
+  bool used_wrap = true;
+  uint16_t added = 0;
   int kick_fd = -1;
   int call_fd = -1;
   std::vector<Slot> slots;
@@ -311,6 +337,10 @@ class Job {
   bool mixed_verify() const { return verifying() && o_.rw == Pattern::kRandRw; }
 
   bool NextIo(uint64_t* block, bool* write);
+  void SubmitPacked(Queue& q, uint32_t slot_index, bool write);
+  void PublishPacked(Queue& q);
+  int ReapPacked(Queue& q, uint64_t now, std::string* err);
+  bool UsedPending(const Queue& q) const;
   void Submit(Queue& q, uint32_t slot, uint64_t block, bool write, uint64_t now);
   void Publish(Queue& q);
   // Reaps used entries; resubmits each freed slot while `submitting_`.
@@ -318,6 +348,7 @@ class Job {
   int Reap(Queue& q, uint64_t now, std::string* err);
   // `status` 0: success (virtio-blk status, scsi GOOD/S_OK, NVMe SCT/SC 0).
   void Complete(Queue& q, Slot& s, uint32_t slot_index, uint32_t status);
+  uint32_t VirtioStatus(const Queue& q, uint32_t slot_index) const;
   void WaitForCall(uint64_t now, uint64_t wake_at);
   void StartPhase(Phase phase, uint64_t now);
   void ResetStats(uint64_t now);
@@ -455,6 +486,10 @@ bool Job::Validate(std::string* err) {
            (o.scsi ? " less the control and event queues)" : ")");
     return false;
   }
+  if (o.scsi && o.packed) {
+    *err = "packed rings are for virtio-blk jobs (the scsi mode builds split chains)";
+    return false;
+  }
   if (o.scsi && o.scsi_target > 255) {
     *err = "scsi target must be in [0, 255]";
     return false;
@@ -568,6 +603,22 @@ bool Job::SetupMemory(std::string* err) {
   }
   mem_ = static_cast<uint8_t*>(p);
   for (Queue& q : queues_) {
+    if (dev_.packed) {
+      // Packed: descriptors are written per request (SubmitPacked); the ring starts zeroed (nothing available).
+      q.ring = reinterpret_cast<PackedDesc*>(mem_ + q.desc_off);
+      q.drv_event = reinterpret_cast<uint16_t*>(mem_ + q.avail_off);
+      q.dev_event = reinterpret_cast<uint16_t*>(mem_ + q.used_off);
+      // Polling: no interrupts (DISABLE); interrupt mode: one per used batch (ENABLE).
+      q.drv_event[1] = o_.interrupt ? kPackedEventEnable : kPackedEventDisable;
+      q.slots.assign(o_.iodepth, Slot());
+      q.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      q.call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (q.kick_fd < 0 || q.call_fd < 0) {
+        *err = std::string("eventfd: ") + std::strerror(errno);
+        return false;
+      }
+      continue;
+    }
     q.desc = reinterpret_cast<VringDesc*>(mem_ + q.desc_off);
     q.avail_flags = reinterpret_cast<uint16_t*>(mem_ + q.avail_off);
     q.avail_idx = q.avail_flags + 1;
@@ -617,7 +668,7 @@ bool Job::SetupQueues(std::string* err) {
   uint64_t base = uint64_t(reinterpret_cast<uintptr_t>(mem_));
   for (Queue& q : queues_) {
     if (!client_.SetupVring(q.index, q.size, base + q.desc_off, base + q.avail_off, base + q.used_off, q.kick_fd,
-                            q.call_fd, err)) {
+                            q.call_fd, dev_.packed, err)) {
       return false;
     }
   }
@@ -690,7 +741,7 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
     std::memcpy(hdr + 4, &ioprio, 4);
     std::memcpy(hdr + 8, &sector, 8);
     hdr[16] = 0xff;  // the device must overwrite it
-    q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
+    if (!dev_.packed) q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
   }
   if (verifying()) {
     uint8_t* data = mem_ + q.data_off + uint64_t(o_.block_size) * slot_index;
@@ -704,7 +755,11 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
       s.crc = Crc32c(scratch_.data(), o_.block_size);
     }
   }
-  if (!o_.nvme) {
+  if (o_.nvme) {
+    // The SQ entry was written above; the doorbell goes in Publish.
+  } else if (dev_.packed) {
+    SubmitPacked(q, slot_index, write);
+  } else {
     q.avail_ring[q.avail_shadow & (q.size - 1)] = uint16_t(3 * slot_index);
     q.avail_shadow++;
   }
@@ -715,6 +770,63 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
   q.inflight++;
 }
 
+// Packed: header → data → status at the next three slots, buffer id = the
+// slot index; the second and third descriptors' flags first, the head's last
+// (release), so the device never sees a partial chain (virtio 1.2 §2.8.21).
+void Job::SubmitPacked(Queue& q, uint32_t slot_index, bool write) {
+  uint64_t hdr = q.hdr_off + slot_hdr_ * slot_index;
+  uint64_t data = q.data_off + uint64_t(o_.block_size) * slot_index;
+  const uint64_t addr[3] = {hdr, data, hdr + 16};
+  const uint32_t len[3] = {16, o_.block_size, 1};
+  const uint16_t dir[3] = {kDescFNext, uint16_t(write ? kDescFNext : kDescFNext | kDescFWrite), kDescFWrite};
+  uint16_t head = q.next_avail;
+  uint16_t head_flags = 0;
+  for (int k = 0; k < 3; k++) {
+    PackedDesc& d = q.ring[q.next_avail];
+    d.addr = addr[k];
+    d.len = len[k];
+    d.id = uint16_t(slot_index);
+    uint16_t flags = uint16_t(dir[k] | (q.avail_wrap ? kPackedFAvail : kPackedFUsed));
+    if (k == 0) {
+      head_flags = flags;
+    } else {
+      __atomic_store_n(&d.flags, flags, __ATOMIC_RELAXED);
+    }
+    if (++q.next_avail == q.size) {
+      q.next_avail = 0;
+      q.avail_wrap = !q.avail_wrap;
+    }
+  }
+  __atomic_store_n(&q.ring[head].flags, head_flags, __ATOMIC_RELEASE);
+  q.added = uint16_t(q.added + 3);
+}
+
+// Packed: the chains are visible already; decide on a kick from the device's
+// event suppression area (virtio 1.2 §2.8.10; DESC as Linux's
+// virtqueue_kick_prepare_packed reads it).
+void Job::PublishPacked(Queue& q) {
+  if (q.added == 0) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  uint16_t flags = __atomic_load_n(&q.dev_event[1], __ATOMIC_RELAXED) & 3;
+  bool kick;
+  if (flags == kPackedEventDesc && dev_.event_idx) {
+    uint16_t off_wrap = __atomic_load_n(&q.dev_event[0], __ATOMIC_RELAXED);
+    uint16_t event = off_wrap & 0x7fff;
+    if (((off_wrap >> 15) != 0) != q.avail_wrap) event = uint16_t(event - q.size);
+    uint16_t new_idx = q.next_avail;
+    kick = NeedEvent(event, new_idx, uint16_t(new_idx - q.added));
+  } else {
+    kick = flags != kPackedEventDisable;
+  }
+  q.added = 0;
+  if (kick) {
+    uint64_t one = 1;
+    ssize_t n = write(q.kick_fd, &one, sizeof one);
+    (void)n;
+    kicks_++;
+  }
+}
+
 void Job::Publish(Queue& q) {
   if (o_.nvme) {
     // One SQ tail doorbell per queue per iteration (NVMe Base 2.0 §3.1.4.21).
@@ -722,6 +834,10 @@ void Job::Publish(Queue& q) {
     q.sq_published = q.sq_tail;
     RingDoorbell(2ull * q.qid, q.sq_tail);
     kicks_++;
+    return;
+  }
+  if (dev_.packed) {
+    PublishPacked(q);
     return;
   }
   if (q.avail_shadow == q.avail_published) return;
@@ -742,6 +858,13 @@ void Job::Publish(Queue& q) {
     (void)n;  // EAGAIN means the counter is saturated: the device is notified anyway
     kicks_++;
   }
+}
+
+// The status a virtio request ended with: blk's status byte; scsi: 0 for GOOD
+// and VIRTIO_SCSI_S_OK, else 1 (a CHECK CONDITION counts as an error).
+uint32_t Job::VirtioStatus(const Queue& q, uint32_t slot_index) const {
+  const uint8_t* hdr = mem_ + q.hdr_off + slot_hdr_ * slot_index;
+  return o_.scsi ? uint32_t(hdr[kScsiRespOffset + 10] != 0 || hdr[kScsiRespOffset + 11] != 0) : hdr[16];
 }
 
 void Job::Complete(Queue& q, Slot& s, uint32_t slot_index, uint32_t status) {
@@ -788,8 +911,45 @@ void Job::Complete(Queue& q, Slot& s, uint32_t slot_index, uint32_t status) {
   state_[b] &= uint8_t(~2u);
 }
 
+bool Job::UsedPending(const Queue& q) const {
+  if (!dev_.packed) return __atomic_load_n(q.used_idx, __ATOMIC_ACQUIRE) != q.last_used;
+  uint16_t f = __atomic_load_n(&q.ring[q.next_used].flags, __ATOMIC_ACQUIRE);
+  return ((f & kPackedFAvail) != 0) == q.used_wrap && ((f & kPackedFUsed) != 0) == q.used_wrap;
+}
+
+// Packed: used descriptors in ring order (AVAIL = USED = our used wrap
+// counter); each names a slot (buffer id) whose chain took three slots.
+int Job::ReapPacked(Queue& q, uint64_t now, std::string* err) {
+  int n = 0;
+  while (UsedPending(q)) {
+    const PackedDesc& d = q.ring[q.next_used];
+    uint32_t slot_index = d.id;
+    if (slot_index >= o_.iodepth || !q.slots[slot_index].inflight) {
+      *err = "queue " + std::to_string(q.index) + ": used descriptor at " + std::to_string(q.next_used) + " names buffer " +
+             std::to_string(slot_index) + ", which is not in flight";
+      return -1;
+    }
+    q.next_used = uint16_t(q.next_used + 3);
+    if (q.next_used >= q.size) {
+      q.next_used = uint16_t(q.next_used - q.size);
+      q.used_wrap = !q.used_wrap;
+    }
+    Slot& s = q.slots[slot_index];
+    s.inflight = false;
+    q.inflight--;
+    if (measuring_) hist_.Add(now - s.submit_ns);
+    Complete(q, s, slot_index, VirtioStatus(q, slot_index));
+    n++;
+    uint64_t block;
+    bool write;
+    if (submitting_ && NextIo(&block, &write)) Submit(q, slot_index, block, write, now);
+  }
+  return n;
+}
+
 int Job::Reap(Queue& q, uint64_t now, std::string* err) {
   if (o_.nvme) return NvmeReap(q, now, err);
+  if (dev_.packed) return ReapPacked(q, now, err);
   uint16_t used = __atomic_load_n(q.used_idx, __ATOMIC_ACQUIRE);
   uint16_t n = uint16_t(used - q.last_used);
   if (n == 0) return 0;
@@ -810,10 +970,7 @@ int Job::Reap(Queue& q, uint64_t now, std::string* err) {
     s.inflight = false;
     q.inflight--;
     if (measuring_) hist_.Add(now - s.submit_ns);
-    const uint8_t* hdr = mem_ + q.hdr_off + slot_hdr_ * slot_index;
-    // scsi: GOOD status and VIRTIO_SCSI_S_OK, else an error (a CHECK CONDITION counts as one).
-    uint32_t status = o_.scsi ? uint32_t(hdr[kScsiRespOffset + 10] != 0 || hdr[kScsiRespOffset + 11] != 0) : hdr[16];
-    Complete(q, s, slot_index, status);
+    Complete(q, s, slot_index, VirtioStatus(q, slot_index));
     uint64_t block;
     bool write;
     if (submitting_ && NextIo(&block, &write)) Submit(q, slot_index, block, write, now);
@@ -826,12 +983,12 @@ int Job::Reap(Queue& q, uint64_t now, std::string* err) {
 void Job::WaitForCall(uint64_t now, uint64_t wake_at) {
   // Ask for a signal on the next used entry, then look once more: a
   // completion between the last reap and this store would not signal.
-  if (dev_.event_idx) {
+  if (dev_.event_idx && !dev_.packed) {
     for (Queue& q : queues_) __atomic_store_n(q.used_event, q.last_used, __ATOMIC_RELAXED);
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
   for (Queue& q : queues_) {
-    if (__atomic_load_n(q.used_idx, __ATOMIC_ACQUIRE) != q.last_used) return;
+    if (UsedPending(q)) return;
   }
   pollfd fds[64];
   nfds_t nfds = 0;
@@ -1348,6 +1505,7 @@ bool Job::Run(std::string* err) {
   }
   if (!client_.Connect(o_.socket_path, o_.timeout_ms, err)) return false;
   client_.want_inflight = o_.inflight;
+  client_.want_packed = o_.packed;
   if (!client_.Negotiate(o_.event_idx, &dev_, err)) return false;
   if (o_.scsi) {
     slot_hdr_ = kScsiSlotHeaderBytes;
@@ -1400,6 +1558,8 @@ std::string Job::Report() const {
   j.Bool(dev_.event_idx);
   j.Key("inflight");
   j.Bool((dev_.protocol_acked & kProtocolInflightShmfd) != 0);
+  j.Key("packed");
+  j.Bool(dev_.packed);
   j.Close('}');
   j.Key("job");
   j.Open('{');

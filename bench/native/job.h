@@ -40,6 +40,7 @@ struct JobOptions {
   bool interrupt = false;    // wait on the call eventfd instead of polling
   bool event_idx = false;    // negotiate VIRTIO_F_EVENT_IDX when offered
   bool inflight = false;     // negotiate INFLIGHT_SHMFD when offered (the back-end tracks every request)
+  bool packed = false;       // packed virtqueues (VIRTIO_F_RING_PACKED, required from the back-end; blk only)
   int cpu = 0;               // pin the generator thread; -1: no pinning
   int timeout_ms = 10000;    // socket replies and the final drain
   // virtio-scsi mode: the socket is a vhost-user-scsi controller; I/O is

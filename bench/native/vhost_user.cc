@@ -270,7 +270,15 @@ bool VhostUserClient::Negotiate(bool want_event_idx, DeviceInfo* info, std::stri
   uint64_t understood = kFeatureVersion1 | kFeatureProtocolFeatures | kFeatureBlkSizeMax | kFeatureBlkSegMax |
                         kFeatureBlkRo | kFeatureBlkBlkSize | kFeatureBlkTopology | kFeatureBlkMq;
   if (want_event_idx) understood |= kFeatureEventIdx;
+  if (want_packed) {
+    if ((info->features_offered & kFeatureRingPacked) == 0) {
+      *err = "back-end does not offer VIRTIO_F_RING_PACKED";
+      return false;
+    }
+    understood |= kFeatureRingPacked;
+  }
   info->features_acked = info->features_offered & understood;
+  info->packed = (info->features_acked & kFeatureRingPacked) != 0;
   info->event_idx = (info->features_acked & kFeatureEventIdx) != 0;
   info->read_only = (info->features_acked & kFeatureBlkRo) != 0;
   if (!SendChecked(kSetFeatures, &info->features_acked, 8, nullptr, 0, err)) return false;
@@ -313,10 +321,11 @@ bool VhostUserClient::SetMemTable(int fd, uint64_t size, uint64_t user_addr, std
 }
 
 bool VhostUserClient::SetupVring(uint32_t index, uint32_t num, uint64_t desc, uint64_t avail, uint64_t used,
-                                 int kick_fd, int call_fd, std::string* err) {
+                                 int kick_fd, int call_fd, bool packed, std::string* err) {
   VringState state{index, num};
   if (!SendChecked(kSetVringNum, &state, sizeof state, nullptr, 0, err)) return false;
-  state.num = 0;
+  // Packed (vhost-user SET_VRING_BASE): avail index 0 with wrap counter 1 (bit 15), used the same (bits 16-31).
+  state.num = packed ? 0x80008000u : 0;
   if (!SendChecked(kSetVringBase, &state, sizeof state, nullptr, 0, err)) return false;
   VringAddr addr{index, 0, desc, used, avail, 0};
   if (!SendChecked(kSetVringAddr, &addr, sizeof addr, nullptr, 0, err)) return false;

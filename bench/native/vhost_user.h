@@ -47,6 +47,7 @@ constexpr uint64_t kFeatureBlkMq = uint64_t(1) << 12;
 constexpr uint64_t kFeatureEventIdx = uint64_t(1) << 29;
 constexpr uint64_t kFeatureProtocolFeatures = uint64_t(1) << 30;
 constexpr uint64_t kFeatureVersion1 = uint64_t(1) << 32;
+constexpr uint64_t kFeatureRingPacked = uint64_t(1) << 34;
 
 // What negotiation learnt about the device.
 struct DeviceInfo {
@@ -60,6 +61,7 @@ struct DeviceInfo {
   bool have_config = false;
   bool read_only = false;
   bool event_idx = false;
+  bool packed = false;  // VIRTIO_F_RING_PACKED negotiated
 };
 
 class VhostUserClient {
@@ -85,6 +87,8 @@ class VhostUserClient {
   bool SetupInflight(const DeviceInfo& info, uint16_t queues, uint16_t queue_size, std::string* err);
   // Ask for INFLIGHT_SHMFD in Negotiate() when offered.
   bool want_inflight = false;
+  // Negotiate VIRTIO_F_RING_PACKED (Negotiate fails when it is not offered).
+  bool want_packed = false;
 
   // SET_MEM_TABLE with one region: guest physical 0..size, our mapping at
   // `user_addr`, offset 0 in `fd`.
@@ -92,8 +96,9 @@ class VhostUserClient {
 
   // SET_VRING_NUM, SET_VRING_BASE 0, SET_VRING_ADDR (front-end virtual
   // addresses), SET_VRING_KICK, SET_VRING_CALL for queue `index`.
+  // `packed`: a packed ring (desc = descriptor ring, avail/used = the driver/device event areas).
   bool SetupVring(uint32_t index, uint32_t num, uint64_t desc, uint64_t avail, uint64_t used, int kick_fd,
-                  int call_fd, std::string* err);
+                  int call_fd, bool packed, std::string* err);
 
   bool SetVringEnable(uint32_t index, bool enable, std::string* err);
 

@@ -37,6 +37,7 @@ const USAGE = `usage: vhostd-perf --socket PATH [options]
   --completion MODE    poll | interrupt (default poll)
   --event-idx          negotiate VIRTIO_F_EVENT_IDX when offered
   --inflight           negotiate INFLIGHT_SHMFD when offered (the back-end records every request)
+  --packed             packed virtqueues (VIRTIO_F_RING_PACKED; fails when not offered; not with --scsi)
   --scsi               the socket is vhost-user-scsi: READ 16 / WRITE 16 to LUN 0 of --scsi-target
   --scsi-target N      target of the LUN in --scsi mode (default 0)
   --nvme               the socket is an NVMe controller over vfio-user (<traddr>/cntrl): Read/Write on --nsid
@@ -84,6 +85,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
       completion: { type: 'string' },
       'event-idx': { type: 'boolean' },
       inflight: { type: 'boolean' },
+      packed: { type: 'boolean' },
       scsi: { type: 'boolean' },
       'scsi-target': { type: 'string' },
       nvme: { type: 'boolean' },
@@ -122,6 +124,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
     completion: values.completion as CompletionMode | undefined,
     eventIdx: values['event-idx'],
     inflight: values.inflight,
+    packed: values.packed,
     scsi: values.scsi,
     scsiTarget: int('scsi-target', values['scsi-target']),
     verify,
@@ -146,7 +149,7 @@ export function formatReport(r: PerfReport): string {
   const j = r.job;
   const lines = [
     `${r.socket}: rw=${j.rw} bs=${j.blockSizeBytes} iodepth=${j.iodepth} queues=${j.queues} ` +
-      `completion=${j.completion} cpu=${j.cpu} eventIdx=${String(r.device.eventIdx)}`,
+      `completion=${j.completion} cpu=${j.cpu} eventIdx=${String(r.device.eventIdx)} inflight=${String(r.device.inflight)} packed=${String(r.device.packed)}`,
     `  ios=${r.ios} (read ${r.reads}, write ${r.writes}) errors=${r.errors} in ${r.elapsedSec.toFixed(3)} s`,
     `  IOPS=${Math.round(r.iops)} BW=${r.mibPerSec.toFixed(1)}MiB/s (${r.mbPerSec.toFixed(1)}MB/s)`,
     `  lat (us): min=${us(r.latencyNs.min)} mean=${us(r.latencyNs.mean)} p50=${us(r.latencyNs.p50)} ` +

@@ -68,6 +68,8 @@ export interface PerfOptions {
   eventIdx?: boolean;
   /** Negotiate INFLIGHT_SHMFD when offered (GET/SET_INFLIGHT_FD as QEMU does): measures the cost of in-flight tracking. */
   inflight?: boolean;
+  /** Packed virtqueues (VIRTIO_F_RING_PACKED; the run fails when the back-end does not offer it); blk only; default false. */
+  packed?: boolean;
   /**
    * The socket is a vhost-user-scsi controller: READ 16 / WRITE 16 to LUN 0
    * of scsiTarget on request queues 2..; capacity from READ CAPACITY 16.
@@ -116,6 +118,8 @@ export interface PerfReport {
     eventIdx: boolean;
     /** INFLIGHT_SHMFD negotiated and the region set. */
     inflight: boolean;
+    /** VIRTIO_F_RING_PACKED negotiated. */
+    packed: boolean;
   };
   job: {
     rw: RwPattern;
@@ -322,6 +326,9 @@ export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
   }
   if (o.inflight !== undefined && typeof o.inflight !== 'boolean') {
     throw new PerfError('options.inflight must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  if (o.packed !== undefined && typeof o.packed !== 'boolean') {
+    throw new PerfError('options.packed must be a boolean', 'ERR_PERF_OPTIONS');
   }
   if (o.scsi !== undefined && typeof o.scsi !== 'boolean') {
     throw new PerfError('options.scsi must be a boolean', 'ERR_PERF_OPTIONS');

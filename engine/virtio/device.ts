@@ -28,6 +28,7 @@ import { type ChainError, DescChain } from './chain';
 import type { InflightTracker, Virtqueue } from './queue';
 import { VirtioFeature } from './spec';
 import { InflightRegion } from './inflight';
+import { PackedInflightRegion } from './inflight-packed';
 import { PackedQueue } from './packed';
 import { QueueSetupError, SplitQueue } from './split';
 
@@ -160,6 +161,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   private paused = false;
   private inflightCount = 0;
   private tracker: InflightTracker | null = null;
+  /** The in-flight region in the packed layout, when the rings are packed. */
+  private packedTracker: PackedInflightRegion | null = null;
   /** The mapping of DeviceDesc.inflight (vhost-user INFLIGHT_SHMFD), unmapped at stop. */
   private inflightMem: GuestMemory | null = null;
   /** Coalescing settings (CoalescingSlot) from the reactor, or null (off for good). */
@@ -241,7 +244,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     const inf = desc.inflight as NonNullable<DeviceDesc['inflight']>;
     const mem = this.env.mapMemory([{ fd: inf.fd, guestPhysAddr: 0, userAddr: 0, sizeBytes: inf.sizeBytes, mmapOffset: inf.mmapOffset }]);
     this.inflightMem = mem;
-    this.setInflightTracker(new InflightRegion(mem.views[0], inf.numQueues ?? 1, inf.queueSize));
+    if ((this.features & RING_PACKED) !== 0n) this.packedTracker = new PackedInflightRegion(mem.views[0], inf.numQueues ?? 1, inf.queueSize);
+    else this.setInflightTracker(new InflightRegion(mem.views[0], inf.numQueues ?? 1, inf.queueSize));
   }
 
   poll(nowMs: number = performance.now()): number {
@@ -301,6 +305,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       this.unmap(this.memory);
       if (this.inflightMem !== null) {
         this.setInflightTracker(null);
+        this.packedTracker = null;
         this.inflightMem.unmap();
         this.inflightMem = null;
       }
@@ -315,9 +320,9 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     }
     let q: Virtqueue;
     if ((this.features & RING_PACKED) !== 0n) {
-      q = new PackedQueue(this.memory, qd, this.features);
-      // The in-flight region's packed layout is not implemented: a packed queue runs untracked.
-      if (this.tracker !== null) logger.warn('packed ring: in-flight tracking not implemented, requests in flight are lost if vhostd dies', { device: this.name, queue: qd.index });
+      const pq = new PackedQueue(this.memory, qd, this.features);
+      pq.inflight = this.packedTracker;
+      q = pq;
     } else {
       q = new SplitQueue(this.memory, qd, this.features);
       q.tracker = this.tracker;
@@ -344,6 +349,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     this.queues.splice(this.queues.indexOf(qs), 1);
     this.releasePool(qs);
     this.tracker?.release?.(index);
+    this.packedTracker?.release(index);
     return { index, pos: qs.q.position() };
   }
 

@@ -31,6 +31,7 @@
 import type { QueueDesc, RingPos } from '../control';
 import type { GuestMemory } from '../memory';
 import { addBuffer, ChainError, type DescChain } from './chain';
+import type { PackedInflightRegion } from './inflight-packed';
 import type { InflightTracker, Virtqueue } from './queue';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
 import { QueueSetupError } from './split';
@@ -57,7 +58,10 @@ export class PackedQueue implements Virtqueue {
   readonly eventIdx: boolean;
   readonly indirect: boolean;
   broken: string | null = null;
+  /** Unused: a packed ring is tracked in the packed layout (`inflight`). */
   tracker: InflightTracker | null = null;
+  /** The in-flight region in QEMU's packed layout (INFLIGHT_SHMFD), or null. */
+  inflight: PackedInflightRegion | null = null;
   /** Next descriptor to take and the driver wrap counter expected there. */
   availIdx: number;
   availWrap: boolean;
@@ -86,6 +90,11 @@ export class PackedQueue implements Virtqueue {
   /** EVENT_IDX: the used position at the previous interrupt decision. */
   private signalledUsed = 0;
   private signalledValid = false;
+  /** Chains of a previous back-end to run again (resumeInflight), in order, and the next one's index. */
+  private resubmit: number[] = [];
+  private resubmitNext = 0;
+  /** Per buffer id being resubmitted: its descriptors (copied from the region), else null. */
+  private resubDescs: (DataView | null)[] | null = null;
 
   constructor(mem: GuestMemory, q: QueueDesc, features: bigint) {
     const size = q.size;
@@ -137,6 +146,7 @@ export class PackedQueue implements Virtqueue {
   /** How many chains are available from availIdx (looking at most SCAN_LIMIT chains ahead). */
   available(): number {
     if (this.broken !== null) return 0;
+    if (this.resubmitNext < this.resubmit.length) return this.resubmit.length - this.resubmitNext;
     let slot = this.availIdx;
     let wrap = this.availWrap;
     let chains = 0;
@@ -160,6 +170,15 @@ export class PackedQueue implements Virtqueue {
    * chain or an id already in flight.
    */
   pop(): number {
+    if (this.resubmitNext < this.resubmit.length) {
+      // Recorded in flight already; availIdx is past it.
+      const again = this.resubmit[this.resubmitNext++];
+      if (this.resubmitNext === this.resubmit.length) {
+        this.resubmit = [];
+        this.resubmitNext = 0;
+      }
+      return again;
+    }
     const start = this.availIdx;
     let slot = start;
     let wrap = this.availWrap;
@@ -191,11 +210,14 @@ export class PackedQueue implements Virtqueue {
           this.broken = `chain at descriptor ${start} reuses buffer id ${id}, which is still in flight`;
           return -1;
         }
+        if (this.inflight !== null && !this.inflight.popped(this.index, id, this.view, this.ringOff, start, n, this.size)) {
+          this.broken = `chain at descriptor ${start} makes more descriptors in flight than the ring size ${this.size}`;
+          return -1;
+        }
         this.slotOf[id] = start;
         this.ndesc[id] = n;
         this.availIdx = slot;
         this.availWrap = wrap;
-        if (this.tracker !== null) this.tracker.popped(this.index, id);
         return id;
       }
     }
@@ -212,6 +234,14 @@ export class PackedQueue implements Virtqueue {
     let slot = this.slotOf[id];
     let count = n;
     let ringSize = this.size;
+    const copy = this.resubDescs?.[id] ?? null;
+    if (copy !== null) {
+      // A resubmitted chain: its descriptors as the previous back-end copied them (the ring slots may be reused).
+      view = copy;
+      base = 0;
+      slot = 0;
+      ringSize = count;
+    }
     let inIndirect = false;
     let err: ChainError = ChainError.Ok;
     for (let i = 0; i < count; i++) {
@@ -270,7 +300,8 @@ export class PackedQueue implements Virtqueue {
    * so the driver sees a batch at once) and skip the slots its chain took.
    */
   push(id: number, len: number): void {
-    if (this.tracker !== null) this.tracker.pushed(this.index, id);
+    if (this.resubDescs !== null) this.resubDescs[id] = null;
+    if (this.inflight !== null) this.inflight.pushed(this.index, id, this.ndesc[id]);
     const slot = this.usedIdx;
     const d = this.ringOff + slot * DESC_SIZE;
     this.view.setUint16(d + 12, id, true);
@@ -304,10 +335,11 @@ export class PackedQueue implements Virtqueue {
     this.unpublished = 0;
     const w = this.words;
     const base = this.ringOff / 2;
+    if (this.inflight !== null) this.inflight.publishing(this.index, this.usedIdx, this.usedWrap);
     for (let k = n - 1; k >= 0; k--) {
       Atomics.store(w, base + this.pendingSlot[k] * (DESC_SIZE / 2) + 7, this.pendingFlags[k]);
     }
-    if (this.tracker !== null) this.tracker.published(this.index);
+    if (this.inflight !== null) this.inflight.published(this.index);
     return this.needInterrupt();
   }
 
@@ -331,6 +363,33 @@ export class PackedQueue implements Virtqueue {
 
   setNotification(enabled: boolean): void {
     Atomics.store(this.deviceWords, this.wDeviceFlags, enabled ? PackedEventFlags.Enable : PackedEventFlags.Disable);
+  }
+
+  /**
+   * Resume from the in-flight region (vhost-user "Inflight I/O tracking",
+   * packed layout): the ring position comes from the region (QEMU cannot
+   * know it after the previous back-end died: it sends the last one it got),
+   * and the chains still in flight run first, from their recorded copies.
+   */
+  resumeInflight(): number {
+    const region = this.inflight;
+    if (region === null) return 0;
+    const r = region.resume(this.index, this.size, (slot) => Atomics.load(this.words, (this.ringOff + slot * DESC_SIZE + 14) / 2), this.position());
+    this.availIdx = r.availIdx;
+    this.availWrap = r.availWrap;
+    this.usedIdx = r.usedIdx;
+    this.usedWrap = r.usedWrap;
+    if (r.chains.length === 0) return 0;
+    this.resubDescs = new Array<DataView | null>(this.size).fill(null);
+    this.resubmit = [];
+    this.resubmitNext = 0;
+    for (const c of r.chains) {
+      this.resubDescs[c.id] = c.descs;
+      this.ndesc[c.id] = c.descs.byteLength / DESC_SIZE;
+      this.slotOf[c.id] = 0;
+      this.resubmit.push(c.id);
+    }
+    return r.chains.length;
   }
 
   position(): RingPos {

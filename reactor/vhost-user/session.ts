@@ -34,6 +34,7 @@
 import * as fs from 'node:fs';
 import type { InflightDesc, QueueDesc, RegionDesc, RingPos } from '../../engine/control';
 import { inflightRegionBytes } from '../../engine/virtio/inflight';
+import { packedInflightRegionBytes } from '../../engine/virtio/inflight-packed';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import { native } from '../../bindings';
 import type { Logger } from '../log';
@@ -562,7 +563,8 @@ export class VhostUserSession implements BackendChannel {
       case Request.GetInflightFd: {
         if (!this.hasProtocolFeature(ProtocolFeature.InflightShmfd)) throw new ProtocolError(`${name}: INFLIGHT_SHMFD was not negotiated`);
         checkInflightGeometry(msg.numQueues, msg.queueSize, this.queues.length, name);
-        const sizeBytes = inflightRegionBytes(msg.numQueues, msg.queueSize);
+        // QEMU sets the features before it asks (vhost_dev_prepare_inflight): the ring layout is known.
+        const sizeBytes = (this.packed ? packedInflightRegionBytes : inflightRegionBytes)(msg.numQueues, msg.queueSize);
         let fd: number;
         try {
           fd = native.memfdCreate('vhostd-inflight', 0);
@@ -579,7 +581,7 @@ export class VhostUserSession implements BackendChannel {
         // Zero-filled: every queue region reads version 0 (never used) until its queue first starts.
         this.inflightOffered = owned;
         this.replyFds = [fd];
-        this.log.info('in-flight region offered', { ctrlr: this.backend.name, queues: msg.numQueues, queueSize: msg.queueSize, sizeBytes });
+        this.log.info('in-flight region offered', { ctrlr: this.backend.name, queues: msg.numQueues, queueSize: msg.queueSize, sizeBytes, layout: this.packed ? 'packed' : 'split' });
         return encodeReply(msg.request, 0, inflightPayload({ sizeBytes, mmapOffset: 0, numQueues: msg.numQueues, queueSize: msg.queueSize }));
       }
 
@@ -587,7 +589,7 @@ export class VhostUserSession implements BackendChannel {
         const fd = this.adopt(adopted, msg.fd) as OwnedFd;
         if (!this.hasProtocolFeature(ProtocolFeature.InflightShmfd)) throw new ProtocolError(`${name}: INFLIGHT_SHMFD was not negotiated`);
         checkInflightGeometry(msg.numQueues, msg.queueSize, this.queues.length, name);
-        const need = inflightRegionBytes(msg.numQueues, msg.queueSize);
+        const need = (this.packed ? packedInflightRegionBytes : inflightRegionBytes)(msg.numQueues, msg.queueSize);
         if (msg.sizeBytes < need) {
           throw new ProtocolError(`${name}: mmap_size ${msg.sizeBytes} is smaller than ${need}, what ${msg.numQueues} queues of ${msg.queueSize} need`);
         }

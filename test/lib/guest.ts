@@ -51,6 +51,8 @@ export interface BootOptions {
   /** Guest RAM (default 512: the initramfs unpacks to about 90 MiB of tmpfs, which needs more than 256). */
   memMiB?: number;
   smp?: number;
+  /** Memory hot-plug room: `-m MEM,slots=N,maxmem=MAX` (pc-dimm devices can then be added from the monitor). */
+  memSlots?: { slots: number; maxMiB: number };
   /** Kill QEMU after this long. */
   timeoutMs?: number;
   /** QEMU accelerator; default 'tcg' (KVM does not work on the project's machines). */
@@ -260,7 +262,7 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
     const args = [
       '-accel', opts.accel === 'kvm' ? 'kvm' : 'tcg,thread=multi',
       '-cpu', 'max',
-      '-m', String(memMiB),
+      '-m', opts.memSlots ? `${memMiB},slots=${opts.memSlots.slots},maxmem=${opts.memSlots.maxMiB}M` : String(memMiB),
       '-smp', String(smp),
       '-object', `memory-backend-memfd,id=mem,size=${memMiB}M,share=on`,
       '-machine', 'q35,memory-backend=mem',

@@ -2,7 +2,8 @@
  * Unit tests of vhostd-perf, the native load generator (bench/native/,
  * bench/perf/perf.ts), against qemu-storage-daemon: a null-co export for a
  * short timed run in both completion modes, and a small file export for the
- * CRC-32C verify passes, including runs that must find corrupted data.
+ * CRC-32C verify passes, including runs that must find corrupted data; and
+ * packed rings against vhostd (qemu-storage-daemon offers split rings only).
  * Checks the report's shape, never its speed. Runs on the tap main thread;
  * the generator runs on its own native thread.
  */
@@ -12,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Daemon } from '../lib/daemon';
 import { haveQsd } from '../lib/qsd';
+import { startVhostd } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 import { type PerfReport, crc32c, parseSize, runPerf } from '../../bench/perf/perf';
 
@@ -188,4 +190,32 @@ t.test('against qemu-storage-daemon', async (t) => {
     t.equal(mixed.verify?.mismatches, 0, 'mixed reads agree with the writes of the run');
     t.ok((mixed.verify?.blocksChecked ?? 0) > 0, 'mixed run checked reads');
   });
+});
+
+t.test('packed rings against vhostd: verify, in-flight region, interrupt mode, refusal when not offered', async (t) => {
+  const v = await startVhostd({ cpumask: '0x2' });
+  t.teardown(() => v.stop());
+  await v.rpc('bdev_malloc_create', { name: 'M0', num_blocks: 8192, block_size: 512 });
+  t.equal(await v.rpc('vhost_create_blk_controller', { ctrlr: 'p', dev_name: 'M0', packed_ring: true }), true);
+  const sock = v.socketOf('p');
+  const blocks = (8192 * 512) / BLOCK;
+
+  const wr = await runPerf({ socketPath: sock, rw: 'randwrite', verify: 'write-read', verifySeed: 3, iodepth: 16, packed: true, inflight: true, cpu: -1 });
+  checkReport(t, wr, 'packed write-read');
+  t.equal(wr.device.packed, true, 'RING_PACKED negotiated');
+  t.equal(wr.device.inflight, true, 'INFLIGHT_SHMFD negotiated (packed layout)');
+  t.same([wr.verify?.blocksWritten, wr.verify?.blocksChecked, wr.verify?.mismatches], [blocks, blocks, 0], 'every block written and read back intact');
+  // 16 requests of 3 descriptors in a ring of 64: the ring wraps many times over the run.
+  t.ok(wr.ios > 20 * 64, `the ring wrapped (${wr.ios} I/Os)`);
+
+  const wrong = await runPerf({ socketPath: sock, rw: 'read', verify: 'read', verifySeed: 4, packed: true, cpu: -1 });
+  t.equal(wrong.verify?.mismatches, blocks, 'packed read pass with another seed: every block mismatches');
+
+  const irq = await runPerf({ socketPath: sock, rw: 'randrw', iodepth: 4, queues: 1, runtimeSec: 0.5, completion: 'interrupt', eventIdx: true, packed: true, cpu: -1 });
+  checkReport(t, irq, 'packed interrupt');
+  t.ok(irq.callWakeups > 0, 'interrupt mode waited on the call eventfd');
+
+  await v.rpc('bdev_malloc_create', { name: 'M1', num_blocks: 2048, block_size: 512 });
+  t.equal(await v.rpc('vhost_create_blk_controller', { ctrlr: 's', dev_name: 'M1' }), true);
+  await t.rejects(runPerf({ socketPath: v.socketOf('s'), rw: 'randread', runtimeSec: 0.2, packed: true, cpu: -1 }), /does not offer VIRTIO_F_RING_PACKED/);
 });

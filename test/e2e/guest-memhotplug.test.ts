@@ -1,0 +1,144 @@
+/**
+ * End-to-end: a guest memory table change during I/O (issue #10; SPDK
+ * #3132). QEMU 7.2 starts with `-m 512,slots=2,maxmem=1G`; while the Linux
+ * guest runs fio random writes with crc32c verification on a uring file bdev
+ * over 2 queues, the test plugs a DIMM from the human monitor
+ * (`object_add memory-backend-memfd,...,share=on` + `device_add pc-dimm`).
+ * QEMU sends vhostd the new memory table (ADD_MEM_REG or SET_MEM_TABLE) while
+ * requests are in flight (a QoS limit keeps some waiting inside vhostd);
+ * vhostd quiesces, remaps and resumes. fio must
+ * finish with 0 verify errors and the guest kernel must log no I/O error.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { bootGuest } from '../lib/guest';
+import { assertCompleted, tail } from '../lib/guest-checks';
+import { startVhostd } from '../lib/vhostd';
+import { waitFor } from '../lib/wait';
+
+t.setTimeout(1_200_000);
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-e2e-memhp-'));
+const diskFile = `/dev/shm/vhostd-e2e-memhp-${process.pid}.img`;
+const monitor = path.join(dir, 'hmp.sock');
+t.teardown(() => {
+  fs.rmSync(diskFile, { force: true });
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Run HMP commands one after another on QEMU's monitor socket; returns each one's output. */
+async function hmp(socketPath: string, commands: string[]): Promise<string[]> {
+  const sock = net.createConnection(socketPath);
+  let buf = '';
+  let wake: (() => void) | null = null;
+  sock.on('data', (d) => {
+    buf += d.toString('utf8');
+    wake?.();
+  });
+  const prompt = async (): Promise<string> => {
+    const deadline = Date.now() + 30_000;
+    while (!buf.includes('(qemu) ')) {
+      if (Date.now() > deadline) throw new Error(`no HMP prompt; got ${JSON.stringify(buf)}`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 200);
+      });
+    }
+    const i = buf.indexOf('(qemu) ');
+    const out = buf.slice(0, i);
+    buf = buf.slice(i + 7);
+    return out;
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', resolve);
+      sock.once('error', reject);
+    });
+    await prompt();
+    const outs: string[] = [];
+    for (const c of commands) {
+      sock.write(`${c}\n`);
+      outs.push(await prompt());
+    }
+    return outs;
+  } finally {
+    sock.destroy();
+  }
+}
+
+const memoryUpdates = (log: string): number => (log.match(/memory updated/g) ?? []).length;
+
+t.test('a DIMM plugged while fio verify writes: vhostd follows the new memory table, nothing is lost', async (t) => {
+  fs.writeFileSync(diskFile, '');
+  fs.truncateSync(diskFile, 256 << 20);
+  const v = await startVhostd({ cpumask: '0x2' });
+  t.teardown(() => v.stop());
+  await v.rpc('bdev_uring_create', { name: 'Uring0', filename: diskFile });
+  // 1000 IOPS, below what the guest asks for: its requests wait inside vhostd, so the table changes under requests in flight.
+  await v.rpc('bdev_set_qos_limit', { name: 'Uring0', rw_ios_per_sec: 1000 });
+  t.equal(await v.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.m', dev_name: 'Uring0' }), true);
+
+  let started!: () => void;
+  const fioStarted = new Promise<void>((r) => (started = r));
+  let console_ = '';
+  let writeDone = false;
+  let done = false;
+  const guest = bootGuest({
+    sockets: [{ path: v.socketOf('vhost.m'), kind: 'blk', numQueues: 2 }],
+    memSlots: { slots: 2, maxMiB: 1024 },
+    extraArgs: ['-monitor', `unix:${monitor},server=on,wait=off`],
+    script: `
+wait_for /dev/vda 150 || { echo "no /dev/vda"; exit 10; }
+echo "@@MARK fio_start"
+check fio_write fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
+  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
+  --verify=crc32c --verify_fatal=1 --do_verify=0 --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
+echo "@@MARK write_done"
+check fio_verify fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
+  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
+  --verify=crc32c --verify_fatal=1 --verify_only --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
+value ioerr $(dmesg | grep -ci 'i/o error')
+`,
+    memMiB: 512,
+    smp: 2,
+    timeoutMs: 900_000,
+    onOutput: (text) => {
+      console_ += text;
+      if (console_.includes('@@MARK fio_start')) started();
+      if (console_.includes('@@MARK write_done')) writeDone = true;
+    },
+  }).finally(() => {
+    done = true;
+  });
+
+  await Promise.race([fioStarted, guest]);
+  await new Promise((r) => setTimeout(r, 1500));
+  const before = memoryUpdates(v.daemon.log);
+  let inflightAtPlug = 0;
+  let duringWrites = false;
+  if (!done && !writeDone) {
+    await waitFor(async () => {
+      const c = (await v.rpc('vhost_get_controllers', { name: 'vhost.m' })) as { sessions: { inflight_task_cnt: number }[] }[];
+      inflightAtPlug = c[0]?.sessions[0]?.inflight_task_cnt ?? 0;
+      return inflightAtPlug > 0 || done;
+    }, 60_000, 'requests in flight', 20);
+    const outs = await hmp(monitor, ['object_add memory-backend-memfd,id=m1,size=128M,share=on', 'device_add pc-dimm,id=d1,memdev=m1']);
+    t.same(outs.map((o) => o.replace(/^.*\r?\n/, '').trim()), ['', ''], 'HMP accepted the backend and the DIMM');
+    await waitFor(() => memoryUpdates(v.daemon.log) > before || done, 60_000, 'vhostd memory update', 100);
+    duringWrites = !writeDone;
+  }
+  const run = await guest;
+  t.comment(`requests in flight when the DIMM was plugged: ${inflightAtPlug}`);
+  assertCompleted(t, run, 'guest');
+  t.ok(duringWrites, 'the memory table changed during the write phase');
+  t.ok(inflightAtPlug > 0, `requests were in flight in vhostd just before the DIMM went in (${inflightAtPlug})`);
+  t.ok(memoryUpdates(v.daemon.log) > before, 'vhostd remapped the running device');
+  t.match(v.daemon.log, /memory updated.*regions=[2-9]/, 'with the DIMM as another region');
+  t.equal(run.results.get('fio_write'), 0, 'fio random writes completed without an error', { output: tail(run) });
+  t.equal(run.results.get('fio_verify'), 0, 'fio crc32c verify: 0 errors', { output: tail(run) });
+  t.equal(run.values.get('ioerr'), '0', 'the guest kernel logged no I/O error');
+  t.notMatch(run.output, /I\/O error|blk_update_request|Buffer I\/O error/, 'no I/O error on the console');
+});
