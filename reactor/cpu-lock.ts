@@ -1,7 +1,7 @@
 /**
  * Per-core lock files, as SPDK's app framework holds them: for every core of
  * -m, /var/tmp/spdk_cpu_lock_NNN (three digits) with an fcntl write lock on
- * the whole file and the holder's pid written in it, held while the target
+ * the whole file and the holder's pid written in it (a native 32-bit int, as SPDK writes and reads it), held while the target
  * runs. A second target (vhostd or SPDK) asking for a held core refuses to
  * start, naming the core and the holder. The kernel drops the locks when the
  * process dies; release() also removes the files.
@@ -67,9 +67,13 @@ export class CpuLocks {
       fs.closeSync(fd);
       throw new CpuLockError(core, holder > 0 ? holder : null);
     }
-    // As SPDK: the file says who holds it.
-    fs.ftruncateSync(fd, 0);
-    fs.writeSync(fd, `${process.pid}\n`, 0);
+    // As SPDK (lib/event/app.c claim_cpu_cores): the file is one native int, the holder's pid, which
+    // SPDK reads back to name the holder ("probably process N has claimed it"); text read as an int
+    // printed garbage there (e.g. 909195065 for "9716").
+    fs.ftruncateSync(fd, 4);
+    const pid = Buffer.alloc(4);
+    pid.writeInt32LE(process.pid);
+    fs.writeSync(fd, pid, 0, 4, 0);
     this.held.set(core, { fd, file });
   }
 

@@ -67,6 +67,7 @@ constexpr uint64_t kScsiRespOffset = 64;
 constexpr uint32_t kScsiRespBytes = 108;
 constexpr uint32_t kScsiFirstRequestQueue = 2;
 constexpr uint64_t kPage = 4096;
+constexpr uint64_t kHugePage = 2ull << 20;  // MFD_HUGETLB's default size on x86-64
 constexpr int kMaxMismatchesReported = 8;
 constexpr uint64_t kStallNs = 200000;
 constexpr uint8_t kNvmeWrite = 0x01;
@@ -586,8 +587,8 @@ bool Job::SetupMemory(std::string* err) {
     q.data_off = off;
     off += uint64_t(o_.block_size) * o_.iodepth;
   }
-  mem_size_ = AlignUp(off, kPage);
-  memfd_ = memfd_create("vhostd-perf", MFD_CLOEXEC);
+  mem_size_ = AlignUp(off, o_.hugepages ? kHugePage : kPage);
+  memfd_ = memfd_create("vhostd-perf", MFD_CLOEXEC | (o_.hugepages ? MFD_HUGETLB : 0u));
   if (memfd_ < 0) {
     *err = std::string("memfd_create: ") + std::strerror(errno);
     return false;

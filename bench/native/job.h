@@ -41,6 +41,9 @@ struct JobOptions {
   bool event_idx = false;    // negotiate VIRTIO_F_EVENT_IDX when offered
   bool inflight = false;     // negotiate INFLIGHT_SHMFD when offered (the back-end tracks every request)
   bool packed = false;       // packed virtqueues (VIRTIO_F_RING_PACKED, required from the back-end; blk only)
+  // Front-end memory from a MFD_HUGETLB memfd (2 MiB pages), as SPDK's vhost needs: it registers
+  // the regions it maps with spdk_mem_register, which takes only 2 MiB-aligned hugepage mappings.
+  bool hugepages = false;
   int cpu = 0;               // pin the generator thread; -1: no pinning
   int timeout_ms = 10000;    // socket replies and the final drain
   // virtio-scsi mode: the socket is a vhost-user-scsi controller; I/O is

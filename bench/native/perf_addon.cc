@@ -257,6 +257,7 @@ bool ParseOptions(Napi::Object obj, JobOptions* o) {
     return false;
   }
   if (!GetBool(obj, "eventIdx", &o->event_idx)) return false;
+  if (!GetBool(obj, "hugepages", &o->hugepages)) return false;
   if (!GetBool(obj, "inflight", &o->inflight)) return false;
   if (!GetBool(obj, "packed", &o->packed)) return false;
   if (!GetBool(obj, "scsi", &o->scsi)) return false;

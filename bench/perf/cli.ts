@@ -36,6 +36,7 @@ const USAGE = `usage: vhostd-perf --socket PATH [options]
   --cpu N              core to pin the generator to, -1 for none (default 0)
   --completion MODE    poll | interrupt (default poll)
   --event-idx          negotiate VIRTIO_F_EVENT_IDX when offered
+  --hugepages          front-end memory in 2 MiB hugepages (needed by SPDK's vhost)
   --inflight           negotiate INFLIGHT_SHMFD when offered (the back-end records every request)
   --packed             packed virtqueues (VIRTIO_F_RING_PACKED; fails when not offered; not with --scsi)
   --scsi               the socket is vhost-user-scsi: READ 16 / WRITE 16 to LUN 0 of --scsi-target
@@ -84,6 +85,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
       cpu: { type: 'string' },
       completion: { type: 'string' },
       'event-idx': { type: 'boolean' },
+      hugepages: { type: 'boolean' },
       inflight: { type: 'boolean' },
       packed: { type: 'boolean' },
       scsi: { type: 'boolean' },
@@ -123,6 +125,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
     cpu: int('cpu', values.cpu),
     completion: values.completion as CompletionMode | undefined,
     eventIdx: values['event-idx'],
+    hugepages: values.hugepages,
     inflight: values.inflight,
     packed: values.packed,
     scsi: values.scsi,

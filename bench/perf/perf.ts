@@ -70,6 +70,8 @@ export interface PerfOptions {
   inflight?: boolean;
   /** Packed virtqueues (VIRTIO_F_RING_PACKED; the run fails when the back-end does not offer it); blk only; default false. */
   packed?: boolean;
+  /** Front-end memory in 2 MiB hugepages (MFD_HUGETLB memfd; needs free hugepages): SPDK's vhost maps only such memory. */
+  hugepages?: boolean;
   /**
    * The socket is a vhost-user-scsi controller: READ 16 / WRITE 16 to LUN 0
    * of scsiTarget on request queues 2..; capacity from READ CAPACITY 16.
@@ -323,6 +325,9 @@ export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
   }
   if (o.eventIdx !== undefined && typeof o.eventIdx !== 'boolean') {
     throw new PerfError('options.eventIdx must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  if (o.hugepages !== undefined && typeof o.hugepages !== 'boolean') {
+    throw new PerfError('options.hugepages must be a boolean', 'ERR_PERF_OPTIONS');
   }
   if (o.inflight !== undefined && typeof o.inflight !== 'boolean') {
     throw new PerfError('options.inflight must be a boolean', 'ERR_PERF_OPTIONS');

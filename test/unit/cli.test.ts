@@ -144,7 +144,7 @@ t.test('per-core lock files: a held core is refused, naming the holder', async (
 
   const other = await holder(dir, [3]);
   t.teardown(other.kill);
-  t.equal(fs.readFileSync(cpuLockPath(3, dir), 'utf8').trim(), String(other.pid), 'the file holds the pid');
+  t.equal(fs.readFileSync(cpuLockPath(3, dir)).readInt32LE(0), other.pid, 'the file holds the pid as SPDK writes it (a 32-bit int)');
 
   let caught: unknown;
   try {
@@ -163,7 +163,7 @@ t.test('per-core lock files: a held core is refused, naming the holder', async (
   await other.kill();
   const mine = CpuLocks.claim([2, 3], dir);
   t.same(mine.cores, [2, 3]);
-  t.equal(fs.readFileSync(cpuLockPath(3, dir), 'utf8').trim(), String(process.pid));
+  t.same(fs.readFileSync(cpuLockPath(3, dir)), Buffer.from(new Int32Array([process.pid]).buffer), 'exactly 4 bytes: the pid');
   mine.release();
   t.notOk(fs.existsSync(cpuLockPath(3, dir)), 'release removes the files');
   mine.release();

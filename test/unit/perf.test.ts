@@ -92,6 +92,7 @@ t.test('option and connection errors', async (t) => {
     /options\.rw must be one of/,
   );
   await t.rejects(runPerf({ socketPath: '/tmp/x.sock', blockSizeBytes: 1000 }), /multiple of 512/);
+  await t.rejects(runPerf({ socketPath: '/tmp/x.sock', hugepages: 'yes' as unknown as boolean }), /options\.hugepages must be a boolean/);
 });
 
 t.test('against qemu-storage-daemon', async (t) => {
