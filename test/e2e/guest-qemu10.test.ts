@@ -3,7 +3,8 @@
  * -L vhost`) serves a Linux guest under upstream QEMU 10.2
  * (../shared/peers/qemu-10.2, TCG) through QEMU 10.2's own vhost-user-blk-pci
  * and vhost-user-scsi-pci front-ends (QEMU 7.2's are covered by guest-blk and
- * guest-scsi). The guest runs fio with crc32c verification on both disks.
+ * guest-scsi), one blk disk with a split ring over 2 queues and one with
+ * packed=on. The guest runs fio with crc32c verification on all three disks.
  * vhostd's debug log names every vhost-user request it handled: the test
  * checks that QEMU 10.2's start sequence went through the STATUS protocol
  * feature (SET_STATUS) and, for blk, the in-flight region, then boots Debian's
@@ -20,6 +21,7 @@ t.setTimeout(900_000);
 
 const BLK_BLOCKS = 262144; // 128 MiB of 512 B
 const SCSI_BLOCKS = 131072; // 64 MiB of 512 B
+const PACKED_BLOCKS = 98304; // 48 MiB of 512 B
 
 /** Request names from vhostd's `request` debug lines, per controller, in order. */
 function requestsOf(log: string, ctrlr: string): string[] {
@@ -41,15 +43,21 @@ t.test('QEMU 10.2 vhost-user-blk-pci and vhost-user-scsi-pci against vhostd', as
   t.equal(await vhostd.rpc('bdev_malloc_create', { name: 'Malloc0', num_blocks: BLK_BLOCKS, block_size: 512 }), 'Malloc0');
   t.equal(await vhostd.rpc('bdev_malloc_create', { name: 'Malloc1', num_blocks: SCSI_BLOCKS, block_size: 512 }), 'Malloc1');
   t.equal(await vhostd.rpc('vhost_create_blk_controller', { ctrlr: 'blk10', dev_name: 'Malloc0', cpumask: '0x2' }), true);
+  t.equal(await vhostd.rpc('bdev_malloc_create', { name: 'MallocP', num_blocks: PACKED_BLOCKS, block_size: 512 }), 'MallocP');
+  t.equal(await vhostd.rpc('vhost_create_blk_controller', { ctrlr: 'pck10', dev_name: 'MallocP', cpumask: '0x2', packed_ring: true }), true);
   t.equal(await vhostd.rpc('vhost_create_scsi_controller', { ctrlr: 'scsi10', cpumask: '0x2' }), true);
   t.equal(await vhostd.rpc('vhost_scsi_controller_add_target', { ctrlr: 'scsi10', scsi_target_num: 0, bdev_name: 'Malloc1' }), 0);
 
-  // vda: the blk disk (first PCI device); the SCSI LUN is the only sd disk.
+  // vda: the split-ring blk disk (first PCI device), vdb: the packed-ring one; the SCSI LUN is the only sd disk.
   const script =
     probeDisk('vda') +
     fioVerify({ dev: 'vda', jobs: 2, sizeMiB: 16, runtimeS: 10 }) +
     `wait_for /dev/sda 150 || { echo "no /dev/sda; /sys/block: $(ls /sys/block)"; exit 11; }
 value sda_size $(cat /sys/block/sda/size)
+wait_for /dev/vdb 150 || { echo "no /dev/vdb; /sys/block: $(ls /sys/block)"; exit 12; }
+value vdb_size $(cat /sys/block/vdb/size)
+check fio_vdb fio --name=verify-vdb --filename=/dev/vdb --direct=1 --ioengine=libaio --iodepth=8 \\
+  --rw=randrw --bs=4k --size=16M --verify=crc32c --verify_fatal=1 --runtime=10
 check fio_sda fio --name=verify-sda --filename=/dev/sda --direct=1 --ioengine=libaio --iodepth=8 \\
   --rw=randrw --bs=4k --size=16M --verify=crc32c --verify_fatal=1 --runtime=10
 `;
@@ -57,6 +65,7 @@ check fio_sda fio --name=verify-sda --filename=/dev/sda --direct=1 --ioengine=li
     qemu,
     sockets: [
       { path: vhostd.socketOf('blk10'), kind: 'blk', numQueues: 2 },
+      { path: vhostd.socketOf('pck10'), kind: 'blk', numQueues: 1, packed: true },
       { path: vhostd.socketOf('scsi10'), kind: 'scsi', numQueues: 1 },
     ],
     script,
@@ -68,6 +77,8 @@ check fio_sda fio --name=verify-sda --filename=/dev/sda --direct=1 --ioengine=li
   t.equal(run.values.get('size'), String(BLK_BLOCKS), 'the guest sees the blk disk at its size', { output: tail(run) });
   t.equal(run.values.get('hwq'), '2', 'two request queues on vhost-user-blk-pci');
   t.equal(run.results.get('fio'), 0, 'fio verify on the blk disk', { output: tail(run) });
+  t.equal(run.values.get('vdb_size'), String(PACKED_BLOCKS), 'the guest sees the packed-ring disk at its size');
+  t.equal(run.results.get('fio_vdb'), 0, 'fio verify on the packed-ring disk (packed=on)', { output: tail(run) });
   t.equal(run.values.get('sda_size'), String(SCSI_BLOCKS), 'the guest sees the SCSI LUN at its size');
   t.equal(run.results.get('fio_sda'), 0, 'fio verify on the SCSI disk', { output: tail(run) });
   t.ok(vhostd.daemon.running, 'vhostd still running after QEMU 10.2 exited');
