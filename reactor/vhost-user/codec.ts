@@ -193,10 +193,13 @@ export const LIBERAL_READINGS: readonly { request: Request; reading: string; pee
   {
     request: Request.GetConfig,
     reading:
-      'the offset is echoed but not applied: the reply carries `size` bytes of the config space from its start, as ' +
-      "DPDK (get_config(region, size)), SPDK's vhost and libvhost-user/qemu-storage-daemon answer; offset is any u32, " +
-      'size at most 256',
-    peer: "cloud-hypervisor (rust-vmm vhost front-end: offset VHOST_USER_CONFIG_OFFSET = 0x100, size 60)",
+      'the offset is echoed; a range inside the device struct is read at the offset (vhost-user.rst); a range ' +
+      "inside the struct at 0x100 + offset is read at offset (rust-vmm's VHOST_USER_CONFIG_OFFSET base); any other " +
+      "offset reads `size` bytes from the start, as DPDK (get_config(region, size)), SPDK's vhost and " +
+      'libvhost-user/qemu-storage-daemon answer; offset is any u32, size at most 256',
+    peer:
+      'cloud-hypervisor up to v50 (rust-vmm vhost front-end: offset 0x100, size 60); crosvm (each guest config ' +
+      "read forwarded at the field's offset and width, e.g. offset 20 size 4)",
   },
 ];
 

@@ -537,10 +537,13 @@ export class VhostUserSession implements BackendChannel {
       }
 
       case Request.GetConfig: {
-        // The offset is echoed, not applied (codec LIBERAL_READINGS): `size` bytes from the start of the
-        // config space, as DPDK, SPDK and libvhost-user answer. readConfig(n) is at least n bytes.
+        // The offset is echoed; where it points is the codec's LIBERAL_READINGS rule: inside the device's
+        // struct it is applied (the spec; crosvm forwards each guest config read), 0x100 + a struct offset
+        // is rust-vmm's VHOST_USER_CONFIG_OFFSET base (cloud-hypervisor up to v50), anything else reads
+        // from the start as DPDK, SPDK and libvhost-user answer. readConfig(n) is at least n bytes.
         const config = this.backend.readConfig(msg.size);
-        const data = config.subarray(0, msg.size);
+        const start = configReadStart(msg.offset, msg.size, this.backend.readConfig(0).byteLength);
+        const data = config.subarray(start, start + msg.size);
         if (data.byteLength !== msg.size) {
           throw new ProtocolError(`${name}: backend config is ${config.byteLength} bytes, need ${msg.size}`);
         }
@@ -1000,4 +1003,18 @@ function ringProblem(
     }
   }
   return null;
+}
+
+/** rust-vmm's vhost crate: the config space starts at this offset in a GET_CONFIG (VHOST_USER_CONFIG_OFFSET). */
+const RUST_VMM_CONFIG_BASE = 0x100;
+
+/**
+ * Where a GET_CONFIG of `size` bytes at `offset` reads in a config space whose
+ * device struct is `structLen` bytes (codec LIBERAL_READINGS): the offset when
+ * the range lies inside the struct; offset - 0x100 when that range does; else 0.
+ */
+export function configReadStart(offset: number, size: number, structLen: number): number {
+  if (offset + size <= structLen) return offset;
+  if (offset >= RUST_VMM_CONFIG_BASE && offset - RUST_VMM_CONFIG_BASE + size <= structLen) return offset - RUST_VMM_CONFIG_BASE;
+  return 0;
 }

@@ -603,11 +603,19 @@ t.test('GET_CONFIG of 256 bytes and SET_CONFIG', async (tt) => {
   tt.equal(p.length, 12 + 256);
   tt.same([p.readUInt32LE(0), p.readUInt32LE(4), p.readUInt32LE(8)], [0, 256, 0], 'echoes offset/size/flags');
   tt.same(p.subarray(12), Buffer.from(be.readConfig(256)));
-  // The offset is echoed, not applied (codec LIBERAL_READINGS), as DPDK, SPDK and libvhost-user answer.
+  // A range inside the device struct is read at its offset (crosvm forwards each guest config read so).
   const part = await send(s, Request.GetConfig, configPayload(20, 4, 1));
   const q = Buffer.from(part!.payload);
   tt.same([q.readUInt32LE(0), q.readUInt32LE(4), q.readUInt32LE(8)], [20, 4, 1]);
-  tt.same(q.subarray(12), Buffer.from(be.readConfig(4).subarray(0, 4)));
+  tt.same(q.subarray(12), Buffer.from(be.readConfig(60).subarray(20, 24)), 'offset 20 size 4: bytes 20..23');
+  const last = await send(s, Request.GetConfig, configPayload(56, 4, 1));
+  tt.same(Buffer.from(last!.payload).subarray(12), Buffer.from(be.readConfig(60).subarray(56, 60)), 'the last field of the struct');
+  // Past the struct (and not 0x100-based): from the start, as DPDK, SPDK and libvhost-user answer.
+  const past = await send(s, Request.GetConfig, configPayload(58, 4, 0));
+  tt.same(Buffer.from(past!.payload).subarray(12), Buffer.from(be.readConfig(4).subarray(0, 4)), 'offset 58 size 4: from the start');
+  // rust-vmm's 0x100 base plus a field offset.
+  const based = await send(s, Request.GetConfig, configPayload(0x100 + 20, 4, 1));
+  tt.same(Buffer.from(based!.payload).subarray(12), Buffer.from(be.readConfig(60).subarray(20, 24)), 'offset 0x114 size 4: bytes 20..23');
   // cloud-hypervisor: offset 0x100, size 60 → the 60 bytes of the virtio-blk config.
   const ch = await send(s, Request.GetConfig, configPayload(0x100, 60, 0));
   const c = Buffer.from(ch!.payload);
