@@ -974,9 +974,15 @@ t.test("SPDK's scripts/rpc.py works against the server", async (t) => {
   r = await rpc('framework_get_reactors');
   t.equal((JSON.parse(r.stdout) as ReactorsInfo).pid, process.pid);
 
+  // A second blk controller on Malloc0 (shared, as SPDK): rpc.py's -p reaches the target as packed_ring.
   r = await rpc('vhost_create_blk_controller', '-p', 'vhost.2', 'Malloc0');
-  t.equal(r.code, 1, "rpc.py's -p reaches the target (refused here: the bdev is in use)");
-  t.match(r.stdout, /"packed_ring": true[\s\S]*"code": -16/);
+  t.equal(r.code, 0, "rpc.py's -p creates a second controller on the bdev");
+  r = await rpc('framework_get_config', 'vhost_blk');
+  t.equal((JSON.parse(r.stdout) as { params: { ctrlr?: string; packed_ring?: boolean } }[]).find((x) => x.params.ctrlr === 'vhost.2')?.params.packed_ring, true);
+  r = await rpc('bdev_get_bdevs', '-b', 'Malloc0');
+  t.equal((JSON.parse(r.stdout) as { claimed: boolean }[])[0].claimed, true, 'claimed while controllers use it');
+  r = await rpc('vhost_delete_controller', 'vhost.2');
+  t.equal(r.code, 0);
   r = await rpc('bdev_malloc_delete', 'Malloc0');
   t.equal(r.code, 1, 'busy bdev');
   t.match(r.stdout, /"code": -16/);
