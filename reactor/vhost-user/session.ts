@@ -617,6 +617,14 @@ export class VhostUserSession implements BackendChannel {
         if (!this.hasProtocolFeature(ProtocolFeature.LogShmfd)) throw new ProtocolError(`${name}: LOG_SHMFD was not negotiated`);
         this.checkLogSize(msg.sizeBytes, this.regions.map((r) => r.desc), name);
         if (msg.mmapOffset % 4096 !== 0) throw new ProtocolError(`${name}: mmap_offset ${msg.mmapOffset} is not page aligned`);
+        let isFile = false;
+        try {
+          isFile = fs.fstatSync(fd.fd).isFile();
+        } catch {
+          isFile = false;
+        }
+        // The log is shared memory (QEMU: a sealed memfd); anything else cannot be mapped as one.
+        if (!isFile) throw new ProtocolError(`${name}: the log fd is not a memory file (memfd, shm)`);
         checkRegionBacking({ fd: fd.fd, guestPhysAddr: 0, sizeBytes: msg.sizeBytes, userAddr: 0, mmapOffset: msg.mmapOffset }, name);
         // A device logging into the old log must move to the new one: stop, then start again with it.
         if (this.deviceRunning && this.logging) await this.stopDevice('dirty log replaced');

@@ -87,9 +87,10 @@ interface MigrationOutcome {
 
 /** Boot the destination (waiting), the source, migrate mid-fio over a unix socket, quit the source. */
 async function migrate(t: tap.Test, srcSocket: string, dstSocket: string, tag: string): Promise<MigrationOutcome> {
-  const migSocket = path.join(dir, `${tag}.mig`);
-  const srcMon = path.join(dir, `${tag}.src.mon`);
-  const dstMon = path.join(dir, `${tag}.dst.mon`);
+  const file = tag.replace(/[^a-z0-9]+/gi, '-');
+  const migSocket = path.join(dir, `${file}.mig`);
+  const srcMon = path.join(dir, `${file}.src.mon`);
+  const dstMon = path.join(dir, `${file}.dst.mon`);
   const common = { memMiB: 512, smp: 2, timeoutMs: 1_200_000, script: SCRIPT };
   const dest = bootGuest({
     ...common,
@@ -110,10 +111,35 @@ async function migrate(t: tap.Test, srcSocket: string, dstSocket: string, tag: s
       if (console_.includes('@@MARK fio_start')) started();
     },
   });
-  await Promise.race([fioStarted, source]);
-  // Let fio get going: the migration then runs while it writes and verifies.
-  await sleep(3000);
+  let srcDone = false;
+  void source.finally(() => (srcDone = true));
+  // Whatever happens, no QEMU is left behind waiting for its timeout.
+  const quitAll = async (): Promise<void> => {
+    for (const mon of [srcMon, dstMon]) await hmp(mon, 'quit').catch(() => '');
+  };
+  try {
+    await Promise.race([fioStarted, source]);
+    // Let fio get going: the migration then runs while it writes and verifies.
+    await sleep(3000);
+    if (srcDone) throw new Error(`${tag}: the source QEMU ended before the migration:\n${(await source).output.slice(-4000)}`);
+  } catch (err) {
+    await quitAll();
+    throw err;
+  }
   t.notOk(console_.includes('@@MARK write_done'), `${tag}: fio still writing when the migration starts`);
+  try {
+    await runMigration(srcMon, migSocket, tag, t);
+  } catch (err) {
+    await quitAll();
+    throw err;
+  }
+  await hmp(srcMon, 'quit').catch(() => '');
+  const src = await source;
+  const dst = await dest;
+  return { source: src, dest: dst, status: 'completed' };
+}
+
+async function runMigration(srcMon: string, migSocket: string, tag: string, t: tap.Test): Promise<void> {
   await hmp(srcMon, 'migrate_set_parameter max-bandwidth 2G');
   await hmp(srcMon, 'migrate_set_parameter downtime-limit 2000');
   await hmp(srcMon, `migrate -d unix:${migSocket}`);
@@ -131,10 +157,6 @@ async function migrate(t: tap.Test, srcSocket: string, dstSocket: string, tag: s
   );
   const srcInfo = await hmp(srcMon, 'info migrate');
   t.comment(`${tag}: ${srcInfo.split('\n').filter((l) => /status|total time|downtime|transferred ram|dirty sync count/i.test(l)).join('; ')}`);
-  await hmp(srcMon, 'quit').catch(() => '');
-  const src = await source;
-  const dst = await dest;
-  return { source: src, dest: dst, status };
 }
 
 function checkOutcome(t: tap.Test, o: MigrationOutcome, tag: string): void {
