@@ -110,6 +110,24 @@ export interface QueueDesc {
   kickFd: number;
   /** Call eventfd, or -1 (then the guest is not interrupted). */
   callFd: number;
+  /**
+   * Dirty logging of the ring (vhost-user SET_VRING_ADDR with VHOST_VRING_F_LOG):
+   * the guest-physical address of the used ring (packed: the device event
+   * area) as log_guest_addr gave it. Absent: the ring's writes are not logged.
+   */
+  logUsedAddr?: number;
+}
+
+/**
+ * The dirty log of a live migration (vhost-user LOG_SHMFD, SET_LOG_BASE):
+ * one bit per 4 KiB page of guest-physical memory, bit (gpa/4096) mod 8 of
+ * byte gpa/4096/8, set with an atomic OR for every page the device writes
+ * while VHOST_F_LOG_ALL is negotiated. Owned by the reactor like every fd.
+ */
+export interface LogDesc {
+  fd: number;
+  mmapOffset: number;
+  sizeBytes: number;
 }
 
 /**
@@ -324,6 +342,8 @@ export interface DeviceDesc {
   coalescing?: SharedArrayBuffer;
   /** The shared in-flight region, when the front-end negotiated INFLIGHT_SHMFD. */
   inflight?: InflightDesc;
+  /** The dirty log, when VHOST_F_LOG_ALL is negotiated and SET_LOG_BASE gave one (live migration). */
+  log?: LogDesc;
 }
 
 /** Float64 slots of DeviceDesc.stats. */

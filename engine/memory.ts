@@ -205,6 +205,11 @@ export class GuestMemory {
     return -1;
   }
 
+  /** Base guest physical address of region (window) i, no allocation (dirty logging of chain segments). */
+  regionGpa(i: number): number {
+    return this.gpa[i];
+  }
+
   /** Base guest physical address and size of region i (for logs and tests). */
   region(i: number): { guestPhysAddr: number; sizeBytes: number } {
     return { guestPhysAddr: this.gpa[i], sizeBytes: this.size[i] };

@@ -29,6 +29,8 @@ import type { InflightTracker, Virtqueue } from './queue';
 import { VirtioFeature } from './spec';
 import { InflightRegion } from './inflight';
 import { PackedInflightRegion } from './inflight-packed';
+
+import { DirtyLog } from './dirty-log';
 import { PackedQueue } from './packed';
 import { QueueSetupError, SplitQueue } from './split';
 
@@ -127,14 +129,38 @@ export class VirtioQueueState {
   irqDelayMs = 0;
   /** Coalescing: no interrupt before this time. */
   nextEventMs = 0;
+  /**
+   * Dirty logging (VHOST_VRING_F_LOG): guest-physical [start, length) pairs
+   * of what the device writes in this ring — split: the used ring; packed:
+   * the descriptor ring and the device event area. Empty: not logged.
+   */
+  logRanges: number[] = [];
 
   constructor(
     readonly q: Virtqueue,
-    desc: QueueDesc,
+    readonly desc: QueueDesc,
   ) {
     this.callFd = desc.callFd;
     this.kickFd = desc.kickFd;
   }
+}
+
+/**
+ * The ring areas the device writes, as guest-physical ranges, when the
+ * front-end asked for ring logging (log_guest_addr: the used ring, or for a
+ * packed ring the device event area; a packed ring's descriptor ring, which
+ * the device writes back, is found through the memory table).
+ */
+function ringLogRanges(qd: QueueDesc, packed: boolean, mem: GuestMemory): number[] {
+  if (qd.logUsedAddr === undefined) return [];
+  if (!packed) {
+    // virtio 1.2 §2.7.8: flags, idx, ring[size] of 8 bytes, avail_event.
+    return [qd.logUsedAddr, 4 + 8 * qd.size + 2];
+  }
+  const ranges = [qd.logUsedAddr, 4];
+  const descGpa = mem.uvaToGpa(qd.descAddr, 16 * qd.size);
+  if (descGpa >= 0) ranges.push(descGpa, 16 * qd.size);
+  return ranges;
 }
 
 const enum State {
@@ -165,6 +191,10 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   private packedTracker: PackedInflightRegion | null = null;
   /** The mapping of DeviceDesc.inflight (vhost-user INFLIGHT_SHMFD), unmapped at stop. */
   private inflightMem: GuestMemory | null = null;
+  /** The dirty log (live migration: VHOST_F_LOG_ALL and SET_LOG_BASE), or null: not logging. */
+  private dirtyLog: DirtyLog | null = null;
+  /** The mapping of DeviceDesc.log, unmapped at stop. */
+  private logMem: GuestMemory | null = null;
   /** Coalescing settings (CoalescingSlot) from the reactor, or null (off for good). */
   private readonly coalescing: Float64Array | null;
   private delayBaseMs = 0;
@@ -193,6 +223,12 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     let model: VirtioModel<T> | null = null;
     try {
       if (desc.inflight !== undefined) this.mapInflight(desc);
+      if (desc.log !== undefined) {
+        const l = desc.log;
+        this.logMem = env.mapMemory([{ fd: l.fd, guestPhysAddr: 0, userAddr: 0, sizeBytes: l.sizeBytes, mmapOffset: l.mmapOffset }]);
+        this.dirtyLog = new DirtyLog(this.logMem.bytes[0]);
+        logger.info('dirty logging on', { device: this.name, logBytes: l.sizeBytes });
+      }
       model = makeModel(this);
       this.model = model;
       for (const qd of desc.queues) this.queueStart(qd);
@@ -200,6 +236,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       if (model !== null) model.close();
       this.unmap(this.memory);
       this.inflightMem?.unmap();
+      this.logMem?.unmap();
       throw err;
     }
   }
@@ -266,6 +303,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   /** Complete `task`: put its head in the used ring with `usedLen` bytes written, free its slot. */
   complete(task: T, usedLen: number): void {
     const qs = task.queue;
+    // Live migration: the pages this request wrote (its data and status are in memory by now).
+    if (this.dirtyLog !== null) this.dirtyLog.markChain(task.chain, this.memory);
     qs.q.push(task.chain.head, usedLen);
     qs.free[qs.nfree++] = task;
     qs.inflight--;
@@ -296,6 +335,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     if (this.inflightCount !== 0) throw new Error(`device ${this.name}: finishStop with ${this.inflightCount} requests in flight`);
     if (this.state === State.Stopped) throw new Error(`device ${this.name}: already stopped`);
     this.publishAll(performance.now(), true);
+    // The rings' last state (notification flags included) reaches the destination.
+    for (const qs of this.queues) this.logRing(qs);
     this.state = State.Stopped;
     const result: StopResult = { queues: this.queues.map((qs) => ({ index: qs.q.index, pos: qs.q.position() })) };
     this.releaseQueues();
@@ -309,6 +350,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
         this.inflightMem.unmap();
         this.inflightMem = null;
       }
+      this.stopLogging();
     }
     return result;
   }
@@ -331,7 +373,9 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     if (again > 0) logger.notice('resubmitting requests in flight at the previous back-end', { device: this.name, queue: qd.index, count: again });
     // Poll mode: suppress kicks from the start.
     q.setNotification(false);
-    this.queues.push(new VirtioQueueState(q, qd));
+    const qs = new VirtioQueueState(q, qd);
+    qs.logRanges = ringLogRanges(qd, (this.features & RING_PACKED) !== 0n, this.memory);
+    this.queues.push(qs);
   }
 
   beginQueueStop(index: number): void {
@@ -346,6 +390,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     const qs = this.queueState(index);
     if (qs.inflight !== 0) throw new Error(`device ${this.name}: queue ${index} stops with ${qs.inflight} requests in flight`);
     this.publishQueue(qs, performance.now(), true);
+    this.logRing(qs);
     this.queues.splice(this.queues.indexOf(qs), 1);
     this.releasePool(qs);
     this.tracker?.release?.(index);
@@ -387,6 +432,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       throw err;
     }
     this.memory = next;
+    const packed = (this.features & RING_PACKED) !== 0n;
+    for (const qs of this.queues) qs.logRanges = ringLogRanges(qs.desc, packed, next);
     this.paused = false;
     this.unmap(old);
   }
@@ -493,13 +540,19 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
 
   private publishQueue(qs: VirtioQueueState, nowMs: number, force: boolean): void {
     if (this.delayBaseMs === 0) {
-      if (qs.q.pending > 0 && qs.q.publish() && qs.callFd >= 0) this.signal(qs);
+      if (qs.q.pending > 0) {
+        const wants = qs.q.publish();
+        // After the ring writes: a bit set before them could be taken by the front-end's sync too early.
+        if (this.dirtyLog !== null) this.logRing(qs);
+        if (wants && qs.callFd >= 0) this.signal(qs);
+      }
       return;
     }
     const n = qs.q.pending;
     if (n > 0) {
       qs.reqCnt += n;
       if (qs.q.publish()) qs.owed = true;
+      if (this.dirtyLog !== null) this.logRing(qs);
     }
     if (!qs.owed) return;
     if (qs.callFd < 0) {
@@ -510,6 +563,28 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     qs.owed = false;
     this.signal(qs);
     qs.nextEventMs = nowMs + qs.irqDelayMs;
+  }
+
+  /** Mark the ring areas the device writes (when logging and the front-end asked for ring logging). */
+  private logRing(qs: VirtioQueueState): void {
+    const log = this.dirtyLog;
+    if (log === null) return;
+    const r = qs.logRanges;
+    for (let i = 0; i < r.length; i += 2) log.markRange(r[i], r[i + 1]);
+  }
+
+  /** Pages of the dirty log written so far, and pages that fell outside it (tests, logs). */
+  get dirtyLogStats(): { marked: number; outside: number } | null {
+    return this.dirtyLog === null ? null : { marked: this.dirtyLog.marked, outside: this.dirtyLog.outside };
+  }
+
+  private stopLogging(): void {
+    const log = this.dirtyLog;
+    if (log === null) return;
+    if (log.outside > 0) logger.warn('dirty log too small for the memory the device wrote: pages not logged', { device: this.name, pages: log.outside });
+    this.dirtyLog = null;
+    this.logMem?.unmap();
+    this.logMem = null;
   }
 
   private signal(qs: VirtioQueueState): void {

@@ -51,8 +51,15 @@ export interface Bdev<S = unknown> {
   readonly qos: BdevQosLimits;
   /** Per-worker I/O statistics (bdev_get_iostat). */
   readonly iostat: BdevIoStats;
-  /** The controller that uses this bdev, if any. */
+  /** The controller that uses this bdev alone (vhost-scsi, nvmf), if any. */
   claimedBy: BdevUser | null;
+  /**
+   * Controllers that use this bdev side by side (vhost-blk: SPDK opens a
+   * bdev for every blk controller without claiming it, so two controllers
+   * may serve one bdev — what a live migration between two controllers of
+   * one vhostd needs). Never together with claimedBy.
+   */
+  sharedBy: BdevUser[];
 }
 
 /** What a module's create asks the registry for. */
@@ -197,6 +204,7 @@ export class BdevRegistry {
       qos: new BdevQosLimits(),
       iostat: new BdevIoStats(),
       claimedBy: null,
+      sharedBy: [],
     };
     this.bdevs.set(bdev.name, bdev as Bdev);
     log.info('bdev created', {
@@ -225,8 +233,9 @@ export class BdevRegistry {
   /** Delete a bdev of `module`: ERR_NO_BDEV when there is none, ERR_BUSY while a controller uses it. */
   delete(module: BdevModule, name: string): void {
     const b = this.require(name, module);
-    if (b.claimedBy !== null) {
-      throw new VhostdError(ErrorCode.Busy, `bdev ${name} is used by controller ${b.claimedBy.name}; delete the controller first`);
+    const user = this.userOf(b);
+    if (user !== null) {
+      throw new VhostdError(ErrorCode.Busy, `bdev ${name} is used by controller ${user}; delete the controller first`);
     }
     this.bdevs.delete(name);
     module.release?.(b.state);
@@ -240,24 +249,41 @@ export class BdevRegistry {
    */
   async remove(module: BdevModule, name: string): Promise<void> {
     const b = this.require(name, module);
-    const user = b.claimedBy;
-    if (user !== null && user.hotRemoveBdev !== undefined) {
+    for (const user of [...(b.claimedBy ? [b.claimedBy] : []), ...b.sharedBy]) {
+      if (user.hotRemoveBdev === undefined) continue;
       await user.hotRemoveBdev(b);
       log.info('bdev hot-removed from its user', { name, user: user.name });
     }
     this.delete(module, name);
   }
 
-  /** `user` uses the bdev from now on, alone (ERR_BUSY when another does). */
-  claim(bdev: Bdev, user: BdevUser): void {
+  /**
+   * `user` uses the bdev from now on: alone (ERR_BUSY when another user has
+   * it), or `shared` beside other shared users (ERR_BUSY when one has it
+   * alone).
+   */
+  claim(bdev: Bdev, user: BdevUser, shared = false): void {
     if (bdev.claimedBy !== null && bdev.claimedBy !== user) {
       throw new VhostdError(ErrorCode.Busy, `bdev ${bdev.name} is already used by controller ${bdev.claimedBy.name}`);
     }
+    if (shared) {
+      if (!bdev.sharedBy.includes(user)) bdev.sharedBy.push(user);
+      return;
+    }
+    const other = bdev.sharedBy.find((u) => u !== user);
+    if (other !== undefined) throw new VhostdError(ErrorCode.Busy, `bdev ${bdev.name} is already used by controller ${other.name}`);
     bdev.claimedBy = user;
   }
 
   release(bdev: Bdev, user: BdevUser): void {
     if (bdev.claimedBy === user) bdev.claimedBy = null;
+    const i = bdev.sharedBy.indexOf(user);
+    if (i >= 0) bdev.sharedBy.splice(i, 1);
+  }
+
+  /** The name of a controller that uses the bdev (alone or shared), or null. */
+  userOf(bdev: Bdev): string | null {
+    return bdev.claimedBy?.name ?? bdev.sharedBy[0]?.name ?? null;
   }
 
   /**
@@ -273,6 +299,7 @@ export class BdevRegistry {
     log.info('bdev resized', { name: bdev.name, numBlocks, oldNumBlocks: old });
     await this.options.engine?.bdevResize(bdev.name, numBlocks);
     bdev.claimedBy?.bdevResized(bdev);
+    for (const u of bdev.sharedBy) u.bdevResized(bdev);
   }
 
   /** Release every module's state (at shutdown, after the workers are gone). */
@@ -319,7 +346,7 @@ export class BdevRegistry {
       num_blocks: b.numBlocks,
       uuid: b.uuid,
       assigned_rate_limits: b.qos.assigned(),
-      claimed: b.claimedBy !== null,
+      claimed: b.claimedBy !== null || b.sharedBy.length > 0,
       zoned: false,
       supported_io_types: {
         read: io.read,

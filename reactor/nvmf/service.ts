@@ -140,7 +140,8 @@ export class NvmfService {
   async addNamespace(nqn: string, bdevName: string, nsid = 0, nguid: Uint8Array | null = null, uuid: Uint8Array | null = null): Promise<number> {
     const s = this.require(nqn);
     const bdev = this.opts.bdevs.require(bdevName);
-    if (bdev.claimedBy !== null) throw new VhostdError(ErrorCode.Busy, `bdev ${bdevName} is already used by ${bdev.claimedBy.name}`);
+    const user = this.opts.bdevs.userOf(bdev);
+    if (user !== null) throw new VhostdError(ErrorCode.Busy, `bdev ${bdevName} is already used by ${user}`);
     return s.addNamespace(bdev, nsid, nguid, uuid);
   }
 

@@ -14,7 +14,7 @@
  *   running --stop()--> stopped (features changed, reset, the connection closed)
  * A running device may have no queue running.
  */
-import type { InflightDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult } from '../../engine/control';
+import type { InflightDesc, LogDesc, QueueDesc, QueueStopResult, RegionDesc, StopResult } from '../../engine/control';
 
 export interface DeviceRunState {
   /** Negotiated virtio features (SET_FEATURES). */
@@ -24,6 +24,8 @@ export interface DeviceRunState {
   queues: QueueDesc[];
   /** The in-flight region (INFLIGHT_SHMFD negotiated and SET_INFLIGHT_FD given). */
   inflight?: InflightDesc;
+  /** The dirty log (VHOST_F_LOG_ALL negotiated and SET_LOG_BASE given): live migration is under way. */
+  log?: LogDesc;
 }
 
 export interface VhostBackend {

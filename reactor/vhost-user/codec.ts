@@ -21,6 +21,7 @@ import {
   CONFIG_HEADER_SIZE,
   HEADER_SIZE,
   INFLIGHT_PAYLOAD_SIZE,
+  LOG_PAYLOAD_SIZE,
   HeaderFlag,
   MAX_CONFIG_SIZE,
   MAX_FDS,
@@ -100,7 +101,7 @@ export type VhostMessage = Common &
         descAddr: number;
         usedAddr: number;
         availAddr: number;
-        /** Not used (no dirty logging), kept as on the wire. */
+        /** log_guest_addr: guest-physical address of the used ring for dirty logging (valid with VHOST_VRING_F_LOG). */
         logAddr: bigint;
       }
     | { request: Request.SetVringBase; index: number; num: number }
@@ -124,6 +125,10 @@ export type VhostMessage = Common &
     | { request: Request.GetInflightFd; numQueues: number; queueSize: number }
     /** The region the back-end gave earlier (or a previous back-end), handed back with its fd. */
     | { request: Request.SetInflightFd; fd: number; sizeBytes: number; mmapOffset: number; numQueues: number; queueSize: number }
+    /** The dirty log (LOG_SHMFD): mmap_size bytes at mmap_offset of fd. */
+    | { request: Request.SetLogBase; fd: number; sizeBytes: number; mmapOffset: number }
+    /** SET_LOG_FD's fd (an eventfd to signal log writes; this back-end never uses it). */
+    | { request: Request.SetLogFd; fd: number }
   );
 
 /** Every fd a decoded message carries (for whoever must close them). */
@@ -139,6 +144,8 @@ export function messageFds(msg: VhostMessage): number[] {
       return msg.fd >= 0 ? [msg.fd] : [];
     case Request.SetBackendReqFd:
     case Request.SetInflightFd:
+    case Request.SetLogBase:
+    case Request.SetLogFd:
       return [msg.fd];
     default:
       return [];
@@ -232,6 +239,9 @@ export const REQUEST_RULES: ReadonlyMap<number, RequestRule> = new Map<number, R
   [Request.GetStatus, { payload: NONE, fds: 'none', replies: true }],
   [Request.GetInflightFd, { payload: { kind: 'exact', bytes: INFLIGHT_PAYLOAD_SIZE }, fds: 'none', replies: true }],
   [Request.SetInflightFd, { payload: { kind: 'exact', bytes: INFLIGHT_PAYLOAD_SIZE }, fds: 'one', replies: false }],
+  // QEMU waits for a reply to SET_LOG_BASE when LOG_SHMFD is negotiated (the only way this back-end accepts it).
+  [Request.SetLogBase, { payload: { kind: 'exact', bytes: LOG_PAYLOAD_SIZE }, fds: 'one', replies: true }],
+  [Request.SetLogFd, { payload: NONE, fds: 'one', replies: false }],
 ]);
 
 function ruleFor(request: number): RequestRule {
@@ -475,7 +485,17 @@ function decodeUnchecked(header: Header, payload: Uint8Array, fds: readonly numb
       break;
     }
     case Request.SetBackendReqFd:
+    case Request.SetLogFd:
       msg = { ...common, request: header.request, fd: fds[0] };
+      break;
+    case Request.SetLogBase:
+      msg = {
+        ...common,
+        request: header.request,
+        fd: fds[0],
+        sizeBytes: safeNumber(dv.getBigUint64(0, LE), `${name}: mmap_size`),
+        mmapOffset: safeNumber(dv.getBigUint64(8, LE), `${name}: mmap_offset`),
+      };
       break;
     case Request.GetConfig:
     case Request.SetConfig: {
@@ -588,6 +608,15 @@ export function inflightPayload(a: { sizeBytes: number | bigint; mmapOffset: num
   dv.setBigUint64(8, BigInt(a.mmapOffset), LE);
   dv.setUint16(16, a.numQueues, LE);
   dv.setUint16(18, a.queueSize, LE);
+  return out;
+}
+
+/** SET_LOG_BASE payload: u64 mmap_size, u64 mmap_offset. */
+export function logPayload(sizeBytes: number | bigint, mmapOffset: number | bigint): Uint8Array {
+  const out = new Uint8Array(LOG_PAYLOAD_SIZE);
+  const dv = view(out);
+  dv.setBigUint64(0, BigInt(sizeBytes), LE);
+  dv.setBigUint64(8, BigInt(mmapOffset), LE);
   return out;
 }
 

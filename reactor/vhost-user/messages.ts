@@ -149,7 +149,17 @@ export const SUPPORTED_PROTOCOL_FEATURES: bigint =
   protocolBit(ProtocolFeature.Config) |
   protocolBit(ProtocolFeature.ConfigureMemSlots) |
   protocolBit(ProtocolFeature.Status) |
-  protocolBit(ProtocolFeature.InflightShmfd);
+  protocolBit(ProtocolFeature.InflightShmfd) |
+  protocolBit(ProtocolFeature.LogShmfd);
+
+/** Feature bit 26: VHOST_F_LOG_ALL, dirty logging during live migration (vhost-user.rst "Migration"). */
+export const VHOST_F_LOG_ALL = 1n << 26n;
+
+/** SET_VRING_ADDR flags bit 0: VHOST_VRING_F_LOG, log_guest_addr is valid and the ring's writes are logged. */
+export const VHOST_VRING_F_LOG = 0x1;
+
+/** SET_LOG_BASE payload: u64 mmap_size, u64 mmap_offset. */
+export const LOG_PAYLOAD_SIZE = 16;
 
 /** Virtio feature bit 30: VHOST_USER_F_PROTOCOL_FEATURES. */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 1n << 30n;

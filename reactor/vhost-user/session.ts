@@ -32,9 +32,11 @@
  * Thread: main (reactor).
  */
 import * as fs from 'node:fs';
-import type { InflightDesc, QueueDesc, RegionDesc, RingPos } from '../../engine/control';
+import type { InflightDesc, LogDesc, QueueDesc, RegionDesc, RingPos } from '../../engine/control';
 import { inflightRegionBytes } from '../../engine/virtio/inflight';
 import { packedInflightRegionBytes } from '../../engine/virtio/inflight-packed';
+
+import { logBytesFor } from '../../engine/virtio/dirty-log';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import { native } from '../../bindings';
 import type { Logger } from '../log';
@@ -63,7 +65,9 @@ import {
   Request,
   requestName,
   SUPPORTED_PROTOCOL_FEATURES,
+  VHOST_F_LOG_ALL,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VHOST_VRING_F_LOG,
 } from './messages';
 import { F_SEAL_SHRINK, requireSealedMemory } from './memory-policy';
 import { fdOf, OwnedFd } from './owned-fd';
@@ -103,8 +107,12 @@ interface QueueState {
   readonly index: number;
   /** SET_VRING_NUM; 0 = not set. */
   size: number;
-  /** SET_VRING_ADDR (front-end virtual addresses); null = not set. */
-  addr: { descAddr: number; availAddr: number; usedAddr: number } | null;
+  /**
+   * SET_VRING_ADDR (front-end virtual addresses); null = not set. logAddr:
+   * log_guest_addr when VHOST_VRING_F_LOG was set (the ring's writes are
+   * logged while LOG_ALL is negotiated), else null.
+   */
+  addr: { descAddr: number; availAddr: number; usedAddr: number; logAddr: number | null } | null;
   /** SET_VRING_BASE or where the queue last stopped; null = never set (the ring type's start). */
   pos: RingPos | null;
   /** SET_VRING_KICK seen since the last GET_VRING_BASE (the ring may run). */
@@ -134,6 +142,16 @@ interface InflightState {
   queueSize: number;
 }
 
+/** The dirty log the front-end handed over (SET_LOG_BASE, LOG_SHMFD). */
+interface LogState {
+  fd: OwnedFd;
+  sizeBytes: number;
+  mmapOffset: number;
+}
+
+/** Largest dirty log accepted: 1 GiB of bits covers 32 TiB of guest-physical space. */
+const MAX_LOG_BYTES = 2 ** 30;
+
 /** A REPLY_ACK failure value (non-zero) the session survives. */
 class SurvivableFailure extends Error {}
 
@@ -158,6 +176,8 @@ export class VhostUserSession implements BackendChannel {
   private owner = false;
   /** SET_INFLIGHT_FD's region (INFLIGHT_SHMFD), given to the device at start. */
   private inflight: InflightState | null = null;
+  /** SET_LOG_BASE's dirty log; the device logs into it while LOG_ALL is negotiated. */
+  private logBase: LogState | null = null;
   /** The memfd made for the last GET_INFLIGHT_FD reply: it must live until that reply is sent. */
   private inflightOffered: OwnedFd | null = null;
   /** fds to send with the reply of the message being handled. */
@@ -302,6 +322,7 @@ export class VhostUserSession implements BackendChannel {
     const refs = new Set<OwnedFd>(this.retired);
     if (this.backendReq) refs.add(this.backendReq);
     if (this.inflight) refs.add(this.inflight.fd);
+    if (this.logBase) refs.add(this.logBase.fd);
     if (this.inflightOffered) refs.add(this.inflightOffered);
     for (const r of this.regions) refs.add(r.fd);
     for (const q of this.queues) {
@@ -360,6 +381,10 @@ export class VhostUserSession implements BackendChannel {
         if (this.deviceRunning && msg.features !== this.runningFeatures) await this.stopDevice('features changed');
         this.features = msg.features;
         this.featuresSet = true;
+        if ((msg.features & VHOST_F_LOG_ALL) !== 0n) {
+          if (this.logBase === null) this.log.warn('LOG_ALL set before SET_LOG_BASE: nothing is logged until a log comes', { ctrlr: this.backend.name });
+          else this.log.info('dirty logging requested (live migration)', { ctrlr: this.backend.name, logBytes: this.logBase.sizeBytes });
+        }
         await this.reconcile();
         return null;
       }
@@ -456,7 +481,12 @@ export class VhostUserSession implements BackendChannel {
       case Request.SetVringAddr: {
         const q = this.queue(msg.index, name);
         await this.stopQueue(q, name);
-        q.addr = { descAddr: msg.descAddr, availAddr: msg.availAddr, usedAddr: msg.usedAddr };
+        let logAddr: number | null = null;
+        if ((msg.vringFlags & VHOST_VRING_F_LOG) !== 0) {
+          if (msg.logAddr >= 1n << 53n) throw new ProtocolError(`${name}: log_guest_addr 0x${msg.logAddr.toString(16)} is not below 2^53`);
+          logAddr = Number(msg.logAddr);
+        }
+        q.addr = { descAddr: msg.descAddr, availAddr: msg.availAddr, usedAddr: msg.usedAddr, logAddr };
         await this.reconcile(q.index);
         return null;
       }
@@ -588,6 +618,35 @@ export class VhostUserSession implements BackendChannel {
         return encodeReply(msg.request, 0, inflightPayload({ sizeBytes, mmapOffset: 0, numQueues: msg.numQueues, queueSize: msg.queueSize }));
       }
 
+      case Request.SetLogBase: {
+        const fd = this.adopt(adopted, msg.fd) as OwnedFd;
+        if (!this.hasProtocolFeature(ProtocolFeature.LogShmfd)) throw new ProtocolError(`${name}: LOG_SHMFD was not negotiated`);
+        this.checkLogSize(msg.sizeBytes, this.regions.map((r) => r.desc), name);
+        if (msg.mmapOffset % 4096 !== 0) throw new ProtocolError(`${name}: mmap_offset ${msg.mmapOffset} is not page aligned`);
+        let isFile = false;
+        try {
+          isFile = fs.fstatSync(fd.fd).isFile();
+        } catch {
+          isFile = false;
+        }
+        // The log is shared memory (QEMU: a sealed memfd); anything else cannot be mapped as one.
+        if (!isFile) throw new ProtocolError(`${name}: the log fd is not a memory file (memfd, shm)`);
+        checkRegionBacking({ fd: fd.fd, guestPhysAddr: 0, sizeBytes: msg.sizeBytes, userAddr: 0, mmapOffset: msg.mmapOffset }, name);
+        // A device logging into the old log must move to the new one: stop, then start again with it.
+        if (this.deviceRunning && this.logging) await this.stopDevice('dirty log replaced');
+        if (this.logBase !== null) this.retire(this.logBase.fd);
+        this.logBase = { fd, sizeBytes: msg.sizeBytes, mmapOffset: msg.mmapOffset };
+        this.log.info('dirty log set', { ctrlr: this.backend.name, logBytes: msg.sizeBytes });
+        await this.reconcile();
+        // QEMU reads a reply (request SET_LOG_BASE) when LOG_SHMFD is negotiated; a u64 0 as libvhost-user sends.
+        return encodeReply(msg.request, 0, u64Payload(0n));
+      }
+
+      case Request.SetLogFd:
+        // An eventfd to signal after log writes (for front-ends that poll it): this back-end's log is
+        // read by the front-end's own sync, so the fd is accepted and closed (not adopted).
+        return null;
+
       case Request.SetInflightFd: {
         const fd = this.adopt(adopted, msg.fd) as OwnedFd;
         if (!this.hasProtocolFeature(ProtocolFeature.InflightShmfd)) throw new ProtocolError(`${name}: INFLIGHT_SHMFD was not negotiated`);
@@ -659,6 +718,11 @@ export class VhostUserSession implements BackendChannel {
           this.log.warn('queue held back: ring outside guest memory', { ctrlr: this.backend.name, reason: `queue ${q.index}: ${bad}` });
           await this.stopQueue(q, 'memory change');
         }
+        const logBase = this.logBase;
+        if (this.logging && logBase !== null && logBase.sizeBytes < logBytesFor(next.reduce((m, r) => Math.max(m, r.desc.guestPhysAddr + r.desc.sizeBytes), 0))) {
+          // QEMU grows the log before a table that needs more; writes past the log's end are not logged (never written).
+          this.log.warn('dirty log smaller than the new memory table needs', { ctrlr: this.backend.name, logBytes: logBase.sizeBytes });
+        }
         this.calls.updateMemory++;
         await this.backend.updateMemory(descs);
       }
@@ -666,6 +730,28 @@ export class VhostUserSession implements BackendChannel {
     this.regions = next;
     for (const fd of dropped) this.retire(fd);
     await this.reconcile();
+  }
+
+  /** Dirty logging is on: LOG_ALL negotiated and a log given. */
+  private get logging(): boolean {
+    return (this.features & VHOST_F_LOG_ALL) !== 0n && this.logBase !== null;
+  }
+
+  /** The dirty log for the device, when logging is on. */
+  private logDesc(): LogDesc | undefined {
+    const l = this.logBase;
+    if (l === null || !this.logging) return undefined;
+    return { fd: l.fd.fd, sizeBytes: l.sizeBytes, mmapOffset: l.mmapOffset };
+  }
+
+  /** A log of `sizeBytes` must hold a bit for every 4 KiB page below the end of the highest region. */
+  private checkLogSize(sizeBytes: number, regions: readonly MemRegion[], what: string): void {
+    if (sizeBytes < 1 || sizeBytes > MAX_LOG_BYTES) throw new ProtocolError(`${what}: log size ${sizeBytes} is not in 1..${MAX_LOG_BYTES}`);
+    const end = regions.reduce((m, r) => Math.max(m, r.guestPhysAddr + r.sizeBytes), 0);
+    const need = logBytesFor(end);
+    if (sizeBytes < need) {
+      throw new ProtocolError(`${what}: log of ${sizeBytes} bytes is smaller than the ${need} bytes guest memory up to 0x${end.toString(16)} needs`);
+    }
   }
 
   /** The in-flight region for the device, when the front-end gave one and INFLIGHT_SHMFD is negotiated. */
@@ -701,6 +787,7 @@ export class VhostUserSession implements BackendChannel {
       pos: { ...this.posOf(q) },
       kickFd: fdOf(q.kick),
       callFd: fdOf(q.call),
+      ...(addr.logAddr !== null && this.logging ? { logUsedAddr: addr.logAddr } : {}),
     };
   }
 
@@ -744,6 +831,7 @@ export class VhostUserSession implements BackendChannel {
         regions: descs,
         queues: ready.map((q) => this.queueDesc(q)),
         ...(this.inflightDesc() ? { inflight: this.inflightDesc() } : {}),
+        ...(this.logDesc() ? { log: this.logDesc() } : {}),
       });
       this.deviceRunning = true;
       this.runningFeatures = this.features;
@@ -813,7 +901,8 @@ export class VhostUserSession implements BackendChannel {
       // The engine failed to stop: closing fds it might use is still better than leaking them forever.
       this.log.error('stop failed while closing', { ctrlr: this.backend.name, err: err as Error });
     }
-    const all: (OwnedFd | null)[] = [...this.retired, this.backendReq, this.inflight?.fd ?? null, this.inflightOffered];
+    const all: (OwnedFd | null)[] = [...this.retired, this.backendReq, this.inflight?.fd ?? null, this.inflightOffered, this.logBase?.fd ?? null];
+    this.logBase = null;
     this.retired = [];
     this.backendReq = null;
     this.inflight = null;

@@ -8,7 +8,7 @@
  * bdevs. It is the VhostBackend of the session on its socket.
  * Thread: main (reactor).
  */
-import { CoalescingSlot, DeviceStat, type BdevDesc, type DeviceDesc, type InflightDesc, type ModelOp, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
+import { CoalescingSlot, DeviceStat, type BdevDesc, type DeviceDesc, type InflightDesc, type LogDesc, type ModelOp, type QueueDesc, type QueueStopResult, type RegionDesc, type StopResult } from '../../engine/control';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import type { ConfigCall } from '../bdev/module';
 import type { Bdev, BdevRegistry, BdevUser } from '../bdev/registry';
@@ -19,7 +19,7 @@ import type { Logger } from '../log';
 import { formatCpumask, type Placement } from '../placement';
 import type { BackendChannel, DeviceRunState, VhostBackend } from '../vhost-user/backend';
 import { VhostUserListener } from '../vhost-user/listener';
-import { ProtocolFeature } from '../vhost-user/messages';
+import { ProtocolFeature, VHOST_F_LOG_ALL } from '../vhost-user/messages';
 import type { DeviceModel, ModelHost } from './model';
 
 const PROTOCOL_FEATURES =
@@ -76,6 +76,8 @@ interface RunState {
   regions: RegionDesc[];
   /** The shared in-flight region (INFLIGHT_SHMFD), when the front-end gave one. */
   inflight?: InflightDesc;
+  /** The dirty log, while the front-end migrates the guest (LOG_ALL + SET_LOG_BASE). */
+  log?: LogDesc;
 }
 
 export class Controller implements VhostBackend, BdevUser, ModelHost {
@@ -125,11 +127,12 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     this.model = opts.model;
     this.log = opts.model.log;
     this.maxQueues = opts.model.maxQueues;
-    this.features = opts.model.features | (1n << BigInt(VirtioFeature.VhostUserProtocolFeatures));
+    // VHOST_F_LOG_ALL with protocol feature LOG_SHMFD: every virtio model logs its writes for live migration.
+    this.features = opts.model.features | (1n << BigInt(VirtioFeature.VhostUserProtocolFeatures)) | VHOST_F_LOG_ALL;
     const inflightBit = opts.model.inflightShmfd === true ? 1n << BigInt(ProtocolFeature.InflightShmfd) : 0n;
     // A model whose front-end builds the config space itself (virtio-scsi) does not offer CONFIG, as SPDK's vhost-scsi.
     const configBit = opts.model.configSpaceOffered === false ? 1n << BigInt(ProtocolFeature.Config) : 0n;
-    this.protocolFeatures = (PROTOCOL_FEATURES | inflightBit) & ~configBit;
+    this.protocolFeatures = (PROTOCOL_FEATURES | inflightBit | (1n << BigInt(ProtocolFeature.LogShmfd))) & ~configBit;
     this.coalescingView[CoalescingSlot.DelayBaseUs] = COALESCING_DEFAULT_DELAY_BASE_US;
     this.coalescingView[CoalescingSlot.IopsThreshold] = COALESCING_DEFAULT_IOPS_THRESHOLD;
   }
@@ -143,7 +146,7 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     const claimed: Bdev[] = [];
     try {
       for (const b of this.model.bdevs) {
-        this.opts.bdevs.claim(b, this);
+        this.opts.bdevs.claim(b, this, this.model.sharesBdevs === true);
         claimed.push(b);
       }
       if (listen) this.listen();
@@ -317,6 +320,7 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
       stats,
       coalescing: this.coalescing,
       ...(rs.inflight ? { inflight: rs.inflight } : {}),
+      ...(rs.log ? { log: rs.log } : {}),
     };
     const worker = this.opts.engine.worker(core);
     // A device that fails in the engine (a call fd that can no longer be written) ends its connection.
@@ -341,7 +345,12 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
 
   private async startNow(state: DeviceRunState): Promise<void> {
     if (this.core >= 0) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: start while running`);
-    const rs: RunState = { features: state.features, regions: state.regions, ...(state.inflight ? { inflight: state.inflight } : {}) };
+    const rs: RunState = {
+      features: state.features,
+      regions: state.regions,
+      ...(state.inflight ? { inflight: state.inflight } : {}),
+      ...(state.log ? { log: state.log } : {}),
+    };
     this.runState = rs;
     if (!this.spreadQueues) {
       const core = this.opts.placement.acquire(this.cores);

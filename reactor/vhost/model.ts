@@ -25,6 +25,13 @@ export interface DeviceModel {
    * (blk: yes; a model whose front-end cannot reconnect may leave it out).
    */
   readonly inflightShmfd?: boolean;
+  /**
+   * The device may share its bdevs with other controllers that share them
+   * (SPDK's vhost-blk opens bdevs without claiming them): two controllers on
+   * one bdev, e.g. both ends of a live migration inside one vhostd. Absent:
+   * the controller uses its bdevs alone.
+   */
+  readonly sharesBdevs?: boolean;
   /** The most queues the device serves (GET_QUEUE_NUM). */
   readonly maxQueues: number;
   /** Every bdev the device uses, in the order of DeviceDesc.bdevs (blk: one). */

@@ -47,7 +47,9 @@ export class VhostService {
     if (this.controllers.has(name)) throw new VhostdError(ErrorCode.ControllerExists, `controller ${name} already exists`);
     const model = makeModel();
     for (const b of model.bdevs) {
-      if (b.claimedBy !== null) throw new VhostdError(ErrorCode.Busy, `bdev ${b.name} is already used by controller ${b.claimedBy.name}`);
+      // A model that shares its bdevs (vhost-blk, as SPDK) may sit beside other sharing controllers.
+      const other = model.sharesBdevs === true ? b.claimedBy?.name : (b.claimedBy?.name ?? b.sharedBy[0]?.name);
+      if (other !== undefined) throw new VhostdError(ErrorCode.Busy, `bdev ${b.name} is already used by controller ${other}`);
     }
     const cores = cpumask === undefined ? [...this.opts.cores] : parseCpumask(cpumask);
     this.opts.placement.checkInside(cores, cpumask ?? '');

@@ -307,7 +307,6 @@ export class VhostUserFuzzer implements Fuzzer {
       case Req.SET_FEATURES:
       case Req.SET_PROTOCOL_FEATURES:
       case Req.SET_STATUS:
-      case Req.SET_LOG_BASE:
         payload = u64(rng.chance(0.5) ? this.offeredFeatures ^ (1n << BigInt(rng.int(64))) : rng.edgyU64());
         break;
       case Req.SET_VRING_NUM:
@@ -359,6 +358,18 @@ export class VhostUserFuzzer implements Fuzzer {
       case Req.SET_CONFIG: {
         const size = rng.chance(0.7) ? rng.int(80) : rng.edgyU32() & 0xffff;
         payload = configMsg(rng.chance(0.7) ? rng.int(80) : rng.edgyU32(), Math.min(size, 256), rng.chance(0.8) ? 0 : rng.edgyU32(), rng.bytes(Math.min(size, 256)));
+        break;
+      }
+      case Req.SET_LOG_BASE: {
+        // u64 mmap_size, u64 mmap_offset and a log fd: sizes around what the memory needs, edgy ones, odd payloads.
+        const b = new Uint8Array(rng.chance(0.9) ? 16 : rng.int(24));
+        const v = new DataView(b.buffer);
+        if (b.byteLength >= 16) {
+          v.setBigUint64(0, rng.chance(0.6) ? BigInt(rng.int(1 << 16)) : rng.edgyU64(), true);
+          v.setBigUint64(8, rng.chance(0.7) ? 0n : rng.edgyU64(), true);
+        }
+        payload = b;
+        fds = rng.chance(0.9) ? [this.fdOfKind(rng, rng.chance(0.7) ? 'memfd' : undefined)] : this.randomFds(rng);
         break;
       }
       case Req.GET_INFLIGHT_FD:

@@ -86,8 +86,9 @@ t.test('header validation', (tt) => {
   tt.throws(() => decodeHeader(header(5, 1, 4097)), /exceeds 4096/);
   tt.doesNotThrow(() => decodeHeader(header(25, 1, 4096)));
   tt.throws(() => decodeHeader(header(99, 1, 0)), /unknown request id 99/);
-  tt.throws(() => decodeHeader(header(6, 1, 16)), /unsupported request SET_LOG_BASE/);
-  tt.throws(() => decodeHeader(header(7, 1, 8)), /unsupported request SET_LOG_FD/);
+  tt.same(decodeHeader(header(6, 1, 16)), { request: 6, flags: 1, size: 16 });
+  tt.same(decodeHeader(header(7, 1, 0)), { request: 7, flags: 1, size: 0 });
+  tt.throws(() => decodeHeader(header(19, 1, 8)), /unsupported request SEND_RARP/);
   tt.throws(() => decodeHeader(Buffer.alloc(11)), /short header/);
   tt.throws(() => decodeHeader(header(1, 0, 0)), ProtocolError);
   tt.end();

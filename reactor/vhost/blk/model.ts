@@ -88,6 +88,7 @@ export class BlkModel implements DeviceModel {
   readonly subsystem = 'vhost_blk';
   /** QEMU's vhost-user-blk keeps an in-flight region and reconnects (reconnect=1): a restart loses nothing. */
   readonly inflightShmfd = true;
+  readonly sharesBdevs = true;
   readonly log: Logger = log;
   readonly features: bigint;
   readonly maxQueues = BLK_MAX_QUEUES;
