@@ -567,6 +567,21 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     return this.core;
   }
 
+  /**
+   * The device's counters (DeviceStat slots) summed over every shard it has
+   * had — they survive restarts and moves — with InflightTasks over the
+   * running shards only (as inflightTasks()). Read by the metrics endpoint.
+   */
+  counters(): Float64Array {
+    const out = Float64Array.from(this.statsView);
+    for (const sab of this.shardStats.values()) {
+      const v = new Float64Array(sab);
+      for (let i = 0; i < out.length; i++) if (i !== DeviceStat.InflightTasks) out[i] += v[i];
+    }
+    out[DeviceStat.InflightTasks] = this.inflightTasks();
+    return out;
+  }
+
   /** Requests in flight over every shard. */
   private inflightTasks(): number {
     let n = this.statsView[DeviceStat.InflightTasks];
