@@ -254,10 +254,10 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     this.session = session;
   }
 
+  /** The connection (reactor/vhost-user/connection.ts) logs the connect and the disconnect, with the fd and the reason: once each. */
   connectionChanged(connected: boolean): void {
     this.connected = connected;
     if (!connected) this.maxQueuesStarted = 0;
-    this.log.info(connected ? 'front-end connected' : 'front-end disconnected', { ctrlr: this.name });
   }
 
   readConfig(size: number): Uint8Array {
