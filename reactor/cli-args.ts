@@ -28,6 +28,9 @@ Options (as SPDK's vhost app):
       --silence-noticelog   print warnings and errors only (as --log-level warn)
       --log-format FORMAT   text (default) or json: one JSON object per line (time, level,
                             component, msg, then the fields), reactor and engine workers alike
+      --metrics ADDR        serve Prometheus/OpenMetrics metrics on GET /metrics: HOST:PORT,
+                            :PORT or PORT (127.0.0.1), [V6ADDR]:PORT, or a Unix socket path
+                            (absolute or ./relative; made 0600)
       --wait-for-rpc        start only the RPC server and wait for framework_start_init before
                             starting the engine and loading the -c config
       --rpcs-allowed LIST   comma-separated RPC methods that may be called; others get
@@ -75,6 +78,8 @@ export interface CliOptions {
   requireSealedMemory: boolean;
   /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
   printLevel?: LogLevel;
+  /** --metrics: where to serve the metrics endpoint (reactor/metrics.ts). */
+  metrics?: MetricsAddress;
   /** --log-format */
   logFormat: 'text' | 'json';
   logFlags: string[];
@@ -92,6 +97,25 @@ export interface CliOptions {
   notes: string[];
 }
 
+/** Where --metrics listens: a TCP address or a Unix socket path. */
+export type MetricsAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+/**
+ * --metrics text → address. A value with a '/' is a Unix socket path;
+ * otherwise HOST:PORT, [IPV6]:PORT, :PORT or PORT (host 127.0.0.1: metrics
+ * are not exposed beyond the host unless a host is named). Port 0: any free
+ * port (the "metrics listening" line names it).
+ */
+export function parseMetricsAddress(text: string): MetricsAddress {
+  if (text.includes('/')) return { kind: 'unix', path: path.resolve(text) };
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d+)$/.exec(text);
+  if (m === null) throw new UsageError(`--metrics: ${JSON.stringify(text)} is not HOST:PORT, :PORT, PORT or a socket path (with a /)`);
+  const port = integer(m[2], '--metrics port', 0, 65535);
+  let host = m[1] ?? '';
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { kind: 'tcp', host: host === '' ? '127.0.0.1' : host, port };
+}
+
 export class UsageError extends Error {
   readonly code = 'ERR_USAGE';
 }
@@ -107,6 +131,7 @@ const OPTIONS = {
   'log-level': { type: 'string' },
   'silence-noticelog': { type: 'boolean' },
   'log-format': { type: 'string' },
+  metrics: { type: 'string' },
   'wait-for-rpc': { type: 'boolean' },
   'rpcs-allowed': { type: 'string' },
   'pid-file': { type: 'string', short: 'f' },
@@ -251,8 +276,11 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     notes.push('-i/--shm-id: accepted; vhostd shares no memory with SPDK tools');
   }
 
+  const metrics = values.metrics !== undefined ? parseMetricsAddress(values.metrics) : undefined;
+
   const demo = values.default ?? false;
   return {
+    metrics,
     waitForRpc: values['wait-for-rpc'] ?? false,
     cores,
     socketDir: path.resolve(values['vhost-sock-dir'] ?? (demo ? '/tmp/vhostd' : '.')),

@@ -18,6 +18,7 @@ import { RpcServer, type RpcServerOptions } from './rpc/server';
 import { RpcCode, RpcError } from './rpc/errors';
 import { RpcState } from './rpc/schema';
 import { probeKvm, type AccelChoice } from './kvm-probe';
+import { MetricsServer, type MetricsSource } from './metrics';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
 import { setRequireSealedMemory } from './vhost-user/memory-policy';
@@ -112,6 +113,27 @@ export function qemuFlags(socketPath: string, accel: AccelChoice): string {
   ].join('\n');
 }
 
+/** What the metrics endpoint reads from the app (see reactor/metrics.ts). */
+export function appMetricsSource(app: App): MetricsSource {
+  return {
+    cores: app.options.cores,
+    core(core) {
+      let w;
+      try {
+        w = app.engine.worker(core);
+      } catch {
+        return null; // the engine has not started (--wait-for-rpc)
+      }
+      const { busyNs, idleNs } = w.ticks();
+      const { run, busy } = w.iterations();
+      const { inInterrupt, sleeps } = w.interruptState();
+      return { busyNs, idleNs, iterations: run, busyIterations: busy, devices: w.deviceCount(), inInterrupt, sleeps };
+    },
+    bdevs: () => app.bdevs.list().map((b) => ({ name: b.name, module: b.module.name, blockSize: b.blockSize, numBlocks: b.numBlocks, iostat: b.iostat })),
+    controllers: () => app.vhost.list().map((c) => ({ name: c.name, kind: c.model.kind, connected: c.connected, counters: c.counters() })),
+  };
+}
+
 export async function main(argv: string[]): Promise<number> {
   let opts: CliOptions | 'help' | 'version';
   try {
@@ -182,6 +204,8 @@ export async function main(argv: string[]): Promise<number> {
     rpc instanceof AllowlistRpcServer ? rpc.invokeTrusted(method, params) : rpc.invoke(method, params);
   if (rpcsAllowed) appLog.notice('only the --rpcs-allowed methods are callable over RPC', { methods: rpcsAllowed });
 
+  const metrics = opts.metrics !== undefined ? new MetricsServer(appMetricsSource(app)) : null;
+
   let finish: (code: number) => void = () => undefined;
   const exitCode = new Promise<number>((resolve) => {
     finish = resolve;
@@ -197,6 +221,7 @@ export async function main(argv: string[]): Promise<number> {
     if (stopping) return stopping;
     appLog.notice('stopping', { reason: why });
     stopping = (async () => {
+      await metrics?.close();
       await rpc.close();
       await app.stop();
       appLog.notice('stopped', { reason: why });
@@ -277,6 +302,7 @@ export async function main(argv: string[]): Promise<number> {
     config = opts.demo ? DEFAULT_CONFIG : opts.config ? readConfigFile(opts.config) : null;
     if (!opts.waitForRpc) await framework.startInit();
     await rpc.listen(opts.rpcSocket);
+    if (metrics !== null && opts.metrics !== undefined) await metrics.listen(opts.metrics);
   } catch (err) {
     appLog.error('start failed', { error: (err as Error).message });
     await stop('start failed');

@@ -359,8 +359,8 @@ export class RpcServer {
   }
 }
 
-/** Remove `path` if it is a Unix socket no server accepts on. */
-async function removeStaleSocket(path: string): Promise<void> {
+/** Remove `path` if it is a Unix socket no server accepts on (also used by the metrics endpoint). */
+export async function removeStaleSocket(path: string): Promise<void> {
   let st: fs.Stats;
   try {
     st = await fs.promises.lstat(path);

@@ -879,7 +879,8 @@ export class VhostUserSession implements BackendChannel {
       if (q) q.pos = { ...r.pos };
       else this.log.warn('stop reported an unknown queue', { ctrlr: this.backend.name, queue: r.index });
     }
-    this.log.info('device stopped', {
+    // The controller logs the stop at info (once per event); the positions are protocol detail.
+    this.log.debug('device stopped: queue positions', {
       ctrlr: this.backend.name,
       why,
       availIdx: result.queues.map((r) => `${r.index}:${r.pos.availIdx}`).join(','),

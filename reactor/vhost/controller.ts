@@ -257,10 +257,10 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     this.session = session;
   }
 
+  /** The connection (reactor/vhost-user/connection.ts) logs the connect and the disconnect, with the fd and the reason: once each. */
   connectionChanged(connected: boolean): void {
     this.connected = connected;
     if (!connected) this.maxQueuesStarted = 0;
-    this.log.info(connected ? 'front-end connected' : 'front-end disconnected', { ctrlr: this.name });
   }
 
   readConfig(size: number): Uint8Array {
@@ -574,6 +574,21 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
   private requireRunning(op: string): number {
     if (this.core < 0) throw new VhostdError(ErrorCode.Internal, `controller ${this.name}: ${op} while the device is stopped`);
     return this.core;
+  }
+
+  /**
+   * The device's counters (DeviceStat slots) summed over every shard it has
+   * had — they survive restarts and moves — with InflightTasks over the
+   * running shards only (as inflightTasks()). Read by the metrics endpoint.
+   */
+  counters(): Float64Array {
+    const out = Float64Array.from(this.statsView);
+    for (const sab of this.shardStats.values()) {
+      const v = new Float64Array(sab);
+      for (let i = 0; i < out.length; i++) if (i !== DeviceStat.InflightTasks) out[i] += v[i];
+    }
+    out[DeviceStat.InflightTasks] = this.inflightTasks();
+    return out;
   }
 
   /** Requests in flight over every shard. */
