@@ -160,3 +160,17 @@ t.test('sd_notify: READY=1 once the RPC socket answers, STOPPING=1 at stop', asy
   await waitFor(async () => messages.length > 1, 10_000, 'STOPPING=1');
   t.equal(messages[1], 'STOPPING=1');
 });
+
+t.test('packaging/systemd/vhostd.service passes systemd-analyze verify (ExecStart pointed at this checkout)', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-unit-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const unit = fs.readFileSync(path.join(repoRoot(), 'packaging', 'systemd', 'vhostd.service'), 'utf8');
+  t.match(unit, /^Type=notify$/m, 'Type=notify (vhostd speaks sd_notify)');
+  t.match(unit, /--socket-group /, 'controller sockets for the QEMU group');
+  const file = path.join(dir, 'vhostd.service');
+  fs.writeFileSync(file, unit.replaceAll('/usr/local/bin/vhostd', path.join(repoRoot(), 'bin', 'vhostd.js')));
+  const r = spawnSync('systemd-analyze', ['verify', '--man=no', file], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(r.error, undefined, 'systemd-analyze runs (Debian: systemd)');
+  t.equal(r.status, 0, `verify: ${r.stderr}`);
+  t.equal(r.stderr.trim(), '', 'no warnings');
+});
