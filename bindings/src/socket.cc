@@ -67,7 +67,9 @@ bool MakeAddress(const std::string& path, sockaddr_un* addr) {
 // not -1, group `gid`). The socket is bound under a temporary name beside
 // `path`, given its group and mode, and renamed into place, so no one can
 // connect through a socket file whose owner or mode is not yet the final one
-// (a path too long for the temporary name is bound in place, as before).
+// (a path too long for the temporary name is bound in place, as before). The
+// temporary name is hard-linked to `path` (never replacing a file there) and
+// then removed.
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path;
@@ -109,8 +111,15 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
     failed = "chown";
   } else if (chmod(bound.c_str(), static_cast<mode_t>(mode)) != 0) {
     failed = "chmod";
-  } else if (bound != path && rename(bound.c_str(), path.c_str()) != 0) {
-    failed = "rename";
+  } else if (bound != path && link(bound.c_str(), path.c_str()) != 0) {
+    // link, not rename: a file already at `path` is never replaced; like bind
+    // on a taken path, that is "address in use".
+    if (errno == EEXIST) {
+      errno = EADDRINUSE;
+      failed = "bind";
+    } else {
+      failed = "link";
+    }
   }
   if (failed != nullptr) {
     int err = errno;
@@ -119,6 +128,7 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
     ThrowErrno(env, err, failed);
     return Napi::Value();
   }
+  if (bound != path) unlink(bound.c_str());
   return Napi::Number::New(env, fd);
 }
 
