@@ -7,7 +7,8 @@
  */
 import fs from 'node:fs';
 import type { BenchCaseResult, BenchResults } from './lib/results';
-import { type Spread, shortCount } from './lib/stats';
+import { type Spread, shortCount, spread } from './lib/stats';
+import { casePercentiles } from './chart';
 
 function iopsCell(s: Spread | null): string {
   if (s === null) return 'failed';
@@ -37,22 +38,48 @@ function bsText(bytes: number): string {
   return bytes % 1024 === 0 ? `${bytes / 1024}k` : String(bytes);
 }
 
+/** The machine's 1-minute load average just before each run of the case: min–max (or the one value). */
+export function loadCell(c: BenchCaseResult): string {
+  const s = spread(c.runs.map((r) => r.loadAvg1));
+  if (s === null) return '–';
+  return s.min === s.max ? s.min.toFixed(2) : `${s.min.toFixed(2)}–${s.max.toFixed(2)}`;
+}
+
+function pctCell(p: ReturnType<typeof casePercentiles>): string {
+  if (p === null) return '–';
+  const f = (v: number): string => (v < 100 ? v.toFixed(1) : v.toFixed(0));
+  return `${f(p.p50)} / ${f(p.p99)} / ${f(p.p999)}`;
+}
+
+/** Latency percentiles per case and target (median over runs), with the load each case ran under. */
+export function latencyTable(results: BenchResults): string {
+  const lines = ['| case | vhostd p50 / p99 / p99.9 µs | QSD p50 / p99 / p99.9 µs | load avg (1 min) before runs |', '|---|---|---|---|'];
+  for (const c of results.cases) {
+    lines.push(`| ${c.id} | ${pctCell(casePercentiles(c.runs, 'vhostd'))} | ${pctCell(casePercentiles(c.runs, 'qsd'))} | ${loadCell(c)} |`);
+  }
+  return lines.join('\n');
+}
+
 /** The per-case table alone. */
 export function markdownTable(results: BenchResults): string {
   const lines = [
-    '| bdev | rw | bs | QD | vhostd IOPS median (min–max) | QSD IOPS median (min–max) | vhostd / QSD (paired min–max) | lat mean µs vhostd | lat mean µs QSD | generator descheduled, worst run |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| bdev | rw | bs | QD | vhostd IOPS median (min–max) | QSD IOPS median (min–max) | vhostd / QSD (paired min–max) | lat mean µs vhostd | lat mean µs QSD | generator descheduled, worst run | load avg |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   const window = results.options.runtimeSec;
   for (const c of results.cases) {
     lines.push(
-      `| ${c.kind} | ${c.rw} | ${bsText(c.blockSizeBytes)} | ${c.iodepth} | ${iopsCell(c.vhostd.iops)} | ${iopsCell(c.qsd.iops)} | ${ratioCell(c)} | ${latCell(c.vhostd.latMeanUs)} | ${latCell(c.qsd.latMeanUs)} | ${stallCell(c, window)} |`,
+      `| ${c.kind} | ${c.rw} | ${bsText(c.blockSizeBytes)} | ${c.iodepth} | ${iopsCell(c.vhostd.iops)} | ${iopsCell(c.qsd.iops)} | ${ratioCell(c)} | ${latCell(c.vhostd.latMeanUs)} | ${latCell(c.qsd.latMeanUs)} | ${stallCell(c, window)} | ${loadCell(c)} |`,
     );
   }
   return lines.join('\n');
 }
 
-export function markdownReport(results: BenchResults): string {
+/**
+ * The whole report. `charts`: file names (relative to the report) of the
+ * ratio and latency SVGs written beside it, shown side by side.
+ */
+export function markdownReport(results: BenchResults, charts?: { ratio: string; latency: string }): string {
   const e = results.environment;
   const o = results.options;
   const out: string[] = [];
@@ -68,6 +95,8 @@ export function markdownReport(results: BenchResults): string {
   if (e.busyProcessesStart.length > 0) out.push(`- busy processes at start: ${e.busyProcessesStart.map((p) => `\`${p}\``).join(', ')}`);
   for (const u of results.unavailable) out.push(`- **${u.kind}: not available** — ${u.reason}`);
   out.push('', markdownTable(results), '');
+  if (charts) out.push(`![vhostd / QSD IOPS ratio](${charts.ratio}) ![latency percentiles](${charts.latency})`, '');
+  out.push('Latency distribution (median over runs of each run\'s percentiles):', '', latencyTable(results), '');
   const failed = results.cases.flatMap((c) => c.runs.filter((r) => r.error !== undefined).map((r) => `${c.id} ${r.target} round ${r.round}: ${r.error}`));
   if (failed.length > 0) {
     out.push('Failed runs:', '', ...failed.map((f) => `- ${f.split('\n')[0]}`), '');

@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { runPerf } from './perf/perf';
-import { svgChart } from './chart';
+import { svgChart, svgLatencyChart } from './chart';
 import { collectEnvironment, processCpuSec } from './lib/env';
 import {
   type BenchCaseResult,
@@ -259,6 +259,37 @@ function caseLine(i: number, n: number, c: BenchCaseResult): string {
   return `[${i}/${n}] ${c.id}: ${side('vhostd')} | ${side('qsd')} | ${ratio}${lat} | load ${os.loadavg()[0]!.toFixed(2)}`;
 }
 
+/** "1h02m", "4m05s", "12s". */
+export function duration(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${s}s`;
+}
+
+/**
+ * The progress line after each run: runs done of the total, elapsed time, and
+ * the ETA from the mean time per run so far (each run costs about the same:
+ * target start, ramp, window, stop), with the machine's load.
+ */
+export class Progress {
+  private done = 0;
+  constructor(
+    private readonly total: number,
+    private readonly now: () => number = Date.now,
+    private readonly startedMs: number = now(),
+  ) {}
+
+  step(what: string, loadAvg1: number): string {
+    this.done++;
+    const elapsed = this.now() - this.startedMs;
+    const left = ((this.total - this.done) * elapsed) / this.done;
+    const at = new Date(this.startedMs + elapsed + left).toISOString().slice(11, 19);
+    const pct = Math.floor((100 * this.done) / this.total);
+    return `bench: ${this.done}/${this.total} runs (${pct} %) ${what} done; ${duration(elapsed)} elapsed, ETA ${duration(left)} (${at} UTC); load ${loadAvg1.toFixed(2)}`;
+  }
+}
+
 function stamp(d: Date): string {
   return d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
 }
@@ -322,6 +353,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const progress = new Progress(specs.length * o.runs * 2);
   try {
     for (const [i, spec] of specs.entries()) {
       if (stopping) break;
@@ -339,6 +371,7 @@ export async function main(argv: string[]): Promise<number> {
         for (const target of ['vhostd', 'qsd'] as const) {
           const run = await oneRun(spec, target, round, cfg, o);
           runs.push(run);
+          process.stderr.write(`${progress.step(`${spec.id} ${target}`, run.loadAvg1)}\n`);
           if (o.verbose) process.stderr.write(`  ${spec.id} round ${round}: ${runLine(run)}\n`);
         }
       }
@@ -378,12 +411,13 @@ export async function main(argv: string[]): Promise<number> {
   };
   fs.mkdirSync(o.outDir, { recursive: true });
   const base = path.join(o.outDir, `${stamp(startedAt)}${o.quick ? '-quick' : ''}`);
-  const md = markdownReport(results);
+  const md = markdownReport(results, { ratio: `${path.basename(base)}.svg`, latency: `${path.basename(base)}-latency.svg` });
   fs.writeFileSync(`${base}.json`, `${JSON.stringify(results, null, 2)}\n`);
   fs.writeFileSync(`${base}.md`, md);
   fs.writeFileSync(`${base}.svg`, svgChart(results));
+  fs.writeFileSync(`${base}-latency.svg`, svgLatencyChart(results));
   process.stdout.write(md);
-  process.stderr.write(`bench: wrote ${base}.json, .md, .svg\n`);
+  process.stderr.write(`bench: wrote ${base}.json, .md, .svg, -latency.svg\n`);
   const anyFailed = cases.some((c) => c.runs.some((r) => r.error !== undefined));
   return anyFailed ? 1 : 0;
 }

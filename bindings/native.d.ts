@@ -193,8 +193,17 @@ export interface Native {
   FdWatcher: typeof FdWatcher;
 
   // --- Unix stream sockets -------------------------------------------------
-  /** socket+bind+listen on `path` (the caller unlinks stale files first), then chmod to `mode`. */
-  unixListen(path: string, backlog: number, mode: number): number;
+  /**
+   * socket+bind+listen on `path` (the caller unlinks stale files first), bound
+   * aside, then chown to group `gid` (when given and not -1) and chmod to
+   * `mode` before it is renamed into place.
+   */
+  unixListen(path: string, backlog: number, mode: number, gid?: number): number;
+  /**
+   * One datagram to the Unix datagram socket `path` ('@name': abstract
+   * namespace), as sd_notify(3) sends to $NOTIFY_SOCKET; returns bytes sent.
+   */
+  unixSendDatagram(path: string, data: Buffer): number;
   /** accept4(SOCK_NONBLOCK|SOCK_CLOEXEC); -1 when no connection is pending. */
   unixAccept(listenFd: number): number;
   /** Blocking connect to `path`; the returned fd is then switched to O_NONBLOCK. */

@@ -34,6 +34,8 @@ export interface AppOptions {
   idleSleepUs: number;
   /** File mode of the vhost-user sockets. */
   socketMode: number;
+  /** Group of the controller (vhost-user, vfio-user) sockets: --socket-group. */
+  socketGid?: number;
 }
 
 export class App implements Services, SystemService {
@@ -57,6 +59,7 @@ export class App implements Services, SystemService {
     this.vhost = new VhostService({
       socketDir: options.socketDir,
       socketMode: options.socketMode,
+      socketGid: options.socketGid,
       cores: options.cores,
       bdevs: this.bdevs,
       engine: this.engine,
@@ -70,6 +73,7 @@ export class App implements Services, SystemService {
     this.nvmf = new NvmfService({
       socketDir: options.socketDir,
       socketMode: options.socketMode,
+      socketGid: options.socketGid,
       cores: options.cores,
       bdevs: this.bdevs,
       engine: this.engine,

@@ -58,6 +58,8 @@ vhostd's own:
                             idleness) or interrupt (sleep as soon as idle: --interrupt-mode)
       --idle-sleep-us N     idle time before an adaptive worker sleeps; default 1000
       --socket-mode MODE    octal file mode of the sockets; default 0600
+      --socket-group GROUP  give the controller sockets (not the RPC socket) to GROUP (name or gid),
+                            readable and writable by it (e.g. libvirt's QEMU user's group)
       --require-sealed-memory
                             refuse guest memory not sealed against shrinking (F_SEAL_SHRINK, as
                             QEMU's memory-backend-memfd seals it): a front-end can then never
@@ -74,6 +76,8 @@ export interface CliOptions {
   pollMode: PollMode;
   idleSleepUs: number;
   socketMode: number;
+  /** --socket-group: a group name or numeric gid (resolved by cli.ts); controller sockets only. */
+  socketGroup?: string;
   /** --require-sealed-memory: refuse guest memory regions without F_SEAL_SHRINK (issue #15 item 4). */
   requireSealedMemory: boolean;
   /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
@@ -149,6 +153,7 @@ const OPTIONS = {
   'poll-mode': { type: 'string' },
   'idle-sleep-us': { type: 'string' },
   'socket-mode': { type: 'string' },
+  'socket-group': { type: 'string' },
   'require-sealed-memory': { type: 'boolean' },
 } as const;
 
@@ -290,6 +295,7 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     pollMode,
     idleSleepUs,
     socketMode: parseInt(modeText, 8),
+    socketGroup: socketGroup(values['socket-group']),
     requireSealedMemory: values['require-sealed-memory'] ?? false,
     printLevel,
     logFormat,
@@ -301,6 +307,14 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     mainCore,
     notes,
   };
+}
+
+/** --socket-group: a group name (as useradd accepts it) or a numeric gid. */
+function socketGroup(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  if (!/^(\d{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?)$/.test(text)) throw new UsageError(`--socket-group: ${JSON.stringify(text)} is not a group name or gid`);
+  if (/^\d+$/.test(text) && Number(text) > 0xfffffffe) throw new UsageError(`--socket-group: gid ${text} is out of range`);
+  return text;
 }
 
 /** Parses a CPU list as /sys and /proc print it ("0-3,8,10-11"). */

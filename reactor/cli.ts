@@ -22,6 +22,17 @@ import { MetricsServer, type MetricsSource } from './metrics';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
 import { setRequireSealedMemory } from './vhost-user/memory-policy';
+import { sdNotify } from './sd-notify';
+import { resolveGroup } from './unix-group';
+
+/** sd_notify, logging (never throwing) when the manager cannot be told. */
+function notifyManager(state: string): void {
+  try {
+    if (sdNotify(state)) appLog.debug('told the service manager', { state: state.replace(/\n/g, ' ') });
+  } catch (err) {
+    appLog.warn('cannot notify the service manager (NOTIFY_SOCKET)', { error: (err as Error).message });
+  }
+}
 
 const appLog = logger('app');
 
@@ -186,6 +197,16 @@ export async function main(argv: string[]): Promise<number> {
     locks?.release();
   });
 
+  let socketGid: number | undefined;
+  if (opts.socketGroup !== undefined) {
+    try {
+      socketGid = resolveGroup(opts.socketGroup);
+    } catch (err) {
+      locks?.release();
+      appLog.error((err as Error).message);
+      return 1;
+    }
+  }
   setRequireSealedMemory(opts.requireSealedMemory);
   if (opts.requireSealedMemory) log('notice', 'app', 'guest memory must be sealed against shrinking (--require-sealed-memory)');
   const app = new App({
@@ -194,8 +215,11 @@ export async function main(argv: string[]): Promise<number> {
     rpcSocket: opts.rpcSocket,
     pollMode: opts.pollMode,
     idleSleepUs: opts.idleSleepUs,
-    socketMode: opts.socketMode,
+    // --socket-group: the group may read and write the controller sockets (connect needs write); the RPC socket keeps socketMode.
+    socketMode: socketGid === undefined ? opts.socketMode : opts.socketMode | 0o060,
+    socketGid,
   });
+  if (socketGid !== undefined) appLog.notice('controller sockets belong to the --socket-group', { group: opts.socketGroup, gid: socketGid, mode: (opts.socketMode | 0o060).toString(8).padStart(4, '0') });
   log('notice', 'app', `${app.version} starting`, { cpumask: formatCpumask(opts.cores), pid: process.pid, cpuLocks: locks !== null });
 
   const rpcsAllowed = opts.rpcsAllowed;
@@ -220,6 +244,7 @@ export async function main(argv: string[]): Promise<number> {
   const stop = (why: string): Promise<void> => {
     if (stopping) return stopping;
     appLog.notice('stopping', { reason: why });
+    notifyManager('STOPPING=1');
     stopping = (async () => {
       await metrics?.close();
       await rpc.close();
@@ -310,6 +335,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (opts.waitForRpc) appLog.notice('waiting for framework_start_init', { rpcSocket: opts.rpcSocket });
   appLog.notice('ready', { rpcSocket: opts.rpcSocket, socketDir: opts.socketDir });
+  // Type=notify units: the RPC socket accepts calls from here on (with --wait-for-rpc, framework_start_init).
+  notifyManager(`READY=1\nSTATUS=${opts.waitForRpc ? 'waiting for framework_start_init' : 'serving'} on ${opts.rpcSocket}\nMAINPID=${process.pid}`);
   if (opts.demo) {
     const sock = path.join(opts.socketDir, 'vhost.0');
     process.stdout.write(

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <poll.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -62,18 +63,24 @@ bool MakeAddress(const std::string& path, sockaddr_un* addr) {
   return true;
 }
 
-// Listens on `path` with permission bits `mode`. The socket is bound under a
-// temporary name beside `path`, given its mode, and linked into place (never
-// replacing a file there), so no one can connect through a socket file whose
-// mode is still the umask's (a path too long for the temporary name is bound
-// in place).
+// Listens on `path` with permission bits `mode` (and, when `gid` is given and
+// not -1, group `gid`). The socket is bound under a temporary name beside
+// `path`, given its group and mode, and linked into place, so no one can
+// connect through a socket file whose owner or mode is not yet the final one
+// (a path too long for the temporary name is bound in place, as before). The
+// temporary name is hard-linked to `path` (never replacing a file there) and
+// then removed.
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path;
   int32_t backlog;
   int64_t mode;
+  int64_t gid = -1;
   if (!ArgCString(info, 0, "path", &path) || !ArgInt32(info, 1, "backlog", &backlog) ||
       !ArgInteger(info, 2, "mode", 0, 07777, &mode)) {
+    return Napi::Value();
+  }
+  if (info.Length() > 3 && !info[3].IsUndefined() && !ArgInteger(info, 3, "gid", -1, 0xfffffffe, &gid)) {
     return Napi::Value();
   }
   sockaddr_un addr;
@@ -100,16 +107,18 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
     failed = "bind";
   } else if ((created = true, listen(fd, backlog) != 0)) {
     failed = "listen";
+  } else if (gid != -1 && chown(bound.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
+    failed = "chown";
   } else if (chmod(bound.c_str(), static_cast<mode_t>(mode)) != 0) {
     failed = "chmod";
   } else if (bound != path && link(bound.c_str(), path.c_str()) != 0) {
     // link() never replaces: a file at the path is what bind would have refused.
     failed = errno == EEXIST ? (errno = EADDRINUSE, "bind") : "link";
   }
-  if (created && bound != path) unlink(bound.c_str());
+  int err = errno;
+  // The temporary name goes either way; the path itself only when we bound it and failed.
+  if (created && (bound != path || failed != nullptr)) unlink(bound.c_str());
   if (failed != nullptr) {
-    int err = errno;
-    if (created && bound == path) unlink(bound.c_str());
     close(fd);
     ThrowErrno(env, err, failed);
     return Napi::Value();
@@ -373,6 +382,49 @@ Napi::Value Fstat(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// Sends `data` as one datagram to the Unix datagram socket at `path` (an
+// abstract address when it starts with '@', as systemd's NOTIFY_SOCKET may):
+// what sd_notify(3) does. Returns the bytes sent; throws errno errors.
+Napi::Value UnixSendDatagram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (!ArgCString(info, 0, "path", &path)) return Napi::Value();
+  if (info.Length() < 2 || !info[1].IsBuffer()) {
+    Napi::TypeError::New(env, "data must be a Buffer").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  Napi::Buffer<uint8_t> data = info[1].As<Napi::Buffer<uint8_t>>();
+  sockaddr_un addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sun_family = AF_UNIX;
+  if (path.size() < 2 || path.size() >= sizeof(addr.sun_path)) {
+    ThrowErrno(env, path.size() < 2 ? EINVAL : ENAMETOOLONG, "sendto");
+    return Napi::Value();
+  }
+  memcpy(addr.sun_path, path.data(), path.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  if (path[0] == '@') {
+    addr.sun_path[0] = '\0';  // abstract namespace: the length, not a NUL, ends the name
+  } else {
+    len += 1;
+  }
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "socket");
+    return Napi::Value();
+  }
+  ssize_t n = RetryEintr([&] {
+    return sendto(fd, data.Data(), data.Length(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), len);
+  });
+  int err = errno;
+  close(fd);
+  if (n < 0) {
+    ThrowErrno(env, err, "sendto");
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
 Napi::Value Dup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -399,6 +451,7 @@ void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("fstat", Napi::Function::New(env, Fstat, "fstat"));
   exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
+  exports.Set("unixSendDatagram", Napi::Function::New(env, UnixSendDatagram, "unixSendDatagram"));
 }
 
 }  // namespace vhostd

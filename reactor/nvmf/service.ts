@@ -44,6 +44,8 @@ export interface TransportInfo {
 export interface NvmfServiceOptions {
   socketDir: string;
   socketMode: number;
+  /** Group of the vfio-user sockets (--socket-group). */
+  socketGid?: number;
   cores: readonly number[];
   bdevs: BdevRegistry;
   engine: Pick<EnginePool, 'worker'>;
@@ -109,6 +111,7 @@ export class NvmfService {
       maxIoQueues: maxIo,
       cores,
       socketMode: this.opts.socketMode,
+      socketGid: this.opts.socketGid,
       bdevs: this.opts.bdevs,
       engine: this.opts.engine,
       placement: this.opts.placement,

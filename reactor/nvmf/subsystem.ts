@@ -57,6 +57,8 @@ export interface SubsystemOptions {
   maxIoQueues: number;
   cores: number[];
   socketMode: number;
+  /** Group of the vfio-user socket (--socket-group). */
+  socketGid?: number;
   bdevs: BdevRegistry;
   engine: Pick<EnginePool, 'worker'>;
   placement: Placement;
@@ -208,7 +210,7 @@ export class NvmeSubsystem implements VfioUserBackend {
     } catch (err) {
       throw new VhostdError(ErrorCode.Invalid, `cannot use ${traddr} as a vfio-user listen directory: ${(err as Error).message}`, { cause: err });
     }
-    const listener = new UnixListener<VfioUserBackend>(path.join(traddr, VFIOUSER_SOCKET_NAME), this.opts.socketMode, this, (fd, backend, log) => new VfioUserConnection(fd, new VfioUserSession(this.pci), backend, log));
+    const listener = new UnixListener<VfioUserBackend>(path.join(traddr, VFIOUSER_SOCKET_NAME), { mode: this.opts.socketMode, gid: this.opts.socketGid }, this, (fd, backend, log) => new VfioUserConnection(fd, new VfioUserSession(this.pci), backend, log));
     try {
       listener.listen();
     } catch (err) {

@@ -11,25 +11,90 @@
  */
 
 import { RpcError } from './errors';
-import { RpcClient } from './client';
+import { RpcClient, type RpcTrace } from './client';
 import * as fs from 'node:fs';
-import { formatResult, parseCommandLine, UsageError, type Command } from './commands';
+import { formatDryRun, formatResult, parseCommandLine, pyDumps, UsageError, type Command, type GlobalOptions, type Verbosity } from './commands';
 import { loadConfig, saveConfig } from './config-commands';
 
-/** Connect to the target's socket; on failure say so as rpc.py does and return null. */
-async function connectOrSay(socket: string): Promise<RpcClient | null> {
+/** Python logging's numbers for rpc.py's levels ("Log level set to 20"). */
+const LEVEL_NUMBER: Record<Verbosity, number> = { DEBUG: 10, INFO: 20, ERROR: 40 };
+
+/**
+ * rpc.py's client logger: "LEVEL: message" lines on stderr at or above the
+ * chosen level (ERROR, the default, prints none of these).
+ */
+class RpcLog {
+  private readonly threshold: number;
+  constructor(level: Verbosity) {
+    this.threshold = LEVEL_NUMBER[level];
+  }
+  debug(msg: string): void {
+    if (this.threshold <= 10) process.stderr.write(`DEBUG: ${msg}\n`);
+  }
+  info(msg: string): void {
+    if (this.threshold <= 20) process.stderr.write(`INFO: ${msg}\n`);
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/** rpc.py's pause between connection attempts (-r). */
+const RETRY_INTERVAL_MS = 200;
+
+/**
+ * Connect to the target's socket, as rpc.py's JSONRPCClient: up to
+ * `connRetries` attempts 200 ms apart whose failures are silent, then a last
+ * one; its failure is reported as rpc.py does and null returned. With -v the
+ * traffic is logged as rpc.py logs it.
+ */
+async function connectOrSay(g: GlobalOptions): Promise<RpcClient | null> {
+  const log = new RpcLog(g.verbose);
+  log.info(`Log level set to ${LEVEL_NUMBER[g.verbose]}`);
+  let pending = '';
+  const trace: RpcTrace = {
+    sent: (request) => {
+      log.debug(`call('${String(request.method)}')`);
+      log.debug(`append request:\n${pyDumps(request)}\n`);
+      log.debug('Flushing buffer');
+      log.info(`Requests:\n${JSON.stringify(request, null, 2)}\n`);
+      log.debug(`Trying to decode response '${pending}'`);
+      if (pending === '') log.debug('Partial response');
+    },
+    data: (chunk) => {
+      pending = (pending + chunk.toString('utf8')).trimStart();
+      log.debug(`Trying to decode response '${pending}'`);
+    },
+    reply: (reply) => {
+      pending = '';
+      log.info(`response:\n${JSON.stringify(reply, null, 2)}\n`);
+    },
+  };
+  const attempt = (): Promise<RpcClient> => {
+    log.debug(`Trying to connect to UNIX socket: ${g.socket}`);
+    return RpcClient.connect(g.socket, trace);
+  };
+  for (let i = 0; i < g.connRetries; i++) {
+    try {
+      return await attempt();
+    } catch {
+      await sleep(RETRY_INTERVAL_MS);
+    }
+  }
   try {
-    return await RpcClient.connect(socket);
+    return await attempt();
   } catch (err) {
     process.stderr.write(
-      `Error while connecting to ${socket}\nIs vhostd running?\nError details: ${err instanceof Error ? err.message : String(err)}\n`,
+      `Error while connecting to ${g.socket}\nIs vhostd running?\nError details: ${err instanceof Error ? err.message : String(err)}\n`,
     );
     return null;
   }
 }
 
 async function run(cmd: Extract<Command, { kind: 'call' }>): Promise<number> {
-  const client = await connectOrSay(cmd.socket);
+  if (cmd.dryRun) {
+    process.stdout.write(formatDryRun(cmd.method, cmd.params) + '\n');
+    return 0;
+  }
+  const client = await connectOrSay(cmd);
   if (!client) return 1;
   try {
     const result = await client.call(cmd.method, cmd.params, { timeoutMs: cmd.timeoutMs });
@@ -73,7 +138,7 @@ async function runClientCommand(cmd: Extract<Command, { kind: 'client' }>): Prom
       return 1;
     }
   }
-  const client = await connectOrSay(cmd.socket);
+  const client = await connectOrSay(cmd);
   if (!client) return 1;
   try {
     if (cmd.command === 'save_config') {

@@ -23,6 +23,16 @@ interface Pending {
   timer: NodeJS.Timeout | null;
 }
 
+/**
+ * Watches a connection's traffic (vhostd-rpc's -v/--verbose): the request
+ * objects as sent, the raw bytes as received, each decoded reply.
+ */
+export interface RpcTrace {
+  sent?(request: Record<string, unknown>): void;
+  data?(chunk: Buffer): void;
+  reply?(reply: unknown): void;
+}
+
 export interface CallOptions {
   /** Give up waiting for the reply after this long (the connection stays usable). */
   timeoutMs?: number;
@@ -39,20 +49,23 @@ export class RpcClient {
   private readonly splitter = new JsonStreamSplitter(MAX_REPLY_BYTES);
   private failure: Error | null = null;
 
-  private constructor(private readonly socket: net.Socket) {
+  private constructor(
+    private readonly socket: net.Socket,
+    private readonly trace: RpcTrace = {},
+  ) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.fail(err));
     socket.on('close', () => this.fail(new Error('connection closed by the server')));
   }
 
-  /** Connect to the server's Unix socket. */
-  static connect(path: string): Promise<RpcClient> {
+  /** Connect to the server's Unix socket; `trace` sees the traffic. */
+  static connect(path: string, trace?: RpcTrace): Promise<RpcClient> {
     return new Promise((resolve, reject) => {
       const socket = net.connect(path);
       socket.once('error', reject);
       socket.once('connect', () => {
         socket.off('error', reject);
-        resolve(new RpcClient(socket));
+        resolve(new RpcClient(socket, trace));
       });
     });
   }
@@ -74,6 +87,7 @@ export class RpcClient {
         }, options.timeoutMs);
       }
       this.pending.set(id, entry);
+      this.trace.sent?.(request);
       this.socket.write(JSON.stringify(request));
     });
   }
@@ -85,6 +99,7 @@ export class RpcClient {
   }
 
   private onData(chunk: Buffer): void {
+    this.trace.data?.(chunk);
     const { values, error } = this.splitter.push(chunk);
     for (const bytes of values) {
       let reply: unknown;
@@ -94,6 +109,7 @@ export class RpcClient {
         this.protocolError(`reply is not JSON: ${err instanceof Error ? err.message : String(err)}`);
         return;
       }
+      this.trace.reply?.(reply);
       this.onReply(reply);
     }
     if (error) this.protocolError(error.message);

@@ -4,7 +4,7 @@
  * the result), parsed with node:util parseArgs. Pure functions, no I/O: cli.ts
  * runs them.
  *
- *   vhostd-rpc [-s SOCK] [-t TIMEOUT_S] METHOD [method args]
+ *   vhostd-rpc [-s SOCK] [-t TIMEOUT_S] [-r N] [-v | --verbose LEVEL] [--dry-run] METHOD [method args]
  *
  * Thread: the CLI process's main thread.
  */
@@ -788,12 +788,26 @@ function specOf(method: string): CommandSpec {
 }
 
 /** What the command line asks for. */
-export type Command =
-  | { kind: 'client'; socket: string; timeoutMs: number; command: string; values: Record<string, unknown> }
-  | { kind: 'help'; text: string }
-  | { kind: 'call'; socket: string; timeoutMs: number; method: string; params: Record<string, unknown> | undefined; output: OutputMode };
+/** rpc.py's log levels (-v is INFO, --verbose names one; ERROR prints nothing extra). */
+export type Verbosity = 'ERROR' | 'INFO' | 'DEBUG';
 
-const GLOBAL_USAGE = 'usage: vhostd-rpc [-h] [-s SOCK] [-t TIMEOUT] METHOD [args...]';
+/** The global options every call carries (rpc.py's -s, -t, -r, -v/--verbose, --dry-run). */
+export interface GlobalOptions {
+  socket: string;
+  timeoutMs: number;
+  /** -r N: connect attempts after the first failure, 200 ms apart (rpc.py's conn_retries). */
+  connRetries: number;
+  verbose: Verbosity;
+  /** --dry-run: print the request as rpc.py does and send nothing. */
+  dryRun: boolean;
+}
+
+export type Command =
+  | ({ kind: 'client'; command: string; values: Record<string, unknown> } & GlobalOptions)
+  | { kind: 'help'; text: string }
+  | ({ kind: 'call'; method: string; params: Record<string, unknown> | undefined; output: OutputMode } & GlobalOptions);
+
+const GLOBAL_USAGE = 'usage: vhostd-rpc [-h] [-s SOCK] [-t TIMEOUT] [-r CONN_RETRIES] [-v] [--verbose {DEBUG,INFO,ERROR}] [--dry-run] METHOD [args...]';
 
 export function globalHelp(): string {
   const width = Math.max(...[...Object.keys(COMMANDS), ...Object.keys(CLIENT_COMMANDS)].map((m) => m.length));
@@ -806,6 +820,12 @@ export function globalHelp(): string {
     '  -h, --help   show this help (METHOD --help: help of one method)',
     `  -s SOCK      RPC Unix socket path (default ${DEFAULT_SOCKET})`,
     `  -t TIMEOUT   seconds to wait for the reply (float, default ${DEFAULT_TIMEOUT_S})`,
+    '  -r, --conn-retries N',
+    '               retry connecting N times, 0.2 s apart (default 0)',
+    '  -v           verbose: print the requests and replies on stderr (--verbose INFO)',
+    '  --verbose {DEBUG,INFO,ERROR}',
+    '               log level of those messages (DEBUG adds the connection steps)',
+    '  --dry-run    print the request and exit; nothing is sent',
     '',
     'methods:',
     ...Object.entries(COMMANDS).map(([m, c]) => `  ${m.padEnd(width)}  ${c.help}`),
@@ -949,6 +969,11 @@ export function parseCommandLine(argv: string[]): Command {
     help: { type: 'boolean', short: 'h' },
     socket: { type: 'string', short: 's' },
     timeout: { type: 'string', short: 't' },
+    'conn-retries': { type: 'string', short: 'r' },
+    // rpc.py: -v is store_const INFO (so -vv is INFO too), --verbose LEVEL chooses; the last one given wins.
+    v: { type: 'boolean', multiple: true },
+    verbose: { type: 'string' },
+    'dry-run': { type: 'boolean' },
   };
   // The method is the first positional; options before it are global, after it the method's.
   const { tokens } = parseArgs({ args: argv, options: globalOptions, allowPositionals: true, strict: false, tokens: true });
@@ -957,7 +982,7 @@ export function parseCommandLine(argv: string[]): Command {
   const globalArgs = methodIndex < 0 ? argv : argv.slice(0, methodIndex);
   let g: ReturnType<typeof parseArgs>;
   try {
-    g = parseArgs({ args: globalArgs, options: globalOptions, strict: true, allowPositionals: false });
+    g = parseArgs({ args: globalArgs, options: globalOptions, strict: true, allowPositionals: false, tokens: true });
   } catch (err) {
     throw new UsageError(err instanceof Error ? err.message : String(err), GLOBAL_USAGE);
   }
@@ -975,21 +1000,46 @@ export function parseCommandLine(argv: string[]): Command {
     }
     timeoutS = t;
   }
+  let connRetries = 0;
+  const retriesText = g.values['conn-retries'];
+  if (typeof retriesText === 'string') {
+    if (!/^\s*[+-]?\d+\s*$/.test(retriesText)) throw new UsageError(`argument -r: invalid int value: '${retriesText}'`, GLOBAL_USAGE);
+    // As rpc.py's range(N): a negative count means no retry.
+    connRetries = Math.max(0, Math.min(Number(retriesText), 1_000_000));
+  }
+  let verbose: Verbosity = 'ERROR';
+  for (const tok of g.tokens ?? []) {
+    if (tok.kind !== 'option') continue;
+    if (tok.name === 'v') verbose = 'INFO';
+    else if (tok.name === 'verbose') {
+      const level = tok.value ?? '';
+      if (level !== 'DEBUG' && level !== 'INFO' && level !== 'ERROR') {
+        throw new UsageError(`argument --verbose: invalid choice: '${level}' (choose from 'DEBUG', 'INFO', 'ERROR')`, GLOBAL_USAGE);
+      }
+      verbose = level;
+    }
+  }
+  const globals: GlobalOptions = {
+    socket: typeof g.values.socket === 'string' ? g.values.socket : DEFAULT_SOCKET,
+    timeoutMs: Math.ceil(timeoutS * 1000),
+    connRetries,
+    verbose,
+    dryRun: g.values['dry-run'] === true,
+  };
   const parsed = parseMethodArgs(method, argv.slice(methodIndex + 1));
   if (parsed.help) return { kind: 'help', text: methodHelp(method) };
   if (!Object.prototype.hasOwnProperty.call(COMMANDS, method)) {
+    if (globals.dryRun) throw new UsageError(`--dry-run: ${method} is a client-side command of several calls; it cannot be shown as one request`, GLOBAL_USAGE);
     return {
       kind: 'client',
-      socket: typeof g.values.socket === 'string' ? g.values.socket : DEFAULT_SOCKET,
-      timeoutMs: Math.ceil(timeoutS * 1000),
+      ...globals,
       command: method,
       values: parsed.params ?? {},
     };
   }
   return {
     kind: 'call',
-    socket: typeof g.values.socket === 'string' ? g.values.socket : DEFAULT_SOCKET,
-    timeoutMs: Math.ceil(timeoutS * 1000),
+    ...globals,
     method,
     params: parsed.params,
     output: COMMANDS[method].output,
@@ -1002,4 +1052,21 @@ export function formatResult(result: unknown, mode: OutputMode): string | null {
   const text = JSON.stringify(result, null, 2) ?? 'null';
   // print_json: json.dumps(s, indent=2).strip('"')
   return mode === 'string' ? text.replace(/^"+|"+$/g, '') : text;
+}
+
+/** Python's json.dumps(value) (no indent): ', ' and ': ' separators, as rpc.py's DEBUG lines print a request. */
+export function pyDumps(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map((v) => pyDumps(v)).join(', ')}]`;
+  if (typeof value === 'object' && value !== null) {
+    return `{${Object.entries(value)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${JSON.stringify(k)}: ${pyDumps(v)}`)
+      .join(', ')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** rpc.py --dry-run's output for one call: "Request:" and {method, params} (params {} when there are none). */
+export function formatDryRun(method: string, params: Record<string, unknown> | undefined): string {
+  return 'Request:\n' + JSON.stringify({ method, params: params ?? {} }, null, 2);
 }

@@ -16,6 +16,13 @@ import type { VhostBackend } from './backend';
 import { VhostUserConnection } from './connection';
 import { VhostUserSession } from './session';
 
+/**
+ * Who may connect to a listener's socket: its permission bits, or the bits
+ * and the group the socket file gets (`--socket-group`; set before the file
+ * appears under its name).
+ */
+export type SocketAccess = number | { mode: number; gid?: number };
+
 /** The backend of each accepted front-end: one object shared by every connection, or a factory called per connection. */
 export type BackendSource<B = VhostBackend> = B | (() => B);
 
@@ -47,21 +54,22 @@ export class UnixListener<B> {
   /** A front-end accepted while the previous one was still connected (see park()), or -1. */
   private parkedFd = -1;
   private readonly log: Logger = logger('vhost');
-  private readonly opts: { path: string; name: string; mode: number };
+  private readonly opts: { path: string; name: string; mode: number; gid: number };
 
   /**
    * @param path socket path, e.g. <socketDir>/<ctrlr>
-   * @param mode permission bits of the socket file (0o600 unless the operator chose otherwise)
+   * @param mode permission bits of the socket file (0o600 unless the operator chose otherwise), or the bits and its group
    * @param backend the controller's backend, or a factory called once per accepted front-end
    * @param makeConnection the protocol spoken on each accepted socket
    */
   constructor(
     path: string,
-    mode: number,
+    mode: SocketAccess,
     private readonly backend: BackendSource<B>,
     private readonly makeConnection: ConnectionFactory<B>,
   ) {
-    this.opts = { path, mode, name: nodePath.basename(path) };
+    const access = typeof mode === 'number' ? { mode } : mode;
+    this.opts = { path, mode: access.mode, gid: access.gid ?? -1, name: nodePath.basename(path) };
   }
 
   get path(): string {
@@ -80,7 +88,7 @@ export class UnixListener<B> {
   listen(): void {
     if (this.listenFd >= 0) throw new Error(`vhost-user listener ${this.opts.path} is already listening`);
     removeStaleSocket(this.opts.path);
-    this.listenFd = native.unixListen(this.opts.path, BACKLOG, this.opts.mode);
+    this.listenFd = native.unixListen(this.opts.path, BACKLOG, this.opts.mode, this.opts.gid);
     this.watcher = new native.FdWatcher(this.listenFd, (status) => this.onReadable(status));
     this.watcher.start(PollEvents.Readable);
     this.log.info('listening', { ctrlr: this.opts.name, path: this.opts.path });
@@ -203,7 +211,7 @@ export class UnixListener<B> {
 export class VhostUserListener extends UnixListener<VhostBackend> {
   constructor(
     path: string,
-    mode: number,
+    mode: SocketAccess,
     backend: BackendSource<VhostBackend>,
     makeConnection: ConnectionFactory<VhostBackend> = vhostUserConnection,
   ) {

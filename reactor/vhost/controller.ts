@@ -49,6 +49,8 @@ export interface ControllerOptions {
   socketPath: string;
   /** File mode of the socket. */
   socketMode: number;
+  /** Group of the socket file (--socket-group); the process's group when absent. */
+  socketGid?: number;
   cores: number[];
   model: DeviceModel;
   bdevs: BdevRegistry;
@@ -164,7 +166,7 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
   /** Listen on the socket (nothing when it already does). Throws ERR_INVALID. */
   listen(): void {
     if (this.listener !== null) return;
-    const listener = new VhostUserListener(this.socketPath, this.opts.socketMode, this);
+    const listener = new VhostUserListener(this.socketPath, { mode: this.opts.socketMode, gid: this.opts.socketGid }, this);
     try {
       listener.listen();
     } catch (err) {

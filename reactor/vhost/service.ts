@@ -22,6 +22,8 @@ const CTRLR_NAME_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 export interface VhostServiceOptions {
   socketDir: string;
   socketMode: number;
+  /** Group of the controller sockets (--socket-group). */
+  socketGid?: number;
   /** The app's cores: a controller's default cpumask. */
   cores: readonly number[];
   bdevs: BdevRegistry;
@@ -58,6 +60,7 @@ export class VhostService {
       name,
       socketPath,
       socketMode: this.opts.socketMode,
+      socketGid: this.opts.socketGid,
       cores,
       model,
       bdevs: this.opts.bdevs,

@@ -35,6 +35,8 @@ t.test('bench --quick produces well-formed reports', async (t) => {
   const r = await runBench(['--quick', '--out', out]);
   t.equal(r.code, 0, `bench exits 0\n${r.stderr}`);
   t.match(r.stderr, /^\[1\/1\] null-randread-4k-qd32: vhostd .* \| qsd .* \| ratio /m, 'one progress line for the one case');
+  t.match(r.stderr, /^bench: 1\/2 runs \(50 %\) null-randread-4k-qd32 vhostd done; \S+ elapsed, ETA \S+ \(\d\d:\d\d:\d\d UTC\); load \d+\.\d\d$/m, 'ETA-bearing progress after the first run');
+  t.match(r.stderr, /^bench: 2\/2 runs \(100 %\) null-randread-4k-qd32 qsd done; \S+ elapsed, ETA 0s /m, 'and after the last');
 
   const files = fs.readdirSync(out).sort();
   const json = files.filter((f) => f.endsWith('-quick.json'));
@@ -42,6 +44,7 @@ t.test('bench --quick produces well-formed reports', async (t) => {
   const base = path.join(out, json[0]!.replace(/\.json$/, ''));
   t.ok(fs.existsSync(`${base}.md`), 'Markdown report');
   t.ok(fs.existsSync(`${base}.svg`), 'SVG chart');
+  t.ok(fs.existsSync(`${base}-latency.svg`), 'latency SVG chart');
 
   const results: unknown = JSON.parse(fs.readFileSync(`${base}.json`, 'utf8'));
   t.same(checkResults(results), [], 'results file is well-formed');
@@ -61,19 +64,36 @@ t.test('bench --quick produces well-formed reports', async (t) => {
   t.match(res.environment.qemu ?? '', /qemu-storage-daemon version/, 'qemu version recorded');
 
   const md = fs.readFileSync(`${base}.md`, 'utf8');
-  const rows = md.split('\n').filter((l) => l.startsWith('|'));
+  const tables = md.split('\n\n').map((block) => block.split('\n').filter((l) => l.startsWith('|'))).filter((b) => b.length > 0);
+  t.equal(tables.length, 2, 'two tables: throughput and latency');
+  const rows = tables[0]!;
   t.equal(rows.length, 3, 'table: header, separator, one case row');
   const cells = (line: string): number => line.split('|').length - 2;
-  t.equal(cells(rows[0]!), 10, 'header has 10 columns');
-  t.ok(rows.every((row) => cells(row) === 10), 'every row has 10 columns');
+  t.equal(cells(rows[0]!), 11, 'header has 11 columns');
+  t.ok(rows.every((row) => cells(row) === 11), 'every row has 11 columns');
+  t.match(rows[2]!, /\| \d+\.\d\d(–\d+\.\d\d)? \|$/, 'the load average the case ran under');
+  const lat = tables[1]!;
+  t.equal(lat.length, 3);
+  t.match(lat[2]!, /^\| null-randread-4k-qd32 \| [\d.]+ \/ [\d.]+ \/ [\d.]+ \| [\d.]+ \/ [\d.]+ \/ [\d.]+ \| \d+\.\d\d/, 'p50 / p99 / p99.9 of both sides, and the load');
+  t.match(md, `![vhostd / QSD IOPS ratio](${path.basename(base)}.svg) ![latency percentiles](${path.basename(base)}-latency.svg)`, 'both charts side by side');
   t.match(rows[2]!, /^\| null \| randread \| 4k \| 32 \| [\d.]+[kM]? \| [\d.]+[kM]? \| \*\*\d+\.\d\d\*\* \|/, 'case row with both medians and the ratio');
   t.equal(md, r.stdout, 'the Markdown is also printed on stdout');
+
+  const latSvg = fs.readFileSync(`${base}-latency.svg`, 'utf8');
+  for (const target of ['vhostd', 'qsd']) {
+    for (const p of ['p50', 'p99', 'p99.9']) t.match(latSvg, new RegExp(`<title>null-randread-4k-qd32 ${target} ${p.replace('.', '\\.')}: \\d+\\.\\d µs</title>`), `${target} ${p} bar`);
+  }
+  t.same(wellFormed(latSvg), { bad: '', open: [], roots: 1 }, 'latency SVG well-formed');
 
   const svg = fs.readFileSync(`${base}.svg`, 'utf8');
   t.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]* width="\d+" height="\d+"/, 'SVG root');
   t.match(svg.trimEnd(), /<\/svg>$/, 'SVG closed');
   t.match(svg, /<rect [^>]*><title>null-randread-4k-qd32: \d+\.\d+<\/title><\/rect>/, 'one bar for the case');
-  // Well-formed: tags nest and balance, and there is one root element.
+  t.same(wellFormed(svg), { bad: '', open: [], roots: 1 }, 'ratio SVG well-formed: tags balance, all closed, one root');
+});
+
+/** Well-formed: tags nest and balance, and there is one root element. */
+function wellFormed(svg: string): { bad: string; open: string[]; roots: number } {
   const stack: string[] = [];
   let roots = 0;
   let bad = '';
@@ -84,10 +104,8 @@ t.test('bench --quick produces well-formed reports', async (t) => {
       if (stack.pop() !== name) bad ||= `unbalanced </${name!}> at ${m.index}`;
     } else if (selfClosing !== '/') stack.push(name!);
   }
-  t.equal(bad, '', 'tags balance');
-  t.same(stack, [], 'every element closed');
-  t.equal(roots, 1, 'one root element');
-});
+  return { bad, open: stack, roots };
+}
 
 t.test('bench rejects bad usage with exit status 2', async (t) => {
   const r = await runBench(['--runs', 'zero']);

@@ -32,7 +32,7 @@ import { RpcServer } from '../../reactor/rpc/server';
 import { RpcClient } from '../../reactor/rpc/client';
 import { METHOD_NAMES, registerMethods } from '../../reactor/rpc/methods';
 import { versionInfo } from '../../reactor/rpc/methods/app';
-import { COMMANDS, formatResult, parseCommandLine, UsageError } from '../../reactor/rpc/commands';
+import { COMMANDS, formatDryRun, formatResult, parseCommandLine, pyDumps, UsageError } from '../../reactor/rpc/commands';
 import { runRpcPy, spdkRpcDir } from '../lib/spdk-rpc';
 
 const REPO = path.resolve(__dirname, '../../..');
@@ -818,6 +818,9 @@ t.test('vhostd-rpc argv → params', async (t) => {
     kind: 'call',
     socket: '/var/tmp/vhostd.sock',
     timeoutMs: 60000,
+    connRetries: 0,
+    verbose: 'ERROR',
+    dryRun: false,
     method: 'bdev_malloc_create',
     params: { num_blocks: 524288, name: 'Malloc0', block_size: 512 },
     output: 'string',
@@ -832,6 +835,9 @@ t.test('vhostd-rpc argv → params', async (t) => {
     kind: 'call',
     socket: '/tmp/x.sock',
     timeoutMs: 2500,
+    connRetries: 0,
+    verbose: 'ERROR',
+    dryRun: false,
     method: 'vhost_create_blk_controller',
     params: { ctrlr: 'vhost.0', dev_name: 'Malloc0', cpumask: '0x2', readonly: true, packed_ring: false },
     output: 'none',
@@ -901,6 +907,40 @@ t.test('vhostd-rpc argv → params', async (t) => {
   t.equal(formatResult(true, 'string'), 'true');
   t.equal(formatResult([{ a: 1 }], 'json'), '[\n  {\n    "a": 1\n  }\n]');
   t.equal(formatResult(true, 'none'), null);
+});
+
+t.test('vhostd-rpc global flags: -r/--conn-retries, -v/--verbose, --dry-run (rpc.py\'s)', async (t) => {
+  const g = (argv: string[]): Record<string, unknown> => {
+    const cmd = parseCommandLine(argv);
+    if (cmd.kind !== 'call') throw new Error('expected a call');
+    return { connRetries: cmd.connRetries, verbose: cmd.verbose, dryRun: cmd.dryRun, timeoutMs: cmd.timeoutMs };
+  };
+  t.same(g(['spdk_get_version']), { connRetries: 0, verbose: 'ERROR', dryRun: false, timeoutMs: 60000 });
+  t.same(g(['-r', '5', 'spdk_get_version']).connRetries, 5);
+  t.same(g(['--conn-retries', '7', 'spdk_get_version']).connRetries, 7);
+  t.same(g(['--conn-retries=-3', 'spdk_get_version']).connRetries, 0, 'negative: no retry (range(N) is empty)');
+  t.same(g(['-v', 'spdk_get_version']).verbose, 'INFO');
+  t.same(g(['-vv', 'spdk_get_version']).verbose, 'INFO', '-vv is INFO, as rpc.py (store_const)');
+  t.same(g(['--verbose', 'DEBUG', 'spdk_get_version']).verbose, 'DEBUG');
+  t.same(g(['--verbose=ERROR', 'spdk_get_version']).verbose, 'ERROR');
+  t.same(g(['--verbose', 'DEBUG', '-v', 'spdk_get_version']).verbose, 'INFO', 'the last one wins (one argparse dest)');
+  t.same(g(['-v', '--verbose', 'DEBUG', 'spdk_get_version']).verbose, 'DEBUG');
+  t.same(g(['--dry-run', 'spdk_get_version']).dryRun, true);
+  t.same(g(['-t', '0.25', '-r', '2', '-v', '--dry-run', 'bdev_get_bdevs', '-t', '9']), { connRetries: 2, verbose: 'INFO', dryRun: true, timeoutMs: 250 }, 'method flags after METHOD stay the method\'s');
+  const usage = (argv: string[], re: RegExp): void => {
+    t.throws(() => parseCommandLine(argv), re, argv.join(' '));
+  };
+  usage(['-r', 'x', 'spdk_get_version'], /argument -r: invalid int value: 'x'/);
+  usage(['-r', '1.5', 'spdk_get_version'], /argument -r: invalid int value/);
+  usage(['--verbose', 'LOUD', 'spdk_get_version'], /invalid choice: 'LOUD'/);
+  usage(['--verbose', 'info', 'spdk_get_version'], /invalid choice: 'info'/);
+  usage(['--dry-run', 'save_config'], /--dry-run: save_config is a client-side command/);
+
+  t.equal(formatDryRun('bdev_malloc_create', { num_blocks: 8, block_size: 512 }), 'Request:\n{\n  "method": "bdev_malloc_create",\n  "params": {\n    "num_blocks": 8,\n    "block_size": 512\n  }\n}');
+  t.equal(formatDryRun('spdk_get_version', undefined), 'Request:\n{\n  "method": "spdk_get_version",\n  "params": {}\n}');
+  t.equal(pyDumps({ jsonrpc: '2.0', id: 1, params: { a: [1, 'x'], b: null, c: true } }), '{"jsonrpc": "2.0", "id": 1, "params": {"a": [1, "x"], "b": null, "c": true}}');
+  const help = parseCommandLine(['-h']);
+  t.match(help.kind === 'help' ? help.text : '', /-r, --conn-retries N[\s\S]*--verbose \{DEBUG,INFO,ERROR\}[\s\S]*--dry-run/);
 });
 
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
