@@ -147,14 +147,13 @@ export class Poller {
     const sleeps = mode === 'adaptive' || mode === 'interrupt';
     const idleSleepMs = mode === 'interrupt' ? 0 : this.init.idleSleepUs / 1000;
     const adaptive = mode === 'adaptive';
-    let st = this.loop;
-    if (st === null) {
+    if (this.loop === null) {
       if (sleeps) this.layer.enableSleep();
       stats[WorkerStat.InInterrupt] = mode === 'interrupt' ? 1 : 0;
       const t = performance.now();
-      st = this.loop = { iter: 0, last: t, lastWork: t, idleRun: 0, idleIterMs: 0, busyIter: 0 };
+      this.loop = { iter: 0, last: t, lastWork: t, idleRun: 0, idleIterMs: 0, busyIter: 0 };
     }
-    let { iter, last, lastWork, idleRun, idleIterMs, busyIter } = st;
+    let { iter, last, lastWork, idleRun, idleIterMs, busyIter } = this.loop;
     const yieldAt = performance.now() + YIELD_EVERY_MS;
     let yielding = false;
     while (this.running) {
@@ -208,12 +207,7 @@ export class Poller {
         last = after;
       }
     }
-    st.iter = iter;
-    st.last = last;
-    st.lastWork = lastWork;
-    st.idleRun = idleRun;
-    st.idleIterMs = idleIterMs;
-    st.busyIter = busyIter;
+    this.loop = { iter, last, lastWork, idleRun, idleIterMs, busyIter };
     stats[WorkerStat.Iterations] = iter;
     stats[WorkerStat.BusyIterations] = busyIter;
     return yielding && this.running;
