@@ -134,18 +134,23 @@ export class ChainFuzzer implements Fuzzer {
     this.disconnect();
   }
 
-  async runCase(rng: Rng, caseNo: number): Promise<void> {
+  /** Reconnect when a batch dropped the connection; with `batchEmpty`, a new batch begins at this case. */
+  protected async prepareCase(rng: Rng, caseNo: number, batchEmpty: boolean): Promise<void> {
     if (this.fe === null) {
       this.count.reconnects++;
       await this.connect();
     }
-    if (this.batch.length === 0) {
+    if (batchEmpty) {
       this.batchSize = rng.range(1, 32);
       this.batchStart = caseNo;
       this.nextSlot = 0;
       this.indirectNext = INDIRECT_GPA;
       this.headerNext = HEADER_GPA;
     }
+  }
+
+  async runCase(rng: Rng, caseNo: number): Promise<void> {
+    await this.prepareCase(rng, caseNo, this.batch.length === 0);
     const built = this.build(rng);
     if (built === null) {
       // No room left in this batch's descriptor slots or tables: run it and retry.
@@ -272,6 +277,22 @@ export class ChainFuzzer implements Fuzzer {
     return { addr: BigInt(at), len: rng.chance(0.97) ? len : rng.edgyU32(), flags: 0, next: 0 };
   }
 
+  /** Where a ring descriptor says an indirect table is: sometimes a wrong length or an address out of guest memory (bent). */
+  protected tableRef(rng: Rng, table: number, tableBytes: number): { taddr: bigint; tlen: number; bent: boolean } {
+    let tlen = tableBytes;
+    let taddr = BigInt(table);
+    let bent = false;
+    if (rng.chance(0.1)) {
+      bent = true;
+      tlen = rng.pick([0, 8, tableBytes + 8, tableBytes - 16, rng.edgyU32()]);
+    }
+    if (rng.chance(0.03)) {
+      bent = true;
+      taddr = rng.chance(0.5) ? BigInt(MEM_END - 8) : rng.edgyU64() | (1n << 41n);
+    }
+    return { taddr, tlen, bent };
+  }
+
   protected build(rng: Rng): Built | null {
     const { descs, writable } = this.chainDescs(rng);
     const mode = rng.int(10);
@@ -306,16 +327,8 @@ export class ChainFuzzer implements Fuzzer {
         }
       }
       descs.forEach((d, i) => this.writeDesc(table + 16 * i, d));
-      let tlen = tableBytes;
-      let taddr = BigInt(table);
-      if (rng.chance(0.1)) {
-        sane = false;
-        tlen = rng.pick([0, 8, tableBytes + 8, tableBytes - 16, rng.edgyU32()]);
-      }
-      if (rng.chance(0.03)) {
-        sane = false;
-        taddr = rng.chance(0.5) ? BigInt(MEM_END - 8) : rng.edgyU64() | (1n << 41n);
-      }
+      const { taddr, tlen, bent } = this.tableRef(rng, table, tableBytes);
+      if (bent) sane = false;
       const slot = this.nextSlot++;
       const ringFlags = Desc.INDIRECT | (rng.chance(0.03) ? Desc.NEXT : 0) | (rng.chance(0.02) ? Desc.WRITE : 0);
       if (ringFlags !== Desc.INDIRECT) sane = false;

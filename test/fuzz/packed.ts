@@ -56,9 +56,8 @@ export class PackedChainFuzzer extends ChainFuzzer {
   /** The next used slot to read and the device's wrap counter there. */
   private usedSlot = 0;
   private usedWrap = true;
-  /** Ring slot and wrap at which the batch being built began, and its first descriptor's flags (stored last). */
+  /** Ring slot at which the batch being built began, and its first descriptor's flags (stored last). */
   private batchSlot = 0;
-  private batchWrap = true;
   private firstFlags = -1;
   private packedBatch: PackedBuilt[] = [];
   private readonly pcount = { faults: 0, wraps: 0, indirectWithNext: 0 };
@@ -111,18 +110,10 @@ export class PackedChainFuzzer extends ChainFuzzer {
   }
 
   override async runCase(rng: Rng, caseNo: number): Promise<void> {
-    if (this.fe === null) {
-      this.count.reconnects++;
-      await this.connect();
-    }
-    if (this.packedBatch.length === 0) {
-      this.batchSize = rng.range(1, 32);
-      this.batchStart = caseNo;
-      this.nextSlot = 0;
-      this.indirectNext = INDIRECT_GPA;
-      this.headerNext = HEADER_GPA;
+    const batchEmpty = this.packedBatch.length === 0;
+    await this.prepareCase(rng, caseNo, batchEmpty);
+    if (batchEmpty) {
       this.batchSlot = this.slot;
-      this.batchWrap = this.wrap;
       this.firstFlags = -1;
     }
     const last = this.packedBatch.length + 1 >= this.batchSize;
@@ -173,16 +164,8 @@ export class PackedChainFuzzer extends ChainFuzzer {
         d.addr = BigInt(INDIRECT_GPA);
       }
       descs.forEach((d, i) => this.writePacked(table + 16 * i, d, rng.chance(0.9) ? 0 : rng.u32()));
-      let tlen = tableBytes;
-      let taddr = BigInt(table);
-      if (rng.chance(0.1)) {
-        sane = false;
-        tlen = rng.pick([0, 8, tableBytes + 8, tableBytes - 16, rng.edgyU32()]);
-      }
-      if (rng.chance(0.03)) {
-        sane = false;
-        taddr = rng.chance(0.5) ? BigInt(MEM_END - 8) : rng.edgyU64() | (1n << 41n);
-      }
+      const { taddr, tlen, bent } = this.tableRef(rng, table, tableBytes);
+      if (bent) sane = false;
       const ind: D = { addr: taddr, len: tlen, flags: Desc.INDIRECT | (rng.chance(0.02) ? Desc.WRITE : 0), next: 0 };
       ring = [ind];
       if (rng.chance(0.05)) {
