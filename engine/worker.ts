@@ -1,7 +1,8 @@
 /**
  * The piscina task module of an engine worker: one never-ending task per
  * core. It pins its thread to init.core, then runs the poll loop until the
- * reactor sends `exit`. Thread: that worker.
+ * reactor sends `exit`, turning the thread's event loop once between slices
+ * of it. Thread: that worker.
  *
  * Export: TypeScript emits `exports.default` with `__esModule` set; piscina 4
  * loads a task file with `require()`, and when the module is not itself a
@@ -23,6 +24,9 @@ export default async function engineWorker(init: WorkerInit): Promise<void> {
   native.pinThread(init.core);
   logger.info('engine worker running', { core: init.core, cpu: native.currentCpu(), mode: init.pollMode });
   // One bdev layer per worker: every device placed here shares its handles and channels.
-  new Poller(init, native, new WorkerBdevLayer()).run();
+  const poller = new Poller(init, native, new WorkerBdevLayer());
+  // Between slices this thread's event loop turns once: node runs the native
+  // finalizers and V8 tasks it queued there (see Poller.runSlice).
+  while (poller.runSlice()) await new Promise<void>((resolve) => setImmediate(resolve));
   logger.info('engine worker exiting', { core: init.core });
 }

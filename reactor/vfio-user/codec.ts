@@ -18,7 +18,7 @@
  *
  * Thread: main (reactor); the encoders are also used by tests and the probe client.
  */
-import * as fs from 'node:fs';
+import { closeFd, closeFds } from '../fds';
 import {
   Command,
   commandName,
@@ -42,19 +42,7 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Close an fd we own; a failure (an ownership bug) is swallowed after the first attempt. */
-export function closeFd(fd: number): void {
-  if (fd < 0) return;
-  try {
-    fs.closeSync(fd);
-  } catch {
-    /* EBADF here means someone else closed it: nothing more we can do */
-  }
-}
-
-export function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) closeFd(fd);
-}
+export { closeFd, closeFds };
 
 export interface Header {
   id: number;

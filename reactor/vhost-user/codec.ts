@@ -13,10 +13,9 @@
  *
  * Thread: main (reactor); the encoders are also used by the test front-end.
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { RegionDesc } from '../../engine/control';
-import { log } from '../log';
+import { closeFd, closeFds } from '../fds';
 import {
   CONFIG_HEADER_SIZE,
   HEADER_SIZE,
@@ -48,19 +47,7 @@ const LE = os.endianness() === 'LE';
 const TWO_POW_53 = 1n << 53n;
 const TWO_POW_64 = 1n << 64n;
 
-/** Close an fd this process owns, exactly once. A failure (EBADF: an ownership bug) is logged, never thrown. */
-export function closeFd(fd: number): void {
-  if (fd < 0) return;
-  try {
-    fs.closeSync(fd);
-  } catch (err) {
-    log('error', 'vhost', 'close failed', { fd, err: err as Error });
-  }
-}
-
-export function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) closeFd(fd);
-}
+export { closeFd, closeFds };
 
 export interface Header {
   request: number;

@@ -31,53 +31,53 @@ import type { Fuzzer } from './fuzzer';
 import type { Rng } from './rng';
 import type { ControllerInfo, FuzzTarget } from './target';
 
-const QSIZE = 256;
-const REGION = 2 << 20;
-const MEM_END = 2 * REGION;
+export const QSIZE = 256;
+export const REGION = 2 << 20;
+export const MEM_END = 2 * REGION;
 const DESC_GPA = 0;
 const AVAIL_GPA = DESC_GPA + 16 * QSIZE;
 const USED_GPA = 0x2000;
 const USED_END = USED_GPA + 6 + 8 * QSIZE;
-const INDIRECT_GPA = 64 << 10;
-const INDIRECT_END = 128 << 10;
-const HEADER_GPA = 128 << 10;
-const HEADER_END = 192 << 10;
+export const INDIRECT_GPA = 64 << 10;
+export const INDIRECT_END = 128 << 10;
+export const HEADER_GPA = 128 << 10;
+export const HEADER_END = 192 << 10;
 const DATA_GPA = 192 << 10;
-const BATCH_TIMEOUT_MS = 15_000;
+export const BATCH_TIMEOUT_MS = 15_000;
 
-interface D {
+export interface D {
   addr: bigint;
   len: number;
   flags: number;
   next: number;
 }
 
-interface Built {
+export interface Built {
   head: number;
   /** Writable bytes the chain can carry, when every one of its descriptors is sane; -1 when unknown. */
   writableBytes: number;
 }
 
 export class ChainFuzzer implements Fuzzer {
-  readonly name = 'chains';
+  readonly name: string = 'chains';
   readonly checkEvery = 20_000;
-  private target!: FuzzTarget;
-  private ctrl!: ControllerInfo;
-  private fe: VhostUserFrontend | null = null;
-  private kickFd = -1;
-  private shadow: Uint8Array[] = [];
+  protected target!: FuzzTarget;
+  protected ctrl!: ControllerInfo;
+  protected fe: VhostUserFrontend | null = null;
+  protected kickFd = -1;
+  protected shadow: Uint8Array[] = [];
   private availIdx = 0;
   private usedIdx = 0;
   /** The batch being built. */
-  private batch: Built[] = [];
-  private batchSize = 0;
-  private batchStart = 0;
-  private nextSlot = 0;
-  private indirectNext = INDIRECT_GPA;
-  private headerNext = HEADER_GPA;
+  protected batch: Built[] = [];
+  protected batchSize = 0;
+  protected batchStart = 0;
+  protected nextSlot = 0;
+  protected indirectNext = INDIRECT_GPA;
+  protected headerNext = HEADER_GPA;
   /** Test hook: change a byte outside every writable buffer in each batch (the shadow check must catch it). */
   tamper = false;
-  private readonly count = { chains: 0, batches: 0, reconnects: 0, usedLenZero: 0, indirect: 0, crossRegion: 0 };
+  protected readonly count = { chains: 0, batches: 0, reconnects: 0, usedLenZero: 0, indirect: 0, crossRegion: 0 };
 
   async setup(target: FuzzTarget): Promise<void> {
     this.target = target;
@@ -93,7 +93,7 @@ export class ChainFuzzer implements Fuzzer {
     return this.batch.length > 0 ? this.batchStart : caseNo;
   }
 
-  private async connect(): Promise<void> {
+  protected async connect(): Promise<void> {
     const fe = await VhostUserFrontend.connect(this.ctrl.socket, 15_000, { waitAccepted: true });
     await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: REGION }, { gpa: REGION, sizeBytes: REGION }] });
     const mem = fe.memory!;
@@ -114,7 +114,7 @@ export class ChainFuzzer implements Fuzzer {
     this.shadow = mem.regions.map((r) => r.bytes.slice());
   }
 
-  private disconnect(): void {
+  protected disconnect(): void {
     this.fe?.close();
     this.fe = null;
     if (this.kickFd >= 0) native.close(this.kickFd);
@@ -134,18 +134,23 @@ export class ChainFuzzer implements Fuzzer {
     this.disconnect();
   }
 
-  async runCase(rng: Rng, caseNo: number): Promise<void> {
+  /** Reconnect when a batch dropped the connection; with `batchEmpty`, a new batch begins at this case. */
+  protected async prepareCase(rng: Rng, caseNo: number, batchEmpty: boolean): Promise<void> {
     if (this.fe === null) {
       this.count.reconnects++;
       await this.connect();
     }
-    if (this.batch.length === 0) {
+    if (batchEmpty) {
       this.batchSize = rng.range(1, 32);
       this.batchStart = caseNo;
       this.nextSlot = 0;
       this.indirectNext = INDIRECT_GPA;
       this.headerNext = HEADER_GPA;
     }
+  }
+
+  async runCase(rng: Rng, caseNo: number): Promise<void> {
+    await this.prepareCase(rng, caseNo, this.batch.length === 0);
     const built = this.build(rng);
     if (built === null) {
       // No room left in this batch's descriptor slots or tables: run it and retry.
@@ -159,7 +164,7 @@ export class ChainFuzzer implements Fuzzer {
 
   // --- building -----------------------------------------------------------------
 
-  private mem() {
+  protected mem() {
     return this.fe!.memory!;
   }
 
@@ -172,13 +177,13 @@ export class ChainFuzzer implements Fuzzer {
   }
 
   /** A readable address: anywhere in guest memory, sometimes outside or edgy. */
-  private readAddr(rng: Rng, len: number): bigint {
+  protected readAddr(rng: Rng, len: number): bigint {
     if (rng.chance(0.9)) return BigInt(rng.int(Math.max(1, MEM_END - len)));
     return rng.edgyU64();
   }
 
   /** A writable buffer: inside the data area (maybe across the region boundary), or outside guest memory. */
-  private writeBuf(rng: Rng, len: number): { addr: bigint; len: number } {
+  protected writeBuf(rng: Rng, len: number): { addr: bigint; len: number } {
     const r = rng.int(20);
     if (r === 0) return { addr: rng.chance(0.5) ? BigInt(MEM_END + rng.int(1 << 20)) : rng.edgyU64() | (1n << 40n), len };
     if (r === 1) {
@@ -196,7 +201,7 @@ export class ChainFuzzer implements Fuzzer {
     return { addr: BigInt(DATA_GPA + rng.int(maxLen - l + 1)), len: l };
   }
 
-  private dataLen(rng: Rng): number {
+  protected dataLen(rng: Rng): number {
     switch (rng.int(8)) {
       case 0:
         return 0;
@@ -210,7 +215,7 @@ export class ChainFuzzer implements Fuzzer {
   }
 
   /** One chain's descriptors, in order, before next indices are assigned. */
-  private chainDescs(rng: Rng): { descs: D[]; writable: number } {
+  protected chainDescs(rng: Rng): { descs: D[]; writable: number } {
     const type = rng.chance(0.9) ? rng.pick([BlkType.IN, BlkType.OUT, BlkType.IN, BlkType.OUT, BlkType.FLUSH, BlkType.GET_ID, BlkType.DISCARD, BlkType.WRITE_ZEROES]) : rng.edgyU32();
     const sector = rng.chance(0.85) ? BigInt(rng.int(4096 + 16)) : rng.edgyU64();
     const descs: D[] = [];
@@ -263,7 +268,7 @@ export class ChainFuzzer implements Fuzzer {
     return { descs, writable };
   }
 
-  private headerDesc(rng: Rng, content: Uint8Array): D {
+  protected headerDesc(rng: Rng, content: Uint8Array): D {
     const len = content.byteLength;
     if (this.headerNext + len + 16 > HEADER_END) this.headerNext = HEADER_GPA; // wrap: headers are read-only, reuse is harmless once read
     const at = this.headerNext;
@@ -272,7 +277,23 @@ export class ChainFuzzer implements Fuzzer {
     return { addr: BigInt(at), len: rng.chance(0.97) ? len : rng.edgyU32(), flags: 0, next: 0 };
   }
 
-  private build(rng: Rng): Built | null {
+  /** Where a ring descriptor says an indirect table is: sometimes a wrong length or an address out of guest memory (bent). */
+  protected tableRef(rng: Rng, table: number, tableBytes: number): { taddr: bigint; tlen: number; bent: boolean } {
+    let tlen = tableBytes;
+    let taddr = BigInt(table);
+    let bent = false;
+    if (rng.chance(0.1)) {
+      bent = true;
+      tlen = rng.pick([0, 8, tableBytes + 8, tableBytes - 16, rng.edgyU32()]);
+    }
+    if (rng.chance(0.03)) {
+      bent = true;
+      taddr = rng.chance(0.5) ? BigInt(MEM_END - 8) : rng.edgyU64() | (1n << 41n);
+    }
+    return { taddr, tlen, bent };
+  }
+
+  protected build(rng: Rng): Built | null {
     const { descs, writable } = this.chainDescs(rng);
     const mode = rng.int(10);
     if (mode < 2) {
@@ -306,16 +327,8 @@ export class ChainFuzzer implements Fuzzer {
         }
       }
       descs.forEach((d, i) => this.writeDesc(table + 16 * i, d));
-      let tlen = tableBytes;
-      let taddr = BigInt(table);
-      if (rng.chance(0.1)) {
-        sane = false;
-        tlen = rng.pick([0, 8, tableBytes + 8, tableBytes - 16, rng.edgyU32()]);
-      }
-      if (rng.chance(0.03)) {
-        sane = false;
-        taddr = rng.chance(0.5) ? BigInt(MEM_END - 8) : rng.edgyU64() | (1n << 41n);
-      }
+      const { taddr, tlen, bent } = this.tableRef(rng, table, tableBytes);
+      if (bent) sane = false;
       const slot = this.nextSlot++;
       const ringFlags = Desc.INDIRECT | (rng.chance(0.03) ? Desc.NEXT : 0) | (rng.chance(0.02) ? Desc.WRITE : 0);
       if (ringFlags !== Desc.INDIRECT) sane = false;
@@ -355,7 +368,7 @@ export class ChainFuzzer implements Fuzzer {
   // --- running a batch ---------------------------------------------------------
 
   /** Bytes the device may write during this batch: every WRITE descriptor of the table and the indirect area. */
-  private writableRanges(): [number, number][] {
+  protected writableRanges(): [number, number][] {
     const m = this.mem();
     const out: [number, number][] = [[USED_GPA, USED_END]];
     const scan = (from: number, to: number): void => {
@@ -374,21 +387,14 @@ export class ChainFuzzer implements Fuzzer {
     return out;
   }
 
-  private async flush(): Promise<void> {
+  protected async flush(): Promise<void> {
     const fe = this.fe!;
     const m = this.mem();
     const batch = this.batch;
     this.batch = [];
     const allowed = this.writableRanges();
     // The driver's own writes of this batch (descriptors, tables, headers) go into the shadow first.
-    const syncShadow = (from: number, to: number): void => {
-      for (let i = 0; i < m.regions.length; i++) {
-        const r = m.regions[i];
-        const a = Math.max(from, r.gpa);
-        const b = Math.min(to, r.gpa + r.sizeBytes);
-        if (a < b) this.shadow[i].set(r.bytes.subarray(a - r.gpa, b - r.gpa), a - r.gpa);
-      }
-    };
+    const syncShadow = (from: number, to: number): void => this.syncShadow(from, to);
     syncShadow(DESC_GPA, USED_GPA);
     syncShadow(INDIRECT_GPA, HEADER_END);
     for (const b of batch) {
@@ -425,7 +431,24 @@ export class ChainFuzzer implements Fuzzer {
       if (b.writableBytes >= 0 && len > b.writableBytes) throw new Error(`used length ${len} for head ${id}, more than its ${b.writableBytes} writable bytes`);
     }
     this.usedIdx = this.availIdx;
-    // Guest memory outside the device-writable ranges is unchanged.
+    this.compareShadow(allowed);
+    this.count.batches++;
+  }
+
+  /** Copy the driver's own writes in [from, to) into the shadow. */
+  protected syncShadow(from: number, to: number): void {
+    const m = this.mem();
+    for (let i = 0; i < m.regions.length; i++) {
+      const r = m.regions[i];
+      const a = Math.max(from, r.gpa);
+      const b = Math.min(to, r.gpa + r.sizeBytes);
+      if (a < b) this.shadow[i].set(r.bytes.subarray(a - r.gpa, b - r.gpa), a - r.gpa);
+    }
+  }
+
+  /** Guest memory outside the device-writable ranges `allowed` equals the shadow; then the shadow takes the memory. */
+  protected compareShadow(allowed: [number, number][]): void {
+    const m = this.mem();
     allowed.sort((a, b) => a[0] - b[0]);
     for (let i = 0; i < m.regions.length; i++) {
       const r = m.regions[i];
@@ -451,6 +474,5 @@ export class ChainFuzzer implements Fuzzer {
       cmp(pos, end);
       sh.set(cur);
     }
-    this.count.batches++;
   }
 }

@@ -2,7 +2,7 @@
  * The fuzz runner: `npm run fuzz -- [--minutes N | --cases N] [--seed S]
  * [--from C] [--only name,name] [--rss-slack-mib M]`.
  *
- * Each selected fuzzer (vhost-user, chains, jsonrpc) runs in turn against its
+ * Each selected fuzzer (vhost-user, chains, packed, jsonrpc) runs in turn against its
  * own fresh vhostd (-m 0x2) for N minutes or N cases. Case c draws from
  * Rng.forCase(seed, c), so a failure is replayed from its seed and the case
  * its connection began at (printed with the failure). Every `checkEvery`
@@ -16,6 +16,7 @@
 import { ChainFuzzer } from './chains';
 import type { Fuzzer } from './fuzzer';
 import { JsonRpcFuzzer } from './jsonrpc';
+import { PackedChainFuzzer } from './packed';
 import { Rng } from './rng';
 import { FuzzFailure, FuzzTarget, type ControllerInfo } from './target';
 import { VhostUserFuzzer } from './vhost-user';
@@ -23,6 +24,7 @@ import { VhostUserFuzzer } from './vhost-user';
 export const FUZZERS: Record<string, () => Fuzzer> = {
   'vhost-user': () => new VhostUserFuzzer(),
   chains: () => new ChainFuzzer(),
+  packed: () => new PackedChainFuzzer(),
   jsonrpc: () => new JsonRpcFuzzer(),
 };
 

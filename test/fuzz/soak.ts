@@ -13,7 +13,14 @@
  * seconds it prints a sample (elapsed, cycles, churn rounds, fds, RSS MiB);
  * at the end it quiesces and prints the fd count against the warmed-up
  * baseline and the RSS spread after warm-up (the first 10% of the samples,
- * at least 30 s). Exit status 1 when fds grew or RSS moved more than ±20 MB.
+ * at least 30 s), and the RSS growth per connection: the RSS floor (lowest
+ * sample) of the last third after warm-up less that of the first third, over
+ * the connections (cycles + churn rounds) made between the two thirds'
+ * midpoints — floors, because a GC'd heap's peaks come and go but what is
+ * retained per connection raises the floor. Exit status 1 when fds grew, RSS
+ * moved more than ±20 MB, or grew more than MAX_GROWTH_PER_CONN bytes per
+ * connection (the engine worker that never turned its event loop kept ~250 B
+ * per mapped region: 400-1400 B per connection).
  * Thread: main.
  */
 import { randomBytes } from 'node:crypto';
@@ -22,6 +29,26 @@ import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus } from '../lib/frontend-wire';
 import { FuzzTarget, type ControllerInfo, type ProcStats } from './target';
 import { Rng } from './rng';
+
+/** Bytes of RSS a connection may leave behind, at most (see the header). */
+export const MAX_GROWTH_PER_CONN = 128;
+
+/**
+ * RSS growth per connection from samples after warm-up (see the header);
+ * null with fewer than 6 samples or no connections between the thirds.
+ */
+export function growthPerConnection(samples: readonly { rssKiB: number; cycles: number; churn: number }[]): number | null {
+  if (samples.length < 6) return null;
+  const third = Math.floor(samples.length / 3);
+  const first = samples.slice(0, third);
+  const last = samples.slice(samples.length - third);
+  const floor = (xs: typeof samples): number => Math.min(...xs.map((s) => s.rssKiB));
+  const conns = (s: (typeof samples)[number]): number => s.cycles + s.churn;
+  const mid = (xs: typeof samples): number => (conns(xs[0]) + conns(xs[xs.length - 1])) / 2;
+  const between = mid(last) - mid(first);
+  if (between <= 0) return null;
+  return ((floor(last) - floor(first)) * 1024) / between;
+}
 
 interface Args {
   cycles: number;
@@ -175,10 +202,12 @@ async function main(): Promise<void> {
     const rssMin = Math.min(...rss);
     const rssMax = Math.max(...rss);
     const rssMid = (rssMin + rssMax) / 2;
+    const perConn = growthPerConnection(after);
     process.stdout.write(
       `soak: ${cycles} connect cycles, ${churn} churn rounds in ${((Date.now() - t0) / 60_000).toFixed(1)} min; ` +
         `after warm-up (${warm} samples): fds ${Math.min(...fdsAfter)}..${Math.max(...fdsAfter)}, quiesced ${end.fds} ` +
-        `(at start ${samples[0]?.fds}); RSS ${rssMin.toFixed(1)}..${rssMax.toFixed(1)} MiB (${rssMid.toFixed(1)} ± ${((rssMax - rssMin) / 2).toFixed(1)})\n`,
+        `(at start ${samples[0]?.fds}); RSS ${rssMin.toFixed(1)}..${rssMax.toFixed(1)} MiB (${rssMid.toFixed(1)} ± ${((rssMax - rssMin) / 2).toFixed(1)}); ` +
+        `RSS floor growth ${perConn === null ? 'not measured (too few samples)' : `${perConn.toFixed(0)} B per connection`}\n`,
     );
     if (!target.alive()) {
       failed = true;
@@ -187,6 +216,10 @@ async function main(): Promise<void> {
     if ((rssMax - rssMin) / 2 > 20) {
       failed = true;
       process.stdout.write('soak: RSS moved more than ±20 MB after warm-up\n');
+    }
+    if (perConn !== null && perConn > MAX_GROWTH_PER_CONN) {
+      failed = true;
+      process.stdout.write(`soak: RSS grew ${perConn.toFixed(0)} B per connection (bound ${MAX_GROWTH_PER_CONN})\n`);
     }
     const fdBase = Math.min(...fdsAfter);
     if (end.fds > fdBase) {
@@ -200,7 +233,9 @@ async function main(): Promise<void> {
   process.exitCode = failed ? 1 : 0;
 }
 
-main().catch((e) => {
-  process.stderr.write(`soak: ${(e as Error).stack ?? e}\n`);
-  process.exitCode = 1;
-});
+if (require.main === module) {
+  main().catch((e) => {
+    process.stderr.write(`soak: ${(e as Error).stack ?? e}\n`);
+    process.exitCode = 1;
+  });
+}

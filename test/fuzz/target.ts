@@ -72,11 +72,12 @@ export class FuzzTarget {
     return rpcCall(this.h.rpcSocket, method, params, timeoutMs);
   }
 
-  async createBlk(name: string, numBlocks = 8192, opts: { cpumask?: string } = {}): Promise<ControllerInfo> {
+  async createBlk(name: string, numBlocks = 8192, opts: { cpumask?: string; packedRing?: boolean } = {}): Promise<ControllerInfo> {
     const bdev = `Malloc_${name}`;
     await this.rpc('bdev_malloc_create', { name: bdev, num_blocks: numBlocks, block_size: 512 });
     const params: Record<string, unknown> = { ctrlr: name, dev_name: bdev };
     if (opts.cpumask) params.cpumask = opts.cpumask;
+    if (opts.packedRing) params.packed_ring = true;
     await this.rpc('vhost_create_blk_controller', params);
     return { name, bdev, socket: this.h.socketOf(name), numBlocks };
   }

@@ -18,6 +18,7 @@ const say = (l: string): void => void t.comment(l);
 const SHORT: [string, number][] = [
   ['vhost-user', 2000],
   ['chains', 3000],
+  ['packed', 1500],
   ['jsonrpc', 1000],
 ];
 
@@ -30,9 +31,11 @@ for (const [name, cases] of SHORT) {
   });
 }
 
-t.test('the chain fuzzer\'s shadow check catches a byte changed outside every device-writable buffer', async (t) => {
-  await t.rejects(
-    runFuzz({ only: ['chains'], cases: 50, seed, say, prepare: (f) => ((f as ChainFuzzer).tamper = true) }),
-    /guest memory changed outside every device-writable buffer at gpa 0x20003.*reproduce with: npm run fuzz -- --only chains --seed \d+ --from/s,
-  );
-});
+for (const name of ['chains', 'packed']) {
+  t.test(`the ${name} fuzzer's shadow check catches a byte changed outside every device-writable buffer`, async (t) => {
+    await t.rejects(
+      runFuzz({ only: [name], cases: 50, seed, say, prepare: (f) => ((f as ChainFuzzer).tamper = true) }),
+      new RegExp(`guest memory changed outside every device-writable buffer at gpa 0x20003.*reproduce with: npm run fuzz -- --only ${name} --seed \\d+ --from`, 's'),
+    );
+  });
+}

@@ -115,7 +115,7 @@ export interface DataOptions {
 }
 
 /** Virtio features the test driver knows how to drive for virtio-blk. */
-const DRIVER_FEATURES =
+export const DRIVER_FEATURES =
   bit(VirtioBit.BLK_SIZE_MAX) |
   bit(VirtioBit.BLK_SEG_MAX) |
   bit(VirtioBit.BLK_GEOMETRY) |
