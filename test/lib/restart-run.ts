@@ -166,7 +166,11 @@ value ioerr $(dmesg | grep -ci 'i/o error')
   // logs[i] is the process started after event i-1 (logs[0]: the first one).
   const again = logs.map(resubmitted);
   t.comment(`requests resubmitted by each process: ${again.join(', ')}`);
-  for (let k = 1; k <= 3; k++) t.ok(again[k] > 0, `kill ${k} caught requests in flight; the next process resubmitted them (${again[k]})`);
+  // The in-flight count is sampled over RPC just before the kill; requests can complete in
+  // between (seen: 14 held, 0 left at the kill), so one kill may find none. The mechanism must
+  // have worked for the kills together; fio's verify above is what proves nothing was lost.
+  const resubmittedAfterKills = again.slice(1, 4).reduce((a, b) => a + b, 0);
+  t.ok(resubmittedAfterKills > 0, `the kills caught requests in flight and the next processes resubmitted them (${again.slice(1, 4).join(' + ')})`);
   t.equal(again[4], 0, 'after SIGTERM nothing was in flight: a graceful stop completes every request first');
   t.match(all, /in-flight region set/, 'QEMU handed the in-flight region back');
   t.match(all, opts.packed ? /in-flight region offered.*layout=packed/ : /in-flight region offered.*layout=split/, 'the region in the layout of the ring');
