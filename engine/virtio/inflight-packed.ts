@@ -46,15 +46,14 @@
  */
 import { QueueSetupError } from './split';
 import { DESC_SIZE } from './spec';
-import { INFLIGHT_VERSION, alignInflight, checkInflightQueue, checkInflightShape, inflightInUse, readInflightCounter } from './inflight';
+import { alignInflight, checkInflightQueue, checkInflightShape, inflightInUse, readInflightCounter, setInflightInUse } from './inflight';
 
 /** Bytes of a packed queue region's header (29, padded to the 8-byte alignment of desc[]). */
 export const PACKED_INFLIGHT_HEADER_BYTES = 32;
 /** Bytes of one DescStatePacked. */
 export const PACKED_INFLIGHT_DESC_BYTES = 32;
 
-const OFF_VERSION = 8;
-const OFF_DESC_NUM = 10;
+// version @8 and desc_num @10 as in the split layout (inflight.ts reads and writes them).
 const OFF_FREE_HEAD = 12;
 const OFF_OLD_FREE_HEAD = 14;
 const OFF_USED_IDX = 16;
@@ -177,11 +176,10 @@ export class PackedInflightRegion {
         v.setUint16(d + D_NEXT, i + 1, true);
         t.next[i] = i + 1;
       }
-      v.setUint16(base + OFF_DESC_NUM, n, true);
       v.setUint16(base + OFF_FREE_HEAD, 0, true);
       v.setUint16(base + OFF_OLD_FREE_HEAD, 0, true);
       this.writeUsed(t, start.usedIdx, start.usedWrap, true);
-      v.setUint16(base + OFF_VERSION, INFLIGHT_VERSION, true);
+      setInflightInUse(v, base, n);
       this.tracks[queue] = t;
       return { chains: [], ...start };
     }

@@ -99,6 +99,12 @@ export function inflightInUse(v: DataView, base: number, queue: number, descNum:
   return true;
 }
 
+/** Queue region at `base` is laid out (its other header words written): desc_num, then version 1 last. */
+export function setInflightInUse(v: DataView, base: number, descNum: number): void {
+  v.setUint16(base + OFF_DESC_NUM, descNum, true);
+  v.setUint16(base + OFF_VERSION, INFLIGHT_VERSION, true);
+}
+
 /** The le64 counter at byte `at` (both layouts keep it at desc + 8). */
 export function readInflightCounter(v: DataView, at: number): number {
   return v.getUint32(at + 4, true) * TWO32 + v.getUint32(at, true);
@@ -164,10 +170,9 @@ export class InflightRegion implements InflightTracker {
     if (!inflightInUse(v, base, queue, this.queueSize)) {
       // Never used: lay it out (the memfd is zero-filled, so no descriptor is in flight).
       for (let i = 0; i < this.queueSize; i++) v.setUint8(base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i + D_INFLIGHT, 0);
-      v.setUint16(base + OFF_DESC_NUM, this.queueSize, true);
       v.setUint16(base + OFF_LAST_BATCH_HEAD, 0, true);
       v.setUint16(base + OFF_USED_IDX, startAvailIdx & 0xffff, true);
-      v.setUint16(base + OFF_VERSION, INFLIGHT_VERSION, true);
+      setInflightInUse(v, base, this.queueSize);
       track.usedIdx = startAvailIdx & 0xffff;
       this.tracks[queue] = track;
       return { heads: [], usedIdx: startAvailIdx & 0xffff, availIdx: startAvailIdx & 0xffff };
