@@ -27,7 +27,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric
 
 type AnyRegistry = Registry<RegistryContentType>;
 import { DeviceStat } from '../engine/control';
-import type { BdevIoStats } from './bdev/iostat';
+import type { BdevIoStats, IoStatCounters } from './bdev/iostat';
 import type { MetricsAddress } from './cli-args';
 import { logger } from './log';
 import { removeStaleSocket } from './rpc/server';
@@ -119,29 +119,35 @@ class SpdkLatencyHistogram extends Histogram<'bdev' | 'le'> {
 /** Register vhostd's metrics on `registry`, each read from `source` when scraped. */
 export function registerMetrics(registry: AnyRegistry, source: MetricsSource): void {
   const registers = [registry];
-  const counter = <L extends string>(name: string, help: string, labelNames: L[], fill: (c: Counter<L>) => void): void => {
-    new Counter<L>({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        fill(this);
-      },
-    });
-  };
-  const gauge = <L extends string>(name: string, help: string, labelNames: L[], fill: (g: Gauge<L>) => void): void => {
-    new Gauge<L>({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        fill(this);
-      },
-    });
+  // A counter or gauge refilled from `source` on each scrape (reset first: a gone controller's series go too).
+  const refilled =
+    <M extends 'counter' | 'gauge'>(kind: M) =>
+    <L extends string>(name: string, help: string, labelNames: L[], fill: (m: M extends 'counter' ? Counter<L> : Gauge<L>) => void): void => {
+      const Metric = kind === 'counter' ? Counter<L> : Gauge<L>;
+      new Metric({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect(this: Counter<L> | Gauge<L>) {
+          this.reset();
+          fill(this as M extends 'counter' ? Counter<L> : Gauge<L>);
+        },
+      });
+    };
+  const counter = refilled('counter');
+  const gauge = refilled('gauge');
+  // Each bdev's read, write and unmap figures (`pick`, in that order) of its iostat total.
+  const forBdevOps = (
+    pick: (t: IoStatCounters) => [number, number, number],
+    f: (labels: { bdev: string; op: 'read' | 'write' | 'unmap' }, value: number) => void,
+  ): void => {
+    for (const b of source.bdevs()) {
+      const [read, write, unmap] = pick(b.iostat.total());
+      f({ bdev: b.name, op: 'read' }, read);
+      f({ bdev: b.name, op: 'write' }, write);
+      f({ bdev: b.name, op: 'unmap' }, unmap);
+    }
   };
   const forCores = (f: (core: string, s: CoreSample) => void): void => {
     for (const core of source.cores) {
@@ -171,43 +177,21 @@ export function registerMetrics(registry: AnyRegistry, source: MetricsSource): v
   gauge('vhostd_bdev_size_bytes', 'Size of the bdev', ['bdev', 'module'], (g) => {
     for (const b of source.bdevs()) g.set({ bdev: b.name, module: b.module }, b.blockSize * b.numBlocks);
   });
-  counter('vhostd_bdev_ops_total', 'I/Os the bdev completed successfully, by type (bdev_get_iostat num_*_ops)', ['bdev', 'op'], (c) => {
-    for (const b of source.bdevs()) {
-      const t = b.iostat.total();
-      c.inc({ bdev: b.name, op: 'read' }, t.num_read_ops);
-      c.inc({ bdev: b.name, op: 'write' }, t.num_write_ops);
-      c.inc({ bdev: b.name, op: 'unmap' }, t.num_unmap_ops);
-    }
-  });
-  counter('vhostd_bdev_bytes_total', 'Bytes the bdev read, wrote and unmapped (bdev_get_iostat bytes_*)', ['bdev', 'op'], (c) => {
-    for (const b of source.bdevs()) {
-      const t = b.iostat.total();
-      c.inc({ bdev: b.name, op: 'read' }, t.bytes_read);
-      c.inc({ bdev: b.name, op: 'write' }, t.bytes_written);
-      c.inc({ bdev: b.name, op: 'unmap' }, t.bytes_unmapped);
-    }
-  });
+  counter('vhostd_bdev_ops_total', 'I/Os the bdev completed successfully, by type (bdev_get_iostat num_*_ops)', ['bdev', 'op'], (c) =>
+    forBdevOps((t) => [t.num_read_ops, t.num_write_ops, t.num_unmap_ops], (labels, v) => c.inc(labels, v)),
+  );
+  counter('vhostd_bdev_bytes_total', 'Bytes the bdev read, wrote and unmapped (bdev_get_iostat bytes_*)', ['bdev', 'op'], (c) =>
+    forBdevOps((t) => [t.bytes_read, t.bytes_written, t.bytes_unmapped], (labels, v) => c.inc(labels, v)),
+  );
   counter(
     'vhostd_bdev_io_time_seconds_total',
     'Summed latency of the I/Os counted by vhostd_bdev_ops_total (rate of this / rate of that = mean latency)',
     ['bdev', 'op'],
-    (c) => {
-      for (const b of source.bdevs()) {
-        const t = b.iostat.total();
-        c.inc({ bdev: b.name, op: 'read' }, t.read_latency_ticks / 1e9);
-        c.inc({ bdev: b.name, op: 'write' }, t.write_latency_ticks / 1e9);
-        c.inc({ bdev: b.name, op: 'unmap' }, t.unmap_latency_ticks / 1e9);
-      }
-    },
+    (c) => forBdevOps((t) => [t.read_latency_ticks / 1e9, t.write_latency_ticks / 1e9, t.unmap_latency_ticks / 1e9], (labels, v) => c.inc(labels, v)),
   );
-  gauge('vhostd_bdev_latency_max_seconds', 'Largest latency of one I/O since the last reset (bdev_get_iostat max_*_latency_ticks)', ['bdev', 'op'], (g) => {
-    for (const b of source.bdevs()) {
-      const t = b.iostat.total();
-      g.set({ bdev: b.name, op: 'read' }, t.max_read_latency_ticks / 1e9);
-      g.set({ bdev: b.name, op: 'write' }, t.max_write_latency_ticks / 1e9);
-      g.set({ bdev: b.name, op: 'unmap' }, t.max_unmap_latency_ticks / 1e9);
-    }
-  });
+  gauge('vhostd_bdev_latency_max_seconds', 'Largest latency of one I/O since the last reset (bdev_get_iostat max_*_latency_ticks)', ['bdev', 'op'], (g) =>
+    forBdevOps((t) => [t.max_read_latency_ticks / 1e9, t.max_write_latency_ticks / 1e9, t.max_unmap_latency_ticks / 1e9], (labels, v) => g.set(labels, v)),
+  );
   counter('vhostd_bdev_errors_total', 'I/Os the bdev completed with an error', ['bdev'], (c) => {
     for (const b of source.bdevs()) c.inc({ bdev: b.name }, b.iostat.total().io_error.failed ?? 0);
   });

@@ -31,6 +31,7 @@ namespace {
 
 class LinuxAio : public FileRing<LinuxAio> {
  public:
+  friend class FileRing<LinuxAio>;  // AddCommon lists our private methods
   static constexpr const char* kName = "io_setup";
   static Napi::Function Define(Napi::Env env);
   explicit LinuxAio(const Napi::CallbackInfo& info);
@@ -64,13 +65,7 @@ class LinuxAio : public FileRing<LinuxAio> {
 };
 
 Napi::Function LinuxAio::Define(Napi::Env env) {
-  std::vector<PropertyDescriptor> props = {
-      InstanceMethod<&LinuxAio::SetFile>("setFile"),
-      InstanceMethod<&LinuxAio::Submit>("submit"),
-      InstanceMethod<&LinuxAio::Reap>("reap"),
-      InstanceMethod<&LinuxAio::CompletionFd>("completionFd"),
-      InstanceMethod<&LinuxAio::SetCompletionNotify>("setCompletionNotify"),
-  };
+  std::vector<PropertyDescriptor> props;
   AddCommon(&props);
   return DefineClass(env, "LinuxAio", props);
 }
@@ -79,10 +74,7 @@ Napi::Function LinuxAio::Define(Napi::Env env) {
 LinuxAio::LinuxAio(const Napi::CallbackInfo& info) : FileRing<LinuxAio>(info) {
   Napi::Env env = info.Env();
   int64_t entries, maxIov;
-  if (!ArgInteger(info, 0, "entries", 1, 4096, &entries) ||
-      !ArgInteger(info, 1, "maxIovPerReq", 1, kMaxIovLimit, &maxIov)) {
-    return;
-  }
+  if (!ArgShape(info, &entries, &maxIov)) return;
   aio_context_t ctx = 0;
   if (syscall(__NR_io_setup, unsigned(entries), &ctx) != 0) {
     ThrowErrno(env, errno, "io_setup");

@@ -25,6 +25,7 @@
 
 #include <vector>
 
+#include "args.h"
 #include "errors.h"
 #include "layout.h"
 
@@ -115,8 +116,12 @@ int NewCompletionEventfd(Napi::Env env);
 // What the JS object of every file ring (IoUring, LinuxAio, RbdRing) has in
 // common: its FileRingState (null once closed: every call but close() then
 // throws EBADF), the depth it was made with, setBuffer(), close() and the
-// `entries` accessor. Derived supplies kName (for the EBADF error) and
-// Release() (idempotent; it must delete state_ and set it to null).
+// `entries` accessor, the two constructor arguments every ring takes
+// (ArgShape) and the list of the methods each ring has its own way
+// (AddCommon). Derived supplies kName (for the EBADF error), Release()
+// (idempotent; it must delete state_ and set it to null) and SetFile, Submit,
+// Reap, CompletionFd and SetCompletionNotify (private: it names
+// FileRing<Derived> a friend).
 template <typename Derived>
 class FileRing : public Napi::ObjectWrap<Derived> {
  public:
@@ -125,8 +130,21 @@ class FileRing : public Napi::ObjectWrap<Derived> {
  protected:
   using Wrap = Napi::ObjectWrap<Derived>;
 
-  // setBuffer, close and entries, for Derived's DefineClass list.
+  // new Derived(entries, maxIovPerReq, ...): the ring's depth (1..4096) and
+  // iovs per request (1..kMaxIovLimit); false after throwing.
+  static bool ArgShape(const Napi::CallbackInfo& info, int64_t* entries, int64_t* maxIov) {
+    return ArgInteger(info, 0, "entries", 1, 4096, entries) && ArgInteger(info, 1, "maxIovPerReq", 1, kMaxIovLimit, maxIov);
+  }
+
+  // The methods of every file ring (setFile, submit, reap, completionFd,
+  // setCompletionNotify: Derived's; setBuffer, close, entries: ours), for
+  // Derived's DefineClass list.
   static void AddCommon(std::vector<typename Wrap::PropertyDescriptor>* props) {
+    props->push_back(Wrap::template InstanceMethod<&Derived::SetFile>("setFile"));
+    props->push_back(Wrap::template InstanceMethod<&Derived::Submit>("submit"));
+    props->push_back(Wrap::template InstanceMethod<&Derived::Reap>("reap"));
+    props->push_back(Wrap::template InstanceMethod<&Derived::CompletionFd>("completionFd"));
+    props->push_back(Wrap::template InstanceMethod<&Derived::SetCompletionNotify>("setCompletionNotify"));
     props->push_back(Wrap::InstanceMethod("setBuffer", &FileRing::SetBuffer));
     props->push_back(Wrap::InstanceMethod("close", &FileRing::Close));
     props->push_back(Wrap::InstanceAccessor("entries", &FileRing::Entries, nullptr));

@@ -630,14 +630,10 @@ void OnComplete(rbd_completion_t c, void* arg) {
 
 class RbdRing : public FileRing<RbdRing> {
  public:
+  friend class FileRing<RbdRing>;  // AddCommon lists our private methods
   static constexpr const char* kName = "RbdRing";
   static Napi::Function Define(Napi::Env env) {
     std::vector<PropertyDescriptor> props = {
-        InstanceMethod<&RbdRing::SetFile>("setFile"),
-        InstanceMethod<&RbdRing::Submit>("submit"),
-        InstanceMethod<&RbdRing::Reap>("reap"),
-        InstanceMethod<&RbdRing::CompletionFd>("completionFd"),
-        InstanceMethod<&RbdRing::SetCompletionNotify>("setCompletionNotify"),
         InstanceAccessor<&RbdRing::Inflight>("inflight"),
     };
     AddCommon(&props);
@@ -647,10 +643,7 @@ class RbdRing : public FileRing<RbdRing> {
   // new RbdRing(entries, maxIovPerReq)
   explicit RbdRing(const Napi::CallbackInfo& info) : FileRing<RbdRing>(info) {
     int64_t entries, maxIov;
-    if (!ArgInteger(info, 0, "entries", 1, 4096, &entries) ||
-        !ArgInteger(info, 1, "maxIovPerReq", 1, kMaxIovLimit, &maxIov)) {
-      return;
-    }
+    if (!ArgShape(info, &entries, &maxIov)) return;
     entries_ = unsigned(entries);
     shared_ = new RingShared();
     shared_->nodes.resize(entries_);

@@ -79,6 +79,7 @@ T* At(void* base, uint32_t off) {
 
 class IoUring : public FileRing<IoUring> {
  public:
+  friend class FileRing<IoUring>;  // AddCommon lists our private methods
   static constexpr const char* kName = "io_uring";
   static Napi::Function Define(Napi::Env env);
   explicit IoUring(const Napi::CallbackInfo& info);
@@ -133,12 +134,7 @@ class IoUring : public FileRing<IoUring> {
 
 Napi::Function IoUring::Define(Napi::Env env) {
   std::vector<PropertyDescriptor> props = {
-      InstanceMethod<&IoUring::SetFile>("setFile"),
-      InstanceMethod<&IoUring::Submit>("submit"),
-      InstanceMethod<&IoUring::Reap>("reap"),
       InstanceMethod<&IoUring::FileInline>("fileInline"),
-      InstanceMethod<&IoUring::CompletionFd>("completionFd"),
-      InstanceMethod<&IoUring::SetCompletionNotify>("setCompletionNotify"),
       InstanceAccessor<&IoUring::FixedFiles>("fixedFiles"),
       InstanceAccessor<&IoUring::SetupFlags>("setupFlags"),
   };
@@ -150,10 +146,7 @@ Napi::Function IoUring::Define(Napi::Env env) {
 IoUring::IoUring(const Napi::CallbackInfo& info) : FileRing<IoUring>(info) {
   Napi::Env env = info.Env();
   int64_t entries, maxIov;
-  if (!ArgInteger(info, 0, "entries", 1, 4096, &entries) ||
-      !ArgInteger(info, 1, "maxIovPerReq", 1, kMaxIovLimit, &maxIov)) {
-    return;
-  }
+  if (!ArgShape(info, &entries, &maxIov)) return;
   if (info.Length() > 2 && !info[2].IsUndefined() && !ArgBool(info, 2, "inlineMemoryFiles", &inlineMemoryFiles_)) {
     return;
   }

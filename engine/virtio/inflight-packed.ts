@@ -46,15 +46,14 @@
  */
 import { QueueSetupError } from './split';
 import { DESC_SIZE } from './spec';
-import { INFLIGHT_ALIGN, INFLIGHT_VERSION } from './inflight';
+import { alignInflight, checkInflightQueue, checkInflightShape, inflightInUse, readInflightCounter, setInflightInUse } from './inflight';
 
 /** Bytes of a packed queue region's header (29, padded to the 8-byte alignment of desc[]). */
 export const PACKED_INFLIGHT_HEADER_BYTES = 32;
 /** Bytes of one DescStatePacked. */
 export const PACKED_INFLIGHT_DESC_BYTES = 32;
 
-const OFF_VERSION = 8;
-const OFF_DESC_NUM = 10;
+// version @8 and desc_num @10 as in the split layout (inflight.ts reads and writes them).
 const OFF_FREE_HEAD = 12;
 const OFF_OLD_FREE_HEAD = 14;
 const OFF_USED_IDX = 16;
@@ -78,8 +77,7 @@ const F_NEXT = 1;
 /** Bytes of one packed queue's region for rings of `queueSize` descriptors. */
 export function packedInflightQueueBytes(queueSize: number): number {
   // 8 + 6·2 + 9 header bytes (DPDK's sum) and the descriptors, in 64-byte multiples.
-  const raw = 29 + PACKED_INFLIGHT_DESC_BYTES * queueSize;
-  return Math.ceil(raw / INFLIGHT_ALIGN) * INFLIGHT_ALIGN;
+  return alignInflight(29 + PACKED_INFLIGHT_DESC_BYTES * queueSize);
 }
 
 /** Bytes of a whole packed region: `numQueues` queue regions. */
@@ -132,16 +130,8 @@ export class PackedInflightRegion {
     readonly numQueues: number,
     readonly queueSize: number,
   ) {
-    if (!Number.isInteger(queueSize) || queueSize < 1 || queueSize > 32768) {
-      throw new QueueSetupError(`packed in-flight region: queue size ${queueSize} is not in 1..32768`);
-    }
-    if (!Number.isInteger(numQueues) || numQueues < 1) throw new QueueSetupError(`packed in-flight region: ${numQueues} queues`);
     this.perQueue = packedInflightQueueBytes(queueSize);
-    if (view.byteLength < numQueues * this.perQueue) {
-      throw new QueueSetupError(
-        `packed in-flight region holds ${view.byteLength} bytes, ${numQueues} queues of ${queueSize} need ${numQueues * this.perQueue}`,
-      );
-    }
+    checkInflightShape('packed in-flight region', view, numQueues, queueSize, this.perQueue);
     this.tracks = new Array<Track | null>(numQueues).fill(null);
   }
 
@@ -161,12 +151,7 @@ export class PackedInflightRegion {
     ringFlags: (slot: number) => number,
     start: { availIdx: number; availWrap: boolean; usedIdx: number; usedWrap: boolean },
   ): PackedResume {
-    if (!Number.isInteger(queue) || queue < 0 || queue >= this.numQueues) {
-      throw new QueueSetupError(`queue ${queue}: the in-flight region covers ${this.numQueues} queues`);
-    }
-    if (size > this.queueSize) {
-      throw new QueueSetupError(`queue ${queue}: size ${size} is larger than the in-flight region's queue size ${this.queueSize}`);
-    }
+    checkInflightQueue(queue, size, this.numQueues, this.queueSize);
     const v = this.view;
     const n = this.queueSize;
     const base = queue * this.perQueue;
@@ -183,8 +168,7 @@ export class PackedInflightRegion {
       batch: new Uint16Array(size),
       nbatch: 0,
     };
-    const version = v.getUint16(base + OFF_VERSION, true);
-    if (version === 0) {
+    if (!inflightInUse(v, base, queue, n)) {
       // Never used: every entry free, in index order; the ring at SET_VRING_BASE's position.
       for (let i = 0; i < n; i++) {
         const d = this.entry(t, i);
@@ -192,19 +176,13 @@ export class PackedInflightRegion {
         v.setUint16(d + D_NEXT, i + 1, true);
         t.next[i] = i + 1;
       }
-      v.setUint16(base + OFF_DESC_NUM, n, true);
       v.setUint16(base + OFF_FREE_HEAD, 0, true);
       v.setUint16(base + OFF_OLD_FREE_HEAD, 0, true);
       this.writeUsed(t, start.usedIdx, start.usedWrap, true);
-      v.setUint16(base + OFF_VERSION, INFLIGHT_VERSION, true);
+      setInflightInUse(v, base, n);
       this.tracks[queue] = t;
       return { chains: [], ...start };
     }
-    if (version !== INFLIGHT_VERSION) {
-      throw new QueueSetupError(`queue ${queue}: in-flight region version ${version}, expected ${INFLIGHT_VERSION}`);
-    }
-    const descNum = v.getUint16(base + OFF_DESC_NUM, true);
-    if (descNum !== n) throw new QueueSetupError(`queue ${queue}: in-flight region laid out for ${descNum} descriptors, expected ${n}`);
     let usedIdx = v.getUint16(base + OFF_USED_IDX, true);
     let usedWrap = v.getUint8(base + OFF_USED_WRAP);
     let oldUsedIdx = v.getUint16(base + OFF_OLD_USED_IDX, true);
@@ -246,7 +224,7 @@ export class PackedInflightRegion {
       const flag = v.getUint8(d + D_INFLIGHT);
       if (flag === 0) continue;
       if (flag !== 1) throw new QueueSetupError(`queue ${queue}: in-flight flag of entry ${i} is ${flag}`);
-      heads.push({ h: i, counter: v.getUint32(d + D_COUNTER + 4, true) * TWO32 + v.getUint32(d + D_COUNTER, true) });
+      heads.push({ h: i, counter: readInflightCounter(v, d + D_COUNTER) });
     }
     heads.sort((a, b) => a.counter - b.counter);
     const chains: PackedResubmit[] = [];

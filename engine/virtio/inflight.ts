@@ -50,8 +50,64 @@ const TWO32 = 2 ** 32;
 
 /** Bytes of one queue's region for queues of `queueSize` descriptors. */
 export function inflightQueueBytes(queueSize: number): number {
-  const raw = INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * queueSize;
+  return alignInflight(INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * queueSize);
+}
+
+/** `raw` bytes rounded up to a whole number of INFLIGHT_ALIGN blocks (a queue region's size, split or packed). */
+export function alignInflight(raw: number): number {
   return Math.ceil(raw / INFLIGHT_ALIGN) * INFLIGHT_ALIGN;
+}
+
+/**
+ * A region's shape, split or packed (`what` names it in errors): queues of
+ * 1..32768 descriptors, at least one queue, and `view` large enough for
+ * `numQueues` regions of `perQueue` bytes. Throws QueueSetupError.
+ */
+export function checkInflightShape(what: string, view: DataView, numQueues: number, queueSize: number, perQueue: number): void {
+  if (!Number.isInteger(queueSize) || queueSize < 1 || queueSize > 32768) {
+    throw new QueueSetupError(`${what}: queue size ${queueSize} is not in 1..32768`);
+  }
+  if (!Number.isInteger(numQueues) || numQueues < 1) throw new QueueSetupError(`${what}: ${numQueues} queues`);
+  if (view.byteLength < numQueues * perQueue) {
+    throw new QueueSetupError(`${what} holds ${view.byteLength} bytes, ${numQueues} queues of ${queueSize} need ${numQueues * perQueue}`);
+  }
+}
+
+/** resume()'s first checks: queue `queue` of `size` descriptors fits a region of `numQueues` queues of `queueSize`. */
+export function checkInflightQueue(queue: number, size: number, numQueues: number, queueSize: number): void {
+  if (!Number.isInteger(queue) || queue < 0 || queue >= numQueues) {
+    throw new QueueSetupError(`queue ${queue}: the in-flight region covers ${numQueues} queues`);
+  }
+  if (size > queueSize) {
+    throw new QueueSetupError(`queue ${queue}: size ${size} is larger than the in-flight region's queue size ${queueSize}`);
+  }
+}
+
+/**
+ * The header of queue `queue`'s region at `base` (version @8 and desc_num
+ * @10 in both layouts): false when it was never used (version 0), true when
+ * it is in use and laid out for `descNum` descriptors; QueueSetupError else.
+ */
+export function inflightInUse(v: DataView, base: number, queue: number, descNum: number): boolean {
+  const version = v.getUint16(base + OFF_VERSION, true);
+  if (version === 0) return false;
+  if (version !== INFLIGHT_VERSION) {
+    throw new QueueSetupError(`queue ${queue}: in-flight region version ${version}, expected ${INFLIGHT_VERSION}`);
+  }
+  const found = v.getUint16(base + OFF_DESC_NUM, true);
+  if (found !== descNum) throw new QueueSetupError(`queue ${queue}: in-flight region laid out for ${found} descriptors, expected ${descNum}`);
+  return true;
+}
+
+/** Queue region at `base` is laid out (its other header words written): desc_num, then version 1 last. */
+export function setInflightInUse(v: DataView, base: number, descNum: number): void {
+  v.setUint16(base + OFF_DESC_NUM, descNum, true);
+  v.setUint16(base + OFF_VERSION, INFLIGHT_VERSION, true);
+}
+
+/** The le64 counter at byte `at` (both layouts keep it at desc + 8). */
+export function readInflightCounter(v: DataView, at: number): number {
+  return v.getUint32(at + 4, true) * TWO32 + v.getUint32(at, true);
 }
 
 /** Bytes of a whole region: `numQueues` queue regions. */
@@ -94,18 +150,8 @@ export class InflightRegion implements InflightTracker {
     readonly numQueues: number,
     readonly queueSize: number,
   ) {
-    if (!Number.isInteger(queueSize) || queueSize < 1 || queueSize > 32768) {
-      throw new QueueSetupError(`in-flight region: queue size ${queueSize} is not in 1..32768`);
-    }
-    if (!Number.isInteger(numQueues) || numQueues < 1) {
-      throw new QueueSetupError(`in-flight region: ${numQueues} queues`);
-    }
     this.perQueue = inflightQueueBytes(queueSize);
-    if (view.byteLength < numQueues * this.perQueue) {
-      throw new QueueSetupError(
-        `in-flight region holds ${view.byteLength} bytes, ${numQueues} queues of ${queueSize} need ${numQueues * this.perQueue}`,
-      );
-    }
+    checkInflightShape('in-flight region', view, numQueues, queueSize, this.perQueue);
     this.tracks = new Array<QueueTrack | null>(numQueues).fill(null);
   }
 
@@ -117,34 +163,21 @@ export class InflightRegion implements InflightTracker {
    * the region cannot be for this queue or is inconsistent.
    */
   resume(queue: number, size: number, ringUsedIdx: number, startAvailIdx: number): InflightResume {
-    if (queue < 0 || queue >= this.numQueues) {
-      throw new QueueSetupError(`queue ${queue}: the in-flight region covers ${this.numQueues} queues`);
-    }
-    if (size > this.queueSize) {
-      throw new QueueSetupError(`queue ${queue}: size ${size} is larger than the in-flight region's queue size ${this.queueSize}`);
-    }
+    checkInflightQueue(queue, size, this.numQueues, this.queueSize);
     const v = this.view;
     const base = queue * this.perQueue;
-    const version = v.getUint16(base + OFF_VERSION, true);
     const track: QueueTrack = { base, counter: 0, batch: 0, batchHeads: new Uint16Array(size), usedIdx: ringUsedIdx };
-    if (version === 0) {
+    if (!inflightInUse(v, base, queue, this.queueSize)) {
       // Never used: lay it out (the memfd is zero-filled, so no descriptor is in flight).
       for (let i = 0; i < this.queueSize; i++) v.setUint8(base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i + D_INFLIGHT, 0);
-      v.setUint16(base + OFF_DESC_NUM, this.queueSize, true);
       v.setUint16(base + OFF_LAST_BATCH_HEAD, 0, true);
       v.setUint16(base + OFF_USED_IDX, startAvailIdx & 0xffff, true);
-      v.setUint16(base + OFF_VERSION, INFLIGHT_VERSION, true);
+      setInflightInUse(v, base, this.queueSize);
       track.usedIdx = startAvailIdx & 0xffff;
       this.tracks[queue] = track;
       return { heads: [], usedIdx: startAvailIdx & 0xffff, availIdx: startAvailIdx & 0xffff };
     }
-    if (version !== INFLIGHT_VERSION) {
-      throw new QueueSetupError(`queue ${queue}: in-flight region version ${version}, expected ${INFLIGHT_VERSION}`);
-    }
-    const descNum = v.getUint16(base + OFF_DESC_NUM, true);
-    if (descNum !== this.queueSize) {
-      throw new QueueSetupError(`queue ${queue}: in-flight region laid out for ${descNum} descriptors, expected ${this.queueSize}`);
-    }
+    const descNum = this.queueSize;
     // Step 1: a batch published (used idx stored) whose entries were not cleared yet.
     const recorded = v.getUint16(base + OFF_USED_IDX, true);
     const lastBatch = (ringUsedIdx - recorded) & 0xffff;
@@ -171,7 +204,7 @@ export class InflightRegion implements InflightTracker {
       if (flag === 0) continue;
       if (flag !== 1) throw new QueueSetupError(`queue ${queue}: in-flight flag of descriptor ${i} is ${flag}`);
       if (i >= size) throw new QueueSetupError(`queue ${queue}: descriptor ${i} is in flight but the queue has ${size}`);
-      found.push({ head: i, counter: v.getUint32(d + D_COUNTER + 4, true) * TWO32 + v.getUint32(d + D_COUNTER, true) });
+      found.push({ head: i, counter: readInflightCounter(v, d + D_COUNTER) });
     }
     found.sort((a, b) => a.counter - b.counter);
     track.counter = found.length > 0 ? found[found.length - 1].counter + 1 : 0;

@@ -32,7 +32,7 @@ import type { QueueDesc, RingPos } from '../control';
 import type { GuestMemory } from '../memory';
 import { addBuffer, ChainError, type DescChain } from './chain';
 import type { PackedInflightRegion } from './inflight-packed';
-import type { InflightTracker, Virtqueue } from './queue';
+import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
 import { QueueSetupError } from './split';
 
@@ -91,8 +91,7 @@ export class PackedQueue implements Virtqueue {
   private signalledUsed = 0;
   private signalledValid = false;
   /** Chains of a previous back-end to run again (resumeInflight), in order, and the next one's index. */
-  private resubmit: number[] = [];
-  private resubmitNext = 0;
+  private readonly resubmit = new Resubmits();
   /** Per buffer id being resubmitted: its descriptors (copied from the region), else null. */
   private resubDescs: (DataView | null)[] | null = null;
 
@@ -146,7 +145,7 @@ export class PackedQueue implements Virtqueue {
   /** How many chains are available from availIdx (looking at most SCAN_LIMIT chains ahead). */
   available(): number {
     if (this.broken !== null) return 0;
-    if (this.resubmitNext < this.resubmit.length) return this.resubmit.length - this.resubmitNext;
+    if (this.resubmit.left > 0) return this.resubmit.left;
     let slot = this.availIdx;
     let wrap = this.availWrap;
     let chains = 0;
@@ -170,14 +169,9 @@ export class PackedQueue implements Virtqueue {
    * chain or an id already in flight.
    */
   pop(): number {
-    if (this.resubmitNext < this.resubmit.length) {
+    if (this.resubmit.left > 0) {
       // Recorded in flight already; availIdx is past it.
-      const again = this.resubmit[this.resubmitNext++];
-      if (this.resubmitNext === this.resubmit.length) {
-        this.resubmit = [];
-        this.resubmitNext = 0;
-      }
-      return again;
+      return this.resubmit.take();
     }
     const start = this.availIdx;
     let slot = start;
@@ -381,14 +375,14 @@ export class PackedQueue implements Virtqueue {
     this.usedWrap = r.usedWrap;
     if (r.chains.length === 0) return 0;
     this.resubDescs = new Array<DataView | null>(this.size).fill(null);
-    this.resubmit = [];
-    this.resubmitNext = 0;
+    const ids: number[] = [];
     for (const c of r.chains) {
       this.resubDescs[c.id] = c.descs;
       this.ndesc[c.id] = c.descs.byteLength / DESC_SIZE;
       this.slotOf[c.id] = 0;
-      this.resubmit.push(c.id);
+      ids.push(c.id);
     }
+    this.resubmit.reset(ids);
     return r.chains.length;
   }
 

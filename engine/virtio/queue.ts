@@ -68,3 +68,30 @@ export interface Virtqueue {
   /** The guest memory was remapped (memUpdate): rebuild the ring views, keep the positions. Throws QueueSetupError if the rings are no longer mapped. */
   remap(mem: GuestMemory): void;
 }
+
+/**
+ * Buffers a queue runs again after resuming on an in-flight record (head
+ * indexes for split rings, buffer ids for packed ones), handed out oldest
+ * first before anything new is taken from the ring. `left` is read on every
+ * pop: one field, no call.
+ */
+export class Resubmits {
+  /** How many are still to hand out. */
+  left = 0;
+  private list: number[] = [];
+  private at = 0;
+
+  /** Replace what is pending with `list` (oldest first; kept, not copied). */
+  reset(list: number[]): void {
+    this.list = list;
+    this.at = 0;
+    this.left = list.length;
+  }
+
+  /** The next one (only when left > 0); the list is dropped after the last. */
+  take(): number {
+    const again = this.list[this.at++];
+    if (--this.left === 0) this.reset([]);
+    return again;
+  }
+}

@@ -27,7 +27,7 @@
 import type { QueueDesc, RingPos } from '../control';
 import type { GuestMemory } from '../memory';
 import { type ChainError, type DescChain, walkChain } from './chain';
-import type { InflightTracker, Virtqueue } from './queue';
+import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, MAX_QUEUE_SIZE, VirtioFeature, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY } from './spec';
 
 const RING_INDIRECT_DESC = 1n << BigInt(VirtioFeature.RingIndirectDesc);
@@ -84,8 +84,7 @@ export class SplitQueue implements Virtqueue {
   /** Used entries pushed since the last publish. */
   private unpublished = 0;
   /** In-flight heads of a previous back-end to run again before new ones (resumeInflight), and the next one's index. */
-  private resubmit: number[] = [];
-  private resubmitNext = 0;
+  private readonly resubmit = new Resubmits();
   /** EVENT_IDX: the used idx at the previous interrupt decision (vhost's signalled_used). */
   private signalledUsed = 0;
   /** False until the first interrupt decision: the first one always signals. */
@@ -145,7 +144,7 @@ export class SplitQueue implements Virtqueue {
    */
   available(): number {
     if (this.broken !== null) return 0;
-    if (this.resubmitNext < this.resubmit.length) return this.resubmit.length - this.resubmitNext;
+    if (this.resubmit.left > 0) return this.resubmit.left;
     const idx = Atomics.load(this.availWords, this.wAvailIdx);
     const n = (idx - this.lastAvailIdx) & 0xffff;
     if (n > this.size) {
@@ -160,14 +159,9 @@ export class SplitQueue implements Virtqueue {
    * one). Returns -1 and marks the queue broken if the head is out of range.
    */
   pop(): number {
-    if (this.resubmitNext < this.resubmit.length) {
+    if (this.resubmit.left > 0) {
       // Already recorded in flight (with its original order); lastAvailIdx is past it.
-      const again = this.resubmit[this.resubmitNext++];
-      if (this.resubmitNext === this.resubmit.length) {
-        this.resubmit = [];
-        this.resubmitNext = 0;
-      }
-      return again;
+      return this.resubmit.take();
     }
     const head = this.availWords[this.wAvailRing + (this.lastAvailIdx & this.mask)];
     this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
@@ -228,8 +222,7 @@ export class SplitQueue implements Virtqueue {
     }
     this.usedIdx = r.usedIdx;
     this.lastAvailIdx = r.availIdx;
-    this.resubmit = r.heads;
-    this.resubmitNext = 0;
+    this.resubmit.reset(r.heads);
     return r.heads.length;
   }
 

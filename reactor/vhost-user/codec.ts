@@ -280,6 +280,15 @@ function safeNumber(v: bigint, what: string): number {
   return Number(v);
 }
 
+/** The fd and its mmap_size/mmap_offset at the payload's start (SET_LOG_BASE's VhostUserLog, SET_INFLIGHT_FD's VhostUserInflight). */
+function sharedArea(dv: DataView, fds: readonly number[], name: string): { fd: number; sizeBytes: number; mmapOffset: number } {
+  return {
+    fd: fds[0],
+    sizeBytes: safeNumber(dv.getBigUint64(0, LE), `${name}: mmap_size`),
+    mmapOffset: safeNumber(dv.getBigUint64(8, LE), `${name}: mmap_offset`),
+  };
+}
+
 /**
  * Decode one 32-byte region at `off`: size > 0, no u64 overflow of gpa+size,
  * uva+size or offset+size, and every value and end below 2^53 (they become
@@ -476,13 +485,7 @@ function decodeUnchecked(header: Header, payload: Uint8Array, fds: readonly numb
       msg = { ...common, request: header.request, fd: fds[0] };
       break;
     case Request.SetLogBase:
-      msg = {
-        ...common,
-        request: header.request,
-        fd: fds[0],
-        sizeBytes: safeNumber(dv.getBigUint64(0, LE), `${name}: mmap_size`),
-        mmapOffset: safeNumber(dv.getBigUint64(8, LE), `${name}: mmap_offset`),
-      };
+      msg = { ...common, request: header.request, ...sharedArea(dv, fds, name) };
       break;
     case Request.GetConfig:
     case Request.SetConfig: {
@@ -505,9 +508,7 @@ function decodeUnchecked(header: Header, payload: Uint8Array, fds: readonly numb
       msg = {
         ...common,
         request: header.request,
-        fd: fds[0],
-        sizeBytes: safeNumber(dv.getBigUint64(0, LE), `${name}: mmap_size`),
-        mmapOffset: safeNumber(dv.getBigUint64(8, LE), `${name}: mmap_offset`),
+        ...sharedArea(dv, fds, name),
         numQueues: dv.getUint16(16, LE),
         queueSize: dv.getUint16(18, LE),
       };

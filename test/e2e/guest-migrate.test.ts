@@ -159,7 +159,18 @@ async function runMigration(srcMon: string, migSocket: string, tag: string, t: t
   t.comment(`${tag}: ${srcInfo.split('\n').filter((l) => /status|total time|downtime|transferred ram|dirty sync count/i.test(l)).join('; ')}`);
 }
 
+const migrations = { done: 0, verifyErrors: 0 };
+
+/** The shared disk, empty (all zero) for a new run. */
+function freshDisk(): void {
+  fs.writeFileSync(diskFile, '');
+  fs.truncateSync(diskFile, DISK_BYTES);
+}
+
+/** Check a run's outcome and count it in the summary line. */
 function checkOutcome(t: tap.Test, o: MigrationOutcome, tag: string): void {
+  if (o.status === 'completed') migrations.done++;
+  if (o.dest.results.get('fio_verify') !== 0 || o.dest.results.get('fio_write') !== 0) migrations.verifyErrors++;
   t.equal(o.status, 'completed', `${tag}: migration completed`);
   t.notOk(o.source.output.includes('@@MARK write_done'), `${tag}: the write phase did not end on the source`);
   t.ok(o.dest.output.includes('@@MARK write_done'), `${tag}: the write phase ended on the destination`);
@@ -170,11 +181,8 @@ function checkOutcome(t: tap.Test, o: MigrationOutcome, tag: string): void {
   t.notMatch(o.dest.output, /I\/O error|blk_update_request|Buffer I\/O error|verify:/, `${tag}: no I/O or verify error on the console`);
 }
 
-const migrations = { done: 0, verifyErrors: 0 };
-
 t.test('two controllers of one vhostd on one uring bdev', async (t) => {
-  fs.writeFileSync(diskFile, '');
-  fs.truncateSync(diskFile, DISK_BYTES);
+  freshDisk();
   const vhostd: VhostdHandle = await startVhostd();
   t.teardown(() => vhostd.stop());
   await vhostd.rpc('bdev_uring_create', { name: 'Uring0', filename: diskFile });
@@ -182,14 +190,11 @@ t.test('two controllers of one vhostd on one uring bdev', async (t) => {
   await vhostd.rpc('vhost_create_blk_controller', { ctrlr: 'dst.0', dev_name: 'Uring0' });
   const o = await migrate(t, vhostd.socketOf('src.0'), vhostd.socketOf('dst.0'), 'one vhostd');
   checkOutcome(t, o, 'one vhostd');
-  if (o.status === 'completed') migrations.done++;
-  if (o.dest.results.get('fio_verify') !== 0 || o.dest.results.get('fio_write') !== 0) migrations.verifyErrors++;
   t.match(vhostd.daemon.log, /dirty logging on/, 'the source device logged into the dirty log');
 });
 
 t.test('two vhostd processes on one shared file', async (t) => {
-  fs.writeFileSync(diskFile, '');
-  fs.truncateSync(diskFile, DISK_BYTES);
+  freshDisk();
   const a = await startVhostd();
   t.teardown(() => a.stop());
   const b = await startVhostd();
@@ -200,8 +205,6 @@ t.test('two vhostd processes on one shared file', async (t) => {
   await b.rpc('vhost_create_blk_controller', { ctrlr: 'vm.0', dev_name: 'Uring0' });
   const o = await migrate(t, a.socketOf('vm.0'), b.socketOf('vm.0'), 'two vhostd');
   checkOutcome(t, o, 'two vhostd');
-  if (o.status === 'completed') migrations.done++;
-  if (o.dest.results.get('fio_verify') !== 0 || o.dest.results.get('fio_write') !== 0) migrations.verifyErrors++;
   t.match(a.daemon.log, /dirty logging on/, 'the source vhostd logged into the dirty log');
 });
 

@@ -10,7 +10,7 @@
  * refused (the connection is closed), and two blk controllers share a bdev.
  * Thread: test main thread.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../bindings';
 import { VhostUserFrontend } from '../lib/frontend';
@@ -97,15 +97,26 @@ async function setRingLog(fe: VhostUserFrontend, qi: number, on: boolean): Promi
 }
 
 /** A read of `len` bytes at `sector` into buffers this test places; returns what it wrote where. */
-async function read(fe: VhostUserFrontend, sector: number, len: number): Promise<{ status: number; data: Uint8Array; hdr: number; dataGpa: number; statusGpa: number }> {
-  const hdr = fe.alloc(blkHeader(BlkType.IN, BigInt(sector)), undefined, PAGE);
-  const dataGpa = fe.alloc(len, undefined, PAGE);
+/**
+ * One blk request on queue 0 with its header, data and status each on a page
+ * of their own (so the dirty log tells them apart): IN of `data` bytes, or
+ * OUT of `data`. The data as the device left it, and where each part was.
+ */
+async function blkRequest(
+  fe: VhostUserFrontend,
+  sector: number,
+  data: number | Uint8Array,
+): Promise<{ status: number; data: Uint8Array; hdr: number; dataGpa: number; statusGpa: number }> {
+  const isRead = typeof data === 'number';
+  const len = isRead ? data : data.byteLength;
+  const hdr = fe.alloc(blkHeader(isRead ? BlkType.IN : BlkType.OUT, BigInt(sector)), undefined, PAGE);
+  const dataGpa = fe.alloc(data, undefined, PAGE);
   const statusGpa = fe.alloc(PAGE, undefined, PAGE);
   const m = fe.memory!;
   m.setU8(statusGpa, 0xff);
   await fe.queue(0).submit([
     { gpa: hdr, len: BLK_HDR_SIZE, writable: false },
-    { gpa: dataGpa, len, writable: true },
+    { gpa: dataGpa, len, writable: isRead },
     { gpa: statusGpa, len: 1, writable: true },
   ]);
   const out = { status: m.u8(statusGpa), data: m.read(dataGpa, len), hdr, dataGpa, statusGpa };
@@ -115,22 +126,17 @@ async function read(fe: VhostUserFrontend, sector: number, len: number): Promise
   return out;
 }
 
-async function write(fe: VhostUserFrontend, sector: number, data: Uint8Array): Promise<{ status: number; dataGpa: number; statusGpa: number }> {
-  const hdr = fe.alloc(blkHeader(BlkType.OUT, BigInt(sector)), undefined, PAGE);
-  const dataGpa = fe.alloc(data, undefined, PAGE);
-  const statusGpa = fe.alloc(PAGE, undefined, PAGE);
-  const m = fe.memory!;
-  m.setU8(statusGpa, 0xff);
-  await fe.queue(0).submit([
-    { gpa: hdr, len: BLK_HDR_SIZE, writable: false },
-    { gpa: dataGpa, len: data.byteLength, writable: false },
-    { gpa: statusGpa, len: 1, writable: true },
-  ]);
-  const status = m.u8(statusGpa);
-  fe.release(hdr, BLK_HDR_SIZE);
-  fe.release(dataGpa, data.byteLength);
-  fe.release(statusGpa, PAGE);
-  return { status, dataGpa, statusGpa };
+const read = (fe: VhostUserFrontend, sector: number, len: number) => blkRequest(fe, sector, len);
+const write = (fe: VhostUserFrontend, sector: number, data: Uint8Array) => blkRequest(fe, sector, data);
+
+/** A connection offered `protocol`, with queue 0 set up, and a dirty log of `logBytes` (both closed at the test's end). */
+async function loggedConnection(t: Test, protocol: bigint, logBytes: number): Promise<{ fe: VhostUserFrontend; log: Log }> {
+  const fe = await connect(protocol);
+  t.teardown(() => fe.close());
+  await fe.setupQueue(0, 128);
+  const log = makeLog(logBytes);
+  t.teardown(() => log.close());
+  return { fe, log };
 }
 
 t.test('LOG_ALL + SET_LOG_BASE: a read marks exactly its data, status and used ring pages; a write its status and used ring', async (t) => {
@@ -172,11 +178,7 @@ t.test('LOG_ALL + SET_LOG_BASE: a read marks exactly its data, status and used r
 });
 
 t.test('a log given but LOG_ALL never set: the bitmap stays 0 (the pages a read changed are unknown to the front-end)', async (t) => {
-  const fe = await connect(bit(ProtoBit.LOG_SHMFD));
-  t.teardown(() => fe.close());
-  await fe.setupQueue(0, 128);
-  const log = makeLog(LOG_BYTES);
-  t.teardown(() => log.close());
+  const { fe, log } = await loggedConnection(t, bit(ProtoBit.LOG_SHMFD), LOG_BYTES);
   await setLogBase(fe, log);
   await setRingLog(fe, 0, true);
   const r = await read(fe, 0, 2 * PAGE);
@@ -185,11 +187,7 @@ t.test('a log given but LOG_ALL never set: the bitmap stays 0 (the pages a read 
 });
 
 t.test('a log too small for the memory table is refused: the connection closes; the device never wrote past it', async (t) => {
-  const fe = await connect(bit(ProtoBit.LOG_SHMFD));
-  t.teardown(() => fe.close());
-  await fe.setupQueue(0, 128);
-  const log = makeLog(PAGE);
-  t.teardown(() => log.close());
+  const { fe, log } = await loggedConnection(t, bit(ProtoBit.LOG_SHMFD), PAGE);
   await t.rejects(setLogBase(fe, log, LOG_BYTES / 2), 'SET_LOG_BASE with half the needed size closes the connection');
   t.same(marked(log.bits), []);
 });

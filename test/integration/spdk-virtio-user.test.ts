@@ -24,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { native } from '../../bindings';
 import { MessageChannel, type VhostUserMessage } from '../lib/frontend-channel';
+import { Flags, hasBit, Req, VirtioBit } from '../lib/frontend-wire';
 import { repoRoot } from '../lib/repo';
 import { startVhostd, type VhostdHandle } from '../lib/vhostd';
 
@@ -44,26 +45,6 @@ interface Fixture {
   capture: { bdev: { method: string; params: Record<string, unknown> } };
   messages: Recorded[];
 }
-
-const R = {
-  GET_FEATURES: 1,
-  SET_FEATURES: 2,
-  SET_MEM_TABLE: 5,
-  SET_VRING_NUM: 8,
-  SET_VRING_ADDR: 9,
-  SET_VRING_BASE: 10,
-  GET_VRING_BASE: 11,
-  SET_VRING_KICK: 12,
-  SET_VRING_CALL: 13,
-  SET_VRING_ERR: 14,
-  GET_PROTOCOL_FEATURES: 15,
-  SET_PROTOCOL_FEATURES: 16,
-  GET_QUEUE_NUM: 17,
-  SET_VRING_ENABLE: 18,
-  GET_CONFIG: 24,
-} as const;
-const FLAG_REPLY = 0x4;
-const VIRTIO_F_RING_PACKED = 34n;
 
 interface Msg {
   request: number;
@@ -112,7 +93,7 @@ class Replay {
   /** Our fds for a recorded message, and the bookkeeping its payload implies. */
   fdsFor(m: Msg): number[] {
     const out: number[] = [];
-    if (m.request === R.SET_MEM_TABLE) {
+    if (m.request === Req.SET_MEM_TABLE) {
       for (const r of this.regions) this.unmapRegion(r);
       this.regions = [];
       const n = m.payload.readUInt32LE(0);
@@ -141,23 +122,23 @@ class Replay {
     }
     const idx = m.payload.length >= 4 ? m.payload.readUInt32LE(0) & 0xff : 0;
     switch (m.request) {
-      case R.SET_VRING_NUM:
+      case Req.SET_VRING_NUM:
         this.queue(m.payload.readUInt32LE(0)).size = m.payload.readUInt32LE(4);
         break;
-      case R.SET_VRING_BASE: {
+      case Req.SET_VRING_BASE: {
         const q = this.queue(m.payload.readUInt32LE(0));
         q.base = m.payload.readUInt32LE(4);
         q.submitted = 0;
         break;
       }
-      case R.SET_VRING_ADDR: {
+      case Req.SET_VRING_ADDR: {
         const q = this.queue(m.payload.readUInt32LE(0));
         q.desc = m.payload.readBigUInt64LE(8);
         q.used = m.payload.readBigUInt64LE(16);
         q.avail = m.payload.readBigUInt64LE(24);
         break;
       }
-      case R.SET_VRING_KICK:
+      case Req.SET_VRING_KICK:
         if (out.length === 1) this.queue(idx).kick = out[0];
         break;
       default:
@@ -256,12 +237,12 @@ t.test("replay of SPDK v23.05 virtio-user's message sequence, byte for byte", as
   t.ok(fe.length > 10, `${fe.length} front-end messages recorded`);
 
   // What SPDK acknowledged: every bit it sets must be offered by vhostd now.
-  const setFeatures = fe.filter((m) => m.request === R.SET_FEATURES).map((m) => m.payload.readBigUInt64LE(0));
-  const setProto = fe.filter((m) => m.request === R.SET_PROTOCOL_FEATURES).map((m) => m.payload.readBigUInt64LE(0));
+  const setFeatures = fe.filter((m) => m.request === Req.SET_FEATURES).map((m) => m.payload.readBigUInt64LE(0));
+  const setProto = fe.filter((m) => m.request === Req.SET_PROTOCOL_FEATURES).map((m) => m.payload.readBigUInt64LE(0));
   t.ok(setFeatures.length > 0, 'the sequence sets features');
-  t.notOk(setFeatures.some((f) => (f >> VIRTIO_F_RING_PACKED) & 1n), 'split rings (what this replay lays out)');
+  t.notOk(setFeatures.some((f) => hasBit(f, VirtioBit.RING_PACKED)), 'split rings (what this replay lays out)');
   // SPDK's quirk that vhostd reads liberally (codec LIBERAL_READINGS): SET_VRING_ENABLE with the ring size as value.
-  const enables = fe.filter((m) => m.request === R.SET_VRING_ENABLE).map((m) => m.payload.readUInt32LE(4));
+  const enables = fe.filter((m) => m.request === Req.SET_VRING_ENABLE).map((m) => m.payload.readUInt32LE(4));
   t.ok(enables.some((v) => v > 1), `SET_VRING_ENABLE values as recorded: ${[...new Set(enables)].join(', ')}`);
 
   const h: VhostdHandle = await startVhostd();
@@ -283,7 +264,7 @@ t.test("replay of SPDK v23.05 virtio-user's message sequence, byte for byte", as
     const rec = recorded[i];
     if (rec.dir !== 'fe') continue;
     const m = parse(rec);
-    if (m.request === R.GET_VRING_BASE && !ioDone) {
+    if (m.request === Req.GET_VRING_BASE && !ioDone) {
       // The rings run: I/O through queue 0 as SPDK laid it out, before the sequence stops them.
       const q = rp.queue(0);
       const pattern = new Uint8Array(4096);
@@ -297,7 +278,7 @@ t.test("replay of SPDK v23.05 virtio-user's message sequence, byte for byte", as
     }
     const fds = rp.fdsFor(m);
     await ch.send(Buffer.from(rec.hex, 'hex'), fds);
-    if (m.request === R.SET_MEM_TABLE) {
+    if (m.request === Req.SET_MEM_TABLE) {
       // SCM_RIGHTS gave vhostd its own references; ours stay open for the mapping (closed with it).
     } else {
       for (const f of fds) if (!rp.ownFds.includes(f)) native.close(f);
@@ -310,28 +291,28 @@ t.test("replay of SPDK v23.05 virtio-user's message sequence, byte for byte", as
       const gotPayload = Buffer.from(got.payload);
       const what = `reply ${replies} (request ${want.request})`;
       t.equal(got.request, want.request, `${what}: request id`);
-      t.equal(got.flags & FLAG_REPLY, FLAG_REPLY, `${what}: reply flag`);
+      t.equal(got.flags & Flags.REPLY, Flags.REPLY, `${what}: reply flag`);
       t.equal(gotPayload.length, want.payload.length, `${what}: size ${want.payload.length}`);
       switch (want.request) {
-        case R.GET_FEATURES: {
+        case Req.GET_FEATURES: {
           const offered = gotPayload.readBigUInt64LE(0);
           for (const f of setFeatures) t.equal(f & ~offered, 0n, `${what}: vhostd offers every feature SPDK sets (0x${f.toString(16)})`);
           break;
         }
-        case R.GET_PROTOCOL_FEATURES: {
+        case Req.GET_PROTOCOL_FEATURES: {
           const offered = gotPayload.readBigUInt64LE(0);
           for (const f of setProto) t.equal(f & ~offered, 0n, `${what}: every protocol feature SPDK sets is offered (0x${f.toString(16)})`);
           break;
         }
-        case R.GET_QUEUE_NUM:
+        case Req.GET_QUEUE_NUM:
           t.ok(gotPayload.readBigUInt64LE(0) >= BigInt(rp.queues.size || 1), `${what}: enough queues`);
           break;
-        case R.GET_CONFIG:
+        case Req.GET_CONFIG:
           // virtio-blk config: capacity (u64 @0) and blk_size (u32 @20) of the same bdev as recorded.
           t.equal(gotPayload.readBigUInt64LE(12), want.payload.readBigUInt64LE(12), `${what}: capacity as recorded`);
           t.equal(gotPayload.readUInt32LE(12 + 20), want.payload.readUInt32LE(12 + 20), `${what}: blk_size as recorded`);
           break;
-        case R.GET_VRING_BASE: {
+        case Req.GET_VRING_BASE: {
           const idx = gotPayload.readUInt32LE(0);
           const q = rp.queue(idx);
           t.equal(idx, want.payload.readUInt32LE(0), `${what}: queue index`);

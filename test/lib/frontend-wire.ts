@@ -100,6 +100,7 @@ export const VirtioBit = {
   /** VHOST_USER_F_PROTOCOL_FEATURES */
   PROTOCOL_FEATURES: 30,
   VERSION_1: 32,
+  RING_PACKED: 34,
 } as const;
 
 export function bit(n: number): bigint {

@@ -23,7 +23,7 @@
  * Thread: the test's main thread.
  */
 import { native } from '../../bindings';
-import { VhostUserFrontend } from './frontend';
+import { type NegotiateResult, VhostUserFrontend } from './frontend';
 import { GuestMemory, type RegionSpec } from './frontend-memory';
 import { SplitQueue } from './frontend-ring';
 import {
@@ -168,6 +168,23 @@ class Replayer {
     return p.slice(12);
   }
 
+  /** The guest's memory is `mem`: the front-end maps it and SET_MEM_TABLE sends its regions (both VMMs). */
+  async memTable(mem: GuestMemory): Promise<void> {
+    this.fe.memory = mem;
+    await this.send(
+      Req.SET_MEM_TABLE,
+      memTable(mem.regions.map((r) => r.wire())),
+      mem.regions.map((r) => r.fd),
+    );
+  }
+
+  /** The replay is done: what was negotiated, recorded on the front-end (its blk helpers read it) and returned with the trace. */
+  finish(n: Omit<NegotiateResult, 'maxMemSlots' | 'config'> & { config: BlkConfig }, queues: SplitQueue[]): ReplayResult {
+    this.fe.negotiated = { ...n, maxMemSlots: 0 };
+    const { rawConfig: _raw, ...seen } = n;
+    return { fe: this.fe, trace: this.trace, ...seen, queues: queues.map((q) => q.index) };
+  }
+
   private record(type: number, payload: Uint8Array, fds: number[], note?: string): void {
     this.trace.push({ request: REQ_NAMES.get(type) ?? String(type), flags: this.flags, size: payload.byteLength, fds: fds.length, ...(note ? { note } : {}) });
   }
@@ -270,12 +287,7 @@ export async function cloudHypervisorBoot(socket: string, opts: ReplayOptions & 
     // Activation: setup_vhost_user.
     await rp.send(Req.SET_FEATURES, u64(acked));
     const mem = new GuestMemory(opts.regions ?? [{ gpa: 0, sizeBytes: 32 << 20 }]);
-    fe.memory = mem;
-    await rp.send(
-      Req.SET_MEM_TABLE,
-      memTable(mem.regions.map((r) => r.wire())),
-      mem.regions.map((r) => r.fd),
-    );
+    await rp.memTable(mem);
     const queues: SplitQueue[] = [];
     for (let i = 0; i < opts.numQueues; i++) queues.push(makeQueue(fe, mem, i, opts.queueSize, hasBit(acked, VirtioBit.RING_EVENT_IDX)));
     for (const q of queues) await rp.send(Req.SET_VRING_NUM, vringState(q.index, opts.queueSize));
@@ -303,27 +315,7 @@ export async function cloudHypervisorBoot(socket: string, opts: ReplayOptions & 
       await rp.send(Req.SET_VRING_KICK, vringFdPayload(q.index, false), [q.kickFd]);
     }
     for (const q of queues) await rp.send(Req.SET_VRING_ENABLE, vringState(q.index, 1));
-    fe.negotiated = {
-      offeredFeatures: backendFeatures,
-      features: acked,
-      offeredProtocolFeatures: offeredProtocol,
-      protocolFeatures: protocol,
-      queueNum,
-      maxMemSlots: 0,
-      config,
-      rawConfig: raw,
-    };
-    return {
-      fe,
-      trace: rp.trace,
-      offeredFeatures: backendFeatures,
-      features: acked,
-      offeredProtocolFeatures: offeredProtocol,
-      protocolFeatures: protocol,
-      queueNum,
-      config,
-      queues: queues.map((q) => q.index),
-    };
+    return rp.finish({ offeredFeatures: backendFeatures, features: acked, offeredProtocolFeatures: offeredProtocol, protocolFeatures: protocol, queueNum, config, rawConfig: raw }, queues);
   } catch (e) {
     fe.close();
     throw e;
@@ -397,12 +389,7 @@ export async function crosvmBoot(socket: string, opts: ReplayOptions): Promise<R
       { gpa: 0, sizeBytes: 16 << 20 },
       { gpa: 0x1_0000_0000, sizeBytes: 16 << 20, mmapOffset: 16 << 20 },
     ]);
-    fe.memory = mem;
-    await rp.send(
-      Req.SET_MEM_TABLE,
-      memTable(mem.regions.map((r) => r.wire())),
-      mem.regions.map((r) => r.fd),
-    );
+    await rp.memTable(mem);
     const started = Math.min(opts.numQueues, queueNum);
     const eventIdx = hasBit(acked, VirtioBit.RING_EVENT_IDX);
     const queues: SplitQueue[] = [];
@@ -419,26 +406,8 @@ export async function crosvmBoot(socket: string, opts: ReplayOptions): Promise<R
       await rp.send(Req.SET_VRING_KICK, vringFdPayload(i, false), [q.kickFd]);
       if (hasBit(acked, VirtioBit.PROTOCOL_FEATURES)) await rp.send(Req.SET_VRING_ENABLE, vringState(i, 1));
     }
-    fe.negotiated = {
-      offeredFeatures: backendFeatures,
-      features: acked,
-      offeredProtocolFeatures: offeredProtocol,
-      protocolFeatures: protocol,
-      queueNum,
-      maxMemSlots: 0,
-      config,
-      rawConfig: seen,
-    };
     return {
-      fe,
-      trace: rp.trace,
-      offeredFeatures: backendFeatures,
-      features: acked,
-      offeredProtocolFeatures: offeredProtocol,
-      protocolFeatures: protocol,
-      queueNum,
-      config,
-      queues: queues.map((q) => q.index),
+      ...rp.finish({ offeredFeatures: backendFeatures, features: acked, offeredProtocolFeatures: offeredProtocol, protocolFeatures: protocol, queueNum, config, rawConfig: seen }, queues),
       backendChannelFd,
     };
   } catch (e) {
