@@ -16,8 +16,10 @@ import type { Test } from 'tap';
 import { Daemon } from './daemon';
 import { bootGuest } from './guest';
 import { assertCompleted, tail } from './guest-checks';
+import { fioWriteThenVerify } from './guest-scripts';
 import { repoRoot } from './repo';
 import { rpcCall } from './rpc';
+import { waitRequestsHeld } from './vhostd';
 import { canConnect, waitFor } from './wait';
 
 const DISK_BYTES = 256 << 20;
@@ -95,17 +97,7 @@ export async function restartUnderFio(t: Test, opts: { packed: boolean }): Promi
   let console_ = '';
   const guest = bootGuest({
     sockets: [{ path: path.join(dir, 'vhost.0'), kind: 'blk', numQueues: 2, reconnect: true, packed: opts.packed }],
-    script: `
-wait_for /dev/vda 150 || { echo "no /dev/vda"; exit 10; }
-echo "@@MARK fio_start"
-check fio_write fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
-  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
-  --verify=crc32c --verify_fatal=1 --do_verify=0 --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
-echo "@@MARK write_done"
-check fio_verify fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
-  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
-  --verify=crc32c --verify_fatal=1 --verify_only --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
-value features $(cat /sys/block/vda/device/features)
+    script: `${fioWriteThenVerify()}value features $(cat /sys/block/vda/device/features)
 value ioerr $(dmesg | grep -ci 'i/o error')
 `,
     memMiB: 512,
@@ -128,12 +120,7 @@ value ioerr $(dmesg | grep -ci 'i/o error')
     await sleep(500 + Math.floor(Math.random() * 2500));
     if (done || writeDoneAt.length > 0) break;
     // The moment to kill: while the device holds requests (it nearly always does: QoS keeps them waiting).
-    let held = 0;
-    await waitFor(async () => {
-      const c = (await rpcCall(rpcSocket, 'vhost_get_controllers')) as { sessions: { inflight_task_cnt: number }[] }[];
-      held = c[0]?.sessions[0]?.inflight_task_cnt ?? 0;
-      return held > 0 || done;
-    }, 60_000, 'requests in flight', 20);
+    const held = await waitRequestsHeld((m, p) => rpcCall(rpcSocket, m, p), () => done);
     const old = target;
     if (how === 'SIGKILL') old.child.kill('SIGKILL');
     else old.child.kill('SIGTERM');
