@@ -14,23 +14,7 @@
  */
 import os from 'node:os';
 import { runPerf, type PerfReport } from './perf/perf';
-import {
-  type AttachedDevice,
-  type BenchVhostd,
-  GENERATOR_CORE,
-  type Kind,
-  type Run,
-  type Rw,
-  TARGET_CORE,
-  attachBlk,
-  goodIops,
-  goodRuns,
-  median,
-  parseRoundsOptions,
-  roundsUsage,
-  runRounds,
-  writeRoundsReport,
-} from './lib/rounds';
+import { type AttachedDevice, type BenchVhostd, GENERATOR_CORE, type Kind, type Run, type Rw, TARGET_CORE, attachBlk, goodIops, goodRuns, median, parseRoundsOptions, roundsUsage, runRounds, writeRoundsReport } from './lib/rounds';
 
 export { type BenchVhostd, type JobSpec, waitDetached } from './lib/rounds';
 

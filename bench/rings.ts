@@ -18,22 +18,7 @@
  */
 import os from 'node:os';
 import { runPerf } from './perf/perf';
-import {
-  GENERATOR_CORE,
-  type Kind,
-  type Run,
-  type Rw,
-  TARGET_CORE,
-  type Variant as RoundsVariant,
-  attachBlk,
-  goodIops,
-  iopsRange,
-  median,
-  parseRoundsOptions,
-  roundsUsage,
-  runRounds,
-  writeRoundsReport,
-} from './lib/rounds';
+import { GENERATOR_CORE, type Kind, type Run, type Rw, TARGET_CORE, type Variant as RoundsVariant, attachBlk, goodIops, iopsRange, median, parseRoundsOptions, roundsUsage, runRounds, writeRoundsReport } from './lib/rounds';
 
 type Ring = 'split' | 'packed';
 
