@@ -14,9 +14,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { bootGuest } from '../lib/guest';
+import { bootFioGuest } from '../lib/fio-guest';
 import { assertCompleted, tail } from '../lib/guest-checks';
-import { fioWriteThenVerify } from '../lib/guest-scripts';
 import { startVhostd, waitRequestsHeld } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 
@@ -82,42 +81,27 @@ t.test('a DIMM plugged while fio verify writes: vhostd follows the new memory ta
   await v.rpc('bdev_set_qos_limit', { name: 'Uring0', rw_ios_per_sec: 1000 });
   t.equal(await v.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.m', dev_name: 'Uring0' }), true);
 
-  let started!: () => void;
-  const fioStarted = new Promise<void>((r) => (started = r));
-  let console_ = '';
-  let writeDone = false;
-  let done = false;
-  const guest = bootGuest({
-    sockets: [{ path: v.socketOf('vhost.m'), kind: 'blk', numQueues: 2 }],
-    memSlots: { slots: 2, maxMiB: 1024 },
-    extraArgs: ['-monitor', `unix:${monitor},server=on,wait=off`],
-    script: `${fioWriteThenVerify()}value ioerr $(dmesg | grep -ci 'i/o error')
-`,
-    memMiB: 512,
-    smp: 2,
-    timeoutMs: 900_000,
-    onOutput: (text) => {
-      console_ += text;
-      if (console_.includes('@@MARK fio_start')) started();
-      if (console_.includes('@@MARK write_done')) writeDone = true;
+  const g = bootFioGuest(
+    {
+      sockets: [{ path: v.socketOf('vhost.m'), kind: 'blk', numQueues: 2 }],
+      memSlots: { slots: 2, maxMiB: 1024 },
+      extraArgs: ['-monitor', `unix:${monitor},server=on,wait=off`],
     },
-  }).finally(() => {
-    done = true;
-  });
-
-  await Promise.race([fioStarted, guest]);
+    "value ioerr $(dmesg | grep -ci 'i/o error')\n",
+  );
+  await Promise.race([g.started, g.run]);
   await new Promise((r) => setTimeout(r, 1500));
   const before = memoryUpdates(v.daemon.log);
   let inflightAtPlug = 0;
   let duringWrites = false;
-  if (!done && !writeDone) {
-    inflightAtPlug = await waitRequestsHeld(v.rpc, () => done, 'vhost.m');
+  if (!g.done && !g.writeDone) {
+    inflightAtPlug = await waitRequestsHeld(v.rpc, () => g.done, 'vhost.m');
     const outs = await hmp(monitor, ['object_add memory-backend-memfd,id=m1,size=128M,share=on', 'device_add pc-dimm,id=d1,memdev=m1']);
     t.same(outs.map((o) => o.replace(/^.*\r?\n/, '').trim()), ['', ''], 'HMP accepted the backend and the DIMM');
-    await waitFor(() => memoryUpdates(v.daemon.log) > before || done, 60_000, 'vhostd memory update', 100);
-    duringWrites = !writeDone;
+    await waitFor(() => memoryUpdates(v.daemon.log) > before || g.done, 60_000, 'vhostd memory update', 100);
+    duringWrites = !g.writeDone;
   }
-  const run = await guest;
+  const run = await g.run;
   t.comment(`requests in flight when the DIMM was plugged: ${inflightAtPlug}`);
   assertCompleted(t, run, 'guest');
   t.ok(duringWrites, 'the memory table changed during the write phase');

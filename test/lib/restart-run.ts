@@ -14,9 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { Daemon } from './daemon';
-import { bootGuest } from './guest';
+import { bootFioGuest } from './fio-guest';
 import { assertCompleted, tail } from './guest-checks';
-import { fioWriteThenVerify } from './guest-scripts';
 import { repoRoot } from './repo';
 import { rpcCall } from './rpc';
 import { waitRequestsHeld } from './vhostd';
@@ -89,38 +88,21 @@ export async function restartUnderFio(t: Test, opts: { packed: boolean }): Promi
     await target.stop();
   });
 
-  let started!: () => void;
-  const fioStarted = new Promise<void>((r) => (started = r));
-  let done = false;
-  const writeDoneAt: number[] = [];
   const events: string[] = [];
-  let console_ = '';
-  const guest = bootGuest({
-    sockets: [{ path: path.join(dir, 'vhost.0'), kind: 'blk', numQueues: 2, reconnect: true, packed: opts.packed }],
-    script: `${fioWriteThenVerify()}value features $(cat /sys/block/vda/device/features)
+  const g = bootFioGuest(
+    { sockets: [{ path: path.join(dir, 'vhost.0'), kind: 'blk', numQueues: 2, reconnect: true, packed: opts.packed }] },
+    `value features $(cat /sys/block/vda/device/features)
 value ioerr $(dmesg | grep -ci 'i/o error')
 `,
-    memMiB: 512,
-    smp: 2,
-    timeoutMs: 900_000,
-    onOutput: (text) => {
-      // Markers may arrive split over chunks: look at the whole console so far.
-      console_ += text;
-      if (console_.includes('@@MARK fio_start')) started();
-      if (writeDoneAt.length === 0 && console_.includes('@@MARK write_done')) writeDoneAt.push(Date.now());
-    },
-  }).finally(() => {
-    done = true;
-  });
-
-  await Promise.race([fioStarted, guest]);
+  );
+  await Promise.race([g.started, g.run]);
   let kills = 0;
   for (const how of ['SIGKILL', 'SIGKILL', 'SIGKILL', 'SIGTERM'] as const) {
-    if (done) break;
+    if (g.done) break;
     await sleep(500 + Math.floor(Math.random() * 2500));
-    if (done || writeDoneAt.length > 0) break;
+    if (g.done || g.writeDone) break;
     // The moment to kill: while the device holds requests (it nearly always does: QoS keeps them waiting).
-    const held = await waitRequestsHeld((m, p) => rpcCall(rpcSocket, m, p), () => done);
+    const held = await waitRequestsHeld((m, p) => rpcCall(rpcSocket, m, p), () => g.done);
     const old = target;
     if (how === 'SIGKILL') old.child.kill('SIGKILL');
     else old.child.kill('SIGTERM');
@@ -135,9 +117,9 @@ value ioerr $(dmesg | grep -ci 'i/o error')
     }
     target = await startTarget();
     // QEMU reconnects within a second and starts the device again.
-    await waitFor(async () => target.log.includes('device started') || done, 60_000, 'QEMU reconnected', 100);
+    await waitFor(async () => target.log.includes('device started') || g.done, 60_000, 'QEMU reconnected', 100);
   }
-  const run = await guest;
+  const run = await g.run;
   logs.push(target.log);
   const all = logs.join('\n');
   if (process.env.VHOSTD_RESTART_LOG) fs.writeFileSync(process.env.VHOSTD_RESTART_LOG, all);
