@@ -37,6 +37,7 @@ const USAGE = `usage: node dist/bench/guest-fio.js [options]
 class UsageError extends Error {}
 
 import { probeKvm, type AccelChoice } from '../reactor/kvm-probe';
+import { exitWhenDone } from '../reactor/cli-exit';
 
 export { probeKvm, type AccelChoice };
 
@@ -186,13 +187,5 @@ exit $rc
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`guest-fio: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exitCode = 2;
-    },
-  );
+  exitWhenDone('guest-fio', main(process.argv.slice(2)), 2);
 }

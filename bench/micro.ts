@@ -129,56 +129,50 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
     }
     words[(DESC + 16 * first + 14) / 2] = headFlags;
   };
-  const runPacked = (n: number): void => {
+  // The driver's side per layout: take what the device used back into the backlog; offer a chain (split publishes its avail index once per turn, below).
+  const harvestPacked = (): void => {
+    for (;;) {
+      const f = words[(DESC + 16 * pUsed + 14) / 2];
+      if (((f & (1 << 7)) !== 0) !== pUsedWrap || ((f & (1 << 15)) !== 0) !== pUsedWrap) break;
+      backlog.push(3 * v.getUint16(DESC + 16 * pUsed + 12, true));
+      pUsed += 3;
+      if (pUsed >= QUEUE_SIZE) {
+        pUsed -= QUEUE_SIZE;
+        pUsedWrap = !pUsedWrap;
+      }
+      done++;
+    }
+  };
+  const harvestSplit = (): void => {
+    const used = words[USED / 2 + 1];
+    while (usedSeen !== used) {
+      backlog.push(v.getUint32(USED + 4 + 8 * (usedSeen & (QUEUE_SIZE - 1)), true));
+      usedSeen = (usedSeen + 1) & 0xffff;
+      done++;
+    }
+  };
+  const splitAdd = (head: number): void => {
+    words[(AVAIL + 4) / 2 + (availIdx & (QUEUE_SIZE - 1))] = head;
+    availIdx = (availIdx + 1) & 0xffff;
+  };
+  const harvest = packed ? harvestPacked : harvestSplit;
+  const add = packed ? packedAdd : splitAdd;
+  const run = (n: number): void => {
     const target = done + n;
     while (done < target) {
       const now = performance.now();
       layer.poll(now);
       dev.poll(now);
       polls++;
-      for (;;) {
-        const f = words[(DESC + 16 * pUsed + 14) / 2];
-        if (((f & (1 << 7)) !== 0) !== pUsedWrap || ((f & (1 << 15)) !== 0) !== pUsedWrap) break;
-        backlog.push(3 * v.getUint16(DESC + 16 * pUsed + 12, true));
-        pUsed += 3;
-        if (pUsed >= QUEUE_SIZE) {
-          pUsed -= QUEUE_SIZE;
-          pUsedWrap = !pUsedWrap;
-        }
-        done++;
-      }
-      for (let k = 0; k < perIter && next < backlog.length; k++) packedAdd(backlog[next++]);
+      harvest();
+      for (let k = 0; k < perIter && next < backlog.length; k++) add(backlog[next++]);
       if (next === backlog.length) {
         backlog.length = 0;
         next = 0;
       }
+      if (!packed) words[AVAIL / 2 + 1] = availIdx;
     }
   };
-  const runSplit = (n: number): void => {
-    const target = done + n;
-    while (done < target) {
-      const now = performance.now();
-      layer.poll(now);
-      dev.poll(now);
-      polls++;
-      const used = words[USED / 2 + 1];
-      while (usedSeen !== used) {
-        backlog.push(v.getUint32(USED + 4 + 8 * (usedSeen & (QUEUE_SIZE - 1)), true));
-        usedSeen = (usedSeen + 1) & 0xffff;
-        done++;
-      }
-      for (let k = 0; k < perIter && next < backlog.length; k++) {
-        words[(AVAIL + 4) / 2 + (availIdx & (QUEUE_SIZE - 1))] = backlog[next++];
-        availIdx = (availIdx + 1) & 0xffff;
-      }
-      if (next === backlog.length) {
-        backlog.length = 0;
-        next = 0;
-      }
-      words[AVAIL / 2 + 1] = availIdx;
-    }
-  };
-  const run = packed ? runPacked : runSplit;
   run(Math.ceil(requests / 4)); // warm up: let V8 optimise the loop
   const t0 = process.hrtime.bigint();
   const polls0 = polls;

@@ -16,21 +16,10 @@
  * min–max, ratio to split without tracking) and the two ratios of the goals,
  * and writes it with the raw runs to <out>/<date>-rings.{md,json}. Main thread.
  */
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
-import { Daemon } from '../test/lib/daemon';
-import { rpcCall } from '../test/lib/rpc';
-import { canConnect, waitFor } from '../test/lib/wait';
-import { type PerfReport, runPerf } from './perf/perf';
+import { runPerf } from './perf/perf';
+import { GENERATOR_CORE, type Kind, type Run, type Rw, TARGET_CORE, type Variant as RoundsVariant, attachBlk, goodIops, iopsRange, median, parseRoundsOptions, roundsUsage, runRounds, writeRoundsReport } from './lib/rounds';
 
-const TARGET_CORE = 1;
-const GENERATOR_CORE = 0;
-const BLOCK_SIZE = 512;
-
-type Kind = 'null' | 'malloc';
-type Rw = 'randread' | 'randwrite';
 type Ring = 'split' | 'packed';
 
 interface Variant {
@@ -47,14 +36,27 @@ const VARIANTS: readonly Variant[] = [
 
 const vname = (v: Variant): string => `${v.ring}${v.inflight ? '+inflight' : ''}`;
 
-interface Run {
-  variant: string;
-  round: number;
-  iops?: number;
-  latMeanUs?: number;
-  errors?: number;
-  error?: string;
-}
+/** A blk controller (with packed_ring for packed) per run; the generator asks for the ring and INFLIGHT_SHMFD and must get them. */
+const roundsVariant = (variant: Variant): RoundsVariant => ({
+  key: vname(variant),
+  name: vname(variant),
+  async attach(v, bdev) {
+    const packed = variant.ring === 'packed';
+    const ctrlr = `bench.${variant.ring}${variant.inflight ? '.inflight' : ''}`;
+    const device = await attachBlk(v, bdev, ctrlr, packed ? { packed_ring: true } : {}, (socketPath, job) =>
+      runPerf({ ...job, socketPath, eventIdx: true, inflight: variant.inflight, packed }),
+    );
+    return {
+      ...device,
+      check: (r) =>
+        r.device.inflight !== variant.inflight
+          ? `INFLIGHT_SHMFD ${r.device.inflight ? '' : 'not '}negotiated`
+          : r.device.packed !== packed
+            ? `RING_PACKED ${r.device.packed ? '' : 'not '}negotiated`
+            : undefined,
+    };
+  },
+});
 
 interface CaseResult {
   id: string;
@@ -66,165 +68,26 @@ interface CaseResult {
   medians: Record<string, number | null>;
 }
 
-const USAGE = `usage: npm run bench -- --rings [options]
-  --runs N            rounds per case, each the four variants back to back (default 3)
-  --runtime S         measured seconds per run (default 5)
-  --ramp S            warm-up seconds per run (default 1)
-  --kinds K,...       null,malloc (default both)
-  --qds N,...         queue depths (default 32)
-  --rws R,...         randread,randwrite (default both)
-  --size MIB          bdev size (default 512)
-  --out DIR           where to write the report (default bench/results)`;
-
-function median(xs: number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-async function startVhostd(repo: string): Promise<{ rpc: (m: string, p?: unknown) => Promise<unknown>; dir: string; stop: () => Promise<void> }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-bench-rings-'));
-  const rpcSocket = path.join(dir, 'rpc.sock');
-  const mask = `0x${(1 << TARGET_CORE).toString(16)}`;
-  const d = new Daemon('vhostd', process.execPath, [path.join(repo, 'bin', 'vhostd.js'), '-m', mask, '-S', dir, '-r', rpcSocket, '--log-level', 'warn'], { cwd: repo });
-  const stop = async (): Promise<void> => {
-    await d.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early:\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, 30_000, 'vhostd RPC socket', 25);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { rpc: (m, p) => rpcCall(rpcSocket, m, p), dir, stop };
-}
-
-async function waitDetached(rpc: (m: string, p?: unknown) => Promise<unknown>, ctrlr: string): Promise<void> {
-  await waitFor(async () => {
-    const [c] = (await rpc('vhost_get_controllers', { name: ctrlr })) as { sessions: unknown[] }[];
-    return c.sessions.length === 0;
-  }, 10_000, `${ctrlr} front-end gone`, 10);
-}
+const USAGE = roundsUsage('rings', 'each the four variants back to back', '32');
 
 export async function ringsMain(argv: string[], repo: string): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        rings: { type: 'boolean' },
-        runs: { type: 'string' },
-        runtime: { type: 'string' },
-        ramp: { type: 'string' },
-        kinds: { type: 'string' },
-        qds: { type: 'string' },
-        rws: { type: 'string' },
-        size: { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    process.stderr.write(`bench --rings: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  const runs = Number(values.runs ?? 3);
-  const runtimeSec = Number(values.runtime ?? 5);
-  const rampSec = Number(values.ramp ?? 1);
-  const sizeMiB = Number(values.size ?? 512);
-  const kinds = (values.kinds ?? 'null,malloc').split(',') as Kind[];
-  const qds = (values.qds ?? '32').split(',').map(Number);
-  const rws = (values.rws ?? 'randread,randwrite').split(',') as Rw[];
-  const bad =
-    !Number.isSafeInteger(runs) || runs < 1 || !(runtimeSec > 0) || !(rampSec >= 0) || !Number.isSafeInteger(sizeMiB) || sizeMiB < 1 ||
-    kinds.some((k) => k !== 'null' && k !== 'malloc') || qds.some((q) => !Number.isSafeInteger(q) || q < 1 || q > 256) ||
-    rws.some((r) => r !== 'randread' && r !== 'randwrite');
-  if (bad) {
-    process.stderr.write(`bench --rings: bad option value\n${USAGE}\n`);
-    return 2;
-  }
+  const o = parseRoundsOptions(argv, 'rings', USAGE, '32');
+  if (typeof o === 'number') return o;
+  const { runs, runtimeSec, rampSec, sizeMiB } = o;
   const startedAt = new Date();
-  const cases: CaseResult[] = [];
-  for (const kind of kinds) {
-    const v = await startVhostd(repo);
-    try {
-      const numBlocks = (sizeMiB * 2 ** 20) / BLOCK_SIZE;
-      await v.rpc(kind === 'null' ? 'bdev_null_create' : 'bdev_malloc_create', { name: 'B0', num_blocks: numBlocks, block_size: BLOCK_SIZE });
-      for (const rw of rws) {
-        for (const qd of qds) {
-          const id = `${kind}-${rw}-4k-qd${qd}`;
-          const res: Run[] = [];
-          for (let round = 0; round < runs; round++) {
-            for (const variant of VARIANTS) {
-              const ctrlr = `bench.${variant.ring}${variant.inflight ? '.inflight' : ''}`;
-              let run: Run = { variant: vname(variant), round };
-              try {
-                await v.rpc('vhost_create_blk_controller', { ctrlr, dev_name: 'B0', ...(variant.ring === 'packed' ? { packed_ring: true } : {}) });
-                const r: PerfReport = await runPerf({
-                  socketPath: path.join(v.dir, ctrlr),
-                  rw,
-                  blockSizeBytes: 4096,
-                  iodepth: qd,
-                  queues: 1,
-                  runtimeSec,
-                  rampSec,
-                  cpu: GENERATOR_CORE,
-                  eventIdx: true,
-                  inflight: variant.inflight,
-                  packed: variant.ring === 'packed',
-                  timeoutMs: 15_000,
-                });
-                run = { variant: vname(variant), round, iops: r.iops, latMeanUs: r.latencyNs.mean / 1000, errors: r.errors };
-                if (r.errors > 0) run.error = `${r.errors} requests completed with an error status`;
-                else if (r.device.inflight !== variant.inflight) run.error = `INFLIGHT_SHMFD ${r.device.inflight ? '' : 'not '}negotiated`;
-                else if (r.device.packed !== (variant.ring === 'packed')) run.error = `RING_PACKED ${r.device.packed ? '' : 'not '}negotiated`;
-              } catch (err) {
-                run.error = (err as Error).message;
-              } finally {
-                try {
-                  await waitDetached(v.rpc, ctrlr);
-                  await v.rpc('vhost_delete_controller', { ctrlr });
-                } catch (err) {
-                  run.error ??= `cleanup: ${(err as Error).message}`;
-                }
-              }
-              res.push(run);
-            }
-          }
-          const ok = (name: string): number[] => res.filter((r) => r.variant === name && r.error === undefined && r.iops !== undefined).map((r) => r.iops as number);
-          const medians: Record<string, number | null> = {};
-          for (const variant of VARIANTS) medians[vname(variant)] = median(ok(vname(variant)));
-          cases.push({ id, kind, rw, qd, runs: res, medians });
-          const parts = VARIANTS.map((variant) => {
-            const xs = ok(vname(variant));
-            return `${vname(variant)} ${xs.length === 0 ? 'failed' : `${Math.round(median(xs) as number)} (${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))})`}`;
-          });
-          process.stderr.write(`${id}: ${parts.join(' | ')} | load ${os.loadavg()[0].toFixed(2)}\n`);
-        }
-      }
-    } finally {
-      await v.stop();
-    }
-  }
+  const rounds = await runRounds(repo, 'rings', o, VARIANTS.map(roundsVariant));
+  const cases: CaseResult[] = rounds.map((c) => {
+    const medians: Record<string, number | null> = {};
+    for (const variant of VARIANTS) medians[vname(variant)] = median(goodIops(c.runs, vname(variant)));
+    return { ...c, medians };
+  });
   const ratio = (a: number | null, b: number | null): string => (a === null || b === null || b === 0 ? '–' : (a / b).toFixed(3));
   const rows: string[] = [];
   for (const c of cases) {
     const base = c.medians.split;
     for (const variant of VARIANTS) {
-      const xs = c.runs.filter((r) => r.variant === vname(variant) && r.error === undefined && r.iops !== undefined).map((r) => r.iops as number);
       const m = c.medians[vname(variant)];
-      const range = xs.length === 0 ? '' : ` (${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))})`;
-      rows.push(`| ${c.id} | ${variant.ring} | ${variant.inflight ? 'on' : 'off'} | ${m === null ? 'failed' : Math.round(m)}${range} | ${ratio(m, base)} |`);
+      rows.push(`| ${c.id} | ${variant.ring} | ${variant.inflight ? 'on' : 'off'} | ${m === null ? 'failed' : Math.round(m)}${iopsRange(goodIops(c.runs, vname(variant)))} | ${ratio(m, base)} |`);
     }
   }
   const goals = cases.map(
@@ -245,13 +108,6 @@ export async function ringsMain(argv: string[], repo: string): Promise<number> {
     ...goals,
     '',
   ];
-  const md = lines.join('\n');
-  const outDir = path.resolve(values.out ?? path.join(repo, 'bench', 'results'));
-  fs.mkdirSync(outDir, { recursive: true });
-  const base = path.join(outDir, `${startedAt.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-')}-rings`);
-  fs.writeFileSync(`${base}.md`, md);
-  fs.writeFileSync(`${base}.json`, `${JSON.stringify({ startedAt: startedAt.toISOString(), runs, runtimeSec, rampSec, sizeMiB, cases }, null, 2)}\n`);
-  process.stdout.write(md);
-  process.stderr.write(`bench --rings: wrote ${base}.md, .json\n`);
-  return cases.some((c) => c.runs.some((r) => r.error !== undefined)) ? 1 : 0;
+  const json = { startedAt: startedAt.toISOString(), runs, runtimeSec, rampSec, sizeMiB, cases };
+  return writeRoundsReport(repo, 'rings', o, startedAt, lines.join('\n'), json, rounds);
 }

@@ -52,6 +52,7 @@ import { markdownReport } from './report';
 import { ringsMain } from './rings';
 import { scsiMain } from './scsi';
 import { nvmeMain } from './nvme';
+import { exitWhenDone } from '../reactor/cli-exit';
 
 const USAGE = `usage: node dist/bench/run.js [options]
   --quick              one run each, null 4k randread QD32 only, 1 s measured (smoke use)
@@ -423,13 +424,5 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exitCode = 2;
-    },
-  );
+  exitWhenDone('bench', main(process.argv.slice(2)), 2);
 }

@@ -15,6 +15,7 @@ import { RpcClient, type RpcTrace } from './client';
 import * as fs from 'node:fs';
 import { formatDryRun, formatResult, parseCommandLine, pyDumps, UsageError, type Command, type GlobalOptions, type Verbosity } from './commands';
 import { loadConfig, saveConfig } from './config-commands';
+import { exitWhenDone } from '../cli-exit';
 
 /** Python logging's numbers for rpc.py's levels ("Log level set to 20"). */
 const LEVEL_NUMBER: Record<Verbosity, number> = { DEBUG: 10, INFO: 20, ERROR: 40 };
@@ -185,12 +186,4 @@ export async function main(argv: string[]): Promise<number> {
   return run(cmd);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`vhostd-rpc: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+exitWhenDone('vhostd-rpc', main(process.argv.slice(2)), 1);

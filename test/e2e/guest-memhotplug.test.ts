@@ -14,9 +14,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { bootGuest } from '../lib/guest';
+import { bootFioGuest } from '../lib/fio-guest';
 import { assertCompleted, tail } from '../lib/guest-checks';
-import { startVhostd } from '../lib/vhostd';
+import { startVhostd, waitRequestsHeld } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 
 t.setTimeout(1_200_000);
@@ -81,56 +81,27 @@ t.test('a DIMM plugged while fio verify writes: vhostd follows the new memory ta
   await v.rpc('bdev_set_qos_limit', { name: 'Uring0', rw_ios_per_sec: 1000 });
   t.equal(await v.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.m', dev_name: 'Uring0' }), true);
 
-  let started!: () => void;
-  const fioStarted = new Promise<void>((r) => (started = r));
-  let console_ = '';
-  let writeDone = false;
-  let done = false;
-  const guest = bootGuest({
-    sockets: [{ path: v.socketOf('vhost.m'), kind: 'blk', numQueues: 2 }],
-    memSlots: { slots: 2, maxMiB: 1024 },
-    extraArgs: ['-monitor', `unix:${monitor},server=on,wait=off`],
-    script: `
-wait_for /dev/vda 150 || { echo "no /dev/vda"; exit 10; }
-echo "@@MARK fio_start"
-check fio_write fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
-  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
-  --verify=crc32c --verify_fatal=1 --do_verify=0 --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
-echo "@@MARK write_done"
-check fio_verify fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
-  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
-  --verify=crc32c --verify_fatal=1 --verify_only --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
-value ioerr $(dmesg | grep -ci 'i/o error')
-`,
-    memMiB: 512,
-    smp: 2,
-    timeoutMs: 900_000,
-    onOutput: (text) => {
-      console_ += text;
-      if (console_.includes('@@MARK fio_start')) started();
-      if (console_.includes('@@MARK write_done')) writeDone = true;
+  const g = bootFioGuest(
+    {
+      sockets: [{ path: v.socketOf('vhost.m'), kind: 'blk', numQueues: 2 }],
+      memSlots: { slots: 2, maxMiB: 1024 },
+      extraArgs: ['-monitor', `unix:${monitor},server=on,wait=off`],
     },
-  }).finally(() => {
-    done = true;
-  });
-
-  await Promise.race([fioStarted, guest]);
+    "value ioerr $(dmesg | grep -ci 'i/o error')\n",
+  );
+  await Promise.race([g.started, g.run]);
   await new Promise((r) => setTimeout(r, 1500));
   const before = memoryUpdates(v.daemon.log);
   let inflightAtPlug = 0;
   let duringWrites = false;
-  if (!done && !writeDone) {
-    await waitFor(async () => {
-      const c = (await v.rpc('vhost_get_controllers', { name: 'vhost.m' })) as { sessions: { inflight_task_cnt: number }[] }[];
-      inflightAtPlug = c[0]?.sessions[0]?.inflight_task_cnt ?? 0;
-      return inflightAtPlug > 0 || done;
-    }, 60_000, 'requests in flight', 20);
+  if (!g.done && !g.writeDone) {
+    inflightAtPlug = await waitRequestsHeld(v.rpc, () => g.done, 'vhost.m');
     const outs = await hmp(monitor, ['object_add memory-backend-memfd,id=m1,size=128M,share=on', 'device_add pc-dimm,id=d1,memdev=m1']);
     t.same(outs.map((o) => o.replace(/^.*\r?\n/, '').trim()), ['', ''], 'HMP accepted the backend and the DIMM');
-    await waitFor(() => memoryUpdates(v.daemon.log) > before || done, 60_000, 'vhostd memory update', 100);
-    duringWrites = !writeDone;
+    await waitFor(() => memoryUpdates(v.daemon.log) > before || g.done, 60_000, 'vhostd memory update', 100);
+    duringWrites = !g.writeDone;
   }
-  const run = await guest;
+  const run = await g.run;
   t.comment(`requests in flight when the DIMM was plugged: ${inflightAtPlug}`);
   assertCompleted(t, run, 'guest');
   t.ok(duringWrites, 'the memory table changed during the write phase');

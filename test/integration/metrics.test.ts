@@ -15,7 +15,7 @@ import os from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { startBlkLoad } from '../lib/blk-load';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus } from '../lib/frontend-wire';
 import { parseExposition, sampleValue, type PromFamily } from '../lib/prometheus';
@@ -71,35 +71,22 @@ t.test('metrics over TCP while I/O runs', async (t) => {
   await fe.setupQueue(0, 128);
 
   // A closed loop of 8 writers+readers (4 KiB) that runs while we scrape.
-  let running = true;
-  let done = 0;
-  const load = Promise.all(
-    Array.from({ length: 8 }, async (_, w) => {
-      const data = randomBytes(4096);
-      for (let i = 0; running; i++) {
-        const sector = ((w * 64 + (i % 64)) * 8) % 32768;
-        if ((await fe.write(0, sector, data)).status !== BlkStatus.OK) throw new Error('write failed');
-        if ((await fe.read(0, sector, 4096)).status !== BlkStatus.OK) throw new Error('read failed');
-        done += 2;
-      }
-    }),
-  );
+  const load = startBlkLoad(fe, 8, 32768);
   let a: PromFamily[];
   let b: PromFamily[];
   try {
-    await waitFor(() => done >= 200, 60_000, '200 I/Os done');
+    await waitFor(() => load.done >= 200, 60_000, '200 I/Os done');
     const first = await scrape(addr);
     t.equal(first.status, 200);
     t.match(first.contentType, /^text\/plain; version=0\.0\.4/, 'Prometheus text format by default');
     a = await parseExposition(first.body, 'prometheus');
-    await waitFor(() => done >= 600, 60_000, '600 I/Os done');
+    await waitFor(() => load.done >= 600, 60_000, '600 I/Os done');
     const secondOm = await scrape(addr, '/metrics', 'application/openmetrics-text; version=1.0.0,text/plain;q=0.5');
     t.match(secondOm.contentType, /^application\/openmetrics-text; version=1\.0\.0/, 'OpenMetrics when asked for');
     t.match(secondOm.body, /# EOF\n$/, 'ends with # EOF');
     b = await parseExposition(secondOm.body, 'openmetrics');
   } finally {
-    running = false;
-    await load;
+    await load.stop();
   }
 
   for (const op of ['read', 'write']) {

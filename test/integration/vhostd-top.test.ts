@@ -9,9 +9,8 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { startBlkLoad } from '../lib/blk-load';
 import { VhostUserFrontend } from '../lib/frontend';
-import { BlkStatus } from '../lib/frontend-wire';
 import { repoRoot } from '../lib/repo';
 import { startVhostd } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
@@ -42,28 +41,15 @@ t.test('vhostd-top while I/O runs', async (t) => {
   await fe.negotiate();
   await fe.setupQueue(0, 128);
 
-  let running = true;
-  let done = 0;
-  const load = Promise.all(
-    Array.from({ length: 4 }, async (_, w) => {
-      const data = randomBytes(4096);
-      for (let i = 0; running; i++) {
-        const sector = ((w * 64 + (i % 64)) * 8) % 32768;
-        if ((await fe.write(0, sector, data)).status !== BlkStatus.OK) throw new Error('write failed');
-        if ((await fe.read(0, sector, 4096)).status !== BlkStatus.OK) throw new Error('read failed');
-        done += 2;
-      }
-    }),
-  );
+  const load = startBlkLoad(fe, 4, 32768);
   let once: Awaited<ReturnType<typeof top>>;
   let twice: Awaited<ReturnType<typeof top>>;
   try {
-    await waitFor(() => done >= 100, 60_000, '100 I/Os done');
+    await waitFor(() => load.done >= 100, 60_000, '100 I/Os done');
     once = await top(['-r', h.rpcSocket, '--once', '-d', '1']);
     twice = await top(['-r', h.rpcSocket, '-n', '2', '-d', '0.3']);
   } finally {
-    running = false;
-    await load;
+    await load.stop();
   }
 
   t.equal(once.code, 0, once.stderr);

@@ -34,6 +34,27 @@ awk '/virtio[0-9]+-req\.[0-9]+/ { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0
 `;
 }
 
+/**
+ * fio random writes with crc32c verification headers over 2 jobs (24 MiB each,
+ * 48 MiB apart, one per CPU), marked `@@MARK fio_start` before and
+ * `@@MARK write_done` after, then a verify-only pass over what was written:
+ * the scripts of the e2e tests that disturb vhostd during the write phase
+ * (restart, memory hot-plug) and then check nothing was lost.
+ */
+export function fioWriteThenVerify(dev = 'vda'): string {
+  return `
+wait_for /dev/${dev} 150 || { echo "no /dev/${dev}"; exit 10; }
+echo "@@MARK fio_start"
+check fio_write fio --name=w --filename=/dev/${dev} --direct=1 --ioengine=libaio --iodepth=16 \\
+  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
+  --verify=crc32c --verify_fatal=1 --do_verify=0 --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
+echo "@@MARK write_done"
+check fio_verify fio --name=w --filename=/dev/${dev} --direct=1 --ioengine=libaio --iodepth=16 \\
+  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
+  --verify=crc32c --verify_fatal=1 --verify_only --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
+`;
+}
+
 /** Discard (blkdiscard) and flush (fio with fsync, verified). */
 export function trimAndFlush(dev = 'vda'): string {
   return `

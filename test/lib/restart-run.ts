@@ -14,10 +14,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { Daemon } from './daemon';
-import { bootGuest } from './guest';
+import { bootFioGuest } from './fio-guest';
 import { assertCompleted, tail } from './guest-checks';
 import { repoRoot } from './repo';
 import { rpcCall } from './rpc';
+import { waitRequestsHeld } from './vhostd';
 import { canConnect, waitFor } from './wait';
 
 const DISK_BYTES = 256 << 20;
@@ -87,53 +88,21 @@ export async function restartUnderFio(t: Test, opts: { packed: boolean }): Promi
     await target.stop();
   });
 
-  let started!: () => void;
-  const fioStarted = new Promise<void>((r) => (started = r));
-  let done = false;
-  const writeDoneAt: number[] = [];
   const events: string[] = [];
-  let console_ = '';
-  const guest = bootGuest({
-    sockets: [{ path: path.join(dir, 'vhost.0'), kind: 'blk', numQueues: 2, reconnect: true, packed: opts.packed }],
-    script: `
-wait_for /dev/vda 150 || { echo "no /dev/vda"; exit 10; }
-echo "@@MARK fio_start"
-check fio_write fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
-  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
-  --verify=crc32c --verify_fatal=1 --do_verify=0 --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
-echo "@@MARK write_done"
-check fio_verify fio --name=w --filename=/dev/vda --direct=1 --ioengine=libaio --iodepth=16 \\
-  --rw=randwrite --bs=4k --size=24M --numjobs=2 --offset_increment=48M \\
-  --verify=crc32c --verify_fatal=1 --verify_only --cpus_allowed=0-1 --cpus_allowed_policy=split --group_reporting
-value features $(cat /sys/block/vda/device/features)
+  const g = bootFioGuest(
+    { sockets: [{ path: path.join(dir, 'vhost.0'), kind: 'blk', numQueues: 2, reconnect: true, packed: opts.packed }] },
+    `value features $(cat /sys/block/vda/device/features)
 value ioerr $(dmesg | grep -ci 'i/o error')
 `,
-    memMiB: 512,
-    smp: 2,
-    timeoutMs: 900_000,
-    onOutput: (text) => {
-      // Markers may arrive split over chunks: look at the whole console so far.
-      console_ += text;
-      if (console_.includes('@@MARK fio_start')) started();
-      if (writeDoneAt.length === 0 && console_.includes('@@MARK write_done')) writeDoneAt.push(Date.now());
-    },
-  }).finally(() => {
-    done = true;
-  });
-
-  await Promise.race([fioStarted, guest]);
+  );
+  await Promise.race([g.started, g.run]);
   let kills = 0;
   for (const how of ['SIGKILL', 'SIGKILL', 'SIGKILL', 'SIGTERM'] as const) {
-    if (done) break;
+    if (g.done) break;
     await sleep(500 + Math.floor(Math.random() * 2500));
-    if (done || writeDoneAt.length > 0) break;
+    if (g.done || g.writeDone) break;
     // The moment to kill: while the device holds requests (it nearly always does: QoS keeps them waiting).
-    let held = 0;
-    await waitFor(async () => {
-      const c = (await rpcCall(rpcSocket, 'vhost_get_controllers')) as { sessions: { inflight_task_cnt: number }[] }[];
-      held = c[0]?.sessions[0]?.inflight_task_cnt ?? 0;
-      return held > 0 || done;
-    }, 60_000, 'requests in flight', 20);
+    const held = await waitRequestsHeld((m, p) => rpcCall(rpcSocket, m, p), () => g.done);
     const old = target;
     if (how === 'SIGKILL') old.child.kill('SIGKILL');
     else old.child.kill('SIGTERM');
@@ -148,9 +117,9 @@ value ioerr $(dmesg | grep -ci 'i/o error')
     }
     target = await startTarget();
     // QEMU reconnects within a second and starts the device again.
-    await waitFor(async () => target.log.includes('device started') || done, 60_000, 'QEMU reconnected', 100);
+    await waitFor(async () => target.log.includes('device started') || g.done, 60_000, 'QEMU reconnected', 100);
   }
-  const run = await guest;
+  const run = await g.run;
   logs.push(target.log);
   const all = logs.join('\n');
   if (process.env.VHOSTD_RESTART_LOG) fs.writeFileSync(process.env.VHOSTD_RESTART_LOG, all);

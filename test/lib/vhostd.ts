@@ -22,6 +22,21 @@ export interface VhostdHandle {
   stop(): Promise<DaemonExit & { killed: boolean }>;
 }
 
+/**
+ * Waits until the first controller's first session (of `ctrlr`, or of the only
+ * controller) holds requests in flight, or `done()` says the load is over;
+ * returns the count last seen. The moment for the e2e tests to disturb vhostd.
+ */
+export async function waitRequestsHeld(rpc: (method: string, params?: unknown) => Promise<unknown>, done: () => boolean, ctrlr?: string): Promise<number> {
+  let held = 0;
+  await waitFor(async () => {
+    const c = (await rpc('vhost_get_controllers', ctrlr === undefined ? undefined : { name: ctrlr })) as { sessions: { inflight_task_cnt: number }[] }[];
+    held = c[0]?.sessions[0]?.inflight_task_cnt ?? 0;
+    return held > 0 || done();
+  }, 60_000, 'requests in flight', 20);
+  return held;
+}
+
 export interface VhostdOptions {
   cpumask?: string;
   extraArgs?: string[];
