@@ -157,8 +157,46 @@ export function jsonLine(level: string, component: string, message: string, fiel
   return JSON.stringify(o);
 }
 
+/** One log record as a replaceable sink receives it (setLogSink). */
+export interface LogRecord {
+  time: Date;
+  level: LogLevel;
+  /** The log flag of the line: 'app', 'rpc', 'vhost', 'bdev', ... */
+  component: string;
+  message: string;
+  fields: Record<string, unknown>;
+}
+
+/** Receives every record that passes the print level and the debug flags, instead of stderr. */
+export type LogSink = (record: LogRecord) => void;
+
+let sink: LogSink | null = null;
+
+/**
+ * Send the reactor's log records to `next` instead of stderr (null: back to
+ * stderr); returns the sink it replaces. Process-wide, as the print level and
+ * flags are. A sink that throws loses that record, never the caller's work.
+ * Engine worker lines do not pass through: they are written to fd 2 by the
+ * workers themselves (engine/log.ts).
+ */
+export function setLogSink(next: LogSink | null): LogSink | null {
+  const previous = sink;
+  sink = next;
+  return previous;
+}
+
 export function log(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
   if (!enabled(level, component)) return;
+  if (sink !== null) {
+    const record: LogRecord = { time: new Date(), level, component, message, fields: {} };
+    if (fields) for (const [k, v] of Object.entries(fields)) if (v !== undefined) record.fields[k] = v;
+    try {
+      sink(record);
+    } catch {
+      // the embedder's sink failed: drop the record
+    }
+    return;
+  }
   if (logFormat === 'json') {
     process.stderr.write(jsonLine(level, component, message, fields) + '\n');
     return;
