@@ -47,6 +47,8 @@ export function parseSpdkLevel(name: string): LogLevel | undefined {
 export const ENGINE_COMPONENT = 'engine';
 
 let printLevel: LogLevel = 'info';
+/** setLogSink's sink; null: stderr. */
+let sink: LogSink | null = null;
 /** SPDK's default log (syslog) level. */
 let logLevel: LogLevel = 'notice';
 /**
@@ -73,6 +75,7 @@ function publishToEngine(): void {
   Atomics.store(engineWords, EngineLogWord.Json, logFormat === 'json' ? 1 : 0);
   Atomics.store(engineWords, EngineLogWord.PrintLevel, LEVELS[printLevel]);
   Atomics.store(engineWords, EngineLogWord.Debug, flags.get(ENGINE_COMPONENT) === true ? 1 : 0);
+  Atomics.store(engineWords, EngineLogWord.Forward, sink !== null ? 1 : 0);
 }
 publishToEngine();
 
@@ -170,23 +173,36 @@ export interface LogRecord {
 /** Receives every record that passes the print level and the debug flags, instead of stderr. */
 export type LogSink = (record: LogRecord) => void;
 
-let sink: LogSink | null = null;
-
 /**
  * Send the reactor's log records to `next` instead of stderr (null: back to
  * stderr); returns the sink it replaces. Process-wide, as the print level and
  * flags are. A sink that throws loses that record, never the caller's work.
- * Engine worker lines do not pass through: they are written to fd 2 by the
- * workers themselves (engine/log.ts).
+ * Engine worker lines pass through too: while a sink is set the workers post
+ * them (EngineLogWord.Forward) instead of writing fd 2, and logForwarded()
+ * hands them to the sink.
  */
 export function setLogSink(next: LogSink | null): LogSink | null {
   const previous = sink;
   sink = next;
+  publishToEngine();
   return previous;
 }
 
 export function log(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
   if (!enabled(level, component)) return;
+  emit(level, component, message, fields);
+}
+
+/**
+ * An engine worker's line posted to the reactor (EngineLogEvent, while a
+ * sink is set): the worker filtered it already. To the sink, or to stderr if
+ * the sink was removed while the line was on its way.
+ */
+export function logForwarded(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
+  emit(level, component, message, fields);
+}
+
+function emit(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
   if (sink !== null) {
     const record: LogRecord = { time: new Date(), level, component, message, fields: {} };
     if (fields) for (const [k, v] of Object.entries(fields)) if (v !== undefined) record.fields[k] = v;

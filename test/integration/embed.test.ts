@@ -42,6 +42,8 @@ t.test('examples/embed.mjs runs: starts, creates a bdev and a controller, prints
   t.match(r.stdout, 'bdev Malloc0: controller vhost.0 on cpumask 0x1', 'it lists the controller it made');
   t.match(r.stdout, /stopped\n$/, 'it stops');
   t.match(r.stderr, /\[vhostd info\] vhost: controller created/, "the reactor's log records went to its logger");
+  t.match(r.stderr, /\[vhostd info\] engine:0: engine worker running/, "and the engine worker's");
+  t.notMatch(r.stderr, /^\d{4}-\d\d-\d\dT/m, 'no line bypassed the logger');
   t.same(fs.readdirSync(dir), [], 'no socket is left in the socket directory');
 });
 
@@ -118,6 +120,7 @@ t.test('the API: create, list, RPC socket, front-end I/O, events, logger, stop',
 
   t.ok(records.some((r) => r.component === 'vhost' && r.message === 'controller created' && r.fields.ctrlr === 'emb.blk0'), 'the logger got the controller-created record with its fields');
   t.ok(records.some((r) => r.component === 'rpc' && r.level === 'info' && r.message === 'RPC server listening'), 'and the RPC server record');
+  t.ok(records.some((r) => r.component === 'engine:0' && r.message === 'engine worker running' && r.fields.core === 0), "the engine worker's lines reach the logger too");
   t.ok(records.every((r) => r.time instanceof Date && typeof r.message === 'string'), 'records are typed');
 
   await vhostd.stop();
