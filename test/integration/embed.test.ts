@@ -9,7 +9,7 @@
  * Thread: test main thread (the target's reactor runs here too).
  */
 import t, { type Test } from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,7 +17,7 @@ import path from 'node:path';
 import { RpcError, Vhostd, type ConnectionEvent, type LogRecord } from '../../reactor';
 import { log } from '../../reactor/log';
 import { VhostUserFrontend } from '../lib/frontend';
-import { BlkStatus } from '../lib/frontend-wire';
+import { BlkStatus, Req, vringFdPayload } from '../lib/frontend-wire';
 import { repoRoot } from '../lib/repo';
 import { rpcCall } from '../lib/rpc';
 import { waitFor } from '../lib/wait';
@@ -136,6 +136,40 @@ t.test('the API: create, list, RPC socket, front-end I/O, events, logger, stop',
   const before = records.length;
   log('error', 'app', 'embed test: a record after stop goes to stderr');
   t.equal(records.length, before, 'the sink is uninstalled by stop');
+});
+
+t.test("'deviceFailed': a call fd that stops taking writes (EPIPE) fails the device, then the front-end is disconnected", async (t) => {
+  const dir = tmpDir(t, 'embed-fail-');
+  const vhostd = await Vhostd.start({ socketDir: path.join(dir, 's'), pollMode: 'interrupt', logger: () => undefined });
+  t.teardown(() => vhostd.stop());
+  const events: string[] = [];
+  vhostd.on('connect', (e) => events.push(`connect ${e.ctrlr}`));
+  vhostd.on('disconnect', (e) => events.push(`disconnect ${e.ctrlr}`));
+  vhostd.on('deviceFailed', (e) => events.push(`deviceFailed ${e.ctrlr} core=${e.core} ${e.reason}`));
+  const bdev = await vhostd.createMallocBdev({ name: 'F0', numBlocks: 4096 });
+  const socket = await vhostd.createBlkController({ name: 'emb.fail', bdev });
+  const fe = await VhostUserFrontend.connect(socket, 10_000, { waitAccepted: true });
+  t.teardown(() => fe.close());
+  await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: 1 << 20 }] });
+  await fe.setupQueue(0, 16, { completion: 'poll' });
+  t.equal((await fe.read(0, 0, 512)).status, BlkStatus.OK, 'I/O before');
+  // A FIFO as the call fd: writable when adopted, then its reader goes.
+  const fifo = path.join(dir, 'call');
+  execFileSync('mkfifo', [fifo]);
+  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const writer = fs.openSync(fifo, fs.constants.O_WRONLY);
+  await fe.request(Req.SET_VRING_CALL, vringFdPayload(0, false), [writer]);
+  await fe.sync();
+  fs.closeSync(writer);
+  fs.closeSync(reader);
+  const io = fe.read(0, 0, 512).catch((e: Error) => e);
+  t.ok(await fe.channel.waitEof(10_000), 'the connection is closed');
+  await io;
+  await waitFor(() => events.includes('disconnect emb.fail'), 10_000, "the 'disconnect' event");
+  t.equal(events[0], 'connect emb.fail', "'connect' first");
+  t.match(events[1], /^deviceFailed emb\.fail core=0 .*EPIPE/, "then 'deviceFailed' with the core and the reason");
+  t.equal(events[2], 'disconnect emb.fail', "then 'disconnect'");
+  t.equal(events.length, 3, 'nothing else');
 });
 
 t.test('Vhostd.setLogger replaces the sink process-wide and returns the previous one', async (t) => {
