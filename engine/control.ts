@@ -398,11 +398,6 @@ export interface StopResult {
   queues: QueueStopResult[];
 }
 
-/**
- * What a worker tells the reactor unasked (no request id): a device failed
- * in its poll — e.g. its call fd can no longer be written — and takes no more
- * requests; the reactor closes that device's connection with `reason`.
- */
 /** A worker's log line, posted on its port while EngineLogWord.Forward is 1 (already filtered by level and flag). */
 export interface EngineLogEvent {
   event: 'log';
@@ -413,6 +408,11 @@ export interface EngineLogEvent {
   fields: Record<string, unknown>;
 }
 
+/**
+ * What a worker tells the reactor unasked (no request id): a device failed
+ * in its poll — e.g. its call fd can no longer be written — and takes no more
+ * requests; the reactor closes that device's connection with `reason`.
+ */
 export interface DeviceFailedEvent {
   event: 'deviceFailed';
   deviceId: number;

@@ -8,6 +8,10 @@
  * loop, which a busy-polling worker never returns to; after the first line,
  * later lines would sit in the stream's buffer. One write(2) per line keeps
  * lines whole and in order with the reactor's (a line under PIPE_BUF is atomic).
+ *
+ * Exception: while an embedder's log sink is set (EngineLogWord.Forward), each
+ * line is posted on the worker's control port instead (EngineLogEvent) and
+ * the reactor hands it to the sink.
  */
 import * as fs from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';

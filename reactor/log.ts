@@ -17,6 +17,9 @@
  * and their flag ("engine") from `engineLogControl`, a SharedArrayBuffer this
  * module keeps current (see EngineLogWord in engine/control.ts).
  *
+ * setLogSink() replaces stderr with a function (the embedding API's logger);
+ * while one is set, engine workers post their lines here (logForwarded).
+ *
  * Thread: main (reactor). Engine workers never import this module.
  */
 import { EngineLogWord } from '../engine/control';
