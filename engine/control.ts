@@ -42,7 +42,9 @@ export const enum EngineLogWord {
   Debug = 1,
   /** 1: JSON lines (--log-format json), 0: text. */
   Json = 2,
-  Count = 3,
+  /** 1: post each line to the reactor as an EngineLogEvent (an embedder's log sink is set), 0: write it to fd 2. */
+  Forward = 3,
+  Count = 4,
 }
 
 /** Float64 slots of WorkerInit.stats. Ticks are nanoseconds. */
@@ -394,6 +396,16 @@ export interface QueueStopResult {
 export interface StopResult {
   /** Per stopped queue: where it ended (GET_VRING_BASE's answer). */
   queues: QueueStopResult[];
+}
+
+/** A worker's log line, posted on its port while EngineLogWord.Forward is 1 (already filtered by level and flag). */
+export interface EngineLogEvent {
+  event: 'log';
+  level: 'error' | 'warn' | 'notice' | 'info' | 'debug';
+  component: string;
+  message: string;
+  /** Structured-cloneable: errors as their message. */
+  fields: Record<string, unknown>;
 }
 
 /**

@@ -8,9 +8,14 @@
  * loop, which a busy-polling worker never returns to; after the first line,
  * later lines would sit in the stream's buffer. One write(2) per line keeps
  * lines whole and in order with the reactor's (a line under PIPE_BUF is atomic).
+ *
+ * Exception: while an embedder's log sink is set (EngineLogWord.Forward), each
+ * line is posted on the worker's control port instead (EngineLogEvent) and
+ * the reactor hands it to the sink.
  */
 import * as fs from 'node:fs';
-import { EngineLogWord } from './control';
+import type { MessagePort } from 'node:worker_threads';
+import { EngineLogWord, type EngineLogEvent } from './control';
 
 export type EngineLogLevel = 'error' | 'warn' | 'notice' | 'info' | 'debug';
 
@@ -20,6 +25,34 @@ let printLevel = LEVELS.info;
 let component = 'engine';
 /** The reactor's live settings (EngineLogWord slots), once setLogControl has been called. */
 let control: Int32Array | null = null;
+
+/** The port to the reactor: lines go there while EngineLogWord.Forward is 1. */
+let port: MessagePort | null = null;
+
+export function setLogPort(p: MessagePort): void {
+  port = p;
+}
+
+/**
+ * Post the line to the reactor (its log sink); false if it cannot be (no
+ * port, a field that cannot be cloned), then the caller writes it to fd 2.
+ * postMessage does not need this thread's event loop to turn.
+ */
+function forward(level: EngineLogLevel, message: string, fields?: Record<string, unknown>): boolean {
+  if (port === null || control === null || Atomics.load(control, EngineLogWord.Forward) !== 1) return false;
+  const out: Record<string, unknown> = {};
+  if (fields) {
+    for (const [k, v] of Object.entries(fields)) {
+      if (v !== undefined) out[k] = v instanceof Error ? v.message : v;
+    }
+  }
+  try {
+    port.postMessage({ event: 'log', level, component, message, fields: out } satisfies EngineLogEvent);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Name the component after the core this worker runs on. */
 export function setLogCore(core: number): void {
@@ -65,6 +98,7 @@ function jsonLine(level: string, message: string, fields?: Record<string, unknow
 
 export function log(level: EngineLogLevel, message: string, fields?: Record<string, unknown>): void {
   if (!wanted(level)) return;
+  if (forward(level, message, fields)) return;
   let line = `${new Date().toISOString()} ${level} [${component}] ${message}`;
   if (control !== null && Atomics.load(control, EngineLogWord.Json) === 1) line = jsonLine(level, message, fields);
   else if (fields) {

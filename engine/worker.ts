@@ -14,12 +14,13 @@ import { native } from '../bindings';
 import { WorkerBdevLayer } from './bdev/layer';
 import type { WorkerInit } from './control';
 import { WorkerStat } from './control';
-import { logger, setLogControl, setLogCore } from './log';
+import { logger, setLogControl, setLogCore, setLogPort } from './log';
 import { Poller } from './poller';
 
 export default async function engineWorker(init: WorkerInit): Promise<void> {
   setLogCore(init.core);
   if (init.logControl) setLogControl(init.logControl);
+  setLogPort(init.port);
   new Float64Array(init.stats)[WorkerStat.Tid] = native.threadId();
   native.pinThread(init.core);
   logger.info('engine worker running', { core: init.core, cpu: native.currentCpu(), mode: init.pollMode });

@@ -19,6 +19,7 @@ import type { Services, SystemService } from './rpc/methods/context';
 import { subsystemRegistry, type SubsystemRegistry } from './subsystems';
 import { VERSION } from './version';
 import { VhostService } from './vhost/service';
+import type { ControllerEvent } from './vhost/controller';
 import { NvmfService } from './nvmf/service';
 
 const log = logger('app');
@@ -36,6 +37,8 @@ export interface AppOptions {
   socketMode: number;
   /** Group of the controller (vhost-user, vfio-user) sockets: --socket-group. */
   socketGid?: number;
+  /** Front-end connects/disconnects and device failures of the vhost controllers (the embedding API's events). */
+  onControllerEvent?: (event: ControllerEvent) => void;
 }
 
 export class App implements Services, SystemService {
@@ -64,6 +67,7 @@ export class App implements Services, SystemService {
       bdevs: this.bdevs,
       engine: this.engine,
       placement: this.placement,
+      onControllerEvent: options.onControllerEvent,
     });
     this.scheduler = new Scheduler({
       cores: options.cores,

@@ -60,7 +60,7 @@ export class AllowlistRpcServer extends RpcServer {
 }
 
 /** CPUs that exist: /sys/devices/system/cpu/online, else 0..os.cpus()-1. */
-function onlineCpus(): number[] {
+export function onlineCpus(): number[] {
   try {
     return parseCpuList(fs.readFileSync('/sys/devices/system/cpu/online', 'utf8'));
   } catch {

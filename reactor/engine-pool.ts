@@ -6,7 +6,7 @@
  * eventfd. Thread: main (reactor).
  */
 import * as path from 'node:path';
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import Piscina from 'piscina';
 import { native } from '../bindings';
 import {
@@ -14,6 +14,7 @@ import {
   type ControlReply,
   type ControlRequest,
   type DeviceFailedEvent,
+  type EngineLogEvent,
   type DeviceDesc,
   type ModelOp,
   type QueueDesc,
@@ -23,7 +24,7 @@ import {
   type WorkerInit,
   type PollMode,
 } from '../engine/control';
-import { engineLogControl, logger } from './log';
+import { engineLogControl, logForwarded, logger } from './log';
 
 const log = logger('engine');
 
@@ -55,7 +56,7 @@ export class EngineWorker {
     readonly stats: SharedArrayBuffer,
   ) {
     this.statsView = new Float64Array(stats);
-    port.on('message', (msg: ControlReply | DeviceFailedEvent) => {
+    port.on('message', (msg: ControlReply | DeviceFailedEvent | EngineLogEvent) => {
       if ('event' in msg) {
         this.onEvent(msg);
         return;
@@ -82,7 +83,11 @@ export class EngineWorker {
     this.failureWatchers.delete(deviceId);
   }
 
-  private onEvent(e: DeviceFailedEvent): void {
+  private onEvent(e: DeviceFailedEvent | EngineLogEvent): void {
+    if (e.event === 'log') {
+      logForwarded(e.level, e.component, e.message, e.fields);
+      return;
+    }
     if (e.event !== 'deviceFailed') return;
     const w = this.failureWatchers.get(e.deviceId);
     if (w) w(e.reason);
@@ -168,6 +173,17 @@ export class EngineWorker {
     const reply = await this.request({ op: 'exit' });
     // The task may end before its reply crosses the port: an ended task is what exit asked for.
     if (!reply.ok && reply.code !== 'ERR_ENGINE_GONE') throw new EngineError(reply.error, reply.code);
+  }
+
+  /**
+   * Once the task has ended: hand on what it posted last (its "exiting" log
+   * line, forwarded to a log sink, may still be queued behind the exit reply), then close the port.
+   */
+  closePort(): void {
+    for (let m = receiveMessageOnPort(this.port); m !== undefined; m = receiveMessageOnPort(this.port)) {
+      const msg = m.message as ControlReply | DeviceFailedEvent | EngineLogEvent;
+      if ('event' in msg) this.onEvent(msg);
+    }
     this.port.close();
   }
 
@@ -282,6 +298,8 @@ export class EnginePool {
           await w.done;
         } catch (err) {
           log.error('engine worker did not exit cleanly', { core: w.core, error: (err as Error).message });
+        } finally {
+          w.closePort();
         }
       }),
     );

@@ -17,6 +17,9 @@
  * and their flag ("engine") from `engineLogControl`, a SharedArrayBuffer this
  * module keeps current (see EngineLogWord in engine/control.ts).
  *
+ * setLogSink() replaces stderr with a function (the embedding API's logger);
+ * while one is set, engine workers post their lines here (logForwarded).
+ *
  * Thread: main (reactor). Engine workers never import this module.
  */
 import { EngineLogWord } from '../engine/control';
@@ -47,6 +50,8 @@ export function parseSpdkLevel(name: string): LogLevel | undefined {
 export const ENGINE_COMPONENT = 'engine';
 
 let printLevel: LogLevel = 'info';
+/** setLogSink's sink; null: stderr. */
+let sink: LogSink | null = null;
 /** SPDK's default log (syslog) level. */
 let logLevel: LogLevel = 'notice';
 /**
@@ -73,6 +78,7 @@ function publishToEngine(): void {
   Atomics.store(engineWords, EngineLogWord.Json, logFormat === 'json' ? 1 : 0);
   Atomics.store(engineWords, EngineLogWord.PrintLevel, LEVELS[printLevel]);
   Atomics.store(engineWords, EngineLogWord.Debug, flags.get(ENGINE_COMPONENT) === true ? 1 : 0);
+  Atomics.store(engineWords, EngineLogWord.Forward, sink !== null ? 1 : 0);
 }
 publishToEngine();
 
@@ -157,8 +163,59 @@ export function jsonLine(level: string, component: string, message: string, fiel
   return JSON.stringify(o);
 }
 
+/** One log record as a replaceable sink receives it (setLogSink). */
+export interface LogRecord {
+  time: Date;
+  level: LogLevel;
+  /** The log flag of the line: 'app', 'rpc', 'vhost', 'bdev', ... */
+  component: string;
+  message: string;
+  fields: Record<string, unknown>;
+}
+
+/** Receives every record that passes the print level and the debug flags, instead of stderr. */
+export type LogSink = (record: LogRecord) => void;
+
+/**
+ * Send the reactor's log records to `next` instead of stderr (null: back to
+ * stderr); returns the sink it replaces. Process-wide, as the print level and
+ * flags are. A sink that throws loses that record, never the caller's work.
+ * Engine worker lines pass through too: while a sink is set the workers post
+ * them (EngineLogWord.Forward) instead of writing fd 2, and logForwarded()
+ * hands them to the sink.
+ */
+export function setLogSink(next: LogSink | null): LogSink | null {
+  const previous = sink;
+  sink = next;
+  publishToEngine();
+  return previous;
+}
+
 export function log(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
   if (!enabled(level, component)) return;
+  emit(level, component, message, fields);
+}
+
+/**
+ * An engine worker's line posted to the reactor (EngineLogEvent, while a
+ * sink is set): the worker filtered it already. To the sink, or to stderr if
+ * the sink was removed while the line was on its way.
+ */
+export function logForwarded(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
+  emit(level, component, message, fields);
+}
+
+function emit(level: LogLevel, component: string, message: string, fields?: Record<string, unknown>): void {
+  if (sink !== null) {
+    const record: LogRecord = { time: new Date(), level, component, message, fields: {} };
+    if (fields) for (const [k, v] of Object.entries(fields)) if (v !== undefined) record.fields[k] = v;
+    try {
+      sink(record);
+    } catch {
+      // the embedder's sink failed: drop the record
+    }
+    return;
+  }
   if (logFormat === 'json') {
     process.stderr.write(jsonLine(level, component, message, fields) + '\n');
     return;

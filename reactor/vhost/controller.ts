@@ -63,7 +63,15 @@ export interface ControllerOptions {
    * (SPDK's way, the default).
    */
   spreadQueues?: boolean;
+  /** Told of front-end connects and disconnects and of device failures (the embedding API's events). */
+  onEvent?: (event: ControllerEvent) => void;
 }
+
+/** What a controller reports to ControllerOptions.onEvent. */
+export type ControllerEvent =
+  | { type: 'connect'; ctrlr: string }
+  | { type: 'disconnect'; ctrlr: string }
+  | { type: 'deviceFailed'; ctrlr: string; core: number; reason: string };
 
 /** One engine device of a running controller: the queues it has on one core. */
 interface Shard {
@@ -263,6 +271,16 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
   connectionChanged(connected: boolean): void {
     this.connected = connected;
     if (!connected) this.maxQueuesStarted = 0;
+    this.tell(connected ? { type: 'connect', ctrlr: this.name } : { type: 'disconnect', ctrlr: this.name });
+  }
+
+  /** ControllerOptions.onEvent, never letting the listener's exception into the connection's path. */
+  private tell(event: ControllerEvent): void {
+    try {
+      this.opts.onEvent?.(event);
+    } catch (err) {
+      this.log.error('controller event listener failed', { ctrlr: this.name, event: event.type, error: (err as Error)?.message ?? String(err) });
+    }
   }
 
   readConfig(size: number): Uint8Array {
@@ -328,6 +346,7 @@ export class Controller implements VhostBackend, BdevUser, ModelHost {
     // A device that fails in the engine (a call fd that can no longer be written) ends its connection.
     worker.watchDevice?.(id, (reason) => {
       this.log.warn('device failed', { ctrlr: this.name, core, reason });
+      this.tell({ type: 'deviceFailed', ctrlr: this.name, core, reason });
       this.session?.deviceFailed(reason);
     });
     try {

@@ -12,7 +12,7 @@ import { ErrorCode, VhostdError } from '../errors';
 import type { ControllerInfo } from '../info';
 import { logger } from '../log';
 import { formatCpumask, parseCpumask, type Placement } from '../placement';
-import { Controller, type ControllerEngine } from './controller';
+import { Controller, type ControllerEngine, type ControllerEvent } from './controller';
 import type { DeviceModel } from './model';
 
 const log = logger('vhost');
@@ -29,6 +29,8 @@ export interface VhostServiceOptions {
   bdevs: BdevRegistry;
   engine: ControllerEngine;
   placement: Placement;
+  /** Every controller's events (ControllerOptions.onEvent). */
+  onControllerEvent?: (event: ControllerEvent) => void;
 }
 
 export class VhostService {
@@ -67,6 +69,7 @@ export class VhostService {
       engine: this.opts.engine,
       placement: this.opts.placement,
       spreadQueues: options.spreadQueues,
+      onEvent: this.opts.onControllerEvent,
     });
     // delay (vhost_create_scsi_controller): the socket listens only once the controller is started.
     controller.open(options.delay !== true);

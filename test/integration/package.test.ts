@@ -124,6 +124,8 @@ t.test('build, pack, install and run the package', async (t) => {
     'bench/native/binding.gyp',
     'dist/reactor/cli.js',
     'dist/reactor/app.d.ts',
+    'dist/reactor/index.d.ts',
+    'examples/embed.mjs',
     'dist/bench/perf/cli.js',
     'prebuilds/linux-x64/vhostd_native.napi.glibc.node',
     'bench/native/prebuilds/linux-x64/vhostd_perf.napi.glibc.node',
@@ -196,9 +198,10 @@ t.test('build, pack, install and run the package', async (t) => {
   const appExit = await fromApp.stop();
   t.same({ code: appExit.code, killed: appExit.killed }, { code: 0, killed: false }, 'the installed vhostd stops with 0', { log: fromApp.log });
 
-  const req = await run(process.execPath, ['-e', "const v = require('vhostd'); process.stdout.write(typeof v.App + ' ' + require.resolve('vhostd'))"], app);
+  const req = await run(process.execPath, ['-e', "const v = require('vhostd'); process.stdout.write(typeof v.App + ' ' + typeof v.Vhostd + ' ' + require.resolve('vhostd'))"], app);
   t.equal(req.code, 0, "require('vhostd') works", output(req));
-  t.equal(req.stdout, `function ${path.join(fs.realpathSync(installed), 'dist', 'reactor', 'app.js')}`, "require('vhostd') gives the App through exports");
+  t.equal(req.stdout, `function function ${path.join(fs.realpathSync(installed), 'dist', 'reactor', 'index.js')}`, "require('vhostd') gives Vhostd and the App through exports");
+  t.ok(fs.existsSync(path.join(installed, 'dist', 'reactor', 'index.d.ts')), 'the root export has its declarations');
   const client = await run(process.execPath, ['-e', "process.stdout.write(typeof require('vhostd/rpc').RpcClient)"], app);
   t.equal(client.stdout, 'function', "require('vhostd/rpc') gives the RPC client", output(client));
   const deep = await run(process.execPath, ['-e', "require('vhostd/dist/reactor/cli.js')"], app);
