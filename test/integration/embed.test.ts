@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { RpcError, Vhostd, type ConnectionEvent, type LogRecord } from '../../reactor';
 import { log } from '../../reactor/log';
+import { callFdThatBreaks } from '../lib/bad-input';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus, Req, vringFdPayload } from '../lib/frontend-wire';
 import { repoRoot } from '../lib/repo';
@@ -153,15 +154,7 @@ t.test("'deviceFailed': a call fd that stops taking writes (EPIPE) fails the dev
   await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: 1 << 20 }] });
   await fe.setupQueue(0, 16, { completion: 'poll' });
   t.equal((await fe.read(0, 0, 512)).status, BlkStatus.OK, 'I/O before');
-  // A FIFO as the call fd: writable when adopted, then its reader goes.
-  const fifo = path.join(dir, 'call');
-  execFileSync('mkfifo', [fifo]);
-  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const writer = fs.openSync(fifo, fs.constants.O_WRONLY);
-  await fe.request(Req.SET_VRING_CALL, vringFdPayload(0, false), [writer]);
-  await fe.sync();
-  fs.closeSync(writer);
-  fs.closeSync(reader);
+  await callFdThatBreaks(fe, dir);
   const io = fe.read(0, 0, 512).catch((e: Error) => e);
   t.ok(await fe.channel.waitEof(10_000), 'the connection is closed');
   await io;

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { native } from '../../bindings';
+import { callFdThatBreaks } from '../lib/bad-input';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus, BlkType, blkHeader, encodeHeader, Flags, Req, vringFdPayload, vringState } from '../lib/frontend-wire';
 import { FuzzTarget, type ControllerInfo } from '../fuzz/target';
@@ -32,10 +33,14 @@ async function controller(numBlocks = 4096): Promise<ControllerInfo> {
   return target.createBlk(`h15.${serial++}`, numBlocks);
 }
 
-function tmpFifo(t: tap.Test): string {
+function tmpDir(t: tap.Test): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-h15-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const fifo = path.join(dir, 'f');
+  return dir;
+}
+
+function tmpFifo(t: tap.Test): string {
+  const fifo = path.join(tmpDir(t), 'f');
   execFileSync('mkfifo', [fifo]);
   return fifo;
 }
@@ -51,14 +56,7 @@ t.test('finding 1 (engine side): a call fd that stops taking writes after adopti
   await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: 1 << 20 }] });
   await fe.setupQueue(0, 16, { completion: 'poll' });
   t.equal((await fe.read(0, 0, 512)).status, BlkStatus.OK, 'I/O before');
-  // A pipe as the call fd: writable when adopted (the session signals it once), then its reader goes.
-  const fifo = tmpFifo(t);
-  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  const writer = fs.openSync(fifo, fs.constants.O_WRONLY);
-  await fe.request(Req.SET_VRING_CALL, vringFdPayload(0, false), [writer]);
-  await fe.sync();
-  fs.closeSync(writer);
-  fs.closeSync(reader);
+  await callFdThatBreaks(fe, tmpDir(t));
   const mark = target.log().length;
   // The engine's next completion signal gets EPIPE.
   const io = fe.read(0, 0, 512).catch((e: Error) => e);

@@ -6,9 +6,12 @@
  * guest mapping behind. Thread: the test's main thread.
  */
 import type { Test } from 'tap';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { VhostUserFrontend } from './frontend';
-import { BlkStatus } from './frontend-wire';
+import { BlkStatus, Req, vringFdPayload } from './frontend-wire';
 import { settle, stableSnapshot, startTarget, type BlkController, type BlkTarget, type ResourceSnapshot } from './frontend-target';
 
 export class BadInputBench {
@@ -54,4 +57,21 @@ export class BadInputBench {
     this.healthy.close();
     await this.target.stop();
   }
+}
+
+/**
+ * Gives queue `queue` of `fe` a call fd that stops taking writes once adopted:
+ * a FIFO (made in `dir`) whose writer end is sent with SET_VRING_CALL while a
+ * reader is open (the session may signal it once), after which both ends are
+ * closed here. The engine's next completion signal then gets EPIPE.
+ */
+export async function callFdThatBreaks(fe: VhostUserFrontend, dir: string, queue = 0): Promise<void> {
+  const fifo = path.join(dir, `call-${queue}-${Date.now()}`);
+  execFileSync('mkfifo', [fifo]);
+  const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const writer = fs.openSync(fifo, fs.constants.O_WRONLY);
+  await fe.request(Req.SET_VRING_CALL, vringFdPayload(queue, false), [writer]);
+  await fe.sync();
+  fs.closeSync(writer);
+  fs.closeSync(reader);
 }
