@@ -147,8 +147,7 @@ Napi::Value LinuxAio::Submit(const Napi::CallbackInfo& info) {
   const double* reqs;
   const double* iovs;
   size_t count, iovCount;
-  if (!SubmitArgs(info, &reqs, &count, &iovs, &iovCount)) return Napi::Value();
-  if (Closed(env)) return Napi::Value();
+  if (!SubmitBegin(info, &reqs, &count, &iovs, &iovCount)) return Napi::Value();
   const uint32_t maxIov = state_->maxIovPerReq();
   size_t taken = 0;
   while (taken < count) {
@@ -207,9 +206,8 @@ Napi::Value LinuxAio::Reap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double* out;
   size_t max;
-  if (!ReapArgs(info, &out, &max)) return Napi::Value();
-  if (Closed(env)) return Napi::Value();
-  size_t n = state_->PopDone(out, max);
+  size_t n;
+  if (!ReapBegin(info, &out, &max, &n)) return Napi::Value();
   while (n < max) {
     size_t want = max - n;
     if (want > entries_) want = entries_;

@@ -150,6 +150,21 @@ class FileRing : public Napi::ObjectWrap<Derived> {
     props->push_back(Wrap::InstanceAccessor("entries", &FileRing::Entries, nullptr));
   }
 
+  // submit(reqs, count, iovs): its arguments read and the ring open; false after throwing.
+  bool SubmitBegin(const Napi::CallbackInfo& info, const double** reqs, size_t* count, const double** iovs,
+                   size_t* iovCount) const {
+    return SubmitArgs(info, reqs, count, iovs, iovCount) && !Closed(info.Env());
+  }
+
+  // reap(out, max): its arguments read, the ring open, and the completions
+  // made here (synchronous ops, refused requests) moved to `out` first, *n of
+  // them; false after throwing.
+  bool ReapBegin(const Napi::CallbackInfo& info, double** out, size_t* max, size_t* n) {
+    if (!ReapArgs(info, out, max) || Closed(info.Env())) return false;
+    *n = state_->PopDone(*out, *max);
+    return true;
+  }
+
   // false, or true after throwing EBADF (the ring was closed).
   bool Closed(Napi::Env env) const {
     if (state_ != nullptr) return false;

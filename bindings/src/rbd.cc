@@ -741,8 +741,7 @@ class RbdRing : public FileRing<RbdRing> {
     const double* reqs;
     const double* iovs;
     size_t count, iovCount;
-    if (!SubmitArgs(info, &reqs, &count, &iovs, &iovCount)) return Napi::Value();
-    if (Closed(env)) return Napi::Value();
+    if (!SubmitBegin(info, &reqs, &count, &iovs, &iovCount)) return Napi::Value();
     size_t i = 0;
     for (; i < count; i++) {
       FileReq r;
@@ -823,9 +822,8 @@ class RbdRing : public FileRing<RbdRing> {
     Napi::Env env = info.Env();
     double* out;
     size_t max;
-    if (!ReapArgs(info, &out, &max)) return Napi::Value();
-    if (Closed(env)) return Napi::Value();
-    size_t n = state_->PopDone(out, max);
+    size_t n;
+    if (!ReapBegin(info, &out, &max, &n)) return Napi::Value();
     if (n < max) {
       Node* list = shared_->done.exchange(nullptr, std::memory_order_seq_cst);
       for (; list != nullptr; list = list->next) pending_.push_back(list);

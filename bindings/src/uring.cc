@@ -335,8 +335,7 @@ Napi::Value IoUring::Submit(const Napi::CallbackInfo& info) {
   const double* reqs;
   const double* iovs;
   size_t count, iovCount;
-  if (!SubmitArgs(info, &reqs, &count, &iovs, &iovCount)) return Napi::Value();
-  if (Closed(env)) return Napi::Value();
+  if (!SubmitBegin(info, &reqs, &count, &iovs, &iovCount)) return Napi::Value();
   const uint32_t maxIov = state_->maxIovPerReq();
   size_t i = 0;
   for (; i < count; i++) {
@@ -412,9 +411,8 @@ Napi::Value IoUring::Reap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double* out;
   size_t max;
-  if (!ReapArgs(info, &out, &max)) return Napi::Value();
-  if (Closed(env)) return Napi::Value();
-  size_t n = state_->PopDone(out, max);
+  size_t n;
+  if (!ReapBegin(info, &out, &max, &n)) return Napi::Value();
   unsigned flags = __atomic_load_n(sqFlags_, __ATOMIC_RELAXED);
   unsigned head = *cqHead_;
   bool empty = head == __atomic_load_n(cqTail_, __ATOMIC_ACQUIRE);
