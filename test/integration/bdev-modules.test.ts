@@ -12,8 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus, decodeBlkConfig } from '../lib/frontend-wire';
-import { startVhostd, type VhostdHandle } from '../lib/vhostd';
-import { waitFor } from '../lib/wait';
+import { deleteControllerOnceFree, startVhostd, type VhostdHandle } from '../lib/vhostd';
 
 t.setTimeout(120_000);
 
@@ -67,11 +66,7 @@ for (const c of CASES) {
     if (c.stores) t.ok(Buffer.from(back.data).equals(data), 'the data written is read back');
 
     await fe.close();
-    await waitFor(async () => {
-      const [info] = (await vhostd.rpc('vhost_get_controllers', { name: ctrlr })) as { sessions: unknown[] }[];
-      return info.sessions.length === 0;
-    }, 5000, 'the front-end is gone');
-    t.equal(await vhostd.rpc('vhost_delete_controller', { ctrlr }), true);
+    t.equal(await deleteControllerOnceFree(vhostd.rpc, ctrlr), true);
     t.equal(await vhostd.rpc(`bdev_${c.module}_delete`, { name }), true, 'deleted once its controller is gone');
     t.same(await vhostd.rpc('bdev_get_bdevs'), [], 'nothing left');
   });

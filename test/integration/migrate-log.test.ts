@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { native } from '../../bindings';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BLK_HDR_SIZE, BlkStatus, BlkType, ProtoBit, Req, bit, blkHeader, concat, u64, vringAddr } from '../lib/frontend-wire';
-import { startVhostd, type VhostdHandle } from '../lib/vhostd';
+import { deleteControllerOnceFree, startVhostd, type VhostdHandle } from '../lib/vhostd';
 
 t.setTimeout(120_000);
 
@@ -217,6 +217,6 @@ t.test('two blk controllers on one bdev (SPDK allows it): both serve it, claimed
   t.ok(r.status === BlkStatus.OK && Buffer.from(r.data).equals(data), 'read back through the second');
   b.close();
   await t.rejects(vhostd.rpc('bdev_malloc_delete', { name: 'Mig0' }), 'the bdev cannot be deleted while controllers use it');
-  await vhostd.rpc('vhost_delete_controller', { ctrlr: 'mig.blk1' });
+  await deleteControllerOnceFree(vhostd.rpc, 'mig.blk1');
   t.equal(await claimed(), true, 'still claimed: mig.blk0 uses it');
 });

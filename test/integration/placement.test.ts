@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus } from '../lib/frontend-wire';
-import { startVhostd, type VhostdHandle } from '../lib/vhostd';
+import { deleteControllerOnceFree, startVhostd, type VhostdHandle } from '../lib/vhostd';
 
 t.setTimeout(90_000);
 
@@ -84,17 +84,7 @@ t.test('vhost_delete_controller: -16 while a front-end is connected, then remove
   const r = await fe.read(0, 0, 4096);
   t.equal(r.status, BlkStatus.OK, 'the front-end still works after the refusals');
   fe.close();
-  const deadline = Date.now() + 5000;
-  let result: unknown;
-  for (;;) {
-    try {
-      result = await vhostd.rpc('vhost_delete_controller', { ctrlr: 'pl.del' });
-      break;
-    } catch (err) {
-      if ((err as { code?: number }).code !== -16 || Date.now() > deadline) throw err;
-      await new Promise((res) => setTimeout(res, 50));
-    }
-  }
+  const result = await deleteControllerOnceFree(vhostd.rpc, 'pl.del');
   t.equal(result, true, 'deleted once the front-end is gone');
   t.notOk(fs.existsSync(vhostd.socketOf('pl.del')), 'socket file removed');
   t.equal(await vhostd.rpc('bdev_malloc_delete', { name: 'MD' }), true, 'then the bdev can be deleted');

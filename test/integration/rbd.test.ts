@@ -21,7 +21,7 @@ import { spawnSync } from 'node:child_process';
 import { repoRoot } from '../lib/repo';
 import { RpcError } from '../lib/rpc';
 import { runRpcPy, spdkRpcDir } from '../lib/spdk-rpc';
-import { startVhostd, type VhostdHandle } from '../lib/vhostd';
+import { deleteControllerOnceFree, startVhostd, type VhostdHandle } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 
 t.setTimeout(600_000);
@@ -65,11 +65,7 @@ async function attach(v: VhostdHandle, ctrlr: string, bdev: string): Promise<Vho
 
 async function detach(v: VhostdHandle, ctrlr: string, fe: VhostUserFrontend): Promise<void> {
   await fe.close();
-  await waitFor(async () => {
-    const [info] = (await v.rpc('vhost_get_controllers', { name: ctrlr })) as { sessions: unknown[] }[];
-    return info.sessions.length === 0;
-  }, 10_000, 'the front-end is gone');
-  await v.rpc('vhost_delete_controller', { ctrlr });
+  await deleteControllerOnceFree(v.rpc, ctrlr, 10_000);
 }
 
 /** Bytes `rbd du` counts as used by an image (objects written, minus what was discarded). */

@@ -12,7 +12,7 @@ import t from 'tap';
 import { VhostUserFrontend } from '../lib/frontend';
 import { bit, ProtoBit } from '../lib/frontend-wire';
 import type { SplitQueue } from '../lib/frontend-ring';
-import { startVhostd, type VhostdHandle } from '../lib/vhostd';
+import { deleteControllerOnceFree, startVhostd, type VhostdHandle } from '../lib/vhostd';
 import { be16, be32, be64, cdb } from '../lib/scsi';
 
 t.setTimeout(180_000);
@@ -210,12 +210,7 @@ t.test('virtio-scsi controller: RPC, commands, hot-plug, hot-remove on bdev dele
 
   t.equal((await rpcError(h, 'vhost_delete_controller', { ctrlr: 's0' })).code, -16, 'delete refused while a front-end is connected');
   fe.close();
-  for (let i = 0; i < 100; i++) {
-    const [c] = (await h.rpc('vhost_get_controllers', { name: 's0' })) as { sessions: unknown[] }[];
-    if (c.sessions.length === 0) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  t.equal(await h.rpc('vhost_delete_controller', { ctrlr: 's0' }), true);
+  t.equal(await deleteControllerOnceFree(h.rpc, 's0'), true);
   t.equal(await h.rpc('bdev_malloc_delete', { name: 'M0' }), true, 'the bdev is free again');
   t.ok(h.daemon.running, 'vhostd still runs');
 });

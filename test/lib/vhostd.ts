@@ -37,6 +37,25 @@ export async function waitRequestsHeld(rpc: (method: string, params?: unknown) =
   return held;
 }
 
+/**
+ * vhost_delete_controller once the controller is free: a front-end's close
+ * reaches vhostd a moment after the test's close(), and until then the delete
+ * is refused with -16 (EBUSY, as SPDK does). Retries only that refusal.
+ */
+export async function deleteControllerOnceFree(rpc: (method: string, params?: unknown) => Promise<unknown>, ctrlr: string, timeoutMs = 5000): Promise<unknown> {
+  let result: unknown;
+  await waitFor(async () => {
+    try {
+      result = await rpc('vhost_delete_controller', { ctrlr });
+      return true;
+    } catch (err) {
+      if ((err as { code?: number }).code !== -16) throw err;
+      return false;
+    }
+  }, timeoutMs, `controller ${ctrlr} free to delete`, 20);
+  return result;
+}
+
 export interface VhostdOptions {
   cpumask?: string;
   extraArgs?: string[];
