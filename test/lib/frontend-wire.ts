@@ -107,6 +107,23 @@ export function bit(n: number): bigint {
   return 1n << BigInt(n);
 }
 
+/**
+ * The virtio-blk device bits (virtio 1.2 5.2.3) that a Linux virtio_blk driver,
+ * QEMU's and cloud-hypervisor's front-ends all know, MQ apart (each decides
+ * that one by its queue count).
+ */
+export const BLK_COMMON_BITS =
+  bit(VirtioBit.BLK_SIZE_MAX) |
+  bit(VirtioBit.BLK_SEG_MAX) |
+  bit(VirtioBit.BLK_GEOMETRY) |
+  bit(VirtioBit.BLK_RO) |
+  bit(VirtioBit.BLK_BLK_SIZE) |
+  bit(VirtioBit.BLK_FLUSH) |
+  bit(VirtioBit.BLK_TOPOLOGY) |
+  bit(VirtioBit.BLK_CONFIG_WCE) |
+  bit(VirtioBit.BLK_DISCARD) |
+  bit(VirtioBit.BLK_WRITE_ZEROES);
+
 export function hasBit(mask: bigint, n: number): boolean {
   return (mask & bit(n)) !== 0n;
 }

@@ -18,6 +18,7 @@ import { MessageChannel, PeerClosedError, type VhostUserMessage } from './fronte
 import { GuestMemory, type GuestRegion, type RegionSpec } from './frontend-memory';
 import { SplitQueue, type RawDescriptor, type Segment, type UsedElem } from './frontend-ring';
 import {
+  BLK_COMMON_BITS,
   ALWAYS_REPLIES,
   bit,
   BLK_HDR_SIZE,
@@ -116,17 +117,8 @@ export interface DataOptions {
 
 /** Virtio features the test driver knows how to drive for virtio-blk. */
 export const DRIVER_FEATURES =
-  bit(VirtioBit.BLK_SIZE_MAX) |
-  bit(VirtioBit.BLK_SEG_MAX) |
-  bit(VirtioBit.BLK_GEOMETRY) |
-  bit(VirtioBit.BLK_RO) |
-  bit(VirtioBit.BLK_BLK_SIZE) |
-  bit(VirtioBit.BLK_FLUSH) |
-  bit(VirtioBit.BLK_TOPOLOGY) |
-  bit(VirtioBit.BLK_CONFIG_WCE) |
+  BLK_COMMON_BITS |
   bit(VirtioBit.BLK_MQ) |
-  bit(VirtioBit.BLK_DISCARD) |
-  bit(VirtioBit.BLK_WRITE_ZEROES) |
   bit(VirtioBit.RING_INDIRECT_DESC) |
   bit(VirtioBit.RING_EVENT_IDX) |
   bit(VirtioBit.PROTOCOL_FEATURES) |

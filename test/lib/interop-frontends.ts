@@ -27,6 +27,7 @@ import { type NegotiateResult, VhostUserFrontend } from './frontend';
 import { GuestMemory, type RegionSpec } from './frontend-memory';
 import { SplitQueue } from './frontend-ring';
 import {
+  BLK_COMMON_BITS,
   bit,
   type BlkConfig,
   configMsg,
@@ -86,17 +87,8 @@ const VBit = { LOG_ALL: 26, IN_ORDER: 35, ORDER_PLATFORM: 36, NOTIFICATION_DATA:
 
 /** What a Linux 6.x virtio_blk driver (with virtio_ring) acks when offered. */
 const LINUX_GUEST_ACKS =
-  bit(VirtioBit.BLK_SIZE_MAX) |
-  bit(VirtioBit.BLK_SEG_MAX) |
-  bit(VirtioBit.BLK_GEOMETRY) |
-  bit(VirtioBit.BLK_RO) |
-  bit(VirtioBit.BLK_BLK_SIZE) |
-  bit(VirtioBit.BLK_FLUSH) |
-  bit(VirtioBit.BLK_TOPOLOGY) |
-  bit(VirtioBit.BLK_CONFIG_WCE) |
+  BLK_COMMON_BITS |
   bit(VirtioBit.BLK_MQ) |
-  bit(VirtioBit.BLK_DISCARD) |
-  bit(VirtioBit.BLK_WRITE_ZEROES) |
   bit(VirtioBit.RING_INDIRECT_DESC) |
   bit(VirtioBit.RING_EVENT_IDX) |
   bit(VirtioBit.VERSION_1) |
@@ -232,16 +224,7 @@ export async function cloudHypervisorBoot(socket: string, opts: ReplayOptions & 
     const backendFeatures = await rp.getU64(Req.GET_FEATURES);
     // Blk::new: the VMM's list.
     let avail =
-      bit(VirtioBit.BLK_SIZE_MAX) |
-      bit(VirtioBit.BLK_SEG_MAX) |
-      bit(VirtioBit.BLK_GEOMETRY) |
-      bit(VirtioBit.BLK_RO) |
-      bit(VirtioBit.BLK_BLK_SIZE) |
-      bit(VirtioBit.BLK_FLUSH) |
-      bit(VirtioBit.BLK_TOPOLOGY) |
-      bit(VirtioBit.BLK_CONFIG_WCE) |
-      bit(VirtioBit.BLK_DISCARD) |
-      bit(VirtioBit.BLK_WRITE_ZEROES) |
+      BLK_COMMON_BITS |
       // DEFAULT_VIRTIO_FEATURES
       bit(VirtioBit.RING_INDIRECT_DESC) |
       bit(VirtioBit.RING_EVENT_IDX) |
