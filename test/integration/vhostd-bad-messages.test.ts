@@ -21,31 +21,18 @@ import {
   vringState,
   type WireRegion,
 } from '../lib/frontend-wire';
-import { BadInputBench } from '../lib/bad-input';
-import type { BlkController } from '../lib/frontend-target';
+import { BadInputSuite } from '../lib/bad-input';
 
 t.setTimeout(180_000);
 
 const EOF_TIMEOUT_MS = 5000;
 
-let bench: BadInputBench;
-let bad: BlkController;
-
-t.before(async () => {
-  bench = await BadInputBench.start({ bad: 'fe.msg', good: 'fe.ok' }, 4096);
-  bad = bench.bad;
-});
-
-t.teardown(async () => {
-  await bench?.stop();
-});
-
-const afterCase = (t: tap.Test): Promise<void> => bench.afterCase(t);
+const suite = new BadInputSuite(t, { bad: 'fe.msg', good: 'fe.ok' }, 4096);
+const afterCase = suite.afterCase;
 
 /** A connection past the cheap part of the handshake (features, protocol features, owner). */
 async function open(t: tap.Test): Promise<VhostUserFrontend> {
-  const fe = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  t.teardown(() => fe.close());
+  const fe = await suite.connectBad(t);
   const f = await fe.getU64(Req.GET_FEATURES);
   t.ok(f > 0n, 'handshake starts normally');
   const pf = await fe.getU64(Req.GET_PROTOCOL_FEATURES);
@@ -164,14 +151,13 @@ t.test('SET_MEM_TABLE region larger than its fd', async (t) => {
 });
 
 t.test('queue index out of range', async (t) => {
-  const fe = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  t.teardown(() => fe.close());
+  const fe = await suite.connectBad(t);
   const n = await fe.negotiate();
   await fe.request(Req.SET_VRING_NUM, vringState(n.queueNum, 32));
   await expectEof(t, fe, `SET_VRING_NUM for queue ${n.queueNum} of ${n.queueNum}`);
   fe.close();
   await afterCase(t);
-  const fe2 = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
+  const fe2 = await VhostUserFrontend.connect(suite.bad.socket, 5000, { waitAccepted: true });
   t.teardown(() => fe2.close());
   await fe2.negotiate();
   const kick = native.eventfd(0, 0);
@@ -186,8 +172,7 @@ t.test('queue index out of range', async (t) => {
 });
 
 t.test('SET_VRING_NUM not a power of two / too large', async (t) => {
-  const fe = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  t.teardown(() => fe.close());
+  const fe = await suite.connectBad(t);
   await fe.negotiate();
   await fe.request(Req.SET_VRING_NUM, vringState(0, 100));
   await expectEof(t, fe, 'queue size 100');
@@ -212,7 +197,7 @@ t.test('9 fds with one message', async (t) => {
     'except ConnectionResetError:',
     "    print('EOF')",
   ].join('\n');
-  const r = spawnSync('python3', ['-c', py, bad.socket], { encoding: 'utf8', timeout: 15_000 });
+  const r = spawnSync('python3', ['-c', py, suite.bad.socket], { encoding: 'utf8', timeout: 15_000 });
   if (r.error) {
     t.fail(`python3 is needed to send 9 fds (the addon refuses to): ${r.error.message}`);
     return;
@@ -257,8 +242,7 @@ t.test('truncated message, then close', async (t) => {
 });
 
 t.test('close in the middle of a running session', async (t) => {
-  const fe = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  t.teardown(() => fe.close());
+  const fe = await suite.connectBad(t);
   await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: 4 << 20 }, { gpa: 0x1_0000_0000, sizeBytes: 4 << 20 }] });
   await fe.setupQueue(0, 64);
   await fe.setupQueue(1, 64, { regionIndex: 1 });
@@ -269,8 +253,7 @@ t.test('close in the middle of a running session', async (t) => {
 });
 
 t.test('liberal readings keep the connection: SET_VRING_ENABLE 512, GET_CONFIG at offset 0x100', async (t) => {
-  const fe = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  t.teardown(() => fe.close());
+  const fe = await suite.connectBad(t);
   await fe.negotiate();
   await fe.setupQueue(0, 64, { enable: false });
   // SPDK's virtio-user initiator enables a ring with its size as the value.

@@ -13,31 +13,18 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus, BlkType, Desc } from '../lib/frontend-wire';
-import { BadInputBench } from '../lib/bad-input';
-import type { BlkController } from '../lib/frontend-target';
+import { BadInputSuite } from '../lib/bad-input';
 
 t.setTimeout(120_000);
 
 const NUM_BLOCKS = 8192;
 
-let bench: BadInputBench;
-let bad: BlkController;
-
-t.before(async () => {
-  bench = await BadInputBench.start({ bad: 'fe.bad', good: 'fe.good' }, NUM_BLOCKS);
-  bad = bench.bad;
-});
-
-t.teardown(async () => {
-  await bench?.stop();
-});
-
-const afterCase = (t: tap.Test): Promise<void> => bench.afterCase(t);
+const suite = new BadInputSuite(t, { bad: 'fe.bad', good: 'fe.good' }, NUM_BLOCKS);
+const afterCase = suite.afterCase;
 
 /** Connect to the bad controller and start queue 0. */
 async function open(t: tap.Test): Promise<VhostUserFrontend> {
-  const fe = await VhostUserFrontend.connect(bad.socket, 5000, { waitAccepted: true });
-  t.teardown(() => fe.close());
+  const fe = await suite.connectBad(t);
   await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: 8 << 20 }] });
   await fe.setupQueue(0, 32, { timeoutMs: 5000 });
   return fe;

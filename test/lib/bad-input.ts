@@ -60,6 +60,41 @@ export class BadInputBench {
 }
 
 /**
+ * A bad-input test file's bench, started before its first test and stopped
+ * after its last: `bad` is the controller that takes the abuse.
+ */
+export class BadInputSuite {
+  private bench?: BadInputBench;
+
+  constructor(root: Test, names: { bad: string; good: string }, numBlocks: number) {
+    root.before(async () => {
+      this.bench = await BadInputBench.start(names, numBlocks);
+    });
+    root.teardown(async () => {
+      await this.bench?.stop();
+    });
+  }
+
+  get bad(): BlkController {
+    if (this.bench === undefined) throw new Error('the bad-input bench has not started');
+    return this.bench.bad;
+  }
+
+  /** BadInputBench.afterCase, bound: pass it around as a function. */
+  readonly afterCase = (t: Test): Promise<void> => {
+    if (this.bench === undefined) throw new Error('the bad-input bench has not started');
+    return this.bench.afterCase(t);
+  };
+
+  /** A new connection to the bad controller, closed when `t` ends. */
+  async connectBad(t: Test): Promise<VhostUserFrontend> {
+    const fe = await VhostUserFrontend.connect(this.bad.socket, 5000, { waitAccepted: true });
+    t.teardown(() => fe.close());
+    return fe;
+  }
+}
+
+/**
  * Gives queue `queue` of `fe` a call fd that stops taking writes once adopted:
  * a FIFO (made in `dir`) whose writer end is sent with SET_VRING_CALL while a
  * reader is open (the session may signal it once), after which both ends are
