@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';
 import { EngineLogWord, type EngineLogEvent } from './control';
+import { formatLogLine } from './log-line';
 
 export type EngineLogLevel = 'error' | 'warn' | 'notice' | 'info' | 'debug';
 
@@ -78,34 +79,10 @@ function wanted(level: EngineLogLevel): boolean {
   return level !== 'debug' || Atomics.load(control, EngineLogWord.Debug) === 1;
 }
 
-function formatValue(v: unknown): string {
-  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : v;
-  if (typeof v === 'bigint') return '0x' + v.toString(16);
-  if (v instanceof Error) return JSON.stringify(v.message);
-  return JSON.stringify(v) ?? String(v);
-}
-
-function jsonLine(level: string, message: string, fields?: Record<string, unknown>): string {
-  const o: Record<string, unknown> = { time: new Date().toISOString(), level, component, msg: message };
-  if (fields) {
-    for (const [k, v] of Object.entries(fields)) {
-      if (v === undefined || k in o) continue;
-      o[k] = typeof v === 'bigint' ? '0x' + v.toString(16) : v instanceof Error ? v.message : v;
-    }
-  }
-  return JSON.stringify(o);
-}
-
 export function log(level: EngineLogLevel, message: string, fields?: Record<string, unknown>): void {
   if (!wanted(level)) return;
   if (forward(level, message, fields)) return;
-  let line = `${new Date().toISOString()} ${level} [${component}] ${message}`;
-  if (control !== null && Atomics.load(control, EngineLogWord.Json) === 1) line = jsonLine(level, message, fields);
-  else if (fields) {
-    for (const [k, v] of Object.entries(fields)) {
-      if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
-    }
-  }
+  const line = formatLogLine(control !== null && Atomics.load(control, EngineLogWord.Json) === 1, level, component, message, fields);
   try {
     fs.writeSync(2, line + '\n');
   } catch {

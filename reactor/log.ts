@@ -23,6 +23,7 @@
  * Thread: main (reactor). Engine workers never import this module.
  */
 import { EngineLogWord } from '../engine/control';
+import { formatLogLine } from '../engine/log-line';
 
 export type LogLevel = 'error' | 'warn' | 'notice' | 'info' | 'debug';
 
@@ -144,25 +145,6 @@ function enabled(level: LogLevel, component: string): boolean {
   return level !== 'debug' || flags.get(component) === true;
 }
 
-function formatValue(v: unknown): string {
-  if (typeof v === 'string') return /[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : v;
-  if (typeof v === 'bigint') return '0x' + v.toString(16);
-  if (v instanceof Error) return JSON.stringify(v.message);
-  return JSON.stringify(v) ?? String(v);
-}
-
-/** One JSON line: time, level, component, msg, then the fields (bigints as hex strings, errors as their message). */
-export function jsonLine(level: string, component: string, message: string, fields?: Record<string, unknown>): string {
-  const o: Record<string, unknown> = { time: new Date().toISOString(), level, component, msg: message };
-  if (fields) {
-    for (const [k, v] of Object.entries(fields)) {
-      if (v === undefined || k in o) continue;
-      o[k] = typeof v === 'bigint' ? '0x' + v.toString(16) : v instanceof Error ? v.message : v;
-    }
-  }
-  return JSON.stringify(o);
-}
-
 /** One log record as a replaceable sink receives it (setLogSink). */
 export interface LogRecord {
   time: Date;
@@ -216,17 +198,7 @@ function emit(level: LogLevel, component: string, message: string, fields?: Reco
     }
     return;
   }
-  if (logFormat === 'json') {
-    process.stderr.write(jsonLine(level, component, message, fields) + '\n');
-    return;
-  }
-  let line = `${new Date().toISOString()} ${level} [${component}] ${message}`;
-  if (fields) {
-    for (const [k, v] of Object.entries(fields)) {
-      if (v !== undefined) line += ` ${k}=${formatValue(v)}`;
-    }
-  }
-  process.stderr.write(line + '\n');
+  process.stderr.write(formatLogLine(logFormat === 'json', level, component, message, fields) + '\n');
 }
 
 /** A logger bound to one component. */
