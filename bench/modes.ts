@@ -28,7 +28,6 @@ import { startVhostdTarget } from './lib/targets';
 import { VhostUserFrontend } from '../test/lib/frontend';
 import { Daemon } from '../test/lib/daemon';
 import { rpcCall } from '../test/lib/rpc';
-import { canConnect, waitFor } from '../test/lib/wait';
 
 const USAGE = `usage: node dist/bench/modes.js [--modes poll,adaptive,interrupt] [--devices N] [--idle-sec S]
                                  [--runtime S] [--ramp S] [--runs N] [--qds 1,32] [--out DIR]`;
@@ -64,10 +63,7 @@ async function idleCost(repo: string, mode: Mode, devices: number, idleSec: numb
   );
   const fes: VhostUserFrontend[] = [];
   try {
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early:\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, 30_000, 'vhostd RPC socket', 50);
+    await d.waitSocket(rpcSocket, { intervalMs: 50 });
     for (let i = 0; i < devices; i++) {
       await rpcCall(rpcSocket, 'bdev_null_create', { name: `Null${i}`, num_blocks: 2048, block_size: 512 });
       await rpcCall(rpcSocket, 'vhost_create_blk_controller', { ctrlr: `idle${i}`, dev_name: `Null${i}` });

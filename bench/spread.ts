@@ -21,7 +21,6 @@ import { runPerf } from './perf/perf';
 import { processCpuSec } from './lib/env';
 import { Daemon } from '../test/lib/daemon';
 import { rpcCall } from '../test/lib/rpc';
-import { canConnect, waitFor } from '../test/lib/wait';
 
 function repoRoot(): string {
   let dir = __dirname;
@@ -51,10 +50,7 @@ async function once(repo: string, cores: number[], spread: boolean, o: { queues:
     { cwd: repo },
   );
   try {
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early:\n${d.log}`);
-      return fs.existsSync(rpc) && (await canConnect(rpc));
-    }, 30_000, 'vhostd RPC socket', 50);
+    await d.waitSocket(rpc, { intervalMs: 50 });
     await rpcCall(rpc, 'bdev_null_create', { name: 'Null0', num_blocks: 1 << 20, block_size: 512 });
     const ctrlMask = spread ? mask : `0x${(1 << cores[0]).toString(16)}`;
     await rpcCall(rpc, 'vhost_create_blk_controller', { ctrlr: 'sp', dev_name: 'Null0', cpumask: ctrlMask, ...(spread ? { spread_queues: true } : {}) });

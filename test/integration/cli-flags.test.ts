@@ -15,7 +15,6 @@ import { native } from '../../bindings';
 import { Daemon } from '../lib/daemon';
 import { repoRoot } from '../lib/repo';
 import { rpcCall, RpcError } from '../lib/rpc';
-import { canConnect, waitFor } from '../lib/wait';
 
 const root = repoRoot();
 const bin = path.join(root, 'bin', 'vhostd.js');
@@ -32,15 +31,7 @@ function tmpdir(t: Test): string {
 async function serve(t: Test, args: string[], rpcSocket: string): Promise<Daemon> {
   const d = new Daemon('vhostd', process.execPath, [bin, ...args], { cwd: root });
   t.teardown(() => d.stop().then(() => undefined));
-  await waitFor(
-    async () => {
-      if (!d.running) throw new Error(`vhostd exited early (${JSON.stringify(d.exit)}):\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    },
-    30_000,
-    `vhostd RPC socket ${rpcSocket}`,
-    100,
-  );
+  await d.waitSocket(rpcSocket);
   return d;
 }
 

@@ -28,7 +28,6 @@ import path from 'node:path';
 import { Daemon } from '../lib/daemon';
 import { repoRoot } from '../lib/repo';
 import { rpcCall } from '../lib/rpc';
-import { canConnect, waitFor } from '../lib/wait';
 
 const root = repoRoot();
 
@@ -68,15 +67,7 @@ function output(r: Run): { stdout: string; stderr: string } {
 async function startServing(t: Test, command: string, args: string[], cwd: string, rpcSocket: string): Promise<Daemon> {
   const d = new Daemon('vhostd', command, args, { cwd, env: env() });
   t.teardown(() => d.stop().then(() => undefined));
-  await waitFor(
-    async () => {
-      if (!d.running) throw new Error(`vhostd exited early (${JSON.stringify(d.exit)}):\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    },
-    30_000,
-    `vhostd RPC socket ${rpcSocket}`,
-    100,
-  );
+  await d.waitSocket(rpcSocket);
   return d;
 }
 

@@ -5,7 +5,9 @@
  * Main-thread test helper.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import { tied } from './tied';
+import { canConnect, waitFor } from './wait';
 
 /** How much of a process's output Daemon.log keeps (the tail). */
 const LOG_KEEP_CHARS = 1 << 20;
@@ -55,6 +57,23 @@ export class Daemon {
 
   get running(): boolean {
     return this.exit === undefined;
+  }
+
+  /**
+   * Waits until the process serves the Unix socket at `socketPath`: the file
+   * exists and (unless `connect` is false) a connection succeeds. Throws, with
+   * the process's output, if it exits first or `timeoutMs` passes.
+   */
+  async waitSocket(socketPath: string, opts: { timeoutMs?: number; connect?: boolean; intervalMs?: number } = {}): Promise<void> {
+    await waitFor(
+      async () => {
+        if (!this.running) throw new Error(`${this.name} exited early (${JSON.stringify(this.exit)}):\n${this.log}`);
+        return fs.existsSync(socketPath) && (opts.connect === false || (await canConnect(socketPath)));
+      },
+      opts.timeoutMs ?? 30_000,
+      `${this.name} socket ${socketPath}`,
+      opts.intervalMs ?? 100,
+    );
   }
 
   /** Resolves when the process has exited. */

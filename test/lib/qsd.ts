@@ -4,7 +4,6 @@
  */
 import fs from 'node:fs';
 import { Daemon } from './daemon';
-import { waitFor } from './wait';
 
 export interface QsdOptions {
   /** Backing image file; created (sparse) with `sizeBytes` if it does not exist. */
@@ -29,10 +28,7 @@ export async function startQsd(opts: QsdOptions): Promise<Daemon> {
       `writable=${opts.readonly === true ? 'off' : 'on'},num-queues=${opts.numQueues}`,
   ]);
   try {
-    await waitFor(() => {
-      if (!d.running) throw new Error(`qemu-storage-daemon exited early: ${d.log}`);
-      return fs.existsSync(opts.socketPath);
-    }, 15_000, `qemu-storage-daemon socket ${opts.socketPath}`);
+    await d.waitSocket(opts.socketPath, { timeoutMs: 15_000, connect: false, intervalMs: 50 });
   } catch (err) {
     await d.stop();
     throw err;

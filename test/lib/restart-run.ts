@@ -19,7 +19,7 @@ import { assertCompleted, tail } from './guest-checks';
 import { repoRoot } from './repo';
 import { rpcCall } from './rpc';
 import { waitRequestsHeld } from './vhostd';
-import { canConnect, waitFor } from './wait';
+import { waitFor } from './wait';
 
 const DISK_BYTES = 256 << 20;
 
@@ -56,10 +56,7 @@ export async function restartUnderFio(t: Test, opts: { packed: boolean }): Promi
       '-c', configFile,
       '--disable-cpumask-locks',
     ], { cwd: repoRoot() });
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early (${JSON.stringify(d.exit)}):\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, 30_000, 'vhostd RPC socket', 100);
+    await d.waitSocket(rpcSocket);
     return d;
   }
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Daemon, type DaemonExit } from './daemon';
 import { repoRoot } from './repo';
 import { rpcCall } from './rpc';
-import { canConnect, waitFor } from './wait';
+import { waitFor } from './wait';
 
 export interface VhostdHandle {
   daemon: Daemon;
@@ -79,10 +79,7 @@ export async function startVhostd(opts: VhostdOptions = {}): Promise<VhostdHandl
     return exit;
   };
   try {
-    await waitFor(async () => {
-      if (!daemon.running) throw new Error(`vhostd exited early (${JSON.stringify(daemon.exit)}):\n${daemon.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, opts.startTimeoutMs ?? 30_000, `vhostd RPC socket ${rpcSocket}`, 100);
+    await daemon.waitSocket(rpcSocket, { timeoutMs: opts.startTimeoutMs ?? 30_000 });
   } catch (err) {
     await stop();
     throw err;

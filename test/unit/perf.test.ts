@@ -14,7 +14,6 @@ import path from 'node:path';
 import { Daemon } from '../lib/daemon';
 import { haveQsd } from '../lib/qsd';
 import { startVhostd } from '../lib/vhostd';
-import { waitFor } from '../lib/wait';
 import { type PerfReport, crc32c, parseSize, runPerf } from '../../bench/perf/perf';
 
 const BLOCK = 4096;
@@ -27,10 +26,7 @@ async function startExport(name: string, blockdev: string, socketPath: string): 
     `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${socketPath},num-queues=2,writable=on`,
   ]);
   try {
-    await waitFor(() => {
-      if (!d.running) throw new Error(`qemu-storage-daemon exited early: ${d.log}`);
-      return fs.existsSync(socketPath);
-    }, 10_000, `qemu-storage-daemon socket ${socketPath}`);
+    await d.waitSocket(socketPath, { timeoutMs: 10_000, connect: false, intervalMs: 50 });
   } catch (err) {
     await d.stop();
     throw err;
