@@ -319,13 +319,17 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const bytes = core.mem.bytes;
     // The header is read in place when its first descriptor holds it (Linux: always), else copied out.
     let src: Uint8Array;
+    let srcView: DataView;
     let base: number;
     if (chain.len[0] >= ScsiCmdOffset.ReqSize) {
-      src = bytes[chain.region[0]];
+      const region = chain.region[0];
+      src = bytes[region];
+      srcView = core.mem.views[region];
       base = chain.offset[0];
     } else {
       this.gather(task, this.hdr, ScsiCmdOffset.ReqSize);
       src = this.hdr;
+      srcView = this.hdrView;
       base = 0;
     }
     const target = this.targetOf(src, base + ScsiCmdOffset.Lun);
@@ -343,7 +347,8 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const cmd = task.cmd as VscsiCommand;
     cmd.reset();
     // Every CDB but the variable-length one (7Fh) fits 16 bytes (SPC-4 §4.2.5.1).
-    cmd.setCdb(src, base + ScsiCmdOffset.Cdb, src[base + ScsiCmdOffset.Cdb] === 0x7f ? 32 : 16);
+    if (src[base + ScsiCmdOffset.Cdb] === 0x7f) cmd.setCdb(src, base + ScsiCmdOffset.Cdb, 32);
+    else cmd.setCdb16(srcView, base + ScsiCmdOffset.Cdb);
     cmd.nexus = 0;
     const lun = this.lunOf(src, base + ScsiCmdOffset.Lun);
     if (outBytes > 0) {
@@ -354,7 +359,9 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       this.addData(task, cmd, chain.readable, chain.count, ScsiCmdOffset.RespSize, bytes);
     }
     task.dataInBytes = inBytes;
-    target.execute(cmd, lun, core.nowMs);
+    // The time goes in the task, not as an argument (which would box it per command).
+    cmd.nowMs = core.nowMs;
+    target.execute(cmd, lun);
   }
 
   /** Add segments [from, to) of the chain as the command's data buffers, skipping their first `skip` bytes. */
@@ -439,22 +446,18 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const seg = chain.readable;
     if (chain.len[seg] >= ScsiCmdOffset.RespSense + senseLen) {
       // In place (the response's first descriptor holds it: Linux's always does): the fixed fields and the sense data.
-      const b = this.core.mem.bytes[chain.region[seg]];
+      // sense_len, residual, status_qualifier 0 | status << 16 | response << 24: three little-endian words.
+      const region = chain.region[seg];
       const o = chain.offset[seg];
-      b[o] = senseLen;
-      b[o + 1] = 0;
-      b[o + 2] = 0;
-      b[o + 3] = 0;
-      b[o + 4] = residual & 0xff;
-      b[o + 5] = (residual >>> 8) & 0xff;
-      b[o + 6] = (residual >>> 16) & 0xff;
-      b[o + 7] = (residual >>> 24) & 0xff;
-      b[o + 8] = 0;
-      b[o + 9] = 0;
-      b[o + ScsiCmdOffset.RespStatus] = cmd.status;
-      b[o + ScsiCmdOffset.RespResponse] = overrun ? ScsiResponse.Overrun : ScsiResponse.Ok;
-      const sense = cmd.sense;
-      for (let i = 0; i < senseLen; i++) b[o + ScsiCmdOffset.RespSense + i] = sense[i];
+      const v = this.core.mem.views[region];
+      v.setUint32(o + ScsiCmdOffset.RespSenseLen, senseLen, true);
+      v.setUint32(o + ScsiCmdOffset.RespResidual, residual >>> 0, true);
+      v.setUint32(o + ScsiCmdOffset.RespStatusQualifier, ((cmd.status << 16) | ((overrun ? ScsiResponse.Overrun : ScsiResponse.Ok) << 24)) >>> 0, true);
+      if (senseLen > 0) {
+        const b = this.core.mem.bytes[region];
+        const sense = cmd.sense;
+        for (let i = 0; i < senseLen; i++) b[o + ScsiCmdOffset.RespSense + i] = sense[i];
+      }
     } else {
       const r = this.resp;
       const v = this.respView;
