@@ -315,7 +315,23 @@ export class ScsiLun implements BdevUser, TaskOwner {
     if (blocks === 0 || blocks > this.maxTransferBlocks || lba > n || blocks > n - lba) return false;
     const want = blocks * handle.blockSize;
     if (task.dir !== (write ? ScsiDataDir.ToDevice : ScsiDataDir.FromDevice) || task.bufferBytes < want) return false;
-    if (!task.mapData(write ? BdevIoType.Write : BdevIoType.Read, lba, blocks, 0, want)) return false;
+    const io = task.io;
+    if (task.bufferBytes === want) {
+      // The buffers are the transfer (the usual case): the I/O takes them as they are (same capacity).
+      io.prepare(write ? BdevIoType.Write : BdevIoType.Read, lba, blocks);
+      const count = task.iovCount;
+      const buf = task.iovBuf;
+      const off = task.iovOff;
+      const len = task.iovLen;
+      for (let i = 0; i < count; i++) {
+        io.iovBuf[i] = buf[i];
+        io.iovOff[i] = off[i];
+        io.iovLen[i] = len[i];
+      }
+      io.iovCount = count;
+    } else if (!task.mapData(write ? BdevIoType.Write : BdevIoType.Read, lba, blocks, 0, want)) {
+      return false;
+    }
     task.wantBytes = want;
     if (!write) {
       task.phase = Phase.Read;
@@ -324,7 +340,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
       task.fua = fua;
       task.phase = fua && this.canFlush ? Phase.WriteThenFlush : Phase.Write;
     }
-    handle.submit(task.io, task.nowMs);
+    handle.submit(io, task.nowMs);
     return true;
   }
 

@@ -84,6 +84,28 @@ const REASON_CAPACITY_CHANGED = 0x2a | (0x09 << 8);
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
+/** lun[2..3] as a big-endian 16-bit value: peripheral (00b, bus 0) or flat (01b) addressing, else -1. */
+function singleLevelLun(v: number): number {
+  const method = v >> 14;
+  if (method === 0) return v <= 0xff ? v : -1;
+  if (method === 1) return v & 0x3fff;
+  return -1;
+}
+
+/** What a completed command counts as in DeviceStat, by opcode (one load instead of a compare chain per command). */
+const enum StatKind {
+  None = 0,
+  Read = 1,
+  Write = 2,
+  Unmap = 3,
+  Flush = 4,
+}
+const STAT_KIND = new Uint8Array(256);
+for (const op of [Op.Read6, Op.Read10, Op.Read12, Op.Read16]) STAT_KIND[op] = StatKind.Read;
+for (const op of [Op.Write6, Op.Write10, Op.Write12, Op.Write16]) STAT_KIND[op] = StatKind.Write;
+for (const op of [Op.Unmap, Op.WriteSame10, Op.WriteSame16]) STAT_KIND[op] = StatKind.Unmap;
+for (const op of [Op.SynchronizeCache10, Op.SynchronizeCache16]) STAT_KIND[op] = StatKind.Flush;
+
 const enum Kind {
   Cmd = 0,
   Ctrl = 1,
@@ -332,7 +354,11 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       srcView = this.hdrView;
       base = 0;
     }
-    const target = this.targetOf(src, base + ScsiCmdOffset.Lun);
+    // The 8-byte LUN field as two big-endian words: 01h, target, the single-level LUN; then zeros.
+    const lunHi = srcView.getUint32(base + ScsiCmdOffset.Lun);
+    const lunLo = srcView.getUint32(base + ScsiCmdOffset.Lun + 4);
+    const t = (lunHi >>> 16) & 0xff;
+    const target = lunHi >>> 24 === 1 && t < SCSI_MAX_TARGETS ? (this.slots[t]?.target ?? null) : null;
     if (target === null) {
       this.respond(task, ScsiResponse.BadTarget);
       return;
@@ -350,7 +376,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     if (src[base + ScsiCmdOffset.Cdb] === 0x7f) cmd.setCdb(src, base + ScsiCmdOffset.Cdb, 32);
     else cmd.setCdb16(srcView, base + ScsiCmdOffset.Cdb);
     cmd.nexus = 0;
-    const lun = this.lunOf(src, base + ScsiCmdOffset.Lun);
+    const lun = lunLo !== 0 ? -1 : singleLevelLun(lunHi & 0xffff);
     if (outBytes > 0) {
       cmd.dir = ScsiDataDir.ToDevice;
       this.addData(task, cmd, 0, chain.readable, ScsiCmdOffset.ReqSize, bytes);
@@ -395,10 +421,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
    */
   private lunOf(b: Uint8Array, off: number): number {
     for (let i = 4; i < 8; i++) if (b[off + i] !== 0) return -1;
-    const method = b[off + 2] >> 6;
-    if (method === 0) return (b[off + 2] & 0x3f) === 0 ? b[off + 3] : -1;
-    if (method === 1) return ((b[off + 2] & 0x3f) << 8) | b[off + 3];
-    return -1;
+    return singleLevelLun((b[off + 2] << 8) | b[off + 3]);
   }
 
   /** The SCSI target finished a command: write the response and complete. */
@@ -413,28 +436,19 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     if (cmd.status !== ScsiStatus.Good || overrun) {
       s[DeviceStat.ErrorOps]++;
     } else {
-      switch (cmd.cdb[0]) {
-        case Op.Read6:
-        case Op.Read10:
-        case Op.Read12:
-        case Op.Read16:
+      switch (STAT_KIND[cmd.cdb[0]]) {
+        case StatKind.Read:
           s[DeviceStat.ReadOps]++;
           s[DeviceStat.ReadBytes] += cmd.transferred;
           break;
-        case Op.Write6:
-        case Op.Write10:
-        case Op.Write12:
-        case Op.Write16:
+        case StatKind.Write:
           s[DeviceStat.WriteOps]++;
           s[DeviceStat.WriteBytes] += cmd.wantBytes;
           break;
-        case Op.Unmap:
-        case Op.WriteSame10:
-        case Op.WriteSame16:
+        case StatKind.Unmap:
           s[DeviceStat.UnmapOps]++;
           break;
-        case Op.SynchronizeCache10:
-        case Op.SynchronizeCache16:
+        case StatKind.Flush:
           s[DeviceStat.FlushOps]++;
           break;
         default:
