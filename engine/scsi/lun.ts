@@ -769,7 +769,6 @@ export class ScsiLun implements BdevUser, TaskOwner {
   /** The bdev layer delivered the task's I/O: the next step, or the end. */
   ioDone(task: ScsiTask): void {
     const ok = task.io.status === BdevIoStatus.Success;
-    const bs = this.handle.blockSize;
     switch (task.phase as Phase) {
       case Phase.Read:
         if (ok) task.transferred = task.wantBytes;
@@ -830,7 +829,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
           task.checkCondition(SenseKey.MediumError, Asc.UnrecoveredReadError);
           break;
         }
-        const len = task.blocks * bs;
+        const len = task.blocks * this.handle.blockSize;
         const at = task.compare(0, task.scratch as Uint8Array, 0, len);
         if (at >= 0) {
           task.checkCondition(SenseKey.Miscompare, Asc.MiscompareDuringVerify, at);

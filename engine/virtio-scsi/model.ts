@@ -133,6 +133,8 @@ export class VscsiTask extends VirtioTask {
   readonly cmd: VscsiCommand | null;
   /** Bytes of data-in the guest gave room for (writable bytes after the response). */
   dataInBytes = 0;
+  /** What the command counts as (StatKind of its opcode), noted while the CDB is at hand. */
+  statKind = 0;
   constructor(queue: VirtioQueueState, model: VscsiModel) {
     super(queue, SCSI_MAX_SEGMENTS);
     const index = queue.q.index;
@@ -373,8 +375,10 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const cmd = task.cmd as VscsiCommand;
     cmd.reset();
     // Every CDB but the variable-length one (7Fh) fits 16 bytes (SPC-4 §4.2.5.1).
-    if (src[base + ScsiCmdOffset.Cdb] === 0x7f) cmd.setCdb(src, base + ScsiCmdOffset.Cdb, 32);
+    const opcode = src[base + ScsiCmdOffset.Cdb];
+    if (opcode === 0x7f) cmd.setCdb(src, base + ScsiCmdOffset.Cdb, 32);
     else cmd.setCdb16(srcView, base + ScsiCmdOffset.Cdb);
+    task.statKind = STAT_KIND[cmd.cdb[0]];
     cmd.nexus = 0;
     const lun = lunLo !== 0 ? -1 : singleLevelLun(lunHi & 0xffff);
     if (outBytes > 0) {
@@ -436,7 +440,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     if (cmd.status !== ScsiStatus.Good || overrun) {
       s[DeviceStat.ErrorOps]++;
     } else {
-      switch (STAT_KIND[cmd.cdb[0]]) {
+      switch (task.statKind) {
         case StatKind.Read:
           s[DeviceStat.ReadOps]++;
           s[DeviceStat.ReadBytes] += cmd.transferred;
