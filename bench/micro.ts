@@ -25,7 +25,7 @@ import { performance } from 'node:perf_hooks';
 import { WorkerBdevLayer } from '../engine/bdev/layer';
 import { createBlkDevice } from '../engine/blk/model';
 import { createScsiDevice } from '../engine/virtio-scsi/model';
-import type { DeviceDesc } from '../engine/control';
+import { type DeviceDesc, DeviceStat } from '../engine/control';
 import { GuestMemory } from '../engine/memory';
 import { inflightRegionBytes } from '../engine/virtio/inflight';
 import { packedInflightRegionBytes } from '../engine/virtio/inflight-packed';
@@ -44,6 +44,9 @@ export interface MicroResult {
   cpuNsPerReq: number;
   reqPerPoll: number;
   mIops: number;
+  /** The device's own counters over the whole run (warm-up included): what it read, and what it failed. */
+  readOps: number;
+  errorOps: number;
 }
 
 /** Run `requests` reads at depth `qd`, the driver adding at most `perIter` avail entries per poll. */
@@ -199,11 +202,14 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
   run(requests);
   const ns = Number(process.hrtime.bigint() - t0);
   const cpu = process.cpuUsage(cpu0);
+  const stats = new Float64Array(device.stats);
   return {
     nsPerReq: +(ns / requests).toFixed(1),
     cpuNsPerReq: +(((cpu.user + cpu.system) * 1e3) / requests).toFixed(1),
     reqPerPoll: +(requests / (polls - polls0)).toFixed(2),
     mIops: +((requests / ns) * 1e3).toFixed(2),
+    readOps: stats[DeviceStat.ReadOps],
+    errorOps: stats[DeviceStat.ErrorOps],
   };
 }
 
