@@ -80,6 +80,8 @@ export interface RoundsOptions {
   qds: number[];
   rws: Rw[];
   out: string | undefined;
+  /** Start vhostd with --disable-cpumask-locks (a shared machine where another bench holds the core's lock). */
+  noCoreLock: boolean;
 }
 
 /** The usage text of `npm run bench -- --<flag>`; `runsWhat` says what a round is. */
@@ -92,7 +94,8 @@ export function roundsUsage(flag: string, runsWhat: string, qdsDefault: string):
   --qds N,...         queue depths (default ${qdsDefault})
   --rws R,...         randread,randwrite (default both)
   --size MIB          bdev size (default 512)
-  --out DIR           where to write the report (default bench/results)`;
+  --out DIR           where to write the report (default bench/results)
+  --no-core-lock      start vhostd with --disable-cpumask-locks (another bench holds the core's lock)`;
 }
 
 /** The options, or the exit code when there is nothing to run (--help: 0, a bad option: 2, said on stderr). */
@@ -112,6 +115,7 @@ export function parseRoundsOptions(argv: string[], flag: string, usage: string, 
         rws: { type: 'string' },
         size: { type: 'string' },
         out: { type: 'string' },
+        'no-core-lock': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -133,6 +137,7 @@ export function parseRoundsOptions(argv: string[], flag: string, usage: string, 
     qds: (str(values.qds) ?? qdsDefault).split(',').map(Number),
     rws: (str(values.rws) ?? 'randread,randwrite').split(',') as Rw[],
     out: str(values.out),
+    noCoreLock: values['no-core-lock'] === true,
   };
   const bad =
     !Number.isSafeInteger(o.runs) || o.runs < 1 || !(o.runtimeSec > 0) || !(o.rampSec >= 0) || !Number.isSafeInteger(o.sizeMiB) || o.sizeMiB < 1 ||
@@ -164,11 +169,11 @@ export function iopsRange(xs: number[]): string {
   return xs.length === 0 ? '' : ` (${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))})`;
 }
 
-async function startVhostd(repo: string, flag: string): Promise<BenchVhostd & { stop: () => Promise<void> }> {
+async function startVhostd(repo: string, flag: string, noCoreLock = false): Promise<BenchVhostd & { stop: () => Promise<void> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vhostd-bench-${flag}-`));
   const rpcSocket = path.join(dir, 'rpc.sock');
   const mask = `0x${(1 << TARGET_CORE).toString(16)}`;
-  const d = new Daemon('vhostd', process.execPath, [path.join(repo, 'bin', 'vhostd.js'), '-m', mask, '-S', dir, '-r', rpcSocket, '--log-level', 'warn'], { cwd: repo });
+  const d = new Daemon('vhostd', process.execPath, [path.join(repo, 'bin', 'vhostd.js'), '-m', mask, '-S', dir, '-r', rpcSocket, '--log-level', 'warn', ...(noCoreLock ? ['--disable-cpumask-locks'] : [])], { cwd: repo });
   const stop = async (): Promise<void> => {
     await d.stop();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -219,7 +224,7 @@ export async function runRounds(
 ): Promise<RoundsCase[]> {
   const cases: RoundsCase[] = [];
   for (const kind of o.kinds) {
-    const v = await startVhostd(repo, flag);
+    const v = await startVhostd(repo, flag, o.noCoreLock);
     try {
       await hooks.prepare?.(v);
       const numBlocks = (o.sizeMiB * 2 ** 20) / BLOCK_SIZE;

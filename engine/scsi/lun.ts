@@ -137,6 +137,13 @@ export class ScsiLun implements BdevUser, TaskOwner {
   private waiters: (() => void)[] = [];
   private closed = false;
   private removed = false;
+  /**
+   * The nexus known to have no unit attention pending (its entry exists and
+   * is 0), or -1: the fast path (fastReadWrite) runs only for it. Set when
+   * takeUnitAttention finds nothing; reset whenever a unit attention is
+   * raised or the LU is removed.
+   */
+  private fastNexus = -1;
 
   constructor(
     readonly id: number,
@@ -189,6 +196,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
    */
   remove(done: () => void): void {
     this.removed = true;
+    this.fastNexus = -1;
     this.handle.drain();
     this.whenIdle(() => {
       this.close();
@@ -205,6 +213,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
 
   /** Set a unit attention for one nexus, or every nexus that has talked to this LU (`nexus` undefined). */
   raiseUnitAttention(bit: UnitAttention, nexus?: number, except?: number): void {
+    this.fastNexus = -1;
     if (nexus !== undefined) {
       this.ua.set(nexus, (this.ua.get(nexus) ?? (this.powerOnUa ? UnitAttention.PowerOn : 0)) | bit);
       return;
@@ -242,6 +251,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
     this.whenIdle(() => {
       this.reservations.nexusReset(nexus);
       this.ua.set(nexus, this.pendingUnitAttention(nexus) | UnitAttention.NexusLoss);
+      this.fastNexus = -1;
       done();
     });
   }
@@ -254,14 +264,84 @@ export class ScsiLun implements BdevUser, TaskOwner {
   // ------------------------------------------------------------- execution
 
   /**
-   * Execute `task`. task.done() is called exactly once, from inside this
+   * Execute `task`, submitted at `nowMs` (default: the task's nowMs as the
+   * transport set it). task.done() is called exactly once, from inside this
    * call (no media I/O) or from the bdev layer's poll().
    */
-  execute(task: ScsiTask, nowMs: number): void {
-    task.begin(this, nowMs);
+  execute(task: ScsiTask, nowMs?: number): void {
+    if (nowMs !== undefined) task.nowMs = nowMs;
+    task.begin(this);
     this.outstanding++;
+    if (task.nexus === this.fastNexus && this.fastReadWrite(task)) return;
     if (this.dispatch(task)) return;
     this.complete(task);
+  }
+
+  /**
+   * The fast path of READ 10/16 and WRITE 10/16 that go to the bdev: for a
+   * nexus with no unit attention pending (fastNexus), an LU not removed nor
+   * reserved, a CDB with no protection field, a range on the medium within
+   * the transfer limit, and buffers in the command's direction that hold
+   * the transfer. Then the outcome is the one dispatch() would reach, with
+   * none of its generic steps (CDB length table, unit attention map,
+   * reservation rules, the opcode switch). Returns false, having changed
+   * nothing dispatch() depends on, for anything else: dispatch() then runs
+   * the command and gives any error its sense data.
+   */
+  private fastReadWrite(task: ScsiTask): boolean {
+    const cdb = task.cdb;
+    const op = cdb[0];
+    let lba: number;
+    let blocks: number;
+    let write: boolean;
+    const v = task.cdbView;
+    if (op === Op.Read16 || op === Op.Write16) {
+      if (task.cdbLength < 16) return false;
+      lba = v.getUint32(2) * 0x1_0000_0000 + v.getUint32(6);
+      blocks = v.getUint32(10);
+      write = op === Op.Write16;
+    } else if (op === Op.Read10 || op === Op.Write10) {
+      if (task.cdbLength < 10) return false;
+      lba = v.getUint32(2);
+      blocks = v.getUint16(7);
+      write = op === Op.Write10;
+    } else {
+      return false;
+    }
+    const flags = cdb[1];
+    if ((flags & 0xe0) !== 0 || this.reservations.holder !== null || (write && this.readonly)) return false;
+    const handle = this.handle;
+    const n = handle.numBlocks;
+    if (blocks === 0 || blocks > this.maxTransferBlocks || lba > n || blocks > n - lba) return false;
+    const want = blocks * handle.blockSize;
+    if (task.dir !== (write ? ScsiDataDir.ToDevice : ScsiDataDir.FromDevice) || task.bufferBytes < want) return false;
+    const io = task.io;
+    if (task.bufferBytes === want) {
+      // The buffers are the transfer (the usual case): the I/O takes them as they are (same capacity).
+      io.prepare(write ? BdevIoType.Write : BdevIoType.Read, lba, blocks);
+      const count = task.iovCount;
+      const buf = task.iovBuf;
+      const off = task.iovOff;
+      const len = task.iovLen;
+      for (let i = 0; i < count; i++) {
+        io.iovBuf[i] = buf[i];
+        io.iovOff[i] = off[i];
+        io.iovLen[i] = len[i];
+      }
+      io.iovCount = count;
+    } else if (!task.mapData(write ? BdevIoType.Write : BdevIoType.Read, lba, blocks, 0, want)) {
+      return false;
+    }
+    task.wantBytes = want;
+    if (!write) {
+      task.phase = Phase.Read;
+    } else {
+      const fua = (flags & 0x08) !== 0 || !this.wce;
+      task.fua = fua;
+      task.phase = fua && this.canFlush ? Phase.WriteThenFlush : Phase.Write;
+    }
+    handle.submit(io, task.nowMs);
+    return true;
   }
 
   /** Finish a task: residual, done(), and any reset waiting for the LU to go idle. */
@@ -387,6 +467,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
     if (bits === undefined) bits = this.powerOnUa ? UnitAttention.PowerOn : 0;
     if (bits === 0) {
       if (!this.ua.has(nexus)) this.ua.set(nexus, 0);
+      this.fastNexus = nexus;
       return -1;
     }
     const bit = bits & -bits;
@@ -688,7 +769,6 @@ export class ScsiLun implements BdevUser, TaskOwner {
   /** The bdev layer delivered the task's I/O: the next step, or the end. */
   ioDone(task: ScsiTask): void {
     const ok = task.io.status === BdevIoStatus.Success;
-    const bs = this.handle.blockSize;
     switch (task.phase as Phase) {
       case Phase.Read:
         if (ok) task.transferred = task.wantBytes;
@@ -749,7 +829,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
           task.checkCondition(SenseKey.MediumError, Asc.UnrecoveredReadError);
           break;
         }
-        const len = task.blocks * bs;
+        const len = task.blocks * this.handle.blockSize;
         const at = task.compare(0, task.scratch as Uint8Array, 0, len);
         if (at >= 0) {
           task.checkCondition(SenseKey.Miscompare, Asc.MiscompareDuringVerify, at);

@@ -72,26 +72,29 @@ export class ScsiTarget {
   }
 
   /**
-   * Execute `task` for LUN `lunId`. task.done() is called exactly once,
-   * possibly before this returns.
+   * Execute `task` for LUN `lunId`, submitted at `nowMs` (default: the
+   * task's nowMs as the transport set it). task.done() is called exactly
+   * once, possibly before this returns.
    */
-  execute(task: ScsiTask, lunId: number, nowMs: number): void {
-    const lun = this.lun(lunId);
+  execute(task: ScsiTask, lunId: number, nowMs?: number): void {
+    // The time travels in the task (see ScsiTask.begin); a transport on the hot path sets task.nowMs and omits it here.
+    if (nowMs !== undefined) task.nowMs = nowMs;
+    const lun = lunId >= 0 && lunId < this.maxLuns ? this.luns[lunId] : null;
     if (lun !== null) {
       if (task.cdb[0] === Op.ReportLuns && task.cdbLength >= 12) {
         // The inventory is the target's (REPORT LUNS is exempt from unit attentions and reservations).
-        this.reportLuns(task, nowMs);
+        this.reportLuns(task);
         return;
       }
-      lun.execute(task, nowMs);
+      lun.execute(task);
       return;
     }
-    task.begin(null, nowMs);
+    task.begin(null);
     const cdb = task.cdb;
     if (task.cdbLength < 6) {
       task.checkCondition(SenseKey.IllegalRequest, Asc.InvalidFieldInCdb);
     } else if (cdb[0] === Op.ReportLuns && task.cdbLength >= 12) {
-      this.reportLuns(task, nowMs);
+      this.reportLuns(task);
       return;
     } else if (cdb[0] === Op.Inquiry && (cdb[1] & 0x01) === 0 && (task.bufferBytes === 0 || task.dir === ScsiDataDir.FromDevice)) {
       // SPC-4 §6.6.2: no LU here: peripheral qualifier 011b, device type 1Fh.
@@ -107,8 +110,8 @@ export class ScsiTarget {
   }
 
   /** REPORT LUNS; it clears REPORTED LUNS DATA HAS CHANGED for the nexus (SPC-4 §6.33). */
-  private reportLuns(task: ScsiTask, nowMs: number): void {
-    task.begin(null, nowMs);
+  private reportLuns(task: ScsiTask): void {
+    task.begin(null);
     reportLuns(task, this.ids, this.resp);
     if (task.status === ScsiStatus.Good) {
       for (const id of this.ids) (this.luns[id] as ScsiLun).clearUnitAttention(UnitAttention.LunsChanged, task.nexus);

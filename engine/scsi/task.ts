@@ -47,6 +47,8 @@ export class ScsiBdevIo extends BdevIo {
 export abstract class ScsiTask {
   /** The CDB; only the first cdbLength bytes are meaningful. */
   readonly cdb = new Uint8Array(32);
+  /** The CDB's bytes as a DataView (big-endian fields in one read each). */
+  readonly cdbView = new DataView(this.cdb.buffer);
   cdbLength = 0;
   /** Which I_T nexus sent the command (the transport's number for initiator port + target port). */
   nexus = 0;
@@ -84,6 +86,7 @@ export abstract class ScsiTask {
   /** Steps of a multi-step command (descriptor count...). */
   steps = 0;
   fua = false;
+  /** When the command was handed to the target (the worker's clock, ms): the bdev I/O's submission stamp. */
   nowMs = 0;
 
   constructor(readonly iovCapacity: number) {
@@ -104,6 +107,20 @@ export abstract class ScsiTask {
     this.transferred = 0;
     this.residual = 0;
     this.residualKind = ScsiResidual.None;
+  }
+
+  /**
+   * Set a 16-byte CDB from bytes [off, off+16) of `src` (every CDB but the
+   * variable-length 7Fh: SPC-4 §4.2.5.1): the transports' per-command copy,
+   * four 32-bit moves.
+   */
+  setCdb16(src: DataView, off: number): void {
+    const v = this.cdbView;
+    v.setUint32(0, src.getUint32(off));
+    v.setUint32(4, src.getUint32(off + 4));
+    v.setUint32(8, src.getUint32(off + 8));
+    v.setUint32(12, src.getUint32(off + 12));
+    this.cdbLength = 16;
   }
 
   /** Set the CDB from `src[off..off+len)` (at most 32 bytes kept). */
@@ -148,10 +165,13 @@ export abstract class ScsiTask {
     this.done();
   }
 
-  /** Begin executing: clear the results, total the buffers. */
-  begin(owner: TaskOwner | null, nowMs: number): void {
+  /**
+   * Begin executing: clear the results, total the buffers. The submission
+   * time is `nowMs` (the field, set by execute(); a double passed on as an
+   * argument would be boxed into a new heap number per command).
+   */
+  begin(owner: TaskOwner | null): void {
     this.owner = owner;
-    this.nowMs = nowMs;
     this.status = ScsiStatus.Good;
     this.senseLength = 0;
     this.transferred = 0;

@@ -84,6 +84,28 @@ const REASON_CAPACITY_CHANGED = 0x2a | (0x09 << 8);
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 
+/** lun[2..3] as a big-endian 16-bit value: peripheral (00b, bus 0) or flat (01b) addressing, else -1. */
+function singleLevelLun(v: number): number {
+  const method = v >> 14;
+  if (method === 0) return v <= 0xff ? v : -1;
+  if (method === 1) return v & 0x3fff;
+  return -1;
+}
+
+/** What a completed command counts as in DeviceStat, by opcode (one load instead of a compare chain per command). */
+const enum StatKind {
+  None = 0,
+  Read = 1,
+  Write = 2,
+  Unmap = 3,
+  Flush = 4,
+}
+const STAT_KIND = new Uint8Array(256);
+for (const op of [Op.Read6, Op.Read10, Op.Read12, Op.Read16]) STAT_KIND[op] = StatKind.Read;
+for (const op of [Op.Write6, Op.Write10, Op.Write12, Op.Write16]) STAT_KIND[op] = StatKind.Write;
+for (const op of [Op.Unmap, Op.WriteSame10, Op.WriteSame16]) STAT_KIND[op] = StatKind.Unmap;
+for (const op of [Op.SynchronizeCache10, Op.SynchronizeCache16]) STAT_KIND[op] = StatKind.Flush;
+
 const enum Kind {
   Cmd = 0,
   Ctrl = 1,
@@ -111,6 +133,8 @@ export class VscsiTask extends VirtioTask {
   readonly cmd: VscsiCommand | null;
   /** Bytes of data-in the guest gave room for (writable bytes after the response). */
   dataInBytes = 0;
+  /** What the command counts as (StatKind of its opcode), noted while the CDB is at hand. */
+  statKind = 0;
   constructor(queue: VirtioQueueState, model: VscsiModel) {
     super(queue, SCSI_MAX_SEGMENTS);
     const index = queue.q.index;
@@ -319,16 +343,24 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const bytes = core.mem.bytes;
     // The header is read in place when its first descriptor holds it (Linux: always), else copied out.
     let src: Uint8Array;
+    let srcView: DataView;
     let base: number;
     if (chain.len[0] >= ScsiCmdOffset.ReqSize) {
-      src = bytes[chain.region[0]];
+      const region = chain.region[0];
+      src = bytes[region];
+      srcView = core.mem.views[region];
       base = chain.offset[0];
     } else {
       this.gather(task, this.hdr, ScsiCmdOffset.ReqSize);
       src = this.hdr;
+      srcView = this.hdrView;
       base = 0;
     }
-    const target = this.targetOf(src, base + ScsiCmdOffset.Lun);
+    // The 8-byte LUN field as two big-endian words: 01h, target, the single-level LUN; then zeros.
+    const lunHi = srcView.getUint32(base + ScsiCmdOffset.Lun);
+    const lunLo = srcView.getUint32(base + ScsiCmdOffset.Lun + 4);
+    const t = (lunHi >>> 16) & 0xff;
+    const target = lunHi >>> 24 === 1 && t < SCSI_MAX_TARGETS ? (this.slots[t]?.target ?? null) : null;
     if (target === null) {
       this.respond(task, ScsiResponse.BadTarget);
       return;
@@ -343,9 +375,12 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const cmd = task.cmd as VscsiCommand;
     cmd.reset();
     // Every CDB but the variable-length one (7Fh) fits 16 bytes (SPC-4 §4.2.5.1).
-    cmd.setCdb(src, base + ScsiCmdOffset.Cdb, src[base + ScsiCmdOffset.Cdb] === 0x7f ? 32 : 16);
+    const opcode = src[base + ScsiCmdOffset.Cdb];
+    if (opcode === 0x7f) cmd.setCdb(src, base + ScsiCmdOffset.Cdb, 32);
+    else cmd.setCdb16(srcView, base + ScsiCmdOffset.Cdb);
+    task.statKind = STAT_KIND[cmd.cdb[0]];
     cmd.nexus = 0;
-    const lun = this.lunOf(src, base + ScsiCmdOffset.Lun);
+    const lun = lunLo !== 0 ? -1 : singleLevelLun(lunHi & 0xffff);
     if (outBytes > 0) {
       cmd.dir = ScsiDataDir.ToDevice;
       this.addData(task, cmd, 0, chain.readable, ScsiCmdOffset.ReqSize, bytes);
@@ -354,7 +389,9 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       this.addData(task, cmd, chain.readable, chain.count, ScsiCmdOffset.RespSize, bytes);
     }
     task.dataInBytes = inBytes;
-    target.execute(cmd, lun, core.nowMs);
+    // The time goes in the task, not as an argument (which would box it per command).
+    cmd.nowMs = core.nowMs;
+    target.execute(cmd, lun);
   }
 
   /** Add segments [from, to) of the chain as the command's data buffers, skipping their first `skip` bytes. */
@@ -388,10 +425,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
    */
   private lunOf(b: Uint8Array, off: number): number {
     for (let i = 4; i < 8; i++) if (b[off + i] !== 0) return -1;
-    const method = b[off + 2] >> 6;
-    if (method === 0) return (b[off + 2] & 0x3f) === 0 ? b[off + 3] : -1;
-    if (method === 1) return ((b[off + 2] & 0x3f) << 8) | b[off + 3];
-    return -1;
+    return singleLevelLun((b[off + 2] << 8) | b[off + 3]);
   }
 
   /** The SCSI target finished a command: write the response and complete. */
@@ -406,28 +440,19 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     if (cmd.status !== ScsiStatus.Good || overrun) {
       s[DeviceStat.ErrorOps]++;
     } else {
-      switch (cmd.cdb[0]) {
-        case Op.Read6:
-        case Op.Read10:
-        case Op.Read12:
-        case Op.Read16:
+      switch (task.statKind) {
+        case StatKind.Read:
           s[DeviceStat.ReadOps]++;
           s[DeviceStat.ReadBytes] += cmd.transferred;
           break;
-        case Op.Write6:
-        case Op.Write10:
-        case Op.Write12:
-        case Op.Write16:
+        case StatKind.Write:
           s[DeviceStat.WriteOps]++;
           s[DeviceStat.WriteBytes] += cmd.wantBytes;
           break;
-        case Op.Unmap:
-        case Op.WriteSame10:
-        case Op.WriteSame16:
+        case StatKind.Unmap:
           s[DeviceStat.UnmapOps]++;
           break;
-        case Op.SynchronizeCache10:
-        case Op.SynchronizeCache16:
+        case StatKind.Flush:
           s[DeviceStat.FlushOps]++;
           break;
         default:
@@ -439,22 +464,18 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const seg = chain.readable;
     if (chain.len[seg] >= ScsiCmdOffset.RespSense + senseLen) {
       // In place (the response's first descriptor holds it: Linux's always does): the fixed fields and the sense data.
-      const b = this.core.mem.bytes[chain.region[seg]];
+      // sense_len, residual, status_qualifier 0 | status << 16 | response << 24: three little-endian words.
+      const region = chain.region[seg];
       const o = chain.offset[seg];
-      b[o] = senseLen;
-      b[o + 1] = 0;
-      b[o + 2] = 0;
-      b[o + 3] = 0;
-      b[o + 4] = residual & 0xff;
-      b[o + 5] = (residual >>> 8) & 0xff;
-      b[o + 6] = (residual >>> 16) & 0xff;
-      b[o + 7] = (residual >>> 24) & 0xff;
-      b[o + 8] = 0;
-      b[o + 9] = 0;
-      b[o + ScsiCmdOffset.RespStatus] = cmd.status;
-      b[o + ScsiCmdOffset.RespResponse] = overrun ? ScsiResponse.Overrun : ScsiResponse.Ok;
-      const sense = cmd.sense;
-      for (let i = 0; i < senseLen; i++) b[o + ScsiCmdOffset.RespSense + i] = sense[i];
+      const v = this.core.mem.views[region];
+      v.setUint32(o + ScsiCmdOffset.RespSenseLen, senseLen, true);
+      v.setUint32(o + ScsiCmdOffset.RespResidual, residual >>> 0, true);
+      v.setUint32(o + ScsiCmdOffset.RespStatusQualifier, ((cmd.status << 16) | ((overrun ? ScsiResponse.Overrun : ScsiResponse.Ok) << 24)) >>> 0, true);
+      if (senseLen > 0) {
+        const b = this.core.mem.bytes[region];
+        const sense = cmd.sense;
+        for (let i = 0; i < senseLen; i++) b[o + ScsiCmdOffset.RespSense + i] = sense[i];
+      }
     } else {
       const r = this.resp;
       const v = this.respView;

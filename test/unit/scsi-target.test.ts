@@ -752,3 +752,90 @@ t.test('a task is reused across commands and completes each exactly once', async
   }
   t.equal(e.go(cdb.inquiry(false, 0, 36), { task, dir: ScsiDataDir.ToDevice, out: new Uint8Array(36) }).task.status, ScsiStatus.CheckCondition, 'INQUIRY with data-out buffers');
 });
+
+/**
+ * The READ/WRITE 10/16 fast path (ScsiLun.fastReadWrite) runs for the nexus
+ * last seen with no unit attention pending. A nexus's first command takes
+ * the generic path, the same command again the fast one: every outcome
+ * (status, sense, transfer, residual, data, medium) must be the same.
+ */
+t.test('fast path: READ/WRITE 10/16 give the generic path\'s outcome, errors included', async (t) => {
+  const e = env();
+  type Run = { c: number[]; o: () => RunOptions; lun?: number; what: string };
+  const runs: Run[] = [];
+  const cases: [string, (lba: number, n: number, b1?: number) => number[]][] = [
+    ['READ 10', cdb.read10],
+    ['READ 16', cdb.read16],
+  ];
+  for (const [name, mk] of cases) {
+    runs.push({ what: `${name} 4 blocks`, c: mk(8, 4), o: () => ({ inLen: 2048 }) });
+    runs.push({ what: `${name} FUA`, c: mk(8, 1, 0x08), o: () => ({ inLen: 512 }) });
+    runs.push({ what: `${name} larger buffer (underflow)`, c: mk(8, 1), o: () => ({ inLen: 700 }) });
+    runs.push({ what: `${name} short buffer`, c: mk(8, 2), o: () => ({ inLen: 600 }) });
+    runs.push({ what: `${name} two buffers`, c: mk(9, 2), o: () => ({ inLen: [100, 924] }) });
+    runs.push({ what: `${name} data-out buffer`, c: mk(8, 1), o: () => ({ out: new Uint8Array(512) }) });
+    runs.push({ what: `${name} no buffer`, c: mk(8, 1), o: () => ({}) });
+    runs.push({ what: `${name} 0 blocks`, c: mk(8, 0), o: () => ({ inLen: 512 }) });
+    runs.push({ what: `${name} past the end`, c: mk(MALLOC_BLOCKS - 1, 2), o: () => ({ inLen: 1024 }) });
+    runs.push({ what: `${name} LBA beyond 2^32`, c: name === 'READ 16' ? cdb.read16(2 ** 32 + 1, 1) : mk(0xffffffff, 1), o: () => ({ inLen: 512 }) });
+    runs.push({ what: `${name} RDPROTECT`, c: mk(8, 1, 0x20), o: () => ({ inLen: 512 }) });
+    runs.push({ what: `${name} read-only LU`, c: mk(2, 1), o: () => ({ inLen: 512 }), lun: 2 });
+    runs.push({ what: `${name} short CDB`, c: mk(8, 1), o: () => ({ inLen: 512, cdbLength: name === 'READ 10' ? 9 : 12 }) });
+  }
+  const writes: [string, (lba: number, n: number, b1?: number) => number[]][] = [
+    ['WRITE 10', cdb.write10],
+    ['WRITE 16', cdb.write16],
+  ];
+  for (const [name, mk] of writes) {
+    runs.push({ what: `${name} 2 blocks`, c: mk(20, 2), o: () => ({ out: pattern(1024, 3) }) });
+    runs.push({ what: `${name} FUA`, c: mk(30, 1, 0x08), o: () => ({ out: pattern(512, 4) }) });
+    runs.push({ what: `${name} larger buffer`, c: mk(40, 1), o: () => ({ out: pattern(900, 5) }) });
+    runs.push({ what: `${name} short buffer`, c: mk(50, 2), o: () => ({ out: pattern(600, 6) }) });
+    runs.push({ what: `${name} data-in buffer`, c: mk(60, 1), o: () => ({ inLen: 512 }) });
+    runs.push({ what: `${name} WRPROTECT`, c: mk(70, 1, 0x40), o: () => ({ out: pattern(512, 7) }) });
+    runs.push({ what: `${name} read-only LU`, c: mk(2, 1), o: () => ({ out: pattern(512, 8) }), lun: 2 });
+    runs.push({ what: `${name} past the end`, c: mk(MALLOC_BLOCKS, 1), o: () => ({ out: pattern(512, 9) }) });
+    runs.push({ what: `${name} on the null LU`, c: mk(5, 1), o: () => ({ out: pattern(4096, 10) }), lun: 1 });
+  }
+  runs.push({ what: 'READ 16 beyond the transfer limit (null LU: 1024 blocks of 4 KiB)', c: cdb.read16(0, 1025), o: () => ({ inLen: 1025 * 4096 }), lun: 1 });
+  let nexus = 100;
+  for (const r of runs) {
+    nexus++;
+    const outcome = () => {
+      const { task, data } = e.go(r.c, { ...r.o(), nexus, lun: r.lun ?? 0 });
+      return { status: task.status, sense: task.senseTriple, transferred: task.transferred, residual: [task.residualKind, task.residual], data: [...data], medium: Buffer.from(e.storage as Uint8Array).toString('base64') };
+    };
+    const generic = outcome();
+    const fast = outcome();
+    t.same(fast, generic, r.what);
+  }
+});
+
+t.test('fast path: a unit attention, a reservation, a reset or a removal takes the nexus off it', async (t) => {
+  const e = env();
+  const read = (nexus = 1) => e.go(cdb.read16(0, 1), { inLen: 512, nexus }).task;
+  t.equal(read().status, ScsiStatus.Good, 'warm: the nexus has nothing pending');
+  t.equal(read().status, ScsiStatus.Good, 'fast');
+  e.lun0.bdevResized(MALLOC_BLOCKS);
+  t.same(read().senseTriple, [6, 0x2a, 0x09], 'a resize: CAPACITY DATA HAS CHANGED on the next READ');
+  t.equal(read().status, ScsiStatus.Good, 'then reads again');
+  e.lun0.raiseUnitAttention(8 /* ModeChanged */, 1);
+  t.same(read().senseTriple, [6, 0x2a, 0x01], 'a unit attention for this nexus: MODE PARAMETERS CHANGED');
+  t.equal(read().status, ScsiStatus.Good);
+  // Another nexus takes an SPC-2 reservation: nexus 1 conflicts, fast path or not.
+  t.equal(e.go(cdb.reserve6(), { nexus: 2 }).task.status, ScsiStatus.Good, 'nexus 2 reserves');
+  t.equal(read().status, ScsiStatus.ReservationConflict, 'nexus 1: RESERVATION CONFLICT');
+  t.equal(e.go(cdb.write10(0, 1), { out: new Uint8Array(512), nexus: 1 }).task.status, ScsiStatus.ReservationConflict, 'and for a write');
+  t.equal(e.go(cdb.release6(), { nexus: 2 }).task.status, ScsiStatus.Good, 'released');
+  t.equal(read().status, ScsiStatus.Good);
+  let reset = 0;
+  e.lun0.nexusReset(1, () => reset++);
+  t.equal(reset, 1);
+  t.same(read().senseTriple, [6, 0x29, 0x07], 'I_T NEXUS RESET: I_T NEXUS LOSS OCCURRED');
+  t.equal(read().status, ScsiStatus.Good);
+  e.lun0.lunReset(() => reset++);
+  t.same(read().senseTriple, [6, 0x29, 0x03], 'LOGICAL UNIT RESET: BUS DEVICE RESET FUNCTION OCCURRED');
+  t.equal(read().status, ScsiStatus.Good);
+  e.lun0.remove(() => reset++);
+  t.same(read().senseTriple, [0x0b, 0, 0], 'removed: ABORTED COMMAND');
+});
