@@ -20,20 +20,12 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SIZE_MIB=${SIZE_MIB:-256}
-RUNTIME=${RUNTIME:-10}
-RAMP=${RAMP:-2}
-TARGET_CPU=${TARGET_CPU:-1}
-GEN_CPU=${GEN_CPU:-0}
-DIR=$(mktemp -d /tmp/vhostd-bench-rbd-XXXXXX)
+BENCH_NAME=rbd
+# shellcheck source=lib/qsd.sh
+. "$ROOT/bench/lib/qsd.sh"
 CEPH="$DIR/ceph"
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  bash "$ROOT/scripts/ceph-cluster.sh" stop "$CEPH" >/dev/null 2>&1 || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+stop_ceph() { bash "$ROOT/scripts/ceph-cluster.sh" stop "$CEPH" >/dev/null 2>&1; }
+CLEANUP_HOOKS+=(stop_ceph)
 
 t0=$(date +%s.%N)
 bash "$ROOT/scripts/ceph-cluster.sh" start "$CEPH" rbd "bench:$SIZE_MIB" >"$DIR/ceph.env"
@@ -41,32 +33,13 @@ t1=$(date +%s.%N)
 CONF="$CEPH/ceph.conf"
 rbd -c "$CONF" bench --io-type write --io-size 4M --io-total "${SIZE_MIB}M" --io-pattern seq rbd/bench >/dev/null
 
-wait_for() { for _ in $(seq 1 300); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "no $1" >&2; return 1; }
-iops() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const r=JSON.parse(s);console.log(Math.round(r.iops ?? r.result?.iops ?? 0))})'; }
-perf() {  # socket rw qd
-  node "$ROOT/dist/bench/perf/cli.js" --socket "$1" --rw "$2" --bs 4k --iodepth "$3" --queues 1 \
-    --runtime "$RUNTIME" --ramp "$RAMP" --cpu "$GEN_CPU" --json
-}
-rpc() {
-  node -e '
-    const { RpcClient } = require(process.argv[1]);
-    RpcClient.connect(process.argv[2]).then(async (c) => {
-      try { console.log(JSON.stringify(await c.call(process.argv[3], JSON.parse(process.argv[4])))); process.exit(0); }
-      catch (e) { console.error(process.argv[3] + ": " + e.message); process.exit(1); }
-    });' "$ROOT/dist/reactor/rpc/client.js" "$DIR/rpc.sock" "$1" "$2"
-}
-
 MODES=${MODES:-poll adaptive}
 run_vhostd() {  # mode rw qd → iops
   local mode=$1; shift
   # With RBD_CORE_MASK the process may run there too (librados' threads take that mask); the engine is pinned by -m.
   local cpus="$TARGET_CPU"
   [ -z "${RBD_CORE_MASK:-}" ] || cpus="0-$(($(nproc) - 1))"
-  taskset -c "$cpus" node "$ROOT/bin/vhostd.js" -m "[$TARGET_CPU]" -S "$DIR" -r "$DIR/rpc.sock" --disable-cpumask-locks --poll-mode "$mode" >"$DIR/vhostd.log" 2>&1 &
-  local pid=$!
-  PIDS=("$pid")
-  wait_for "$DIR/rpc.sock"
-  sleep 0.5
+  start_vhostd "$cpus" --disable-cpumask-locks --poll-mode "$mode"
   local mask=""
   [ -z "${RBD_CORE_MASK:-}" ] || mask=",\"core_mask\":\"$RBD_CORE_MASK\""
   # rbd_cache off, as QEMU sets it for QSD's cache.direct=on: the same librbd path on both sides.
@@ -74,24 +47,15 @@ run_vhostd() {  # mode rw qd → iops
   rpc bdev_rbd_create '{"name":"Ceph0","pool_name":"rbd","rbd_name":"bench","block_size":512,"cluster_name":"c"}' >/dev/null
   rpc vhost_create_blk_controller '{"ctrlr":"vhost.0","dev_name":"Ceph0"}' >/dev/null
   perf "$DIR/vhost.0" "$1" "$2" >"$DIR/v.json"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  PIDS=()
-  rm -f "$DIR/rpc.sock" "$DIR/vhost.0"
+  stop_target "$VPID"
+  rm -f "$DIR/vhost.0"
   iops <"$DIR/v.json"
 }
 
 run_qsd() {  # rw qd → iops
-  taskset -c "$TARGET_CPU" qemu-storage-daemon \
-    --blockdev "driver=rbd,pool=rbd,image=bench,conf=$CONF,node-name=r,cache.direct=on" \
-    --export "type=vhost-user-blk,id=e,node-name=r,addr.type=unix,addr.path=$DIR/qsd.sock,num-queues=1,writable=on" \
-    >"$DIR/qsd.log" 2>&1 &
-  local pid=$!
-  PIDS=("$pid")
-  wait_for "$DIR/qsd.sock"
+  start_qsd "driver=rbd,pool=rbd,image=bench,conf=$CONF,node-name=r,cache.direct=on" r
   perf "$DIR/qsd.sock" "$1" "$2" >"$DIR/q.json"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  PIDS=()
-  rm -f "$DIR/qsd.sock"
+  stop_target "$QPID"
   iops <"$DIR/q.json"
 }
 
@@ -110,7 +74,7 @@ for rw in randread randwrite; do
     i=0
     for m in $MODES; do
       v=${vs[$i]}; i=$((i + 1))
-      r=$(node -e "console.log($q > 0 ? ($v / $q).toFixed(2) : 'n/a')")
+      r=$(ratio "$v" "$q")
       echo "4k $rw QD$qd: vhostd ($m) $v IOPS, QSD $q IOPS, ratio $r" >&2
       row="$row $v |"; ratios="$ratios $r |"
     done
@@ -120,4 +84,4 @@ done
 echo "$HEAD"
 echo "$SEP"
 printf '%s\n' "${ROWS[@]}"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average: $(load_average)"

@@ -22,7 +22,8 @@ export interface WorkerInit {
   /**
    * Poll mode: 'poll' never sleeps; 'adaptive' busy-polls and sleeps in
    * poll(2) on its kick, bdev completion and wake eventfds after idleSleepUs
-   * of idleness; 'interrupt' (SPDK's --interrupt-mode) sleeps as soon as an
+   * of idleness, or at once while its only work is bdev I/O in flight that
+   * will signal a completion eventfd (see wantsSleep in poller.ts); 'interrupt' (SPDK's --interrupt-mode) sleeps as soon as an
    * iteration finds nothing to do.
    */
   pollMode: PollMode;

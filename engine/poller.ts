@@ -2,8 +2,10 @@
  * The per-core poll loop (what SPDK calls a reactor): busy-polls every
  * device placed on this worker, takes control requests synchronously from
  * the reactor's MessagePort every few iterations, accounts busy and idle
- * time, and in adaptive mode (once it has been idle for idleSleepUs) or
- * interrupt mode (as soon as an iteration finds nothing) sleeps in poll(2)
+ * time, and in adaptive mode (once it has been idle for idleSleepUs, or at
+ * once while bdev I/O that signals a completion eventfd is in flight: see
+ * wantsSleep) or interrupt mode (as soon as an iteration finds nothing)
+ * sleeps in poll(2)
  * on its kick eventfds, its bdev completion eventfds (io_uring / AIO) and its
  * wake eventfd, with guest notifications re-enabled and every source
  * re-checked after enabling (no lost kick, no lost completion).
@@ -16,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { Native } from '../bindings/native';
 import type { BdevLayer } from './bdev/layer';
-import { type ControlReply, type ControlRequest, type DeviceFailedEvent, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat, type ModelOp } from './control';
+import { type ControlReply, type ControlRequest, type DeviceFailedEvent, type PollMode, type QueueDesc, type RegionDesc, type WorkerInit, WorkerStat, type ModelOp } from './control';
 import type { DeviceEnv, DeviceFactory, EngineDevice } from './device';
 import { deviceFactory } from './devices';
 import { logger } from './log';
@@ -69,6 +71,25 @@ type DeviceOp = { requestId: number; device: EngineDevice; begun: boolean } & (
 
 /** Finds the factory of a device kind (engine/devices.ts; injectable for tests). */
 export type FactoryLookup = (kind: string) => DeviceFactory | undefined;
+
+/**
+ * May an idle stretch end in a sleep? (Whether it is safe is the layer's and
+ * the devices' say: Poller.sleepLimitMs, and the re-check in sleep().)
+ * - 'poll': never.
+ * - 'interrupt': always.
+ * - 'adaptive': once idle for idleSleepMs (the spin is a bet on the guest's
+ *   next request arriving soon), or at once while bdev I/O is in flight: then
+ *   the worker waits on the storage (librbd's threads, the kernel), whose
+ *   completion eventfd wakes it as interrupt mode's does; spinning would
+ *   only take the core from librbd's threads. A guest request arriving
+ *   meanwhile kicks (notifications are on while asleep).
+ * Exported for tests.
+ */
+export function wantsSleep(mode: PollMode, idleMs: number, idleSleepMs: number, bdevInFlight: number): boolean {
+  if (mode === 'interrupt') return true;
+  if (mode !== 'adaptive') return false;
+  return idleMs >= idleSleepMs || bdevInFlight > 0;
+}
 
 function errorReply(id: number, err: unknown, fallbackCode: string): ControlReply {
   const e = err as { message?: unknown; code?: unknown };
@@ -195,7 +216,7 @@ export class Poller {
         break;
       }
 
-      if (sleeps && now - lastWork >= idleSleepMs) {
+      if (sleeps && wantsSleep(mode, now - lastWork, idleSleepMs, this.layer.inFlight())) {
         const limitMs = this.sleepLimitMs(now);
         if (limitMs <= 0) continue;
         if (adaptive) stats[WorkerStat.InInterrupt] = 1;
@@ -517,7 +538,8 @@ export class Poller {
    * How long the worker may sleep (0: not now). Not while a control op
    * waits (it finishes in an iteration); not while the bdev layer has work
    * a poll must do. A device's in-flight requests wait on bdev I/O, which the
-   * layer vouches for: in the kernel, each signals a completion eventfd.
+   * layer vouches for: in the kernel or in librbd, each signals a completion
+   * eventfd (once notifications are on: sleep() turns them on, then polls).
    */
   private sleepLimitMs(nowMs: number): number {
     if (this.pending.length > 0) return 0;

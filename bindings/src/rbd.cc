@@ -31,8 +31,10 @@
 //    it onto a lock-free multi-producer stack (one CAS). reap() takes the
 //    whole stack with one atomic exchange and hands out (tag, result) pairs
 //    (in no particular order; each carries its tag): no lock and no allocation on the hot
-//    path. The engine does not sleep while I/O is in flight (the poller's
-//    maySleep), so no eventfd write is needed from librbd's thread.
+//    path. A busy-polling engine needs no eventfd write from librbd's thread;
+//    one that sleeps with I/O in flight (interrupt mode, and adaptive mode
+//    whenever its only work is bdev I/O) turns notify on first, then reaps
+//    once more (see RingShared::notify and OnComplete).
 //
 //    Results follow SPDK's bdev_rbd: a read succeeds when librbd returns the
 //    whole length, other requests when it returns 0; a success is reported

@@ -89,6 +89,13 @@ export interface BdevLayer {
    * wait for budget, else Infinity (every outstanding I/O signals a sleepFd).
    */
   sleepLimitMs(nowMs: number): number;
+  /**
+   * I/Os the modules hold (submitted to a channel, not yet delivered; QoS
+   * queues and NOMEM waits not counted): what an adaptive-mode worker waits
+   * on instead of a guest. With sleepLimitMs() > 0 every one of them will
+   * signal a sleepFd, so the worker sleeps at once rather than spin.
+   */
+  inFlight(): number;
   /** Completion eventfds on (about to sleep: poll once more afterwards, the re-check) or off (busy polling). */
   setCompletionNotify(on: boolean): void;
 }
@@ -355,6 +362,13 @@ export class WorkerBdevLayer implements BdevLayer {
       if (limit === 0) return 0;
     }
     return limit;
+  }
+
+  inFlight(): number {
+    let n = 0;
+    const list = this.list;
+    for (let i = 0; i < list.length; i++) n += list[i].channel.outstanding;
+    return n;
   }
 
   setCompletionNotify(on: boolean): void {

@@ -12,6 +12,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { VhostUserFrontend } from '../lib/frontend';
@@ -278,6 +279,58 @@ t.test('an OSD that goes away: I/O pauses and resumes, or fails with IOERR under
   t.equal(await vhostd.rpc('bdev_rbd_delete', { name: 'rbd-wait' }), true);
   t.equal(await vhostd.rpc('bdev_rbd_delete', { name: 'rbd-to' }), true);
   t.ok(vhostd.daemon.running, 'vhostd is still running');
+});
+
+/** vhostd_core_sleeps_total of core `core` from the metrics socket (a plain read of one sample). */
+function coreSleeps(socketPath: string, core: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ socketPath, path: '/metrics' }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        const m = new RegExp(`^vhostd_core_sleeps_total\\{core="${core}"\\} (\\d+)$`, 'm').exec(body);
+        if (m === null) reject(new Error(`no vhostd_core_sleeps_total for core ${core} in:\n${body.slice(0, 2000)}`));
+        else resolve(Number(m[1]));
+      });
+    });
+    req.setTimeout(30_000, () => req.destroy(new Error('metrics scrape timed out')));
+    req.on('error', reject);
+  });
+}
+
+t.test('adaptive poll mode sleeps on the completion eventfd while librbd holds the I/O, and loses none', async (t) => {
+  // --idle-sleep-us at its maximum (60 s): during the I/O below the worker is never idle that long, so every
+  // sleep counted is one taken with an RBD request in flight (issue #13 item 1). Before that change it spun.
+  await ceph.createImage('img-adaptive', 16);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-rbd-adaptive-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const metrics = path.join(dir, 'metrics.sock');
+  const v = await startVhostd({ cpumask: '0x1', startTimeoutMs: 30_000, extraArgs: ['--poll-mode', 'adaptive', '--idle-sleep-us', '60000000', '--metrics', metrics] });
+  t.teardown(() => v.stop());
+  await waitFor(() => fs.existsSync(metrics), 20_000, 'metrics socket');
+  t.equal(await v.rpc('bdev_rbd_register_cluster', { name: 'ca', config_file: ceph.conf }), 'ca');
+  t.equal(await v.rpc('bdev_rbd_create', { name: 'rbd-ad', pool_name: ceph.pool, rbd_name: 'img-adaptive', block_size: 512, cluster_name: 'ca' }), 'rbd-ad');
+  const fe = await attach(v, 'ctl.ad', 'rbd-ad');
+  const before = await coreSleeps(metrics, 0);
+  const N = 24;
+  const blocks = Array.from({ length: N }, () => randomBytes(4096));
+  let bad = 0;
+  // One request at a time (QD1): each waits in librbd while nothing else is to do.
+  for (let i = 0; i < N; i++) if ((await fe.write(0, i * 8, blocks[i])).status !== BlkStatus.OK) bad++;
+  for (let i = 0; i < N; i++) {
+    const r = await fe.read(0, i * 8, 4096);
+    if (r.status !== BlkStatus.OK || !Buffer.from(r.data).equals(blocks[i])) bad++;
+  }
+  // And 16 at once.
+  const many = await Promise.all(blocks.slice(0, 16).map((_, i) => fe.read(0, i * 8, 4096)));
+  bad += many.filter((r, i) => r.status !== BlkStatus.OK || !Buffer.from(r.data).equals(blocks[i])).length;
+  const after = await coreSleeps(metrics, 0);
+  t.equal(bad, 0, `${2 * N + 16} requests completed with the right data`);
+  t.ok(after - before >= N, `the worker slept with I/O in flight (${after - before} sleeps for ${2 * N} QD1 requests)`);
+  await detach(v, 'ctl.ad', fe);
+  t.equal(await v.rpc('bdev_rbd_delete', { name: 'rbd-ad' }), true);
+  t.equal(await v.rpc('bdev_rbd_unregister_cluster', { name: 'ca' }), true);
 });
 
 t.test("SPDK's rpc.py drives the rbd methods unchanged; vhostd-rpc takes the same syntax", async (t) => {

@@ -8,7 +8,10 @@
  *   never sleeps past a request that arrived or a completion that was posted
  *   while notifications were off (the re-check after enabling), sleeps with
  *   I/O in flight only when the bdev vouches for a signal, and reports
- *   in_interrupt.
+ *   in_interrupt;
+ * - adaptive mode (issue #13) sleeps at once while its only work is bdev I/O
+ *   that will signal (librbd's callback, the kernel), spins otherwise, and
+ *   loses no completion that raced the arming of the eventfd.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -21,7 +24,7 @@ import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import type { ModuleWorkerState } from '../../engine/bdev/module';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { type ControlReply, type DeviceDesc, DeviceStat, type PollMode, WorkerStat } from '../../engine/control';
-import { Poller, type PollerSys } from '../../engine/poller';
+import { Poller, type PollerSys, wantsSleep } from '../../engine/poller';
 import { BlkType } from '../../engine/virtio/spec';
 import { F_VERSION_1, MockVring } from '../lib/mock-vring';
 import { fdCount, guestMemory, makeBdev, openTestFile, TestIo } from '../lib/file-bdev-cases';
@@ -80,6 +83,11 @@ class KernelLikeBdev implements Bdev {
   readonly held: BdevIo[] = [];
   readonly done: BdevIo[] = [];
   onSubmit: ((io: BdevIo) => void) | null = null;
+  /** Called at every channel poll (the loop's bdev poll), with the count so far. */
+  onPoll: ((n: number) => void) | null = null;
+  polls = 0;
+  /** Held I/Os will signal the completion fd (false: like staged I/O a poll must push, no signal). */
+  signals = true;
   ioTypeSupported(type: BdevIoType): boolean {
     return type === BdevIoType.Read || type === BdevIoType.Write;
   }
@@ -91,6 +99,7 @@ class KernelLikeBdev implements Bdev {
         self.onSubmit?.(io);
       },
       poll(): number {
+        self.onPoll?.(++self.polls);
         const n = self.done.length;
         for (const io of self.done.splice(0)) io.onComplete();
         return n;
@@ -98,7 +107,7 @@ class KernelLikeBdev implements Bdev {
       get outstanding() {
         return self.held.length + self.done.length;
       },
-      sleepReady: () => self.done.length === 0,
+      sleepReady: () => self.signals && self.done.length === 0,
       destroy(): void {},
     };
   }
@@ -122,7 +131,7 @@ const CALL_FD = 42;
  * poll(2) (return 1 = an fd fired, 0 = timeout; it may change the ring or the
  * bdev, or post exit). `notify` hooks the module state's completion switch.
  */
-function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleepable?: boolean } = {}) {
+function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleepable?: boolean; idleSleepUs?: number } = {}) {
   const vr = new MockVring({ size: 16 });
   vr.usedEvent = 0xffff;
   const bdev = new KernelLikeBdev();
@@ -153,7 +162,7 @@ function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleep
   };
   const modules = new Map(BDEV_MODULES);
   modules.set('kernel', { name: 'kernel', createState: () => state, open: () => bdev });
-  const poller = new Poller({ core: 0, port: port1, wakeFd: WAKE_FD, stats: statsBuf, pollMode: mode, idleSleepUs: 0 }, sys, new WorkerBdevLayer(modules));
+  const poller = new Poller({ core: 0, port: port1, wakeFd: WAKE_FD, stats: statsBuf, pollMode: mode, idleSleepUs: opts.idleSleepUs ?? 0 }, sys, new WorkerBdevLayer(modules));
   const device: DeviceDesc = {
     id: 1,
     name: 'vhost.irq',
@@ -350,6 +359,115 @@ t.test('poll mode never sleeps and reports in_interrupt false; adaptive reports 
   });
   a.poller.run();
   t.equal(a.vr.readUsed().length, 1);
+});
+
+t.test('wantsSleep: poll never, interrupt always, adaptive after idleSleepUs or at once with bdev I/O in flight', async (t) => {
+  t.notOk(wantsSleep('poll', 1e9, 1, 5), 'poll mode never sleeps');
+  t.ok(wantsSleep('interrupt', 0, 0, 0), 'interrupt mode sleeps when idle');
+  t.notOk(wantsSleep('adaptive', 0.5, 1, 0), 'adaptive, nothing in flight, idle shorter than idleSleepUs: spins for the guest');
+  t.ok(wantsSleep('adaptive', 1, 1, 0), 'adaptive, idle for idleSleepUs: sleeps');
+  t.ok(wantsSleep('adaptive', 0, 1, 1), 'adaptive, bdev I/O in flight: sleeps at once');
+});
+
+/** idleSleepUs far beyond the test's life: an adaptive worker never sleeps for idleness alone. */
+const NEVER_IDLE_SLEEP_US = 60_000_000;
+/** Polls after which a test that expects a sleep gives up (counted, not timed): the loop would spin forever otherwise. */
+const POLL_GUARD = 2_000_000;
+
+t.test('adaptive: with bdev I/O in flight that signals, sleeps at once on kick, completion and wake fds; with nothing in flight it spins', async (t) => {
+  const w = world('adaptive', { idleSleepUs: NEVER_IDLE_SLEEP_US });
+  t.teardown(w.close);
+  const r = w.read(2);
+  let gaveUp = false;
+  w.bdev.onPoll = (n) => {
+    if (n === POLL_GUARD && w.stats[WorkerStat.Sleeps] === 0) {
+      gaveUp = true;
+      w.bdev.complete();
+      w.exit();
+    }
+  };
+  w.onSleep((n, fds) => {
+    if (n === 1) {
+      t.same([...fds].sort(), [KICK_FD, COMPLETION_FD, WAKE_FD].sort(), 'kick, completion and wake fds');
+      t.equal(w.bdev.held.length, 1, 'asleep with the I/O in librbd / the kernel');
+      t.equal(w.notifyLog[w.notifyLog.length - 1], true, 'completion eventfd switched on before sleeping');
+      t.equal(w.vr.usedFlags & VRING_USED_F_NO_NOTIFY, 0, 'the driver is asked for kicks meanwhile');
+      t.equal(w.stats[WorkerStat.InInterrupt], 1, 'in_interrupt while asleep');
+      w.bdev.complete(); // the completion signals the eventfd
+      w.exit(); // taken after the completion is published; the worker must not sleep again for idleness
+      return 1;
+    }
+    t.fail(`sleep ${n} with ${w.bdev.held.length} I/O held: an idle adaptive worker with nothing in flight slept before idleSleepUs`);
+    w.exit();
+    return 1;
+  });
+  w.poller.run();
+  t.notOk(gaveUp, 'slept while the I/O was in flight (did not spin until the guard)');
+  t.equal(w.stats[WorkerStat.Sleeps], 1, 'exactly one sleep: the one with I/O in flight');
+  t.equal(w.vr.readUsed().length, 1, 'the request completed');
+  t.equal(w.vr.view.getUint8(r.st - w.vr.gpa), 0, 'status OK');
+  t.ok(w.signals.includes(CALL_FD), 'the guest was interrupted');
+  t.equal(w.stats[WorkerStat.InInterrupt], 0, 'polling again (not in interrupt) after the wake-up');
+  t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
+});
+
+t.test('adaptive: I/O in flight that will not signal (a poll must push it) keeps the worker spinning', async (t) => {
+  const w = world('adaptive', { idleSleepUs: NEVER_IDLE_SLEEP_US });
+  t.teardown(w.close);
+  w.bdev.signals = false;
+  w.read(4);
+  // The "module" finishes the I/O only through polls: the 1000th completes it.
+  w.bdev.onPoll = (n) => {
+    if (n === 1000) {
+      t.equal(w.bdev.held.length, 1, 'still in flight after 999 polls');
+      w.bdev.complete();
+      w.exit();
+    }
+  };
+  w.onSleep((n) => {
+    t.fail(`slept (${n}) with I/O in flight that signals nothing`);
+    w.bdev.complete();
+    w.exit();
+    return 1;
+  });
+  w.poller.run();
+  t.equal(w.stats[WorkerStat.Sleeps], 0, 'never slept');
+  t.equal(w.notifyLog.length, 0, 'completion notifications never switched on');
+  t.equal(w.vr.readUsed().length, 1, 'the request completed');
+});
+
+t.test('adaptive: no lost completion: an I/O that completes as the eventfd is switched on is delivered without sleeping', async (t) => {
+  let raced = false;
+  const w = world('adaptive', {
+    idleSleepUs: NEVER_IDLE_SLEEP_US,
+    notifyHook: (on) => {
+      // Completed "just before" notify went on: its callback saw notify off and signalled nothing.
+      if (on && !raced && w.bdev.held.length === 1) {
+        raced = true;
+        w.bdev.complete();
+        w.exit();
+      }
+    },
+  });
+  t.teardown(w.close);
+  w.read(6);
+  w.bdev.onPoll = (n) => {
+    if (n === POLL_GUARD && !raced) {
+      w.bdev.complete();
+      w.exit();
+    }
+  };
+  let slept = 0;
+  w.onSleep(() => {
+    slept++;
+    return 0;
+  });
+  w.poller.run();
+  t.ok(raced, 'the adaptive worker armed the completion eventfd with the I/O in flight');
+  t.equal(slept, 0, 'the re-check after arming found the completion: no poll(2) that nothing would end');
+  t.same(w.notifyLog, [true, false], 'armed once, disarmed after');
+  t.equal(w.vr.readUsed().length, 1, 'the completion was published');
+  t.ok(w.signals.includes(CALL_FD), 'and the guest interrupted');
 });
 
 t.test('the mock world leaves no temp files', async (t) => {
