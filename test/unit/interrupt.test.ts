@@ -24,7 +24,7 @@ import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import type { ModuleWorkerState } from '../../engine/bdev/module';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { type ControlReply, type DeviceDesc, DeviceStat, type PollMode, WorkerStat } from '../../engine/control';
-import { Poller, type PollerSys, wantsSleep } from '../../engine/poller';
+import { IO_WAIT_SPIN_MS, Poller, type PollerSys, wantsSleep } from '../../engine/poller';
 import { BlkType } from '../../engine/virtio/spec';
 import { F_VERSION_1, MockVring } from '../lib/mock-vring';
 import { fdCount, guestMemory, makeBdev, openTestFile, TestIo } from '../lib/file-bdev-cases';
@@ -361,12 +361,15 @@ t.test('poll mode never sleeps and reports in_interrupt false; adaptive reports 
   t.equal(a.vr.readUsed().length, 1);
 });
 
-t.test('wantsSleep: poll never, interrupt always, adaptive after idleSleepUs or at once with bdev I/O in flight', async (t) => {
+t.test('wantsSleep: poll never, interrupt always, adaptive after idleSleepUs or after a short spin with bdev I/O in flight', async (t) => {
   t.notOk(wantsSleep('poll', 1e9, 1, 5), 'poll mode never sleeps');
   t.ok(wantsSleep('interrupt', 0, 0, 0), 'interrupt mode sleeps when idle');
   t.notOk(wantsSleep('adaptive', 0.5, 1, 0), 'adaptive, nothing in flight, idle shorter than idleSleepUs: spins for the guest');
   t.ok(wantsSleep('adaptive', 1, 1, 0), 'adaptive, idle for idleSleepUs: sleeps');
-  t.ok(wantsSleep('adaptive', 0, 1, 1), 'adaptive, bdev I/O in flight: sleeps at once');
+  t.notOk(wantsSleep('adaptive', IO_WAIT_SPIN_MS / 2, 1, 1), 'adaptive, bdev I/O in flight for less than the spin: spins (a fast device completes meanwhile)');
+  t.ok(wantsSleep('adaptive', IO_WAIT_SPIN_MS, 1, 1), 'adaptive, bdev I/O in flight past the spin: sleeps');
+  t.notOk(wantsSleep('adaptive', IO_WAIT_SPIN_MS, 1, 0), 'adaptive, the same idle time with nothing in flight: spins');
+  t.ok(IO_WAIT_SPIN_MS < 1, 'the spin is far shorter than the default idleSleepUs (1000)');
 });
 
 /** idleSleepUs far beyond the test's life: an adaptive worker never sleeps for idleness alone. */
