@@ -20,9 +20,9 @@ const SHORT: [string, number][] = [
   ['chains', 3000],
   ['packed', 1500],
   ['jsonrpc', 1000],
-  ['scsi', 1500],
-  ['nvme', 1500],
-  ['vfio-user', 600],
+  ['scsi', 1000],
+  ['nvme', 800],
+  ['vfio-user', 300],
 ];
 
 for (const [name, cases] of SHORT) {
