@@ -98,6 +98,12 @@ export class GuestMemory {
    */
   static map(regions: readonly RegionDesc[], mapper: Mapper, layout: ChunkLayout = { chunkBytes: CHUNK_BYTES, strideBytes: CHUNK_STRIDE }): GuestMemory {
     validateLayout(regions.map((r) => ({ gpa: r.guestPhysAddr, uva: r.userAddr, size: r.sizeBytes })));
+    // Count the windows before building them: a region of 2^52 bytes is millions of them.
+    let count = 0;
+    for (const r of regions) count += r.sizeBytes <= layout.chunkBytes ? 1 : 1 + Math.ceil((r.sizeBytes - layout.chunkBytes) / layout.strideBytes);
+    if (count > MAX_CHUNKS) {
+      throw new GuestMemoryError(`guest memory needs ${count} mapping windows, at most ${MAX_CHUNKS}`, 'ERR_GUEST_MEMORY');
+    }
     const windows: { fd: number; offset: number; size: number; gpa: number; uva: number }[] = [];
     for (const r of regions) {
       for (let start = 0; ; start += layout.strideBytes) {

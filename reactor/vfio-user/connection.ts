@@ -56,6 +56,7 @@ export class VfioUserConnection extends SocketConnection {
         msgFds = [];
         const msg = decodeMessage(header, payload, fds);
         const result = this.session.handle(msg);
+        if (result.refused !== undefined) this.log.warn('vfio-user command refused', { ctrlr: this.backend.name, reason: result.refused });
         await this.backend.apply(result.effects);
         if (result.reply !== null) await this.writeAll(result.reply, result.fds);
         for (const e of result.effects) if ('retired' in e) closeFds(e.retired);

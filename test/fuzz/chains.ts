@@ -25,7 +25,7 @@
  * Thread: the fuzz runner's main thread.
  */
 import { native } from '../../bindings';
-import { VhostUserFrontend } from '../lib/frontend';
+import { type NegotiateOptions, VhostUserFrontend } from '../lib/frontend';
 import { blkHeader, blkSegment, BlkType, concat, Desc, Req, vringAddr, vringFdPayload, vringState } from '../lib/frontend-wire';
 import type { Fuzzer } from './fuzzer';
 import type { Rng } from './rng';
@@ -60,7 +60,7 @@ export interface Built {
 
 export class ChainFuzzer implements Fuzzer {
   readonly name: string = 'chains';
-  readonly checkEvery = 20_000;
+  readonly checkEvery: number = 20_000;
   protected target!: FuzzTarget;
   protected ctrl!: ControllerInfo;
   protected fe: VhostUserFrontend | null = null;
@@ -78,6 +78,10 @@ export class ChainFuzzer implements Fuzzer {
   /** Test hook: change a byte outside every writable buffer in each batch (the shadow check must catch it). */
   tamper = false;
   protected readonly count = { chains: 0, batches: 0, reconnects: 0, usedLenZero: 0, indirect: 0, crossRegion: 0 };
+  /** The virtqueue the chains go on (virtio-scsi: a request queue, 2). */
+  protected queueIndex = 0;
+  /** What connect() negotiates besides the two regions (virtio-scsi: its protocol features and queue count). */
+  protected negotiateExtra: Omit<NegotiateOptions, 'regions'> = {};
 
   async setup(target: FuzzTarget): Promise<void> {
     this.target = target;
@@ -95,18 +99,19 @@ export class ChainFuzzer implements Fuzzer {
 
   protected async connect(): Promise<void> {
     const fe = await VhostUserFrontend.connect(this.ctrl.socket, 15_000, { waitAccepted: true });
-    await fe.negotiate({ regions: [{ gpa: 0, sizeBytes: REGION }, { gpa: REGION, sizeBytes: REGION }] });
+    await fe.negotiate({ ...this.negotiateExtra, regions: [{ gpa: 0, sizeBytes: REGION }, { gpa: REGION, sizeBytes: REGION }] });
     const mem = fe.memory!;
     mem.bytes(0, 64 << 10).fill(0);
     this.kickFd = native.eventfd(0, 0);
     const callFd = native.eventfd(0, 0);
-    await fe.request(Req.SET_VRING_NUM, vringState(0, QSIZE));
-    await fe.request(Req.SET_VRING_BASE, vringState(0, 0));
-    await fe.request(Req.SET_VRING_ADDR, vringAddr(0, 0, mem.uva(DESC_GPA), mem.uva(USED_GPA), mem.uva(AVAIL_GPA), 0n));
-    await fe.request(Req.SET_VRING_KICK, vringFdPayload(0, false), [this.kickFd]);
-    await fe.request(Req.SET_VRING_CALL, vringFdPayload(0, false), [callFd]);
+    const q = this.queueIndex;
+    await fe.request(Req.SET_VRING_NUM, vringState(q, QSIZE));
+    await fe.request(Req.SET_VRING_BASE, vringState(q, 0));
+    await fe.request(Req.SET_VRING_ADDR, vringAddr(q, 0, mem.uva(DESC_GPA), mem.uva(USED_GPA), mem.uva(AVAIL_GPA), 0n));
+    await fe.request(Req.SET_VRING_KICK, vringFdPayload(q, false), [this.kickFd]);
+    await fe.request(Req.SET_VRING_CALL, vringFdPayload(q, false), [callFd]);
     native.close(callFd); // completions are found by polling the used ring
-    await fe.request(Req.SET_VRING_ENABLE, vringState(0, 1));
+    await fe.request(Req.SET_VRING_ENABLE, vringState(q, 1));
     await fe.sync();
     this.fe = fe;
     this.availIdx = 0;

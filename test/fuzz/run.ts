@@ -2,7 +2,8 @@
  * The fuzz runner: `npm run fuzz -- [--minutes N | --cases N] [--seed S]
  * [--from C] [--only name,name] [--rss-slack-mib M]`.
  *
- * Each selected fuzzer (vhost-user, chains, packed, jsonrpc) runs in turn against its
+ * Each selected fuzzer (vhost-user, chains, packed, jsonrpc, scsi, nvme,
+ * vfio-user) runs in turn against its
  * own fresh vhostd (-m 0x2) for N minutes or N cases. Case c draws from
  * Rng.forCase(seed, c), so a failure is replayed from its seed and the case
  * its connection began at (printed with the failure). Every `checkEvery`
@@ -17,7 +18,9 @@ import { ChainFuzzer } from './chains';
 import type { Fuzzer } from './fuzzer';
 import { JsonRpcFuzzer } from './jsonrpc';
 import { PackedChainFuzzer } from './packed';
+import { NvmeFuzzer, VfioUserFuzzer } from './nvme';
 import { Rng } from './rng';
+import { ScsiFuzzer } from './scsi';
 import { FuzzFailure, FuzzTarget, type ControllerInfo } from './target';
 import { VhostUserFuzzer } from './vhost-user';
 
@@ -26,6 +29,9 @@ export const FUZZERS: Record<string, () => Fuzzer> = {
   chains: () => new ChainFuzzer(),
   packed: () => new PackedChainFuzzer(),
   jsonrpc: () => new JsonRpcFuzzer(),
+  scsi: () => new ScsiFuzzer(),
+  nvme: () => new NvmeFuzzer(),
+  'vfio-user': () => new VfioUserFuzzer(),
 };
 
 export interface FuzzOptions {

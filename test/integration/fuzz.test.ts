@@ -20,6 +20,9 @@ const SHORT: [string, number][] = [
   ['chains', 3000],
   ['packed', 1500],
   ['jsonrpc', 1000],
+  ['scsi', 1000],
+  ['nvme', 800],
+  ['vfio-user', 300],
 ];
 
 for (const [name, cases] of SHORT) {
@@ -31,7 +34,7 @@ for (const [name, cases] of SHORT) {
   });
 }
 
-for (const name of ['chains', 'packed']) {
+for (const name of ['chains', 'packed', 'scsi']) {
   t.test(`the ${name} fuzzer's shadow check catches a byte changed outside every device-writable buffer`, async (t) => {
     await t.rejects(
       runFuzz({ only: [name], cases: 50, seed, say, prepare: (f) => ((f as ChainFuzzer).tamper = true) }),

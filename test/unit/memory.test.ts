@@ -83,3 +83,20 @@ t.test('translatePart: the leading part of a range that runs into the next regio
   mem.unmap();
   t.equal(mem.translatePart(0x1000, 1), -1, 'nothing after unmap');
 });
+
+t.test('a region needing more windows than allowed is refused before any window is planned or mapped', async (t) => {
+  // The vfio-user fuzzer's DMA_MAP of 2^52 bytes: the old code built every window's plan (~1.5 million
+  // objects, +230 MB) before counting them. At this layout the old loop would build 2^40 of them.
+  const mapper = {
+    mmap: (): ArrayBuffer => {
+      throw new Error('mmap must not be called');
+    },
+    munmap: (): void => {},
+  };
+  t.throws(
+    () => GuestMemory.map([{ fd: 99, guestPhysAddr: 0, sizeBytes: 2 ** 40, userAddr: 0, mmapOffset: 0 }], mapper, { chunkBytes: 2, strideBytes: 1 }),
+    { message: /needs 1099511627775 mapping windows, at most 255/, code: 'ERR_GUEST_MEMORY' },
+  );
+  // The real layout: 2^52 bytes in 4 GiB windows every 3 GiB.
+  t.throws(() => GuestMemory.map([{ fd: 99, guestPhysAddr: 0, sizeBytes: 2 ** 52, userAddr: 0, mmapOffset: 0 }], mapper), { message: /needs 1398101 mapping windows/ });
+});

@@ -242,3 +242,28 @@ t.test('the NVMe PCI function as the model: config space, BAR0 registers, doorbe
   t.equal(new DataView(bar.buffer).getUint32(Bar0.DoorbellOffset + 8, true), 5);
   t.equal(read(0, Bar0.DoorbellOffset + 8, 4).getUint32(0, true), 0, 'doorbells read as 0');
 });
+
+t.test('DMA_MAP of a window beyond the end of its file: EINVAL at the message, with the reason', async (t) => {
+  // The vfio-user fuzzer: a 4 MiB memfd mapped with a size of 2^52 + 1 was accepted here and made the
+  // engine plan millions of mapping windows (+230 MB RSS) before refusing it.
+  const s = ready();
+  const fd = native.memfdCreate('dma-short', 0);
+  native.ftruncate(fd, 4 << 20);
+  const keep = native.dup(fd);
+  let r = send(s, Command.DmaMap, encodeDmaMap(3, 0, 0xffffffff, 2 ** 52 + 1), [fd]);
+  t.equal(replyOf(r).flags, 0x21, 'error reply');
+  t.equal(replyOf(r).error, 22, 'EINVAL');
+  t.same(r.effects, [], 'no memory change');
+  t.match(r.refused, /DMA_MAP at 0xffffffff: the window needs bytes up to 4503599627370497 of its fd, which has 4194304/, 'the reason, for the log');
+  t.same(s.dmaWindows, [], 'nothing recorded');
+  const fd2 = native.dup(keep);
+  r = send(s, Command.DmaMap, encodeDmaMap(3, 0x1000, 0x100000, 4 << 20), [fd2]);
+  t.equal(replyOf(r).error, 22, 'offset + size past the end by one page: EINVAL');
+  const fd3 = native.dup(keep);
+  r = send(s, Command.DmaMap, encodeDmaMap(3, 0x1000, 0x100000, (4 << 20) - 0x1000), [fd3]);
+  t.equal(replyOf(r).flags, 0x1, 'a window that fits is mapped');
+  t.equal(r.refused, undefined);
+  t.same(s.dmaWindows.map((w) => [w.address, w.sizeBytes]), [[0x100000, (4 << 20) - 0x1000]]);
+  native.close(keep);
+  for (const f of s.close()) native.close(f);
+});
