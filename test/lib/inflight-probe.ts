@@ -150,7 +150,7 @@ function align(n: number): number {
 export function countInflight(pid: number, rings: RingAddrs[], packed: boolean): InflightCount {
   const mem = new ProcMem(pid);
   try {
-    const ram = (gpa: number, len: number): Buffer => mem.readFile(GUEST_RAM_MEMFD, gpa, len);
+    const ram: RamReader = (gpa, len) => mem.readFile(GUEST_RAM_MEMFD, gpa, len);
     const perQueue: number[] = [];
     const repair: string[] = [];
     for (const ring of rings) {
@@ -164,7 +164,7 @@ export function countInflight(pid: number, rings: RingAddrs[], packed: boolean):
         continue;
       }
       if (q.readUInt16LE(10) !== ring.size) throw new Error(`queue ${ring.queue}: region desc_num ${q.readUInt16LE(10)}, ring size ${ring.size}`);
-      const r = packed ? countPacked(q, ring, ram) : countSplit(q, ring, ram);
+      const r = packed ? countPackedQueue(q, ring, ram) : countSplitQueue(q, ring, ram);
       perQueue.push(r.n);
       repair.push(r.repair);
     }
@@ -174,7 +174,11 @@ export function countInflight(pid: number, rings: RingAddrs[], packed: boolean):
   }
 }
 
-function countSplit(q: Buffer, ring: RingAddrs, ram: (gpa: number, len: number) => Buffer): { n: number; repair: string } {
+/** Guest RAM reader: `len` bytes at guest-physical `gpa`. */
+export type RamReader = (gpa: number, len: number) => Buffer;
+
+/** Requests in flight in split queue region `q` (its bytes) of `ring`, after the spec's last-batch repair. */
+export function countSplitQueue(q: Buffer, ring: RingAddrs, ram: RamReader): { n: number; repair: string } {
   const desc = (i: number): number => 16 + 16 * i;
   const inflight = new Uint8Array(ring.size);
   for (let i = 0; i < ring.size; i++) inflight[i] = q[desc(i)];
@@ -195,7 +199,8 @@ function countSplit(q: Buffer, ring: RingAddrs, ram: (gpa: number, len: number) 
   return { n, repair };
 }
 
-function countPacked(q: Buffer, ring: RingAddrs, ram: (gpa: number, len: number) => Buffer): { n: number; repair: string } {
+/** Chains in flight in packed queue region `q` (its bytes) of `ring`, after the spec's commit / roll-back of a cut batch. */
+export function countPackedQueue(q: Buffer, ring: RingAddrs, ram: RamReader): { n: number; repair: string } {
   const entry = (i: number): number => 32 + 32 * i;
   const AVAIL = 1 << 7;
   const USED = 1 << 15;
