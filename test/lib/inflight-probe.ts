@@ -73,7 +73,12 @@ function readMaps(pid: number): Mapping[] {
   return out;
 }
 
-/** SIGSTOP `pid` and wait until every one of its threads is stopped. */
+/**
+ * SIGSTOP `pid` and wait until every one of its threads is stopped. The
+ * kernel's io_uring workers of the process (`iou-wrk-*`, `iou-sqp-*`) do not
+ * stop and need not: they complete into the kernel's ring, which only the
+ * stopped threads read; they never write the in-flight region.
+ */
 export async function stopProcess(pid: number, timeoutMs = 10_000): Promise<void> {
   process.kill(pid, 'SIGSTOP');
   const deadline = Date.now() + timeoutMs;
@@ -83,6 +88,7 @@ export async function stopProcess(pid: number, timeoutMs = 10_000): Promise<void
       try {
         // State is the field after the parenthesised command (which may hold spaces).
         const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+        if (/^\d+ \(iou-(wrk|sqp)-/.test(stat)) return false;
         const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
         return state !== 'T' && state !== 't' && state !== 'Z' && state !== 'X';
       } catch {
