@@ -181,16 +181,9 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
   }
+  // -f: written once the start succeeded (below), so a start that fails (another vhostd on the
+  // same RPC socket, say) never replaces, then removes, the pid file of the one that runs.
   let removePidFile: (() => void) | null = null;
-  if (opts.pidFile !== undefined) {
-    try {
-      removePidFile = writePidFile(opts.pidFile);
-    } catch (err) {
-      locks?.release();
-      appLog.error(`-f: cannot write the pid file: ${(err as Error).message}`);
-      return 1;
-    }
-  }
   // Whatever way the process ends from here (main's result, process.exit on a second signal).
   process.on('exit', () => {
     removePidFile?.();
@@ -328,6 +321,13 @@ export async function main(argv: string[]): Promise<number> {
     if (!opts.waitForRpc) await framework.startInit();
     await rpc.listen(opts.rpcSocket);
     if (metrics !== null && opts.metrics !== undefined) await metrics.listen(opts.metrics);
+    if (opts.pidFile !== undefined) {
+      try {
+        removePidFile = writePidFile(opts.pidFile);
+      } catch (err) {
+        throw new Error(`-f: cannot write the pid file: ${(err as Error).message}`);
+      }
+    }
   } catch (err) {
     appLog.error('start failed', { error: (err as Error).message });
     await stop('start failed');

@@ -81,7 +81,8 @@ t.test('two targets on one core: the second refuses, naming the core and the hol
   );
   const pid = a.child.pid as number;
 
-  // -f
+  // -f: written once the start succeeded (just after the RPC socket is up).
+  await waitFor(() => fs.existsSync(pidFile), 10_000, 'the pid file', 20);
   t.equal(fs.readFileSync(pidFile, 'utf8').trim(), String(pid), '-f wrote the pid');
   // The lock file, as SPDK's.
   t.equal(fs.readFileSync(lockFile).readInt32LE(0), pid, `${lockFile} names the holder as SPDK writes it`);
@@ -111,6 +112,12 @@ t.test('two targets on one core: the second refuses, naming the core and the hol
   const c = await serve(t, ['-m', `[${core}]`, '-S', dir, '-r', cSock, '--disable-cpumask-locks'], cSock);
   t.match(await rpcCall(cSock, 'spdk_get_version'), { version: /vhostd/ }, '--disable-cpumask-locks starts beside it');
   t.equal((await c.stop()).code, 0);
+
+  // A start that fails (the RPC socket is a live server's) leaves the running target's pid file alone.
+  const d = await runOnce(['-m', `[${core}]`, '-S', dir, '-r', aSock, '-f', pidFile, '--disable-cpumask-locks']);
+  t.equal(d.code, 1, 'a second target on the same RPC socket exits 1');
+  t.match(d.stderr, /another server is listening/, 'saying why');
+  t.equal(fs.readFileSync(pidFile, 'utf8').trim(), String(pid), 'the pid file still names the first target');
 
   const exit = await a.stop();
   t.equal(exit.code, 0, `the first target stops with 0\n${a.log}`);

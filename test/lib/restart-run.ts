@@ -8,6 +8,14 @@
  * the in-flight region (INFLIGHT_SHMFD) and the new process resubmits what
  * the dead one had in flight. fio must finish with 0 verify errors and the
  * guest kernel must log no I/O error.
+ *
+ * Per kill, the resubmission is checked exactly: the process is stopped
+ * (SIGSTOP: nothing completes), what it holds in flight is counted per queue
+ * from its memory (inflight-probe.ts: the shared region and the ring words
+ * the spec's reconnect steps read), then it gets SIGKILL; the next process's
+ * notices ("resubmitting requests in flight ... queue=Q count=N") must give
+ * exactly those counts. A stop that finds nothing in flight is let go on
+ * (SIGCONT) and taken again, so every kill proves something.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -18,6 +26,7 @@ import { bootFioGuest } from './fio-guest';
 import { assertCompleted, tail } from './guest-checks';
 import { repoRoot } from './repo';
 import { rpcCall } from './rpc';
+import { countInflight, stopProcess, vhostBlkRings } from './inflight-probe';
 import { waitRequestsHeld } from './vhostd';
 import { waitFor } from './wait';
 
@@ -27,11 +36,17 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Requests the log says were resubmitted (per queue start). */
-function resubmitted(log: string): number {
-  let n = 0;
-  for (const m of log.matchAll(/resubmitting requests in flight at the previous back-end .*count=(\d+)/g)) n += Number(m[1]);
+const NUM_QUEUES = 2;
+
+/** Requests a process's log says it resubmitted, per queue (its queue starts' notices). */
+function resubmitted(log: string): number[] {
+  const n = new Array<number>(NUM_QUEUES).fill(0);
+  for (const m of log.matchAll(/resubmitting requests in flight at the previous back-end .*\bqueue=(\d+) count=(\d+)/g)) n[Number(m[1])] += Number(m[2]);
   return n;
+}
+
+function sum(a: number[]): number {
+  return a.reduce((x, y) => x + y, 0);
 }
 
 /** Run the scenario in `t`; `packed`: the controller offers packed rings and QEMU asks for them (`packed=on`). */
@@ -40,6 +55,7 @@ export async function restartUnderFio(t: Test, opts: { packed: boolean }): Promi
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vhostd-e2e-${tag}-`));
   const diskFile = `/dev/shm/vhostd-e2e-${tag}-${process.pid}.img`;
   const rpcSocket = path.join(dir, 'rpc.sock');
+  const monitor = path.join(dir, 'hmp.sock');
   const configFile = path.join(dir, 'vhostd.json');
   t.teardown(() => {
     fs.rmSync(diskFile, { force: true });
@@ -87,25 +103,49 @@ export async function restartUnderFio(t: Test, opts: { packed: boolean }): Promi
 
   const events: string[] = [];
   const g = bootFioGuest(
-    { sockets: [{ path: path.join(dir, 'vhost.0'), kind: 'blk', numQueues: 2, reconnect: true, packed: opts.packed }] },
+    {
+      sockets: [{ path: path.join(dir, 'vhost.0'), kind: 'blk', numQueues: NUM_QUEUES, reconnect: true, packed: opts.packed }],
+      extraArgs: ['-monitor', `unix:${monitor},server=on,wait=off`],
+    },
     `value features $(cat /sys/block/vda/device/features)
 value ioerr $(dmesg | grep -ci 'i/o error')
 `,
   );
   await Promise.race([g.started, g.run]);
   let kills = 0;
+  /** Per kill: what the stopped process held in flight, per queue (counted from its memory), and the repair a restart applies. */
+  const atKill: { perQueue: number[]; repair: string[]; tries: number }[] = [];
   for (const how of ['SIGKILL', 'SIGKILL', 'SIGKILL', 'SIGTERM'] as const) {
     if (g.done) break;
     await sleep(500 + Math.floor(Math.random() * 2500));
     if (g.done || g.writeDone) break;
-    // The moment to kill: while the device holds requests (it nearly always does: QoS keeps them waiting).
-    const held = await waitRequestsHeld((m, p) => rpcCall(rpcSocket, m, p), () => g.done);
     const old = target;
-    if (how === 'SIGKILL') old.child.kill('SIGKILL');
-    else old.child.kill('SIGTERM');
+    const pid = old.child.pid as number;
+    if (how === 'SIGKILL') {
+      // Stop the process (nothing completes while it is stopped) and count what it holds; a moment
+      // with nothing in flight would prove nothing: let it run on and stop it again.
+      let counted: { perQueue: number[]; repair: string[] } | null = null;
+      let tries = 0;
+      while (counted === null && !g.done && !g.writeDone && tries < 50) {
+        tries++;
+        await waitRequestsHeld((m, p) => rpcCall(rpcSocket, m, p), () => g.done);
+        const rings = await vhostBlkRings(monitor, NUM_QUEUES);
+        await stopProcess(pid);
+        const c = countInflight(pid, rings, opts.packed);
+        if (sum(c.perQueue) > 0) counted = c;
+        else process.kill(pid, 'SIGCONT');
+      }
+      if (counted === null) break;
+      atKill.push({ ...counted, tries });
+      old.child.kill('SIGKILL');
+    } else {
+      // The moment to stop: while the device holds requests (it nearly always does: QoS keeps them waiting).
+      await waitRequestsHeld((m, p) => rpcCall(rpcSocket, m, p), () => g.done);
+      old.child.kill('SIGTERM');
+    }
     const exit = await old.wait();
     logs.push(old.log);
-    events.push(`${how} with ${held} in flight, exit=${JSON.stringify(exit)}`);
+    events.push(how === 'SIGKILL' ? `SIGKILL with ${atKill[atKill.length - 1].perQueue.join('+')} in flight` : `SIGTERM, exit=${JSON.stringify(exit)}`);
     if (how === 'SIGKILL') {
       kills++;
       t.equal(exit.signal, 'SIGKILL', `kill ${kills}: vhostd died`);
@@ -131,13 +171,14 @@ value ioerr $(dmesg | grep -ci 'i/o error')
   t.notMatch(run.output, /I\/O error|blk_update_request|Buffer I\/O error/, 'no I/O error on the console');
   // logs[i] is the process started after event i-1 (logs[0]: the first one).
   const again = logs.map(resubmitted);
-  t.comment(`requests resubmitted by each process: ${again.join(', ')}`);
-  // The in-flight count is sampled over RPC just before the kill; requests can complete in
-  // between (seen: 14 held, 0 left at the kill), so one kill may find none. The mechanism must
-  // have worked for the kills together; fio's verify above is what proves nothing was lost.
-  const resubmittedAfterKills = again.slice(1, 4).reduce((a, b) => a + b, 0);
-  t.ok(resubmittedAfterKills > 0, `the kills caught requests in flight and the next processes resubmitted them (${again.slice(1, 4).join(' + ')})`);
-  t.equal(again[4], 0, 'after SIGTERM nothing was in flight: a graceful stop completes every request first');
+  t.comment(`requests resubmitted by each process, per queue: ${again.map((a) => a.join('+')).join(', ')}`);
+  // Per kill, exactly what the stopped process held: counted from its memory (inflight-probe.ts) before SIGKILL.
+  for (let k = 0; k < atKill.length; k++) {
+    const held = atKill[k];
+    t.ok(sum(held.perQueue) > 0, `kill ${k + 1}: the stopped process held requests (${held.perQueue.join('+')}, repair ${held.repair.join('/')}, stop ${held.tries})`);
+    t.same(again[k + 1], held.perQueue, `kill ${k + 1}: the next process resubmitted exactly what was in flight, per queue`);
+  }
+  t.same(again[4], new Array<number>(NUM_QUEUES).fill(0), 'after SIGTERM nothing was in flight: a graceful stop completes every request first');
   t.match(all, /in-flight region set/, 'QEMU handed the in-flight region back');
   t.match(all, opts.packed ? /in-flight region offered.*layout=packed/ : /in-flight region offered.*layout=split/, 'the region in the layout of the ring');
 }
