@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { native } from '../../bindings';
 import { Daemon } from '../lib/daemon';
+import { waitFor } from '../lib/wait';
 import { repoRoot } from '../lib/repo';
 import { rpcCall, RpcError } from '../lib/rpc';
 
