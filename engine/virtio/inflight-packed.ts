@@ -129,8 +129,10 @@ interface Track {
 export class PackedInflightRegion {
   private readonly tracks: (Track | null)[];
   private readonly perQueue: number;
-  /** The region as 32-bit words (it starts 4-byte aligned: a mapping or a buffer). */
+  /** The region as 32-, 16- and 8-bit elements (it starts 4-byte aligned: a mapping or a buffer; host order = little-endian). */
   private readonly words: Uint32Array;
+  private readonly halves: Uint16Array;
+  private readonly bytes: Uint8Array;
 
   constructor(
     private readonly view: DataView,
@@ -141,6 +143,8 @@ export class PackedInflightRegion {
     checkInflightShape('packed in-flight region', view, numQueues, queueSize, this.perQueue);
     if (view.byteOffset % 4 !== 0) throw new QueueSetupError('packed in-flight region: not 4-byte aligned');
     this.words = new Uint32Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 4));
+    this.halves = new Uint16Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 2));
+    this.bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     this.tracks = new Array<Track | null>(numQueues).fill(null);
   }
 
@@ -368,7 +372,7 @@ export class PackedInflightRegion {
     w[hd + 1] = last | (n << 16);
     w[hd + 2] = c >>> 0;
     w[hd + 3] = Math.floor(c / TWO32);
-    this.view.setUint8(4 * hd + D_INFLIGHT, 1);
+    this.bytes[4 * hd + D_INFLIGHT] = 1;
     t.freeHead = e;
     t.last[h] = last;
     t.entryOf[id] = h;
@@ -389,20 +393,22 @@ export class PackedInflightRegion {
   publishing(queue: number, usedIdx: number, usedWrap: boolean): void {
     const t = this.tracks[queue];
     if (t === null || t === undefined || t.nbatch === 0) return;
-    const v = this.view;
+    const h16 = this.halves;
     let free = t.freeHead;
     for (let k = 0; k < t.nbatch; k++) {
       const h = t.batch[k];
       const l = t.last[h];
       t.next[l] = free;
-      v.setUint16(this.entry(t, l) + D_NEXT, free, true);
+      h16[2 * (t.word0 + 8 * l) + D_NEXT / 2] = free;
       free = h;
     }
     t.freeHead = free;
     t.nfree += t.nreturn;
     t.nreturn = 0;
-    v.setUint16(t.base + OFF_FREE_HEAD, free, true);
-    this.writeUsed(t, usedIdx, usedWrap, false);
+    const b16 = t.base / 2;
+    h16[b16 + OFF_FREE_HEAD / 2] = free;
+    h16[b16 + OFF_USED_IDX / 2] = usedIdx;
+    this.bytes[t.base + OFF_USED_WRAP] = usedWrap ? 1 : 0;
     t.pubIdx = usedIdx;
     t.pubWrap = usedWrap;
   }
@@ -411,11 +417,13 @@ export class PackedInflightRegion {
   published(queue: number): void {
     const t = this.tracks[queue];
     if (t === null || t === undefined || t.nbatch === 0) return;
-    const v = this.view;
-    for (let k = 0; k < t.nbatch; k++) v.setUint8(this.entry(t, t.batch[k]) + D_INFLIGHT, 0);
+    const bytes = this.bytes;
+    for (let k = 0; k < t.nbatch; k++) bytes[4 * (t.word0 + 8 * t.batch[k]) + D_INFLIGHT] = 0;
     t.nbatch = 0;
-    v.setUint16(t.base + OFF_OLD_FREE_HEAD, t.freeHead, true);
-    v.setUint16(t.base + OFF_OLD_USED_IDX, t.pubIdx, true);
-    v.setUint8(t.base + OFF_OLD_USED_WRAP, t.pubWrap ? 1 : 0);
+    const h16 = this.halves;
+    const b16 = t.base / 2;
+    h16[b16 + OFF_OLD_FREE_HEAD / 2] = t.freeHead;
+    h16[b16 + OFF_OLD_USED_IDX / 2] = t.pubIdx;
+    bytes[t.base + OFF_OLD_USED_WRAP] = t.pubWrap ? 1 : 0;
   }
 }
