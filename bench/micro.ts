@@ -128,27 +128,30 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
   let pAvailWrap = true;
   let pUsed = 0;
   let pUsedWrap = true;
+  // One request's three descriptors (offs, lens above): written without allocating per request.
+  const packedDesc = (addr: number, len: number, id: number, dir: number): number => {
+    const d = DESC + 16 * pAvail;
+    v.setUint32(d, addr, true);
+    v.setUint32(d + 4, 0, true);
+    v.setUint32(d + 8, len, true);
+    v.setUint16(d + 12, id, true);
+    const f = dir | (pAvailWrap ? 1 << 7 : 1 << 15);
+    if (++pAvail === QUEUE_SIZE) {
+      pAvail = 0;
+      pAvailWrap = !pAvailWrap;
+    }
+    return f;
+  };
   const packedAdd = (head: number): void => {
     const i = head / 3;
     const h = DATA + i * 8192;
-    const addrs = [h + offs[0], h + offs[1], h + offs[2]];
-    const dirs = [F_NEXT, F_NEXT | F_WRITE, F_WRITE];
     const first = pAvail;
-    let headFlags = 0;
-    for (let k = 0; k < 3; k++) {
-      const d = DESC + 16 * pAvail;
-      v.setUint32(d, addrs[k], true);
-      v.setUint32(d + 4, 0, true);
-      v.setUint32(d + 8, lens[k], true);
-      v.setUint16(d + 12, i, true);
-      const f = dirs[k] | (pAvailWrap ? 1 << 7 : 1 << 15);
-      if (k === 0) headFlags = f;
-      else v.setUint16(d + 14, f, true);
-      if (++pAvail === QUEUE_SIZE) {
-        pAvail = 0;
-        pAvailWrap = !pAvailWrap;
-      }
-    }
+    const headFlags = packedDesc(h + offs[0], lens[0], i, F_NEXT);
+    let at = pAvail;
+    words[(DESC + 16 * at + 14) / 2] = packedDesc(h + offs[1], lens[1], i, F_NEXT | F_WRITE);
+    at = pAvail;
+    words[(DESC + 16 * at + 14) / 2] = packedDesc(h + offs[2], lens[2], i, F_WRITE);
+    // The head's flags last (§2.8.21).
     words[(DESC + 16 * first + 14) / 2] = headFlags;
   };
   // The driver's side per layout: take what the device used back into the backlog; offer a chain (split publishes its avail index once per turn, below).

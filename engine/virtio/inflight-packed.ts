@@ -104,6 +104,8 @@ export interface PackedResume {
 /** Private state of one running queue. */
 interface Track {
   base: number;
+  /** 32-bit word index of desc[0]. */
+  word0: number;
   size: number;
   counter: number;
   /** Mirror of the free list links (the shared ones are written, never read back while running). */
@@ -119,11 +121,18 @@ interface Track {
   /** Head entries completed since the last publish. */
   batch: Uint16Array;
   nbatch: number;
+  /** The used position publishing() wrote, copied to old_* by published(). */
+  pubIdx: number;
+  pubWrap: boolean;
 }
 
 export class PackedInflightRegion {
   private readonly tracks: (Track | null)[];
   private readonly perQueue: number;
+  /** The region as 32-, 16- and 8-bit elements (it starts 4-byte aligned: a mapping or a buffer; host order = little-endian). */
+  private readonly words: Uint32Array;
+  private readonly halves: Uint16Array;
+  private readonly bytes: Uint8Array;
 
   constructor(
     private readonly view: DataView,
@@ -132,6 +141,10 @@ export class PackedInflightRegion {
   ) {
     this.perQueue = packedInflightQueueBytes(queueSize);
     checkInflightShape('packed in-flight region', view, numQueues, queueSize, this.perQueue);
+    if (view.byteOffset % 4 !== 0) throw new QueueSetupError('packed in-flight region: not 4-byte aligned');
+    this.words = new Uint32Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 4));
+    this.halves = new Uint16Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 2));
+    this.bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     this.tracks = new Array<Track | null>(numQueues).fill(null);
   }
 
@@ -157,6 +170,7 @@ export class PackedInflightRegion {
     const base = queue * this.perQueue;
     const t: Track = {
       base,
+      word0: (base + PACKED_INFLIGHT_HEADER_BYTES) / 4,
       size,
       counter: 0,
       next: new Uint16Array(n),
@@ -167,6 +181,8 @@ export class PackedInflightRegion {
       entryOf: new Uint16Array(size),
       batch: new Uint16Array(size),
       nbatch: 0,
+      pubIdx: 0,
+      pubWrap: false,
     };
     if (!inflightInUse(v, base, queue, n)) {
       // Never used: every entry free, in index order; the ring at SET_VRING_BASE's position.
@@ -319,44 +335,49 @@ export class PackedInflightRegion {
 
   /**
    * Buffer `id` was taken: its `n` descriptors start at slot `slot` of the
-   * ring (`ringSize` slots) in `ring` at byte `ringOff`. Copies them into
-   * entries from the free list, the head entry marked in flight. False when
-   * the free list cannot hold them: the driver has more descriptors out than
-   * its ring has slots (it rewrote slots still in flight).
+   * ring (`ringSize` slots) whose descriptor 0 is at 32-bit word `ringWord`
+   * of `ring`. Copies them into entries from the free list, the head entry
+   * marked in flight last. False when the free list cannot hold them: the
+   * driver has more descriptors out than its ring has slots (it rewrote
+   * slots still in flight).
+   *
+   * Word copies: a ring descriptor's words are addr lo, addr hi, len,
+   * id | flags << 16; an entry holds id | flags << 16 at word 4, len at 5,
+   * addr at 6-7 (the same little-endian fields, moved whole). The entries'
+   * next links are the free list's, already in the region.
    */
-  popped(queue: number, id: number, ring: DataView, ringOff: number, slot: number, n: number, ringSize: number): boolean {
+  popped(queue: number, id: number, ring: Uint32Array, ringWord: number, slot: number, n: number, ringSize: number): boolean {
     const t = this.tracks[queue];
     if (t === null || t === undefined) return true;
     if (n > t.nfree) return false;
     t.nfree -= n;
-    const v = this.view;
+    const w = this.words;
     const h = t.freeHead;
-    const hd = this.entry(t, h);
     let e = h;
     let last = h;
     for (let k = 0; k < n; k++) {
-      const d = this.entry(t, e);
-      const r = ringOff + DESC_SIZE * slot;
-      v.setUint32(d + D_ADDR, ring.getUint32(r, true), true);
-      v.setUint32(d + D_ADDR + 4, ring.getUint32(r + 4, true), true);
-      v.setUint32(d + D_LEN, ring.getUint32(r + 8, true), true);
-      v.setUint16(d + D_ID, ring.getUint16(r + 12, true), true);
-      v.setUint16(d + D_FLAGS, ring.getUint16(r + 14, true), true);
+      const d = t.word0 + 8 * e;
+      const r = ringWord + 4 * slot;
+      w[d + 4] = ring[r + 3];
+      w[d + 5] = ring[r + 2];
+      w[d + 6] = ring[r];
+      w[d + 7] = ring[r + 1];
       last = e;
       e = t.next[e];
       if (++slot === ringSize) slot = 0;
     }
     const c = t.counter++;
-    v.setUint16(hd + D_NUM, n, true);
-    v.setUint16(hd + D_LAST, last, true);
-    v.setUint32(hd + D_COUNTER, c >>> 0, true);
-    v.setUint32(hd + D_COUNTER + 4, Math.floor(c / TWO32), true);
-    v.setUint8(hd + D_INFLIGHT, 1);
+    const hd = t.word0 + 8 * h;
+    // last @4 and num @6 of the head entry in one word; the counter; then inflight.
+    w[hd + 1] = last | (n << 16);
+    w[hd + 2] = c >>> 0;
+    w[hd + 3] = Math.floor(c / TWO32);
+    this.bytes[4 * hd + D_INFLIGHT] = 1;
     t.freeHead = e;
     t.last[h] = last;
     t.entryOf[id] = h;
-    v.setUint16(t.base + OFF_FREE_HEAD, e, true);
-    v.setUint16(t.base + OFF_OLD_FREE_HEAD, e, true);
+    // free_head @12 and old_free_head @14 in one word.
+    w[t.base / 4 + 3] = e | (e << 16);
     return true;
   }
 
@@ -372,31 +393,37 @@ export class PackedInflightRegion {
   publishing(queue: number, usedIdx: number, usedWrap: boolean): void {
     const t = this.tracks[queue];
     if (t === null || t === undefined || t.nbatch === 0) return;
-    const v = this.view;
+    const h16 = this.halves;
     let free = t.freeHead;
     for (let k = 0; k < t.nbatch; k++) {
       const h = t.batch[k];
       const l = t.last[h];
       t.next[l] = free;
-      v.setUint16(this.entry(t, l) + D_NEXT, free, true);
+      h16[2 * (t.word0 + 8 * l) + D_NEXT / 2] = free;
       free = h;
     }
     t.freeHead = free;
     t.nfree += t.nreturn;
     t.nreturn = 0;
-    v.setUint16(t.base + OFF_FREE_HEAD, free, true);
-    this.writeUsed(t, usedIdx, usedWrap, false);
+    const b16 = t.base / 2;
+    h16[b16 + OFF_FREE_HEAD / 2] = free;
+    h16[b16 + OFF_USED_IDX / 2] = usedIdx;
+    this.bytes[t.base + OFF_USED_WRAP] = usedWrap ? 1 : 0;
+    t.pubIdx = usedIdx;
+    t.pubWrap = usedWrap;
   }
 
   /** The flags are stored: the batch is the driver's. */
   published(queue: number): void {
     const t = this.tracks[queue];
     if (t === null || t === undefined || t.nbatch === 0) return;
-    const v = this.view;
-    for (let k = 0; k < t.nbatch; k++) v.setUint8(this.entry(t, t.batch[k]) + D_INFLIGHT, 0);
+    const bytes = this.bytes;
+    for (let k = 0; k < t.nbatch; k++) bytes[4 * (t.word0 + 8 * t.batch[k]) + D_INFLIGHT] = 0;
     t.nbatch = 0;
-    v.setUint16(t.base + OFF_OLD_FREE_HEAD, t.freeHead, true);
-    v.setUint16(t.base + OFF_OLD_USED_IDX, v.getUint16(t.base + OFF_USED_IDX, true), true);
-    v.setUint8(t.base + OFF_OLD_USED_WRAP, v.getUint8(t.base + OFF_USED_WRAP));
+    const h16 = this.halves;
+    const b16 = t.base / 2;
+    h16[b16 + OFF_OLD_FREE_HEAD / 2] = t.freeHead;
+    h16[b16 + OFF_OLD_USED_IDX / 2] = t.pubIdx;
+    bytes[t.base + OFF_OLD_USED_WRAP] = t.pubWrap ? 1 : 0;
   }
 }

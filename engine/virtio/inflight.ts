@@ -13,9 +13,11 @@
  *     desc[desc_num]       @16, 16 bytes each:
  *       u8 inflight @0, u8 padding[5], le16 next @6, le64 counter @8
  *
- * What the device does with it (the spec's steps):
+ * What the device does with it (the spec's steps, the push step done once
+ * per batch just before the used idx store: only the batch's own links are
+ * ever followed, so nothing needs them earlier):
  *   pop head i:     desc[i].counter = counter++, desc[i].inflight = 1
- *   push head i:    desc[i].next = last_batch_head, last_batch_head = i
+ *   publishing:     for the batch's heads h0..hn: desc[hk].next = h(k-1), last_batch_head = hn
  *   publish batch:  (used ring idx stored) each pushed desc.inflight = 0, used_idx = used ring idx
  *   reconnect:      used_idx != used ring idx → the last batch was published but not
  *                   cleared: clear (idx - used_idx) entries of the batch list, set used_idx;
@@ -128,6 +130,8 @@ export interface InflightResume {
 /** Per-queue bookkeeping beside the shared words. */
 interface QueueTrack {
   base: number;
+  /** 32-bit word index of desc[0]. */
+  word0: number;
   /** Next counter value (only its order matters). */
   counter: number;
   /** Heads pushed since the last publish (the batch list's length), and the heads themselves. */
@@ -144,6 +148,10 @@ interface QueueTrack {
 export class InflightRegion implements InflightTracker {
   private readonly tracks: (QueueTrack | null)[];
   private readonly perQueue: number;
+  /** The region as 32-, 16- and 8-bit elements (host order = little-endian, as the layout). */
+  private readonly words: Uint32Array;
+  private readonly halves: Uint16Array;
+  private readonly bytes: Uint8Array;
 
   constructor(
     private readonly view: DataView,
@@ -152,6 +160,10 @@ export class InflightRegion implements InflightTracker {
   ) {
     this.perQueue = inflightQueueBytes(queueSize);
     checkInflightShape('in-flight region', view, numQueues, queueSize, this.perQueue);
+    if (view.byteOffset % 4 !== 0) throw new QueueSetupError('in-flight region: not 4-byte aligned');
+    this.words = new Uint32Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 4));
+    this.halves = new Uint16Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 2));
+    this.bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     this.tracks = new Array<QueueTrack | null>(numQueues).fill(null);
   }
 
@@ -166,7 +178,7 @@ export class InflightRegion implements InflightTracker {
     checkInflightQueue(queue, size, this.numQueues, this.queueSize);
     const v = this.view;
     const base = queue * this.perQueue;
-    const track: QueueTrack = { base, counter: 0, batch: 0, batchHeads: new Uint16Array(size), usedIdx: ringUsedIdx };
+    const track: QueueTrack = { base, word0: (base + INFLIGHT_HEADER_BYTES) / 4, counter: 0, batch: 0, batchHeads: new Uint16Array(size), usedIdx: ringUsedIdx };
     if (!inflightInUse(v, base, queue, this.queueSize)) {
       // Never used: lay it out (the memfd is zero-filled, so no descriptor is in flight).
       for (let i = 0; i < this.queueSize; i++) v.setUint8(base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i + D_INFLIGHT, 0);
@@ -221,32 +233,40 @@ export class InflightRegion implements InflightTracker {
   popped(queue: number, head: number): void {
     const t = this.tracks[queue];
     if (t === null || t === undefined) return;
-    const v = this.view;
-    const d = t.base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
     const c = t.counter++;
-    v.setUint32(d + D_COUNTER, c >>> 0, true);
-    v.setUint32(d + D_COUNTER + 4, Math.floor(c / TWO32), true);
-    v.setUint8(d + D_INFLIGHT, 1);
+    const w = t.word0 + 4 * head;
+    const words = this.words;
+    words[w + 2] = c >>> 0;
+    words[w + 3] = Math.floor(c / TWO32);
+    this.bytes[4 * w + D_INFLIGHT] = 1;
   }
 
+  /** Noted only: the batch list is written at publishing(). */
   pushed(queue: number, head: number): void {
     const t = this.tracks[queue];
     if (t === null || t === undefined) return;
-    const v = this.view;
-    const d = t.base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * head;
-    v.setUint16(d + D_NEXT, v.getUint16(t.base + OFF_LAST_BATCH_HEAD, true), true);
-    v.setUint16(t.base + OFF_LAST_BATCH_HEAD, head, true);
     t.batchHeads[t.batch++] = head;
+  }
+
+  /** Before the used idx store: link the batch's heads (each to the one pushed before it) and point last_batch_head at the last. */
+  publishing(queue: number): void {
+    const t = this.tracks[queue];
+    if (t === null || t === undefined || t.batch === 0) return;
+    const h16 = this.halves;
+    const heads = t.batchHeads;
+    const n = t.batch;
+    for (let k = 1; k < n; k++) h16[2 * (t.word0 + 4 * heads[k]) + D_NEXT / 2] = heads[k - 1];
+    h16[t.base / 2 + OFF_LAST_BATCH_HEAD / 2] = heads[n - 1];
   }
 
   published(queue: number): void {
     const t = this.tracks[queue];
     if (t === null || t === undefined || t.batch === 0) return;
-    const v = this.view;
+    const bytes = this.bytes;
     // Our own copy of the batch, not the list in shared memory (the front-end could rewrite that).
-    for (let n = 0; n < t.batch; n++) v.setUint8(t.base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * t.batchHeads[n] + D_INFLIGHT, 0);
+    for (let n = 0; n < t.batch; n++) bytes[4 * (t.word0 + 4 * t.batchHeads[n]) + D_INFLIGHT] = 0;
     t.usedIdx = (t.usedIdx + t.batch) & 0xffff;
     t.batch = 0;
-    v.setUint16(t.base + OFF_USED_IDX, t.usedIdx, true);
+    this.halves[t.base / 2 + OFF_USED_IDX / 2] = t.usedIdx;
   }
 }

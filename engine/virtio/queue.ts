@@ -7,9 +7,9 @@
  *
  * In-flight tracking (vhost-user INFLIGHT_SHMFD, issue #10) hooks in here:
  * a queue with a tracker tells it of every head it pops (before the device
- * sees the request) and every head it pushes (before the used entry is
- * published), so the tracker's record always covers the requests the driver
- * gave and has not got back.
+ * sees the request), every head it pushes, and each batch before and after
+ * it publishes it, so the tracker's record always covers the requests the
+ * driver gave and has not got back.
  *
  * Thread: the engine worker that owns the device.
  */
@@ -23,6 +23,8 @@ export interface InflightTracker {
   popped(queue: number, head: number): void;
   /** `head` was put in the used ring (not yet published). */
   pushed(queue: number, head: number): void;
+  /** The used entries pushed so far are about to be made visible (before the used idx store). */
+  publishing?(queue: number): void;
   /** The used entries pushed so far are now visible to the driver. */
   published(queue: number): void;
   /**

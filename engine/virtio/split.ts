@@ -201,8 +201,10 @@ export class SplitQueue implements Virtqueue {
   publish(): boolean {
     if (this.unpublished === 0) return false;
     this.unpublished = 0;
+    const t = this.tracker;
+    if (t !== null && t.publishing !== undefined) t.publishing(this.index);
     Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
-    if (this.tracker !== null) this.tracker.published(this.index);
+    if (t !== null) t.published(this.index);
     return this.needInterrupt();
   }
 

@@ -64,6 +64,9 @@ t.test('split queue: pop/push/publish write the region as the spec says', async 
   }
   q.push(heads[2], 1);
   q.push(heads[0], 1);
+  // The batch list is written once per batch, just before the used idx store (publish() calls this; it is idempotent).
+  region.publishing(1);
+  t.equal(ringUsedIdx(vr), 0, 'not yet published');
   t.equal(v.getUint16(base + H.lastBatchHead, true), heads[0], 'last_batch_head is the last pushed');
   t.equal(v.getUint16(base + desc(heads[0]) + 6, true), heads[2], 'its next is the one pushed before');
   t.equal(v.getUint8(base + desc(heads[2])), 1, 'still in flight until published');
@@ -124,7 +127,7 @@ t.test('restart after a published batch that was not cleared (died between used 
   for (let i = 0; i < 3; i++) q1.pop();
   // Without tracker.published: what the ring shows right after the used idx store.
   const tracker = q1.tracker;
-  q1.tracker = { popped: () => {}, pushed: (qi, h) => tracker.pushed(qi, h), published: () => {} };
+  q1.tracker = { popped: () => {}, pushed: (qi, h) => tracker.pushed(qi, h), publishing: (qi) => tracker.publishing?.(qi), published: () => {} };
   q1.push(heads[1], 1);
   q1.push(heads[0], 1);
   q1.publish();
