@@ -30,7 +30,7 @@ import { DeviceStat } from '../engine/control';
 import type { BdevIoStats, IoStatCounters } from './bdev/iostat';
 import type { MetricsAddress } from './cli-args';
 import { logger } from './log';
-import { removeStaleSocket } from './rpc/server';
+import { removeStaleSocket } from './socket-file';
 
 const log = logger('app');
 
@@ -260,7 +260,7 @@ export class MetricsServer {
     const bound = addr.kind === 'unix' ? `${addr.path}.~${process.pid}` : null;
     if (addr.kind === 'unix') {
       // As the RPC socket: bound aside, given 0600, renamed into place.
-      await removeStaleSocket(addr.path);
+      removeStaleSocket(addr.path);
       await fs.promises.unlink(bound as string).catch(() => undefined);
     }
     await new Promise<void>((resolve, reject) => {

@@ -26,6 +26,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { asRpcError, RpcCode, RpcError } from './errors';
 import { logger } from '../log';
+import { removeStaleSocket } from '../socket-file';
 import { JsonStreamSplitter } from './framing';
 import { RpcState, type RpcMethod } from './schema';
 
@@ -252,7 +253,7 @@ export class RpcServer {
    */
   async listen(path: string): Promise<void> {
     if (this.server) throw new Error('RpcServer is already listening');
-    await removeStaleSocket(path);
+    removeStaleSocket(path);
     // Bound under a temporary name, given its mode, then linked into place:
     // the socket is never connectable with the umask's mode.
     const aside = `${path}.~${process.pid}`;
@@ -359,32 +360,3 @@ export class RpcServer {
   }
 }
 
-/** Remove `path` if it is a Unix socket no server accepts on (also used by the metrics endpoint). */
-export async function removeStaleSocket(path: string): Promise<void> {
-  let st: fs.Stats;
-  try {
-    st = await fs.promises.lstat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!st.isSocket()) {
-    const e: NodeJS.ErrnoException = new Error(`${path} exists and is not a socket`);
-    e.code = 'EEXIST';
-    throw e;
-  }
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = net.connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (live) {
-    const e: NodeJS.ErrnoException = new Error(`another server is listening on ${path}`);
-    e.code = 'EADDRINUSE';
-    throw e;
-  }
-  await fs.promises.unlink(path);
-}

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { native, PollEvents, type FdWatcher } from '../../bindings';
 import { logger, type Logger } from '../log';
+import { removeStaleSocket } from '../socket-file';
 import type { VhostBackend } from './backend';
 import { VhostUserConnection } from './connection';
 import { VhostUserSession } from './session';
@@ -217,16 +218,4 @@ export class VhostUserListener extends UnixListener<VhostBackend> {
   ) {
     super(path, mode, backend, makeConnection);
   }
-}
-
-function removeStaleSocket(path: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.lstatSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; not removing it`);
-  fs.unlinkSync(path);
 }

@@ -216,3 +216,35 @@ t.test('listener: the default factory serves vhost-user; a given factory gets ea
   native.close(peer);
   fs.rmSync(dir, { recursive: true });
 });
+
+t.test('listener: a socket file someone serves is never removed; a stale one is replaced', async (tt) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-listen-'));
+  const sock = path.join(dir, 'c');
+  const be = new IdleBackend();
+  const first = new VhostUserListener(sock, 0o600, be);
+  first.listen();
+  const ino = fs.statSync(sock).ino;
+  // A second target started on the same -S directory (another vhostd with the same config).
+  const second = new VhostUserListener(sock, 0o600, be);
+  tt.throws(() => second.listen(), { code: 'EADDRINUSE' }, 'the second listener refuses: another server is listening');
+  await second.close();
+  tt.equal(fs.statSync(sock).ino, ino, 'the first listener keeps its socket file');
+  const fe = new MessageChannel(native.unixConnect(sock));
+  await fe.send(request(Req.GET_FEATURES));
+  tt.equal(readU64((await fe.next(5000)).payload), be.features, 'and still serves on it');
+  fe.close();
+  await first.close();
+
+  // A socket file nobody accepts on (a process that died): removed and bound anew.
+  const stale = native.unixListen(sock, 1, 0o600);
+  native.close(stale);
+  tt.ok(fs.statSync(sock).isSocket(), 'a stale socket file is there');
+  const third = new VhostUserListener(sock, 0o600, be);
+  third.listen();
+  const fe3 = new MessageChannel(native.unixConnect(sock));
+  await fe3.send(request(Req.GET_FEATURES));
+  tt.equal(readU64((await fe3.next(5000)).payload), be.features, 'the stale file was replaced by a live socket');
+  fe3.close();
+  await third.close();
+  fs.rmSync(dir, { recursive: true });
+});
