@@ -46,6 +46,8 @@ export interface RunningTarget {
   name: TargetName;
   socketPath: string;
   pid: number;
+  /** Its JSON-RPC socket, for the targets that have one (vhostd). */
+  rpcSocket?: string;
   /** Everything the daemon printed so far. */
   log(): string;
   /** Graceful stop; removes its temporary directory. */
@@ -101,7 +103,7 @@ export async function startVhostdTarget(cfg: TargetConfig): Promise<RunningTarge
   }
   const pid = d.child.pid;
   if (pid === undefined) throw new Error('vhostd: no pid');
-  return { name: 'vhostd', socketPath: path.join(dir, CTRLR), pid, log: () => d.log, stop };
+  return { name: 'vhostd', socketPath: path.join(dir, CTRLR), pid, rpcSocket, log: () => d.log, stop };
 }
 
 /** Starts qemu-storage-daemon (taskset to the core) exporting one node of `kind`. */
