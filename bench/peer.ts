@@ -170,7 +170,7 @@ async function idleCost(repo: string, build: SpdkBuild, spec: string, devs: numb
       if (mode !== 'poll' && mode !== 'interrupt') throw new Error(`SPDK modes: poll, interrupt (not ${mode})`);
       t = await startSpdk({ build, core: TARGET_CORE, memMiB, interrupt: mode === 'interrupt' });
     } else if (target === 'vhostd') {
-      t = await startVhostdTarget({ repo, kind: 'null', sizeBytes: 1 << 20, shmFile: '', core: TARGET_CORE, vhostdArgs: ['--poll-mode', mode] });
+      t = await startVhostdTarget({ repo, kind: 'null', sizeBytes: 1 << 20, shmFile: '', core: TARGET_CORE, vhostdArgs: ['--poll-mode', mode, '--disable-cpumask-locks'] });
     } else throw new Error(`idle: unknown target ${target}`);
     const rpc = t.rpcSocket as string;
     const mask = `0x${(1 << TARGET_CORE).toString(16)}`;
@@ -264,7 +264,8 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
       }
       t = { ...s, socketPath: spdkSocket(s, CTRLR) };
     } else {
-      const cfg = { repo, kind, sizeBytes, shmFile, core: TARGET_CORE };
+      // Like SPDK's (--disable-cpumask-locks): other vhostd instances on the machine must not stop the run.
+      const cfg = { repo, kind, sizeBytes, shmFile, core: TARGET_CORE, vhostdArgs: ['--disable-cpumask-locks'] };
       t = v.target === 'vhostd' ? await startVhostdTarget(cfg) : await startQsdTarget(cfg);
     }
     // The busy time the target reports itself: vhostd's engine workers, all of SPDK's threads.
