@@ -52,6 +52,7 @@ import { markdownReport } from './report';
 import { ringsMain } from './rings';
 import { scsiMain } from './scsi';
 import { nvmeMain } from './nvme';
+import { peerMain } from './peer';
 import { exitWhenDone } from '../reactor/cli-exit';
 
 const USAGE = `usage: node dist/bench/run.js [options]
@@ -72,6 +73,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --scsi               instead: vhostd virtio-scsi against virtio-blk on the same bdev (--scsi --help)
   --nvme               instead: vhostd NVMe over vfio-user against virtio-blk on the same bdev (--nvme --help)
   --rings              instead: split/packed rings with and without INFLIGHT_SHMFD on vhostd (--rings --help)
+  --peer spdk          instead: vhostd, SPDK's vhost app and qemu-storage-daemon side by side (--peer spdk --help)
   -h, --help`;
 
 const RWS: readonly BenchRw[] = ['randread', 'randwrite'];
@@ -303,6 +305,8 @@ export async function main(argv: string[]): Promise<number> {
   if (argv.includes('--nvme')) return nvmeMain(argv, repo);
   // split/packed rings × INFLIGHT_SHMFD off/on on vhostd (bench/rings.ts).
   if (argv.includes('--rings')) return ringsMain(argv, repo);
+  // vhostd, SPDK's vhost and qemu-storage-daemon side by side (bench/peer.ts).
+  if (argv.some((a) => a === '--peer' || a.startsWith('--peer='))) return peerMain(argv, repo);
   let o: RunnerOptions | 'help';
   try {
     o = parseOptions(argv, repo);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Daemon } from '../../test/lib/daemon';
 import { rpcCall } from '../../test/lib/rpc';
-import { canConnect, waitFor } from '../../test/lib/wait';
+import { waitFor } from '../../test/lib/wait';
 import type { PerfOptions, PerfReport } from '../perf/perf';
 import { spread } from './stats';
 
@@ -34,9 +34,23 @@ export interface BenchVhostd {
   dir: string;
 }
 
-/** A device created for one run. */
+/** What one run measured (a generator's report reduced to the figures the tables use). */
+export interface RunFigures {
+  iops: number;
+  latMeanUs: number;
+  latP50Us?: number;
+  latP99Us?: number;
+  /** The generator's loop gaps > 200 µs (descheduled), seconds of the window. */
+  descheduledSec?: number;
+  errors: number;
+  /** Further figures of the run (e.g. the target's busy seconds), kept in the JSON. */
+  extra?: Record<string, number>;
+}
+
+/** A device created for one run: either `run` (vhostd-perf's report) or `measure` (any generator). */
 export interface AttachedDevice {
-  run(job: JobSpec): Promise<PerfReport>;
+  run?(job: JobSpec): Promise<PerfReport>;
+  measure?(job: JobSpec): Promise<RunFigures>;
   /** Why an error-free report still does not count (e.g. a feature not negotiated). */
   check?(r: PerfReport): string | undefined;
   detach(): Promise<void>;
@@ -57,6 +71,11 @@ export interface Run {
   round: number;
   iops?: number;
   latMeanUs?: number;
+  latP50Us?: number;
+  latP99Us?: number;
+  /** Machine load (1 min) when the run started. */
+  loadAvg1?: number;
+  extra?: Record<string, number>;
   /** The generator's loop gaps > 200 µs (it was descheduled: a shared core), seconds of the window. */
   descheduledSec?: number;
   errors?: number;
@@ -82,6 +101,8 @@ export interface RoundsOptions {
   out: string | undefined;
   /** Start vhostd with --disable-cpumask-locks (a shared machine where another bench holds the core's lock). */
   noCoreLock: boolean;
+  /** The values of the caller's own options (parseRoundsOptions' `extra`). */
+  more: Record<string, string | boolean | undefined>;
 }
 
 /** The usage text of `npm run bench -- --<flag>`; `runsWhat` says what a round is. */
@@ -99,14 +120,22 @@ export function roundsUsage(flag: string, runsWhat: string, qdsDefault: string):
 }
 
 /** The options, or the exit code when there is nothing to run (--help: 0, a bad option: 2, said on stderr). */
-export function parseRoundsOptions(argv: string[], flag: string, usage: string, qdsDefault: string): RoundsOptions | number {
+export function parseRoundsOptions(
+  argv: string[],
+  flag: string,
+  usage: string,
+  qdsDefault: string,
+  extra: Record<string, { type: 'string' | 'boolean' }> = {},
+  flagType: 'string' | 'boolean' = 'boolean',
+): RoundsOptions | number {
   let values;
   try {
     ({ values } = parseArgs({
       args: argv,
       strict: true,
       options: {
-        [flag]: { type: 'boolean' },
+        [flag]: { type: flagType },
+        ...extra,
         runs: { type: 'string' },
         runtime: { type: 'string' },
         ramp: { type: 'string' },
@@ -138,6 +167,7 @@ export function parseRoundsOptions(argv: string[], flag: string, usage: string, 
     rws: (str(values.rws) ?? 'randread,randwrite').split(',') as Rw[],
     out: str(values.out),
     noCoreLock: values['no-core-lock'] === true,
+    more: Object.fromEntries(Object.keys(extra).map((k) => [k, (values as Record<string, string | boolean | undefined>)[k]])),
   };
   const bad =
     !Number.isSafeInteger(o.runs) || o.runs < 1 || !(o.runtimeSec > 0) || !(o.rampSec >= 0) || !Number.isSafeInteger(o.sizeMiB) || o.sizeMiB < 1 ||
@@ -179,10 +209,7 @@ async function startVhostd(repo: string, flag: string, noCoreLock = false): Prom
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early:\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, 30_000, 'vhostd RPC socket', 25);
+    await d.waitSocket(rpcSocket, { intervalMs: 25 });
   } catch (err) {
     await stop();
     throw err;
@@ -222,30 +249,65 @@ export async function runRounds(
   variants: readonly Variant[],
   hooks: { prepare?(v: BenchVhostd): Promise<void>; extra?(c: RoundsCase): string } = {},
 ): Promise<RoundsCase[]> {
-  const cases: RoundsCase[] = [];
-  for (const kind of o.kinds) {
+  return alternateRounds(o, variants, async (kind) => {
     const v = await startVhostd(repo, flag, o.noCoreLock);
     try {
       await hooks.prepare?.(v);
       const numBlocks = (o.sizeMiB * 2 ** 20) / BLOCK_SIZE;
       await v.rpc(kind === 'null' ? 'bdev_null_create' : 'bdev_malloc_create', { name: 'B0', num_blocks: numBlocks, block_size: BLOCK_SIZE });
+    } catch (err) {
+      await v.stop();
+      throw err;
+    }
+    return { attach: (variant) => variant.attach(v, 'B0'), close: v.stop };
+  }, hooks.extra);
+}
+
+/** What `alternateRounds` needs per bdev kind: a device of a variant for one run, and the cleanup after the kind. */
+export interface KindSetup<V> {
+  attach(variant: V): Promise<AttachedDevice>;
+  close(): Promise<void>;
+}
+
+/**
+ * The alternation itself, for variants of any shape (one vhostd's devices in
+ * runRounds; whole target processes in bench/peer.ts): per kind `open(kind)`,
+ * then per rw, qd and round every variant in turn — attach, drive, detach —
+ * so all see the same machine load; a progress line per case on stderr.
+ */
+export async function alternateRounds<V extends { key: string; name: string }>(
+  o: RoundsOptions,
+  variants: readonly V[],
+  open: (kind: Kind) => Promise<KindSetup<V>>,
+  extra?: (c: RoundsCase) => string,
+): Promise<RoundsCase[]> {
+  const cases: RoundsCase[] = [];
+  for (const kind of o.kinds) {
+    const setup = await open(kind);
+    try {
       for (const rw of o.rws) {
         for (const qd of o.qds) {
           const id = `${kind}-${rw}-4k-qd${qd}`;
           const runs: Run[] = [];
           for (let round = 0; round < o.runs; round++) {
             for (const variant of variants) {
-              let run: Run = { variant: variant.key, round };
+              const loadAvg1 = Math.round(os.loadavg()[0]! * 100) / 100;
+              let run: Run = { variant: variant.key, round, loadAvg1 };
               let device: AttachedDevice | null = null;
               try {
-                device = await variant.attach(v, 'B0');
-                const r = await device.run({ rw, blockSizeBytes: 4096, iodepth: qd, queues: 1, runtimeSec: o.runtimeSec, rampSec: o.rampSec, cpu: GENERATOR_CORE, timeoutMs: 15_000 });
-                run = { variant: variant.key, round, iops: r.iops, latMeanUs: r.latencyNs.mean / 1000, descheduledSec: r.cpu.stallSec, errors: r.errors };
-                if (r.errors > 0) run.error = `${r.errors} requests completed with an error status`;
-                else {
-                  const why = device.check?.(r);
-                  if (why !== undefined) run.error = why;
-                }
+                device = await setup.attach(variant);
+                const job: JobSpec = { rw, blockSizeBytes: 4096, iodepth: qd, queues: 1, runtimeSec: o.runtimeSec, rampSec: o.rampSec, cpu: GENERATOR_CORE, timeoutMs: 15_000 };
+                let f: RunFigures;
+                let why: string | undefined;
+                if (device.measure !== undefined) f = await device.measure(job);
+                else if (device.run !== undefined) {
+                  const r = await device.run(job);
+                  f = { iops: r.iops, latMeanUs: r.latencyNs.mean / 1000, descheduledSec: r.cpu.stallSec, errors: r.errors };
+                  if (r.errors === 0) why = device.check?.(r);
+                } else throw new Error(`${variant.name}: the device has neither run nor measure`);
+                run = { variant: variant.key, round, loadAvg1, ...f };
+                if (f.errors > 0) run.error = `${f.errors} requests completed with an error status`;
+                else if (why !== undefined) run.error = why;
               } catch (err) {
                 run.error = (err as Error).message;
               } finally {
@@ -264,12 +326,12 @@ export async function runRounds(
             const xs = goodIops(runs, variant.key);
             return `${variant.name} ${xs.length === 0 ? 'failed' : `${Math.round(median(xs) as number)}${iopsRange(xs)}`}`;
           });
-          if (hooks.extra) parts.push(hooks.extra(c));
-          process.stderr.write(`${id}: ${parts.join(' | ')} | load ${os.loadavg()[0].toFixed(2)}\n`);
+          if (extra) parts.push(extra(c));
+          process.stderr.write(`${id}: ${parts.join(' | ')} | load ${os.loadavg()[0]!.toFixed(2)}\n`);
         }
       }
     } finally {
-      await v.stop();
+      await setup.close();
     }
   }
   return cases;

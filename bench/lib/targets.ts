@@ -17,7 +17,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { Daemon } from '../../test/lib/daemon';
 import { RpcError, rpcCall } from '../../test/lib/rpc';
-import { canConnect, waitFor } from '../../test/lib/wait';
 
 export type BdevKind = 'null' | 'malloc' | 'uring';
 export type TargetName = 'vhostd' | 'qsd';
@@ -46,6 +45,8 @@ export interface RunningTarget {
   name: TargetName;
   socketPath: string;
   pid: number;
+  /** Its JSON-RPC socket, for the targets that have one (vhostd). */
+  rpcSocket?: string;
   /** Everything the daemon printed so far. */
   log(): string;
   /** Graceful stop; removes its temporary directory. */
@@ -74,10 +75,7 @@ export async function startVhostdTarget(cfg: TargetConfig): Promise<RunningTarge
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early (${JSON.stringify(d.exit)}):\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, 30_000, `vhostd RPC socket ${rpcSocket}`, 25);
+    await d.waitSocket(rpcSocket, { intervalMs: 25 });
     const numBlocks = Math.floor(cfg.sizeBytes / BLOCK_SIZE);
     let bdev: string;
     switch (cfg.kind) {
@@ -101,7 +99,7 @@ export async function startVhostdTarget(cfg: TargetConfig): Promise<RunningTarge
   }
   const pid = d.child.pid;
   if (pid === undefined) throw new Error('vhostd: no pid');
-  return { name: 'vhostd', socketPath: path.join(dir, CTRLR), pid, log: () => d.log, stop };
+  return { name: 'vhostd', socketPath: path.join(dir, CTRLR), pid, rpcSocket, log: () => d.log, stop };
 }
 
 /** Starts qemu-storage-daemon (taskset to the core) exporting one node of `kind`. */
@@ -135,10 +133,7 @@ export async function startQsdTarget(cfg: TargetConfig): Promise<RunningTarget> 
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor(() => {
-      if (!d.running) throw new Error(`qemu-storage-daemon exited early (${JSON.stringify(d.exit)}):\n${d.log}`);
-      return fs.existsSync(socketPath);
-    }, 15_000, `qemu-storage-daemon socket ${socketPath}`, 25);
+    await d.waitSocket(socketPath, { timeoutMs: 15_000, connect: false, intervalMs: 25 });
   } catch (err) {
     await stop();
     throw err;
@@ -168,10 +163,7 @@ export async function probeVhostdKinds(repo: string, core: number): Promise<Map<
   const missing = new Map<BdevKind, string>();
   try {
     // A vhostd that does not start is an error of the whole bench (thrown), not a missing kind.
-    await waitFor(async () => {
-      if (!d.running) throw new Error(`vhostd exited early (${JSON.stringify(d.exit)}):\n${d.log}`);
-      return fs.existsSync(rpcSocket) && (await canConnect(rpcSocket));
-    }, 30_000, `vhostd RPC socket ${rpcSocket}`, 25);
+    await d.waitSocket(rpcSocket, { intervalMs: 25 });
     const methods = await rpcCall(rpcSocket, 'rpc_get_methods');
     const list = Array.isArray(methods) ? methods.filter((m): m is string => typeof m === 'string') : [];
     const need: Record<BdevKind, string> = { null: 'bdev_null_create', malloc: 'bdev_malloc_create', uring: 'bdev_uring_create' };

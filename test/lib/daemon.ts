@@ -67,7 +67,7 @@ export class Daemon {
   async waitSocket(socketPath: string, opts: { timeoutMs?: number; connect?: boolean; intervalMs?: number } = {}): Promise<void> {
     await waitFor(
       async () => {
-        if (!this.running) throw new Error(`${this.name} exited early (${JSON.stringify(this.exit)}):\n${this.log}`);
+        if (!this.running) throw new Error(`${this.name} exited early (${JSON.stringify(this.exit)}):\n${this.log.slice(-8000)}`);
         return fs.existsSync(socketPath) && (opts.connect === false || (await canConnect(socketPath)));
       },
       opts.timeoutMs ?? 30_000,

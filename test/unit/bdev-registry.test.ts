@@ -113,6 +113,8 @@ t.test('describe(): the BdevDesc each module gives the engine', async (t) => {
   t.ok(Number.isInteger(mp.fd) && mp.fd >= 0, 'malloc: its storage is a memfd');
   t.equal(mp.sizeBytes, 4096 * 8);
   t.equal(native.fstat(mp.fd).sizeBytes, 4096 * 8, 'of the bdev size');
+  // Allocated (and zeroed) at create, as SPDK's malloc takes its memory: no page is allocated inside an I/O.
+  t.equal(fs.fstatSync(mp.fd).blocks * 512, 4096 * 8, 'every page of the memfd allocated at create');
   t.ok(m.stats instanceof SharedArrayBuffer && m.qos instanceof SharedArrayBuffer, 'iostat channel and QoS words');
   t.same(bdevs.describe(bdevs.require('n'), 1).params, {}, 'null: nothing');
   const a = bdevs.describe(bdevs.require('a'), 0).params as Record<string, unknown>;
