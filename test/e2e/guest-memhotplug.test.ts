@@ -10,13 +10,13 @@
  * finish with 0 verify errors and the guest kernel must log no I/O error.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { bootFioGuest } from '../lib/fio-guest';
 import { assertCompleted, tail } from '../lib/guest-checks';
 import { startVhostd, waitRequestsHeld } from '../lib/vhostd';
+import { hmpCommands } from '../lib/hmp';
 import { waitFor } from '../lib/wait';
 
 t.setTimeout(1_200_000);
@@ -28,46 +28,6 @@ t.teardown(() => {
   fs.rmSync(diskFile, { force: true });
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** Run HMP commands one after another on QEMU's monitor socket; returns each one's output. */
-async function hmp(socketPath: string, commands: string[]): Promise<string[]> {
-  const sock = net.createConnection(socketPath);
-  let buf = '';
-  let wake: (() => void) | null = null;
-  sock.on('data', (d) => {
-    buf += d.toString('utf8');
-    wake?.();
-  });
-  const prompt = async (): Promise<string> => {
-    const deadline = Date.now() + 30_000;
-    while (!buf.includes('(qemu) ')) {
-      if (Date.now() > deadline) throw new Error(`no HMP prompt; got ${JSON.stringify(buf)}`);
-      await new Promise<void>((r) => {
-        wake = r;
-        setTimeout(r, 200);
-      });
-    }
-    const i = buf.indexOf('(qemu) ');
-    const out = buf.slice(0, i);
-    buf = buf.slice(i + 7);
-    return out;
-  };
-  try {
-    await new Promise<void>((resolve, reject) => {
-      sock.once('connect', resolve);
-      sock.once('error', reject);
-    });
-    await prompt();
-    const outs: string[] = [];
-    for (const c of commands) {
-      sock.write(`${c}\n`);
-      outs.push(await prompt());
-    }
-    return outs;
-  } finally {
-    sock.destroy();
-  }
-}
 
 const memoryUpdates = (log: string): number => (log.match(/memory updated/g) ?? []).length;
 
@@ -96,7 +56,7 @@ t.test('a DIMM plugged while fio verify writes: vhostd follows the new memory ta
   let duringWrites = false;
   if (!g.done && !g.writeDone) {
     inflightAtPlug = await waitRequestsHeld(v.rpc, () => g.done, 'vhost.m');
-    const outs = await hmp(monitor, ['object_add memory-backend-memfd,id=m1,size=128M,share=on', 'device_add pc-dimm,id=d1,memdev=m1']);
+    const outs = await hmpCommands(monitor, ['object_add memory-backend-memfd,id=m1,size=128M,share=on', 'device_add pc-dimm,id=d1,memdev=m1']);
     t.same(outs.map((o) => o.replace(/^.*\r?\n/, '').trim()), ['', ''], 'HMP accepted the backend and the DIMM');
     await waitFor(() => memoryUpdates(v.daemon.log) > before || g.done, 60_000, 'vhostd memory update', 100);
     duringWrites = !g.writeDone;
