@@ -41,7 +41,7 @@ t.test('split: the probe counts what the next back-end resubmits', async (t) => 
       q1.push(heads[0], 1);
     } else if (how === 'used idx stored, flags not cleared') {
       // The process dies inside publish(), after the used idx store.
-      q1.tracker = { popped: () => {}, pushed: (qi, h) => tracker.pushed(qi, h), published: () => {} };
+      q1.tracker = { popped: () => {}, pushed: (qi, h) => tracker.pushed(qi, h), publishing: (qi) => tracker.publishing(qi), published: () => {} };
       q1.push(heads[1], 1);
       q1.push(heads[0], 1);
       q1.publish();
