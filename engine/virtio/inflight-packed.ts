@@ -46,7 +46,7 @@
  */
 import { QueueSetupError } from './split';
 import { DESC_SIZE } from './spec';
-import { alignInflight, checkInflightQueue, checkInflightShape, inflightInUse, readInflightCounter, setInflightInUse } from './inflight';
+import { alignInflight, checkInflightQueue, inflightInUse, inflightRegionViews, readInflightCounter, setInflightInUse } from './inflight';
 
 /** Bytes of a packed queue region's header (29, padded to the 8-byte alignment of desc[]). */
 export const PACKED_INFLIGHT_HEADER_BYTES = 32;
@@ -140,11 +140,7 @@ export class PackedInflightRegion {
     readonly queueSize: number,
   ) {
     this.perQueue = packedInflightQueueBytes(queueSize);
-    checkInflightShape('packed in-flight region', view, numQueues, queueSize, this.perQueue);
-    if (view.byteOffset % 4 !== 0) throw new QueueSetupError('packed in-flight region: not 4-byte aligned');
-    this.words = new Uint32Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 4));
-    this.halves = new Uint16Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 2));
-    this.bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    ({ words: this.words, halves: this.halves, bytes: this.bytes } = inflightRegionViews('packed in-flight region', view, numQueues, queueSize, this.perQueue));
     this.tracks = new Array<Track | null>(numQueues).fill(null);
   }
 

@@ -60,12 +60,20 @@ export function alignInflight(raw: number): number {
   return Math.ceil(raw / INFLIGHT_ALIGN) * INFLIGHT_ALIGN;
 }
 
+/** A region as 32-, 16- and 8-bit elements (host order = little-endian, as the layout). */
+export interface InflightViews {
+  words: Uint32Array;
+  halves: Uint16Array;
+  bytes: Uint8Array;
+}
+
 /**
  * A region's shape, split or packed (`what` names it in errors): queues of
- * 1..32768 descriptors, at least one queue, and `view` large enough for
- * `numQueues` regions of `perQueue` bytes. Throws QueueSetupError.
+ * 1..32768 descriptors, at least one queue, `view` large enough for
+ * `numQueues` regions of `perQueue` bytes and 4-byte aligned (a mapping or a
+ * buffer start). Returns the region's element views; throws QueueSetupError.
  */
-export function checkInflightShape(what: string, view: DataView, numQueues: number, queueSize: number, perQueue: number): void {
+export function inflightRegionViews(what: string, view: DataView, numQueues: number, queueSize: number, perQueue: number): InflightViews {
   if (!Number.isInteger(queueSize) || queueSize < 1 || queueSize > 32768) {
     throw new QueueSetupError(`${what}: queue size ${queueSize} is not in 1..32768`);
   }
@@ -73,6 +81,12 @@ export function checkInflightShape(what: string, view: DataView, numQueues: numb
   if (view.byteLength < numQueues * perQueue) {
     throw new QueueSetupError(`${what} holds ${view.byteLength} bytes, ${numQueues} queues of ${queueSize} need ${numQueues * perQueue}`);
   }
+  if (view.byteOffset % 4 !== 0) throw new QueueSetupError(`${what}: not 4-byte aligned`);
+  return {
+    words: new Uint32Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 4)),
+    halves: new Uint16Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 2)),
+    bytes: new Uint8Array(view.buffer, view.byteOffset, view.byteLength),
+  };
 }
 
 /** resume()'s first checks: queue `queue` of `size` descriptors fits a region of `numQueues` queues of `queueSize`. */
@@ -159,11 +173,7 @@ export class InflightRegion implements InflightTracker {
     readonly queueSize: number,
   ) {
     this.perQueue = inflightQueueBytes(queueSize);
-    checkInflightShape('in-flight region', view, numQueues, queueSize, this.perQueue);
-    if (view.byteOffset % 4 !== 0) throw new QueueSetupError('in-flight region: not 4-byte aligned');
-    this.words = new Uint32Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 4));
-    this.halves = new Uint16Array(view.buffer, view.byteOffset, Math.floor(view.byteLength / 2));
-    this.bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    ({ words: this.words, halves: this.halves, bytes: this.bytes } = inflightRegionViews('in-flight region', view, numQueues, queueSize, this.perQueue));
     this.tracks = new Array<QueueTrack | null>(numQueues).fill(null);
   }
 
