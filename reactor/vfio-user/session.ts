@@ -17,7 +17,7 @@
  *
  * Thread: main (reactor).
  */
-import { native } from '../../bindings';
+import { inspectMappedFd } from '../fds';
 import {
   closeFds,
   encodeDeviceInfo,
@@ -300,12 +300,10 @@ export class VfioUserSession {
  * mapping itself refuses what it cannot map.
  */
 function windowBeyondFile(fd: number, offset: number, size: number): string | null {
-  let st: { sizeBytes: number; type: string };
   try {
-    st = native.fstat(fd);
+    const { beyond } = inspectMappedFd(fd, offset, size);
+    return beyond === null ? null : `the window ${beyond}`;
   } catch (err) {
     return `its fd cannot be inspected: ${(err as Error).message}`;
   }
-  if (st.type === 'file' && offset + size > st.sizeBytes) return `the window needs bytes up to ${offset + size} of its fd, which has ${st.sizeBytes}`;
-  return null;
 }

@@ -39,6 +39,7 @@ import { packedInflightRegionBytes } from '../../engine/virtio/inflight-packed';
 import { logBytesFor } from '../../engine/virtio/dirty-log';
 import { VirtioFeature } from '../../engine/virtio/spec';
 import { native } from '../../bindings';
+import { inspectMappedFd, type MappedFdInfo } from '../fds';
 import type { Logger } from '../log';
 import type { BackendChannel, VhostBackend } from './backend';
 import {
@@ -1008,17 +1009,13 @@ function checkRegionTable(regions: readonly MemRegion[], what: string): void {
  * identity (device:inode).
  */
 function checkRegionBacking(r: RegionDesc, what: string): string {
-  let st: fs.Stats;
+  let backing: MappedFdInfo;
   try {
-    st = fs.fstatSync(r.fd);
+    backing = inspectMappedFd(r.fd, r.mmapOffset, r.sizeBytes);
   } catch (err) {
     throw new ProtocolError(`${what}: region fd ${r.fd} cannot be inspected: ${(err as Error).message}`);
   }
-  if (st.isFile() && r.mmapOffset + r.sizeBytes > st.size) {
-    throw new ProtocolError(
-      `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} needs bytes up to ${r.mmapOffset + r.sizeBytes} of its fd, which has ${st.size}`,
-    );
-  }
+  if (backing.beyond !== null) throw new ProtocolError(`${what}: region gpa=0x${r.guestPhysAddr.toString(16)} ${backing.beyond}`);
   if (requireSealedMemory()) {
     // issue #15 item 4: memory that can shrink under the mapping would SIGBUS the engine.
     let seals = -1;
@@ -1033,7 +1030,7 @@ function checkRegionBacking(r: RegionDesc, what: string): string {
       );
     }
   }
-  return `${st.dev}:${st.ino}`;
+  return backing.id;
 }
 
 /** device:inode of an fd, or '' when it cannot be inspected (never equal to a real identity). */
