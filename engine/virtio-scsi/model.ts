@@ -356,11 +356,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       srcView = this.hdrView;
       base = 0;
     }
-    // The 8-byte LUN field as two big-endian words: 01h, target, the single-level LUN; then zeros.
-    const lunHi = srcView.getUint32(base + ScsiCmdOffset.Lun);
-    const lunLo = srcView.getUint32(base + ScsiCmdOffset.Lun + 4);
-    const t = (lunHi >>> 16) & 0xff;
-    const target = lunHi >>> 24 === 1 && t < SCSI_MAX_TARGETS ? (this.slots[t]?.target ?? null) : null;
+    const target = this.targetOf(srcView, base + ScsiCmdOffset.Lun);
     if (target === null) {
       this.respond(task, ScsiResponse.BadTarget);
       return;
@@ -380,7 +376,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     else cmd.setCdb16(srcView, base + ScsiCmdOffset.Cdb);
     task.statKind = STAT_KIND[cmd.cdb[0]];
     cmd.nexus = 0;
-    const lun = lunLo !== 0 ? -1 : singleLevelLun(lunHi & 0xffff);
+    const lun = this.lunOf(srcView, base + ScsiCmdOffset.Lun);
     if (outBytes > 0) {
       cmd.dir = ScsiDataDir.ToDevice;
       this.addData(task, cmd, 0, chain.readable, ScsiCmdOffset.ReqSize, bytes);
@@ -411,21 +407,22 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     }
   }
 
-  /** The target a virtio-scsi LUN field names (lun[0] = 1, lun[1] = target), or null (BAD_TARGET). */
-  private targetOf(b: Uint8Array, off: number): ScsiTarget | null {
-    if (b[off] !== 1) return null;
-    const t = b[off + 1];
-    if (t >= SCSI_MAX_TARGETS) return null;
-    return this.slots[t]?.target ?? null;
+  /**
+   * The target a virtio-scsi LUN field at `off` names (lun[0] = 1, lun[1] =
+   * target), or null (BAD_TARGET). The field is read as big-endian words.
+   */
+  private targetOf(v: DataView, off: number): ScsiTarget | null {
+    const hi = v.getUint32(off);
+    const t = (hi >>> 16) & 0xff;
+    return hi >>> 24 === 1 && t < SCSI_MAX_TARGETS ? (this.slots[t]?.target ?? null) : null;
   }
 
   /**
    * The LUN of lun[2..7]: a single-level LUN in peripheral (00b, bus 0) or
    * flat (01b) addressing with the remaining bytes zero, else -1 (no such LU).
    */
-  private lunOf(b: Uint8Array, off: number): number {
-    for (let i = 4; i < 8; i++) if (b[off + i] !== 0) return -1;
-    return singleLevelLun((b[off + 2] << 8) | b[off + 3]);
+  private lunOf(v: DataView, off: number): number {
+    return v.getUint32(off + 4) !== 0 ? -1 : singleLevelLun(v.getUint16(off + 2));
   }
 
   /** The SCSI target finished a command: write the response and complete. */
@@ -529,7 +526,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
         // No asynchronous notification is supported: event_actual 0, response OK.
         const r = this.resp;
         r.fill(0, 0, SCSI_AN_RESP_SIZE);
-        r[4] = this.targetOf(hdr, 4) === null ? ScsiResponse.BadTarget : ScsiResponse.Ok;
+        r[4] = this.targetOf(this.hdrView, 4) === null ? ScsiResponse.BadTarget : ScsiResponse.Ok;
         this.scatter(task, r, SCSI_AN_RESP_SIZE);
         this.core.complete(task, SCSI_AN_RESP_SIZE);
         return;
@@ -540,8 +537,8 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
   }
 
   private taskManagement(task: VscsiTask, subtype: number): void {
-    const hdr = this.hdr;
-    const target = this.targetOf(hdr, 8);
+    const hdrView = this.hdrView;
+    const target = this.targetOf(hdrView, 8);
     if (target === null) {
       this.tmfDone(task, ScsiResponse.BadTarget);
       return;
@@ -568,7 +565,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
         this.tmfDone(task, ScsiResponse.FunctionRejected);
         return;
     }
-    target.taskManagement(fn, this.lunOf(hdr, 8), 0, (resp) => {
+    target.taskManagement(fn, this.lunOf(hdrView, 8), 0, (resp) => {
       this.tmfDone(task, resp === TmfResponse.FunctionComplete || resp === TmfResponse.FunctionSucceeded ? ScsiResponse.FunctionComplete : resp === TmfResponse.IncorrectLun ? ScsiResponse.IncorrectLun : ScsiResponse.FunctionRejected);
     });
   }
