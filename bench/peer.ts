@@ -11,7 +11,7 @@
  * Per run: IOPS, mean/p50/p99 latency, the target's busy seconds — vhostd's
  * engine workers and SPDK's threads from their own accounting
  * (thread_get_stats), and every target's CPU seconds from
- * /proc/PID/task/STAR/stat (qemu-storage-daemon sleeps when idle, so that is its busy
+ * /proc/PID/stat (qemu-storage-daemon sleeps when idle, so that is its busy
  * time; a poll-mode SPDK's is all of its core) — giving IOPS per busy
  * target core. Then (--idle-sec > 0) the idle cost of each mode with
  * --idle-devs controllers and no front-end. Report: Markdown (vhostd/SPDK,
@@ -25,7 +25,8 @@ import path from 'node:path';
 import { runPerf } from './perf/perf';
 import { rpcCall } from '../test/lib/rpc';
 import { GENERATOR_CORE, type JobSpec, type Kind, type RoundsCase, type Run, type RunFigures, TARGET_CORE, alternateRounds, goodRuns, median, parseRoundsOptions, roundsUsage, writeRoundsReport } from './lib/rounds';
-import { type SpdkBuild, ensureHugepages, findSpdk, runBdevperf, spdkSocket, startSpdk, tasksCpuSec, threadBusySec } from './lib/spdk';
+import { type SpdkBuild, ensureHugepages, findSpdk, runBdevperf, spdkSocket, startSpdk, threadBusySec } from './lib/spdk';
+import { processCpuSec } from './lib/env';
 import { createShmFile, startQsdTarget, startVhostdTarget } from './lib/targets';
 
 type Target = 'vhostd' | 'spdk' | 'qsd';
@@ -179,11 +180,11 @@ async function idleCost(repo: string, build: SpdkBuild, spec: string, devs: numb
       await rpcCall(rpc, 'vhost_create_blk_controller', { ctrlr: `idle${i}`, dev_name: `Idle${i}`, cpumask: mask });
     }
     await sleep(2000);
-    const c0 = tasksCpuSec(t.pid);
+    const c0 = processCpuSec(t.pid);
     const b0 = await threadBusySec(rpc);
     const w0 = process.hrtime.bigint();
     await sleep(sec * 1000);
-    const c1 = tasksCpuSec(t.pid);
+    const c1 = processCpuSec(t.pid);
     const b1 = await threadBusySec(rpc);
     const wall = Number(process.hrtime.bigint() - w0) / 1e9;
     const r: IdleResult = { target, mode, devs, load };
@@ -274,7 +275,7 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
     return {
       async measure(job: JobSpec): Promise<RunFigures> {
         const b0 = await busy();
-        const c0 = tasksCpuSec(t.pid);
+        const c0 = processCpuSec(t.pid);
         const w0 = process.hrtime.bigint();
         let f: RunFigures;
         let ioSec: number;
@@ -291,7 +292,7 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
           throw new Error(`${(err as Error).message}\n${t.log().split('\n').slice(-10).join('\n')}`);
         }
         const wallSec = Number(process.hrtime.bigint() - w0) / 1e9;
-        const c1 = tasksCpuSec(t.pid);
+        const c1 = processCpuSec(t.pid);
         const b1 = await busy();
         const extra: Record<string, number> = { wallSec, ioSec };
         if (c0 !== null && c1 !== null) extra.cpuSec = c1 - c0;
@@ -329,7 +330,7 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
     '',
     `SPDK: ${build.dir}. Each target started fresh per run on core ${TARGET_CORE} (vhostd -m, SPDK -m + taskset, QSD taskset) with one ${o.sizeMiB} MiB bdev (512-byte blocks; QSD: null-co, malloc = a /dev/shm file); ` +
       `generators on core ${GENERATOR_CORE}: perf = vhostd-perf --hugepages with EVENT_IDX (${o.rampSec} s ramp), bdevperf = SPDK's virtio-user initiator (-l). ` +
-      `${o.runs} rounds, targets alternating, ${o.runtimeSec} s measured; 4 KiB, 1 queue; medians. Busy core: vhostd's engine workers and SPDK's threads by thread_get_stats, QSD by /proc/PID/task/*/stat; ` +
+      `${o.runs} rounds, targets alternating, ${o.runtimeSec} s measured; 4 KiB, 1 queue; medians. Busy core: vhostd's engine workers and SPDK's threads by thread_get_stats, QSD by /proc/PID/stat; ` +
       `SPDK IOPS/CPU core uses its /proc CPU time instead. Load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
     '',
     ...peerTable(rows),

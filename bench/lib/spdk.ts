@@ -3,7 +3,7 @@
  * as a target (the same shape as bench/lib/targets.ts' vhostd and
  * qemu-storage-daemon), SPDK's bdevperf with its virtio-user initiator as a
  * load generator, the hugepage setup both need, and the target's busy time
- * (thread_get_stats for the targets that have it, /proc/PID/task/STAR/stat for
+ * (thread_get_stats for the targets that have it, /proc/PID/stat for
  * any process). Main thread of the bench runner.
  */
 import { execFile } from 'node:child_process';
@@ -64,27 +64,6 @@ export function ensureHugepages(pages: number): void {
   if (!mounts.split('\n').some((l) => l.split(' ')[1] === '/dev/hugepages' && l.split(' ')[2] === 'hugetlbfs')) {
     throw new Error('hugetlbfs is not mounted on /dev/hugepages (mount -t hugetlbfs nodev /dev/hugepages)');
   }
-}
-
-/** Sum of utime + stime over /proc/PID/task/STAR/stat in seconds (every live thread), null when the process is gone. */
-export function tasksCpuSec(pid: number): number | null {
-  let tasks: string[];
-  try {
-    tasks = fs.readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return null;
-  }
-  let ticks = 0;
-  for (const t of tasks) {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(rest[11]) + Number(rest[12]);
-    } catch {
-      // the thread ended between readdir and read
-    }
-  }
-  return ticks / 100; // USER_HZ is 100 on Linux
 }
 
 /** Busy seconds summed over a target's threads from its own accounting (thread_get_stats: busy / tick_rate), null when it fails. */

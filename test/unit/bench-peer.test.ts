@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { findSpdk, parseBdevperf, tasksCpuSec } from '../../bench/lib/spdk';
+import { processCpuSec } from '../../bench/lib/env';
+import { findSpdk, parseBdevperf } from '../../bench/lib/spdk';
 import { peerMain, peerRows, peerTable } from '../../bench/peer';
 import type { RoundsCase, Run } from '../../bench/lib/rounds';
 import { repoRoot } from '../lib/repo';
@@ -44,10 +45,10 @@ t.test('findSpdk: SPDK_DIR only, an executable vhost, bdevperf optional', async 
   t.ok('missing' in findSpdk({ SPDK_DIR: path.join(work, 'nope'), SPDK_WORK: work }), 'SPDK_DIR set: only there');
 });
 
-t.test('tasksCpuSec: this process has used some CPU; a gone pid is null', async (t) => {
-  const s = tasksCpuSec(process.pid);
+t.test('processCpuSec (the busy time of QSD, every target\'s CPU): this process has used some CPU; a gone pid is null', async (t) => {
+  const s = processCpuSec(process.pid);
   t.ok(s !== null && s >= 0);
-  t.equal(tasksCpuSec(2 ** 22 + 7), null);
+  t.equal(processCpuSec(2 ** 22 + 7), null);
 });
 
 t.test('peerRows: medians per target, ratios, busy source per target', async (t) => {
