@@ -433,3 +433,54 @@ export function eventfdCount(fd: number): number {
   const n = native.eventfdRead(fd);
   return n < 0 ? 0 : n;
 }
+
+/** A driver attached to a vfio-user NVMe controller (attachNvme). */
+export interface AttachedNvme {
+  client: VfioUserClient;
+  drv: NvmeDriver;
+  /** The eventfds of MSI-X vectors 0 (admin) and 1. */
+  irqs: number[];
+}
+
+/**
+ * Connect to the vfio-user NVMe controller at `socket`: negotiate, map its
+ * doorbell page when BAR0 offers one (`requireDoorbellMmap`: refuse a BAR0
+ * without), DMA-map the driver's memory [memBase, memBase + memSize), give
+ * MSI-X vectors 0 and 1 eventfds, and enable the controller with an admin
+ * queue pair of `aqSize` entries at `asq` / `acq`. Everything made is
+ * released when a step fails.
+ */
+export async function attachNvme(
+  socket: string,
+  o: { memBase: number; memSize: number; asq: number; acq: number; aqSize: number; requireDoorbellMmap?: boolean },
+): Promise<AttachedNvme> {
+  const client = await VfioUserClient.connect(socket);
+  let drv: NvmeDriver | null = null;
+  const irqs: number[] = [];
+  try {
+    await client.version();
+    const bar = await client.regionInfo(0);
+    if (o.requireDoorbellMmap === true && (bar.fd < 0 || bar.areas.length !== 1)) {
+      if (bar.fd >= 0) native.close(bar.fd);
+      throw new Error(`BAR0 info without a mappable area: ${JSON.stringify(bar)}`);
+    }
+    drv = new NvmeDriver(client, o.memBase, o.memSize);
+    if (bar.fd >= 0 && bar.areas.length === 1) drv.mapDoorbells(bar.fd, bar.offset, bar.areas[0]);
+    if (bar.fd >= 0) native.close(bar.fd);
+    await client.dmaMap(drv.memFd, o.memBase, o.memSize);
+    irqs.push(native.eventfd(0, 0), native.eventfd(0, 0));
+    await client.setIrqs(IRQ_MSIX, 0, irqs);
+    await drv.enable(o.asq, o.acq, o.aqSize);
+    return { client, drv, irqs };
+  } catch (e) {
+    detachNvme({ client, drv, irqs });
+    throw e;
+  }
+}
+
+/** Close the connection, release the driver's memory and the interrupt eventfds. */
+export function detachNvme(a: { client: VfioUserClient; drv: NvmeDriver | null; irqs: number[] }): void {
+  a.client.close();
+  a.drv?.release();
+  for (const fd of a.irqs) native.close(fd);
+}

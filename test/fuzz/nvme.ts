@@ -41,7 +41,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { native } from '../../bindings';
-import { Cmd, eventfdCount, IRQ_MSIX, NvmeDriver, sleep, VfioUserClient, type Completion } from '../../bench/perf/vfio-user-client';
+import { attachNvme, type AttachedNvme, Cmd, detachNvme, eventfdCount, type NvmeDriver, sleep, type Completion } from '../../bench/perf/vfio-user-client';
 import type { Fuzzer } from './fuzzer';
 import type { Rng } from './rng';
 import type { FuzzTarget } from './target';
@@ -62,60 +62,35 @@ const IOQ_SIZE = 64;
 const BLOCKS = 8192;
 const COMPLETION_TIMEOUT_MS = 10_000;
 
-interface Attached {
-  client: VfioUserClient;
-  drv: NvmeDriver;
-  irqs: number[];
-}
-
 /** Connect, negotiate, map doorbells and guest memory, MSI-X eventfds, enable; optionally I/O queue pair 1. */
-export async function nvmeAttach(socket: string, ioQueue = true): Promise<Attached> {
-  const client = await VfioUserClient.connect(socket);
-  let drv: NvmeDriver | null = null;
-  const irqs: number[] = [];
+export async function nvmeAttach(socket: string, ioQueue = true): Promise<AttachedNvme> {
+  const a = await attachNvme(socket, { memBase: NVME_BASE, memSize: NVME_MEM, asq: ASQ, acq: ACQ, aqSize: AQ_SIZE });
+  if (!ioQueue) return a;
   try {
-    await client.version();
-    const bar = await client.regionInfo(0);
-    drv = new NvmeDriver(client, NVME_BASE, NVME_MEM);
-    if (bar.fd >= 0 && bar.areas.length === 1) drv.mapDoorbells(bar.fd, bar.offset, bar.areas[0]);
-    if (bar.fd >= 0) native.close(bar.fd);
-    await client.dmaMap(drv.memFd, NVME_BASE, NVME_MEM);
-    irqs.push(native.eventfd(0, 0), native.eventfd(0, 0));
-    await client.setIrqs(IRQ_MSIX, 0, irqs);
-    await drv.enable(ASQ, ACQ, AQ_SIZE);
-    if (ioQueue) {
-      let c = await drv.run(0, 0x09, (v, at) => {
-        v.setUint32(at + 40, 0x07, true);
-        v.setUint32(at + 44, 0x00030003, true);
-      });
-      if (c.status !== 0) throw new Error(`Set Features number of queues: status 0x${c.status.toString(16)}`);
-      c = await drv.run(0, 0x05, (v, at) => {
-        v.setUint32(at + 24, CQ1, true);
-        v.setUint32(at + 40, 1 | ((IOQ_SIZE - 1) << 16), true);
-        v.setUint32(at + 44, 0x3 | (1 << 16), true);
-      });
-      if (c.status !== 0) throw new Error(`Create I/O CQ 1: status 0x${c.status.toString(16)}`);
-      c = await drv.run(0, 0x01, (v, at) => {
-        v.setUint32(at + 24, SQ1, true);
-        v.setUint32(at + 40, 1 | ((IOQ_SIZE - 1) << 16), true);
-        v.setUint32(at + 44, 0x1 | (1 << 16), true);
-      });
-      if (c.status !== 0) throw new Error(`Create I/O SQ 1: status 0x${c.status.toString(16)}`);
-      drv.addQueuePair(1, SQ1, CQ1, IOQ_SIZE);
-    }
-    return { client, drv, irqs };
+    const { drv } = a;
+    let c = await drv.run(0, 0x09, (v, at) => {
+      v.setUint32(at + 40, 0x07, true);
+      v.setUint32(at + 44, 0x00030003, true);
+    });
+    if (c.status !== 0) throw new Error(`Set Features number of queues: status 0x${c.status.toString(16)}`);
+    c = await drv.run(0, 0x05, (v, at) => {
+      v.setUint32(at + 24, CQ1, true);
+      v.setUint32(at + 40, 1 | ((IOQ_SIZE - 1) << 16), true);
+      v.setUint32(at + 44, 0x3 | (1 << 16), true);
+    });
+    if (c.status !== 0) throw new Error(`Create I/O CQ 1: status 0x${c.status.toString(16)}`);
+    c = await drv.run(0, 0x01, (v, at) => {
+      v.setUint32(at + 24, SQ1, true);
+      v.setUint32(at + 40, 1 | ((IOQ_SIZE - 1) << 16), true);
+      v.setUint32(at + 44, 0x1 | (1 << 16), true);
+    });
+    if (c.status !== 0) throw new Error(`Create I/O SQ 1: status 0x${c.status.toString(16)}`);
+    drv.addQueuePair(1, SQ1, CQ1, IOQ_SIZE);
+    return a;
   } catch (e) {
-    client.close();
-    drv?.release();
-    for (const f of irqs) native.close(f);
+    detachNvme(a);
     throw e;
   }
-}
-
-export function nvmeDetach(a: Attached): void {
-  a.client.close();
-  a.drv.release();
-  for (const f of a.irqs) native.close(f);
 }
 
 /** Creates a VFIOUSER subsystem with namespaces on malloc/null bdevs; returns its socket. */
@@ -153,7 +128,7 @@ async function nvmeVerifiedIo(socket: string, lba: number): Promise<void> {
     if (c.status !== 0) throw new Error(`nvme liveness Read: status 0x${c.status.toString(16)}`);
     if (!Buffer.from(drv.mem.subarray(drv.off(DATA + 0x4000), drv.off(DATA + 0x4000) + 8192)).equals(data)) throw new Error('nvme liveness Read returned other data than written');
   } finally {
-    nvmeDetach(a);
+    detachNvme(a);
   }
 }
 
@@ -167,7 +142,7 @@ export class NvmeFuzzer implements Fuzzer {
   private dir = '';
   private socket = '';
   private liveSocket = '';
-  private a: Attached | null = null;
+  private a: AttachedNvme | null = null;
   private shadow = new Uint8Array(0);
   private connStart = 0;
   private liveLba = 0;
@@ -206,13 +181,13 @@ export class NvmeFuzzer implements Fuzzer {
   }
 
   private disconnect(): void {
-    if (this.a) nvmeDetach(this.a);
+    if (this.a) detachNvme(this.a);
     this.a = null;
   }
 
   async runCase(rng: Rng, caseNo: number): Promise<void> {
     if (this.a === null) await this.connect(caseNo);
-    const a = this.a as Attached;
+    const a = this.a as AttachedNvme;
     if (rng.chance(1 / 150)) {
       this.count.faults++;
       await this.fault(rng, a);
@@ -288,7 +263,7 @@ export class NvmeFuzzer implements Fuzzer {
     if (listAt.next + bytes > LIST_END) return -1;
     const at = listAt.next;
     listAt.next += Math.ceil(bytes / 16) * 16 + (rng.chance(0.9) ? 0 : 8);
-    const drv = (this.a as Attached).drv;
+    const drv = (this.a as AttachedNvme).drv;
     entries.forEach((e, i) => drv.view.setBigUint64(drv.off(at) + 8 * i, e, true));
     return at;
   }
@@ -440,7 +415,7 @@ export class NvmeFuzzer implements Fuzzer {
   }
 
   /** A controller-level fault; the connection is dropped after it. */
-  private async fault(rng: Rng, a: Attached): Promise<void> {
+  private async fault(rng: Rng, a: AttachedNvme): Promise<void> {
     const { client, drv } = a;
     const tolerate = async (p: Promise<unknown>): Promise<void> => {
       try {
@@ -531,7 +506,7 @@ export class NvmeFuzzer implements Fuzzer {
       });
       if (c.status !== 0) throw new Error(`Identify on the abused controller: status 0x${c.status.toString(16)}`);
     } finally {
-      nvmeDetach(a);
+      detachNvme(a);
     }
     await sleep(20);
   }

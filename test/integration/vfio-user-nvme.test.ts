@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { native } from '../../bindings';
-import { NvmeDriver, VfioUserClient, eventfdCount, IRQ_MSIX, Cmd, sleep } from '../../bench/perf/vfio-user-client';
+import { attachNvme, type AttachedNvme, Cmd, detachNvme, eventfdCount, sleep, VfioUserClient } from '../../bench/perf/vfio-user-client';
 import { startVhostd, type VhostdHandle } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 
@@ -35,25 +35,8 @@ function fdCount(v: VhostdHandle): number {
 }
 
 /** Connect, negotiate, map BAR0's doorbells and guest memory, give 2 MSI-X eventfds, enable. */
-async function attach(socket: string): Promise<{ client: VfioUserClient; drv: NvmeDriver; irqs: number[] }> {
-  const client = await VfioUserClient.connect(socket);
-  await client.version();
-  const bar = await client.regionInfo(0);
-  const drv = new NvmeDriver(client, BASE, MEM);
-  if (bar.fd < 0 || bar.areas.length !== 1) throw new Error(`BAR0 info without a mappable area: ${JSON.stringify(bar)}`);
-  drv.mapDoorbells(bar.fd, bar.offset, bar.areas[0]);
-  native.close(bar.fd);
-  await client.dmaMap(drv.memFd, BASE, MEM);
-  const irqs = [native.eventfd(0, 0), native.eventfd(0, 0)];
-  await client.setIrqs(IRQ_MSIX, 0, irqs);
-  await drv.enable(ASQ, ACQ, QSIZE);
-  return { client, drv, irqs };
-}
-
-function detach(a: { client: VfioUserClient; drv: NvmeDriver; irqs: number[] }): void {
-  a.client.close();
-  a.drv.release();
-  for (const fd of a.irqs) native.close(fd);
+function attach(socket: string): Promise<AttachedNvme> {
+  return attachNvme(socket, { memBase: BASE, memSize: MEM, asq: ASQ, acq: ACQ, aqSize: QSIZE, requireDoorbellMmap: true });
 }
 
 t.test('NVMe over vfio-user against the real process', async (t) => {
@@ -97,7 +80,7 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
     const a = await attach(socket);
     let detached = false;
     t.teardown(() => {
-      if (!detached) detach(a);
+      if (!detached) detachNvme(a);
     });
     const { drv } = a;
     t.pass('controller enabled (CSTS.RDY)');
@@ -269,7 +252,7 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
       v.setUint32(at + 40, 1, true);
     });
     t.equal(c.status, 0, 'Identify after the reset');
-    detach(a);
+    detachNvme(a);
     detached = true;
     const subs = (await vhostd.rpc('nvmf_get_subsystems', { nqn: NQN })) as { namespaces: unknown[] }[];
     t.same(subs[0].namespaces.map((n) => (n as { nsid: number }).nsid), [1, 3], 'namespaces 1 and 3 left');
@@ -304,7 +287,7 @@ t.test('NVMe over vfio-user against the real process', async (t) => {
     c.close();
     await sleep(100);
     const a = await attach(socket);
-    t.teardown(() => detach(a));
+    t.teardown(() => detachNvme(a));
     const r = await a.drv.run(0, 0x06, (v, at) => {
       v.setUint32(at + 24, IDBUF, true);
       v.setUint32(at + 40, 1, true);
@@ -337,7 +320,7 @@ t.test('vhostd stops cleanly while a vfio-user client is attached', async (t) =>
   t.equal(await vhostd.rpc('vhost_create_nvme_controller', { ctrlr: 'vnvme.0', io_queues: 2 }), true);
   t.equal(await vhostd.rpc('vhost_nvme_controller_add_ns', { ctrlr: 'vnvme.0', bdev_name: 'Malloc0' }), true);
   const a = await attach(path.join(vhostd.socketOf('vnvme.0'), 'cntrl'));
-  t.teardown(() => detach(a));
+  t.teardown(() => detachNvme(a));
   const c = await a.drv.run(0, 0x06, (v, at) => {
     v.setUint32(at + 24, IDBUF, true);
     v.setUint32(at + 40, 1, true);
