@@ -146,7 +146,7 @@ export class PackedQueue implements Virtqueue {
     this.view = mem.views[ring.region];
     this.words = mem.words[ring.region];
     this.ringOff = ring.offset;
-    const rv = mem.views[ring.region];
+    const rv = this.view;
     if ((rv.byteOffset + ring.offset) % 4 !== 0) throw new QueueSetupError(`queue ${q.index}: descriptor ring is not addressable`);
     this.ring32 = new Uint32Array(rv.buffer, rv.byteOffset, Math.floor(rv.byteLength / 4));
     this.ringWord = ring.offset / 4;
@@ -438,7 +438,7 @@ export class PackedQueue implements Virtqueue {
   resumeInflight(): number {
     const region = this.inflight;
     if (region === null) return 0;
-    const r = region.resume(this.index, this.size, (slot) => Atomics.load(this.words, (this.ringOff + slot * DESC_SIZE + 14) / 2), this.position());
+    const r = region.resume(this.index, this.size, (slot) => Atomics.load(this.words, this.wFlags0 + slot * 8), this.position());
     this.availIdx = r.availIdx;
     this.availWrap = r.availWrap;
     this.usedIdx = r.usedIdx;
