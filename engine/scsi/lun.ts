@@ -23,7 +23,7 @@ import { BdevIoStatus, BdevIoType } from '../bdev/bdev';
 import type { BdevHandle, BdevLayer, BdevUser } from '../bdev/layer';
 import type { BdevDesc } from '../control';
 import { PR_OUT_PARAM_BYTES, Reservations } from './pr';
-import { Asc, cdbLengthOf, Op, SAI_READ_CAPACITY_16, ScsiDataDir, SenseKey } from './spec';
+import { Asc, cdbLengthOf, Op, SAI_READ_CAPACITY_16, ScsiDataDir, ScsiResidual, ScsiStatus, SenseKey } from './spec';
 import { SCRATCH_BYTES, type ScsiTask, type TaskOwner } from './task';
 import { be16, be24, be32, be64, fnv1a64, putAscii, putBe16, putBe32, putBe64, putLun } from './wire';
 
@@ -91,6 +91,9 @@ const enum Phase {
   VerifyChunks = 8,
   CompareRead = 9,
   CompareWrite = 10,
+  /** READ/WRITE of the fast path (buffers exactly the transfer, results not yet cleared: set at completion). */
+  FastRead = 11,
+  FastWrite = 12,
 }
 
 const DEFAULT_MAX_TRANSFER_BYTES = 4 * 1024 * 1024;
@@ -270,9 +273,9 @@ export class ScsiLun implements BdevUser, TaskOwner {
    */
   execute(task: ScsiTask, nowMs?: number): void {
     if (nowMs !== undefined) task.nowMs = nowMs;
-    task.begin(this);
     this.outstanding++;
     if (task.nexus === this.fastNexus && this.fastReadWrite(task)) return;
+    task.begin(this);
     if (this.dispatch(task)) return;
     this.complete(task);
   }
@@ -281,12 +284,15 @@ export class ScsiLun implements BdevUser, TaskOwner {
    * The fast path of READ 10/16 and WRITE 10/16 that go to the bdev: for a
    * nexus with no unit attention pending (fastNexus), an LU not removed nor
    * reserved, a CDB with no protection field, a range on the medium within
-   * the transfer limit, and buffers in the command's direction that hold
-   * the transfer. Then the outcome is the one dispatch() would reach, with
-   * none of its generic steps (CDB length table, unit attention map,
-   * reservation rules, the opcode switch). Returns false, having changed
-   * nothing dispatch() depends on, for anything else: dispatch() then runs
-   * the command and gives any error its sense data.
+   * the transfer limit, and buffers in the command's direction that are
+   * exactly the transfer. Then the outcome is the one dispatch() would
+   * reach, with none of its generic steps (begin()'s copy of the buffers,
+   * CDB length table, unit attention map, reservation rules, the opcode
+   * switch): the bdev I/O goes out with the scatter list addIov() built in
+   * it, and its completion (ioDone, Phase.FastRead/FastWrite) goes straight
+   * to task.done(). Returns false, having changed nothing, for anything
+   * else: execute() then runs the generic path, which gives any error its
+   * sense data.
    */
   private fastReadWrite(task: ScsiTask): boolean {
     const cdb = task.cdb;
@@ -309,37 +315,30 @@ export class ScsiLun implements BdevUser, TaskOwner {
       return false;
     }
     const flags = cdb[1];
-    if ((flags & 0xe0) !== 0 || this.reservations.holder !== null || (write && this.readonly)) return false;
+    if ((flags & 0xe0) !== 0 || this.reservations.holder !== null) return false;
+    // A write that must reach the medium before it completes (FUA, or the write cache off) takes the generic path's write-then-flush.
+    if (write && (this.readonly || (this.canFlush && ((flags & 0x08) !== 0 || !this.wce)))) return false;
     const handle = this.handle;
     const n = handle.numBlocks;
     if (blocks === 0 || blocks > this.maxTransferBlocks || lba > n || blocks > n - lba) return false;
     const want = blocks * handle.blockSize;
-    if (task.dir !== (write ? ScsiDataDir.ToDevice : ScsiDataDir.FromDevice) || task.bufferBytes < want) return false;
-    const io = task.io;
-    if (task.bufferBytes === want) {
-      // The buffers are the transfer (the usual case): the I/O takes them as they are (same capacity).
-      io.prepare(write ? BdevIoType.Write : BdevIoType.Read, lba, blocks);
-      const count = task.iovCount;
-      const buf = task.iovBuf;
-      const off = task.iovOff;
-      const len = task.iovLen;
-      for (let i = 0; i < count; i++) {
-        io.iovBuf[i] = buf[i];
-        io.iovOff[i] = off[i];
-        io.iovLen[i] = len[i];
-      }
-      io.iovCount = count;
-    } else if (!task.mapData(write ? BdevIoType.Write : BdevIoType.Read, lba, blocks, 0, want)) {
-      return false;
-    }
+    const bytes = task.iovBytes;
+    if (task.dir !== (write ? ScsiDataDir.ToDevice : ScsiDataDir.FromDevice) || bytes !== want) return false;
+    task.owner = this;
+    task.bufferBytes = bytes;
     task.wantBytes = want;
+    const io = task.io;
+    // The scatter list addIov() built in the I/O is the transfer: keep it (prepare() empties it).
+    const count = task.iovCount;
     if (!write) {
-      task.phase = Phase.Read;
+      io.prepare(BdevIoType.Read, lba, blocks);
+      task.phase = Phase.FastRead;
     } else {
-      const fua = (flags & 0x08) !== 0 || !this.wce;
-      task.fua = fua;
-      task.phase = fua && this.canFlush ? Phase.WriteThenFlush : Phase.Write;
+      io.prepare(BdevIoType.Write, lba, blocks);
+      task.fua = (flags & 0x08) !== 0 || !this.wce;
+      task.phase = Phase.FastWrite;
     }
+    io.iovCount = count;
     handle.submit(io, task.nowMs);
     return true;
   }
@@ -348,11 +347,14 @@ export class ScsiLun implements BdevUser, TaskOwner {
   private complete(task: ScsiTask): void {
     this.outstanding--;
     task.finish();
-    if (this.outstanding === 0 && this.waiters.length > 0) {
-      const waiters = this.waiters;
-      this.waiters = [];
-      for (const fn of waiters) fn();
-    }
+    if (this.outstanding === 0 && this.waiters.length > 0) this.wakeWaiters();
+  }
+
+  /** The LU went idle: run the resets waiting for it. */
+  private wakeWaiters(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const fn of waiters) fn();
   }
 
   /** Run the command; true when it went to the bdev (completion comes later). */
@@ -769,7 +771,26 @@ export class ScsiLun implements BdevUser, TaskOwner {
   /** The bdev layer delivered the task's I/O: the next step, or the end. */
   ioDone(task: ScsiTask): void {
     const ok = task.io.status === BdevIoStatus.Success;
-    switch (task.phase as Phase) {
+    const phase = task.phase as Phase;
+    if (phase === Phase.FastRead || phase === Phase.FastWrite) {
+      // The fast path's completion: buffers were exactly the transfer (no residual); straight to the transport.
+      if (ok) {
+        task.status = ScsiStatus.Good;
+        task.senseLength = 0;
+        task.transferred = task.wantBytes;
+      } else {
+        task.transferred = 0;
+        task.checkCondition(SenseKey.MediumError, phase === Phase.FastRead ? Asc.UnrecoveredReadError : Asc.WriteError);
+      }
+      task.residual = 0;
+      task.residualKind = ScsiResidual.None;
+      task.owner = null;
+      this.outstanding--;
+      task.done();
+      if (this.outstanding === 0 && this.waiters.length > 0) this.wakeWaiters();
+      return;
+    }
+    switch (phase) {
       case Phase.Read:
         if (ok) task.transferred = task.wantBytes;
         else task.checkCondition(SenseKey.MediumError, Asc.UnrecoveredReadError);

@@ -53,7 +53,15 @@ export abstract class ScsiTask {
   /** Which I_T nexus sent the command (the transport's number for initiator port + target port). */
   nexus = 0;
   dir: ScsiDataDir = ScsiDataDir.None;
+  /** Data buffers added for this command (addIov). */
   iovCount = 0;
+  /** Their total bytes, kept by addIov. */
+  iovBytes = 0;
+  /**
+   * The task's own copy of the data buffers, for the generic path: begin()
+   * copies them here from the bdev I/O's scatter list, where addIov() puts
+   * them (see addIov). Valid from begin() to completion.
+   */
   readonly iovBuf: Uint8Array[];
   readonly iovOff: Float64Array;
   readonly iovLen: Uint32Array;
@@ -101,6 +109,7 @@ export abstract class ScsiTask {
   reset(): void {
     this.cdbLength = 0;
     this.iovCount = 0;
+    this.iovBytes = 0;
     this.dir = ScsiDataDir.None;
     this.status = ScsiStatus.Good;
     this.senseLength = 0;
@@ -130,14 +139,23 @@ export abstract class ScsiTask {
     this.cdbLength = n;
   }
 
-  /** Append one data buffer; false when iovCapacity is exhausted. */
+  /**
+   * Append one data buffer; false when iovCapacity is exhausted. The
+   * buffers go straight into the task's bdev I/O's scatter list (the same
+   * capacity): a READ/WRITE whose buffers are exactly its transfer (the fast
+   * path, ScsiLun.fastReadWrite) is submitted with them as they are, no
+   * second copy. Every other command starts with begin(), which copies them
+   * into the task's own iovBuf/iovOff/iovLen before the I/O is reused.
+   */
   addIov(buf: Uint8Array, offset: number, len: number): boolean {
     const n = this.iovCount;
     if (n >= this.iovCapacity) return false;
-    this.iovBuf[n] = buf;
-    this.iovOff[n] = offset;
-    this.iovLen[n] = len;
+    const io = this.io;
+    io.iovBuf[n] = buf;
+    io.iovOff[n] = offset;
+    io.iovLen[n] = len;
     this.iovCount = n + 1;
+    this.iovBytes += len;
     return true;
   }
 
@@ -166,9 +184,12 @@ export abstract class ScsiTask {
   }
 
   /**
-   * Begin executing: clear the results, total the buffers. The submission
-   * time is `nowMs` (the field, set by execute(); a double passed on as an
-   * argument would be boxed into a new heap number per command).
+   * Begin executing on the generic path: clear the results, take the
+   * buffers (from the bdev I/O's scatter list, where addIov put them, into
+   * the task's own iovBuf/iovOff/iovLen: the I/O may then be pointed
+   * elsewhere). The submission time is `nowMs` (the field, set by
+   * execute(); a double passed on as an argument would be boxed into a new
+   * heap number per command).
    */
   begin(owner: TaskOwner | null): void {
     this.owner = owner;
@@ -178,9 +199,14 @@ export abstract class ScsiTask {
     this.residual = 0;
     this.residualKind = ScsiResidual.None;
     this.wantBytes = 0;
-    let total = 0;
-    for (let i = 0; i < this.iovCount; i++) total += this.iovLen[i];
-    this.bufferBytes = total;
+    const io = this.io;
+    const n = this.iovCount;
+    for (let i = 0; i < n; i++) {
+      this.iovBuf[i] = io.iovBuf[i];
+      this.iovOff[i] = io.iovOff[i];
+      this.iovLen[i] = io.iovLen[i];
+    }
+    this.bufferBytes = this.iovBytes;
   }
 
   /** Bytes of buffers usable for a data phase in direction `dir` (buffers of the other direction count as none). */

@@ -428,6 +428,46 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
   /** The SCSI target finished a command: write the response and complete. */
   commandDone(task: VscsiTask): void {
     const cmd = task.cmd as VscsiCommand;
+    const chain = task.chain;
+    const seg = chain.readable;
+    if (cmd.status === ScsiStatus.Good && cmd.senseLength === 0 && cmd.residualKind !== ScsiResidual.Overflow && chain.len[seg] >= ScsiCmdOffset.RespSense) {
+      // The usual outcome (GOOD, no sense data, buffers at least the transfer), its response's
+      // first descriptor holding the fixed fields (Linux's always does): written in place as
+      // three little-endian words: sense_len 0, residual, and status_qualifier 0 | status GOOD | response OK, all zero.
+      const transferred = cmd.transferred;
+      const residual = cmd.bufferBytes - transferred;
+      const o = chain.offset[seg];
+      const v = this.core.mem.views[chain.region[seg]];
+      v.setUint32(o + ScsiCmdOffset.RespSenseLen, 0, true);
+      v.setUint32(o + ScsiCmdOffset.RespResidual, residual > 0 ? residual >>> 0 : 0, true);
+      v.setUint32(o + ScsiCmdOffset.RespStatusQualifier, 0, true);
+      const s = this.stats;
+      switch (task.statKind) {
+        case StatKind.Read:
+          s[DeviceStat.ReadOps]++;
+          s[DeviceStat.ReadBytes] += transferred;
+          break;
+        case StatKind.Write:
+          s[DeviceStat.WriteOps]++;
+          s[DeviceStat.WriteBytes] += cmd.wantBytes;
+          break;
+        case StatKind.Unmap:
+          s[DeviceStat.UnmapOps]++;
+          break;
+        case StatKind.Flush:
+          s[DeviceStat.FlushOps]++;
+          break;
+        default:
+          break;
+      }
+      this.core.complete(task, ScsiCmdOffset.RespSize + (cmd.dir === ScsiDataDir.FromDevice ? transferred : 0));
+      return;
+    }
+    this.commandDoneSlow(task, cmd);
+  }
+
+  /** commandDone for an error status, sense data, an overrun, or a response split across descriptors. */
+  private commandDoneSlow(task: VscsiTask, cmd: VscsiCommand): void {
     const overrun = cmd.residualKind === ScsiResidual.Overflow;
     const dataIn = cmd.dir === ScsiDataDir.FromDevice ? cmd.transferred : 0;
     let residual = 0;
