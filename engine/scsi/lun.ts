@@ -334,8 +334,8 @@ export class ScsiLun implements BdevUser, TaskOwner {
       io.prepare(BdevIoType.Read, lba, blocks);
       task.phase = Phase.FastRead;
     } else {
+      // (task.fua, which only the generic write-then-flush reads, is left alone.)
       io.prepare(BdevIoType.Write, lba, blocks);
-      task.fua = (flags & 0x08) !== 0 || !this.wce;
       task.phase = Phase.FastWrite;
     }
     io.iovCount = count;

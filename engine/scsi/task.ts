@@ -105,17 +105,16 @@ export abstract class ScsiTask {
     this.io = new ScsiBdevIo(iovCapacity, this);
   }
 
-  /** Start a new command in this object (no buffers, no CDB, no results). */
+  /**
+   * Start a new command in this object: no buffers, no CDB. (The results
+   * are the target's to set: it clears them when it starts the command,
+   * or, on the READ/WRITE fast path, sets every one at completion.)
+   */
   reset(): void {
     this.cdbLength = 0;
     this.iovCount = 0;
     this.iovBytes = 0;
     this.dir = ScsiDataDir.None;
-    this.status = ScsiStatus.Good;
-    this.senseLength = 0;
-    this.transferred = 0;
-    this.residual = 0;
-    this.residualKind = ScsiResidual.None;
   }
 
   /**
@@ -151,7 +150,9 @@ export abstract class ScsiTask {
     const n = this.iovCount;
     if (n >= this.iovCapacity) return false;
     const io = this.io;
-    io.iovBuf[n] = buf;
+    // Usually the same buffer as last time (a transport's buffers are views of a few guest memory
+    // regions): a compare instead of a pointer store and its write barrier.
+    if (io.iovBuf[n] !== buf) io.iovBuf[n] = buf;
     io.iovOff[n] = offset;
     io.iovLen[n] = len;
     this.iovCount = n + 1;

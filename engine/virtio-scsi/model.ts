@@ -131,8 +131,6 @@ class VscsiCommand extends ScsiTask {
 export class VscsiTask extends VirtioTask {
   readonly kind: Kind;
   readonly cmd: VscsiCommand | null;
-  /** Bytes of data-in the guest gave room for (writable bytes after the response). */
-  dataInBytes = 0;
   /** What the command counts as (StatKind of its opcode), noted while the CDB is at hand. */
   statKind = 0;
   constructor(queue: VirtioQueueState, model: VscsiModel) {
@@ -179,6 +177,8 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
   private readonly layer: BdevLayer;
   private readonly stats: Float64Array;
   private readonly slots: (Slot | null)[] = new Array<Slot | null>(SCSI_MAX_TARGETS).fill(null);
+  /** slots[t].target, flat: the per-command lookup (kept with slots). */
+  private readonly targetsByNum: (ScsiTarget | null)[] = new Array<ScsiTarget | null>(SCSI_MAX_TARGETS).fill(null);
   /** LUs being hot-removed (closed when their last command completes). */
   private readonly removing = new Set<VscsiLun>();
   private readonly hotplug: boolean;
@@ -243,6 +243,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       const s = this.slots[i];
       if (s !== null) s.lun.close();
       this.slots[i] = null;
+      this.targetsByNum[i] = null;
     }
     for (const l of this.removing) l.close();
     this.removing.clear();
@@ -265,6 +266,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
         if (s === null || s === undefined) throw new RangeError(`scsi device ${this.core.name}: no target ${t}`);
         // From now on the target answers BAD_TARGET; what it has outstanding completes first.
         this.slots[t] = null;
+        this.targetsByNum[t] = null;
         this.removing.add(s.lun);
         this.removalsPending.add(t);
         if (this.hotplug) this.raiseEvent(ScsiEvent.TransportReset, t, ScsiResetReason.Removed);
@@ -292,6 +294,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const t = new ScsiTarget(1);
     t.addLun(lun);
     this.slots[target] = { target: t, lun };
+    this.targetsByNum[target] = t;
   }
 
   /** A LU's bdev changed size: PARAM_CHANGE (CAPACITY DATA HAS CHANGED) when negotiated. */
@@ -384,7 +387,6 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       cmd.dir = ScsiDataDir.FromDevice;
       this.addData(task, cmd, chain.readable, chain.count, ScsiCmdOffset.RespSize, bytes);
     }
-    task.dataInBytes = inBytes;
     // The time goes in the task, not as an argument (which would box it per command).
     cmd.nowMs = core.nowMs;
     target.execute(cmd, lun);
@@ -414,7 +416,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
   private targetOf(v: DataView, off: number): ScsiTarget | null {
     const hi = v.getUint32(off);
     const t = (hi >>> 16) & 0xff;
-    return hi >>> 24 === 1 && t < SCSI_MAX_TARGETS ? (this.slots[t]?.target ?? null) : null;
+    return hi >>> 24 === 1 && t < SCSI_MAX_TARGETS ? this.targetsByNum[t] : null;
   }
 
   /**
