@@ -147,6 +147,9 @@ export class ScsiLun implements BdevUser, TaskOwner {
    * raised or the LU is removed.
    */
   private fastNexus = -1;
+  /** The bdev's size and block size for the fast path (no getter chain through the handle per command); bdevResized keeps the size. */
+  private fastNumBlocks: number;
+  private readonly fastBlockSize: number;
 
   constructor(
     readonly id: number,
@@ -174,6 +177,8 @@ export class ScsiLun implements BdevUser, TaskOwner {
     this.defaultWce = this.canFlush;
     this.wce = this.defaultWce;
     this.naa = fnv1a64(this.identifier);
+    this.fastNumBlocks = this.handle.numBlocks;
+    this.fastBlockSize = this.handle.blockSize;
   }
 
   get blockSize(): number {
@@ -210,7 +215,8 @@ export class ScsiLun implements BdevUser, TaskOwner {
   // ---------------------------------------------------------------- events
 
   /** bdev layer: the bdev was resized: CAPACITY DATA HAS CHANGED for every nexus. */
-  bdevResized(_numBlocks: number): void {
+  bdevResized(numBlocks: number): void {
+    this.fastNumBlocks = numBlocks;
     this.raiseUnitAttention(UnitAttention.CapacityChanged);
   }
 
@@ -318,10 +324,9 @@ export class ScsiLun implements BdevUser, TaskOwner {
     if ((flags & 0xe0) !== 0 || this.reservations.holder !== null) return false;
     // A write that must reach the medium before it completes (FUA, or the write cache off) takes the generic path's write-then-flush.
     if (write && (this.readonly || (this.canFlush && ((flags & 0x08) !== 0 || !this.wce)))) return false;
-    const handle = this.handle;
-    const n = handle.numBlocks;
+    const n = this.fastNumBlocks;
     if (blocks === 0 || blocks > this.maxTransferBlocks || lba > n || blocks > n - lba) return false;
-    const want = blocks * handle.blockSize;
+    const want = blocks * this.fastBlockSize;
     const bytes = task.iovBytes;
     if (task.dir !== (write ? ScsiDataDir.ToDevice : ScsiDataDir.FromDevice) || bytes !== want) return false;
     task.owner = this;
@@ -339,7 +344,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
       task.phase = Phase.FastWrite;
     }
     io.iovCount = count;
-    handle.submit(io, task.nowMs);
+    this.handle.submit(io, task.nowMs);
     return true;
   }
 

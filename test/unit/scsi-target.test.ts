@@ -596,6 +596,20 @@ t.test('SPC-2 RESERVE / RELEASE', async (t) => {
   t.equal(go(cdb.reserve6(), 2), ScsiStatus.ReservationConflict, 'SPC-2 RESERVE conflicts while registrations exist');
 });
 
+t.test('fast path: a shrunk bdev ends where it now ends', async (t) => {
+  const layer = new WorkerBdevLayer();
+  const target = new ScsiTarget();
+  target.addLun(new ScsiLun(0, layer, nullDesc('S', 1000, 512), { powerOnUnitAttention: false }));
+  const go = (c: number[]) => run(target, layer, c, { nexus: 1, inLen: 512 }).task;
+  t.equal(go(cdb.read10(900, 1)).status, ScsiStatus.Good, 'block 900');
+  t.equal(go(cdb.read10(900, 1)).status, ScsiStatus.Good, 'again, on the fast path');
+  t.equal(layer.resize('S', 500), 1, 'shrunk to 500 blocks');
+  t.same(go(cdb.read10(900, 1)).senseTriple, [6, 0x2a, 0x09], 'CAPACITY DATA HAS CHANGED');
+  t.same(go(cdb.read10(900, 1)).senseTriple, [5, 0x21, 0], 'block 900: LBA OUT OF RANGE');
+  t.equal(go(cdb.read10(499, 1)).status, ScsiStatus.Good, 'the last block, on the fast path');
+  t.same(go(cdb.read10(900, 1)).senseTriple, [5, 0x21, 0], 'block 900 again: the fast path knows the new end');
+});
+
 t.test('unit attentions per I_T nexus', async (t) => {
   const layer = new WorkerBdevLayer();
   const target = new ScsiTarget();
@@ -617,6 +631,7 @@ t.test('unit attentions per I_T nexus', async (t) => {
   t.same([rs.data[2], rs.data[12], rs.data[13]], [6, 0x2a, 0x09]);
   t.equal(go(cdb.tur(), { nexus: 2 }).task.status, ScsiStatus.Good, 'and clears it');
   t.equal(go(cdb.read10(3500, 1), { nexus: 2, inLen: 512 }).task.status, ScsiStatus.Good, 'I/O past the old end works');
+  t.equal(go(cdb.read10(3500, 1), { nexus: 2, inLen: 512 }).task.status, ScsiStatus.Good, 'again, on the fast path (no unit attention pending)');
 
   // Two pending: reported highest priority first.
   lun.raiseUnitAttention(8 /* ModeChanged */, 1);
