@@ -17,7 +17,7 @@
  * and writes it with the raw runs to <out>/<date>-rings.{md,json}. Main thread.
  */
 import os from 'node:os';
-import { runPerf } from './perf/perf';
+import { type PerfReport, runPerf } from './perf/perf';
 import { GENERATOR_CORE, type Kind, type Run, type Rw, TARGET_CORE, type Variant as RoundsVariant, attachBlk, goodIops, iopsRange, median, parseRoundsOptions, roundsUsage, runRounds, writeRoundsReport } from './lib/rounds';
 
 type Ring = 'split' | 'packed';
@@ -46,17 +46,36 @@ const roundsVariant = (variant: Variant): RoundsVariant => ({
     const device = await attachBlk(v, bdev, ctrlr, packed ? { packed_ring: true } : {}, (socketPath, job) =>
       runPerf({ ...job, socketPath, eventIdx: true, inflight: variant.inflight, packed }),
     );
+    const run = device.run as NonNullable<typeof device.run>;
     return {
-      ...device,
-      check: (r) =>
-        r.device.inflight !== variant.inflight
-          ? `INFLIGHT_SHMFD ${r.device.inflight ? '' : 'not '}negotiated`
-          : r.device.packed !== packed
-            ? `RING_PACKED ${r.device.packed ? '' : 'not '}negotiated`
-            : undefined,
+      detach: device.detach,
+      // vhostd-perf's report, with the generator's own cost per request kept (is the packed driver the bottleneck?).
+      async measure(job) {
+        const r = await run(job);
+        const why =
+          r.device.inflight !== variant.inflight
+            ? `INFLIGHT_SHMFD ${r.device.inflight ? '' : 'not '}negotiated`
+            : r.device.packed !== packed
+              ? `RING_PACKED ${r.device.packed ? '' : 'not '}negotiated`
+              : undefined;
+        if (r.errors === 0 && why !== undefined) throw new Error(why);
+        return {
+          iops: r.iops,
+          latMeanUs: r.latencyNs.mean / 1000,
+          descheduledSec: r.cpu.stallSec,
+          errors: r.errors,
+          extra: { genCpuNsPerIo: genCpuNsPerIo(r), genBusyNsPerIo: r.cpu.busyNsPerIo, genBusyFraction: r.cpu.busyFraction },
+        };
+      },
     };
   },
 });
+
+/** The generator thread's CPU time (user + system) per request of the measured window. */
+function genCpuNsPerIo(r: PerfReport): number {
+  const ios = r.iops * r.cpu.wallSec;
+  return ios > 0 ? Math.round(((r.cpu.userSec + r.cpu.sysSec) * 1e9) / ios) : 0;
+}
 
 interface CaseResult {
   id: string;
@@ -90,6 +109,15 @@ export async function ringsMain(argv: string[], repo: string): Promise<number> {
       rows.push(`| ${c.id} | ${variant.ring} | ${variant.inflight ? 'on' : 'off'} | ${m === null ? 'failed' : Math.round(m)}${iopsRange(goodIops(c.runs, vname(variant)))} | ${ratio(m, base)} |`);
     }
   }
+  // The generator's CPU per request (median of the runs): a packed driver costing more than a split one would cap packed IOPS.
+  const gen = (c: CaseResult, key: string, field: string): string => {
+    const xs = c.runs.filter((r) => r.variant === key && r.error === undefined && r.extra?.[field] !== undefined).map((r) => r.extra?.[field] as number);
+    const m = median(xs);
+    return m === null ? '–' : field === 'genBusyFraction' ? m.toFixed(2) : String(Math.round(m));
+  };
+  const genRows = cases.flatMap((c) =>
+    VARIANTS.map((variant) => `| ${c.id} | ${vname(variant)} | ${gen(c, vname(variant), 'genCpuNsPerIo')} | ${gen(c, vname(variant), 'genBusyNsPerIo')} | ${gen(c, vname(variant), 'genBusyFraction')} |`),
+  );
   const goals = cases.map(
     (c) =>
       `| ${c.id} | ${ratio(c.medians['split+inflight'], c.medians.split)} | ${ratio(c.medians['packed+inflight'], c.medians.packed)} | ${ratio(c.medians.packed, c.medians.split)} | ${ratio(c.medians['packed+inflight'], c.medians['split+inflight'])} |`,
@@ -106,6 +134,12 @@ export async function ringsMain(argv: string[], repo: string): Promise<number> {
     '| case | in-flight on/off, split | in-flight on/off, packed | packed/split, off | packed/split, on |',
     '|---|---|---|---|---|',
     ...goals,
+    '',
+    'Generator (vhostd-perf) per request, medians: CPU ns (thread user + system / requests), busy-loop ns, busy fraction (below 1: it waited for the target).',
+    '',
+    '| case | variant | generator CPU ns/req | busy ns/req | busy fraction |',
+    '|---|---|---|---|---|',
+    ...genRows,
     '',
   ];
   const json = { startedAt: startedAt.toISOString(), runs, runtimeSec, rampSec, sizeMiB, cases };

@@ -78,7 +78,6 @@ export class PackedQueue implements Virtqueue {
 
   private readonly desc: QueueDesc;
   private mem!: GuestMemory;
-  private view!: DataView;
   private words!: Uint16Array;
   /** The ring's region as 32-bit words (the ring is 16-byte aligned in it: descriptor i at ringWord + 4i). */
   private ring32!: Uint32Array;
@@ -88,10 +87,14 @@ export class PackedQueue implements Virtqueue {
   /** Complete chains from availIdx that available() has checked, their descriptors, and the slot/wrap after them. */
   private ahead = 0;
   private aheadSlots = 0;
+  /** Descriptors of each chain available() counted, oldest at aheadFirst (a ring of SCAN_LIMIT): pop() takes them without walking the flags again. */
+  private readonly aheadLen = new Uint16Array(SCAN_LIMIT);
+  private aheadFirst = 0;
+  /** The buffer id take() accepted last (pop()'s answer). */
+  private takenId = 0;
   private scanIdx = 0;
   private scanWrap = false;
-  /** Byte offset of the ring in its region, and word indices of the two event areas. */
-  private ringOff = 0;
+  /** Word indices of the two event areas. */
   private wDriverOff = 0;
   private wDriverFlags = 0;
   private wDeviceFlags = 0;
@@ -143,10 +146,8 @@ export class PackedQueue implements Virtqueue {
     const drv = area(mem, q, 'driver event area', q.availAddr, 4, 4);
     const dev = area(mem, q, 'device event area', q.usedAddr, 4, 4);
     this.mem = mem;
-    this.view = mem.views[ring.region];
     this.words = mem.words[ring.region];
-    this.ringOff = ring.offset;
-    const rv = this.view;
+    const rv = mem.views[ring.region];
     if ((rv.byteOffset + ring.offset) % 4 !== 0) throw new QueueSetupError(`queue ${q.index}: descriptor ring is not addressable`);
     this.ring32 = new Uint32Array(rv.buffer, rv.byteOffset, Math.floor(rv.byteLength / 4));
     this.ringWord = ring.offset / 4;
@@ -163,6 +164,7 @@ export class PackedQueue implements Virtqueue {
   private rescan(): void {
     this.ahead = 0;
     this.aheadSlots = 0;
+    this.aheadFirst = 0;
     this.scanIdx = this.availIdx;
     this.scanWrap = this.availWrap;
   }
@@ -209,6 +211,7 @@ export class PackedQueue implements Virtqueue {
         if ((f & AVAIL_USED) !== (sw ? PACKED_DESC_F_AVAIL : PACKED_DESC_F_USED)) break;
       }
       if (!complete) break;
+      this.aheadLen[(this.aheadFirst + chains) & (SCAN_LIMIT - 1)] = n;
       chains++;
       slots += n;
       slot = s;
@@ -222,26 +225,41 @@ export class PackedQueue implements Virtqueue {
   }
 
   /**
-   * Take the chain at availIdx: check every descriptor of it is available
-   * with the right wrap bit (§2.8.1) and that it ends within the ring, note
-   * its id (from its last descriptor) and length. -1 and broken on a bad
-   * chain or an id already in flight. A chain available() counted was read
-   * with acquire already; its flags are read again with plain loads.
+   * Take the chain at availIdx: note its id (from its last descriptor) and
+   * length. A chain available() counted was checked there (every
+   * descriptor available with the right wrap bit, §2.8.1, the head read
+   * with acquire, the chain ending within the ring): its length comes from
+   * that scan, no flag is read again. Otherwise (pop() without available())
+   * the chain is checked here. -1 and broken on a bad chain or an id
+   * already in flight.
    */
   pop(): number {
     if (this.resubmit.left > 0) {
       // Recorded in flight already; availIdx is past it.
       return this.resubmit.take();
     }
-    const w = this.words;
-    const f0 = this.wFlags0;
     const size = this.size;
     const start = this.availIdx;
-    const checked = this.ahead > 0;
+    if (this.ahead > 0) {
+      const n = this.aheadLen[this.aheadFirst];
+      let end = start + n;
+      let wrap = this.availWrap;
+      if (end >= size) {
+        end -= size;
+        wrap = !wrap;
+      }
+      if (!this.take(start, n, end === 0 ? size - 1 : end - 1, end, wrap)) return -1;
+      this.aheadFirst = (this.aheadFirst + 1) & (SCAN_LIMIT - 1);
+      this.ahead--;
+      this.aheadSlots -= n;
+      return this.takenId;
+    }
+    const w = this.words;
+    const f0 = this.wFlags0;
     let slot = start;
     let wrap = this.availWrap;
     let n = 0;
-    let flags = checked ? w[f0 + slot * 8] : Atomics.load(w, f0 + slot * 8);
+    let flags = Atomics.load(w, f0 + slot * 8);
     for (;;) {
       if (n === size) {
         this.broken = `chain at descriptor ${start} has no final descriptor within the ring size ${size}`;
@@ -258,33 +276,40 @@ export class PackedQueue implements Virtqueue {
         wrap = !wrap;
       }
       if ((flags & DescFlag.Next) === 0) {
-        const id = w[f0 + last * 8 - 1];
-        if (id >= size) {
-          this.broken = `chain at descriptor ${start} has buffer id ${id} >= ring size ${size}`;
-          return -1;
-        }
-        if (this.ndesc[id] !== 0) {
-          this.broken = `chain at descriptor ${start} reuses buffer id ${id}, which is still in flight`;
-          return -1;
-        }
-        if (this.inflight !== null && !this.inflight.popped(this.index, id, this.ring32, this.ringWord, start, n, size)) {
-          this.broken = `chain at descriptor ${start} makes more descriptors in flight than the ring size ${size}`;
-          return -1;
-        }
-        this.slotOf[id] = start;
-        this.ndesc[id] = n;
-        this.availIdx = slot;
-        this.availWrap = wrap;
-        if (checked) {
-          this.ahead--;
-          this.aheadSlots -= n;
-        } else {
-          this.rescan();
-        }
-        return id;
+        if (!this.take(start, n, last, slot, wrap)) return -1;
+        this.rescan();
+        return this.takenId;
       }
       flags = w[f0 + slot * 8];
     }
+  }
+
+  /**
+   * The chain of `n` descriptors at `start` ending at slot `last` is taken:
+   * check its id, record it (and in the in-flight region), move availIdx to
+   * `next`/`wrap`. False and broken when the id is bad or already in flight.
+   */
+  private take(start: number, n: number, last: number, next: number, wrap: boolean): boolean {
+    const size = this.size;
+    const id = this.words[this.wFlags0 + last * 8 - 1];
+    if (id >= size) {
+      this.broken = `chain at descriptor ${start} has buffer id ${id} >= ring size ${size}`;
+      return false;
+    }
+    if (this.ndesc[id] !== 0) {
+      this.broken = `chain at descriptor ${start} reuses buffer id ${id}, which is still in flight`;
+      return false;
+    }
+    if (this.inflight !== null && !this.inflight.popped(this.index, id, this.ring32, this.ringWord, start, n, size)) {
+      this.broken = `chain at descriptor ${start} makes more descriptors in flight than the ring size ${size}`;
+      return false;
+    }
+    this.slotOf[id] = start;
+    this.ndesc[id] = n;
+    this.availIdx = next;
+    this.availWrap = wrap;
+    this.takenId = id;
+    return true;
   }
 
   /** Walk buffer `id`'s descriptors (ring, or one indirect table) into `out`. */
@@ -293,8 +318,12 @@ export class PackedQueue implements Virtqueue {
     const n = this.ndesc[id];
     if (n === 0) return ChainError.HeadOutOfRange;
     const mem = this.mem;
-    let view = this.view;
-    let base = this.ringOff;
+    // The ring is read as 32-bit words (16-byte aligned descriptors: addr lo, addr hi, len, id | flags << 16);
+    // an indirect table or a resubmitted chain's copy through a DataView (`view` set).
+    const r32 = this.ring32;
+    const rw = this.ringWord;
+    let view: DataView | null = null;
+    let base = 0;
     let slot = this.slotOf[id];
     let count = n;
     let ringSize = this.size;
@@ -302,18 +331,26 @@ export class PackedQueue implements Virtqueue {
     if (copy !== null) {
       // A resubmitted chain: its descriptors as the previous back-end copied them (the ring slots may be reused).
       view = copy;
-      base = 0;
       slot = 0;
       ringSize = count;
     }
     let inIndirect = false;
     let err: ChainError = ChainError.Ok;
     for (let i = 0; i < count; i++) {
-      const d = base + slot * DESC_SIZE;
-      const lo = view.getUint32(d, true);
-      const hi = view.getUint32(d + 4, true);
-      const len = view.getUint32(d + 8, true);
-      const flags = view.getUint16(d + 14, true);
+      let lo: number, hi: number, len: number, flags: number;
+      if (view === null) {
+        const d = rw + 4 * slot;
+        lo = r32[d];
+        hi = r32[d + 1];
+        len = r32[d + 2];
+        flags = r32[d + 3] >>> 16;
+      } else {
+        const d = base + slot * DESC_SIZE;
+        lo = view.getUint32(d, true);
+        hi = view.getUint32(d + 4, true);
+        len = view.getUint32(d + 8, true);
+        flags = view.getUint16(d + 14, true);
+      }
       if (++slot === ringSize) slot = 0;
       if (flags & DescFlag.Indirect) {
         // §2.8.7: one indirect descriptor, alone in its chain, pointing at a table of descriptors.

@@ -69,6 +69,8 @@ export class SplitQueue implements Virtqueue {
   private readonly mask: number;
   private descRegion = 0;
   private descOffset = 0;
+  /** The descriptor table's region as 32-bit words when the table is 4-byte aligned in it (it is 16-byte aligned in guest memory), else null. */
+  private desc32: Uint32Array | null = null;
   private usedView!: DataView;
   private usedOffset = 0;
   private availWords!: Uint16Array;
@@ -122,6 +124,8 @@ export class SplitQueue implements Virtqueue {
     const used = ringLocation(mem, q, 'used', q.usedAddr, 4 + 8 * size + ev, 4);
     this.descRegion = desc.region;
     this.descOffset = desc.offset;
+    const dv = mem.views[desc.region];
+    this.desc32 = (dv.byteOffset + desc.offset) % 4 === 0 && dv.byteOffset % 4 === 0 ? new Uint32Array(dv.buffer, dv.byteOffset, Math.floor(dv.byteLength / 4)) : null;
     this.availWords = mem.words[avail.region];
     this.usedWords = mem.words[used.region];
     this.usedView = mem.views[used.region];
@@ -175,7 +179,7 @@ export class SplitQueue implements Virtqueue {
 
   /** Walk the chain of `head` into `out`. */
   walk(head: number, out: DescChain): ChainError {
-    return walkChain(this.mem, this.descRegion, this.descOffset, this.size, head, this.indirect, out);
+    return walkChain(this.mem, this.descRegion, this.descOffset, this.size, head, this.indirect, out, this.desc32);
   }
 
   /** Put one used element (not yet visible to the driver: see publish()). */

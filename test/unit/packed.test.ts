@@ -61,6 +61,32 @@ t.test('wrap counters flip at the end of the ring, many times', async (t) => {
   t.same([drv.availIdx, drv.availWrap], [0, true]);
 });
 
+t.test('chains counted by available() pop with their own lengths across wraps; pop() alone checks the chain itself', async (t) => {
+  const { drv, q, chain } = setup(7);
+  const b = drv.alloc(16);
+  const s = drv.alloc(1);
+  const lens = [1, 3, 2];
+  const bufsOf = (n: number) => Array.from({ length: n }, (_, k) => (k === n - 1 ? { addr: s, len: 1, write: true } : { addr: b, len: 16 }));
+  let slots = 0;
+  for (let round = 0; round < 12; round++) {
+    // Three chains (6 slots of 7) at once; every other round pop() runs without available() first.
+    for (let k = 0; k < 3; k++) drv.add(bufsOf(lens[k]), k);
+    if (round % 2 === 0) t.equal(q.available(), 3, `round ${round}: three chains counted`);
+    for (let k = 0; k < 3; k++) {
+      const id = q.pop();
+      t.equal(id, k, `round ${round}: chain ${k} id`);
+      t.equal(q.walk(id, chain), ChainError.Ok);
+      t.equal(chain.count, lens[k], `round ${round}: chain ${k} has its own length`);
+    }
+    t.equal(q.available(), 0);
+    for (let k = 2; k >= 0; k--) q.push(k, 1);
+    q.publish();
+    t.same(drv.readUsed().map((u) => u.id), [2, 1, 0]);
+    slots += 6;
+    t.same([q.position().availIdx, q.position().availWrap], [slots % 7, Math.floor(slots / 7) % 2 === 0], `round ${round}: position`);
+  }
+});
+
 t.test('indirect table; event suppression both ways', async (t) => {
   const { drv, q, chain } = setup();
   const h = drv.alloc(16);
