@@ -7,7 +7,7 @@
  * generator: it measures the poll loop alone, which the end-to-end bench
  * cannot once vhostd outruns the generator.
  *
- *   node dist/bench/micro.js [--requests N] [--qd N] [--per-iter K] [--inflight] [--packed] [--scsi] [--json]
+ *   node dist/bench/micro.js [--requests N] [--qd N] [--per-iter K] [--inflight] [--packed] [--scsi] [--malloc MIB [--no-huge]] [--json]
  *
  * `--inflight`: the device records every request in an in-flight region
  * (vhost-user INFLIGHT_SHMFD, engine/virtio/inflight.ts), as with QEMU.
@@ -17,6 +17,10 @@
  * 0, request queue 2), each chain a READ 16 of 8 blocks: the 51-byte
  * request, the 108-byte response, 4 KiB of data-in — the same three
  * descriptors as a blk read, so the two figures compare the models.
+ * `--malloc MIB`: a malloc bdev of MIB MiB instead of the null bdev, made
+ * as bdev_malloc_create makes it (huge pages when the pool holds it; with
+ * `--no-huge` 4 KiB pages), each read at a new random 4 KiB-aligned sector
+ * (blk only): the copy out of a large RAM disk, TLB misses included.
  * Prints ns per request (wall clock, and the process's CPU time), requests
  * per poll and millions of requests per s.
  */
@@ -29,6 +33,8 @@ import { type DeviceDesc, DeviceStat } from '../engine/control';
 import { GuestMemory } from '../engine/memory';
 import { inflightRegionBytes } from '../engine/virtio/inflight';
 import { packedInflightRegionBytes } from '../engine/virtio/inflight-packed';
+import { memfdStorage, setMallocHugepages } from '../modules/bdev/malloc/reactor';
+import { native } from '../bindings';
 
 const QUEUE_SIZE = 128;
 const DESC = 0x1000;
@@ -50,7 +56,8 @@ export interface MicroResult {
 }
 
 /** Run `requests` reads at depth `qd`, the driver adding at most `perIter` avail entries per poll. */
-export function runMicro(requests: number, qd: number, perIter: number, inflight = false, packed = false, scsi = false): MicroResult {
+export function runMicro(requests: number, qd: number, perIter: number, inflight = false, packed = false, scsi = false, mallocMiB = 0, noHuge = false): MicroResult {
+  if (mallocMiB > 0 && (scsi || packed)) throw new Error('--malloc drives the split blk device only');
   const buf = new ArrayBuffer(4 << 20);
   const v = new DataView(buf);
   const words = new Uint16Array(buf);
@@ -86,13 +93,24 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
   }
   if (packed) words[AVAIL / 2 + 1] = 1; // driver event area: DISABLE
   else words[(AVAIL + 4 + 2 * QUEUE_SIZE) / 2] = 0x8000; // used_event far ahead: no interrupt wanted
+  let bdevDesc: DeviceDesc['bdevs'][number] = { name: 'Null0', module: 'null', blockSize: 512, numBlocks: 1 << 20, params: null, stats: new SharedArrayBuffer(64 * 8), qos: new SharedArrayBuffer(8 * 8) };
+  let mallocFd = -1;
+  if (mallocMiB > 0) {
+    setMallocHugepages(!noHuge);
+    const storage = memfdStorage('micro', mallocMiB << 20);
+    if ('fd' in storage) mallocFd = storage.fd;
+    bdevDesc = { ...bdevDesc, name: 'Malloc0', module: 'malloc', numBlocks: (mallocMiB << 20) / 512, params: storage };
+  }
+  // Random 4 KiB-aligned sectors (xorshift32) for --malloc: a new one at each submission.
+  const sectors4k = (mallocMiB << 20) / 4096;
+  let rnd = 0x9e3779b9;
   const features = (1n << 32n) | (1n << 30n) | (1n << 29n) | (1n << 28n) | (packed ? 1n << 34n : 0n);
   const device: DeviceDesc = {
     id: 1,
     name: 'micro',
     features,
     model: scsi ? { kind: 'scsi', targets: [{ target: 0, bdev: 0, identifier: 'micro' }] } : { kind: 'blk', readonly: false },
-    bdevs: [{ name: 'Null0', module: 'null', blockSize: 512, numBlocks: 1 << 20, params: null, stats: new SharedArrayBuffer(64 * 8), qos: new SharedArrayBuffer(8 * 8) }],
+    bdevs: [bdevDesc],
     regions: [],
     queues: [
       {
@@ -177,6 +195,12 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
     }
   };
   const splitAdd = (head: number): void => {
+    if (sectors4k > 0) {
+      rnd ^= rnd << 13;
+      rnd ^= rnd >>> 17;
+      rnd ^= rnd << 5;
+      v.setUint32(DATA + (head / 3) * 8192 + 8, ((rnd >>> 0) % sectors4k) * 8, true);
+    }
     words[(AVAIL + 4) / 2 + (availIdx & (QUEUE_SIZE - 1))] = head;
     availIdx = (availIdx + 1) & 0xffff;
   };
@@ -206,6 +230,7 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
   const ns = Number(process.hrtime.bigint() - t0);
   const cpu = process.cpuUsage(cpu0);
   const stats = new Float64Array(device.stats);
+  if (mallocFd >= 0) native.close(mallocFd);
   return {
     nsPerReq: +(ns / requests).toFixed(1),
     cpuNsPerReq: +(((cpu.user + cpu.system) * 1e3) / requests).toFixed(1),
@@ -227,6 +252,8 @@ function main(argv: string[]): number {
       inflight: { type: 'boolean', default: false },
       packed: { type: 'boolean', default: false },
       scsi: { type: 'boolean', default: false },
+      malloc: { type: 'string', default: '0' },
+      'no-huge': { type: 'boolean', default: false },
     },
   });
   const requests = Number(values.requests);
@@ -235,7 +262,9 @@ function main(argv: string[]): number {
   if (!Number.isSafeInteger(requests) || requests < 1) throw new Error('--requests must be a positive integer');
   if (!Number.isSafeInteger(qd) || qd < 1 || qd > 42) throw new Error('--qd must be 1..42 (3 descriptors each in a queue of 128)');
   if (!Number.isSafeInteger(perIter) || perIter < 1) throw new Error('--per-iter must be a positive integer');
-  const r = runMicro(requests, qd, perIter, values.inflight, values.packed, values.scsi);
+  const mallocMiB = Number(values.malloc);
+  if (!Number.isSafeInteger(mallocMiB) || mallocMiB < 0 || mallocMiB > 4096) throw new Error('--malloc must be 0..4096 MiB');
+  const r = runMicro(requests, qd, perIter, values.inflight, values.packed, values.scsi, mallocMiB, values['no-huge']);
   process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.nsPerReq} ns/request (CPU ${r.cpuNsPerReq} ns), ${r.reqPerPoll} requests/poll, ${r.mIops} M requests/s\n`);
   return 0;
 }

@@ -19,7 +19,10 @@ export class Fifo<T> {
 
   push(item: T): void {
     if (this.count === this.ring.length) this.grow();
-    this.ring[(this.head + this.count) % this.ring.length] = item;
+    // head + count < 2 * length: a compare instead of an integer division (two per I/O on the bdev path).
+    let i = this.head + this.count;
+    if (i >= this.ring.length) i -= this.ring.length;
+    this.ring[i] = item;
     this.count++;
   }
 
@@ -32,7 +35,8 @@ export class Fifo<T> {
   shift(): T {
     const item = this.ring[this.head] as T;
     this.ring[this.head] = undefined;
-    this.head = (this.head + 1) % this.ring.length;
+    const next = this.head + 1;
+    this.head = next === this.ring.length ? 0 : next;
     this.count--;
     return item;
   }

@@ -43,6 +43,8 @@ Options (as SPDK's vhost app):
   -p, --main-core N         accepted (must be a core of -m); the main thread is not pinned
   -s, --mem-size SIZE       accepted; vhostd reserves no hugepage memory
   -u, --no-pci              accepted; vhostd uses no PCI devices
+      --no-huge             malloc bdevs never take huge pages (default: from the default huge page
+                            pool when it holds the whole bdev, else 4 KiB pages)
   -e, --tpoint-group-mask MASK
                             accepted; vhostd has no SPDK trace buffers
   -i, --shm-id ID           accepted; vhostd shares no memory with SPDK tools
@@ -80,6 +82,8 @@ export interface CliOptions {
   socketGroup?: string;
   /** --require-sealed-memory: refuse guest memory regions without F_SEAL_SHRINK (issue #15 item 4). */
   requireSealedMemory: boolean;
+  /** --no-huge (SPDK's flag): malloc bdevs use 4 KiB pages only, never the huge page pool. */
+  noHuge: boolean;
   /** --log-level, or 'warn' for --silence-noticelog, or 'debug' when -L is given alone. */
   printLevel?: LogLevel;
   /** --metrics: where to serve the metrics endpoint (reactor/metrics.ts). */
@@ -144,6 +148,7 @@ const OPTIONS = {
   'main-core': { type: 'string', short: 'p' },
   'mem-size': { type: 'string', short: 's' },
   'no-pci': { type: 'boolean', short: 'u' },
+  'no-huge': { type: 'boolean' },
   'tpoint-group-mask': { type: 'string', short: 'e' },
   'tpoint-group': { type: 'string' },
   'shm-id': { type: 'string', short: 'i' },
@@ -297,6 +302,7 @@ export function parseCli(argv: string[], knownLogFlags: readonly string[]): CliO
     socketMode: parseInt(modeText, 8),
     socketGroup: socketGroup(values['socket-group']),
     requireSealedMemory: values['require-sealed-memory'] ?? false,
+    noHuge: values['no-huge'] ?? false,
     printLevel,
     logFormat,
     logFlags,

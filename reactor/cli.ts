@@ -22,6 +22,7 @@ import { MetricsServer, type MetricsSource } from './metrics';
 import { VERSION } from './version';
 import { registerMethods } from './rpc/methods';
 import { setRequireSealedMemory } from './vhost-user/memory-policy';
+import { setMallocHugepages } from '../modules/bdev/malloc/reactor';
 import { sdNotify } from './sd-notify';
 import { resolveGroup } from './unix-group';
 
@@ -201,6 +202,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   setRequireSealedMemory(opts.requireSealedMemory);
+  if (opts.noHuge) setMallocHugepages(false);
   if (opts.requireSealedMemory) log('notice', 'app', 'guest memory must be sealed against shrinking (--require-sealed-memory)');
   const app = new App({
     cores: opts.cores,
