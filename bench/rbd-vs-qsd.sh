@@ -12,6 +12,11 @@
 #                            cores instead of the polling core: bdev_rbd_register_cluster core_mask)
 #   MODES="poll adaptive interrupt" bench/rbd-vs-qsd.sh   (a vhostd column per
 #                            --poll-mode; default "poll adaptive")
+#   BASE_ROOT=/tmp/old MODES=poll bench/rbd-vs-qsd.sh   (also a column per mode for
+#                            the vhostd of another tree, built: before/after side by side,
+#                            both run in turn within each case)
+#   THREADS=1 bench/rbd-vs-qsd.sh   (also prints, per run, the CPU time of the
+#                            target's and the OSD's threads: bench/lib/thread-cpu.sh)
 #
 # The image is written in full first (rbd bench), so reads hit objects that
 # exist. The cluster's daemons are not pinned: on a 2-core machine they share
@@ -24,6 +29,8 @@ BENCH_NAME=rbd
 # shellcheck source=lib/qsd.sh
 . "$ROOT/bench/lib/qsd.sh"
 CEPH="$DIR/ceph"
+# shellcheck source=lib/thread-cpu.sh
+. "$ROOT/bench/lib/thread-cpu.sh"
 stop_ceph() { bash "$ROOT/scripts/ceph-cluster.sh" stop "$CEPH" >/dev/null 2>&1; }
 CLEANUP_HOOKS+=(stop_ceph)
 
@@ -34,8 +41,29 @@ CONF="$CEPH/ceph.conf"
 rbd -c "$CONF" bench --io-type write --io-size 4M --io-total "${SIZE_MIB}M" --io-pattern seq rbd/bench >/dev/null
 
 MODES=${MODES:-poll adaptive}
-run_vhostd() {  # mode rw qd → iops
-  local mode=$1; shift
+# Columns: each mode of this tree, then (BASE_ROOT) each mode of the other tree as "MODE@base".
+COLS=""
+for m in $MODES; do COLS="$COLS $m"; done
+if [ -n "${BASE_ROOT:-}" ]; then for m in $MODES; do COLS="$COLS $m@base"; done; fi
+# perf with THREADS=1: per-thread CPU of the target (TPID) and the OSD around the run, to stderr.
+perf_threads() {  # label tpid socket rw qd → JSON on stdout
+  local label=$1 tpid=$2; shift 2
+  [ -n "${THREADS:-}" ] || { perf "$@"; return; }
+  local osd engine=""; osd=$(cat "$CEPH/osd.0.pid")
+  # vhostd's engine worker is a "node" thread like libuv's: named by its tid (framework_get_reactors).
+  [ "$label" = QSD ] || engine=$(rpc framework_get_reactors '{}' | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).reactors[0].tid))')
+  snap() { { thread_ticks target "$tpid"; thread_ticks osd "$osd"; } | sed "s/^target $engine [^ ]* /target $engine engine /"; }
+  snap >"$DIR/t0"
+  perf "$@" >"$DIR/p.json"
+  snap >"$DIR/t1"
+  local n; n=$(iops <"$DIR/p.json")
+  echo "  threads, $label 4k $2 QD$3: $(thread_report "$DIR/t0" "$DIR/t1" "$((n * (RUNTIME + RAMP)))")" >&2
+  cat "$DIR/p.json"
+}
+run_vhostd() {  # mode[@base] rw qd → iops
+  local mode=${1%@base}; local VHOSTD_ROOT=$ROOT
+  [ "$mode" = "$1" ] || VHOSTD_ROOT=$BASE_ROOT
+  local col=$1; shift
   # With RBD_CORE_MASK the process may run there too (librados' threads take that mask); the engine is pinned by -m.
   local cpus="$TARGET_CPU"
   [ -z "${RBD_CORE_MASK:-}" ] || cpus="0-$(($(nproc) - 1))"
@@ -46,7 +74,7 @@ run_vhostd() {  # mode rw qd → iops
   rpc bdev_rbd_register_cluster "{\"name\":\"c\",\"config_file\":\"$CONF\",\"config_param\":{\"rbd_cache\":\"false\"}$mask}" >/dev/null
   rpc bdev_rbd_create '{"name":"Ceph0","pool_name":"rbd","rbd_name":"bench","block_size":512,"cluster_name":"c"}' >/dev/null
   rpc vhost_create_blk_controller '{"ctrlr":"vhost.0","dev_name":"Ceph0"}' >/dev/null
-  perf "$DIR/vhost.0" "$1" "$2" >"$DIR/v.json"
+  perf_threads "vhostd $col" "$VPID" "$DIR/vhost.0" "$1" "$2" >"$DIR/v.json"
   stop_target "$VPID"
   rm -f "$DIR/vhost.0"
   iops <"$DIR/v.json"
@@ -54,7 +82,7 @@ run_vhostd() {  # mode rw qd → iops
 
 run_qsd() {  # rw qd → iops
   start_qsd "driver=rbd,pool=rbd,image=bench,conf=$CONF,node-name=r,cache.direct=on" r
-  perf "$DIR/qsd.sock" "$1" "$2" >"$DIR/q.json"
+  perf_threads QSD "$QPID" "$DIR/qsd.sock" "$1" "$2" >"$DIR/q.json"
   stop_target "$QPID"
   iops <"$DIR/q.json"
 }
@@ -62,17 +90,17 @@ run_qsd() {  # rw qd → iops
 echo "ceph cluster start: $(node -e "console.log(($t1 - $t0).toFixed(1))") s; image $SIZE_MIB MiB; ${RUNTIME}s after ${RAMP}s ramp; target core $TARGET_CPU, generator core $GEN_CPU" >&2
 ROWS=()
 HEAD="| case |"; SEP="|---|"
-for m in $MODES; do HEAD="$HEAD vhostd $m IOPS |"; SEP="$SEP---|"; done
+for m in $COLS; do HEAD="$HEAD vhostd $m IOPS |"; SEP="$SEP---|"; done
 HEAD="$HEAD QSD (driver=rbd) IOPS |"; SEP="$SEP---|"
-for m in $MODES; do HEAD="$HEAD $m/QSD |"; SEP="$SEP---|"; done
+for m in $COLS; do HEAD="$HEAD $m/QSD |"; SEP="$SEP---|"; done
 for rw in randread randwrite; do
   for qd in 1 32; do
     vs=()
-    for m in $MODES; do vs+=("$(run_vhostd "$m" "$rw" "$qd")"); done
+    for m in $COLS; do vs+=("$(run_vhostd "$m" "$rw" "$qd")"); done
     q=$(run_qsd "$rw" "$qd")
     row="| 4k $rw QD$qd |"; ratios=""
     i=0
-    for m in $MODES; do
+    for m in $COLS; do
       v=${vs[$i]}; i=$((i + 1))
       r=$(ratio "$v" "$q")
       echo "4k $rw QD$qd: vhostd ($m) $v IOPS, QSD $q IOPS, ratio $r" >&2

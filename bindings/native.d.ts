@@ -287,6 +287,8 @@ export interface Native {
   threadId(): number;
   /** CPUs this process may run on (sched_getaffinity). */
   allowedCpus(): number[];
+  /** sched_yield() of the calling thread: other runnable threads on its CPU go first. */
+  yieldCpu(): void;
 
   // --- Files (bdev_uring / bdev_aio) ------------------------------------------
   IoUring: typeof IoUring;

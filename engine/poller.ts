@@ -25,7 +25,7 @@ import { logger } from './log';
 import { GuestMemory } from './memory';
 
 /** The addon calls the loop uses (injectable for tests). */
-export type PollerSys = Pick<Native, 'mmap' | 'munmap' | 'eventfdWrite' | 'eventfdRead' | 'pollReadable'>;
+export type PollerSys = Pick<Native, 'mmap' | 'munmap' | 'eventfdWrite' | 'eventfdRead' | 'pollReadable' | 'yieldCpu'>;
 
 /** Control messages are looked at every this many iterations (a power of 2). */
 const CONTROL_EVERY = 32;
@@ -92,6 +92,22 @@ export function wantsSleep(mode: PollMode, idleMs: number, idleSleepMs: number, 
   if (mode === 'interrupt') return true;
   if (mode !== 'adaptive') return false;
   return idleMs >= idleSleepMs || (bdevInFlight > 0 && idleMs >= IO_WAIT_SPIN_MS);
+}
+
+/**
+ * Poll mode, idle, with I/O in flight on a module whose I/O completes on
+ * helper threads of this process (librbd's messenger and finisher threads,
+ * BdevModuleEngine.completesOnHelperThreads): the worker calls sched_yield()
+ * every IDLE_CLOCK_EVERY idle iterations. It never sleeps (guest requests
+ * are still polled between yields), but a runnable librbd thread on its core
+ * gets the CPU at once instead of waiting for the poller's time slice to end
+ * — the busy loop otherwise competed with the very threads it waited for
+ * (SPDK gives librbd other cores with bdev_rbd's core_mask; vhostd has that
+ * too, and this for when it shares the core). Without such I/O, or when
+ * nothing else is runnable there, sched_yield returns at once.
+ */
+export function yieldsToHelpers(mode: PollMode, helperInFlight: number): boolean {
+  return mode === 'poll' && helperInFlight > 0;
 }
 
 /** How long an adaptive worker spins on in-flight bdev I/O before it sleeps on its completion eventfds (wantsSleep). */
@@ -173,6 +189,7 @@ export class Poller {
     const sleeps = mode === 'adaptive' || mode === 'interrupt';
     const idleSleepMs = mode === 'interrupt' ? 0 : this.init.idleSleepUs / 1000;
     const adaptive = mode === 'adaptive';
+    const polling = mode === 'poll';
     if (this.loop === null) {
       if (sleeps) this.layer.enableSleep();
       stats[WorkerStat.InInterrupt] = mode === 'interrupt' ? 1 : 0;
@@ -231,6 +248,9 @@ export class Poller {
         const after = performance.now();
         stats[WorkerStat.IdleNs] += (after - last) * 1e6;
         last = after;
+      } else if (polling && yieldsToHelpers(mode, this.layer.helperInFlight())) {
+        // Poll mode never sleeps, but librbd's threads that complete the I/O go first (yieldsToHelpers).
+        this.sys.yieldCpu();
       }
     }
     this.loop = { iter, last, lastWork, idleRun, idleIterMs, busyIter };

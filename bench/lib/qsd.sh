@@ -14,6 +14,8 @@
 #
 #   start_vhostd CPUS ARGS...   vhostd on CPUS (taskset list), engine on TARGET_CPU,
 #                               RPC at $DIR/rpc.sock, sockets in DIR; sets VPID
+#                               (the tree at $VHOSTD_ROOT when set, e.g. an older
+#                               build to compare with; default ROOT)
 #   start_qsd BLOCKDEV NODE     qemu-storage-daemon on TARGET_CPU exporting NODE as
 #                               vhost-user-blk at $DIR/qsd.sock (one queue); sets QPID
 #   stop_target PID             stop a target started above and wait for it
@@ -66,7 +68,7 @@ rpc() {  # method json
 start_vhostd() {  # cpus args...
   local cpus=$1; shift
   rm -f "$DIR/rpc.sock"
-  taskset -c "$cpus" node "$ROOT/bin/vhostd.js" -m "[$TARGET_CPU]" -S "$DIR" -r "$DIR/rpc.sock" "$@" >"$DIR/vhostd.log" 2>&1 &
+  taskset -c "$cpus" node "${VHOSTD_ROOT:-$ROOT}/bin/vhostd.js" -m "[$TARGET_CPU]" -S "$DIR" -r "$DIR/rpc.sock" "$@" >"$DIR/vhostd.log" 2>&1 &
   VPID=$!
   PIDS=("$VPID")
   wait_for "$DIR/rpc.sock"

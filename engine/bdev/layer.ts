@@ -96,6 +96,11 @@ export interface BdevLayer {
    * signal a sleepFd, so the worker sleeps at once rather than spin.
    */
   inFlight(): number;
+  /**
+   * The part of inFlight() on modules whose I/O completes on helper threads
+   * of this process (BdevModuleEngine.completesOnHelperThreads: librbd).
+   */
+  helperInFlight(): number;
   /** Completion eventfds on (about to sleep: poll once more afterwards, the re-check) or off (busy polling). */
   setCompletionNotify(on: boolean): void;
 }
@@ -108,6 +113,8 @@ class BdevEntry {
   readonly handles: Handle[] = [];
   readonly gate: QosGate | null;
   readonly iostat: IoStatRecorder;
+  /** The module's I/O completes on helper threads (BdevModuleEngine.completesOnHelperThreads). */
+  readonly helperThreads: boolean;
   private readonly retry = new Fifo<BdevIo>(INITIAL_WAIT_SLOTS);
 
   constructor(
@@ -119,6 +126,7 @@ class BdevEntry {
   ) {
     this.gate = desc.qos ? new QosGate(desc.qos, channel, bdev.blockSize, INITIAL_WAIT_SLOTS, nowMs) : null;
     this.iostat = new IoStatRecorder(desc.stats);
+    this.helperThreads = module.completesOnHelperThreads === true;
   }
 
   submit(io: BdevIo): void {
@@ -368,6 +376,13 @@ export class WorkerBdevLayer implements BdevLayer {
     let n = 0;
     const list = this.list;
     for (let i = 0; i < list.length; i++) n += list[i].channel.outstanding;
+    return n;
+  }
+
+  helperInFlight(): number {
+    let n = 0;
+    const list = this.list;
+    for (let i = 0; i < list.length; i++) if (list[i].helperThreads) n += list[i].channel.outstanding;
     return n;
   }
 

@@ -39,6 +39,13 @@ export interface BdevModuleEngine {
   readonly name: string;
   /** Per-worker state, when the module has any. */
   createState?(): ModuleWorkerState;
+  /**
+   * Its I/O is completed by threads of this process that need CPU time to
+   * do it (librbd's messenger and finisher threads), not by the kernel or a
+   * device: a busy-polling worker with such I/O in flight and nothing else
+   * to do yields its core to them (BdevLayer.helperInFlight, Poller).
+   */
+  readonly completesOnHelperThreads?: boolean;
   /** Make this worker's object for the bdev `desc` describes. Throws RangeError on a bad description. */
   open(desc: BdevDesc, state: ModuleWorkerState | undefined): Bdev;
 }

@@ -24,7 +24,7 @@ import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import type { ModuleWorkerState } from '../../engine/bdev/module';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { type ControlReply, type DeviceDesc, DeviceStat, type PollMode, WorkerStat } from '../../engine/control';
-import { IO_WAIT_SPIN_MS, Poller, type PollerSys, wantsSleep } from '../../engine/poller';
+import { IO_WAIT_SPIN_MS, Poller, type PollerSys, wantsSleep, yieldsToHelpers } from '../../engine/poller';
 import { BlkType } from '../../engine/virtio/spec';
 import { F_VERSION_1, MockVring } from '../lib/mock-vring';
 import { fdCount, guestMemory, makeBdev, openTestFile, TestIo } from '../lib/file-bdev-cases';
@@ -131,7 +131,7 @@ const CALL_FD = 42;
  * poll(2) (return 1 = an fd fired, 0 = timeout; it may change the ring or the
  * bdev, or post exit). `notify` hooks the module state's completion switch.
  */
-function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleepable?: boolean; idleSleepUs?: number } = {}) {
+function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleepable?: boolean; idleSleepUs?: number; helperThreads?: boolean } = {}) {
   const vr = new MockVring({ size: 16 });
   vr.usedEvent = 0xffff;
   const bdev = new KernelLikeBdev();
@@ -142,12 +142,15 @@ function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleep
   const notifyLog: boolean[] = [];
   let sleepHandler: (n: number, fds: number[]) => number = () => 0;
   let sleeps = 0;
+  let onYield: (n: number) => void = () => undefined;
+  let yields = 0;
   const sys: PollerSys = {
     mmap: () => vr.buffer,
     munmap: () => undefined,
     eventfdWrite: (fd) => void signals.push(fd),
     eventfdRead: () => 0,
     pollReadable: (fds, count) => sleepHandler(++sleeps, Array.from(fds.subarray(0, count))),
+    yieldCpu: () => onYield(++yields),
   };
   let completionFdsEnabled = false;
   const state: ModuleWorkerState = {
@@ -161,7 +164,7 @@ function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleep
     },
   };
   const modules = new Map(BDEV_MODULES);
-  modules.set('kernel', { name: 'kernel', createState: () => state, open: () => bdev });
+  modules.set('kernel', { name: 'kernel', createState: () => state, open: () => bdev, completesOnHelperThreads: opts.helperThreads === true });
   const poller = new Poller({ core: 0, port: port1, wakeFd: WAKE_FD, stats: statsBuf, pollMode: mode, idleSleepUs: opts.idleSleepUs ?? 0 }, sys, new WorkerBdevLayer(modules));
   const device: DeviceDesc = {
     id: 1,
@@ -200,6 +203,8 @@ function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleep
     read,
     exit,
     onSleep: (h: (n: number, fds: number[]) => number) => (sleepHandler = h),
+    onYield: (h: (n: number) => void) => (onYield = h),
+    yields: () => yields,
     close: () => {
       port1.close();
       port2.close();
@@ -359,6 +364,54 @@ t.test('poll mode never sleeps and reports in_interrupt false; adaptive reports 
   });
   a.poller.run();
   t.equal(a.vr.readUsed().length, 1);
+});
+
+t.test('poll mode with I/O in flight on a helper-threaded module (librbd) yields the CPU, never sleeps, and stops yielding once it completes', async (t) => {
+  const w = world('poll', { helperThreads: true });
+  t.teardown(w.close);
+  w.onSleep(() => {
+    t.fail('poll mode slept');
+    w.exit();
+    return 1;
+  });
+  const r = w.read(4);
+  let heldAtFirstYield = -1;
+  let yieldsAtCompletion = -1;
+  w.onYield((n) => {
+    if (n === 1) heldAtFirstYield = w.bdev.held.length;
+    if (n === 3) {
+      // librbd's thread ran (the yield let it): the I/O completes.
+      w.bdev.complete();
+      yieldsAtCompletion = n;
+    }
+  });
+  // After the completion the worker polls with nothing in flight: it must not yield again. The exit
+  // is posted once enough polls have passed for it to be taken (CONTROL_EVERY iterations).
+  w.bdev.onPoll = (n) => {
+    if (yieldsAtCompletion > 0 && n === 50_000) w.exit();
+    if (n === 2_000_000) w.exit(); // a guard (counted, not timed) should the completion never come
+  };
+  w.poller.run();
+  t.equal(heldAtFirstYield, 1, 'yielded with the request held by the helper-threaded module');
+  t.equal(w.yields(), 3, 'no yield once nothing is in flight');
+  t.equal(w.stats[WorkerStat.Sleeps], 0, 'never slept');
+  t.equal(w.vr.readUsed().length, 1, 'the request completed');
+  t.equal(w.vr.view.getUint8(r.st - w.vr.gpa), 0, 'status OK');
+
+  // The same in flight on a module whose I/O the kernel completes: poll mode just spins.
+  const k = world('poll');
+  t.teardown(k.close);
+  k.read(1);
+  k.bdev.onPoll = (n) => {
+    if (n === 50_000) {
+      k.bdev.complete();
+      k.exit();
+    }
+  };
+  k.poller.run();
+  t.equal(k.yields(), 0, 'no yield for kernel-completed I/O');
+  t.equal(k.vr.readUsed().length, 1);
+  t.ok(yieldsToHelpers('poll', 1) && !yieldsToHelpers('poll', 0) && !yieldsToHelpers('adaptive', 1) && !yieldsToHelpers('interrupt', 1), 'yieldsToHelpers: poll mode with helper I/O only');
 });
 
 t.test('wantsSleep: poll never, interrupt always, adaptive after idleSleepUs or after a short spin with bdev I/O in flight', async (t) => {

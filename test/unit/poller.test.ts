@@ -89,6 +89,7 @@ function harness() {
     eventfdWrite: (fd) => void signals.push(fd),
     eventfdRead: () => 0,
     pollReadable: () => 0,
+    yieldCpu: () => undefined,
   };
   const modules = new Map(BDEV_MODULES);
   modules.set('held', { name: 'held', open: () => bdev });

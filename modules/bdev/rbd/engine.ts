@@ -22,6 +22,8 @@ export const makeRbdRing: RingFactory = (entries, maxIov) => {
 
 export const rbdEngine: BdevModuleEngine = {
   name: 'rbd',
+  // librbd's threads (messenger, finisher) complete each request: a poll-mode worker yields its core to them.
+  completesOnHelperThreads: true,
   createState: () => new FileRingState('rbd', makeRbdRing),
   open: (desc, state) => new FileBdev(fileConfigOf(desc), state as FileRingState),
 };
