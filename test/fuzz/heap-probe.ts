@@ -10,7 +10,7 @@
  *
  * Protocol, through files in the directory named by VHOSTD_HEAP_PROBE_DIR:
  * the runner writes a sequence number to `request`; each isolate polls it
- * every 200 ms (an unref'd timer, so it never keeps a thread alive) and, on a
+ * every 100 ms (an unref'd timer, so it never keeps a thread alive) and, on a
  * new number, collects and appends one JSON line to `heap.jsonl`:
  * { seq, tid, usedKiB, totalKiB, externalKiB }. A process that does not run
  * vhostd (the runner itself, which inherits nothing: the runner sets the
@@ -44,5 +44,5 @@ if (dir) {
     const line = { seq, tid: threadId, usedKiB: Math.round(h.used_heap_size / 1024), totalKiB: Math.round(h.total_heap_size / 1024), externalKiB: Math.round(h.external_memory / 1024) };
     fs.appendFileSync(out, JSON.stringify(line) + '\n');
   };
-  setInterval(poll, 200).unref();
+  setInterval(poll, 100).unref();
 }

@@ -99,7 +99,8 @@ export class FuzzTarget {
   /**
    * Every isolate of vhostd collects its garbage and reports the V8 heap it
    * still uses. Waits for each thread that answered before (and, the first
-   * time, 1 s for the workers after the main thread). Null without
+   * time, 600 ms for the workers after the main thread: an engine worker
+   * turns its event loop between 100 ms poll slices). Null without
    * `heapProbe`. Throws when a known thread does not answer in `timeoutMs`.
    */
   async heapProbe(timeoutMs = 10_000): Promise<IsolateHeap[] | null> {
@@ -124,7 +125,7 @@ export class FuzzTarget {
         if (r.seq === seq) got.set(r.tid, { tid: r.tid, usedKiB: r.usedKiB, totalKiB: r.totalKiB, externalKiB: r.externalKiB });
       }
       if (first && got.has(0) && mainAt === 0) mainAt = Date.now();
-      const done = first ? mainAt > 0 && Date.now() - mainAt >= 1000 : [...this.probeTids].every((t) => got.has(t));
+      const done = first ? mainAt > 0 && Date.now() - mainAt >= 600 : [...this.probeTids].every((t) => got.has(t));
       if (done) {
         for (const t of got.keys()) this.probeTids.add(t);
         // Keep the file short on long runs: earlier answers are no longer needed.
