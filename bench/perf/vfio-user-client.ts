@@ -299,9 +299,12 @@ export class NvmeDriver {
     readonly client: VfioUserClient,
     readonly base: number,
     readonly sizeBytes: number,
+    /** Seal the memfd against shrinking and growing (as QEMU's memory-backend-memfd, seal=on). */
+    sealed = false,
   ) {
-    this.memFd = native.memfdCreate('nvme-client-mem', 0);
+    this.memFd = native.memfdCreate('nvme-client-mem', sealed ? 2 /* MFD_ALLOW_SEALING */ : 0);
     native.ftruncate(this.memFd, sizeBytes);
+    if (sealed) native.fdAddSeals(this.memFd, 1 | 2 | 4); // F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW
     const buf = native.mmap(this.memFd, 0, sizeBytes, true);
     this.mem = new Uint8Array(buf);
     this.view = new DataView(buf);
@@ -452,7 +455,7 @@ export interface AttachedNvme {
  */
 export async function attachNvme(
   socket: string,
-  o: { memBase: number; memSize: number; asq: number; acq: number; aqSize: number; requireDoorbellMmap?: boolean },
+  o: { memBase: number; memSize: number; asq: number; acq: number; aqSize: number; requireDoorbellMmap?: boolean; sealed?: boolean },
 ): Promise<AttachedNvme> {
   const client = await VfioUserClient.connect(socket);
   let drv: NvmeDriver | null = null;
@@ -464,7 +467,7 @@ export async function attachNvme(
       if (bar.fd >= 0) native.close(bar.fd);
       throw new Error(`BAR0 info without a mappable area: ${JSON.stringify(bar)}`);
     }
-    drv = new NvmeDriver(client, o.memBase, o.memSize);
+    drv = new NvmeDriver(client, o.memBase, o.memSize, o.sealed === true);
     if (bar.fd >= 0 && bar.areas.length === 1) drv.mapDoorbells(bar.fd, bar.offset, bar.areas[0]);
     if (bar.fd >= 0) native.close(bar.fd);
     await client.dmaMap(drv.memFd, o.memBase, o.memSize);

@@ -153,7 +153,11 @@ class NvmeRequest extends BdevIo {
   dw0 = 0;
   opcode = 0;
   ns: Namespace | null = null;
-  /** Compare: the bdev reads into this, then it is compared with the guest's data. */
+  /**
+   * Compare: the bdev reads into this, then it is compared with the guest's
+   * data. Sized by the command and dropped when the request is released: a
+   * pooled request never keeps one (a queue of 1024 would keep 512 MiB).
+   */
   bounce: Uint8Array | null = null;
   /** Dataset Management: ranges to deallocate (start LBA, count) and where we are. */
   ranges: Float64Array | null = null;
@@ -176,6 +180,9 @@ class NvmeRequest extends BdevIo {
     this.ctrl.ioDone(this);
   }
 }
+
+/** What a released request's iovs point at instead of a buffer it no longer owns. */
+const NO_DATA = new Uint8Array(0);
 
 /** A scratch I/O for admin data transfers (never submitted). */
 class ScratchIo extends BdevIo {
@@ -713,6 +720,11 @@ export class NvmeController {
     r.sq.inflight--;
     this.inflightCount--;
     r.ns = null;
+    if (r.bounce !== null) {
+      // The bdev I/O's iov points at the bounce buffer too: drop both.
+      r.bounce = null;
+      r.iovBuf.fill(NO_DATA, 0, r.iovCount);
+    }
     r.sq.free.push(r);
   }
 
@@ -790,7 +802,7 @@ export class NvmeController {
     if (st !== Status.Success) return st;
     if (op === NvmOpcode.Compare) {
       // Keep the guest's ranges, read the blocks into the bounce buffer instead.
-      if (r.bounce === null) r.bounce = new Uint8Array(MAX_TRANSFER);
+      r.bounce = new Uint8Array(bytes);
       r.dataCount = r.iovCount;
       for (let i = 0; i < r.iovCount; i++) {
         r.dataBuf[i] = r.iovBuf[i];

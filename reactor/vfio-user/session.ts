@@ -18,6 +18,7 @@
  * Thread: main (reactor).
  */
 import { inspectMappedFd } from '../fds';
+import { unsealedReason } from '../vhost-user/memory-policy';
 import {
   closeFds,
   encodeDeviceInfo,
@@ -165,6 +166,13 @@ export class VfioUserSession {
         if (beyond !== null) {
           closeFds([msg.fd]);
           return { ...fail(Errno.EINVAL), refused: `DMA_MAP at 0x${msg.address.toString(16)}: ${beyond}` };
+        }
+        // --require-sealed-memory covers DMA windows as it covers vhost-user regions: a window whose
+        // file can shrink would SIGBUS the engine. (A window without an fd is never mapped.)
+        const unsealed = msg.fd >= 0 ? unsealedReason(msg.fd) : null;
+        if (unsealed !== null) {
+          closeFds([msg.fd]);
+          return { ...fail(Errno.EPERM), refused: `DMA_MAP at 0x${msg.address.toString(16)}: its fd ${unsealed}` };
         }
         const end = msg.address + msg.size;
         const overlaps = this.windows.some((w) => msg.address < w.address + w.sizeBytes && w.address < end);

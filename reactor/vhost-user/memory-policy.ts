@@ -15,9 +15,13 @@
  * region whose file is not sealed against shrinking (F_SEAL_SHRINK), which
  * makes the SIGBUS impossible — at the cost of refusing /dev/shm and
  * hugetlbfs file backends. Without the option an unsealed region is
- * accepted, as SPDK accepts it.
+ * accepted, as SPDK accepts it. The option covers every memory a front-end
+ * hands vhostd to map: vhost-user memory tables (SET_MEM_TABLE,
+ * ADD_MEM_REG) and vfio-user DMA windows (DMA_MAP with an fd); both ask
+ * unsealedReason() below.
  * Thread: main (reactor); set once at startup.
  */
+import { native } from '../../bindings';
 
 export const F_SEAL_SHRINK = 2;
 
@@ -29,4 +33,21 @@ export function setRequireSealedMemory(on: boolean): void {
 
 export function requireSealedMemory(): boolean {
   return requireSealed;
+}
+
+/**
+ * Why `fd` may not be mapped as guest memory under --require-sealed-memory
+ * (not sealed against shrinking, or a file that cannot carry seals), or null
+ * when it may (always null without the option).
+ */
+export function unsealedReason(fd: number): string | null {
+  if (!requireSealed) return null;
+  let seals = -1;
+  try {
+    seals = native.fdGetSeals(fd);
+  } catch {
+    seals = -1;
+  }
+  if (seals >= 0 && (seals & F_SEAL_SHRINK) !== 0) return null;
+  return `is not sealed against shrinking (F_SEAL_SHRINK${seals < 0 ? ': the file cannot carry seals' : ''}), and --require-sealed-memory is set`;
 }

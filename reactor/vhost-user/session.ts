@@ -70,7 +70,7 @@ import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VHOST_VRING_F_LOG,
 } from './messages';
-import { F_SEAL_SHRINK, requireSealedMemory } from './memory-policy';
+import { unsealedReason } from './memory-policy';
 import { fdOf, OwnedFd } from './owned-fd';
 
 const RING_PACKED = 1n << BigInt(VirtioFeature.RingPacked);
@@ -1016,20 +1016,9 @@ function checkRegionBacking(r: RegionDesc, what: string): string {
     throw new ProtocolError(`${what}: region fd ${r.fd} cannot be inspected: ${(err as Error).message}`);
   }
   if (backing.beyond !== null) throw new ProtocolError(`${what}: region gpa=0x${r.guestPhysAddr.toString(16)} ${backing.beyond}`);
-  if (requireSealedMemory()) {
-    // issue #15 item 4: memory that can shrink under the mapping would SIGBUS the engine.
-    let seals = -1;
-    try {
-      seals = native.fdGetSeals(r.fd);
-    } catch {
-      seals = -1;
-    }
-    if (seals < 0 || (seals & F_SEAL_SHRINK) === 0) {
-      throw new ProtocolError(
-        `${what}: region gpa=0x${r.guestPhysAddr.toString(16)} is not sealed against shrinking (F_SEAL_SHRINK), and --require-sealed-memory is set`,
-      );
-    }
-  }
+  // issue #15 item 4: memory that can shrink under the mapping would SIGBUS the engine.
+  const unsealed = unsealedReason(r.fd);
+  if (unsealed !== null) throw new ProtocolError(`${what}: region gpa=0x${r.guestPhysAddr.toString(16)} ${unsealed}`);
   return backing.id;
 }
 

@@ -63,8 +63,8 @@ const BLOCKS = 8192;
 const COMPLETION_TIMEOUT_MS = 10_000;
 
 /** Connect, negotiate, map doorbells and guest memory, MSI-X eventfds, enable; optionally I/O queue pair 1. */
-export async function nvmeAttach(socket: string, ioQueue = true): Promise<AttachedNvme> {
-  const a = await attachNvme(socket, { memBase: NVME_BASE, memSize: NVME_MEM, asq: ASQ, acq: ACQ, aqSize: AQ_SIZE });
+export async function nvmeAttach(socket: string, ioQueue = true, sealed = false): Promise<AttachedNvme> {
+  const a = await attachNvme(socket, { memBase: NVME_BASE, memSize: NVME_MEM, asq: ASQ, acq: ACQ, aqSize: AQ_SIZE, sealed });
   if (!ioQueue) return a;
   try {
     const { drv } = a;
@@ -94,7 +94,7 @@ export async function nvmeAttach(socket: string, ioQueue = true): Promise<Attach
 }
 
 /** Creates a VFIOUSER subsystem with namespaces on malloc/null bdevs; returns its socket. */
-async function nvmeSubsystem(target: FuzzTarget, dir: string, name: string, transport: boolean): Promise<string> {
+export async function nvmeSubsystem(target: FuzzTarget, dir: string, name: string, transport: boolean): Promise<string> {
   if (transport) await target.rpc('nvmf_create_transport', { trtype: 'VFIOUSER' });
   const nqn = `nqn.2026-11.io.vhostd:${name}`;
   await target.rpc('bdev_malloc_create', { name: `Malloc_${name}`, num_blocks: BLOCKS, block_size: 512 });
@@ -108,8 +108,8 @@ async function nvmeSubsystem(target: FuzzTarget, dir: string, name: string, tran
 }
 
 /** Liveness: a fresh connection writes random blocks to namespace 1 and reads them back. */
-async function nvmeVerifiedIo(socket: string, lba: number): Promise<void> {
-  const a = await nvmeAttach(socket);
+export async function nvmeVerifiedIo(socket: string, lba: number, sealed = false): Promise<void> {
+  const a = await nvmeAttach(socket, true, sealed);
   try {
     const { drv } = a;
     const data = randomBytes(8192);

@@ -1,6 +1,6 @@
 /**
  * The fuzz runner: `npm run fuzz -- [--minutes N | --cases N] [--seed S]
- * [--from C] [--only name,name] [--rss-slack-mib M]`.
+ * [--from C] [--only name,name] [--rss-slack-mib M] [--heap-slack-mib M]`.
  *
  * Each selected fuzzer (vhost-user, chains, packed, jsonrpc, scsi, nvme,
  * vfio-user) runs in turn against its
@@ -11,7 +11,20 @@
  * the process lives; the fuzzer's own check (e.g. the shadow copy of guest
  * memory); verified I/O on a fresh connection to a second controller that
  * took no abuse; the JSON-RPC server answers; the open fds are back at the
- * warmed-up baseline; RSS is within the baseline + slack (default 64 MiB).
+ * warmed-up baseline; memory:
+ *   - each isolate's live V8 heap (after a full GC, test/fuzz/heap-probe.ts)
+ *     is within its warmed-up baseline + `heapSlackMiB` (default 32): the
+ *     objects vhostd keeps (Maps, queued completions, queue and region
+ *     state) do not grow with the cases;
+ *   - RSS has stopped growing: at check k it is within the largest RSS seen
+ *     up to check k/2 (the baseline at first) + `rssSlackMiB` (default 64).
+ *     RSS also counts what the process legitimately grows to a plateau (V8's
+ *     new-space semispaces expanding to --max-semi-space-size in each
+ *     isolate, committed free old space, malloc arenas): the NVMe fuzzer,
+ *     seed 4243, stopped at case 600,000 on the old "baseline + 64 MiB"
+ *     bound with RSS 181 MiB against 116 + 64, flat since ~250k, while each
+ *     isolate's live heap stayed flat. A leak of any rate still fails, once
+ *     the run is long enough for half its growth to exceed the slack.
  * Exit status 1 on a failure. Thread: main.
  */
 import { ChainFuzzer } from './chains';
@@ -42,6 +55,8 @@ export interface FuzzOptions {
   from?: number;
   only?: string[];
   rssSlackMiB?: number;
+  /** Allowed growth of each isolate's live V8 heap over its baseline (default 32 MiB). */
+  heapSlackMiB?: number;
   /** The target's --poll-mode (default adaptive: an idle target does not take a core from the fuzzer). */
   pollMode?: 'poll' | 'adaptive';
   /** Test hook: change each fuzzer before setup. */
@@ -58,6 +73,10 @@ export interface FuzzResult {
   counters: Record<string, number>;
   fds: { base: number; last: number };
   rssMiB: { base: number; max: number; last: number };
+  /** RSS at each check (MiB), thinned to at most 24 points: the curve. */
+  rssCurveMiB: number[];
+  /** Each isolate's live V8 heap (MiB after a full GC): at the baseline, the most seen, the last. */
+  heapMiB: { tid: number; base: number; max: number; last: number }[];
   rpcMaxMs: number;
 }
 
@@ -67,12 +86,16 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
   const say = opts.say ?? ((l: string) => process.stdout.write(l + '\n'));
   const fuzzer = FUZZERS[name]();
   opts.prepare?.(fuzzer);
-  const target = await FuzzTarget.start({ extraArgs: ['--poll-mode', opts.pollMode ?? 'adaptive'] });
+  const target = await FuzzTarget.start({ extraArgs: ['--poll-mode', opts.pollMode ?? 'adaptive'], heapProbe: true });
   const t0 = Date.now();
   let caseNo = opts.from ?? 0;
   const end = opts.cases !== undefined ? caseNo + opts.cases : Infinity;
   const deadline = opts.minutes !== undefined ? t0 + opts.minutes * 60_000 : Infinity;
   const slack = (opts.rssSlackMiB ?? 64) * 1024;
+  const heapSlack = (opts.heapSlackMiB ?? 32) * 1024;
+  /** RSS (KiB) at the baseline and at each check after it. */
+  const rssAt: number[] = [];
+  const heap = new Map<number, { base: number; max: number; last: number }>();
   let checks = 0;
   let rpcMaxMs = 0;
   let base = { fds: 0, rssKiB: 0 };
@@ -94,7 +117,24 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
     const s = await target.settleFds(base.fds);
     if (base.fds > 0 && s.fds > base.fds) throw fail(`${s.fds - base.fds} more fds open than the baseline ${base.fds}`);
     if (s.rssKiB > maxRss) maxRss = s.rssKiB;
-    if (base.rssKiB > 0 && s.rssKiB > base.rssKiB + slack) throw fail(`RSS ${(s.rssKiB / 1024).toFixed(0)} MiB, baseline ${(base.rssKiB / 1024).toFixed(0)} MiB + ${slack / 1024} MiB slack`);
+    const isolates = await target.heapProbe();
+    for (const i of isolates ?? []) {
+      const h = heap.get(i.tid);
+      if (h === undefined) {
+        // A thread first seen after the baseline starts its own baseline.
+        heap.set(i.tid, { base: i.usedKiB, max: i.usedKiB, last: i.usedKiB });
+        continue;
+      }
+      h.last = i.usedKiB;
+      if (i.usedKiB > h.max) h.max = i.usedKiB;
+      if (base.rssKiB > 0 && i.usedKiB > h.base + heapSlack)
+        throw fail(`the live V8 heap of ${i.tid === 0 ? 'the main thread' : `worker thread ${i.tid}`} is ${(i.usedKiB / 1024).toFixed(1)} MiB after a full GC, baseline ${(h.base / 1024).toFixed(1)} MiB + ${heapSlack / 1024} MiB slack`);
+    }
+    if (base.rssKiB > 0) {
+      rssAt.push(s.rssKiB);
+      const growing = rssStillGrowing(rssAt, slack);
+      if (growing !== null) throw fail(`${growing} (baseline ${(base.rssKiB / 1024).toFixed(0)} MiB; curve ${curve(rssAt).join(' ')})`);
+    }
     checks++;
   };
   let lastSay = Date.now();
@@ -115,7 +155,9 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
     const s = target.stats();
     base = { fds: s.fds, rssKiB: s.rssKiB };
     maxRss = s.rssKiB;
-    say(`fuzz ${name}: seed ${opts.seed}, from case ${caseNo}, baseline fds ${base.fds}, RSS ${(base.rssKiB / 1024).toFixed(1)} MiB`);
+    rssAt.push(s.rssKiB);
+    for (const i of (await target.heapProbe()) ?? []) heap.set(i.tid, { base: i.usedKiB, max: i.usedKiB, last: i.usedKiB });
+    say(`fuzz ${name}: seed ${opts.seed}, from case ${caseNo}, baseline fds ${base.fds}, RSS ${(base.rssKiB / 1024).toFixed(1)} MiB, live V8 heap ${heapText(heap, 'base')}`);
     let sinceCheck = 0;
     while (caseNo < end && Date.now() < deadline) {
       try {
@@ -132,7 +174,7 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
       if (Date.now() - lastSay > 10_000) {
         lastSay = Date.now();
         const st = target.stats();
-        say(`fuzz ${name}: ${caseNo} cases, ${checks} checks, fds ${st.fds}, RSS ${(st.rssKiB / 1024).toFixed(1)} MiB, ${JSON.stringify(fuzzer.counters())}`);
+        say(`fuzz ${name}: ${caseNo} cases, ${checks} checks, fds ${st.fds}, RSS ${(st.rssKiB / 1024).toFixed(1)} MiB, live V8 heap at the last check ${heapText(heap, 'last')}, ${JSON.stringify(fuzzer.counters())}`);
       }
     }
     await check();
@@ -145,6 +187,8 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
       counters: fuzzer.counters(),
       fds: { base: base.fds, last: last.fds },
       rssMiB: { base: base.rssKiB / 1024, max: maxRss / 1024, last: last.rssKiB / 1024 },
+      rssCurveMiB: curve(rssAt),
+      heapMiB: [...heap].map(([tid, h]) => ({ tid, base: h.base / 1024, max: h.max / 1024, last: h.last / 1024 })),
       rpcMaxMs,
     };
     say(`fuzz ${name}: done, ${JSON.stringify(r)}`);
@@ -153,6 +197,35 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
     fuzzer.dispose();
     await target.stop();
   }
+}
+
+/**
+ * The RSS bound: `rssAt[0]` is the baseline, `rssAt[k]` the RSS at check k.
+ * The last check may exceed the largest RSS up to check ⌊k/2⌋ by at most
+ * `slackKiB`: a plateau passes however high it is reached early, a leak of
+ * any rate fails once half its growth exceeds the slack. Null when within,
+ * else what is wrong.
+ */
+export function rssStillGrowing(rssAt: readonly number[], slackKiB: number): string | null {
+  const k = rssAt.length - 1;
+  if (k < 1) return null;
+  const half = Math.floor(k / 2);
+  const ref = Math.max(...rssAt.slice(0, half + 1));
+  if (rssAt[k] <= ref + slackKiB) return null;
+  return `RSS ${(rssAt[k] / 1024).toFixed(0)} MiB at check ${k}, still growing: the most up to check ${half} was ${(ref / 1024).toFixed(0)} MiB + ${slackKiB / 1024} MiB slack`;
+}
+
+/** RSS values (KiB) thinned to at most 24 points, in MiB. */
+function curve(kib: number[]): number[] {
+  const step = Math.max(1, Math.ceil(kib.length / 24));
+  const out: number[] = [];
+  for (let i = 0; i < kib.length; i += step) out.push(Math.round(kib[i] / 1024));
+  if ((kib.length - 1) % step !== 0) out.push(Math.round(kib[kib.length - 1] / 1024));
+  return out;
+}
+
+function heapText(heap: Map<number, { base: number; last: number }>, which: 'base' | 'last'): string {
+  return [...heap].map(([tid, h]) => `${tid === 0 ? 'main' : `t${tid}`} ${(h[which] / 1024).toFixed(1)}`).join(', ') + ' MiB';
 }
 
 export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult[]> {
@@ -183,6 +256,7 @@ function parseArgs(argv: string[]): FuzzOptions {
       case '--from': o.from = num(); break;
       case '--only': o.only = v.split(','); break;
       case '--rss-slack-mib': o.rssSlackMiB = num(); break;
+      case '--heap-slack-mib': o.heapSlackMiB = num(); break;
       case '--poll-mode':
         if (v !== 'poll' && v !== 'adaptive') throw new Error('--poll-mode is poll or adaptive');
         o.pollMode = v;
@@ -203,7 +277,7 @@ if (require.main === module) {
   }
   runFuzz(opts).then(
     (rs) => {
-      for (const r of rs) process.stdout.write(`${r.fuzzer}: ${r.cases} cases in ${r.seconds.toFixed(0)} s, ${r.checks} liveness checks, fds ${r.fds.base} → ${r.fds.last}, RSS ${r.rssMiB.base.toFixed(1)} → max ${r.rssMiB.max.toFixed(1)} MiB, RPC ≤ ${r.rpcMaxMs.toFixed(1)} ms\n`);
+      for (const r of rs) process.stdout.write(`${r.fuzzer}: ${r.cases} cases in ${r.seconds.toFixed(0)} s, ${r.checks} liveness checks, fds ${r.fds.base} → ${r.fds.last}, RSS ${r.rssMiB.base.toFixed(1)} → max ${r.rssMiB.max.toFixed(1)} MiB (curve ${r.rssCurveMiB.join(' ')}), live V8 heap ${r.heapMiB.map((h) => `${h.tid === 0 ? 'main' : `t${h.tid}`} ${h.base.toFixed(1)} → max ${h.max.toFixed(1)}`).join(', ')} MiB, RPC ≤ ${r.rpcMaxMs.toFixed(1)} ms\n`);
     },
     (e) => {
       process.stderr.write(`fuzz: FAILED: ${(e as Error).message}\n`);

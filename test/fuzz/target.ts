@@ -7,6 +7,8 @@
  * Thread: the fuzz runner's main thread.
  */
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus } from '../lib/frontend-wire';
@@ -43,6 +45,14 @@ export function procStats(pid: number): ProcStats {
   return { fds: fs.readdirSync(`/proc/${pid}/fd`).length, rssKiB: field('VmRSS'), threads: field('Threads') };
 }
 
+/** One isolate's V8 heap after a full GC (test/fuzz/heap-probe.ts): tid 0 is the main thread. */
+export interface IsolateHeap {
+  tid: number;
+  usedKiB: number;
+  totalKiB: number;
+  externalKiB: number;
+}
+
 export interface ControllerInfo {
   name: string;
   bdev: string;
@@ -52,16 +62,79 @@ export interface ControllerInfo {
 
 export class FuzzTarget {
   private sector = 0;
+  private probeSeq = 0;
+  /** Threads that answered a heap probe so far (a later probe waits for each of them). */
+  private readonly probeTids = new Set<number>();
   private constructor(
     readonly h: VhostdHandle,
     readonly pid: number,
+    /** With `heapProbe`: the directory the probe loaded into vhostd reads requests from and writes to. */
+    private readonly probeDir: string | null,
   ) {}
 
-  static async start(opts: { cpumask?: string; extraArgs?: string[] } = {}): Promise<FuzzTarget> {
-    const h = await startVhostd({ cpumask: opts.cpumask ?? '0x2', startTimeoutMs: 30_000, extraArgs: opts.extraArgs });
+  /**
+   * `heapProbe`: load test/fuzz/heap-probe.js into vhostd (NODE_OPTIONS
+   * --require), so heapProbe() can report each isolate's live V8 heap.
+   */
+  static async start(opts: { cpumask?: string; extraArgs?: string[]; heapProbe?: boolean } = {}): Promise<FuzzTarget> {
+    let probeDir: string | null = null;
+    let env: NodeJS.ProcessEnv | undefined;
+    if (opts.heapProbe === true) {
+      probeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-heap-probe-'));
+      const preload = path.join(__dirname, 'heap-probe.js');
+      env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${preload}`.trim(), VHOSTD_HEAP_PROBE_DIR: probeDir };
+    }
+    let h: VhostdHandle;
+    try {
+      h = await startVhostd({ cpumask: opts.cpumask ?? '0x2', startTimeoutMs: 30_000, extraArgs: opts.extraArgs, env });
+    } catch (e) {
+      if (probeDir !== null) fs.rmSync(probeDir, { recursive: true, force: true });
+      throw e;
+    }
     const pid = h.daemon.child.pid;
     if (pid === undefined) throw new Error('vhostd has no pid');
-    return new FuzzTarget(h, pid);
+    return new FuzzTarget(h, pid, probeDir);
+  }
+
+  /**
+   * Every isolate of vhostd collects its garbage and reports the V8 heap it
+   * still uses. Waits for each thread that answered before (and, the first
+   * time, 600 ms for the workers after the main thread: an engine worker
+   * turns its event loop between 100 ms poll slices). Null without
+   * `heapProbe`. Throws when a known thread does not answer in `timeoutMs`.
+   */
+  async heapProbe(timeoutMs = 10_000): Promise<IsolateHeap[] | null> {
+    if (this.probeDir === null) return null;
+    const seq = ++this.probeSeq;
+    const out = path.join(this.probeDir, 'heap.jsonl');
+    fs.writeFileSync(path.join(this.probeDir, 'request'), String(seq));
+    const deadline = Date.now() + timeoutMs;
+    const first = this.probeTids.size === 0;
+    let mainAt = 0;
+    for (;;) {
+      const got = new Map<number, IsolateHeap>();
+      let text = '';
+      try {
+        text = fs.readFileSync(out, 'utf8');
+      } catch {
+        // nothing answered yet
+      }
+      for (const line of text.split('\n')) {
+        if (line === '') continue;
+        const r = JSON.parse(line) as IsolateHeap & { seq: number };
+        if (r.seq === seq) got.set(r.tid, { tid: r.tid, usedKiB: r.usedKiB, totalKiB: r.totalKiB, externalKiB: r.externalKiB });
+      }
+      if (first && got.has(0) && mainAt === 0) mainAt = Date.now();
+      const done = first ? mainAt > 0 && Date.now() - mainAt >= 600 : [...this.probeTids].every((t) => got.has(t));
+      if (done) {
+        for (const t of got.keys()) this.probeTids.add(t);
+        // Keep the file short on long runs: earlier answers are no longer needed.
+        fs.writeFileSync(out, '');
+        return [...got.values()].sort((a, b) => a.tid - b.tid);
+      }
+      if (Date.now() > deadline) throw new Error(`heap probe ${seq}: threads ${[...this.probeTids].filter((t) => !got.has(t)).join(', ') || 'main'} did not answer in ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   alive(): boolean {
@@ -136,6 +209,10 @@ export class FuzzTarget {
   }
 
   async stop(): Promise<{ code: number | null; signal: string | null }> {
-    return this.h.stop();
+    try {
+      return await this.h.stop();
+    } finally {
+      if (this.probeDir !== null) fs.rmSync(this.probeDir, { recursive: true, force: true });
+    }
   }
 }

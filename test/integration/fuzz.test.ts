@@ -31,6 +31,7 @@ for (const [name, cases] of SHORT) {
     t.equal(r.cases, cases, 'every case ran');
     t.ok(r.checks >= 2, `liveness checked ${r.checks} times`);
     t.ok(r.fds.last <= r.fds.base, `fds back at the baseline (${r.fds.base} → ${r.fds.last})`);
+    t.ok(r.heapMiB.some((h) => h.tid === 0) && r.heapMiB.some((h) => h.tid !== 0), `the heap probe answered from the main thread and the engine worker (${JSON.stringify(r.heapMiB)})`);
   });
 }
 

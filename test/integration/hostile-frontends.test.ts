@@ -16,6 +16,8 @@ import { callFdThatBreaks } from '../lib/bad-input';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus, BlkType, blkHeader, encodeHeader, Flags, Req, vringFdPayload, vringState } from '../lib/frontend-wire';
 import { FuzzTarget, type ControllerInfo } from '../fuzz/target';
+import { nvmeAttach, nvmeSubsystem, nvmeVerifiedIo } from '../fuzz/nvme';
+import { detachNvme } from '../../bench/perf/vfio-user-client';
 import { waitFor } from '../lib/wait';
 
 t.setTimeout(300_000);
@@ -242,5 +244,22 @@ t.test('item 4 (SIGBUS): with --require-sealed-memory, memory that could shrink 
   t.same(Buffer.from((await fe.read(0, 8, 4096)).data), d, 'verified I/O on sealed memory');
   t.throws(() => native.ftruncate(fe.memory!.regions[0].fd, 4096), { code: 'EPERM' }, 'the front-end cannot shrink it under vhostd');
   t.equal((await fe.read(0, 8, 4096)).status, BlkStatus.OK, 'and vhostd goes on');
+  t.ok(sealedTarget.alive());
+});
+
+t.test('item 4 (SIGBUS) for vfio-user: --require-sealed-memory refuses a DMA_MAP whose fd could shrink; sealed DMA windows work', async (t) => {
+  // Before: the option covered vhost-user memory tables only; an NVMe-over-vfio-user driver's
+  // unsealed memfd was mapped, and shrinking it under vhostd could SIGBUS the engine.
+  const sealedTarget = await FuzzTarget.start({ extraArgs: ['--require-sealed-memory'] });
+  t.teardown(() => sealedTarget.stop());
+  const socket = await nvmeSubsystem(sealedTarget, tmpDir(t), 'h15seal', true);
+  const mark = sealedTarget.log().length;
+  await t.rejects(nvmeAttach(socket, false, false), /failed: errno 1$/, 'a DMA_MAP of an unsealed memfd gets an EPERM error reply');
+  await waitFor(() => /DMA_MAP at 0x[0-9a-f]+: its fd is not sealed against shrinking/.test(sealedTarget.log().slice(mark)), 5000, 'the reason in the log');
+  await nvmeVerifiedIo(socket, 8, true);
+  t.pass('verified Write/Read through a sealed DMA window');
+  const a = await nvmeAttach(socket, false, true);
+  t.teardown(() => detachNvme(a));
+  t.throws(() => native.ftruncate(a.drv.memFd, 4096), { code: 'EPERM' }, 'the driver cannot shrink its DMA window under vhostd');
   t.ok(sealedTarget.alive());
 });

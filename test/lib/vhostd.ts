@@ -60,6 +60,8 @@ export interface VhostdOptions {
   cpumask?: string;
   extraArgs?: string[];
   startTimeoutMs?: number;
+  /** The process's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function startVhostd(opts: VhostdOptions = {}): Promise<VhostdHandle> {
@@ -71,7 +73,7 @@ export async function startVhostd(opts: VhostdOptions = {}): Promise<VhostdHandl
     process.execPath,
     // Tests run several targets on the same cores (and beside each other): no per-core lock files.
     [path.join(root, 'bin', 'vhostd.js'), '-m', opts.cpumask ?? '0x2', '-S', dir, '-r', rpcSocket, '--disable-cpumask-locks', ...(opts.extraArgs ?? [])],
-    { cwd: root },
+    { cwd: root, env: opts.env },
   );
   const stop = async (): Promise<DaemonExit & { killed: boolean }> => {
     const exit = await daemon.stop();

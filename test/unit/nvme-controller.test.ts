@@ -6,6 +6,8 @@
  * real eventfd counters, namespaces as malloc bdevs through the bdev layer.
  */
 import t from 'tap';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { native } from '../../bindings';
 import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import type { BdevDesc } from '../../engine/control';
@@ -496,4 +498,43 @@ t.test('a DMA table that no longer covers a queue pauses it (no CFS) until memor
   part.unmap();
   const [e] = d.reap(1, 1);
   t.equal(e?.status, 0, 'taken and completed once the queue is reachable again');
+});
+
+t.test('compare: the bounce buffer is sized by the command and not kept with the request after it completes', async (t) => {
+  // Before: every request that once ran a Compare kept a MAX_TRANSFER (512 KiB) bounce buffer in its
+  // queue's pool for the queue's life: a driver with a full queue of Compares in flight left
+  // queue size x 512 KiB behind (1024 entries: 512 MiB per queue).
+  v8.setFlagsFromString('--expose-gc');
+  const gcOnce = vm.runInNewContext('gc') as () => void;
+  // ArrayBuffers are freed by a sweeper after the GC: collect until the figure settles.
+  const gc = async (): Promise<void> => {
+    for (let i = 0; i < 4; i++) {
+      gcOnce();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const d = new Driver();
+  t.teardown(() => d.close());
+  d.enable();
+  d.ioQueues();
+  // 8 KiB compares (16 blocks: PRP1 and PRP2 direct).
+  const cmp = { 0: 0x05, 1: 1, 6: DATA, 8: DATA + 0x1000, 10: 8, 12: 15 };
+  fill(d, DATA, 8192, 5);
+  t.equal(d.cmd(1, { ...cmp, 0: 0x01 }).status, 0);
+  const n = QSIZE - 4;
+  await gc();
+  const before = process.memoryUsage().arrayBuffers;
+  let tail = 0;
+  for (let i = 0; i < n; i++) {
+    d.submit(1, cmp, { ring: false });
+    tail = d.sqTail.get(1) as number;
+  }
+  d.ring(1, tail);
+  const done = d.reap(1, n);
+  t.equal(done.length, n, `${n} compares completed`);
+  t.ok(done.every((e) => e.status === 0), 'every compare equal');
+  await gc();
+  const kept = process.memoryUsage().arrayBuffers - before;
+  // Kept with the requests, it would be n x 512 KiB (before), or n x 8 KiB through the bdev I/O's iov.
+  t.ok(kept < 64 << 10, `ArrayBuffer memory kept after ${n} compares in flight at once: ${(kept / 1024).toFixed(0)} KiB (< 64 KiB)`);
 });

@@ -5,6 +5,7 @@
  * and IRQ info, SET_IRQS effects, region access, reset, state rules.
  */
 import t from 'tap';
+import fs from 'node:fs';
 import { native } from '../../bindings';
 import {
   decodeHeader,
@@ -20,6 +21,7 @@ import {
 import { Command, HEADER_SIZE } from '../../reactor/vfio-user/messages';
 import { type RegionDescription, type SessionResult, type VfioUserDeviceModel, VfioUserSession } from '../../reactor/vfio-user/session';
 import { NvmePciFunction, PCI_IDS } from '../../engine/nvme/pci';
+import { setRequireSealedMemory } from '../../reactor/vhost-user/memory-policy';
 import { Bar0, Reg } from '../../engine/nvme/spec';
 
 class RecordingModel implements VfioUserDeviceModel {
@@ -265,5 +267,42 @@ t.test('DMA_MAP of a window beyond the end of its file: EINVAL at the message, w
   t.equal(r.refused, undefined);
   t.same(s.dmaWindows.map((w) => [w.address, w.sizeBytes]), [[0x100000, (4 << 20) - 0x1000]]);
   native.close(keep);
+  for (const f of s.close()) native.close(f);
+});
+
+t.test('--require-sealed-memory covers DMA_MAP: an fd that can shrink is refused (EPERM, with the reason); a sealed memfd and a window without an fd are mapped', async (t) => {
+  // Before: only vhost-user memory tables asked for seals; an unsealed DMA window was mapped, and a
+  // client shrinking its memfd under the engine could SIGBUS it.
+  setRequireSealedMemory(true);
+  t.teardown(() => setRequireSealedMemory(false));
+  const s = ready();
+  const plain = native.memfdCreate('dma-unsealed', 0);
+  native.ftruncate(plain, 1 << 20);
+  let r = send(s, Command.DmaMap, encodeDmaMap(3, 0, 0x100000, 1 << 20), [plain]);
+  t.equal(replyOf(r).flags, 0x21, 'error reply');
+  t.equal(replyOf(r).error, 1, 'EPERM');
+  t.same(r.effects, [], 'no memory change');
+  t.match(r.refused, /DMA_MAP at 0x100000: its fd is not sealed against shrinking \(F_SEAL_SHRINK\), and --require-sealed-memory is set/);
+  t.throws(() => native.fdGetSeals(plain), 'the refused fd was closed by the session');
+  const devnull = fs.openSync('/dev/null', 'r+');
+  r = send(s, Command.DmaMap, encodeDmaMap(3, 0, 0x100000, 1 << 20), [devnull]);
+  t.equal(replyOf(r).error, 1, 'a file that cannot carry seals: EPERM');
+  t.match(r.refused, /cannot carry seals/);
+  const growOnly = native.memfdCreate('dma-grow-sealed', 2);
+  native.ftruncate(growOnly, 1 << 20);
+  native.fdAddSeals(growOnly, 4); // F_SEAL_GROW only: it can still shrink
+  r = send(s, Command.DmaMap, encodeDmaMap(3, 0, 0x100000, 1 << 20), [growOnly]);
+  t.equal(replyOf(r).error, 1, 'sealed against growing but not shrinking: EPERM');
+  t.same(s.dmaWindows, [], 'nothing recorded');
+
+  const sealed = native.memfdCreate('dma-sealed', 2);
+  native.ftruncate(sealed, 1 << 20);
+  native.fdAddSeals(sealed, 1 | 2 | 4);
+  r = send(s, Command.DmaMap, encodeDmaMap(3, 0, 0x100000, 1 << 20), [sealed]);
+  t.equal(replyOf(r).flags, 0x1, 'a memfd sealed against shrinking is mapped');
+  t.equal(r.refused, undefined);
+  r = send(s, Command.DmaMap, encodeDmaMap(3, 0, 0x200000, 0x1000), []);
+  t.equal(replyOf(r).flags, 0x1, 'a window without an fd (never mapped by vhostd) is accepted');
+  t.same(s.dmaWindows.map((w) => w.address), [0x100000, 0x200000]);
   for (const f of s.close()) native.close(f);
 });
