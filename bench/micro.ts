@@ -36,13 +36,16 @@ import { packedInflightRegionBytes } from '../engine/virtio/inflight-packed';
 import { memfdStorage, setMallocHugepages } from '../modules/bdev/malloc/reactor';
 import { native } from '../bindings';
 
-const QUEUE_SIZE = 128;
-const DESC = 0x1000;
-const AVAIL = 0x2000;
-const USED = 0x3000;
-const DATA = 0x10000;
-const F_NEXT = 1;
-const F_WRITE = 2;
+// The in-process ring both micro benchmarks drive (this one and bench/ring-micro.ts): queue size,
+// where the descriptor table, avail/driver area, used/device area and request buffers sit in the
+// 4 MiB of guest memory, and the descriptor flags used.
+export const QUEUE_SIZE = 128;
+export const DESC = 0x1000;
+export const AVAIL = 0x2000;
+export const USED = 0x3000;
+export const DATA = 0x10000;
+export const F_NEXT = 1;
+export const F_WRITE = 2;
 
 export interface MicroResult {
   nsPerReq: number;

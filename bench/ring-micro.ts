@@ -27,14 +27,8 @@ import { PackedInflightRegion, packedInflightRegionBytes } from '../engine/virti
 import { PackedQueue } from '../engine/virtio/packed';
 import type { Virtqueue } from '../engine/virtio/queue';
 import { SplitQueue } from '../engine/virtio/split';
+import { AVAIL, DATA, DESC, F_NEXT, F_WRITE, QUEUE_SIZE, USED } from './micro';
 
-const QUEUE_SIZE = 128;
-const DESC = 0x1000;
-const AVAIL = 0x2000;
-const USED = 0x3000;
-const DATA = 0x10000;
-const F_NEXT = 1;
-const F_WRITE = 2;
 const BATCH = 32;
 
 export interface RingVariant {

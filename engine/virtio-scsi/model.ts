@@ -443,29 +443,34 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       v.setUint32(o + ScsiCmdOffset.RespSenseLen, 0, true);
       v.setUint32(o + ScsiCmdOffset.RespResidual, residual > 0 ? residual >>> 0 : 0, true);
       v.setUint32(o + ScsiCmdOffset.RespStatusQualifier, 0, true);
-      const s = this.stats;
-      switch (task.statKind) {
-        case StatKind.Read:
-          s[DeviceStat.ReadOps]++;
-          s[DeviceStat.ReadBytes] += transferred;
-          break;
-        case StatKind.Write:
-          s[DeviceStat.WriteOps]++;
-          s[DeviceStat.WriteBytes] += cmd.wantBytes;
-          break;
-        case StatKind.Unmap:
-          s[DeviceStat.UnmapOps]++;
-          break;
-        case StatKind.Flush:
-          s[DeviceStat.FlushOps]++;
-          break;
-        default:
-          break;
-      }
+      this.countGood(task.statKind, transferred, cmd.wantBytes);
       this.core.complete(task, ScsiCmdOffset.RespSize + (cmd.dir === ScsiDataDir.FromDevice ? transferred : 0));
       return;
     }
     this.commandDoneSlow(task, cmd);
+  }
+
+  /** Count a command that ended GOOD in the device's statistics, by the kind its opcode maps to. */
+  private countGood(kind: StatKind, readBytes: number, writeBytes: number): void {
+    const s = this.stats;
+    switch (kind) {
+      case StatKind.Read:
+        s[DeviceStat.ReadOps]++;
+        s[DeviceStat.ReadBytes] += readBytes;
+        break;
+      case StatKind.Write:
+        s[DeviceStat.WriteOps]++;
+        s[DeviceStat.WriteBytes] += writeBytes;
+        break;
+      case StatKind.Unmap:
+        s[DeviceStat.UnmapOps]++;
+        break;
+      case StatKind.Flush:
+        s[DeviceStat.FlushOps]++;
+        break;
+      default:
+        break;
+    }
   }
 
   /** commandDone for an error status, sense data, an overrun, or a response split across descriptors. */
@@ -475,29 +480,8 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     let residual = 0;
     if (overrun) residual = cmd.residual;
     else if (cmd.bufferBytes > cmd.transferred) residual = cmd.bufferBytes - cmd.transferred;
-    const s = this.stats;
-    if (cmd.status !== ScsiStatus.Good || overrun) {
-      s[DeviceStat.ErrorOps]++;
-    } else {
-      switch (task.statKind) {
-        case StatKind.Read:
-          s[DeviceStat.ReadOps]++;
-          s[DeviceStat.ReadBytes] += cmd.transferred;
-          break;
-        case StatKind.Write:
-          s[DeviceStat.WriteOps]++;
-          s[DeviceStat.WriteBytes] += cmd.wantBytes;
-          break;
-        case StatKind.Unmap:
-          s[DeviceStat.UnmapOps]++;
-          break;
-        case StatKind.Flush:
-          s[DeviceStat.FlushOps]++;
-          break;
-        default:
-          break;
-      }
-    }
+    if (cmd.status !== ScsiStatus.Good || overrun) this.stats[DeviceStat.ErrorOps]++;
+    else this.countGood(task.statKind, cmd.transferred, cmd.wantBytes);
     const senseLen = cmd.senseLength > SCSI_SENSE_SIZE ? SCSI_SENSE_SIZE : cmd.senseLength;
     const chain = task.chain;
     const seg = chain.readable;
