@@ -40,7 +40,7 @@ echo "@@MARK load_start"
 n=0; f=0
 while [ ! -e /tmp/stop ]; do
   if ! fio --name=v --filename=/dev/${dev} --direct=1 --ioengine=libaio --iodepth=8 --rw=randwrite --bs=4k \\
-      --offset=${FIO_OFFSET_MIB}M --size=8M --verify=crc32c --verify_backlog=32 --verify_fatal=1 --do_verify=1 >/tmp/fio.log 2>&1; then
+      --offset=${FIO_OFFSET_MIB}M --size=4M --verify=crc32c --verify_backlog=32 --verify_fatal=1 --do_verify=1 >/tmp/fio.log 2>&1; then
     f=$((f + 1)); tail -20 /tmp/fio.log
   fi
   n=$((n + 1))
