@@ -41,6 +41,12 @@ export async function hmp(socket: string, command: string): Promise<string> {
         resolve(out.replace(/\r/g, ''));
       }
     });
+    // `quit` gets no prompt: QEMU closes the monitor as it exits.
+    c.on('close', () => {
+      clearTimeout(timer);
+      if (sent) resolve(out.replace(/\r/g, ''));
+      else reject(new Error(`HMP ${command}: monitor closed before its prompt`));
+    });
     c.on('error', (err) => {
       clearTimeout(timer);
       reject(err);

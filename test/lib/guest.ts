@@ -48,6 +48,8 @@ export interface BootOptions {
   extraArgs?: string[];
   /** Shell run inside the guest by busybox sh, with the helpers above. */
   script: string;
+  /** More files for the per-test cpio (e.g. a static helper program built at test time), at `/name`. */
+  files?: { name: string; mode: number; data: Buffer }[];
   /** Guest RAM (default 512: the initramfs unpacks to about 90 MiB of tmpfs, which needs more than 256). */
   memMiB?: number;
   smp?: number;
@@ -254,7 +256,10 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
   try {
     const initrd = path.join(tmp, 'initrd.img');
     const testCpio = zlib.gzipSync(
-      cpioNewc([{ name: 'test.sh', mode: 0o100755, data: Buffer.from(`${PRELUDE}\n${opts.script}\n`, 'utf8') }]),
+      cpioNewc([
+        { name: 'test.sh', mode: 0o100755, data: Buffer.from(`${PRELUDE}\n${opts.script}\n`, 'utf8') },
+        ...(opts.files ?? []),
+      ]),
     );
     fs.copyFileSync(image.initramfs, initrd);
     fs.appendFileSync(initrd, testCpio);
