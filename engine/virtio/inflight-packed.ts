@@ -101,33 +101,164 @@ export interface PackedResume {
   usedWrap: boolean;
 }
 
-/** Private state of one running queue. */
-interface Track {
-  base: number;
-  /** 32-bit word index of desc[0]. */
-  word0: number;
-  size: number;
-  counter: number;
+/**
+ * One running queue's tracking on its part of the region: PackedQueue calls
+ * these once per chain (popped, pushed) and once per batch (publishing,
+ * published). Everything they read is private (mirrors); the region is only
+ * written, in the order recovery needs (see the file comment).
+ */
+export class PackedInflightQueue {
+  /** 32-bit word index of desc[0], and of the header word holding free_head @12 | old_free_head @14. */
+  private readonly word0: number;
+  private readonly freeWord: number;
+  /** 16-bit indices of used_idx @16 and old_used_idx @18; byte indices of used_wrap_counter @20 and old @21. */
+  private readonly usedHalf: number;
+  private readonly usedWrapByte: number;
+  /** Next counter value (le64 counter @8 of a head entry) as its low and high 32-bit halves: no float division per pop, no heap number past 2^31. */
+  readonly counter = new Uint32Array(2);
   /** Mirror of the free list links (the shared ones are written, never read back while running). */
-  next: Uint16Array;
+  readonly next: Uint16Array;
   /** Mirror of desc[].last of head entries. */
-  last: Uint16Array;
-  freeHead: number;
+  readonly last: Uint16Array;
+  freeHead = 0;
   /** Entries on the free list, and entries of the batch that go back to it at publish. */
   nfree: number;
-  nreturn: number;
+  private nreturn = 0;
   /** Buffer id → its head entry. */
-  entryOf: Uint16Array;
+  readonly entryOf: Uint16Array;
   /** Head entries completed since the last publish. */
-  batch: Uint16Array;
-  nbatch: number;
+  private readonly batch: Uint16Array;
+  private nbatch = 0;
   /** The used position publishing() wrote, copied to old_* by published(). */
-  pubIdx: number;
-  pubWrap: boolean;
+  private pubIdx = 0;
+  private pubWrap = 0;
+
+  constructor(
+    private readonly words: Uint32Array,
+    private readonly halves: Uint16Array,
+    private readonly bytes: Uint8Array,
+    readonly base: number,
+    /** Entries of the region's queue (desc_num) and descriptors of the ring (at most as many). */
+    entries: number,
+    size: number,
+  ) {
+    this.word0 = (base + PACKED_INFLIGHT_HEADER_BYTES) / 4;
+    this.freeWord = (base + OFF_FREE_HEAD) / 4;
+    this.usedHalf = (base + OFF_USED_IDX) / 2;
+    this.usedWrapByte = base + OFF_USED_WRAP;
+    this.next = new Uint16Array(entries);
+    this.last = new Uint16Array(entries);
+    this.nfree = entries;
+    this.entryOf = new Uint16Array(size);
+    this.batch = new Uint16Array(size);
+  }
+
+  /**
+   * Buffer `id` was taken: its `n` descriptors start at slot `slot` of the
+   * ring (`ringSize` slots) whose descriptor 0 is at 32-bit word `ringWord`
+   * of `ring`. Copies them into entries from the free list, the head entry
+   * marked in flight last. False when the free list cannot hold them: the
+   * driver has more descriptors out than its ring has slots (it rewrote
+   * slots still in flight).
+   *
+   * Word copies: a ring descriptor's words are addr lo, addr hi, len,
+   * id | flags << 16; an entry holds id | flags << 16 at word 4, len at 5,
+   * addr at 6-7 (the same little-endian fields, moved whole). The entries'
+   * next links are the free list's, already in the region.
+   */
+  popped(id: number, ring: Uint32Array, ringWord: number, slot: number, n: number, ringSize: number): boolean {
+    if (n > this.nfree) return false;
+    this.nfree -= n;
+    const w = this.words;
+    const next = this.next;
+    const word0 = this.word0;
+    const h = this.freeHead;
+    let e = h;
+    let last = h;
+    let r = ringWord + 4 * slot;
+    const ringEnd = ringWord + 4 * ringSize;
+    for (let k = 0; k < n; k++) {
+      const d = word0 + 8 * e;
+      w[d + 4] = ring[r + 3];
+      w[d + 5] = ring[r + 2];
+      w[d + 6] = ring[r];
+      w[d + 7] = ring[r + 1];
+      last = e;
+      e = next[e];
+      r += 4;
+      if (r === ringEnd) r = ringWord;
+    }
+    const hd = word0 + 8 * h;
+    // last @4 and num @6 of the head entry in one word; the counter; then inflight @0 = 1 with next @2 as it is, in one word.
+    w[hd + 1] = last | (n << 16);
+    const ctr = this.counter;
+    const lo = ctr[0];
+    w[hd + 2] = lo;
+    w[hd + 3] = ctr[1];
+    ctr[0] = lo + 1;
+    if (lo === 0xffffffff) ctr[1]++;
+    w[hd] = 1 | (next[h] << 16);
+    this.freeHead = e;
+    this.last[h] = last;
+    this.entryOf[id] = h;
+    // free_head @12 and old_free_head @14 in one word.
+    w[this.freeWord] = e | (e << 16);
+    return true;
+  }
+
+  /** Buffer `id`, of `n` descriptors, was written back as used (visible at the next publish). */
+  pushed(id: number, n: number): void {
+    this.batch[this.nbatch++] = this.entryOf[id];
+    this.nreturn += n;
+  }
+
+  /** The queue is about to store the flags of its pushed descriptors; the ring's used position will be `usedIdx`/`usedWrap`. */
+  publishing(usedIdx: number, usedWrap: boolean): void {
+    const nb = this.nbatch;
+    if (nb === 0) return;
+    const h16 = this.halves;
+    const next = this.next;
+    const last = this.last;
+    const batch = this.batch;
+    const next0 = 2 * this.word0 + D_NEXT / 2;
+    let free = this.freeHead;
+    for (let k = 0; k < nb; k++) {
+      const h = batch[k];
+      const l = last[h];
+      next[l] = free;
+      h16[next0 + 16 * l] = free;
+      free = h;
+    }
+    this.freeHead = free;
+    this.nfree += this.nreturn;
+    this.nreturn = 0;
+    // free_head @12 (old_free_head @14 stays until published), used_idx @16, used_wrap_counter @20.
+    h16[this.freeWord * 2] = free;
+    h16[this.usedHalf] = usedIdx;
+    const wrap = usedWrap ? 1 : 0;
+    this.bytes[this.usedWrapByte] = wrap;
+    this.pubIdx = usedIdx;
+    this.pubWrap = wrap;
+  }
+
+  /** The flags are stored: the batch is the driver's. */
+  published(): void {
+    const nb = this.nbatch;
+    if (nb === 0) return;
+    const bytes = this.bytes;
+    const batch = this.batch;
+    const flag0 = 4 * this.word0 + D_INFLIGHT;
+    for (let k = 0; k < nb; k++) bytes[flag0 + 32 * batch[k]] = 0;
+    this.nbatch = 0;
+    const h16 = this.halves;
+    h16[this.freeWord * 2 + 1] = this.freeHead;
+    h16[this.usedHalf + 1] = this.pubIdx;
+    bytes[this.usedWrapByte + 1] = this.pubWrap;
+  }
 }
 
 export class PackedInflightRegion {
-  private readonly tracks: (Track | null)[];
+  private readonly tracks: (PackedInflightQueue | null)[];
   private readonly perQueue: number;
   /** The region as 32-, 16- and 8-bit elements (it starts 4-byte aligned: a mapping or a buffer; host order = little-endian). */
   private readonly words: Uint32Array;
@@ -141,7 +272,7 @@ export class PackedInflightRegion {
   ) {
     this.perQueue = packedInflightQueueBytes(queueSize);
     ({ words: this.words, halves: this.halves, bytes: this.bytes } = inflightRegionViews('packed in-flight region', view, numQueues, queueSize, this.perQueue));
-    this.tracks = new Array<Track | null>(numQueues).fill(null);
+    this.tracks = new Array<PackedInflightQueue | null>(numQueues).fill(null);
   }
 
   private entry(t: { base: number }, i: number): number {
@@ -164,22 +295,7 @@ export class PackedInflightRegion {
     const v = this.view;
     const n = this.queueSize;
     const base = queue * this.perQueue;
-    const t: Track = {
-      base,
-      word0: (base + PACKED_INFLIGHT_HEADER_BYTES) / 4,
-      size,
-      counter: 0,
-      next: new Uint16Array(n),
-      last: new Uint16Array(n),
-      freeHead: 0,
-      nfree: n,
-      nreturn: 0,
-      entryOf: new Uint16Array(size),
-      batch: new Uint16Array(size),
-      nbatch: 0,
-      pubIdx: 0,
-      pubWrap: false,
-    };
+    const t = new PackedInflightQueue(this.words, this.halves, this.bytes, base, n, size);
     if (!inflightInUse(v, base, queue, n)) {
       // Never used: every entry free, in index order; the ring at SET_VRING_BASE's position.
       for (let i = 0; i < n; i++) {
@@ -303,7 +419,9 @@ export class PackedInflightRegion {
     v.setUint16(base + OFF_FREE_HEAD, freeHead, true);
     v.setUint16(base + OFF_OLD_FREE_HEAD, freeHead, true);
     this.writeUsed(t, usedIdx, usedWrap === 1, true);
-    t.counter = heads.length > 0 ? heads[heads.length - 1].counter + 1 : 0;
+    const counter = heads.length > 0 ? heads[heads.length - 1].counter + 1 : 0;
+    t.counter[0] = counter % TWO32;
+    t.counter[1] = Math.floor(counter / TWO32);
     this.tracks[queue] = t;
     let availIdx = usedIdx + slots;
     let availWrap = usedWrap === 1;
@@ -314,7 +432,7 @@ export class PackedInflightRegion {
     return { chains, availIdx, availWrap, usedIdx, usedWrap: usedWrap === 1 };
   }
 
-  private writeUsed(t: Track, idx: number, wrap: boolean, old: boolean): void {
+  private writeUsed(t: PackedInflightQueue, idx: number, wrap: boolean, old: boolean): void {
     const v = this.view;
     v.setUint16(t.base + OFF_USED_IDX, idx, true);
     v.setUint8(t.base + OFF_USED_WRAP, wrap ? 1 : 0);
@@ -329,97 +447,28 @@ export class PackedInflightRegion {
     if (queue >= 0 && queue < this.numQueues) this.tracks[queue] = null;
   }
 
-  /**
-   * Buffer `id` was taken: its `n` descriptors start at slot `slot` of the
-   * ring (`ringSize` slots) whose descriptor 0 is at 32-bit word `ringWord`
-   * of `ring`. Copies them into entries from the free list, the head entry
-   * marked in flight last. False when the free list cannot hold them: the
-   * driver has more descriptors out than its ring has slots (it rewrote
-   * slots still in flight).
-   *
-   * Word copies: a ring descriptor's words are addr lo, addr hi, len,
-   * id | flags << 16; an entry holds id | flags << 16 at word 4, len at 5,
-   * addr at 6-7 (the same little-endian fields, moved whole). The entries'
-   * next links are the free list's, already in the region.
-   */
+  /** Queue `queue`'s tracking since its last resume(), or null (not started, or released). */
+  track(queue: number): PackedInflightQueue | null {
+    return this.tracks[queue] ?? null;
+  }
+
+  /** PackedInflightQueue.popped() of queue `queue` (true when it is not tracked). */
   popped(queue: number, id: number, ring: Uint32Array, ringWord: number, slot: number, n: number, ringSize: number): boolean {
-    const t = this.tracks[queue];
-    if (t === null || t === undefined) return true;
-    if (n > t.nfree) return false;
-    t.nfree -= n;
-    const w = this.words;
-    const h = t.freeHead;
-    let e = h;
-    let last = h;
-    for (let k = 0; k < n; k++) {
-      const d = t.word0 + 8 * e;
-      const r = ringWord + 4 * slot;
-      w[d + 4] = ring[r + 3];
-      w[d + 5] = ring[r + 2];
-      w[d + 6] = ring[r];
-      w[d + 7] = ring[r + 1];
-      last = e;
-      e = t.next[e];
-      if (++slot === ringSize) slot = 0;
-    }
-    const c = t.counter++;
-    const hd = t.word0 + 8 * h;
-    // last @4 and num @6 of the head entry in one word; the counter; then inflight.
-    w[hd + 1] = last | (n << 16);
-    w[hd + 2] = c >>> 0;
-    w[hd + 3] = Math.floor(c / TWO32);
-    this.bytes[4 * hd + D_INFLIGHT] = 1;
-    t.freeHead = e;
-    t.last[h] = last;
-    t.entryOf[id] = h;
-    // free_head @12 and old_free_head @14 in one word.
-    w[t.base / 4 + 3] = e | (e << 16);
-    return true;
+    return this.track(queue)?.popped(id, ring, ringWord, slot, n, ringSize) ?? true;
   }
 
-  /** Buffer `id` was written back as used (visible at the next publish). */
+  /** PackedInflightQueue.pushed() of queue `queue`. */
   pushed(queue: number, id: number, n: number): void {
-    const t = this.tracks[queue];
-    if (t === null || t === undefined) return;
-    t.batch[t.nbatch++] = t.entryOf[id];
-    t.nreturn += n;
+    this.track(queue)?.pushed(id, n);
   }
 
-  /** The queue is about to store the flags of its pushed descriptors; the ring's used position will be `usedIdx`/`usedWrap`. */
+  /** PackedInflightQueue.publishing() of queue `queue`. */
   publishing(queue: number, usedIdx: number, usedWrap: boolean): void {
-    const t = this.tracks[queue];
-    if (t === null || t === undefined || t.nbatch === 0) return;
-    const h16 = this.halves;
-    let free = t.freeHead;
-    for (let k = 0; k < t.nbatch; k++) {
-      const h = t.batch[k];
-      const l = t.last[h];
-      t.next[l] = free;
-      h16[2 * (t.word0 + 8 * l) + D_NEXT / 2] = free;
-      free = h;
-    }
-    t.freeHead = free;
-    t.nfree += t.nreturn;
-    t.nreturn = 0;
-    const b16 = t.base / 2;
-    h16[b16 + OFF_FREE_HEAD / 2] = free;
-    h16[b16 + OFF_USED_IDX / 2] = usedIdx;
-    this.bytes[t.base + OFF_USED_WRAP] = usedWrap ? 1 : 0;
-    t.pubIdx = usedIdx;
-    t.pubWrap = usedWrap;
+    this.track(queue)?.publishing(usedIdx, usedWrap);
   }
 
-  /** The flags are stored: the batch is the driver's. */
+  /** PackedInflightQueue.published() of queue `queue`. */
   published(queue: number): void {
-    const t = this.tracks[queue];
-    if (t === null || t === undefined || t.nbatch === 0) return;
-    const bytes = this.bytes;
-    for (let k = 0; k < t.nbatch; k++) bytes[4 * (t.word0 + 8 * t.batch[k]) + D_INFLIGHT] = 0;
-    t.nbatch = 0;
-    const h16 = this.halves;
-    const b16 = t.base / 2;
-    h16[b16 + OFF_OLD_FREE_HEAD / 2] = t.freeHead;
-    h16[b16 + OFF_OLD_USED_IDX / 2] = t.pubIdx;
-    bytes[t.base + OFF_OLD_USED_WRAP] = t.pubWrap ? 1 : 0;
+    this.track(queue)?.published();
   }
 }

@@ -37,7 +37,7 @@
 import type { QueueDesc, RingPos } from '../control';
 import type { GuestMemory } from '../memory';
 import { addBuffer, ChainError, type DescChain } from './chain';
-import type { PackedInflightRegion } from './inflight-packed';
+import type { PackedInflightQueue, PackedInflightRegion } from './inflight-packed';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
 import { QueueSetupError } from './split';
@@ -69,6 +69,8 @@ export class PackedQueue implements Virtqueue {
   tracker: InflightTracker | null = null;
   /** The in-flight region in QEMU's packed layout (INFLIGHT_SHMFD), or null. */
   inflight: PackedInflightRegion | null = null;
+  /** This queue's part of `inflight` once resumeInflight() ran (the hooks call it directly: no per-call lookup). */
+  private track: PackedInflightQueue | null = null;
   /** Next descriptor to take and the driver wrap counter expected there. */
   availIdx: number;
   availWrap: boolean;
@@ -300,7 +302,7 @@ export class PackedQueue implements Virtqueue {
       this.broken = `chain at descriptor ${start} reuses buffer id ${id}, which is still in flight`;
       return false;
     }
-    if (this.inflight !== null && !this.inflight.popped(this.index, id, this.ring32, this.ringWord, start, n, size)) {
+    if (this.track !== null && !this.track.popped(id, this.ring32, this.ringWord, start, n, size)) {
       this.broken = `chain at descriptor ${start} makes more descriptors in flight than the ring size ${size}`;
       return false;
     }
@@ -402,7 +404,7 @@ export class PackedQueue implements Virtqueue {
    */
   push(id: number, len: number): void {
     if (this.resubDescs !== null) this.resubDescs[id] = null;
-    if (this.inflight !== null) this.inflight.pushed(this.index, id, this.ndesc[id]);
+    if (this.track !== null) this.track.pushed(id, this.ndesc[id]);
     const slot = this.usedIdx;
     this.ring32[this.ringWord + 4 * slot + 2] = len;
     this.words[this.wFlags0 + slot * 8 - 1] = id;
@@ -437,10 +439,11 @@ export class PackedQueue implements Virtqueue {
     this.unpublished = 0;
     const w = this.words;
     const f0 = this.wFlags0;
-    if (this.inflight !== null) this.inflight.publishing(this.index, this.usedIdx, this.usedWrap);
+    const track = this.track;
+    if (track !== null) track.publishing(this.usedIdx, this.usedWrap);
     for (let k = n - 1; k > 0; k--) w[f0 + this.pendingSlot[k] * 8] = this.pendingFlags[k];
     Atomics.store(w, f0 + this.pendingSlot[0] * 8, this.pendingFlags[0]);
-    if (this.inflight !== null) this.inflight.published(this.index);
+    if (track !== null) track.published();
     return this.needInterrupt();
   }
 
@@ -476,6 +479,7 @@ export class PackedQueue implements Virtqueue {
     const region = this.inflight;
     if (region === null) return 0;
     const r = region.resume(this.index, this.size, (slot) => Atomics.load(this.words, this.wFlags0 + slot * 8), this.position());
+    this.track = region.track(this.index);
     this.availIdx = r.availIdx;
     this.availWrap = r.availWrap;
     this.usedIdx = r.usedIdx;

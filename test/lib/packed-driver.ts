@@ -4,6 +4,7 @@
  * counter (head flags last), used descriptors read back in ring order.
  */
 import { GuestMemory } from '../../engine/memory';
+import type { PackedInflightRegion } from '../../engine/virtio/inflight-packed';
 
 export const AVAIL = 1 << 7;
 export const USED = 1 << 15;
@@ -134,3 +135,23 @@ export class PackedDriver {
   }
 }
 
+
+/**
+ * The back-end dies inside the next publish() of queue `queue` (tracked on
+ * `r`, resumed): its in-flight hooks throw "killed" just after publishing()
+ * (`beforeFlags`: the used flags are never stored) or at published() (the
+ * flags are stored, the region's old_* and inflight flags not updated). The
+ * next resume() replaces the queue's tracking, hooks included.
+ */
+export function killInPublish(r: PackedInflightRegion, queue: number, beforeFlags: boolean): void {
+  const track = r.track(queue);
+  if (track === null) throw new Error(`queue ${queue} is not tracked`);
+  const publishing = track.publishing.bind(track);
+  track.publishing = (usedIdx: number, usedWrap: boolean): void => {
+    publishing(usedIdx, usedWrap);
+    if (beforeFlags) throw new Error('killed');
+  };
+  track.published = (): void => {
+    throw new Error('killed');
+  };
+}

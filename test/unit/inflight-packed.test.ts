@@ -12,7 +12,7 @@ import { ChainError, DescChain } from '../../engine/virtio/chain';
 import { PackedInflightRegion, packedInflightQueueBytes, packedInflightRegionBytes } from '../../engine/virtio/inflight-packed';
 import { PackedQueue } from '../../engine/virtio/packed';
 import { QueueSetupError } from '../../engine/virtio/split';
-import { type Buf, FEATURES, PackedDriver } from '../lib/packed-driver';
+import { type Buf, FEATURES, killInPublish, PackedDriver } from '../lib/packed-driver';
 
 /** Offsets of the layout (vhost-user.rst), written out here independently of the implementation. */
 const H = { version: 8, descNum: 10, freeHead: 12, oldFreeHead: 14, usedIdx: 16, oldUsedIdx: 18, usedWrap: 20, oldUsedWrap: 21 };
@@ -134,15 +134,7 @@ t.test('a batch cut in the middle of its publication: rolled back before the fla
     q0.push(0, 1);
     q0.push(3, 1);
     // The process dies inside publish(): throw from the hook at the chosen step.
-    q0.inflight = Object.assign(Object.create(Object.getPrototypeOf(r)), r, {
-      publishing(queue: number, idx: number, wrap: boolean) {
-        r.publishing(queue, idx, wrap);
-        if (when === 'before-flags') throw new Error('killed');
-      },
-      published() {
-        throw new Error('killed');
-      },
-    });
+    killInPublish(r, 0, when === 'before-flags');
     t.throws(() => q0.publish(), /killed/);
     const seen = drv.readUsed().map((u) => u.id);
     const { q, again } = start(drv, r);
@@ -223,15 +215,7 @@ t.test('randomized: kills at random moments, every buffer used exactly once, dat
         // kill -9, sometimes inside a publish; the front-end sends a stale position.
         if (q.pending > 0 && rnd(2) === 0) {
           const cut = rnd(2);
-          q.inflight = Object.assign(Object.create(Object.getPrototypeOf(r)), r, {
-            publishing(queue: number, idx: number, wrap: boolean) {
-              r.publishing(queue, idx, wrap);
-              if (cut === 0) throw new Error('killed');
-            },
-            published() {
-              throw new Error('killed');
-            },
-          });
+          killInPublish(r, 0, cut === 0);
           try {
             q.publish();
           } catch {}
