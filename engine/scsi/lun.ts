@@ -279,8 +279,8 @@ export class ScsiLun implements BdevUser, TaskOwner {
    */
   execute(task: ScsiTask, nowMs?: number): void {
     if (nowMs !== undefined) task.nowMs = nowMs;
-    this.outstanding++;
     if (task.nexus === this.fastNexus && this.fastReadWrite(task)) return;
+    this.outstanding++;
     task.begin(this);
     if (this.dispatch(task)) return;
     this.complete(task);
@@ -320,7 +320,28 @@ export class ScsiLun implements BdevUser, TaskOwner {
     } else {
       return false;
     }
-    const flags = cdb[1];
+    return this.fastStart(task, write, cdb[1], lba, blocks);
+  }
+
+  /**
+   * The transport's direct entry to the fast path: a READ 10/16 (`write`
+   * false) or WRITE 10/16 (`write` true) that the transport decoded itself
+   * (`flags` CDB byte 1, `lba`, `blocks` the transfer length), so that a
+   * transport resolving its target and LUN once per request skips
+   * ScsiTarget.execute() and execute() and their CDB copy. The same
+   * conditions and outcome as fastReadWrite(): true when the command was
+   * taken (task.done() follows from the bdev layer's poll(); task.cdb was
+   * not read and may hold an older command), false, having changed
+   * nothing, when it must go the generic way: the transport then sets the
+   * CDB and calls ScsiTarget.execute(). The task is set up as for
+   * execute() (reset(), nexus, dir, addIov(), nowMs).
+   */
+  readWriteFast(task: ScsiTask, write: boolean, flags: number, lba: number, blocks: number): boolean {
+    return task.nexus === this.fastNexus && this.fastStart(task, write, flags, lba, blocks);
+  }
+
+  /** fastReadWrite() once the CDB is decoded (the checks of its comment; outstanding counted when taken). */
+  private fastStart(task: ScsiTask, write: boolean, flags: number, lba: number, blocks: number): boolean {
     if ((flags & 0xe0) !== 0 || this.reservations.holder !== null) return false;
     // A write that must reach the medium before it completes (FUA, or the write cache off) takes the generic path's write-then-flush.
     if (write && (this.readonly || (this.canFlush && ((flags & 0x08) !== 0 || !this.wce)))) return false;
@@ -344,6 +365,7 @@ export class ScsiLun implements BdevUser, TaskOwner {
       task.phase = Phase.FastWrite;
     }
     io.iovCount = count;
+    this.outstanding++;
     this.handle.submit(io, task.nowMs);
     return true;
   }

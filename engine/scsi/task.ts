@@ -131,6 +131,16 @@ export abstract class ScsiTask {
     this.cdbLength = 16;
   }
 
+  /** Set a 16-byte CDB from four big-endian words (bytes 0-3, 4-7, 8-11, 12-15) a transport read once. */
+  setCdbWords(w0: number, w1: number, w2: number, w3: number): void {
+    const v = this.cdbView;
+    v.setUint32(0, w0);
+    v.setUint32(4, w1);
+    v.setUint32(8, w2);
+    v.setUint32(12, w3);
+    this.cdbLength = 16;
+  }
+
   /** Set the CDB from `src[off..off+len)` (at most 32 bytes kept). */
   setCdb(src: Uint8Array | readonly number[], off = 0, len = src.length - off): void {
     const n = Math.min(len, this.cdb.length);

@@ -179,6 +179,8 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
   private readonly slots: (Slot | null)[] = new Array<Slot | null>(SCSI_MAX_TARGETS).fill(null);
   /** slots[t].target, flat: the per-command lookup (kept with slots). */
   private readonly targetsByNum: (ScsiTarget | null)[] = new Array<ScsiTarget | null>(SCSI_MAX_TARGETS).fill(null);
+  /** slots[t].lun, flat: the READ/WRITE fast path's lookup (kept with slots). */
+  private readonly lunsByNum: (VscsiLun | null)[] = new Array<VscsiLun | null>(SCSI_MAX_TARGETS).fill(null);
   /** LUs being hot-removed (closed when their last command completes). */
   private readonly removing = new Set<VscsiLun>();
   private readonly hotplug: boolean;
@@ -244,6 +246,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       if (s !== null) s.lun.close();
       this.slots[i] = null;
       this.targetsByNum[i] = null;
+      this.lunsByNum[i] = null;
     }
     for (const l of this.removing) l.close();
     this.removing.clear();
@@ -267,6 +270,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
         // From now on the target answers BAD_TARGET; what it has outstanding completes first.
         this.slots[t] = null;
         this.targetsByNum[t] = null;
+        this.lunsByNum[t] = null;
         this.removing.add(s.lun);
         this.removalsPending.add(t);
         if (this.hotplug) this.raiseEvent(ScsiEvent.TransportReset, t, ScsiResetReason.Removed);
@@ -295,6 +299,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     t.addLun(lun);
     this.slots[target] = { target: t, lun };
     this.targetsByNum[target] = t;
+    this.lunsByNum[target] = lun;
   }
 
   /** A LU's bdev changed size: PARAM_CHANGE (CAPACITY DATA HAS CHANGED) when negotiated. */
@@ -359,7 +364,10 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       srcView = this.hdrView;
       base = 0;
     }
-    const target = this.targetOf(srcView, base + ScsiCmdOffset.Lun);
+    // The LUN field, read once: lun[0..3] (1, target, single-level LUN) and lun[4..7] (zero).
+    const lunHi = srcView.getUint32(base + ScsiCmdOffset.Lun);
+    const t = (lunHi >>> 16) & 0xff;
+    const target = lunHi >>> 24 === 1 && t < SCSI_MAX_TARGETS ? this.targetsByNum[t] : null;
     if (target === null) {
       this.respond(task, ScsiResponse.BadTarget);
       return;
@@ -371,15 +379,10 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       this.respond(task, ScsiResponse.Failure);
       return;
     }
+    const lun = srcView.getUint32(base + ScsiCmdOffset.Lun + 4) !== 0 ? -1 : singleLevelLun(lunHi & 0xffff);
     const cmd = task.cmd as VscsiCommand;
     cmd.reset();
-    // Every CDB but the variable-length one (7Fh) fits 16 bytes (SPC-4 §4.2.5.1).
-    const opcode = src[base + ScsiCmdOffset.Cdb];
-    if (opcode === 0x7f) cmd.setCdb(src, base + ScsiCmdOffset.Cdb, 32);
-    else cmd.setCdb16(srcView, base + ScsiCmdOffset.Cdb);
-    task.statKind = STAT_KIND[cmd.cdb[0]];
     cmd.nexus = 0;
-    const lun = this.lunOf(srcView, base + ScsiCmdOffset.Lun);
     if (outBytes > 0) {
       cmd.dir = ScsiDataDir.ToDevice;
       this.addData(task, cmd, 0, chain.readable, ScsiCmdOffset.ReqSize, bytes);
@@ -389,6 +392,39 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     }
     // The time goes in the task, not as an argument (which would box it per command).
     cmd.nowMs = core.nowMs;
+    // Every CDB but the variable-length one (7Fh) fits 16 bytes (SPC-4 §4.2.5.1): read once, as
+    // four big-endian words (a guest may change its memory under us: no byte is read twice).
+    const cdbAt = base + ScsiCmdOffset.Cdb;
+    const w0 = srcView.getUint32(cdbAt);
+    const op = w0 >>> 24;
+    task.statKind = STAT_KIND[op];
+    if (op === 0x7f) {
+      cmd.setCdb(src, cdbAt, 32);
+      cmd.cdbView.setUint32(0, w0); // the opcode word as read above
+      target.execute(cmd, lun);
+      return;
+    }
+    const w1 = srcView.getUint32(cdbAt + 4);
+    const w2 = srcView.getUint32(cdbAt + 8);
+    const w3 = srcView.getUint32(cdbAt + 12);
+    // READ/WRITE 10/16 to the target's LU (LUN 0: one per target here), decoded from the words and
+    // handed to the LU's fast path: no ScsiTarget/ScsiLun.execute() and no CDB copy when it takes it.
+    const lu = lun === 0 ? this.lunsByNum[t] : null;
+    if (lu !== null) {
+      if (op === Op.Read16 || op === Op.Write16) {
+        // Bytes 2-9 the LBA, 10-13 the transfer length.
+        const lbaHi = (((w0 & 0xffff) << 16) | (w1 >>> 16)) >>> 0;
+        const lbaLo = (((w1 & 0xffff) << 16) | (w2 >>> 16)) >>> 0;
+        const blocks = (((w2 & 0xffff) << 16) | (w3 >>> 16)) >>> 0;
+        if (lu.readWriteFast(cmd, op === Op.Write16, (w0 >>> 16) & 0xff, lbaHi * 0x1_0000_0000 + lbaLo, blocks)) return;
+      } else if (op === Op.Read10 || op === Op.Write10) {
+        // Bytes 2-5 the LBA, 7-8 the transfer length.
+        const lba = (((w0 & 0xffff) << 16) | (w1 >>> 16)) >>> 0;
+        const blocks = ((w1 & 0xff) << 8) | (w2 >>> 24);
+        if (lu.readWriteFast(cmd, op === Op.Write10, (w0 >>> 16) & 0xff, lba, blocks)) return;
+      }
+    }
+    cmd.setCdbWords(w0, w1, w2, w3);
     target.execute(cmd, lun);
   }
 

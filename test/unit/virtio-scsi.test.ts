@@ -389,3 +389,86 @@ t.test('UNMAP and WRITE SAME through the transport', async (t) => {
   t.equal(ws.status, 0);
   t.same(h.disk0.storage.subarray(20 * 512, 24 * 512), new Uint8Array(2048).fill(0x77));
 });
+
+/**
+ * READ/WRITE 10/16 on the transport's fast path (VscsiModel decodes the CDB
+ * from guest memory itself and calls ScsiLun.readWriteFast): on a fresh
+ * device the command right after the power-on unit attention runs the
+ * generic path (ScsiTarget.execute, the CDB copied), the same command again
+ * the fast one. Every outcome (used length, response, status, sense,
+ * residual, data, medium) must be the same. The LBAs and transfer lengths
+ * have a different value in every byte, so a byte decoded from the wrong
+ * place, dropped or swapped changes a range check or the data moved.
+ */
+t.test('fast path: the transport decodes READ/WRITE 10/16 as the generic path does, errors included', async (t) => {
+  // A null LU too large for 32-bit LBAs: bytes 2-9 of READ 16 all matter (0x0011_2233_4455_6677 < 2^53).
+  const BIG = 0x0011_2233_4455_6677;
+  type Case = { what: string; c: number[]; o: () => CmdOptions; big?: boolean };
+  const cases: Case[] = [];
+  const pat = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (i * 13 + seed) & 0xff);
+  for (const [name, mk] of [
+    ['READ 10', cdb.read10],
+    ['READ 16', cdb.read16],
+  ] as const) {
+    cases.push({ what: `${name} 3 blocks at 0x41`, c: mk(0x41, 3), o: () => ({ inLen: 1536 }) });
+    cases.push({ what: `${name} 258 (0x0102) blocks`, c: mk(0, 0x102), o: () => ({ inLen: 0x102 * 512 }) });
+    cases.push({ what: `${name} last block`, c: mk(255, 1), o: () => ({ inLen: 512 }) });
+    cases.push({ what: `${name} past the end`, c: mk(255, 2), o: () => ({ inLen: 1024 }) });
+    cases.push({ what: `${name} 0 blocks`, c: mk(8, 0), o: () => ({ inLen: 512 }) });
+    cases.push({ what: `${name} short buffer`, c: mk(8, 2), o: () => ({ inLen: 600 }) });
+    cases.push({ what: `${name} longer buffer`, c: mk(8, 1), o: () => ({ inLen: 700 }) });
+    cases.push({ what: `${name} data-out buffer`, c: mk(8, 1), o: () => ({ out: new Uint8Array(512) }) });
+    cases.push({ what: `${name} RDPROTECT`, c: mk(8, 1, 0x20), o: () => ({ inLen: 512 }) });
+    cases.push({ what: `${name} FUA`, c: mk(8, 1, 0x08), o: () => ({ inLen: 512 }) });
+    cases.push({ what: `${name} on a missing LUN`, c: mk(8, 1), o: () => ({ inLen: 512, lunBytes: [1, 0, 0x40, 1, 0, 0, 0, 0] }) });
+  }
+  for (const [name, mk] of [
+    ['WRITE 10', cdb.write10],
+    ['WRITE 16', cdb.write16],
+  ] as const) {
+    cases.push({ what: `${name} 2 blocks at 0x53`, c: mk(0x53, 2), o: () => ({ out: pat(1024, 1) }) });
+    cases.push({ what: `${name} 258 (0x0102) blocks`, c: mk(0, 0x102), o: () => ({ out: pat(0x102 * 512, 2) }) });
+    cases.push({ what: `${name} FUA`, c: mk(9, 1, 0x08), o: () => ({ out: pat(512, 3) }) });
+    cases.push({ what: `${name} WRPROTECT`, c: mk(9, 1, 0x40), o: () => ({ out: pat(512, 4) }) });
+    cases.push({ what: `${name} past the end`, c: mk(256, 1), o: () => ({ out: pat(512, 5) }) });
+    cases.push({ what: `${name} short buffer`, c: mk(10, 2), o: () => ({ out: pat(700, 6) }) });
+    cases.push({ what: `${name} data-in buffer`, c: mk(10, 1), o: () => ({ inLen: 512 }) });
+  }
+  cases.push({ what: 'READ 10 LBA 0xfffffffe (bytes 2-5)', c: cdb.read10(0xfffffffe, 1), o: () => ({ inLen: 512 }) });
+  cases.push({ what: 'READ 16 transfer length 0x00010002 (bytes 10-13)', c: cdb.read16(0, 0x0001_0002), o: () => ({ inLen: 1024 }) });
+  cases.push({ what: 'READ 16 transfer length 0x01000002', c: cdb.read16(0, 0x0100_0002), o: () => ({ inLen: 1024 }) });
+  cases.push({ what: 'READ 16 the last LBA of a 2^52-block LU', c: cdb.read16(BIG - 1, 1), o: () => ({ inLen: 512, target: 1 }), big: true });
+  cases.push({ what: 'READ 16 one past it', c: cdb.read16(BIG, 1), o: () => ({ inLen: 512, target: 1 }), big: true });
+  cases.push({ what: 'READ 16 two blocks over the end', c: cdb.read16(BIG - 1, 2), o: () => ({ inLen: 1024, target: 1 }), big: true });
+  cases.push({ what: 'WRITE 16 the last LBA of a 2^52-block LU', c: cdb.write16(BIG - 1, 1), o: () => ({ out: pat(512, 7), target: 1 }), big: true });
+  cases.push({ what: 'READ 10 on the large LU', c: cdb.read10(0x7766_5544, 1), o: () => ({ inLen: 512, target: 1 }), big: true });
+  // A decoding slip that made the buffers match a smaller transfer, or a range on the medium from a
+  // wrong LBA, would take the fast path where the generic one fails: one more byte set in each field.
+  for (let b = 1; b < 8; b++) {
+    const c16 = cdb.read16(5, 1);
+    c16[9 - b] = 1; // LBA byte 9 - b: 2^(8b) + 5, beyond the 256 blocks
+    cases.push({ what: `READ 16 LBA 2^${8 * b} + 5`, c: c16, o: () => ({ inLen: 512 }) });
+    if (b < 4) cases.push({ what: `READ 10 LBA 2^${8 * b} + 5`, c: cdb.read10(2 ** (8 * b) + 5, 1), o: () => ({ inLen: 512 }) });
+  }
+  for (let b = 1; b < 4; b++) {
+    cases.push({ what: `READ 16 transfer length 2^${8 * b} + 2 with a 2-block buffer`, c: cdb.read16(0, 2 ** (8 * b) + 2), o: () => ({ inLen: 1024 }) });
+  }
+  cases.push({ what: 'READ 10 transfer length 0x0102 with a 2-block buffer', c: cdb.read10(0, 0x102), o: () => ({ inLen: 1024 }) });
+  cases.push({ what: 'WRITE 10 transfer length 0x0102 with a 2-block buffer', c: cdb.write10(0, 0x102), o: () => ({ out: pat(1024, 8) }) });
+  for (const k of cases) {
+    const h = harness();
+    h.disk0.storage.set(pat(h.disk0.storage.length, 9));
+    if (k.big) {
+      t.equal(await ctl(h, { kind: 'scsiAddTarget', target: 1, bdev: { name: 'Null1', module: 'null', blockSize: 512, numBlocks: BIG, params: null }, identifier: 'big' }), null);
+    }
+    const target = k.o().target ?? 0;
+    t.equal(run(h, cdb.tur(), { target }).status, 2, `${k.what}: the power-on unit attention first`);
+    const outcome = () => {
+      const r = run(h, k.c, k.o());
+      return { len: r.len, response: r.response, status: r.status, sense: r.status === 0 ? [] : r.sense, senseLen: r.senseLen, residual: r.residual, data: Buffer.from(r.data).toString('base64'), medium: Buffer.from(h.disk0.storage).toString('base64') };
+    };
+    const generic = outcome();
+    const fast = outcome();
+    t.same(fast, generic, k.what);
+  }
+});
