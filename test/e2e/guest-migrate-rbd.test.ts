@@ -90,15 +90,15 @@ t.test('a guest under fio verify migrates between two vhostd processes on one RB
 
   // Migrate once the source has written a good part of what fio writes (12,288 writes of 4 KiB), so
   // the image's exclusive lock is held by the source when the destination takes over.
-  // downtime-limit 300 ms (QEMU's default) rather than the helper's 2000. With 2000, QEMU stopped the
-  // guest 180-270 ms into the first RAM pass (pending 459 MB below its bandwidth estimate x 2 s) and
-  // sent the rest with the guest stopped: downtime 3.2-4.9 s, of which (QEMU -trace vhost_dev_stop,
+  // downtime-limit 2000 ms (the helper's default). With it QEMU stops the guest 180-270 ms into the
+  // first RAM pass (pending 459 MB below its bandwidth estimate x 2 s) and sends the rest with the
+  // guest stopped: downtime 3.2-4.9 s, of which (QEMU -trace vhost_dev_stop,
   // migration_completion_vm_stop, savevm_section_*) the vhost-user stop, librbd writes in flight
-  // drained, took 47-83 ms, the device state 5 ms, the final RAM pass the rest. The destination's
-  // device start (image already open) takes ~20 ms and comes after QEMU's downtime figure.
-  const o = await migrate(t, dir, a.socketOf('vm.0'), b.socketOf('vm.0'), 'rbd two vhostd', async () => (await writeOps(a)) >= 500, {
-    downtimeLimitMs: 300,
-  });
+  // drained, took 47-83 ms, the device state 5 ms, the final RAM pass the rest. With QEMU's default
+  // of 300 ms the downtime is 185-236 ms, but one run of six had the destination guest's kernel
+  // panic (list corruption in the timer interrupt) right after the switch-over; until that is
+  // understood this test keeps the configuration it has always passed with.
+  const o = await migrate(t, dir, a.socketOf('vm.0'), b.socketOf('vm.0'), 'rbd two vhostd', async () => (await writeOps(a)) >= 500);
   checkOutcome(t, o, 'rbd two vhostd', tally);
   t.match(a.daemon.log, /dirty logging on/, 'the source vhostd logged into the dirty log');
   const [wa, wb] = [await writeOps(a), await writeOps(b)];
