@@ -451,24 +451,4 @@ export class PackedInflightRegion {
   track(queue: number): PackedInflightQueue | null {
     return this.tracks[queue] ?? null;
   }
-
-  /** PackedInflightQueue.popped() of queue `queue` (true when it is not tracked). */
-  popped(queue: number, id: number, ring: Uint32Array, ringWord: number, slot: number, n: number, ringSize: number): boolean {
-    return this.track(queue)?.popped(id, ring, ringWord, slot, n, ringSize) ?? true;
-  }
-
-  /** PackedInflightQueue.pushed() of queue `queue`. */
-  pushed(queue: number, id: number, n: number): void {
-    this.track(queue)?.pushed(id, n);
-  }
-
-  /** PackedInflightQueue.publishing() of queue `queue`. */
-  publishing(queue: number, usedIdx: number, usedWrap: boolean): void {
-    this.track(queue)?.publishing(usedIdx, usedWrap);
-  }
-
-  /** PackedInflightQueue.published() of queue `queue`. */
-  published(queue: number): void {
-    this.track(queue)?.published();
-  }
 }
