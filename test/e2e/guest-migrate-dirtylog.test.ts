@@ -15,6 +15,9 @@
  *   destination's buffer holds what the device wrote before QEMU sent those
  *   pages, and stale-check reports stale pages there. The test asserts it
  *   does, so the positive case is shown to be able to fail.
+ *
+ * VHOSTD_DIRTYLOG_BACKEND=qsd runs the same cases against two
+ * qemu-storage-daemon exports (QEMU's own back-end) instead of vhostd.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -26,6 +29,7 @@ import { tail } from '../lib/guest-checks';
 import { hmp } from '../lib/guest-migration';
 import { buildStaleCheck, staleCheckScript, writeStop } from '../lib/stale-check';
 import { VhostUserProxy, type ProxyMode } from '../lib/vhost-user-proxy';
+import { startQsd } from '../lib/qsd';
 import { startVhostd } from '../lib/vhostd';
 import { waitFor } from '../lib/wait';
 
@@ -41,7 +45,10 @@ t.teardown(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const tally = { migrations: 0, transparentStale: 0, strippedStale: 0, strippedCrashes: 0 };
+/** VHOSTD_DIRTYLOG_BACKEND=qsd: the same test against qemu-storage-daemon (a comparison, not part of the suite's verdict on vhostd). */
+const PEER = process.env.VHOSTD_DIRTYLOG_BACKEND === 'qsd';
+let runs = 0;
+const tally = { migrations: 0, transparentStale: 0, transparentCrashes: 0, strippedStale: 0, strippedCrashes: 0 };
 /** What a Linux guest prints when its kernel crashes (an oops, a BUG, a panic). */
 const KERNEL_CRASH = /BUG: [^\n]*|Oops: [^\n]*|Kernel panic[^\n]*|general protection fault[^\n]*/;
 
@@ -55,6 +62,8 @@ function timeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
 }
 
 interface Outcome {
+  /** stale-check reported progress (or a stale page) on the destination. */
+  progressOnDest: boolean;
   source: GuestRun;
   dest: GuestRun;
   /** The destination's console (streamed, complete even if the guest had to be stopped). */
@@ -66,24 +75,44 @@ interface Outcome {
   proxies: VhostUserProxy[];
 }
 
-async function run(t: tap.Test, mode: ProxyMode): Promise<Outcome> {
-  fs.writeFileSync(diskFile, '');
-  fs.truncateSync(diskFile, DISK_BYTES);
+/**
+ * The source and destination back-ends on the shared disk: two controllers of
+ * one vhostd, or (VHOSTD_DIRTYLOG_BACKEND=qsd, to compare) two
+ * qemu-storage-daemon exports, QEMU's own vhost-user-blk back-end.
+ */
+async function backends(t: tap.Test, file: string): Promise<{ src: string; dst: string; log: () => string }> {
+  if (PEER) {
+    const [src, dst] = ['src', 'dst'].map((s) => path.join(dir, `${file}.${s}.qsd`));
+    for (const socketPath of [src, dst]) {
+      const d = await startQsd({ image: diskFile, sizeBytes: DISK_BYTES, socketPath, numQueues: 2, shared: true });
+      t.teardown(() => d.stop());
+    }
+    return { src, dst, log: () => '' };
+  }
   const vhostd = await startVhostd();
   t.teardown(() => vhostd.stop());
   await vhostd.rpc('bdev_uring_create', { name: 'Uring0', filename: diskFile });
   await vhostd.rpc('vhost_create_blk_controller', { ctrlr: 'src.0', dev_name: 'Uring0' });
   await vhostd.rpc('vhost_create_blk_controller', { ctrlr: 'dst.0', dev_name: 'Uring0' });
-  const srcProxy = new VhostUserProxy(path.join(dir, `${mode}.src.sock`), vhostd.socketOf('src.0'), mode);
-  const dstProxy = new VhostUserProxy(path.join(dir, `${mode}.dst.sock`), vhostd.socketOf('dst.0'), mode);
+  return { src: vhostd.socketOf('src.0'), dst: vhostd.socketOf('dst.0'), log: () => vhostd.daemon.log };
+}
+
+async function run(t: tap.Test, mode: ProxyMode): Promise<Outcome> {
+  fs.writeFileSync(diskFile, '');
+  fs.truncateSync(diskFile, DISK_BYTES);
+  // Each run its own socket and monitor files (a case may migrate more than once).
+  const file = `${mode}-${++runs}`;
+  const b = await backends(t, file);
+  const srcProxy = new VhostUserProxy(path.join(dir, `${file}.src.sock`), b.src, mode);
+  const dstProxy = new VhostUserProxy(path.join(dir, `${file}.dst.sock`), b.dst, mode);
   t.teardown(() => {
     srcProxy.close();
     dstProxy.close();
   });
 
-  const migSocket = path.join(dir, `${mode}.mig`);
-  const srcMon = path.join(dir, `${mode}.src.mon`);
-  const dstMon = path.join(dir, `${mode}.dst.mon`);
+  const migSocket = path.join(dir, `${file}.mig`);
+  const srcMon = path.join(dir, `${file}.src.mon`);
+  const dstMon = path.join(dir, `${file}.dst.mon`);
   const common = { memMiB: 512, smp: 2, timeoutMs: 600_000, script: staleCheckScript(), files: [staleCheck] };
   let destConsole = '';
   const t0 = Date.now();
@@ -157,8 +186,6 @@ async function run(t: tap.Test, mode: ProxyMode): Promise<Outcome> {
   );
   const destCrashed = crashed();
   phases.push(`stale-check ${progressOnDest ? 'seen' : 'not seen'}${destCrashed ? ', guest kernel crashed,' : ''} on the destination ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  if (mode === 'transparent') t.ok(progressOnDest && !destCrashed, `${mode}: stale-check ran on the destination`, { console: destConsole.slice(-3000) });
-  else t.ok(progressOnDest || destCrashed, `${mode}: stale-check ran on the destination, or its kernel crashed`, { console: destConsole.slice(-3000) });
   writeStop(diskFile);
   let dst = destCrashed ? ('timeout' as const) : await timeout(dest, 180_000);
   let destStopped = false;
@@ -169,16 +196,35 @@ async function run(t: tap.Test, mode: ProxyMode): Promise<Outcome> {
   }
   phases.push(`destination done ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   t.comment(`${mode}: ${phases.join(', ')}`);
-  return { source: src, dest: dst, destConsole, destStopped, destCrashed, vhostdLog: vhostd.daemon.log, proxies: [srcProxy, dstProxy] };
+  return { progressOnDest, source: src, dest: dst, destConsole, destStopped, destCrashed, vhostdLog: b.log(), proxies: [srcProxy, dstProxy] };
 }
 
+/**
+ * A destination kernel crash in blk-mq's completion path (a used entry for a
+ * request the guest had already freed) follows about one migration in ten at
+ * this downtime limit with vhostd, and as often with QEMU's own
+ * qemu-storage-daemon as the back-end (3 of 10 in the same setup, two crashes
+ * and a hang): a fault of QEMU 7.2's TCG migration, not of the device (see
+ * README, "Live migration"). Such a run proves nothing either way, so a case
+ * migrates again, up to ATTEMPTS times in all; every crash is counted and shown.
+ */
+const ATTEMPTS = 3;
+const STRIP_ATTEMPTS = 5;
+
 t.test('transparent proxy: the dirty log carries the device writes, nothing goes stale', async (t) => {
-  const o = await run(t, 'transparent');
+  let o!: Outcome;
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    o = await run(t, 'transparent');
+    if (!o.destCrashed) break;
+    tally.transparentCrashes++;
+    t.comment(`transparent: attempt ${attempt}: the destination kernel crashed (${KERNEL_CRASH.exec(o.destConsole)?.[0]})${attempt < ATTEMPTS ? '; migrating again' : ''}`);
+  }
+  t.ok(o.progressOnDest && !o.destCrashed, 'transparent: stale-check ran on the destination', { console: o.destConsole.slice(-3000) });
   const [src, dst] = o.proxies as [VhostUserProxy, VhostUserProxy];
   t.same(src.errors, [], 'the proxy forwarded every message');
   t.ok(src.counts.logAllSeen >= 1 && src.counts.vringLogSeen >= 1, 'QEMU asked the source for logging (LOG_ALL, VRING_F_LOG)', { counts: src.counts });
   t.equal(src.counts.stripped + dst.counts.stripped, 0, 'transparent: nothing changed on the way');
-  t.match(o.vhostdLog, /dirty logging on/, 'vhostd logged into the dirty log');
+  if (!PEER) t.match(o.vhostdLog, /dirty logging on/, 'vhostd logged into the dirty log');
   const staleEvents = count(o.destConsole, /@@STALE/g);
   tally.transparentStale += staleEvents;
   t.equal(o.destStopped, false, 'the destination guest finished by itself');
@@ -194,7 +240,17 @@ t.test('transparent proxy: the dirty log carries the device writes, nothing goes
 });
 
 t.test('proxy stripping LOG_ALL and VRING_F_LOG: pages the device wrote go stale', async (t) => {
-  const o = await run(t, 'strip-log');
+  // The proof is a stale page. Whether one the device rewrote after QEMU sent it is still stale at
+  // the end depends on when the last pass ran (about one migration in five finds nothing), and a
+  // destination crash proves nothing (it happens with the log too): migrate again, up to
+  // STRIP_ATTEMPTS times in all.
+  let o!: Outcome;
+  for (let attempt = 1; attempt <= STRIP_ATTEMPTS; attempt++) {
+    o = await run(t, 'strip-log');
+    if (o.destCrashed) tally.strippedCrashes++;
+    if (/^@@STALE/m.test(o.destConsole)) break;
+    t.comment(`strip-log: attempt ${attempt}: ${o.destCrashed ? `the destination kernel crashed (${KERNEL_CRASH.exec(o.destConsole)?.[0]})` : 'nothing stale'}${attempt < STRIP_ATTEMPTS ? '; migrating again' : ''}`);
+  }
   const [src] = o.proxies as [VhostUserProxy, VhostUserProxy];
   t.same(src.errors, [], 'the proxy forwarded every message');
   t.ok(src.counts.logAllSeen >= 1 && src.counts.stripped >= 2, 'the proxy stripped the logging bits QEMU sent', { counts: src.counts });
@@ -202,19 +258,15 @@ t.test('proxy stripping LOG_ALL and VRING_F_LOG: pages the device wrote go stale
   t.notMatch(o.source.output, /@@STALE|@@BAD/, 'nothing stale on the source: the buffer only changes in the migration');
   const stale = o.destConsole.split('\n').filter((l) => l.startsWith('@@STALE'));
   tally.strippedStale += stale.length;
-  const crash = KERNEL_CRASH.exec(o.destConsole)?.[0];
-  t.ok(
-    stale.length >= 1 || crash !== undefined,
-    `the destination went wrong: ${stale[0] ?? (crash !== undefined ? `its kernel crashed (${crash})` : 'nothing stale, no crash')}`,
-    { console: o.destConsole.slice(-3000) },
-  );
-  if (crash !== undefined) tally.strippedCrashes++;
+  t.ok(stale.length >= 1, `the destination found a page the device wrote stale: ${stale[0] ?? 'nothing stale'}`, { console: o.destConsole.slice(-3000) });
   t.comment(
-    `strip-log: ${stale.length} stale events${o.destCrashed ? ', destination kernel crashed' : ''}; stale_pages ${o.dest.values.get('stale_pages')}; fio failed passes ${o.dest.values.get('fio_failed')}` +
+    `strip-log: ${stale.length} stale events; stale_pages ${o.dest.values.get('stale_pages')}; fio failed passes ${o.dest.values.get('fio_failed')}` +
       ` of ${o.dest.values.get('fio_runs')}; destination ${o.destStopped ? 'had to be stopped' : `exited ${o.dest.exitCode}`}`,
   );
 });
 
 t.teardown(() => {
-  console.log(`# migrations: ${tally.migrations}; stale events with the log: ${tally.transparentStale}, without: ${tally.strippedStale} (destination kernel crashes without: ${tally.strippedCrashes})`);
+  console.log(
+    `# migrations: ${tally.migrations}; stale events with the log: ${tally.transparentStale}, without: ${tally.strippedStale}; destination kernel crashes with the log: ${tally.transparentCrashes}, without: ${tally.strippedCrashes}`,
+  );
 });

@@ -12,6 +12,8 @@ export interface QsdOptions {
   socketPath: string;
   numQueues: number;
   readonly?: boolean;
+  /** The image is shared with another process (two exports of one disk, as a migration needs): no file locking. */
+  shared?: boolean;
 }
 
 /** Starts qemu-storage-daemon exporting `image` on `socketPath`; resolves once the socket exists. */
@@ -22,7 +24,7 @@ export async function startQsd(opts: QsdOptions): Promise<Daemon> {
     fs.closeSync(fd);
   }
   const d = new Daemon('qsd', 'qemu-storage-daemon', [
-    '--blockdev', `driver=file,filename=${opts.image},node-name=f,discard=unmap`,
+    '--blockdev', `driver=file,filename=${opts.image},node-name=f,discard=unmap${opts.shared === true ? ',locking=off' : ''}`,
     '--export',
     `type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=${opts.socketPath},` +
       `writable=${opts.readonly === true ? 'off' : 'on'},num-queues=${opts.numQueues}`,
