@@ -1,6 +1,6 @@
 /**
  * Soak (issue #15 item 5): `npm run soak -- [--cycles N] [--minutes M]
- * [--loops K] [--sample-s S] [--seed X]`.
+ * [--loops K] [--sample-s S] [--heap-s H] [--seed X]`.
  *
  * Against one vhostd (-m 0x2), at the same time:
  *   - K connect loops, one controller each: connect, negotiate, one queue,
@@ -17,10 +17,15 @@
  * sample) of the last third after warm-up less that of the first third, over
  * the connections (cycles + churn rounds) made between the two thirds'
  * midpoints — floors, because a GC'd heap's peaks come and go but what is
- * retained per connection raises the floor. Exit status 1 when fds grew, RSS
- * moved more than ±20 MB, or grew more than MAX_GROWTH_PER_CONN bytes per
- * connection (the engine worker that never turned its event loop kept ~250 B
- * per mapped region: 400-1400 B per connection).
+ * retained per connection raises the floor. Every H seconds (default 60; 0:
+ * never) each isolate of vhostd collects its garbage and reports its live
+ * V8 heap (test/fuzz/heap-probe.ts, as the fuzz runner does): RSS also
+ * follows V8's young generation and heap limits, which come and go; the live
+ * heap is what the process keeps. Exit status 1 when fds grew, RSS moved
+ * more than ±20 MB, grew more than MAX_GROWTH_PER_CONN bytes per connection
+ * (the engine worker that never turned its event loop kept ~250 B per mapped
+ * region: 400-1400 B per connection), or an isolate's live heap rose more
+ * than HEAP_SLACK_MIB above its first reading.
  * Thread: main.
  */
 import { randomBytes } from 'node:crypto';
@@ -32,6 +37,8 @@ import { Rng } from './rng';
 
 /** Bytes of RSS a connection may leave behind, at most (see the header). */
 export const MAX_GROWTH_PER_CONN = 128;
+/** MiB an isolate's live heap (after a full GC) may rise above its first reading, as in the fuzz runner. */
+export const HEAP_SLACK_MIB = 32;
 
 /**
  * RSS growth per connection from samples after warm-up (see the header);
@@ -55,11 +62,12 @@ interface Args {
   minutes: number;
   loops: number;
   sampleS: number;
+  heapS: number;
   seed: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { cycles: 100_000, minutes: 0, loops: 4, sampleS: 10, seed: Date.now() >>> 0 };
+  const a: Args = { cycles: 100_000, minutes: 0, loops: 4, sampleS: 10, heapS: 60, seed: Date.now() >>> 0 };
   for (let i = 0; i < argv.length; i++) {
     const v = Number(argv[i + 1]);
     switch (argv[i]) {
@@ -67,6 +75,7 @@ function parseArgs(argv: string[]): Args {
       case '--minutes': a.minutes = v; i++; break;
       case '--loops': a.loops = v; i++; break;
       case '--sample-s': a.sampleS = v; i++; break;
+      case '--heap-s': a.heapS = v; i++; break;
       case '--seed': a.seed = v >>> 0; i++; break;
       default: throw new Error(`unknown option ${argv[i]}`);
     }
@@ -150,7 +159,7 @@ async function churnRound(target: FuzzTarget, n: number, rng: Rng): Promise<void
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  const target = await FuzzTarget.start({ extraArgs: ['--log-level', 'warn'] });
+  const target = await FuzzTarget.start({ extraArgs: ['--log-level', 'warn'], heapProbe: args.heapS > 0 });
   const rng = new Rng(args.seed);
   let failed = false;
   try {
@@ -170,6 +179,22 @@ async function main(): Promise<void> {
       process.stdout.write(`${s.tS}\t${s.cycles}\t${s.churn}\t${s.fds}\t${(s.rssKiB / 1024).toFixed(1)}\t${anon ? (Number(anon[1]) / 1024).toFixed(1) : '?'}\n`);
     };
     const timer = setInterval(sample, args.sampleS * 1000);
+    // Live V8 heap per isolate (KiB): first reading and highest.
+    const heap = new Map<number, { first: number; max: number; last: number }>();
+    let probing: Promise<void> = Promise.resolve();
+    const probeHeap = async (): Promise<void> => {
+      const isolates = (await target.heapProbe()) ?? [];
+      for (const i of isolates) {
+        const h = heap.get(i.tid);
+        if (h === undefined) heap.set(i.tid, { first: i.usedKiB, max: i.usedKiB, last: i.usedKiB });
+        else {
+          h.max = Math.max(h.max, i.usedKiB);
+          h.last = i.usedKiB;
+        }
+      }
+      process.stdout.write(`# live V8 heap at ${Math.round((Date.now() - t0) / 1000)} s: ${isolates.map((i) => `${i.tid === 0 ? 'main' : `t${i.tid}`} ${(i.usedKiB / 1024).toFixed(1)}`).join(', ')} MiB\n`);
+    };
+    const heapTimer = args.heapS > 0 ? setInterval(() => (probing = probing.then(probeHeap)), args.heapS * 1000) : null;
     const done = (): boolean => cycles >= args.cycles && Date.now() - t0 >= args.minutes * 60_000;
     const loops = ctrls.map(async (c, i) => {
       const r = new Rng(args.seed + 1 + i);
@@ -191,6 +216,7 @@ async function main(): Promise<void> {
       await Promise.allSettled([...loops, churner]);
     }
     clearInterval(timer);
+    if (heapTimer !== null) clearInterval(heapTimer);
     sample();
     // Quiesced: nothing connected. Compare with the state after warm-up.
     await new Promise((r) => setTimeout(r, 1000));
@@ -220,6 +246,20 @@ async function main(): Promise<void> {
     if (perConn !== null && perConn > MAX_GROWTH_PER_CONN) {
       failed = true;
       process.stdout.write(`soak: RSS grew ${perConn.toFixed(0)} B per connection (bound ${MAX_GROWTH_PER_CONN})\n`);
+    }
+    try {
+      await probing;
+    } catch (e) {
+      failed = true;
+      process.stdout.write(`soak: heap probe failed: ${(e as Error).message}\n`);
+    }
+    for (const [tid, h] of heap) {
+      const who = tid === 0 ? 'main thread' : `worker thread ${tid}`;
+      process.stdout.write(`soak: live V8 heap, ${who}: ${(h.first / 1024).toFixed(1)} first, ${(h.max / 1024).toFixed(1)} max, ${(h.last / 1024).toFixed(1)} last MiB\n`);
+      if (h.max > h.first + HEAP_SLACK_MIB * 1024) {
+        failed = true;
+        process.stdout.write(`soak: the live V8 heap of the ${who} rose more than ${HEAP_SLACK_MIB} MiB\n`);
+      }
     }
     const fdBase = Math.min(...fdsAfter);
     if (end.fds > fdBase) {
