@@ -34,7 +34,7 @@ import { PackedChainFuzzer } from './packed';
 import { NvmeFuzzer, VfioUserFuzzer } from './nvme';
 import { Rng } from './rng';
 import { ScsiFuzzer } from './scsi';
-import { FuzzFailure, FuzzTarget, type ControllerInfo } from './target';
+import { FuzzFailure, FuzzTarget, heapText, isolateName, recordHeap, type ControllerInfo, type HeapTrack } from './target';
 import { VhostUserFuzzer } from './vhost-user';
 
 export const FUZZERS: Record<string, () => Fuzzer> = {
@@ -95,7 +95,7 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
   const heapSlack = (opts.heapSlackMiB ?? 32) * 1024;
   /** RSS (KiB) at the baseline and at each check after it. */
   const rssAt: number[] = [];
-  const heap = new Map<number, { base: number; max: number; last: number }>();
+  const heap = new Map<number, HeapTrack>();
   let checks = 0;
   let rpcMaxMs = 0;
   let base = { fds: 0, rssKiB: 0 };
@@ -117,18 +117,10 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
     const s = await target.settleFds(base.fds);
     if (base.fds > 0 && s.fds > base.fds) throw fail(`${s.fds - base.fds} more fds open than the baseline ${base.fds}`);
     if (s.rssKiB > maxRss) maxRss = s.rssKiB;
-    const isolates = await target.heapProbe();
-    for (const i of isolates ?? []) {
-      const h = heap.get(i.tid);
-      if (h === undefined) {
-        // A thread first seen after the baseline starts its own baseline.
-        heap.set(i.tid, { base: i.usedKiB, max: i.usedKiB, last: i.usedKiB });
-        continue;
-      }
-      h.last = i.usedKiB;
-      if (i.usedKiB > h.max) h.max = i.usedKiB;
-      if (base.rssKiB > 0 && i.usedKiB > h.base + heapSlack)
-        throw fail(`the live V8 heap of ${i.tid === 0 ? 'the main thread' : `worker thread ${i.tid}`} is ${(i.usedKiB / 1024).toFixed(1)} MiB after a full GC, baseline ${(h.base / 1024).toFixed(1)} MiB + ${heapSlack / 1024} MiB slack`);
+    // Checked against the baseline once it is taken (after warm-up).
+    const over = recordHeap(heap, (await target.heapProbe()) ?? [], base.rssKiB > 0 ? heapSlack : Infinity);
+    if (over !== null) {
+      throw fail(`the live V8 heap of ${isolateName(over.tid)} is ${(over.usedKiB / 1024).toFixed(1)} MiB after a full GC, baseline ${((heap.get(over.tid) as HeapTrack).base / 1024).toFixed(1)} MiB + ${heapSlack / 1024} MiB slack`);
     }
     if (base.rssKiB > 0) {
       rssAt.push(s.rssKiB);
@@ -156,7 +148,8 @@ async function runOne(name: string, opts: FuzzOptions): Promise<FuzzResult> {
     base = { fds: s.fds, rssKiB: s.rssKiB };
     maxRss = s.rssKiB;
     rssAt.push(s.rssKiB);
-    for (const i of (await target.heapProbe()) ?? []) heap.set(i.tid, { base: i.usedKiB, max: i.usedKiB, last: i.usedKiB });
+    heap.clear();
+    recordHeap(heap, (await target.heapProbe()) ?? [], Infinity);
     say(`fuzz ${name}: seed ${opts.seed}, from case ${caseNo}, baseline fds ${base.fds}, RSS ${(base.rssKiB / 1024).toFixed(1)} MiB, live V8 heap ${heapText(heap, 'base')}`);
     let sinceCheck = 0;
     while (caseNo < end && Date.now() < deadline) {
@@ -222,10 +215,6 @@ function curve(kib: number[]): number[] {
   for (let i = 0; i < kib.length; i += step) out.push(Math.round(kib[i] / 1024));
   if ((kib.length - 1) % step !== 0) out.push(Math.round(kib[kib.length - 1] / 1024));
   return out;
-}
-
-function heapText(heap: Map<number, { base: number; last: number }>, which: 'base' | 'last'): string {
-  return [...heap].map(([tid, h]) => `${tid === 0 ? 'main' : `t${tid}`} ${(h[which] / 1024).toFixed(1)}`).join(', ') + ' MiB';
 }
 
 export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult[]> {

@@ -32,7 +32,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { VhostUserFrontend } from '../lib/frontend';
 import { BlkStatus } from '../lib/frontend-wire';
-import { FuzzTarget, type ControllerInfo, type ProcStats } from './target';
+import { FuzzTarget, heapText, isolateName, recordHeap, type ControllerInfo, type HeapTrack, type IsolateHeap, type ProcStats } from './target';
 import { Rng } from './rng';
 
 /** Bytes of RSS a connection may leave behind, at most (see the header). */
@@ -179,20 +179,13 @@ async function main(): Promise<void> {
       process.stdout.write(`${s.tS}\t${s.cycles}\t${s.churn}\t${s.fds}\t${(s.rssKiB / 1024).toFixed(1)}\t${anon ? (Number(anon[1]) / 1024).toFixed(1) : '?'}\n`);
     };
     const timer = setInterval(sample, args.sampleS * 1000);
-    // Live V8 heap per isolate (KiB): first reading and highest.
-    const heap = new Map<number, { first: number; max: number; last: number }>();
+    // Live V8 heap per isolate (KiB): the first reading is the baseline.
+    const heap = new Map<number, HeapTrack>();
+    let heapOver = null as IsolateHeap | null;
     let probing: Promise<void> = Promise.resolve();
     const probeHeap = async (): Promise<void> => {
-      const isolates = (await target.heapProbe()) ?? [];
-      for (const i of isolates) {
-        const h = heap.get(i.tid);
-        if (h === undefined) heap.set(i.tid, { first: i.usedKiB, max: i.usedKiB, last: i.usedKiB });
-        else {
-          h.max = Math.max(h.max, i.usedKiB);
-          h.last = i.usedKiB;
-        }
-      }
-      process.stdout.write(`# live V8 heap at ${Math.round((Date.now() - t0) / 1000)} s: ${isolates.map((i) => `${i.tid === 0 ? 'main' : `t${i.tid}`} ${(i.usedKiB / 1024).toFixed(1)}`).join(', ')} MiB\n`);
+      heapOver ??= recordHeap(heap, (await target.heapProbe()) ?? [], HEAP_SLACK_MIB * 1024);
+      process.stdout.write(`# live V8 heap at ${Math.round((Date.now() - t0) / 1000)} s: ${heapText(heap, 'last')}\n`);
     };
     const heapTimer = args.heapS > 0 ? setInterval(() => (probing = probing.then(probeHeap)), args.heapS * 1000) : null;
     const done = (): boolean => cycles >= args.cycles && Date.now() - t0 >= args.minutes * 60_000;
@@ -254,12 +247,11 @@ async function main(): Promise<void> {
       process.stdout.write(`soak: heap probe failed: ${(e as Error).message}\n`);
     }
     for (const [tid, h] of heap) {
-      const who = tid === 0 ? 'main thread' : `worker thread ${tid}`;
-      process.stdout.write(`soak: live V8 heap, ${who}: ${(h.first / 1024).toFixed(1)} first, ${(h.max / 1024).toFixed(1)} max, ${(h.last / 1024).toFixed(1)} last MiB\n`);
-      if (h.max > h.first + HEAP_SLACK_MIB * 1024) {
-        failed = true;
-        process.stdout.write(`soak: the live V8 heap of the ${who} rose more than ${HEAP_SLACK_MIB} MiB\n`);
-      }
+      process.stdout.write(`soak: live V8 heap of ${isolateName(tid)}: ${(h.base / 1024).toFixed(1)} first, ${(h.max / 1024).toFixed(1)} max, ${(h.last / 1024).toFixed(1)} last MiB\n`);
+    }
+    if (heapOver !== null) {
+      failed = true;
+      process.stdout.write(`soak: the live V8 heap of ${isolateName(heapOver.tid)} rose more than ${HEAP_SLACK_MIB} MiB above its first reading (${(heapOver.usedKiB / 1024).toFixed(1)} MiB)\n`);
     }
     const fdBase = Math.min(...fdsAfter);
     if (end.fds > fdBase) {

@@ -53,6 +53,43 @@ export interface IsolateHeap {
   externalKiB: number;
 }
 
+/** One isolate's live heap readings (KiB after a full GC): the baseline (its first), the most seen, the last. */
+export interface HeapTrack {
+  base: number;
+  max: number;
+  last: number;
+}
+
+/**
+ * Record a heap probe in `heap` (an isolate seen for the first time starts
+ * its own baseline) and return the first isolate whose reading is more than
+ * `slackKiB` above its baseline, or null. The fuzz runner and the soak share it.
+ */
+export function recordHeap(heap: Map<number, HeapTrack>, isolates: readonly IsolateHeap[], slackKiB: number): IsolateHeap | null {
+  let over: IsolateHeap | null = null;
+  for (const i of isolates) {
+    const h = heap.get(i.tid);
+    if (h === undefined) {
+      heap.set(i.tid, { base: i.usedKiB, max: i.usedKiB, last: i.usedKiB });
+      continue;
+    }
+    h.last = i.usedKiB;
+    if (i.usedKiB > h.max) h.max = i.usedKiB;
+    if (over === null && i.usedKiB > h.base + slackKiB) over = i;
+  }
+  return over;
+}
+
+/** An isolate in messages: tid 0 is the main thread. */
+export function isolateName(tid: number): string {
+  return tid === 0 ? 'the main thread' : `worker thread ${tid}`;
+}
+
+/** One reading of every isolate, short: "main 10.9, t1 5.8 MiB". */
+export function heapText(heap: ReadonlyMap<number, HeapTrack>, which: keyof HeapTrack): string {
+  return [...heap].map(([tid, h]) => `${tid === 0 ? 'main' : `t${tid}`} ${(h[which] / 1024).toFixed(1)}`).join(', ') + ' MiB';
+}
+
 export interface ControllerInfo {
   name: string;
   bdev: string;

@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { rssStillGrowing } from '../fuzz/run';
+import { recordHeap, type HeapTrack } from '../fuzz/target';
 
 const MiB = 1024;
 
@@ -42,4 +43,19 @@ t.test('a slow leak is caught later, a jump at once; noise within the slack pass
   let bad = 0;
   for (let k = 1; k <= 300; k++) if (rssStillGrowing(noisy.slice(0, k + 1), 64 * MiB) !== null) bad++;
   t.equal(bad, 0, 'RSS going up and down within 60 MiB of the baseline passes');
+});
+
+t.test('the live-heap bound shared by the fuzz runner and the soak (recordHeap)', async (t) => {
+  const heap = new Map<number, HeapTrack>();
+  const probe = (main: number, worker: number) => [
+    { tid: 0, usedKiB: main * MiB, totalKiB: 0, externalKiB: 0 },
+    { tid: 1, usedKiB: worker * MiB, totalKiB: 0, externalKiB: 0 },
+  ];
+  t.equal(recordHeap(heap, probe(10.5, 5.3), 32 * MiB), null, 'the first reading is the baseline');
+  t.equal(recordHeap(heap, probe(42.5, 37.3), 32 * MiB), null, 'exactly baseline + slack passes');
+  t.same(heap.get(1), { base: 5.3 * MiB, max: 37.3 * MiB, last: 37.3 * MiB }, 'max and last follow the readings');
+  t.equal(recordHeap(heap, probe(11, 37.4), 32 * MiB)?.tid, 1, 'above baseline + slack: that isolate is named');
+  t.same(heap.get(0), { base: 10.5 * MiB, max: 42.5 * MiB, last: 11 * MiB }, 'the other isolates are still recorded');
+  t.equal(recordHeap(heap, [{ tid: 2, usedKiB: 500 * MiB, totalKiB: 0, externalKiB: 0 }], 32 * MiB), null, 'a thread first seen starts its own baseline');
+  t.equal(recordHeap(heap, probe(900, 900), Infinity), null, 'no bound before the baseline is taken (slack Infinity)');
 });
