@@ -13,6 +13,7 @@
         "bindings/src/memory.cc",
         "bindings/src/eventfd.cc",
         "bindings/src/affinity.cc",
+        "bindings/src/exec.cc",
         "bindings/src/file.cc",
         "bindings/src/uring.cc",
         "bindings/src/aio.cc",

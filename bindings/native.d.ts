@@ -289,6 +289,8 @@ export interface Native {
   allowedCpus(): number[];
   /** sched_yield() of the calling thread: other runnable threads on its CPU go first. */
   yieldCpu(): void;
+  /** execve(2): replace the process image (same pid and fds); returns only by throwing the errno. */
+  execve(path: string, argv: string[], env: string[]): never;
 
   // --- Files (bdev_uring / bdev_aio) ------------------------------------------
   IoUring: typeof IoUring;

@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitMemory(env, exports);
   vhostd::InitEventfd(env, exports);
   vhostd::InitAffinity(env, exports);
+  vhostd::InitExec(env, exports);
   vhostd::InitFile(env, exports);
   vhostd::InitUring(env, exports);
   vhostd::InitAio(env, exports);

@@ -1,0 +1,68 @@
+/**
+ * vhostd runs with its V8 heap flags (reactor/heap-flags.ts): bin/vhostd.js
+ * re-executes node with --max-semi-space-size=1 in the same process (same
+ * pid, stdout and stderr kept, exit status passed through; the engine
+ * workers inherit the flag), an operator's own value (command line or
+ * NODE_OPTIONS) is left alone, and a failed execve leaves stdio as it was.
+ * The flag-name matching is a unit table.
+ * Thread: test main thread.
+ */
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { native } from '../../bindings';
+import { HEAP_FLAGS, missingHeapFlags } from '../../reactor/heap-flags';
+import { repoRoot } from '../lib/repo';
+import { startVhostd } from '../lib/vhostd';
+
+t.setTimeout(120_000);
+
+const cmdline = (pid: number): string[] => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
+
+t.test('missingHeapFlags: by name, any value, from argv or NODE_OPTIONS', async (t) => {
+  t.same(HEAP_FLAGS, ['--max-semi-space-size=1']);
+  t.same(missingHeapFlags([], undefined), ['--max-semi-space-size=1']);
+  t.same(missingHeapFlags(['--require', 'x.js'], ''), ['--max-semi-space-size=1']);
+  t.same(missingHeapFlags(['--max-semi-space-size=8'], undefined), [], 'an operator value on the command line wins');
+  t.same(missingHeapFlags(['--max_semi_space_size=8'], undefined), [], 'V8 spells it with underscores too');
+  t.same(missingHeapFlags([], '--require y.js --max-semi-space-size=4'), [], 'or in NODE_OPTIONS');
+  t.same(missingHeapFlags(['--max-old-space-size=100'], '--max-semi-space-size-x'), ['--max-semi-space-size=1'], 'other flags do not count');
+});
+
+t.test('the running vhostd has the flag, in the pid it was started as', async (t) => {
+  const h = await startVhostd();
+  t.teardown(() => h.stop());
+  const pid = h.daemon.child.pid!;
+  const args = cmdline(pid);
+  t.ok(args.includes('--max-semi-space-size=1'), `cmdline: ${args.join(' ')}`);
+  t.equal(args.filter((a) => a.startsWith('--max-semi-space-size')).length, 1, 'added once');
+  t.ok(args.some((a) => a.endsWith(path.join('bin', 'vhostd.js'))), 'same script');
+  await h.rpc('bdev_malloc_create', { name: 'M0', num_blocks: 256, block_size: 512 });
+  t.same(((await h.rpc('bdev_get_bdevs', { name: 'M0' })) as { name: string }[]).map((b) => b.name), ['M0'], 'and serves RPC');
+  const exit = await h.stop();
+  t.equal(exit.code, 0, 'exit 0 on SIGTERM');
+});
+
+t.test('stdout, stderr and the exit status pass through the exec', async (t) => {
+  const bin = path.join(repoRoot(), 'bin', 'vhostd.js');
+  const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
+  t.equal(v.status, 0);
+  t.match(v.stdout, /^vhostd v\d+\.\d+\.\d+\n$/, 'stdout kept');
+  const bad = spawnSync(process.execPath, [bin, '--bogus'], { encoding: 'utf8' });
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /unknown option --bogus/, 'stderr kept');
+  const own = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '--max-semi-space-size=4' } });
+  t.equal(own.status, 0);
+  t.match(own.stdout, /^vhostd v/, 'no re-exec when NODE_OPTIONS has it');
+});
+
+t.test('a failed execve throws the errno and keeps stdio', async (t) => {
+  // /proc/self/fdinfo/N `flags:` (octal) has O_CLOEXEC (02000000) when the fd is close-on-exec.
+  const fdFlags = (): string[] => [0, 1, 2].map((fd) => /^flags:\s+(\d+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!);
+  const before = fdFlags();
+  t.throws(() => native.execve('/nonexistent/node', ['node'], []), { code: 'ENOENT' });
+  t.throws(() => native.execve('/bin/true', ['a\0b'], []), /NUL/);
+  t.throws(() => native.execve('/bin/true', 'x' as unknown as string[], []), TypeError);
+  t.same(fdFlags(), before, 'stdio close-on-exec flags as before');
+});
