@@ -152,14 +152,14 @@ export class PackedQueue implements Virtqueue {
     const rv = mem.views[ring.region];
     if ((rv.byteOffset + ring.offset) % 4 !== 0) throw new QueueSetupError(`queue ${q.index}: descriptor ring is not addressable`);
     this.ring32 = new Uint32Array(rv.buffer, rv.byteOffset, Math.floor(rv.byteLength / 4));
-    this.ringWord = ring.offset / 4;
-    this.wFlags0 = (ring.offset + 14) / 2;
+    this.ringWord = wordIndex(q, ring.offset / 4);
+    this.wFlags0 = wordIndex(q, (ring.offset + 14) / 2);
     this.rescan();
     this.driverWords = mem.words[drv.region];
-    this.wDriverOff = drv.offset / 2;
-    this.wDriverFlags = drv.offset / 2 + 1;
+    this.wDriverOff = wordIndex(q, drv.offset / 2);
+    this.wDriverFlags = this.wDriverOff + 1;
     this.deviceWords = mem.words[dev.region];
-    this.wDeviceFlags = dev.offset / 2 + 1;
+    this.wDeviceFlags = wordIndex(q, dev.offset / 2 + 1);
   }
 
   /** Forget what available() checked ahead: the scan starts again at availIdx. */
@@ -505,6 +505,20 @@ export class PackedQueue implements Virtqueue {
   remap(mem: GuestMemory): void {
     this.locate(mem);
   }
+}
+
+/**
+ * A word index into a region's typed array as an int32. Region offsets come
+ * from float arithmetic (GuestMemory.offset), and a field assigned such a
+ * value is kept as a double by V8: every index derived from it then costs
+ * float conversions and checks per access (and a heap number when passed to
+ * Atomics). `| 0` makes it a small integer; a region (window) is at most
+ * 4 GiB, so a 16-bit word index is below 2^31.
+ */
+function wordIndex(q: QueueDesc, x: number): number {
+  const i = x | 0;
+  if (i !== x) throw new QueueSetupError(`queue ${q.index}: ring word index ${x} is not a 31-bit integer`);
+  return i;
 }
 
 function area(mem: GuestMemory, q: QueueDesc, name: string, uva: number, len: number, align: number): { region: number; offset: number } {
