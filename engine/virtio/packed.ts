@@ -21,10 +21,13 @@
  * wrap counter), le16 flags (ENABLE 0, DISABLE 1, DESC 2 with EVENT_IDX).
  * availAddr of the queue is the driver's area, usedAddr the device's.
  *
- * Memory ordering: a chain's head flags are read with Atomics.load (the
- * driver stores them last, §2.8.21, so the rest of the chain is in memory
- * once they say available); the chain's other flags and fields are plain
- * loads after it. Each descriptor's flags are checked once: available()
+ * Memory ordering: available() scans the flags with plain loads, then reads
+ * the head flags of the last chain it counted once more with Atomics.load
+ * (the driver stores a head's flags after the rest of its chain, and chains
+ * in ring order, §2.8.21, so every chain counted is in memory once that
+ * acquire load returns); pop() of a chain available() did not count reads
+ * its head with Atomics.load. The chains' fields are plain loads after
+ * that. Each descriptor's flags are checked once: available()
  * remembers how far it has checked (`ahead`), pop() takes from there. Used
  * descriptors: id/len and the flags of all but the batch's first are plain
  * stores, the first's flags one Atomics.store last (§2.8.21's batching, one
@@ -152,14 +155,14 @@ export class PackedQueue implements Virtqueue {
     const rv = mem.views[ring.region];
     if ((rv.byteOffset + ring.offset) % 4 !== 0) throw new QueueSetupError(`queue ${q.index}: descriptor ring is not addressable`);
     this.ring32 = new Uint32Array(rv.buffer, rv.byteOffset, Math.floor(rv.byteLength / 4));
-    this.ringWord = ring.offset / 4;
-    this.wFlags0 = (ring.offset + 14) / 2;
+    this.ringWord = wordIndex(q, ring.offset / 4);
+    this.wFlags0 = wordIndex(q, (ring.offset + 14) / 2);
     this.rescan();
     this.driverWords = mem.words[drv.region];
-    this.wDriverOff = drv.offset / 2;
-    this.wDriverFlags = drv.offset / 2 + 1;
+    this.wDriverOff = wordIndex(q, drv.offset / 2);
+    this.wDriverFlags = this.wDriverOff + 1;
     this.deviceWords = mem.words[dev.region];
-    this.wDeviceFlags = dev.offset / 2 + 1;
+    this.wDeviceFlags = wordIndex(q, dev.offset / 2 + 1);
   }
 
   /** Forget what available() checked ahead: the scan starts again at availIdx. */
@@ -178,6 +181,16 @@ export class PackedQueue implements Virtqueue {
    * back), so the next call goes on from where this one stopped. A chain
    * whose head is available but whose rest is not yet (or that runs past the
    * ring) is not counted; pop() on it would break the queue.
+   *
+   * The flags are read with plain loads, then the head flags of the last
+   * chain counted once more with Atomics.load (acquire) before returning:
+   * the driver stores each head's flags after the rest of its chain, and
+   * its chains in ring order (§2.8.21), so that one acquire orders every
+   * chain counted before the reads of their descriptors (pop, walk). A flag
+   * seen available by a plain load is the driver's store of this lap (a
+   * slot's older values have the other wrap bit, or AVAIL = USED), so the
+   * count stands. One Atomics op per scan that finds chains, none when
+   * there is nothing new (an Atomics op is a builtin call on Node 20, ~10 ns).
    */
   available(): number {
     if (this.broken !== null) return 0;
@@ -190,9 +203,9 @@ export class PackedQueue implements Virtqueue {
     let slot = this.scanIdx;
     let wrap = this.scanWrap;
     let slots = this.aheadSlots;
+    let lastHead = -1;
     while (chains < SCAN_LIMIT && slots < size) {
-      // The head's flags with acquire: the driver stores them after the rest of the chain (§2.8.21).
-      let f = Atomics.load(w, f0 + slot * 8);
+      let f = w[f0 + slot * 8];
       if ((f & AVAIL_USED) !== (wrap ? PACKED_DESC_F_AVAIL : PACKED_DESC_F_USED)) break;
       let s = slot;
       let sw = wrap;
@@ -214,11 +227,14 @@ export class PackedQueue implements Virtqueue {
       }
       if (!complete) break;
       this.aheadLen[(this.aheadFirst + chains) & (SCAN_LIMIT - 1)] = n;
+      lastHead = slot;
       chains++;
       slots += n;
       slot = s;
       wrap = sw;
     }
+    // Acquire: the chains counted are in memory before pop() and walk() read them (see above).
+    if (lastHead >= 0) Atomics.load(w, f0 + lastHead * 8);
     this.ahead = chains;
     this.aheadSlots = slots;
     this.scanIdx = slot;
@@ -229,8 +245,8 @@ export class PackedQueue implements Virtqueue {
   /**
    * Take the chain at availIdx: note its id (from its last descriptor) and
    * length. A chain available() counted was checked there (every
-   * descriptor available with the right wrap bit, §2.8.1, the head read
-   * with acquire, the chain ending within the ring): its length comes from
+   * descriptor available with the right wrap bit, §2.8.1, ordered by the
+   * scan's acquire load, the chain ending within the ring): its length comes from
    * that scan, no flag is read again. Otherwise (pop() without available())
    * the chain is checked here. -1 and broken on a bad chain or an id
    * already in flight.
@@ -505,6 +521,20 @@ export class PackedQueue implements Virtqueue {
   remap(mem: GuestMemory): void {
     this.locate(mem);
   }
+}
+
+/**
+ * A word index into a region's typed array as an int32. Region offsets come
+ * from float arithmetic (GuestMemory.offset), and a field assigned such a
+ * value is kept as a double by V8: every index derived from it then costs
+ * float conversions and checks per access (and a heap number when passed to
+ * Atomics). `| 0` makes it a small integer; a region (window) is at most
+ * 4 GiB, so a 16-bit word index is below 2^31.
+ */
+function wordIndex(q: QueueDesc, x: number): number {
+  const i = x | 0;
+  if (i !== x) throw new QueueSetupError(`queue ${q.index}: ring word index ${x} is not a 31-bit integer`);
+  return i;
 }
 
 function area(mem: GuestMemory, q: QueueDesc, name: string, uva: number, len: number, align: number): { region: number; offset: number } {
