@@ -331,6 +331,8 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
   } catch (err) {
+    // A signal during start-up stops the start (rpc.listen refuses to finish): that stop's exit status.
+    if (stopping) return exitCode;
     appLog.error('start failed', { error: (err as Error).message });
     await stop('start failed');
     return 1;

@@ -175,6 +175,8 @@ export class RpcServer {
   private readonly connections = new Set<net.Socket>();
   private server: net.Server | null = null;
   private socketPath: string | null = null;
+  /** close() was called: a listen() still binding gives up instead of linking its socket into place. */
+  private closed = false;
   /**
    * The RPC state (RpcState.Startup or RpcState.Runtime), as SPDK's
    * spdk_rpc_set_state: methods whose `states` lack it are refused with -1.
@@ -268,15 +270,24 @@ export class RpcServer {
       });
     });
     server.on('error', (err) => log.error('RPC server error', { error: err.message }));
+    if (this.closed) {
+      // Stopped (a signal at start-up) while binding: nothing may be left at `path`.
+      server.close();
+      fs.rmSync(bound, { force: true });
+      throw new Error('RPC server closed while it was starting');
+    }
+    // From here to `this.server = server` without yielding: a close() can
+    // only come before (refused above) or after (and then finds the server
+    // and the path it must unlink), never between the link and the fields.
     try {
-      await fs.promises.chmod(bound, this.socketMode);
-      if (bound !== path) await fs.promises.link(bound, path); // never replaces a file there
+      fs.chmodSync(bound, this.socketMode);
+      if (bound !== path) fs.linkSync(bound, path); // never replaces a file there
     } catch (err) {
       server.close();
-      await fs.promises.unlink(bound).catch(() => undefined);
+      fs.rmSync(bound, { force: true });
       throw err;
     }
-    if (bound !== path) await fs.promises.unlink(bound).catch(() => undefined);
+    if (bound !== path) fs.rmSync(bound, { force: true });
     this.server = server;
     this.socketPath = path;
     log.info('RPC server listening', { path });
@@ -288,6 +299,7 @@ export class RpcServer {
    * off), remove the socket file.
    */
   async close(): Promise<void> {
+    this.closed = true;
     const server = this.server;
     const path = this.socketPath;
     this.server = null;

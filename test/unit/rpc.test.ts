@@ -315,6 +315,16 @@ t.test('listen: socket mode, stale socket, live socket, non-socket, close', asyn
   await server.close();
   t.notOk(fs.existsSync(p), 'close removes the socket file');
 
+  // close() while listen() is still binding (a SIGTERM at start-up): nothing is left at the path.
+  const early = new RpcServer();
+  const binding = early.listen(p);
+  await early.close();
+  const outcome = await binding.then(() => 'listening', (err: Error) => err.message);
+  const left = fs.readdirSync(path.dirname(p)).filter((f) => f.startsWith(path.basename(p)));
+  await early.close(); // a server that did finish binding (the old code) is closed here, not left running
+  t.match(outcome, /closed while it was starting/, 'listen gives up once closed');
+  t.same(left, [], 'no socket file left by a server closed while binding, nor its temporary name');
+
   fs.writeFileSync(p, 'not a socket');
   await t.rejects(new RpcServer().listen(p), { code: 'EEXIST' }, 'a regular file is not removed');
   t.equal(fs.readFileSync(p, 'utf8'), 'not a socket');
