@@ -141,6 +141,8 @@ export class VscsiTask extends VirtioTask {
    */
   respAt = -1;
   respRegion = 0;
+  /** The DataView of region respRegion (kept across commands: usually the same view, so a compare, not a store). */
+  respView: DataView | null = null;
   constructor(queue: VirtioQueueState, model: VscsiModel) {
     super(queue, SCSI_MAX_SEGMENTS);
     const index = queue.q.index;
@@ -394,7 +396,10 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
     const respOff = chain.offset[rseg];
     const respAt = respOff | 0;
     task.respAt = chain.len[rseg] >= ScsiCmdOffset.RespSense && respAt === respOff && respAt <= 0x7fffffff - ScsiCmdOffset.RespSense ? respAt : -1;
-    task.respRegion = chain.region[rseg];
+    const respRegion = chain.region[rseg];
+    task.respRegion = respRegion;
+    const respView = mem.views[respRegion];
+    if (task.respView !== respView) task.respView = respView;
     const lun = srcView.getUint32(base + ScsiCmdOffset.Lun + 4) !== 0 ? -1 : singleLevelLun(lunHi & 0xffff);
     const cmd = task.cmd as VscsiCommand;
     cmd.reset();
@@ -489,7 +494,7 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       // three little-endian words: sense_len 0, residual, and status_qualifier 0 | status GOOD | response OK, all zero.
       const transferred = cmd.transferred;
       const residual = cmd.bufferBytes - transferred;
-      const v = this.core.mem.views[task.respRegion];
+      const v = task.respView as DataView;
       v.setUint32(o + ScsiCmdOffset.RespSenseLen, 0, true);
       v.setUint32(o + ScsiCmdOffset.RespResidual, residual > 0 ? residual >>> 0 : 0, true);
       v.setUint32(o + ScsiCmdOffset.RespStatusQualifier, 0, true);
