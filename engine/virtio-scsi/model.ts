@@ -133,6 +133,16 @@ export class VscsiTask extends VirtioTask {
   readonly cmd: VscsiCommand | null;
   /** What the command counts as (StatKind of its opcode), noted while the CDB is at hand. */
   statKind = 0;
+  /**
+   * Where commandDone() may write the response's fixed fields in place, noted while the chain is
+   * at hand (startCommand): the byte offset, as an int32 (never a double: DataView offsets derived
+   * from it stay integer arithmetic), in region `respRegion`, of the response's first descriptor
+   * when it holds at least the fixed fields; else -1 (the response is written by the slow path).
+   */
+  respAt = -1;
+  respRegion = 0;
+  /** The DataView of region respRegion (kept across commands: usually the same view, so a compare, not a store). */
+  respView: DataView | null = null;
   constructor(queue: VirtioQueueState, model: VscsiModel) {
     super(queue, SCSI_MAX_SEGMENTS);
     const index = queue.q.index;
@@ -348,16 +358,18 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       this.respond(task, ScsiResponse.Failure);
       return;
     }
-    const bytes = core.mem.bytes;
-    // The header is read in place when its first descriptor holds it (Linux: always), else copied out.
+    const mem = core.mem;
+    const bytes = mem.bytes;
+    // The header is read in place when its first descriptor holds it (Linux: always) at an offset
+    // below 2^31 - 51, else copied out. The offset is made an int32 once here (chain offsets are doubles:
+    // each DataView read at a double offset would convert and check it again).
     let src: Uint8Array;
     let srcView: DataView;
-    let base: number;
-    if (chain.len[0] >= ScsiCmdOffset.ReqSize) {
+    let base = chain.offset[0] | 0;
+    if (chain.len[0] >= ScsiCmdOffset.ReqSize && base === chain.offset[0] && base <= 0x7fffffff - ScsiCmdOffset.ReqSize) {
       const region = chain.region[0];
       src = bytes[region];
-      srcView = core.mem.views[region];
-      base = chain.offset[0];
+      srcView = mem.views[region];
     } else {
       this.gather(task, this.hdr, ScsiCmdOffset.ReqSize);
       src = this.hdr;
@@ -379,6 +391,15 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
       this.respond(task, ScsiResponse.Failure);
       return;
     }
+    // The response's first descriptor, for commandDone's in-place write (see VscsiTask.respAt).
+    const rseg = chain.readable;
+    const respOff = chain.offset[rseg];
+    const respAt = respOff | 0;
+    task.respAt = chain.len[rseg] >= ScsiCmdOffset.RespSense && respAt === respOff && respAt <= 0x7fffffff - ScsiCmdOffset.RespSense ? respAt : -1;
+    const respRegion = chain.region[rseg];
+    task.respRegion = respRegion;
+    const respView = mem.views[respRegion];
+    if (task.respView !== respView) task.respView = respView;
     const lun = srcView.getUint32(base + ScsiCmdOffset.Lun + 4) !== 0 ? -1 : singleLevelLun(lunHi & 0xffff);
     const cmd = task.cmd as VscsiCommand;
     cmd.reset();
@@ -466,16 +487,14 @@ export class VscsiModel implements VirtioModel<VscsiTask> {
   /** The SCSI target finished a command: write the response and complete. */
   commandDone(task: VscsiTask): void {
     const cmd = task.cmd as VscsiCommand;
-    const chain = task.chain;
-    const seg = chain.readable;
-    if (cmd.status === ScsiStatus.Good && cmd.senseLength === 0 && cmd.residualKind !== ScsiResidual.Overflow && chain.len[seg] >= ScsiCmdOffset.RespSense) {
+    const o = task.respAt;
+    if (cmd.status === ScsiStatus.Good && cmd.senseLength === 0 && cmd.residualKind !== ScsiResidual.Overflow && o >= 0) {
       // The usual outcome (GOOD, no sense data, buffers at least the transfer), its response's
       // first descriptor holding the fixed fields (Linux's always does): written in place as
       // three little-endian words: sense_len 0, residual, and status_qualifier 0 | status GOOD | response OK, all zero.
       const transferred = cmd.transferred;
       const residual = cmd.bufferBytes - transferred;
-      const o = chain.offset[seg];
-      const v = this.core.mem.views[chain.region[seg]];
+      const v = task.respView as DataView;
       v.setUint32(o + ScsiCmdOffset.RespSenseLen, 0, true);
       v.setUint32(o + ScsiCmdOffset.RespResidual, residual > 0 ? residual >>> 0 : 0, true);
       v.setUint32(o + ScsiCmdOffset.RespStatusQualifier, 0, true);

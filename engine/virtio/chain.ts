@@ -182,7 +182,9 @@ export function walkChain(
   let base = descOffset;
   // The descriptor table as 32-bit words (addr lo, addr hi, len, flags | next << 16) when the caller has them; an indirect table through the DataView.
   let words = table32;
-  const word0 = descOffset / 4;
+  // An int32 (descOffset < 2^32 and a multiple of 4 when table32 is given; unused otherwise): the
+  // word indices below stay integer arithmetic, with no float conversion per descriptor field.
+  const word0 = (descOffset / 4) | 0;
   let tableSize = size;
   let inIndirect = false;
   let steps = 0;

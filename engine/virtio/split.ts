@@ -73,6 +73,14 @@ export class SplitQueue implements Virtqueue {
   private desc32: Uint32Array | null = null;
   private usedView!: DataView;
   private usedOffset = 0;
+  /**
+   * The used ring's region as 32-bit words when the ring is 4-byte aligned in it (as desc32), else
+   * null (push() then writes through usedView at usedOffset), and the int32 index of used ring
+   * entry 0's first word in it. A word index, unlike usedOffset (a byte offset that may pass 2^31,
+   * kept as a double), is always an int32: push() indexes with no float conversion.
+   */
+  private used32: Uint32Array | null = null;
+  private wUsedRing32 = 0;
   private availWords!: Uint16Array;
   private usedWords!: Uint16Array;
   /** Word indices into availWords / usedWords. */
@@ -130,8 +138,12 @@ export class SplitQueue implements Virtqueue {
     this.usedWords = mem.words[used.region];
     this.usedView = mem.views[used.region];
     this.usedOffset = used.offset;
-    const a = avail.offset / 2;
-    const u = used.offset / 2;
+    const uv = this.usedView;
+    this.used32 = (uv.byteOffset + used.offset) % 4 === 0 && uv.byteOffset % 4 === 0 ? new Uint32Array(uv.buffer, uv.byteOffset, Math.floor(uv.byteLength / 4)) : null;
+    this.wUsedRing32 = this.used32 !== null ? wordIndex(q, (used.offset + 4) / 4) : 0;
+    // Word indices as int32 (offsets are below 2^32, so offset / 2 is below 2^31), not doubles.
+    const a = wordIndex(q, avail.offset / 2);
+    const u = wordIndex(q, used.offset / 2);
     this.wAvailFlags = a;
     this.wAvailIdx = a + 1;
     this.wAvailRing = a + 2;
@@ -185,9 +197,17 @@ export class SplitQueue implements Virtqueue {
   /** Put one used element (not yet visible to the driver: see publish()). */
   push(id: number, len: number): void {
     if (this.tracker !== null) this.tracker.pushed(this.index, id);
-    const off = this.usedOffset + 4 + 8 * (this.usedIdx & this.mask);
-    this.usedView.setUint32(off, id, true);
-    this.usedView.setUint32(off + 4, len, true);
+    const u32 = this.used32;
+    if (u32 !== null) {
+      // Host order is little-endian on every target (as the 16-bit ring words).
+      const w = this.wUsedRing32 + 2 * (this.usedIdx & this.mask);
+      u32[w] = id;
+      u32[w + 1] = len;
+    } else {
+      const off = this.usedOffset + 4 + 8 * (this.usedIdx & this.mask);
+      this.usedView.setUint32(off, id, true);
+      this.usedView.setUint32(off + 4, len, true);
+    }
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
     this.unpublished++;
   }
@@ -294,4 +314,11 @@ function ringLocation(
     throw new QueueSetupError(`queue ${q.index}: ${name} ring is not addressable`);
   }
   return { region, offset };
+}
+
+/** An index into a region's 16- or 32-bit words (a byte offset below 2^32 over 2 or 4) as an int32, so ring accesses index with integers, not doubles. */
+function wordIndex(q: QueueDesc, x: number): number {
+  const i = x | 0;
+  if (i !== x) throw new QueueSetupError(`queue ${q.index}: ring word index ${x} is not a 31-bit integer`);
+  return i;
 }
