@@ -43,7 +43,7 @@ import { addBuffer, ChainError, type DescChain } from './chain';
 import type { PackedInflightQueue, PackedInflightRegion } from './inflight-packed';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
-import { QueueSetupError } from './split';
+import { QueueSetupError, wordIndex } from './split';
 
 const RING_INDIRECT_DESC = 1n << BigInt(VirtioFeature.RingIndirectDesc);
 const RING_EVENT_IDX = 1n << BigInt(VirtioFeature.RingEventIdx);
@@ -521,20 +521,6 @@ export class PackedQueue implements Virtqueue {
   remap(mem: GuestMemory): void {
     this.locate(mem);
   }
-}
-
-/**
- * A word index into a region's typed array as an int32. Region offsets come
- * from float arithmetic (GuestMemory.offset), and a field assigned such a
- * value is kept as a double by V8: every index derived from it then costs
- * float conversions and checks per access (and a heap number when passed to
- * Atomics). `| 0` makes it a small integer; a region (window) is at most
- * 4 GiB, so a 16-bit word index is below 2^31.
- */
-function wordIndex(q: QueueDesc, x: number): number {
-  const i = x | 0;
-  if (i !== x) throw new QueueSetupError(`queue ${q.index}: ring word index ${x} is not a 31-bit integer`);
-  return i;
 }
 
 function area(mem: GuestMemory, q: QueueDesc, name: string, uva: number, len: number, align: number): { region: number; offset: number } {

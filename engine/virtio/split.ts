@@ -316,8 +316,16 @@ function ringLocation(
   return { region, offset };
 }
 
-/** An index into a region's 16- or 32-bit words (a byte offset below 2^32 over 2 or 4) as an int32, so ring accesses index with integers, not doubles. */
-function wordIndex(q: QueueDesc, x: number): number {
+/**
+ * A word index into a region's typed array (a byte offset over 2 or 4) as an
+ * int32, for the split and packed rings. Region offsets come from float
+ * arithmetic (GuestMemory.offset), and a field assigned such a value is kept
+ * as a double by V8: every index derived from it then costs float
+ * conversions and checks per access (and a heap number when passed to
+ * Atomics). `| 0` makes it a small integer; a region (window) is at most
+ * 4 GiB, so a 16-bit word index is below 2^31.
+ */
+export function wordIndex(q: QueueDesc, x: number): number {
   const i = x | 0;
   if (i !== x) throw new QueueSetupError(`queue ${q.index}: ring word index ${x} is not a 31-bit integer`);
   return i;
