@@ -69,7 +69,6 @@ const D_ID = 16;
 const D_FLAGS = 18;
 const D_LEN = 20;
 const D_ADDR = 24;
-const TWO32 = 2 ** 32;
 const F_AVAIL = 1 << 7;
 const F_USED = 1 << 15;
 const F_NEXT = 1;
@@ -114,20 +113,29 @@ export class PackedInflightQueue {
   /** 16-bit indices of used_idx @16 and old_used_idx @18; byte indices of used_wrap_counter @20 and old @21. */
   private readonly usedHalf: number;
   private readonly usedWrapByte: number;
-  /** Next counter value (le64 counter @8 of a head entry) as its low and high 32-bit halves: no float division per pop, no heap number past 2^31. */
-  readonly counter = new Uint32Array(2);
+  /** 16-bit index of desc[0].next @2 and byte index of desc[0].inflight @0 (entry e: +16e, +32e). */
+  private readonly nextHalf0: number;
+  private readonly flagByte0: number;
+  /**
+   * Next counter value (le64 counter @8 of a head entry) = ctrHigh · 2^30 + ctrLow,
+   * kept as small integers in fields (no typed array, no float, no heap
+   * number): ctrLow < 2^30; the head entry's low word is ctrLow | ctrLowBits
+   * (bits 30-31 of the counter), its high word ctrHighWord.
+   */
+  private ctrLow = 0;
+  private ctrLowBits = 0;
+  private ctrHighWord = 0;
+  private ctrHigh = 0;
   /** Mirror of the free list links (the shared ones are written, never read back while running). */
   readonly next: Uint16Array;
-  /** Mirror of desc[].last of head entries. */
-  readonly last: Uint16Array;
   freeHead = 0;
   /** Entries on the free list, and entries of the batch that go back to it at publish. */
   nfree: number;
   private nreturn = 0;
-  /** Buffer id → its head entry. */
-  readonly entryOf: Uint16Array;
-  /** Head entries completed since the last publish. */
-  private readonly batch: Uint16Array;
+  /** Buffer id → its head entry | its last entry << 16 (the mirror of desc[].last). */
+  readonly chainOf: Uint32Array;
+  /** Chains completed since the last publish (chainOf values: head entry | last entry << 16). */
+  private readonly batch: Uint32Array;
   private nbatch = 0;
   /** The used position publishing() wrote, copied to old_* by published(). */
   private pubIdx = 0;
@@ -146,11 +154,26 @@ export class PackedInflightQueue {
     this.freeWord = (base + OFF_FREE_HEAD) / 4;
     this.usedHalf = (base + OFF_USED_IDX) / 2;
     this.usedWrapByte = base + OFF_USED_WRAP;
+    this.nextHalf0 = (base + PACKED_INFLIGHT_HEADER_BYTES + D_NEXT) / 2;
+    this.flagByte0 = base + PACKED_INFLIGHT_HEADER_BYTES + D_INFLIGHT;
     this.next = new Uint16Array(entries);
-    this.last = new Uint16Array(entries);
     this.nfree = entries;
-    this.entryOf = new Uint16Array(size);
-    this.batch = new Uint16Array(size);
+    this.chainOf = new Uint32Array(size);
+    this.batch = new Uint32Array(size);
+  }
+
+  /** Set the next counter value (a safe integer, below 2^53). */
+  setCounter(counter: number): void {
+    const high = Math.floor(counter / 2 ** 30);
+    this.ctrLow = counter - high * 2 ** 30;
+    this.ctrHigh = high;
+    this.ctrLowBits = (high % 4) << 30;
+    this.ctrHighWord = Math.floor(high / 4);
+  }
+
+  /** The next counter value. */
+  get counter(): number {
+    return this.ctrHigh * 2 ** 30 + this.ctrLow;
   }
 
   /**
@@ -175,32 +198,31 @@ export class PackedInflightQueue {
     const h = this.freeHead;
     let e = h;
     let last = h;
-    let r = ringWord + 4 * slot;
-    const ringEnd = ringWord + 4 * ringSize;
+    // Index arithmetic is `| 0` (every index is far below 2^31): TurboFan then adds without overflow checks.
+    let r = (ringWord + 4 * slot) | 0;
+    const ringEnd = (ringWord + 4 * ringSize) | 0;
     for (let k = 0; k < n; k++) {
-      const d = word0 + 8 * e;
-      w[d + 4] = ring[r + 3];
-      w[d + 5] = ring[r + 2];
-      w[d + 6] = ring[r];
-      w[d + 7] = ring[r + 1];
+      const d = (word0 + 8 * e) | 0;
+      w[(d + 4) | 0] = ring[(r + 3) | 0];
+      w[(d + 5) | 0] = ring[(r + 2) | 0];
+      w[(d + 6) | 0] = ring[r];
+      w[(d + 7) | 0] = ring[(r + 1) | 0];
       last = e;
       e = next[e];
-      r += 4;
+      r = (r + 4) | 0;
       if (r === ringEnd) r = ringWord;
     }
-    const hd = word0 + 8 * h;
+    const hd = (word0 + 8 * h) | 0;
     // last @4 and num @6 of the head entry in one word; the counter; then inflight @0 = 1 with next @2 as it is, in one word.
-    w[hd + 1] = last | (n << 16);
-    const ctr = this.counter;
-    const lo = ctr[0];
-    w[hd + 2] = lo;
-    w[hd + 3] = ctr[1];
-    ctr[0] = lo + 1;
-    if (lo === 0xffffffff) ctr[1]++;
+    w[(hd + 1) | 0] = last | (n << 16);
+    const lo = this.ctrLow;
+    w[(hd + 2) | 0] = lo | this.ctrLowBits;
+    w[(hd + 3) | 0] = this.ctrHighWord;
+    if (lo === 2 ** 30 - 1) this.setCounter(this.counter + 1);
+    else this.ctrLow = (lo + 1) | 0;
     w[hd] = 1 | (next[h] << 16);
     this.freeHead = e;
-    this.last[h] = last;
-    this.entryOf[id] = h;
+    this.chainOf[id] = h | (last << 16);
     // free_head @12 and old_free_head @14 in one word.
     w[this.freeWord] = e | (e << 16);
     return true;
@@ -208,7 +230,7 @@ export class PackedInflightQueue {
 
   /** Buffer `id`, of `n` descriptors, was written back as used (visible at the next publish). */
   pushed(id: number, n: number): void {
-    this.batch[this.nbatch++] = this.entryOf[id];
+    this.batch[this.nbatch++] = this.chainOf[id];
     this.nreturn += n;
   }
 
@@ -218,16 +240,15 @@ export class PackedInflightQueue {
     if (nb === 0) return;
     const h16 = this.halves;
     const next = this.next;
-    const last = this.last;
     const batch = this.batch;
-    const next0 = 2 * this.word0 + D_NEXT / 2;
+    const next0 = this.nextHalf0;
     let free = this.freeHead;
     for (let k = 0; k < nb; k++) {
-      const h = batch[k];
-      const l = last[h];
+      const c = batch[k];
+      const l = c >>> 16;
       next[l] = free;
       h16[next0 + 16 * l] = free;
-      free = h;
+      free = c & 0xffff;
     }
     this.freeHead = free;
     this.nfree += this.nreturn;
@@ -247,8 +268,8 @@ export class PackedInflightQueue {
     if (nb === 0) return;
     const bytes = this.bytes;
     const batch = this.batch;
-    const flag0 = 4 * this.word0 + D_INFLIGHT;
-    for (let k = 0; k < nb; k++) bytes[flag0 + 32 * batch[k]] = 0;
+    const flag0 = this.flagByte0;
+    for (let k = 0; k < nb; k++) bytes[flag0 + 32 * (batch[k] & 0xffff)] = 0;
     this.nbatch = 0;
     const h16 = this.halves;
     h16[this.freeWord * 2 + 1] = this.freeHead;
@@ -392,8 +413,7 @@ export class PackedInflightRegion {
       ids[id] = 1;
       slots += num;
       if (slots > size) throw new QueueSetupError(`queue ${queue}: chains in flight hold ${slots} descriptors, more than the ring size ${size}`);
-      t.entryOf[id] = h;
-      t.last[h] = last;
+      t.chainOf[id] = h | (last << 16);
       chains.push({ id, descs });
     }
     // The free list again: every entry no chain holds, in index order (mirror and region).
@@ -420,8 +440,7 @@ export class PackedInflightRegion {
     v.setUint16(base + OFF_OLD_FREE_HEAD, freeHead, true);
     this.writeUsed(t, usedIdx, usedWrap === 1, true);
     const counter = heads.length > 0 ? heads[heads.length - 1].counter + 1 : 0;
-    t.counter[0] = counter % TWO32;
-    t.counter[1] = Math.floor(counter / TWO32);
+    t.setCounter(counter);
     this.tracks[queue] = t;
     let availIdx = usedIdx + slots;
     let availWrap = usedWrap === 1;

@@ -48,8 +48,14 @@ import { QueueSetupError, wordIndex } from './split';
 const RING_INDIRECT_DESC = 1n << BigInt(VirtioFeature.RingIndirectDesc);
 const RING_EVENT_IDX = 1n << BigInt(VirtioFeature.RingEventIdx);
 
-export const PACKED_DESC_F_AVAIL = 1 << 7;
-export const PACKED_DESC_F_USED = 1 << 15;
+/** The hot paths' flag constants as a const enum: tsc writes literals (a use of an exported const compiles to an `exports.X` load). */
+const enum PF {
+  Avail = 1 << 7,
+  Used = 1 << 15,
+  AvailUsed = Avail | Used,
+}
+export const PACKED_DESC_F_AVAIL = PF.Avail;
+export const PACKED_DESC_F_USED = PF.Used;
 export const enum PackedEventFlags {
   Enable = 0,
   Disable = 1,
@@ -60,7 +66,6 @@ const TWO_32 = 4294967296;
 const MAX_SAFE_HIGH = 0x1fffff;
 /** How far available() looks ahead (the device core takes at most a batch per poll). */
 const SCAN_LIMIT = 32;
-const AVAIL_USED = PACKED_DESC_F_AVAIL | PACKED_DESC_F_USED;
 
 export class PackedQueue implements Virtqueue {
   readonly index: number;
@@ -206,7 +211,7 @@ export class PackedQueue implements Virtqueue {
     let lastHead = -1;
     while (chains < SCAN_LIMIT && slots < size) {
       let f = w[f0 + slot * 8];
-      if ((f & AVAIL_USED) !== (wrap ? PACKED_DESC_F_AVAIL : PACKED_DESC_F_USED)) break;
+      if ((f & PF.AvailUsed) !== (wrap ? PF.Avail : PF.Used)) break;
       let s = slot;
       let sw = wrap;
       let n = 0;
@@ -223,7 +228,7 @@ export class PackedQueue implements Virtqueue {
         }
         if (slots + n >= size) break;
         f = w[f0 + s * 8];
-        if ((f & AVAIL_USED) !== (sw ? PACKED_DESC_F_AVAIL : PACKED_DESC_F_USED)) break;
+        if ((f & PF.AvailUsed) !== (sw ? PF.Avail : PF.Used)) break;
       }
       if (!complete) break;
       this.aheadLen[(this.aheadFirst + chains) & (SCAN_LIMIT - 1)] = n;
@@ -283,7 +288,7 @@ export class PackedQueue implements Virtqueue {
         this.broken = `chain at descriptor ${start} has no final descriptor within the ring size ${size}`;
         return -1;
       }
-      if ((flags & AVAIL_USED) !== (wrap ? PACKED_DESC_F_AVAIL : PACKED_DESC_F_USED)) {
+      if ((flags & PF.AvailUsed) !== (wrap ? PF.Avail : PF.Used)) {
         this.broken = `descriptor ${slot} of the chain at ${start} is not available (AVAIL/USED flags do not match wrap counter ${wrap ? 1 : 0})`;
         return -1;
       }
@@ -426,7 +431,7 @@ export class PackedQueue implements Virtqueue {
     this.words[this.wFlags0 + slot * 8 - 1] = id;
     const k = this.unpublished++;
     this.pendingSlot[k] = slot;
-    this.pendingFlags[k] = this.usedWrap ? PACKED_DESC_F_AVAIL | PACKED_DESC_F_USED : 0;
+    this.pendingFlags[k] = this.usedWrap ? PF.AvailUsed : 0;
     const n = this.ndesc[id];
     this.ndesc[id] = 0;
     let u = slot + n;

@@ -87,6 +87,24 @@ t.test('pop/push/publish write the region as the spec says', async (t) => {
   t.equal(v.getUint16(E(3) + D.next, true), 4, 'and links to the rest');
 });
 
+t.test('the counter carries past 2^30, 2^32 and 2^33 (its halves are kept as small integers)', async (t) => {
+  for (const c0 of [2 ** 30 - 1, 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 33 - 1, 2 ** 52 + 2 ** 30 - 1]) {
+    const drv = new PackedDriver(8);
+    const { v, r } = region(8);
+    const { q } = start(drv, r);
+    const track = r.track(0);
+    if (track === null) throw new Error('not tracked');
+    track.setCounter(c0);
+    t.equal(track.counter, c0);
+    for (let k = 0; k < 3; k++) {
+      drv.add(bufsFor(drv, 1), k);
+      t.equal(q.pop(), k);
+      t.equal(v.getBigUint64(E(k) + D.counter, true), BigInt(c0) + BigInt(k), `counter ${c0} + ${k}`);
+    }
+    t.equal(track.counter, c0 + 3);
+  }
+});
+
 t.test('the back-end dies: a new one resubmits from the copies, in order, at the recorded position', async (t) => {
   const drv = new PackedDriver(8);
   const { v, r } = region(8);
