@@ -1,6 +1,6 @@
 /**
  * vhostd runs with its V8 heap flags (reactor/heap-flags.ts): bin/vhostd.js
- * re-executes node with --max-semi-space-size=1 in the same process (same
+ * re-executes node with --max-semi-space-size=1 and --heap-growing-percent=30 in the same process (same
  * pid, stdout and stderr kept, exit status passed through; the engine
  * workers inherit the flag), an operator's own value (command line or
  * NODE_OPTIONS) is left alone, and a failed execve leaves stdio as it was.
@@ -21,13 +21,15 @@ t.setTimeout(120_000);
 const cmdline = (pid: number): string[] => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
 
 t.test('missingHeapFlags: by name, any value, from argv or NODE_OPTIONS', async (t) => {
-  t.same(HEAP_FLAGS, ['--max-semi-space-size=1']);
-  t.same(missingHeapFlags([], undefined), ['--max-semi-space-size=1']);
-  t.same(missingHeapFlags(['--require', 'x.js'], ''), ['--max-semi-space-size=1']);
-  t.same(missingHeapFlags(['--max-semi-space-size=8'], undefined), [], 'an operator value on the command line wins');
-  t.same(missingHeapFlags(['--max_semi_space_size=8'], undefined), [], 'V8 spells it with underscores too');
-  t.same(missingHeapFlags([], '--require y.js --max-semi-space-size=4'), [], 'or in NODE_OPTIONS');
-  t.same(missingHeapFlags(['--max-old-space-size=100'], '--max-semi-space-size-x'), ['--max-semi-space-size=1'], 'other flags do not count');
+  const SEMI = '--max-semi-space-size=1';
+  const GROW = '--heap-growing-percent=30';
+  t.same(HEAP_FLAGS, [SEMI, GROW]);
+  t.same(missingHeapFlags([], undefined), [SEMI, GROW]);
+  t.same(missingHeapFlags(['--require', 'x.js'], ''), [SEMI, GROW]);
+  t.same(missingHeapFlags(['--max-semi-space-size=8'], undefined), [GROW], 'an operator value on the command line wins');
+  t.same(missingHeapFlags(['--max_semi_space_size=8', '--heap_growing_percent=50'], undefined), [], 'V8 spells them with underscores too');
+  t.same(missingHeapFlags([], '--require y.js --max-semi-space-size=4'), [GROW], 'or in NODE_OPTIONS');
+  t.same(missingHeapFlags(['--max-old-space-size=100'], '--max-semi-space-size-x'), [SEMI, GROW], 'other flags do not count');
 });
 
 t.test('the running vhostd has the flag, in the pid it was started as', async (t) => {
@@ -35,8 +37,10 @@ t.test('the running vhostd has the flag, in the pid it was started as', async (t
   t.teardown(() => h.stop());
   const pid = h.daemon.child.pid!;
   const args = cmdline(pid);
-  t.ok(args.includes('--max-semi-space-size=1'), `cmdline: ${args.join(' ')}`);
-  t.equal(args.filter((a) => a.startsWith('--max-semi-space-size')).length, 1, 'added once');
+  for (const flag of HEAP_FLAGS) {
+    t.ok(args.includes(flag), `${flag} in cmdline: ${args.join(' ')}`);
+    t.equal(args.filter((a) => a.startsWith(flag.split('=')[0]!)).length, 1, `${flag} added once`);
+  }
   t.ok(args.some((a) => a.endsWith(path.join('bin', 'vhostd.js'))), 'same script');
   await h.rpc('bdev_malloc_create', { name: 'M0', num_blocks: 256, block_size: 512 });
   t.same(((await h.rpc('bdev_get_bdevs', { name: 'M0' })) as { name: string }[]).map((b) => b.name), ['M0'], 'and serves RPC');
@@ -52,9 +56,12 @@ t.test('stdout, stderr and the exit status pass through the exec', async (t) => 
   const bad = spawnSync(process.execPath, [bin, '--bogus'], { encoding: 'utf8' });
   t.equal(bad.status, 2);
   t.match(bad.stderr, /unknown option --bogus/, 'stderr kept');
-  const own = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '--max-semi-space-size=4' } });
+  const own = spawnSync(process.execPath, ['--max-semi-space-size=4', '--heap-growing-percent=50', bin, '--version'], { encoding: 'utf8' });
   t.equal(own.status, 0);
-  t.match(own.stdout, /^vhostd v/, 'no re-exec when NODE_OPTIONS has it');
+  t.match(own.stdout, /^vhostd v/, 'runs with both given on the command line');
+  const env = spawnSync(process.execPath, ['--heap-growing-percent=50', bin, '--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '--max-semi-space-size=4' } });
+  t.equal(env.status, 0);
+  t.match(env.stdout, /^vhostd v/, 'and with the semi-space size in NODE_OPTIONS');
 });
 
 t.test('a failed execve throws the errno and keeps stdio', async (t) => {
