@@ -17,11 +17,12 @@
  * ±3.3 against ±14.3 MB, main-thread CPU per connect cycle 1.59 against
  * 1.56 ms; micro.js does no full GC at all either way.
  *
- * A running isolate's heap limits are fixed when it is created, so the flag
- * must be on node's command line: `execWithHeapFlags` re-executes the same
- * node (execve: same pid, fds and environment) with the flags added, unless
- * they are already there (on the command line or, for the first, in
- * NODE_OPTIONS, which refuses the second) — an operator's own value wins. Engine workers inherit the process's flags.
+ * A running isolate's heap limits are fixed when it is created, so the
+ * flags must be on node's command line: `execWithHeapFlags` re-executes the
+ * same node (execve: same pid, fds and environment) with the missing ones
+ * added. One already there (on the command line or, for the first, in
+ * NODE_OPTIONS, which refuses the second) is left as the operator gave it.
+ * Engine workers inherit the process's flags.
  * Thread: main, before anything else runs.
  */
 import { native } from '../bindings';

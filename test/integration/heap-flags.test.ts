@@ -1,9 +1,10 @@
 /**
  * vhostd runs with its V8 heap flags (reactor/heap-flags.ts): bin/vhostd.js
- * re-executes node with --max-semi-space-size=1 and --heap-growing-percent=30 in the same process (same
- * pid, stdout and stderr kept, exit status passed through; the engine
- * workers inherit the flag), an operator's own value (command line or
- * NODE_OPTIONS) is left alone, and a failed execve leaves stdio as it was.
+ * re-executes node with --max-semi-space-size=1 and --heap-growing-percent=30
+ * in the same process (same pid, stdout and stderr kept, exit status passed
+ * through; the engine workers inherit the flags), an operator's own values
+ * (command line or NODE_OPTIONS) are left alone, and a failed execve leaves
+ * stdio as it was.
  * The flag-name matching is a unit table.
  * Thread: test main thread.
  */
@@ -32,7 +33,7 @@ t.test('missingHeapFlags: by name, any value, from argv or NODE_OPTIONS', async 
   t.same(missingHeapFlags(['--max-old-space-size=100'], '--max-semi-space-size-x'), [SEMI, GROW], 'other flags do not count');
 });
 
-t.test('the running vhostd has the flag, in the pid it was started as', async (t) => {
+t.test('the running vhostd has the flags, in the pid it was started as', async (t) => {
   const h = await startVhostd();
   t.teardown(() => h.stop());
   const pid = h.daemon.child.pid!;
