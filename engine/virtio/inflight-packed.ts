@@ -46,7 +46,7 @@
  */
 import { QueueSetupError } from './split';
 import { DESC_SIZE } from './spec';
-import { alignInflight, checkInflightQueue, inflightInUse, inflightRegionViews, readInflightCounter, setInflightInUse } from './inflight';
+import { alignInflight, checkInflightQueue, InflightCounter, inflightInUse, inflightRegionViews, readInflightCounter, setInflightInUse } from './inflight';
 
 /** Bytes of a packed queue region's header (29, padded to the 8-byte alignment of desc[]). */
 export const PACKED_INFLIGHT_HEADER_BYTES = 32;
@@ -106,7 +106,7 @@ export interface PackedResume {
  * published). Everything they read is private (mirrors); the region is only
  * written, in the order recovery needs (see the file comment).
  */
-export class PackedInflightQueue {
+export class PackedInflightQueue extends InflightCounter {
   /** 32-bit word index of desc[0], and of the header word holding free_head @12 | old_free_head @14. */
   private readonly word0: number;
   private readonly freeWord: number;
@@ -116,16 +116,6 @@ export class PackedInflightQueue {
   /** 16-bit index of desc[0].next @2 and byte index of desc[0].inflight @0 (entry e: +16e, +32e). */
   private readonly nextHalf0: number;
   private readonly flagByte0: number;
-  /**
-   * Next counter value (le64 counter @8 of a head entry) = ctrHigh · 2^30 + ctrLow,
-   * kept as small integers in fields (no typed array, no float, no heap
-   * number): ctrLow < 2^30; the head entry's low word is ctrLow | ctrLowBits
-   * (bits 30-31 of the counter), its high word ctrHighWord.
-   */
-  private ctrLow = 0;
-  private ctrLowBits = 0;
-  private ctrHighWord = 0;
-  private ctrHigh = 0;
   /** Mirror of the free list links (the shared ones are written, never read back while running). */
   readonly next: Uint16Array;
   freeHead = 0;
@@ -150,6 +140,7 @@ export class PackedInflightQueue {
     entries: number,
     size: number,
   ) {
+    super();
     this.word0 = (base + PACKED_INFLIGHT_HEADER_BYTES) / 4;
     this.freeWord = (base + OFF_FREE_HEAD) / 4;
     this.usedHalf = (base + OFF_USED_IDX) / 2;
@@ -160,20 +151,6 @@ export class PackedInflightQueue {
     this.nfree = entries;
     this.chainOf = new Uint32Array(size);
     this.batch = new Uint32Array(size);
-  }
-
-  /** Set the next counter value (a safe integer, below 2^53). */
-  setCounter(counter: number): void {
-    const high = Math.floor(counter / 2 ** 30);
-    this.ctrLow = counter - high * 2 ** 30;
-    this.ctrHigh = high;
-    this.ctrLowBits = (high % 4) << 30;
-    this.ctrHighWord = Math.floor(high / 4);
-  }
-
-  /** The next counter value. */
-  get counter(): number {
-    return this.ctrHigh * 2 ** 30 + this.ctrLow;
   }
 
   /**
@@ -215,11 +192,7 @@ export class PackedInflightQueue {
     const hd = (word0 + 8 * h) | 0;
     // last @4 and num @6 of the head entry in one word; the counter; then inflight @0 = 1 with next @2 as it is, in one word.
     w[(hd + 1) | 0] = last | (n << 16);
-    const lo = this.ctrLow;
-    w[(hd + 2) | 0] = lo | this.ctrLowBits;
-    w[(hd + 3) | 0] = this.ctrHighWord;
-    if (lo === 2 ** 30 - 1) this.setCounter(this.counter + 1);
-    else this.ctrLow = (lo + 1) | 0;
+    this.storeCounter(w, (hd + 2) | 0);
     w[hd] = 1 | (next[h] << 16);
     this.freeHead = e;
     this.chainOf[id] = h | (last << 16);

@@ -141,18 +141,78 @@ export interface InflightResume {
   availIdx: number;
 }
 
-/** Per-queue bookkeeping beside the shared words. */
-interface QueueTrack {
-  base: number;
-  /** 32-bit word index of desc[0]. */
-  word0: number;
-  /** Next counter value (only its order matters). */
-  counter: number;
+/**
+ * A queue's next le64 counter value (only its order matters) as small
+ * integers in fields, so the hot path stores it without floating-point
+ * arithmetic or a heap number: the value is ctrHigh · 2^30 + ctrLow with
+ * ctrLow < 2^30; its low word is ctrLow | ctrLowBits (bits 30-31), its high
+ * word ctrHighWord. next() returns the low word and advances.
+ */
+export class InflightCounter {
+  protected ctrLow = 0;
+  protected ctrLowBits = 0;
+  protected ctrHighWord = 0;
+  private ctrHigh = 0;
+
+  /** Set the next counter value (a safe integer, below 2^53). */
+  setCounter(counter: number): void {
+    const high = Math.floor(counter / 2 ** 30);
+    this.ctrLow = counter - high * 2 ** 30;
+    this.ctrHigh = high;
+    this.ctrLowBits = (high % 4) << 30;
+    this.ctrHighWord = Math.floor(high / 4);
+  }
+
+  /** The next counter value. */
+  get counter(): number {
+    return this.ctrHigh * 2 ** 30 + this.ctrLow;
+  }
+
+  /**
+   * Store the next value in `w` at words `at` (low) and `at + 1` (high), and
+   * advance.
+   */
+  protected storeCounter(w: Uint32Array, at: number): void {
+    const lo = this.ctrLow;
+    w[at] = lo | this.ctrLowBits;
+    w[(at + 1) | 0] = this.ctrHighWord;
+    if (lo === 2 ** 30 - 1) this.setCounter(this.counter + 1);
+    else this.ctrLow = (lo + 1) | 0;
+  }
+}
+
+/** One running split queue's bookkeeping beside the shared words (indices into the region's views precomputed). */
+class SplitTrack extends InflightCounter {
+  /** 32-bit word index of desc[0]; 16-bit index of desc[0].next; byte index of desc[0].inflight (desc i: +4i, +8i, +16i). */
+  readonly word0: number;
+  readonly nextHalf0: number;
+  readonly flagByte0: number;
+  /** 16-bit indices of last_batch_head and used_idx. */
+  readonly lastBatchHalf: number;
+  readonly usedIdxHalf: number;
   /** Heads pushed since the last publish (the batch list's length), and the heads themselves. */
-  batch: number;
-  batchHeads: Uint16Array;
-  /** The region's used_idx mirror (advanced by each published batch). */
-  usedIdx: number;
+  batch = 0;
+  readonly batchHeads: Uint16Array;
+
+  constructor(
+    readonly base: number,
+    size: number,
+    /** The region's used_idx mirror (advanced by each published batch). */
+    public usedIdx: number,
+  ) {
+    super();
+    this.word0 = (base + INFLIGHT_HEADER_BYTES) / 4;
+    this.nextHalf0 = (base + INFLIGHT_HEADER_BYTES + D_NEXT) / 2;
+    this.flagByte0 = base + INFLIGHT_HEADER_BYTES + D_INFLIGHT;
+    this.lastBatchHalf = (base + OFF_LAST_BATCH_HEAD) / 2;
+    this.usedIdxHalf = (base + OFF_USED_IDX) / 2;
+    this.batchHeads = new Uint16Array(size);
+  }
+
+  popped(words: Uint32Array, bytes: Uint8Array, head: number): void {
+    this.storeCounter(words, (this.word0 + 4 * head + D_COUNTER / 4) | 0);
+    bytes[(this.flagByte0 + 16 * head) | 0] = 1;
+  }
 }
 
 /**
@@ -160,7 +220,7 @@ interface QueueTrack {
  * `view` (its first byte is the region's start).
  */
 export class InflightRegion implements InflightTracker {
-  private readonly tracks: (QueueTrack | null)[];
+  private readonly tracks: (SplitTrack | null)[];
   private readonly perQueue: number;
   /** The region as 32-, 16- and 8-bit elements (host order = little-endian, as the layout). */
   private readonly words: Uint32Array;
@@ -174,7 +234,7 @@ export class InflightRegion implements InflightTracker {
   ) {
     this.perQueue = inflightQueueBytes(queueSize);
     ({ words: this.words, halves: this.halves, bytes: this.bytes } = inflightRegionViews('in-flight region', view, numQueues, queueSize, this.perQueue));
-    this.tracks = new Array<QueueTrack | null>(numQueues).fill(null);
+    this.tracks = new Array<SplitTrack | null>(numQueues).fill(null);
   }
 
   /**
@@ -188,7 +248,7 @@ export class InflightRegion implements InflightTracker {
     checkInflightQueue(queue, size, this.numQueues, this.queueSize);
     const v = this.view;
     const base = queue * this.perQueue;
-    const track: QueueTrack = { base, word0: (base + INFLIGHT_HEADER_BYTES) / 4, counter: 0, batch: 0, batchHeads: new Uint16Array(size), usedIdx: ringUsedIdx };
+    const track = new SplitTrack(base, size, ringUsedIdx);
     if (!inflightInUse(v, base, queue, this.queueSize)) {
       // Never used: lay it out (the memfd is zero-filled, so no descriptor is in flight).
       for (let i = 0; i < this.queueSize; i++) v.setUint8(base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i + D_INFLIGHT, 0);
@@ -229,7 +289,7 @@ export class InflightRegion implements InflightTracker {
       found.push({ head: i, counter: readInflightCounter(v, d + D_COUNTER) });
     }
     found.sort((a, b) => a.counter - b.counter);
-    track.counter = found.length > 0 ? found[found.length - 1].counter + 1 : 0;
+    track.setCounter(found.length > 0 ? found[found.length - 1].counter + 1 : 0);
     track.usedIdx = ringUsedIdx;
     this.tracks[queue] = track;
     return { heads: found.map((f) => f.head), usedIdx: ringUsedIdx, availIdx: (ringUsedIdx + found.length) & 0xffff };
@@ -242,41 +302,46 @@ export class InflightRegion implements InflightTracker {
 
   popped(queue: number, head: number): void {
     const t = this.tracks[queue];
-    if (t === null || t === undefined) return;
-    const c = t.counter++;
-    const w = t.word0 + 4 * head;
-    const words = this.words;
-    words[w + 2] = c >>> 0;
-    words[w + 3] = Math.floor(c / TWO32);
-    this.bytes[4 * w + D_INFLIGHT] = 1;
+    if (t !== null && t !== undefined) t.popped(this.words, this.bytes, head);
   }
 
   /** Noted only: the batch list is written at publishing(). */
   pushed(queue: number, head: number): void {
     const t = this.tracks[queue];
-    if (t === null || t === undefined) return;
-    t.batchHeads[t.batch++] = head;
+    if (t !== null && t !== undefined) t.batchHeads[t.batch++] = head;
   }
 
   /** Before the used idx store: link the batch's heads (each to the one pushed before it) and point last_batch_head at the last. */
   publishing(queue: number): void {
     const t = this.tracks[queue];
-    if (t === null || t === undefined || t.batch === 0) return;
+    if (t === null || t === undefined) return;
+    const n = t.batch;
+    if (n === 0) return;
     const h16 = this.halves;
     const heads = t.batchHeads;
-    const n = t.batch;
-    for (let k = 1; k < n; k++) h16[2 * (t.word0 + 4 * heads[k]) + D_NEXT / 2] = heads[k - 1];
-    h16[t.base / 2 + OFF_LAST_BATCH_HEAD / 2] = heads[n - 1];
+    const next0 = t.nextHalf0;
+    let prev = heads[0];
+    for (let k = 1; k < n; k++) {
+      const h = heads[k];
+      h16[(next0 + 8 * h) | 0] = prev;
+      prev = h;
+    }
+    h16[t.lastBatchHalf] = prev;
   }
 
   published(queue: number): void {
     const t = this.tracks[queue];
-    if (t === null || t === undefined || t.batch === 0) return;
+    if (t === null || t === undefined) return;
+    const n = t.batch;
+    if (n === 0) return;
     const bytes = this.bytes;
+    const heads = t.batchHeads;
+    const flag0 = t.flagByte0;
     // Our own copy of the batch, not the list in shared memory (the front-end could rewrite that).
-    for (let n = 0; n < t.batch; n++) bytes[4 * (t.word0 + 4 * t.batchHeads[n]) + D_INFLIGHT] = 0;
-    t.usedIdx = (t.usedIdx + t.batch) & 0xffff;
+    for (let k = 0; k < n; k++) bytes[(flag0 + 16 * heads[k]) | 0] = 0;
+    const u = (t.usedIdx + n) & 0xffff;
+    t.usedIdx = u;
     t.batch = 0;
-    this.halves[t.base / 2 + OFF_USED_IDX / 2] = t.usedIdx;
+    this.halves[t.usedIdxHalf] = u;
   }
 }

@@ -41,6 +41,29 @@ t.test('layout: sizes as QEMU, libvhost-user and DPDK lay the region out', async
   t.equal(inflightRegionBytes(4, 128), 4 * 2112);
 });
 
+t.test('the counter carries past 2^30, 2^32 and 2^33 (its halves are kept as small integers)', async (t) => {
+  for (const c0 of [2 ** 30 - 1, 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 33 - 1, 2 ** 52 + 2 ** 30 - 1]) {
+    const vr = new MockVring({ size: 8 });
+    const v = new DataView(new ArrayBuffer(inflightRegionBytes(1, 8)));
+    // The previous back-end took h0 with counter c0 - 1: the next one taken gets c0.
+    const h0 = chain(vr);
+    v.setUint16(H.descNum, 8, true);
+    v.setUint16(H.version, 1, true);
+    v.setUint8(desc(h0), 1);
+    v.setBigUint64(desc(h0) + 8, BigInt(c0 - 1), true);
+    const q = new SplitQueue(vr.memory(), vr.queueDesc(0), FEATURES);
+    q.tracker = new InflightRegion(v, 1, 8);
+    t.equal(q.resumeInflight(), 1);
+    t.equal(q.pop(), h0, 'the one in flight first');
+    const heads = [chain(vr), chain(vr), chain(vr)];
+    t.equal(q.available(), 3);
+    for (const [k, h] of heads.entries()) {
+      t.equal(q.pop(), h);
+      t.equal(v.getBigUint64(desc(h) + 8, true), BigInt(c0) + BigInt(k), `counter ${c0} + ${k}`);
+    }
+  }
+});
+
 t.test('split queue: pop/push/publish write the region as the spec says', async (t) => {
   const vr = new MockVring({ size: 8 });
   const buf = new ArrayBuffer(inflightRegionBytes(2, 8));
