@@ -95,8 +95,11 @@ export interface MigrationOutcome {
   destCrash?: string;
 }
 
-/** What a Linux guest prints when its kernel crashes (an oops, a BUG, a panic). */
-export const KERNEL_CRASH = /BUG: [^\n]*|Oops: [^\n]*|Kernel panic[^\n]*|general protection fault[^\n]*/;
+/**
+ * What a Linux guest prints when its kernel crashes (an oops, a BUG, a panic):
+ * a whole line only, so a console read while it streams in never yields half of one.
+ */
+export const KERNEL_CRASH = /(?:BUG: |Oops: |Kernel panic|general protection fault)[^\n]*(?=\n)/;
 
 /** The line of a guest console that shows its kernel crashed, or undefined. */
 export function kernelCrash(guestConsole: string): string | undefined {
