@@ -26,7 +26,7 @@ import t from 'tap';
 import type tap from 'tap';
 import { bootGuest, type GuestRun } from '../lib/guest';
 import { tail } from '../lib/guest-checks';
-import { hmp } from '../lib/guest-migration';
+import { hmp, kernelCrash, migrateAgainOnCrash } from '../lib/guest-migration';
 import { buildStaleCheck, staleCheckScript, writeStop } from '../lib/stale-check';
 import { VhostUserProxy, type ProxyMode } from '../lib/vhost-user-proxy';
 import { startQsd } from '../lib/qsd';
@@ -49,8 +49,6 @@ t.teardown(() => {
 const PEER = process.env.VHOSTD_DIRTYLOG_BACKEND === 'qsd';
 let runs = 0;
 const tally = { migrations: 0, transparentStale: 0, transparentCrashes: 0, strippedStale: 0, strippedCrashes: 0 };
-/** What a Linux guest prints when its kernel crashes (an oops, a BUG, a panic). */
-const KERNEL_CRASH = /BUG: [^\n]*|Oops: [^\n]*|Kernel panic[^\n]*|general protection fault[^\n]*/;
 
 function count(text: string, re: RegExp): number {
   return (text.match(re) ?? []).length;
@@ -69,8 +67,8 @@ interface Outcome {
   /** The destination's console (streamed, complete even if the guest had to be stopped). */
   destConsole: string;
   destStopped: boolean;
-  /** The destination guest's kernel crashed (seen on its console). */
-  destCrashed: boolean;
+  /** The console line showing that the destination guest's kernel crashed, if it did. */
+  destCrash?: string;
   vhostdLog: string;
   proxies: VhostUserProxy[];
 }
@@ -179,13 +177,13 @@ async function run(t: tap.Test, mode: ProxyMode): Promise<Outcome> {
   // Let the program run on the destination (or report what it found there), then stop it.
   // Without the log the destination may also find stale pages the kernel itself relies on (the used
   // ring, completed requests' memory): its kernel can then crash before stale-check reports anything.
-  const crashed = (): boolean => KERNEL_CRASH.test(destConsole);
+  const crashed = (): boolean => kernelCrash(destConsole) !== undefined;
   const progressed = (): boolean => /@@PROGRESS|@@STALE/.test(destConsole);
   const progressOnDest = await waitFor(() => progressed() || crashed(), 120_000, 'stale-check on the destination', 200).then(progressed, () => false);
-  const destCrashed = crashed();
-  phases.push(`stale-check ${progressOnDest ? 'seen' : 'not seen'}${destCrashed ? ', guest kernel crashed,' : ''} on the destination ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  const destCrash = kernelCrash(destConsole);
+  phases.push(`stale-check ${progressOnDest ? 'seen' : 'not seen'}${destCrash !== undefined ? ', guest kernel crashed,' : ''} on the destination ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   writeStop(diskFile);
-  let dst = destCrashed ? ('timeout' as const) : await timeout(dest, 180_000);
+  let dst = destCrash !== undefined ? ('timeout' as const) : await timeout(dest, 180_000);
   let destStopped = false;
   if (dst === 'timeout') {
     destStopped = true;
@@ -194,7 +192,7 @@ async function run(t: tap.Test, mode: ProxyMode): Promise<Outcome> {
   }
   phases.push(`destination done ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   t.comment(`${mode}: ${phases.join(', ')}`);
-  return { progressOnDest, source: src, dest: dst, destConsole, destStopped, destCrashed, vhostdLog: b.log(), proxies: [srcProxy, dstProxy] };
+  return { progressOnDest, source: src, dest: dst, destConsole, destStopped, destCrash, vhostdLog: b.log(), proxies: [srcProxy, dstProxy] };
 }
 
 /**
@@ -204,20 +202,16 @@ async function run(t: tap.Test, mode: ProxyMode): Promise<Outcome> {
  * often with QEMU's own qemu-storage-daemon as the back-end (4 crashes and 3
  * hangs in 28): a fault of QEMU 7.2's TCG migration, not of the device (see
  * README, "Live migration"). Such a run proves nothing either way, so a case
- * migrates again, up to ATTEMPTS times in all; every crash is counted and shown.
+ * migrates again (migrateAgainOnCrash), up to ATTEMPTS times in all; every
+ * crash is counted and shown.
  */
 const ATTEMPTS = 3;
 const STRIP_ATTEMPTS = 5;
 
 t.test('transparent proxy: the dirty log carries the device writes, nothing goes stale', async (t) => {
-  let o!: Outcome;
-  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-    o = await run(t, 'transparent');
-    if (!o.destCrashed) break;
-    tally.transparentCrashes++;
-    t.comment(`transparent: attempt ${attempt}: the destination kernel crashed (${KERNEL_CRASH.exec(o.destConsole)?.[0]})${attempt < ATTEMPTS ? '; migrating again' : ''}`);
-  }
-  t.ok(o.progressOnDest && !o.destCrashed, 'transparent: stale-check ran on the destination', { console: o.destConsole.slice(-3000) });
+  const { last: o, crashes } = await migrateAgainOnCrash(t, 'transparent', { attempts: ATTEMPTS }, () => run(t, 'transparent'));
+  tally.transparentCrashes += crashes;
+  t.ok(o.progressOnDest && o.destCrash === undefined, 'transparent: stale-check ran on the destination', { console: o.destConsole.slice(-3000) });
   const [src, dst] = o.proxies as [VhostUserProxy, VhostUserProxy];
   t.same(src.errors, [], 'the proxy forwarded every message');
   t.ok(src.counts.logAllSeen >= 1 && src.counts.vringLogSeen >= 1, 'QEMU asked the source for logging (LOG_ALL, VRING_F_LOG)', { counts: src.counts });
@@ -242,13 +236,9 @@ t.test('proxy stripping LOG_ALL and VRING_F_LOG: pages the device wrote go stale
   // the end depends on when the last pass ran (about one migration in five finds nothing), and a
   // destination crash proves nothing (it happens with the log too): migrate again, up to
   // STRIP_ATTEMPTS times in all.
-  let o!: Outcome;
-  for (let attempt = 1; attempt <= STRIP_ATTEMPTS; attempt++) {
-    o = await run(t, 'strip-log');
-    if (o.destCrashed) tally.strippedCrashes++;
-    if (/^@@STALE/m.test(o.destConsole)) break;
-    t.comment(`strip-log: attempt ${attempt}: ${o.destCrashed ? `the destination kernel crashed (${KERNEL_CRASH.exec(o.destConsole)?.[0]})` : 'nothing stale'}${attempt < STRIP_ATTEMPTS ? '; migrating again' : ''}`);
-  }
+  const proof = { found: (o: Outcome) => /^@@STALE/m.test(o.destConsole), missing: 'nothing stale' };
+  const { last: o, crashes } = await migrateAgainOnCrash(t, 'strip-log', { attempts: STRIP_ATTEMPTS, proof }, () => run(t, 'strip-log'));
+  tally.strippedCrashes += crashes;
   const [src] = o.proxies as [VhostUserProxy, VhostUserProxy];
   t.same(src.errors, [], 'the proxy forwarded every message');
   t.ok(src.counts.logAllSeen >= 1 && src.counts.stripped >= 2, 'the proxy stripped the logging bits QEMU sent', { counts: src.counts });

@@ -20,7 +20,9 @@
  * flight (issue #13 item 1) under a real guest.
  *
  * Downtime: the migration runs with QEMU's default downtime-limit (300 ms);
- * what the downtime is made of is in the comment at migrate() below.
+ * what the downtime is made of is in the comment at migrate() below. A run
+ * whose destination guest kernel crashed (QEMU 7.2 TCG) migrates again, up to
+ * ATTEMPTS runs (migrateAgainOnCrash); a verify or I/O error still fails.
  * Thread: test main thread.
  */
 import fs from 'node:fs';
@@ -28,7 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { startCephCluster, type CephCluster } from '../lib/ceph';
-import { checkOutcome, migrate, type MigrationTally } from '../lib/guest-migration';
+import { checkOutcome, migrate, migrateAgainOnCrash, type MigrationTally } from '../lib/guest-migration';
 import { deleteControllerOnceFree, startVhostd, type VhostdHandle } from '../lib/vhostd';
 
 t.setTimeout(2_400_000);
@@ -37,6 +39,10 @@ const IMAGE = 'vm-disk';
 const IMAGE_MIB = 128;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-e2e-migrate-rbd-'));
 const tally: MigrationTally = { done: 0, verifyErrors: 0 };
+let runs = 0;
+let crashes = 0;
+/** Migrations in all, at most, while the destination guest's kernel crashes (migrateAgainOnCrash). */
+const ATTEMPTS = 3;
 let ceph: CephCluster;
 const t0 = Date.now();
 
@@ -48,7 +54,9 @@ t.before(async () => {
 t.teardown(async () => {
   await ceph?.stop();
   fs.rmSync(dir, { recursive: true, force: true });
-  console.log(`# migrations: ${tally.done}, runs with verify errors: ${tally.verifyErrors}; test file took ${Math.round((Date.now() - t0) / 1000)} s`);
+  console.log(
+    `# migrations: ${runs}, destination kernel crashes: ${crashes}, runs with verify errors: ${tally.verifyErrors}; test file took ${Math.round((Date.now() - t0) / 1000)} s`,
+  );
 });
 
 /** Resident memory (KiB) of the cluster's daemons, from their pid files. */
@@ -90,18 +98,34 @@ t.test('a guest under fio verify migrates between two vhostd processes on one RB
 
   // Migrate once the source has written a good part of what fio writes (12,288 writes of 4 KiB), so
   // the image's exclusive lock is held by the source when the destination takes over.
-  // downtime-limit 2000 ms (the helper's default). With it QEMU stops the guest 180-270 ms into the
-  // first RAM pass (pending 459 MB below its bandwidth estimate x 2 s) and sends the rest with the
-  // guest stopped: downtime 3.2-4.9 s, of which (QEMU -trace vhost_dev_stop,
+  // QEMU's default downtime-limit, 300 ms (the helper's default is 2000). QEMU then iterates: 3-4
+  // dirty syncs, total time 1.0-1.9 s, downtime 15-169 ms (25 migrations, 2026-11-30, 2-core machine
+  // shared with other tests; 185-236 ms earlier at load 16-19). At 2000 ms QEMU stopped the guest
+  // 180-270 ms into the first RAM pass (pending 459 MB below its bandwidth estimate x 2 s) and sent
+  // the rest with the guest stopped: downtime 3.2-4.9 s, of which (QEMU -trace vhost_dev_stop,
   // migration_completion_vm_stop, savevm_section_*) the vhost-user stop, librbd writes in flight
-  // drained, took 47-83 ms, the device state 5 ms, the final RAM pass the rest. With QEMU's default
-  // of 300 ms the downtime is 185-236 ms, but one run of six had the destination guest's kernel
-  // panic (list corruption in the timer interrupt) right after the switch-over; until that is
-  // understood this test keeps the configuration it has always passed with.
-  const o = await migrate(t, dir, a.socketOf('vm.0'), b.socketOf('vm.0'), 'rbd two vhostd', async () => (await writeOps(a)) >= 500);
-  checkOutcome(t, o, 'rbd two vhostd', tally);
+  // drained, took 47-83 ms, the device state 5 ms, the final RAM pass the rest. At 300 ms the
+  // destination guest's kernel sometimes crashes right after the switch-over (3 of the 25: a NULL
+  // pointer dereference, an instruction fetch from a bad address in the idle task, a corrupted
+  // kernel stack in try_to_wake_up; earlier, list corruption in the timer interrupt), each after a
+  // migration with a 4th dirty sync and under 1 MB of RAM sent in the downtime (3 of the 6 such, none
+  // of the 19 others): memory only the guest CPU writes, the QEMU 7.2 TCG fault that
+  // guest-migrate-dirtylog shows with qemu-storage-daemon too. Such a run proves nothing about
+  // vhostd: migrateAgainOnCrash shows it and migrates again (new guests, the same vhostd processes
+  // and image), up to ATTEMPTS runs; the last run is judged in full.
+  const tag = 'rbd two vhostd';
+  let before = [0, 0];
+  const { last: o, crashes: crashed } = await migrateAgainOnCrash(t, tag, { attempts: ATTEMPTS }, async () => {
+    runs++;
+    // Each run counts its own writes: an earlier run's are in both counters already.
+    before = [await writeOps(a), await writeOps(b)];
+    const busy = async (): Promise<boolean> => (await writeOps(a)) - before[0] >= 500;
+    return migrate(t, dir, a.socketOf('vm.0'), b.socketOf('vm.0'), tag, busy, { downtimeLimitMs: 300 });
+  });
+  crashes += crashed;
+  checkOutcome(t, o, tag, tally);
   t.match(a.daemon.log, /dirty logging on/, 'the source vhostd logged into the dirty log');
-  const [wa, wb] = [await writeOps(a), await writeOps(b)];
+  const [wa, wb] = [(await writeOps(a)) - before[0], (await writeOps(b)) - before[1]];
   t.ok(wa > 0, `the source wrote to the image (${wa} writes)`);
   t.ok(wb > 0, `the destination wrote to the image after the switch-over (${wb} writes): the exclusive lock moved to it`);
   const rss = cephRssKiB();
