@@ -17,6 +17,9 @@
 #                            both run in turn within each case)
 #   THREADS=1 bench/rbd-vs-qsd.sh   (also prints, per run, the CPU time of the
 #                            target's and the OSD's threads: bench/lib/thread-cpu.sh)
+#   ROUNDS=3 bench/rbd-vs-qsd.sh   (each case runs every column and QSD in turn
+#                            ROUNDS times; the table gives each column's median
+#                            and the ratio of medians, stderr every round)
 #
 # The image is written in full first (rbd bench), so reads hit objects that
 # exist. The cluster's daemons are not pinned: on a 2-core machine they share
@@ -93,20 +96,29 @@ HEAD="| case |"; SEP="|---|"
 for m in $COLS; do HEAD="$HEAD vhostd $m IOPS |"; SEP="$SEP---|"; done
 HEAD="$HEAD QSD (driver=rbd) IOPS |"; SEP="$SEP---|"
 for m in $COLS; do HEAD="$HEAD $m/QSD |"; SEP="$SEP---|"; done
+ROUNDS=${ROUNDS:-1}
+median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 for rw in randread randwrite; do
   for qd in 1 32; do
-    vs=()
-    for m in $COLS; do vs+=("$(run_vhostd "$m" "$rw" "$qd")"); done
-    q=$(run_qsd "$rw" "$qd")
+    declare -A all=()
+    for round in $(seq "$ROUNDS"); do
+      for m in $COLS; do
+        v=$(run_vhostd "$m" "$rw" "$qd"); all[$m]="${all[$m]:-} $v"
+      done
+      q=$(run_qsd "$rw" "$qd"); all[QSD]="${all[QSD]:-} $q"
+      for m in $COLS; do
+        v=${all[$m]##* }
+        echo "4k $rw QD$qd round $round/$ROUNDS: vhostd ($m) $v IOPS, QSD $q IOPS, ratio $(ratio "$v" "$q")" >&2
+      done
+    done
+    q=$(echo "${all[QSD]}" | median)
     row="| 4k $rw QD$qd |"; ratios=""
-    i=0
     for m in $COLS; do
-      v=${vs[$i]}; i=$((i + 1))
-      r=$(ratio "$v" "$q")
-      echo "4k $rw QD$qd: vhostd ($m) $v IOPS, QSD $q IOPS, ratio $r" >&2
-      row="$row $v |"; ratios="$ratios $r |"
+      v=$(echo "${all[$m]}" | median)
+      row="$row $v |"; ratios="$ratios $(ratio "$v" "$q") |"
     done
     ROWS+=("$row $q |$ratios")
+    unset all
   done
 done
 echo "$HEAD"
