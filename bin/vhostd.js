@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 'use strict';
 const load = require('./load');
-// Heap flags first (dist/reactor/heap-flags.js): this either replaces the
+// V8 flags first (dist/reactor/v8-flags.js): this either replaces the
 // process with one that has them, or returns.
-const execError = load('vhostd', 'dist/reactor/heap-flags.js').execWithHeapFlags(__filename, process.argv.slice(2));
-if (execError !== null) process.stderr.write(`vhostd: warning: running with V8's default heap sizes: ${execError}\n`);
+const execError = load('vhostd', 'dist/reactor/v8-flags.js').execWithV8Flags(__filename, process.argv.slice(2));
+if (execError !== null) process.stderr.write(`vhostd: warning: running with V8's defaults: ${execError}\n`);
 load('vhostd', 'dist/reactor/cli.js')
   .main(process.argv.slice(2))
   .then((code) => process.exit(code), (err) => {

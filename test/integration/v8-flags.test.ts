@@ -1,6 +1,7 @@
 /**
- * vhostd runs with its V8 heap flags (reactor/heap-flags.ts): bin/vhostd.js
- * re-executes node with --max-semi-space-size=1 and --heap-growing-percent=30
+ * vhostd runs with its V8 flags (reactor/v8-flags.ts): bin/vhostd.js
+ * re-executes node with --max-semi-space-size=1, --heap-growing-percent=30
+ * and --max-inlined-bytecode-size-cumulative=3000
  * in the same process (same pid, stdout and stderr kept, exit status passed
  * through; the engine workers inherit the flags), an operator's own values
  * (command line or NODE_OPTIONS) are left alone, and a failed execve leaves
@@ -13,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../bindings';
-import { HEAP_FLAGS, missingHeapFlags } from '../../reactor/heap-flags';
+import { V8_FLAGS, missingV8Flags } from '../../reactor/v8-flags';
 import { repoRoot } from '../lib/repo';
 import { startVhostd } from '../lib/vhostd';
 
@@ -21,16 +22,22 @@ t.setTimeout(120_000);
 
 const cmdline = (pid: number): string[] => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
 
-t.test('missingHeapFlags: by name, any value, from argv or NODE_OPTIONS', async (t) => {
+t.test('missingV8Flags: by name, any value, from argv or NODE_OPTIONS', async (t) => {
   const SEMI = '--max-semi-space-size=1';
   const GROW = '--heap-growing-percent=30';
-  t.same(HEAP_FLAGS, [SEMI, GROW]);
-  t.same(missingHeapFlags([], undefined), [SEMI, GROW]);
-  t.same(missingHeapFlags(['--require', 'x.js'], ''), [SEMI, GROW]);
-  t.same(missingHeapFlags(['--max-semi-space-size=8'], undefined), [GROW], 'an operator value on the command line wins');
-  t.same(missingHeapFlags(['--max_semi_space_size=8', '--heap_growing_percent=50'], undefined), [], 'V8 spells them with underscores too');
-  t.same(missingHeapFlags([], '--require y.js --max-semi-space-size=4'), [GROW], 'or in NODE_OPTIONS');
-  t.same(missingHeapFlags(['--max-old-space-size=100'], '--max-semi-space-size-x'), [SEMI, GROW], 'other flags do not count');
+  const INLINE = '--max-inlined-bytecode-size-cumulative=3000';
+  t.same(V8_FLAGS, [SEMI, GROW, INLINE]);
+  t.same(missingV8Flags([], undefined), [SEMI, GROW, INLINE]);
+  t.same(missingV8Flags(['--require', 'x.js'], ''), [SEMI, GROW, INLINE]);
+  t.same(missingV8Flags(['--max-semi-space-size=8'], undefined), [GROW, INLINE], 'an operator value on the command line wins');
+  t.same(missingV8Flags(['--max-inlined-bytecode-size-cumulative=920'], undefined), [SEMI, GROW], 'V8 default given back explicitly');
+  t.same(
+    missingV8Flags(['--max_semi_space_size=8', '--heap_growing_percent=50', '--max_inlined_bytecode_size_cumulative=500'], undefined),
+    [],
+    'V8 spells them with underscores too',
+  );
+  t.same(missingV8Flags([], '--require y.js --max-semi-space-size=4'), [GROW, INLINE], 'or in NODE_OPTIONS');
+  t.same(missingV8Flags(['--max-old-space-size=100', '--max-inlined-bytecode-size=100'], '--max-semi-space-size-x'), [SEMI, GROW, INLINE], 'other flags do not count');
 });
 
 t.test('the running vhostd has the flags, in the pid it was started as', async (t) => {
@@ -38,7 +45,7 @@ t.test('the running vhostd has the flags, in the pid it was started as', async (
   t.teardown(() => h.stop());
   const pid = h.daemon.child.pid!;
   const args = cmdline(pid);
-  for (const flag of HEAP_FLAGS) {
+  for (const flag of V8_FLAGS) {
     t.ok(args.includes(flag), `${flag} in cmdline: ${args.join(' ')}`);
     t.equal(args.filter((a) => a.startsWith(flag.split('=')[0]!)).length, 1, `${flag} added once`);
   }
@@ -57,9 +64,9 @@ t.test('stdout, stderr and the exit status pass through the exec', async (t) => 
   const bad = spawnSync(process.execPath, [bin, '--bogus'], { encoding: 'utf8' });
   t.equal(bad.status, 2);
   t.match(bad.stderr, /unknown option --bogus/, 'stderr kept');
-  const own = spawnSync(process.execPath, ['--max-semi-space-size=4', '--heap-growing-percent=50', bin, '--version'], { encoding: 'utf8' });
+  const own = spawnSync(process.execPath, ['--max-semi-space-size=4', '--heap-growing-percent=50', '--max-inlined-bytecode-size-cumulative=920', bin, '--version'], { encoding: 'utf8' });
   t.equal(own.status, 0);
-  t.match(own.stdout, /^vhostd v/, 'runs with both given on the command line');
+  t.match(own.stdout, /^vhostd v/, 'runs with all three given on the command line');
   const env = spawnSync(process.execPath, ['--heap-growing-percent=50', bin, '--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '--max-semi-space-size=4' } });
   t.equal(env.status, 0);
   t.match(env.stdout, /^vhostd v/, 'and with the semi-space size in NODE_OPTIONS');
