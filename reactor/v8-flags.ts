@@ -27,10 +27,11 @@
  * blk 160.8 → 152.3 ns, blk with in-flight tracking 178.2 → 167.1, scsi
  * 178.3 → 169.7, packed 196.4 → 194.7, malloc 512 MiB 801.6 → 774.2.
  *
- * A running isolate's heap limits are fixed when it is created, so the
- * flags must be on node's command line: `execWithV8Flags` re-executes the
- * same node (execve: same pid, fds and environment) with the missing ones
- * added. One already there (on the command line or, for the first, in
+ * A running isolate's heap limits are fixed when it is created, so the heap
+ * flags must be on node's command line; the compiler flag goes the same way
+ * (one mechanism, in force before any code is compiled).
+ * `execWithV8Flags` re-executes the same node (execve: same pid, fds and
+ * environment) with the missing ones added. One already there (on the command line or, for the first, in
  * NODE_OPTIONS, which refuses the other two) is left as the operator gave it.
  * Engine workers inherit the process's flags.
  * Thread: main, before anything else runs.
@@ -46,7 +47,7 @@ export function missingV8Flags(execArgv: readonly string[], nodeOptions: string 
 }
 
 /**
- * Re-execute `script` with `args` under this node plus the missing heap
+ * Re-execute `script` with `args` under this node plus the missing V8
  * flags; returns (having done nothing) when none is missing. Returns the
  * error text when execve failed: vhostd then runs with V8's defaults.
  */

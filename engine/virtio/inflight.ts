@@ -146,7 +146,7 @@ export interface InflightResume {
  * integers in fields, so the hot path stores it without floating-point
  * arithmetic or a heap number: the value is ctrHigh · 2^30 + ctrLow with
  * ctrLow < 2^30; its low word is ctrLow | ctrLowBits (bits 30-31), its high
- * word ctrHighWord. next() returns the low word and advances.
+ * word ctrHighWord. storeCounter() writes both words and advances.
  */
 export class InflightCounter {
   protected ctrLow = 0;
@@ -183,8 +183,8 @@ export class InflightCounter {
 
 /** One running split queue's bookkeeping beside the shared words (indices into the region's views precomputed). */
 class SplitTrack extends InflightCounter {
-  /** 32-bit word index of desc[0]; 16-bit index of desc[0].next; byte index of desc[0].inflight (desc i: +4i, +8i, +16i). */
-  readonly word0: number;
+  /** 32-bit word index of desc[0].counter; 16-bit index of desc[0].next; byte index of desc[0].inflight (desc i: +4i, +8i, +16i). */
+  readonly counterWord0: number;
   readonly nextHalf0: number;
   readonly flagByte0: number;
   /** 16-bit indices of last_batch_head and used_idx. */
@@ -195,13 +195,13 @@ class SplitTrack extends InflightCounter {
   readonly batchHeads: Uint16Array;
 
   constructor(
-    readonly base: number,
+    base: number,
     size: number,
     /** The region's used_idx mirror (advanced by each published batch). */
     public usedIdx: number,
   ) {
     super();
-    this.word0 = (base + INFLIGHT_HEADER_BYTES) / 4;
+    this.counterWord0 = (base + INFLIGHT_HEADER_BYTES + D_COUNTER) / 4;
     this.nextHalf0 = (base + INFLIGHT_HEADER_BYTES + D_NEXT) / 2;
     this.flagByte0 = base + INFLIGHT_HEADER_BYTES + D_INFLIGHT;
     this.lastBatchHalf = (base + OFF_LAST_BATCH_HEAD) / 2;
@@ -210,7 +210,7 @@ class SplitTrack extends InflightCounter {
   }
 
   popped(words: Uint32Array, bytes: Uint8Array, head: number): void {
-    this.storeCounter(words, (this.word0 + 4 * head + D_COUNTER / 4) | 0);
+    this.storeCounter(words, (this.counterWord0 + 4 * head) | 0);
     bytes[(this.flagByte0 + 16 * head) | 0] = 1;
   }
 }
@@ -290,7 +290,6 @@ export class InflightRegion implements InflightTracker {
     }
     found.sort((a, b) => a.counter - b.counter);
     track.setCounter(found.length > 0 ? found[found.length - 1].counter + 1 : 0);
-    track.usedIdx = ringUsedIdx;
     this.tracks[queue] = track;
     return { heads: found.map((f) => f.head), usedIdx: ringUsedIdx, availIdx: (ringUsedIdx + found.length) & 0xffff };
   }
