@@ -117,6 +117,8 @@ export class PackedQueue implements Virtqueue {
   private readonly pendingSlot: Uint16Array;
   private readonly pendingFlags: Uint16Array;
   private unpublished = 0;
+  /** Of those, how many flush() has made visible already (pendingSlot/pendingFlags hold the rest from index `flushed`). */
+  private flushed = 0;
   /** EVENT_IDX: the used position at the previous interrupt decision. */
   private signalledUsed = 0;
   private signalledValid = false;
@@ -455,17 +457,35 @@ export class PackedQueue implements Virtqueue {
    * the other flags) before it, and the event area load after it.
    */
   publish(): boolean {
-    const n = this.unpublished;
-    if (n === 0) return false;
+    if (this.unpublished === 0) return false;
+    this.flush();
     this.unpublished = 0;
+    this.flushed = 0;
+    return this.needInterrupt();
+  }
+
+  /** Used descriptors written and whose flags are not yet stored. */
+  get unflushed(): number {
+    return this.unpublished - this.flushed;
+  }
+
+  /**
+   * Store the flags of the used descriptors written since the last flush
+   * (the first of them last), without an interrupt decision: publish()
+   * makes that for everything since the previous one.
+   */
+  flush(): void {
+    const first = this.flushed;
+    const n = this.unpublished;
+    if (n === first) return;
+    this.flushed = n;
     const w = this.words;
     const f0 = this.wFlags0;
     const track = this.track;
     if (track !== null) track.publishing(this.usedIdx, this.usedWrap);
-    for (let k = n - 1; k > 0; k--) w[f0 + this.pendingSlot[k] * 8] = this.pendingFlags[k];
-    Atomics.store(w, f0 + this.pendingSlot[0] * 8, this.pendingFlags[0]);
+    for (let k = n - 1; k > first; k--) w[f0 + this.pendingSlot[k] * 8] = this.pendingFlags[k];
+    Atomics.store(w, f0 + this.pendingSlot[first] * 8, this.pendingFlags[first]);
     if (track !== null) track.published();
-    return this.needInterrupt();
   }
 
   /** §2.8.10: the driver's event suppression area decides. */

@@ -51,11 +51,15 @@ export interface Virtqueue {
   pop(): number;
   /** Walk the descriptors of `head` into `out` (one pass, tail included: see DescChain). */
   walk(head: number, out: DescChain): ChainError;
-  /** Give `head` back as used with `len` bytes written (visible after publish()). */
+  /** Give `head` back as used with `len` bytes written (visible after flush() or publish()). */
   push(head: number, len: number): void;
-  /** Used entries pushed and not yet published. */
+  /** Used entries pushed and not yet visible to the driver. */
+  readonly unflushed: number;
+  /** Make the pushed entries visible to the driver now (one index or flags store), leaving the interrupt decision to publish(). */
+  flush(): void;
+  /** Used entries pushed since the last publish() (visible or not). */
   readonly pending: number;
-  /** Publish the pushed entries; true when the driver wants an interrupt for them. */
+  /** Make the pushed entries visible; true when the driver wants an interrupt for those pushed since the last publish(). */
   publish(): boolean;
   /** Ask for kicks (true) or suppress them (false). */
   setNotification(enabled: boolean): void;

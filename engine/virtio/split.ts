@@ -91,8 +91,9 @@ export class SplitQueue implements Virtqueue {
   private wUsedFlags = 0;
   private wUsedIdx = 0;
   private wAvailEvent = 0;
-  /** Used entries pushed since the last publish. */
+  /** Used entries pushed since the last publish, and how many of them flush() has made visible already. */
   private unpublished = 0;
+  private flushed = 0;
   /** In-flight heads of a previous back-end to run again before new ones (resumeInflight), and the next one's index. */
   private readonly resubmit = new Resubmits();
   /** EVENT_IDX: the used idx at the previous interrupt decision (vhost's signalled_used). */
@@ -212,23 +213,41 @@ export class SplitQueue implements Virtqueue {
     this.unpublished++;
   }
 
-  /** Used entries pushed but not yet published. */
+  /** Used entries pushed since the last publish (visible or not). */
   get pending(): number {
     return this.unpublished;
   }
 
+  /** Used entries pushed and not yet visible. */
+  get unflushed(): number {
+    return this.unpublished - this.flushed;
+  }
+
   /**
-   * Make every pushed element visible (one used idx store per batch) and say
-   * whether the driver wants an interrupt for them. Returns false when there
-   * was nothing to publish.
+   * Make every pushed element visible now (one used idx store; the
+   * in-flight record sees it as a batch), without an interrupt decision:
+   * publish() makes that for everything since the previous one
+   * (signalledUsed spans the flushes in between).
    */
-  publish(): boolean {
-    if (this.unpublished === 0) return false;
-    this.unpublished = 0;
+  flush(): void {
+    if (this.unpublished === this.flushed) return;
+    this.flushed = this.unpublished;
     const t = this.tracker;
     if (t !== null && t.publishing !== undefined) t.publishing(this.index);
     Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
     if (t !== null) t.published(this.index);
+  }
+
+  /**
+   * Make every pushed element visible (one used idx store per batch) and say
+   * whether the driver wants an interrupt for them. Returns false when
+   * nothing was pushed since the last publish.
+   */
+  publish(): boolean {
+    if (this.unpublished === 0) return false;
+    this.flush();
+    this.unpublished = 0;
+    this.flushed = 0;
     return this.needInterrupt();
   }
 

@@ -15,7 +15,7 @@ import { type BlkDisk, BlkRequest, PARSE_EXECUTE, PARSE_NO_STATUS, parseBlkReque
 import { type DeviceDesc, DeviceStat } from '../../engine/control';
 import { GuestMemory } from '../../engine/memory';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
-import { MAX_INFLIGHT_PER_QUEUE, VIRTIO_BATCH, type VirtioDevice } from '../../engine/virtio/device';
+import { EARLY_FLUSH, MAX_INFLIGHT_PER_QUEUE, VIRTIO_BATCH, type VirtioDevice } from '../../engine/virtio/device';
 import { BlkStatus, BlkType } from '../../engine/virtio/spec';
 import { SplitQueue } from '../../engine/virtio/split';
 import { type Buf, F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
@@ -446,14 +446,50 @@ class HeldBdev implements Bdev {
       destroy(): void {},
     };
   }
-  release(status: BdevIoStatus): void {
-    for (const io of this.held.splice(0)) {
+  /** Complete the held I/O (the first `count` of it when given) with `status`. */
+  release(status: BdevIoStatus, count?: number): void {
+    for (const io of this.held.splice(0, count ?? this.held.length)) {
       io.status = status;
       this.done.push(io);
     }
   }
   destroy(): void {}
 }
+
+t.test('a drained queue makes its used entries visible every EARLY_FLUSH completions, a deeper one once per poll', async (t) => {
+  for (const depth of [20, VIRTIO_BATCH + 8]) {
+    const bdev = new HeldBdev();
+    const { vr, dev, layer, signals } = deviceHarness({ bdev, size: 128 });
+    const buf = vr.alloc(512);
+    const heads: number[] = [];
+    for (let i = 0; i < depth; i++) heads.push(vr.addChain([{ addr: header(vr, BlkType.In, i), len: 16 }, { addr: buf, len: 512, write: true }, { addr: vr.alloc(1), len: 1, write: true }]));
+    dev.poll();
+    const drained = depth <= VIRTIO_BATCH;
+    t.equal(dev.inflight, Math.min(depth, VIRTIO_BATCH), `depth ${depth}: taken`);
+    bdev.release(BdevIoStatus.Success, EARLY_FLUSH + 1);
+    layer.poll(performance.now());
+    // The bdev's completions reached the device; no device poll has published them yet.
+    t.equal(vr.usedIdx, drained ? EARLY_FLUSH : 0, `depth ${depth}: ${drained ? 'the first EARLY_FLUSH are visible already' : 'nothing visible before the poll'}`);
+    t.same(signals, [], `depth ${depth}: no interrupt before the poll decides`);
+    dev.poll();
+    t.equal(vr.usedIdx, EARLY_FLUSH + 1, `depth ${depth}: the poll publishes the rest`);
+    t.same(
+      vr.readUsed().map((u) => u.id),
+      heads.slice(0, EARLY_FLUSH + 1),
+      `depth ${depth}: in completion order`,
+    );
+    t.equal(signals.length, 1, `depth ${depth}: one interrupt for the whole span`);
+    bdev.release(BdevIoStatus.Success);
+    for (let i = 0; i < 4; i++) {
+      dev.poll();
+      layer.poll(performance.now());
+      bdev.release(BdevIoStatus.Success);
+    }
+    dev.poll();
+    t.equal(dev.inflight, 0, `depth ${depth}: all complete`);
+    t.equal(vr.usedIdx, depth, `depth ${depth}: all published`);
+  }
+});
 
 t.test('BlkDevice: asynchronous completion, NOMEM retry (by the bdev layer), stop waits for in-flight I/O', async (t) => {
   const bdev = new HeldBdev();

@@ -42,6 +42,30 @@ t.test('chains in, used descriptors out in completion order, segments as laid ou
   t.same(q.position(), { availIdx: 5, availWrap: true, usedIdx: 5, usedWrap: true }, 'used skips the slots of each chain');
 });
 
+t.test('flush() stores the used flags of what was pushed since the last flush; publish() decides for everything since the last decision', async (t) => {
+  const { drv, q, chain } = setup();
+  const h = drv.alloc(16);
+  const st = drv.alloc(1);
+  for (const id of [0, 1, 2]) drv.add([{ addr: h, len: 16 }, { addr: st, len: 1, write: true }], id);
+  t.equal(q.available(), 3);
+  for (let i = 0; i < 3; i++) t.equal(q.walk(q.pop(), chain), ChainError.Ok);
+  drv.setDriverEvent(0);
+  q.push(1, 1);
+  t.equal(q.unflushed, 1);
+  q.flush();
+  t.same(drv.readUsed(), [{ id: 1, len: 1 }], 'visible after flush');
+  t.equal(q.unflushed, 0);
+  t.equal(q.pending, 1, 'still waiting for an interrupt decision');
+  q.push(0, 1);
+  q.push(2, 1);
+  t.same(drv.readUsed(), [], 'the next ones are not visible before their flush');
+  q.flush();
+  t.same(drv.readUsed(), [{ id: 0, len: 1 }, { id: 2, len: 1 }], 'the second flush shows exactly the new ones');
+  t.equal(q.publish(), true, 'ENABLE: the decision covers the flushed entries');
+  t.equal(q.publish(), false, 'nothing pushed since');
+  t.same(q.position(), { availIdx: 6, availWrap: true, usedIdx: 6, usedWrap: true });
+});
+
 t.test('wrap counters flip at the end of the ring, many times', async (t) => {
   const { drv, q, chain } = setup(5);
   const b = drv.alloc(16);

@@ -401,6 +401,39 @@ t.test('EVENT_IDX: used_event decides interrupts, avail_event asks for kicks', a
   t.equal(vr.readUsed().length, 6);
 });
 
+t.test('flush() makes used entries visible, publish() decides the interrupt for everything since the last decision', async (t) => {
+  const { vr, q } = setup(BASE | F_EVENT_IDX);
+  const b = vr.alloc(8);
+  const heads: number[] = [];
+  for (let i = 0; i < 6; i++) heads.push(vr.addChain([{ addr: b, len: 8, write: true }]));
+  for (let i = 0; i < 6; i++) q.pop();
+  vr.usedEvent = 0xffff;
+  q.push(heads[0], 1);
+  t.equal(q.publish(), true, 'the first decision always interrupts');
+  vr.usedEvent = 2; // interrupt once used idx passes 2
+  q.push(heads[1], 1);
+  q.push(heads[2], 1);
+  t.equal(q.unflushed, 2);
+  q.flush();
+  t.equal(vr.usedIdx, 3, 'visible after flush');
+  t.equal(q.unflushed, 0);
+  t.equal(q.pending, 2, 'still waiting for an interrupt decision');
+  q.flush();
+  t.equal(vr.usedIdx, 3, 'a second flush with nothing new stores nothing new');
+  q.push(heads[3], 1);
+  t.equal(q.publish(), true, 'used idx 1→4 passed used_event 2 during the flush: the decision spans it');
+  t.equal(vr.usedIdx, 4);
+  t.equal(q.pending, 0);
+  q.push(heads[4], 1);
+  q.flush();
+  t.equal(q.publish(), false, 'used idx 4→5, all flushed: decided (no interrupt: used_event 2 is behind)');
+  t.equal(q.publish(), false, 'nothing pushed since');
+  t.same(
+    vr.readUsed().map((u) => u.id),
+    heads.slice(0, 5),
+  );
+});
+
 t.test('one walk locates the tail (status byte) even when a data buffer is bad', async (t) => {
   const { vr, q, chain } = setup(BASE, 16);
   const hdr = vr.alloc(16);
