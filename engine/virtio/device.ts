@@ -554,7 +554,8 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       this.inflightCount++;
       model.start(task, q.walk(head, task.chain));
     }
-    qs.drained = taken === avail;
+    // A full batch may have left more behind (packed rings count at most VIRTIO_BATCH chains): look again.
+    qs.drained = taken === avail && (taken < VIRTIO_BATCH || q.available() === 0);
     return taken;
   }
 

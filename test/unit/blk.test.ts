@@ -457,7 +457,7 @@ class HeldBdev implements Bdev {
 }
 
 t.test('a drained queue makes its used entries visible every EARLY_FLUSH completions, a deeper one once per poll', async (t) => {
-  for (const depth of [20, VIRTIO_BATCH + 8]) {
+  for (const depth of [20, VIRTIO_BATCH, VIRTIO_BATCH + 8]) {
     const bdev = new HeldBdev();
     const { vr, dev, layer, signals } = deviceHarness({ bdev, size: 128 });
     const buf = vr.alloc(512);
