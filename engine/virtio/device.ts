@@ -46,8 +46,11 @@ export const VIRTIO_BATCH = 32;
  * while the device completes the rest. A queue with requests still waiting
  * in the ring (a deeper driver) keeps one store per poll: both sides are
  * busy already, and each store is a cache line the driver must fetch.
- * Measured (bench/README.md, sixth sitting): null QD32 +21 %, malloc QD32
- * +13 %, null QD128 unchanged; 4 and 8 alike.
+ * Measured against one store per poll (bench/ab.sh, bench/README.md,
+ * sixth sitting): null randread QD16 +14 %, QD32 +15-19 %, randwrite QD32
+ * +36 %, malloc QD32 +6 %, QD128 within the noise; 4 and 8 alike. The
+ * ring logging of live migration is unchanged: the ring's dirty bits are
+ * set at publish, in the same poll, after the flushed stores.
  */
 export const EARLY_FLUSH = 8;
 
