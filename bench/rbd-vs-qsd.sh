@@ -97,7 +97,6 @@ for m in $COLS; do HEAD="$HEAD vhostd $m IOPS |"; SEP="$SEP---|"; done
 HEAD="$HEAD QSD (driver=rbd) IOPS |"; SEP="$SEP---|"
 for m in $COLS; do HEAD="$HEAD $m/QSD |"; SEP="$SEP---|"; done
 ROUNDS=${ROUNDS:-1}
-median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 for rw in randread randwrite; do
   for qd in 1 32; do
     declare -A all=()

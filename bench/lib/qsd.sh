@@ -20,10 +20,13 @@
 #                               vhost-user-blk at $DIR/qsd.sock (one queue); sets QPID
 #   stop_target PID             stop a target started above and wait for it
 #   rpc METHOD JSON             one call to $DIR/rpc.sock, the result on stdout
-#   perf SOCKET RW QD           vhostd-perf, 4 KiB, one queue, JSON report on stdout
+#   perf SOCKET RW QD [ARGS...] vhostd-perf, 4 KiB, one queue, JSON report on stdout
+#                               (ARGS: more vhostd-perf flags, e.g. --event-idx)
 #   iops < JSON                 the IOPS of a vhostd-perf report
 #   wait_for PATH               wait up to 30 s for PATH to exist
 #   ratio A B                   A/B with two decimals (n/a when B is 0)
+#   median < NUMBERS            the median of whitespace-separated integers (the
+#                               mean of the middle two, truncated, for an even count)
 #   load_average                the 1, 5 and 15 minute load averages
 
 : "${ROOT:?bench/lib/qsd.sh needs ROOT (the repository)}"
@@ -51,10 +54,13 @@ ratio() { node -e "console.log($2 > 0 ? ($1 / $2).toFixed(2) : 'n/a')"; }
 
 load_average() { cut -d' ' -f1-3 /proc/loadavg; }
 
-perf() {  # socket rw qd
-  node "$ROOT/dist/bench/perf/cli.js" --socket "$1" --rw "$2" --bs 4k --iodepth "$3" --queues 1 \
-    --runtime "$RUNTIME" --ramp "$RAMP" --cpu "$GEN_CPU" --json
+perf() {  # socket rw qd [vhostd-perf args...]
+  local socket=$1 rw=$2 qd=$3; shift 3
+  node "$ROOT/dist/bench/perf/cli.js" --socket "$socket" --rw "$rw" --bs 4k --iodepth "$qd" --queues 1 \
+    --runtime "$RUNTIME" --ramp "$RAMP" --cpu "$GEN_CPU" --json "$@"
 }
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
 
 rpc() {  # method json
   node -e '
