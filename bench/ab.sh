@@ -17,11 +17,13 @@
 #   KIND=null|malloc       bdev (default null; 512 MiB, 512-byte blocks)
 #   RW=randread|randwrite  (default randread)
 #   CTRLARGS='"packed_ring":true'  more vhost_create_blk_controller params (JSON members)
+#   CTRLARGS_A, CTRLARGS_B the same for one side (e.g. packed against split:
+#                          CTRLARGS_B='"packed_ring":true' PERFARGS_B=--packed)
 #   PERFARGS=...           extra vhostd-perf flags for both (e.g. --packed)
 #   PERFARGS_A, PERFARGS_B extra vhostd-perf flags for one side (e.g. PERFARGS_B=--inflight)
 set -euo pipefail
 if [ $# -ne 4 ]; then
-  sed -n '2,21p' "$0" >&2
+  sed -n '2,23p' "$0" >&2
   exit 2
 fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,9 +37,9 @@ kind=${KIND:-null}
 rw=${RW:-randread}
 blocks=$((512 * 2048))
 
-# one DIR PERF_FLAGS: print one run's IOPS
+# one DIR PERF_FLAGS CTRL_MEMBERS: print one run's IOPS
 one() {
-  local VHOSTD_ROOT=$1 flags=$2
+  local VHOSTD_ROOT=$1 flags=$2 ctrl=$3
   # The main thread unpinned (only the engine on TARGET_CPU), as an operator runs it.
   start_vhostd "0-$(($(nproc) - 1))" --log-level warn
   if [ "$kind" = null ]; then
@@ -45,7 +47,7 @@ one() {
   else
     rpc bdev_malloc_create "{\"name\":\"AB0\",\"num_blocks\":$blocks,\"block_size\":512}" >/dev/null
   fi
-  rpc vhost_create_blk_controller "{\"ctrlr\":\"ab0\",\"dev_name\":\"AB0\"${CTRLARGS:+,$CTRLARGS}}" >/dev/null
+  rpc vhost_create_blk_controller "{\"ctrlr\":\"ab0\",\"dev_name\":\"AB0\"${CTRLARGS:+,$CTRLARGS}${ctrl:+,$ctrl}}" >/dev/null
   # shellcheck disable=SC2086
   perf "$DIR/ab0" "$rw" "$qd" --event-idx --hugepages ${PERFARGS:-} $flags >"$DIR/p.json"
   stop_target "$VPID"
@@ -53,11 +55,11 @@ one() {
   iops <"$DIR/p.json"
 }
 
-echo "# round IOPS_A IOPS_B B/A ($kind $rw QD$qd; A=$dir_a ${PERFARGS_A:-}; B=$dir_b ${PERFARGS_B:-})"
+echo "# round IOPS_A IOPS_B B/A ($kind $rw QD$qd; A=$dir_a ${PERFARGS_A:-} ${CTRLARGS_A:-}; B=$dir_b ${PERFARGS_B:-} ${CTRLARGS_B:-})"
 as="" bs="" permille=""
 for r in $(seq "$rounds"); do
-  a=$(one "$dir_a" "${PERFARGS_A:-}")
-  b=$(one "$dir_b" "${PERFARGS_B:-}")
+  a=$(one "$dir_a" "${PERFARGS_A:-}" "${CTRLARGS_A:-}")
+  b=$(one "$dir_b" "${PERFARGS_B:-}" "${CTRLARGS_B:-}")
   echo "$r $a $b $(node -e "console.log(($b / $a).toFixed(3))")"
   as="$as $a" bs="$bs $b" permille="$permille $(node -e "console.log(Math.round(1000 * $b / $a))")"
 done

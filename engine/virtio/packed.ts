@@ -28,10 +28,11 @@
  * acquire load returns); pop() of a chain available() did not count reads
  * its head with Atomics.load. The chains' fields are plain loads after
  * that. Each descriptor's flags are checked once: available()
- * remembers how far it has checked (`ahead`), pop() takes from there. Used
- * descriptors: id/len and the flags of all but the batch's first are plain
- * stores, the first's flags one Atomics.store last (§2.8.21's batching, one
- * barrier per batch). An Atomics op on a Node 20 typed array costs ~15-25 ns
+ * remembers how far it has checked (`ahead`) and each chain's length and id
+ * (read with its last flags: id and flags share a 32-bit word), pop() takes
+ * from there. Used descriptors: len at push(); at flush() the id | flags
+ * word of all but the batch's first with plain stores, the first's one
+ * Atomics.store last (§2.8.21's batching, one barrier per batch). An Atomics op on a Node 20 typed array costs ~15-25 ns
  * against ~3 ns for a plain one, so these are counted per batch, not per
  * descriptor.
  *
@@ -97,8 +98,9 @@ export class PackedQueue implements Virtqueue {
   /** Complete chains from availIdx that available() has checked, their descriptors, and the slot/wrap after them. */
   private ahead = 0;
   private aheadSlots = 0;
-  /** Descriptors of each chain available() counted, oldest at aheadFirst (a ring of SCAN_LIMIT): pop() takes them without walking the flags again. */
+  /** Descriptors and buffer id of each chain available() counted, oldest at aheadFirst (rings of SCAN_LIMIT): pop() takes them without reading the ring again. */
   private readonly aheadLen = new Uint16Array(SCAN_LIMIT);
+  private readonly aheadId = new Uint16Array(SCAN_LIMIT);
   private aheadFirst = 0;
   /** The buffer id take() accepted last (pop()'s answer). */
   private takenId = 0;
@@ -113,9 +115,13 @@ export class PackedQueue implements Virtqueue {
   /** Per buffer id in flight: its first slot and how many descriptors it had (0 = not in flight). */
   private readonly slotOf: Uint16Array;
   private readonly ndesc: Uint16Array;
-  /** Used descriptors written but whose flags are not yet stored (published once per batch). */
-  private readonly pendingSlot: Uint16Array;
-  private readonly pendingFlags: Uint16Array;
+  /**
+   * Used descriptors whose id and flags are not yet stored (made visible
+   * once per batch): the ring32 index of each one's last word and that word
+   * (id | flags << 16, an int32: one store writes both).
+   */
+  private readonly pendingWord: Int32Array;
+  private readonly pendingValue: Int32Array;
   private unpublished = 0;
   /** Of those, how many flush() has made visible already (pendingSlot/pendingFlags hold the rest from index `flushed`). */
   private flushed = 0;
@@ -147,8 +153,8 @@ export class PackedQueue implements Virtqueue {
     this.usedWrap = p.usedWrap;
     this.slotOf = new Uint16Array(size);
     this.ndesc = new Uint16Array(size);
-    this.pendingSlot = new Uint16Array(size);
-    this.pendingFlags = new Uint16Array(size);
+    this.pendingWord = new Int32Array(size);
+    this.pendingValue = new Int32Array(size);
     this.locate(mem);
   }
 
@@ -204,15 +210,17 @@ export class PackedQueue implements Virtqueue {
     if (this.resubmit.left > 0) return this.resubmit.left;
     let chains = this.ahead;
     if (chains >= SCAN_LIMIT) return chains;
-    const w = this.words;
-    const f0 = this.wFlags0;
+    // Each descriptor's last 32-bit word: id | flags << 16 (one load gives the chain's id with its last flags).
+    const r32 = this.ring32;
+    const w3 = this.ringWord + 3;
     const size = this.size;
     let slot = this.scanIdx;
     let wrap = this.scanWrap;
     let slots = this.aheadSlots;
     let lastHead = -1;
     while (chains < SCAN_LIMIT && slots < size) {
-      let f = w[f0 + slot * 8];
+      let x = r32[w3 + 4 * slot];
+      let f = x >>> 16;
       if ((f & PF.AvailUsed) !== (wrap ? PF.Avail : PF.Used)) break;
       let s = slot;
       let sw = wrap;
@@ -229,11 +237,14 @@ export class PackedQueue implements Virtqueue {
           break;
         }
         if (slots + n >= size) break;
-        f = w[f0 + s * 8];
+        x = r32[w3 + 4 * s];
+        f = x >>> 16;
         if ((f & PF.AvailUsed) !== (sw ? PF.Avail : PF.Used)) break;
       }
       if (!complete) break;
-      this.aheadLen[(this.aheadFirst + chains) & (SCAN_LIMIT - 1)] = n;
+      const k = (this.aheadFirst + chains) & (SCAN_LIMIT - 1);
+      this.aheadLen[k] = n;
+      this.aheadId[k] = x & 0xffff;
       lastHead = slot;
       chains++;
       slots += n;
@@ -241,7 +252,7 @@ export class PackedQueue implements Virtqueue {
       wrap = sw;
     }
     // Acquire: the chains counted are in memory before pop() and walk() read them (see above).
-    if (lastHead >= 0) Atomics.load(w, f0 + lastHead * 8);
+    if (lastHead >= 0) Atomics.load(r32, w3 + 4 * lastHead);
     this.ahead = chains;
     this.aheadSlots = slots;
     this.scanIdx = slot;
@@ -273,7 +284,7 @@ export class PackedQueue implements Virtqueue {
         end -= size;
         wrap = !wrap;
       }
-      if (!this.take(start, n, end === 0 ? size - 1 : end - 1, end, wrap)) return -1;
+      if (!this.take(start, n, this.aheadId[this.aheadFirst], end, wrap)) return -1;
       this.aheadFirst = (this.aheadFirst + 1) & (SCAN_LIMIT - 1);
       this.ahead--;
       this.aheadSlots -= n;
@@ -301,7 +312,7 @@ export class PackedQueue implements Virtqueue {
         wrap = !wrap;
       }
       if ((flags & DescFlag.Next) === 0) {
-        if (!this.take(start, n, last, slot, wrap)) return -1;
+        if (!this.take(start, n, w[f0 + last * 8 - 1], slot, wrap)) return -1;
         this.rescan();
         return this.takenId;
       }
@@ -310,13 +321,13 @@ export class PackedQueue implements Virtqueue {
   }
 
   /**
-   * The chain of `n` descriptors at `start` ending at slot `last` is taken:
-   * check its id, record it (and in the in-flight region), move availIdx to
-   * `next`/`wrap`. False and broken when the id is bad or already in flight.
+   * The chain of `n` descriptors at `start` with buffer id `id` (its last
+   * descriptor's) is taken: check the id, record the chain (and in the
+   * in-flight region), move availIdx to `next`/`wrap`. False and broken when
+   * the id is bad or already in flight.
    */
-  private take(start: number, n: number, last: number, next: number, wrap: boolean): boolean {
+  private take(start: number, n: number, id: number, next: number, wrap: boolean): boolean {
     const size = this.size;
-    const id = this.words[this.wFlags0 + last * 8 - 1];
     if (id >= size) {
       this.broken = `chain at descriptor ${start} has buffer id ${id} >= ring size ${size}`;
       return false;
@@ -422,21 +433,21 @@ export class PackedQueue implements Virtqueue {
   }
 
   /**
-   * Write buffer `id` back as used (id and len now; its flags at publish(),
-   * so the driver sees a batch at once) and skip the slots its chain took.
+   * Write buffer `id` back as used (len now; its id and flags, one 32-bit
+   * word, at flush(), so the driver sees a batch at once) and skip the
+   * slots its chain took.
    */
   push(id: number, len: number): void {
     if (this.resubDescs !== null) this.resubDescs[id] = null;
     if (this.track !== null) this.track.pushed(id, this.ndesc[id]);
-    const slot = this.usedIdx;
-    this.ring32[this.ringWord + 4 * slot + 2] = len;
-    this.words[this.wFlags0 + slot * 8 - 1] = id;
+    const d = this.ringWord + 4 * this.usedIdx;
+    this.ring32[d + 2] = len;
     const k = this.unpublished++;
-    this.pendingSlot[k] = slot;
-    this.pendingFlags[k] = this.usedWrap ? PF.AvailUsed : 0;
+    this.pendingWord[k] = d + 3;
+    this.pendingValue[k] = this.usedWrap ? id | (PF.AvailUsed << 16) : id;
     const n = this.ndesc[id];
     this.ndesc[id] = 0;
-    let u = slot + n;
+    let u = this.usedIdx + n;
     if (u >= this.size) {
       u -= this.size;
       this.usedWrap = !this.usedWrap;
@@ -449,12 +460,12 @@ export class PackedQueue implements Virtqueue {
   }
 
   /**
-   * Store the flags of every used descriptor written since the last publish:
-   * the first one last (§2.8.21's batching: the driver reads in ring order
+   * Store the id and flags (one 32-bit word) of every used descriptor
+   * written since the last publish: the first one last (§2.8.21's batching: the driver reads in ring order
    * and stops at the first descriptor not yet used, so storing the first
    * last makes the whole batch visible at once). Only that last store is
-   * an Atomics.store: it orders every earlier plain store (ids, lengths,
-   * the other flags) before it, and the event area load after it.
+   * an Atomics.store: it orders every earlier plain store (lengths, the
+   * other ids and flags) before it, and the event area load after it.
    */
   publish(): boolean {
     if (this.unpublished === 0) return false;
@@ -479,12 +490,11 @@ export class PackedQueue implements Virtqueue {
     const n = this.unpublished;
     if (n === first) return;
     this.flushed = n;
-    const w = this.words;
-    const f0 = this.wFlags0;
+    const r32 = this.ring32;
     const track = this.track;
     if (track !== null) track.publishing(this.usedIdx, this.usedWrap);
-    for (let k = n - 1; k > first; k--) w[f0 + this.pendingSlot[k] * 8] = this.pendingFlags[k];
-    Atomics.store(w, f0 + this.pendingSlot[first] * 8, this.pendingFlags[first]);
+    for (let k = n - 1; k > first; k--) r32[this.pendingWord[k]] = this.pendingValue[k];
+    Atomics.store(r32, this.pendingWord[first], this.pendingValue[first]);
     if (track !== null) track.published();
   }
 
