@@ -143,6 +143,48 @@ export function addBuffer(mem: GuestMemory, addr: number, len: number, out: Desc
 }
 
 /**
+ * One data descriptor (addr = hi * 2^32 + lo, len, flags) of a chain being
+ * walked into `out`, for both ring layouts: its buffer is recorded as
+ * segments unless the chain already has an error (`err`, returned as it
+ * is), and the first error of this one is returned instead of Ok:
+ * readable after writable (§2.7.4.2), outside guest memory, too many
+ * segments. The chain's `last` descriptor also sets the tail (DescChain):
+ * the last byte just recorded, or, for a refused chain, that byte when it
+ * lies in guest memory.
+ */
+export function addDescriptor(mem: GuestMemory, lo: number, hi: number, len: number, flags: number, last: boolean, err: ChainError, out: DescChain): ChainError {
+  if (err === ChainError.Ok && len !== 0) {
+    if (flags & DescFlag.Write) {
+      out.writableBytes += len;
+    } else if (out.count !== out.readable) {
+      // §2.7.4.2: readable buffers come before writable ones.
+      err = ChainError.ReadableAfterWritable;
+    } else {
+      out.readableBytes += len;
+    }
+    if (err === ChainError.Ok) {
+      err = hi > MAX_SAFE_HIGH ? ChainError.BadAddress : addBuffer(mem, hi * TWO_32 + lo, len, out);
+      if (err === ChainError.Ok && !(flags & DescFlag.Write)) out.readable = out.count;
+      if (err === ChainError.Ok && last && flags & DescFlag.Write) {
+        // The tail is the last byte of the last segment just recorded.
+        const k = out.count - 1;
+        out.tailRegion = out.region[k];
+        out.tailOffset = out.offset[k] + out.len[k] - 1;
+      }
+    }
+  }
+  if (last && err !== ChainError.Ok && flags & DescFlag.Write && len !== 0 && hi <= MAX_SAFE_HIGH) {
+    // A refused chain still has a tail when its last byte lies in guest memory.
+    const r = mem.translate(hi * TWO_32 + lo + len - 1, 1);
+    if (r >= 0) {
+      out.tailRegion = r;
+      out.tailOffset = mem.offset;
+    }
+  }
+  return err;
+}
+
+/**
  * Walk the chain starting at `head` of a descriptor table of `size` entries
  * at `descOffset` in region `descRegion`, filling `out` (segments and tail).
  *
@@ -236,39 +278,8 @@ export function walkChain(
 
     const last = !(flags & DescFlag.Next);
     if (err === ChainError.Ok && ++data > size) err = ChainError.TooLong;
-    if (err === ChainError.Ok && len !== 0) {
-      const n = out.count;
-      if (flags & DescFlag.Write) {
-        out.writableBytes += len;
-      } else if (n !== out.readable) {
-        // §2.7.4.2: readable buffers come before writable ones.
-        err = ChainError.ReadableAfterWritable;
-      } else {
-        out.readableBytes += len;
-      }
-      if (err === ChainError.Ok) {
-        err = hi > MAX_SAFE_HIGH ? ChainError.BadAddress : addBuffer(mem, hi * TWO_32 + lo, len, out);
-        if (err === ChainError.Ok && !(flags & DescFlag.Write)) out.readable = out.count;
-        if (err === ChainError.Ok && last && flags & DescFlag.Write) {
-          // The tail is the last byte of the last segment just recorded.
-          const k = out.count - 1;
-          out.tailRegion = out.region[k];
-          out.tailOffset = out.offset[k] + out.len[k] - 1;
-        }
-      }
-    }
-
-    if (last) {
-      if (err !== ChainError.Ok && flags & DescFlag.Write && len !== 0 && hi <= MAX_SAFE_HIGH) {
-        // A refused chain still has a tail when its last byte lies in guest memory.
-        const r = mem.translate(hi * TWO_32 + lo + len - 1, 1);
-        if (r >= 0) {
-          out.tailRegion = r;
-          out.tailOffset = mem.offset;
-        }
-      }
-      return err;
-    }
+    err = addDescriptor(mem, lo, hi, len, flags, last, err, out);
+    if (last) return err;
     if (next >= tableSize) return ChainError.NextOutOfRange;
     idx = next;
   }

@@ -40,7 +40,7 @@
  */
 import type { QueueDesc, RingPos } from '../control';
 import type { GuestMemory } from '../memory';
-import { addBuffer, ChainError, type DescChain } from './chain';
+import { addDescriptor, ChainError, type DescChain } from './chain';
 import type { PackedInflightQueue, PackedInflightRegion } from './inflight-packed';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
@@ -406,28 +406,7 @@ export class PackedQueue implements Virtqueue {
         i = -1;
         continue;
       }
-      const last = i === count - 1;
-      if (err === ChainError.Ok && len !== 0) {
-        if (flags & DescFlag.Write) out.writableBytes += len;
-        else if (out.count !== out.readable) err = ChainError.ReadableAfterWritable;
-        else out.readableBytes += len;
-        if (err === ChainError.Ok) {
-          err = hi > MAX_SAFE_HIGH ? ChainError.BadAddress : addBuffer(mem, hi * TWO_32 + lo, len, out);
-          if (err === ChainError.Ok && !(flags & DescFlag.Write)) out.readable = out.count;
-          if (err === ChainError.Ok && last && flags & DescFlag.Write) {
-            const k = out.count - 1;
-            out.tailRegion = out.region[k];
-            out.tailOffset = out.offset[k] + out.len[k] - 1;
-          }
-        }
-      }
-      if (last && err !== ChainError.Ok && flags & DescFlag.Write && len !== 0 && hi <= MAX_SAFE_HIGH) {
-        const r = mem.translate(hi * TWO_32 + lo + len - 1, 1);
-        if (r >= 0) {
-          out.tailRegion = r;
-          out.tailOffset = mem.offset;
-        }
-      }
+      err = addDescriptor(mem, lo, hi, len, flags, i === count - 1, err, out);
     }
     return err;
   }
