@@ -33,6 +33,11 @@ BENCH_NAME=ab
 # shellcheck source=lib/qsd.sh
 . "$ROOT/bench/lib/qsd.sh"
 rounds=$1 qd=$2 dir_a=$(cd "$3" && pwd) dir_b=$(cd "$4" && pwd)
+# vhostd-perf --hugepages puts its memory (rings and buffers: a few MiB) in 2 MiB pages.
+if [ "$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)" -lt 8 ]; then
+  echo "ab.sh: fewer than 8 free 2 MiB huge pages (vhostd-perf --hugepages needs them): echo 1024 > /proc/sys/vm/nr_hugepages" >&2
+  exit 2
+fi
 kind=${KIND:-null}
 rw=${RW:-randread}
 blocks=$((512 * 2048))
