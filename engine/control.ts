@@ -20,6 +20,14 @@ export interface WorkerInit {
   /** Per-worker statistics words, see WorkerStat. */
   stats: SharedArrayBuffer;
   /**
+   * Requests posted to `port` so far (Int32 word 0): the reactor adds 1 with
+   * Atomics.add after each postMessage, and the loop calls
+   * receiveMessageOnPort only when the count moved. Absent (tests that post
+   * to the port directly): the loop looks at the port every CONTROL_EVERY
+   * iterations.
+   */
+  mail?: SharedArrayBuffer;
+  /**
    * Poll mode: 'poll' never sleeps; 'adaptive' busy-polls and sleeps in
    * poll(2) on its kick, bdev completion and wake eventfds after idleSleepUs
    * of idleness, or at once while its only work is bdev I/O in flight that

@@ -125,6 +125,9 @@ export class Poller {
   private readonly pending: DeviceOp[] = [];
   private readonly stats: Float64Array;
   private readonly port: MessagePort;
+  /** init.mail as Int32 (null without it), and the count the loop last acted on. */
+  private readonly mail: Int32Array | null;
+  private mailSeen = 0;
   private readonly env: DeviceEnv;
   private sleepFds = new Int32Array(1);
   private sleepFdCount = 0;
@@ -144,6 +147,7 @@ export class Poller {
   ) {
     this.port = init.port;
     this.stats = new Float64Array(init.stats, 0, WorkerStat.Count);
+    this.mail = init.mail === undefined ? null : new Int32Array(init.mail, 0, 1);
     this.env = {
       signal: (fd) => sys.eventfdWrite(fd, 1),
       mapMemory: (regions) => GuestMemory.map(regions, sys),
@@ -204,7 +208,7 @@ export class Poller {
       if ((++iter & (CONTROL_EVERY - 1)) === 0) {
         stats[WorkerStat.Iterations] = iter;
         stats[WorkerStat.BusyIterations] = busyIter;
-        work += this.takeMessages();
+        work += this.pollMessages();
       }
 
       if (work > 0) {
@@ -389,6 +393,25 @@ export class Poller {
 
   get isRunning(): boolean {
     return this.running;
+  }
+
+  /**
+   * takeMessages() when the reactor has posted since the last look (always,
+   * without a mail counter). A receiveMessageOnPort that finds nothing
+   * costs about 0.7 µs, one Atomics.load a few ns: at 32 iterations per
+   * look and 1-2 requests per iteration the look was ~10 ns of every
+   * request. The count is read before the port: a message is in the port's
+   * queue before its count is added (postMessage enqueues synchronously),
+   * so one counted is always found.
+   */
+  private pollMessages(): number {
+    const mail = this.mail;
+    if (mail !== null) {
+      const posted = Atomics.load(mail, 0);
+      if (posted === this.mailSeen) return 0;
+      this.mailSeen = posted;
+    }
+    return this.takeMessages();
   }
 
   /** Take every queued control request; returns how many. */

@@ -46,6 +46,8 @@ export class EngineWorker {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (r: ControlReply) => void }>();
   private readonly statsView: Float64Array;
+  /** Requests posted so far (WorkerInit.mail, shared with the worker). */
+  private readonly mailView: Int32Array;
   /** Resolves when the worker's task has ended. */
   done: Promise<unknown> = Promise.resolve();
 
@@ -54,8 +56,10 @@ export class EngineWorker {
     private readonly port: MessagePort,
     readonly wakeFd: number,
     readonly stats: SharedArrayBuffer,
+    readonly mail: SharedArrayBuffer,
   ) {
     this.statsView = new Float64Array(stats);
+    this.mailView = new Int32Array(mail, 0, 1);
     port.on('message', (msg: ControlReply | DeviceFailedEvent | EngineLogEvent) => {
       if ('event' in msg) {
         this.onEvent(msg);
@@ -110,6 +114,8 @@ export class EngineWorker {
     return new Promise((resolve) => {
       this.pending.set(id, { resolve });
       this.port.postMessage(message);
+      // After the post: the worker looks at its port when this count moves.
+      Atomics.add(this.mailView, 0, 1);
       native.eventfdWrite(this.wakeFd, 1);
     });
   }
@@ -239,12 +245,14 @@ export class EnginePool {
       const { port1, port2 } = new MessageChannel();
       const wakeFd = native.eventfd(0, 0);
       const stats = new SharedArrayBuffer(WorkerStat.Count * 8);
-      const worker = new EngineWorker(core, port1, wakeFd, stats);
+      const mail = new SharedArrayBuffer(4);
+      const worker = new EngineWorker(core, port1, wakeFd, stats, mail);
       const init: WorkerInit = {
         core,
         port: port2,
         wakeFd,
         stats,
+        mail,
         pollMode: this.options.pollMode,
         idleSleepUs: this.options.idleSleepUs,
         logControl: engineLogControl,

@@ -292,3 +292,32 @@ t.test('ops of one device run in order: a queue started after a memUpdate is set
   t.same((r[0] as { id: number; result?: { queues: { index: number }[] } }).result?.queues.map((q) => q.index), [0, 1]);
   t.equal(r[0].id, stop);
 });
+
+t.test('with a mail counter the loop reads its port only when the reactor counted a post', async (t) => {
+  const { port1, port2 } = new MessageChannel();
+  t.teardown(() => {
+    port1.close();
+    port2.close();
+  });
+  const mail = new SharedArrayBuffer(4);
+  const sys: PollerSys = {
+    mmap: () => {
+      throw new Error('no memory here');
+    },
+    munmap: () => undefined,
+    eventfdWrite: () => undefined,
+    eventfdRead: () => 0,
+    pollReadable: () => 0,
+    yieldCpu: () => undefined,
+  };
+  const stats = new SharedArrayBuffer(WorkerStat.Count * 8);
+  const poller = new Poller({ core: 0, port: port1, wakeFd: -1, stats, mail, pollMode: 'poll', idleSleepUs: 0 }, sys, new WorkerBdevLayer(new Map(BDEV_MODULES)));
+  port2.postMessage({ op: 'exit', id: 1 });
+  // One slice (100 ms of iterations): the message waits, as it would between a post and its count.
+  t.equal(poller.runSlice(), true, 'still running after a slice');
+  t.equal(receiveMessageOnPort(port2), undefined, 'no reply: the port was not read');
+  t.ok(new Float64Array(stats)[WorkerStat.Iterations] > 32, 'the loop went round many times meanwhile');
+  Atomics.add(new Int32Array(mail), 0, 1);
+  t.equal(poller.runSlice(), false, 'the counted exit ends the loop');
+  t.same(receiveMessageOnPort(port2)?.message, { id: 1, ok: true });
+});
