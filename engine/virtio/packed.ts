@@ -497,6 +497,9 @@ export class PackedQueue implements Virtqueue {
 
   setNotification(enabled: boolean): void {
     Atomics.store(this.deviceWords, this.wDeviceFlags, enabled ? PackedEventFlags.Enable : PackedEventFlags.Disable);
+    // The re-check after enabling reads flags with plain loads: they must come after this store is visible
+    // (store→load). An Atomics.load after it orders them (arm64: stlr then ldar, acquire; x86-64: xchg).
+    if (enabled) Atomics.load(this.deviceWords, this.wDeviceFlags);
   }
 
   /**

@@ -61,7 +61,12 @@ export interface Virtqueue {
   readonly pending: number;
   /** Make the pushed entries visible; true when the driver wants an interrupt for those pushed since the last publish(). */
   publish(): boolean;
-  /** Ask for kicks (true) or suppress them (false). */
+  /**
+   * Ask for kicks (true) or suppress them (false). Asking is followed by a
+   * re-check of available() (a buffer added before the driver saw the
+   * request sends no kick): setNotification(true) orders that re-check's
+   * loads after its store.
+   */
   setNotification(enabled: boolean): void;
   /** Where the ring stands now (GET_VRING_BASE's answer once nothing is in flight). */
   position(): RingPos;
