@@ -3,8 +3,10 @@
 # flags) on one bdev, alternating fresh target processes: round r runs A,
 # then B, each a new vhostd (engine on TARGET_CPU) with one controller, one
 # vhostd-perf run (GEN_CPU, EVENT_IDX, hugepages) of RUNTIME s after RAMP s.
-# Prints each round's IOPS and B/A, then the medians and the median of the
-# paired ratios. Fresh processes and pairs close in time, because this
+# Prints each round's IOPS, B/A and each side's engine busy time per request
+# (thread_get_stats' engine_ threads over the run: the target's CPU cost, which
+# IOPS alone hides when the target is not the bottleneck), then the medians and
+# the median of the paired ratios. Fresh processes and pairs close in time, because this
 # machine's speed moves by up to 2x over tens of seconds (host placement of
 # the two vCPUs: SPDK's vhost shows the same steps), which single runs
 # cannot tell from an effect.
@@ -42,7 +44,12 @@ kind=${KIND:-null}
 rw=${RW:-randread}
 blocks=$((512 * 2048))
 
-# one DIR PERF_FLAGS CTRL_MEMBERS: print one run's IOPS
+# busy_sec: the engine workers' busy seconds so far
+busy_sec() {
+  rpc thread_get_stats '{}' | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const r=JSON.parse(s);console.log(r.threads.filter((t)=>t.name.startsWith("engine_")).reduce((a,t)=>a+t.busy,0)/r.tick_rate)})'
+}
+
+# one DIR PERF_FLAGS CTRL_MEMBERS: print one run's IOPS and the target's busy ns per request
 one() {
   local VHOSTD_ROOT=$1 flags=$2 ctrl=$3
   # The main thread unpinned (only the engine on TARGET_CPU), as an operator runs it.
@@ -53,19 +60,25 @@ one() {
     rpc bdev_malloc_create "{\"name\":\"AB0\",\"num_blocks\":$blocks,\"block_size\":512}" >/dev/null
   fi
   rpc vhost_create_blk_controller "{\"ctrlr\":\"ab0\",\"dev_name\":\"AB0\"${CTRLARGS:+,$CTRLARGS}${ctrl:+,$ctrl}}" >/dev/null
+  local b0 b1 iops
+  b0=$(busy_sec)
   # shellcheck disable=SC2086
   perf "$DIR/ab0" "$rw" "$qd" --event-idx --hugepages ${PERFARGS:-} $flags >"$DIR/p.json"
+  b1=$(busy_sec)
   stop_target "$VPID"
   rm -f "$DIR/ab0"
-  iops <"$DIR/p.json"
+  iops=$(iops <"$DIR/p.json")
+  # Busy over the whole run (ramp included) per request of the whole run (IOPS of the measured part x its length).
+  echo "$iops $(node -e "console.log(Math.round(($b1 - $b0) * 1e9 / ($iops * ($RUNTIME + $RAMP))))")"
 }
 
-echo "# round IOPS_A IOPS_B B/A ($kind $rw QD$qd; A=$dir_a ${PERFARGS_A:-} ${CTRLARGS_A:-}; B=$dir_b ${PERFARGS_B:-} ${CTRLARGS_B:-})"
-as="" bs="" permille=""
+echo "# round IOPS_A IOPS_B B/A busy-ns/req_A busy-ns/req_B ($kind $rw QD$qd; A=$dir_a ${PERFARGS_A:-} ${CTRLARGS_A:-}; B=$dir_b ${PERFARGS_B:-} ${CTRLARGS_B:-})"
+as="" bs="" permille="" abusy="" bbusy=""
 for r in $(seq "$rounds"); do
-  a=$(one "$dir_a" "${PERFARGS_A:-}" "${CTRLARGS_A:-}")
-  b=$(one "$dir_b" "${PERFARGS_B:-}" "${CTRLARGS_B:-}")
-  echo "$r $a $b $(node -e "console.log(($b / $a).toFixed(3))")"
-  as="$as $a" bs="$bs $b" permille="$permille $(node -e "console.log(Math.round(1000 * $b / $a))")"
+  read -r a ab < <(one "$dir_a" "${PERFARGS_A:-}" "${CTRLARGS_A:-}")
+  read -r b bb < <(one "$dir_b" "${PERFARGS_B:-}" "${CTRLARGS_B:-}")
+  echo "$r $a $b $(node -e "console.log(($b / $a).toFixed(3))") $ab $bb"
+  as="$as $a" bs="$bs $b" permille="$permille $(node -e "console.log(Math.round(1000 * $b / $a))")" abusy="$abusy $ab" bbusy="$bbusy $bb"
 done
 echo "median A $(echo "$as" | median)  B $(echo "$bs" | median)  B/A (median of paired ratios) $(node -e "console.log(($(echo "$permille" | median) / 1000).toFixed(3))")"
+echo "median busy ns/request A $(echo "$abusy" | median)  B $(echo "$bbusy" | median)"
