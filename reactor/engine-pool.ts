@@ -56,7 +56,7 @@ export class EngineWorker {
     private readonly port: MessagePort,
     readonly wakeFd: number,
     readonly stats: SharedArrayBuffer,
-    readonly mail: SharedArrayBuffer,
+    mail: SharedArrayBuffer,
   ) {
     this.statsView = new Float64Array(stats);
     this.mailView = new Int32Array(mail, 0, 1);

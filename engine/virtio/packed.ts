@@ -32,9 +32,9 @@
  * (read with its last flags: id and flags share a 32-bit word), pop() takes
  * from there. Used descriptors: len at push(); at flush() the id | flags
  * word of all but the batch's first with plain stores, the first's one
- * Atomics.store last (§2.8.21's batching, one barrier per batch). An Atomics op on a Node 20 typed array costs ~15-25 ns
- * against ~3 ns for a plain one, so these are counted per batch, not per
- * descriptor.
+ * Atomics.store last (§2.8.21's batching, one barrier per batch). An
+ * Atomics op on a Node 20 typed array costs ~15-25 ns against ~3 ns for a
+ * plain one, so these are counted per batch, not per descriptor.
  *
  * Thread: the engine worker that owns the device.
  */
@@ -123,7 +123,7 @@ export class PackedQueue implements Virtqueue {
   private readonly pendingWord: Int32Array;
   private readonly pendingValue: Int32Array;
   private unpublished = 0;
-  /** Of those, how many flush() has made visible already (pendingSlot/pendingFlags hold the rest from index `flushed`). */
+  /** Of those, how many flush() has made visible already (pendingWord/pendingValue hold the rest from index `flushed`). */
   private flushed = 0;
   /** EVENT_IDX: the used position at the previous interrupt decision. */
   private signalledUsed = 0;
@@ -440,9 +440,10 @@ export class PackedQueue implements Virtqueue {
 
   /**
    * Store the id and flags (one 32-bit word) of every used descriptor
-   * written since the last publish: the first one last (§2.8.21's batching: the driver reads in ring order
-   * and stops at the first descriptor not yet used, so storing the first
-   * last makes the whole batch visible at once). Only that last store is
+   * written since the last publish: the first one last (§2.8.21's
+   * batching: the driver reads in ring order and stops at the first
+   * descriptor not yet used, so storing the first last makes the whole
+   * batch visible at once). Only that last store is
    * an Atomics.store: it orders every earlier plain store (lengths, the
    * other ids and flags) before it, and the event area load after it.
    */
