@@ -16,7 +16,8 @@
 # DIR_A, DIR_B: checkouts with dist/ built (vhostd runs from there; the
 # generator and the RPC client from this checkout). Environment, besides
 # bench/lib/qsd.sh's (RUNTIME 2, RAMP 1, TARGET_CPU 1, GEN_CPU 0 here):
-#   KIND=null|malloc       bdev (default null; 512 MiB, 512-byte blocks)
+#   KIND=null|malloc|uring bdev (default null; 512 MiB, 512-byte blocks; uring: a
+#                          file AB_FILE, default /var/tmp/vhostd-ab.img, written once)
 #   RW=randread|randwrite  (default randread)
 #   CTRLARGS='"packed_ring":true'  more vhost_create_blk_controller params (JSON members)
 #   CTRLARGS_A, CTRLARGS_B the same for one side (e.g. packed against split:
@@ -25,7 +26,7 @@
 #   PERFARGS_A, PERFARGS_B extra vhostd-perf flags for one side (e.g. PERFARGS_B=--inflight)
 set -euo pipefail
 if [ $# -ne 4 ]; then
-  sed -n '2,23p' "$0" >&2
+  sed -n '2,24p' "$0" >&2
   exit 2
 fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,6 +44,11 @@ fi
 kind=${KIND:-null}
 rw=${RW:-randread}
 blocks=$((512 * 2048))
+ab_file=${AB_FILE:-/var/tmp/vhostd-ab.img}
+if [ "$kind" = uring ] && [ "$(stat -c %s "$ab_file" 2>/dev/null || echo 0)" -ne $((blocks * 512)) ]; then
+  # Written, not sparse: reads of holes would not reach the disk.
+  dd if=/dev/urandom of="$ab_file" bs=1M count=512 status=none
+fi
 
 # busy_sec: the engine workers' busy seconds so far
 busy_sec() {
@@ -56,6 +62,8 @@ one() {
   start_vhostd "0-$(($(nproc) - 1))" --log-level warn
   if [ "$kind" = null ]; then
     rpc bdev_null_create "{\"name\":\"AB0\",\"num_blocks\":$blocks,\"block_size\":512}" >/dev/null
+  elif [ "$kind" = uring ]; then
+    rpc bdev_uring_create "{\"name\":\"AB0\",\"filename\":\"$ab_file\",\"block_size\":512}" >/dev/null
   else
     rpc bdev_malloc_create "{\"name\":\"AB0\",\"num_blocks\":$blocks,\"block_size\":512}" >/dev/null
   fi

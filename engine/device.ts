@@ -41,6 +41,12 @@ export interface EngineDevice {
    * Bdev completions arrive in between, from the worker's BdevLayer.poll().
    */
   poll(nowMs: number): number;
+  /**
+   * Publish and signal what completed since poll() (the poller's
+   * BdevLayer.reap() in the same iteration) without taking requests. A kind
+   * without it publishes those at its next poll().
+   */
+  publish?(nowMs: number): void;
   /** Stop taking requests; in-flight ones still complete. */
   beginStop(): void;
   /** With inflight === 0: publish and signal what is left, release the bdevs, unmap guest memory. */

@@ -266,25 +266,47 @@ export class Poller {
   /**
    * One loop iteration without control messages (public for tests that
    * drive the poller step by step): bdev completions first, so each device
-   * publishes them in its poll; then the pending ops whose I/O has drained.
+   * publishes them in its poll; then, when the devices took requests, the
+   * completions those produced at once (BdevLayer.reap: a null or malloc
+   * bdev, a ring that finished already), published in this iteration rather
+   * than after the next clock read and loop turn; then the pending ops whose
+   * I/O has drained.
    */
   iterate(nowMs: number): number {
     let work = this.layer.poll(nowMs);
     const devices = this.devices;
+    let taken = 0;
     for (let i = 0; i < devices.length; i++) {
       const dev = devices[i];
       try {
-        work += dev.poll(nowMs);
+        taken += dev.poll(nowMs);
       } catch (err) {
-        const wasRunning = dev.running;
-        dev.fail(err);
-        this.sleepFdsDirty = true;
-        // Tell the reactor, which closes the device's connection with the reason (issue #15 item 1).
-        if (wasRunning) this.port.postMessage({ event: 'deviceFailed', deviceId: dev.id, reason: String((err as Error)?.message ?? err) } satisfies DeviceFailedEvent);
+        this.deviceFailed(dev, err);
       }
     }
+    if (taken > 0 && this.layer.reap() > 0) {
+      for (let i = 0; i < devices.length; i++) {
+        const dev = devices[i];
+        if (dev.publish === undefined) continue;
+        try {
+          dev.publish(nowMs);
+        } catch (err) {
+          this.deviceFailed(dev, err);
+        }
+      }
+    }
+    work += taken;
     if (this.pending.length > 0) this.finishPending();
     return work;
+  }
+
+  /** An exception escaped a device's poll or publish: it stops taking requests, and the reactor closes its connection. */
+  private deviceFailed(dev: EngineDevice, err: unknown): void {
+    const wasRunning = dev.running;
+    dev.fail(err);
+    this.sleepFdsDirty = true;
+    // Tell the reactor, which closes the device's connection with the reason (issue #15 item 1).
+    if (wasRunning) this.port.postMessage({ event: 'deviceFailed', deviceId: dev.id, reason: String((err as Error)?.message ?? err) } satisfies DeviceFailedEvent);
   }
 
   /** Handle one control request (public for tests that drive the poller step by step). */

@@ -65,6 +65,15 @@ export interface BdevLayer {
    * was done (0 = idle).
    */
   poll(nowMs: number): number;
+  /**
+   * Later in the same iteration, after devices submitted: module
+   * completions only (each io.onComplete(); a kernel ring also gets what was
+   * just queued). What a bdev finished at once (null, malloc, a fast ring)
+   * then reaches the driver in the iteration that took the request, not the
+   * next one. Statistics, QoS and NOMEM retries stay with poll(). Returns the
+   * completions delivered.
+   */
+  reap(): number;
   /** bdevResize: the bdev takes the new size, then every user of `name` on this worker is told. Returns how many users were told (0: not open here). */
   resize(name: string, numBlocks: number): number;
   /**
@@ -334,6 +343,13 @@ export class WorkerBdevLayer implements BdevLayer {
       work += failed.length;
     }
     return work;
+  }
+
+  reap(): number {
+    let n = 0;
+    const list = this.list;
+    for (let i = 0; i < list.length; i++) n += list[i].channel.poll();
+    return n;
   }
 
   resize(name: string, numBlocks: number): number {

@@ -680,7 +680,8 @@ export class NvmeController {
     }
   }
 
-  private flushInterrupts(): void {
+  /** Raise the interrupts of the completions posted since the last call (poll() ends with it). */
+  flushInterrupts(): void {
     const n = this.nPendingVectors;
     if (n === 0) return;
     this.nPendingVectors = 0;

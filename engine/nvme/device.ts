@@ -95,6 +95,10 @@ export class NvmeEngineDevice implements EngineDevice {
     return work;
   }
 
+  publish(): void {
+    this.ctrl.flushInterrupts();
+  }
+
   beginStop(): void {
     this.ctrl.drain();
   }

@@ -329,6 +329,10 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     return work;
   }
 
+  publish(nowMs: number): void {
+    this.publishAll(nowMs, false);
+  }
+
   /** Complete `task`: put its head in the used ring with `usedLen` bytes written, free its slot. */
   complete(task: T, usedLen: number): void {
     const qs = task.queue;

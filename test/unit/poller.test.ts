@@ -22,13 +22,18 @@ class HeldBdev implements Bdev {
   numBlocks = 16;
   readonly held: BdevIo[] = [];
   readonly done: BdevIo[] = [];
+  /** Complete at submit (as a null or malloc bdev does: delivered at the channel's next poll). */
+  immediate = false;
   ioTypeSupported(type: BdevIoType): boolean {
     return type === BdevIoType.Read || type === BdevIoType.Write;
   }
   createChannel(): BdevChannel {
     const self = this;
     return {
-      submit: (io) => void self.held.push(io),
+      submit: (io) => {
+        self.held.push(io);
+        if (self.immediate) self.release();
+      },
       poll(): number {
         const n = self.done.length;
         for (const io of self.done.splice(0)) io.onComplete();
@@ -320,4 +325,31 @@ t.test('with a mail counter the loop reads its port only when the reactor counte
   Atomics.add(new Int32Array(mail), 0, 1);
   t.equal(poller.runSlice(), false, 'the counted exit ends the loop');
   t.same(receiveMessageOnPort(port2)?.message, { id: 1, ok: true });
+});
+
+t.test('a request the bdev completes at once is published and signalled in the iteration that took it', async (t) => {
+  const h = harness();
+  t.teardown(h.close);
+  const { vr, bdev, poller, send, replies } = h;
+  send({ op: 'start', device: h.device });
+  send({ op: 'queueStart', deviceId: 5, queue: { ...vr.queueDesc(0), callFd: 42, kickFd: -1 } });
+  replies();
+  bdev.immediate = true;
+  const r = read(vr, 3);
+  t.ok(poller.iterate(0) > 0, 'the iteration did work');
+  t.same(vr.readUsed(), [{ id: r.head, len: 513 }], 'used in the same iteration');
+  t.same(h.signals, [42], 'and the driver interrupted');
+  t.equal(poller.iterate(0), 0, 'the next iteration has nothing left to do');
+  t.same(h.signals, [42], 'no second interrupt');
+  // A bdev that does not finish at once: nothing is published early.
+  bdev.immediate = false;
+  read(vr, 4);
+  poller.iterate(0);
+  t.same(vr.readUsed(), [], 'a held request is not used');
+  bdev.release();
+  poller.iterate(0);
+  t.equal(vr.readUsed().length, 1, 'it is, once the bdev completes it');
+  const stop = send({ op: 'stop', deviceId: 5 });
+  poller.iterate(0);
+  t.match(replies(), [{ id: stop, ok: true }]);
 });
