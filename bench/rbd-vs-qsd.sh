@@ -15,6 +15,8 @@
 #   BASE_ROOT=/tmp/old MODES=poll bench/rbd-vs-qsd.sh   (also a column per mode for
 #                            the vhostd of another tree, built: before/after side by side,
 #                            both run in turn within each case)
+#   RWS=randread QDS=1 bench/rbd-vs-qsd.sh   (only these cases; default
+#                            "randread randwrite" and "1 32")
 #   THREADS=1 bench/rbd-vs-qsd.sh   (also prints, per run, the CPU time of the
 #                            target's and the OSD's threads: bench/lib/thread-cpu.sh)
 #   ROUNDS=3 bench/rbd-vs-qsd.sh   (each case runs every column and QSD in turn
@@ -27,6 +29,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# QSD loads driver=rbd from a module; without it QSD exits at start and every QSD run would fail obscurely.
+if ! compgen -G "/usr/lib/*/qemu/block-rbd.so" >/dev/null; then
+  echo "rbd-vs-qsd.sh: qemu-storage-daemon has no rbd driver here (install Debian's qemu-block-extra)" >&2
+  exit 2
+fi
 SIZE_MIB=${SIZE_MIB:-256}
 BENCH_NAME=rbd
 # shellcheck source=lib/qsd.sh
@@ -97,8 +104,8 @@ for m in $COLS; do HEAD="$HEAD vhostd $m IOPS |"; SEP="$SEP---|"; done
 HEAD="$HEAD QSD (driver=rbd) IOPS |"; SEP="$SEP---|"
 for m in $COLS; do HEAD="$HEAD $m/QSD |"; SEP="$SEP---|"; done
 ROUNDS=${ROUNDS:-1}
-for rw in randread randwrite; do
-  for qd in 1 32; do
+for rw in ${RWS:-randread randwrite}; do
+  for qd in ${QDS:-1 32}; do
     declare -A all=()
     for round in $(seq "$ROUNDS"); do
       for m in $COLS; do
