@@ -269,8 +269,9 @@ export class Poller {
   /**
    * One loop iteration without control messages (public for tests that
    * drive the poller step by step): bdev completions first, so each device
-   * publishes them in its poll; then, when the devices took requests, the
-   * completions those produced at once (BdevLayer.reap: a null or malloc
+   * publishes them in its poll; then, when the devices did work (a virtio
+   * poll counts the requests it took; an NVMe poll its other work too), the
+   * completions a bdev produced at once (BdevLayer.reap: a null or malloc
    * bdev, a ring that finished already), published in this iteration rather
    * than after the next clock read and loop turn; then the pending ops whose
    * I/O has drained.
@@ -278,16 +279,16 @@ export class Poller {
   iterate(nowMs: number): number {
     let work = this.layer.poll(nowMs);
     const devices = this.devices;
-    let taken = 0;
+    let devWork = 0;
     for (let i = 0; i < devices.length; i++) {
       const dev = devices[i];
       try {
-        taken += dev.poll(nowMs);
+        devWork += dev.poll(nowMs);
       } catch (err) {
         this.deviceFailed(dev, err);
       }
     }
-    if (taken > 0 && this.layer.reap() > 0) {
+    if (devWork > 0 && this.layer.reap() > 0) {
       for (let i = 0; i < devices.length; i++) {
         const dev = devices[i];
         if (dev.publish === undefined) continue;
@@ -298,7 +299,7 @@ export class Poller {
         }
       }
     }
-    work += taken;
+    work += devWork;
     if (this.pending.length > 0) this.finishPending();
     return work;
   }
