@@ -56,6 +56,10 @@ namespace {
 
 constexpr uint16_t kDescFNext = 1;
 constexpr uint16_t kDescFWrite = 2;
+constexpr uint16_t kDescFIndirect = 4;
+// --indirect: each slot's table of three descriptors, 64-byte aligned.
+constexpr uint32_t kTableBytes = 3 * 16;
+constexpr uint64_t kTableStride = 64;
 constexpr uint16_t kAvailFNoInterrupt = 1;
 constexpr uint16_t kUsedFNoNotify = 1;
 constexpr uint32_t kBlkTIn = 0;
@@ -177,6 +181,7 @@ struct Queue {
   UsedElem* used_ring = nullptr;
   uint16_t* avail_event = nullptr;
   uint64_t desc_off = 0, avail_off = 0, used_off = 0, hdr_off = 0, data_off = 0;
+  uint64_t table_off = 0;  // --indirect: a 3-descriptor table per slot, kTableStride apart
   uint16_t avail_shadow = 0;
   uint16_t avail_published = 0;
   uint16_t last_used = 0;
@@ -369,12 +374,16 @@ class Job {
   uint64_t first_sector_ = 0;
   uint16_t queue_size_ = 0;
   uint64_t slot_hdr_ = kBlkSlotHeaderBytes;
+  // Ring descriptors a request takes: 3 (header, data, status), 1 with --indirect.
+  uint16_t ring_slots_ = 3;
   uint32_t scsi_lbs_ = 512;  // the LU's logical block size (READ CAPACITY 16)
   int memfd_ = -1;
   uint8_t* mem_ = nullptr;
   uint64_t mem_size_ = 0;
   std::vector<Queue> queues_;
   bool rings_live_ = false;
+  // ReapPacked: the slots of one pass, submitted again after it.
+  std::vector<uint32_t> reaped_;
 
   // Block selection.
   Phase phase_ = Phase::kTimed;
@@ -491,6 +500,10 @@ bool Job::Validate(std::string* err) {
     *err = "packed rings are for virtio-blk jobs (the scsi mode builds split chains)";
     return false;
   }
+  if (o.scsi && o.indirect) {
+    *err = "indirect descriptors are for virtio-blk jobs (the scsi mode builds direct chains)";
+    return false;
+  }
   if (o.scsi && o.scsi_target > 255) {
     *err = "scsi target must be in [0, 255]";
     return false;
@@ -568,6 +581,7 @@ bool Job::ValidateRange(std::string* err) {
 bool Job::SetupMemory(std::string* err) {
   uint64_t off = 0;
   queues_.resize(o_.queues);
+  reaped_.reserve(o_.iodepth);
   for (uint32_t i = 0; i < o_.queues; i++) {
     Queue& q = queues_[i];
     q.index = o_.scsi ? i + kScsiFirstRequestQueue : i;
@@ -583,6 +597,11 @@ bool Job::SetupMemory(std::string* err) {
     off = AlignUp(off, 64);
     q.hdr_off = off;
     off += slot_hdr_ * o_.iodepth;
+    if (dev_.indirect) {
+      off = AlignUp(off, 64);
+      q.table_off = off;
+      off += kTableStride * o_.iodepth;
+    }
     off = AlignUp(off, kPage);
     q.data_off = off;
     off += uint64_t(o_.block_size) * o_.iodepth;
@@ -612,6 +631,16 @@ bool Job::SetupMemory(std::string* err) {
       // Polling: no interrupts (DISABLE); interrupt mode: one per used batch (ENABLE).
       q.drv_event[1] = o_.interrupt ? kPackedEventEnable : kPackedEventDisable;
       q.slots.assign(o_.iodepth, Slot());
+      if (dev_.indirect) {
+        // Indirect tables in the packed layout (§2.8.19: only WRITE counts there; id and NEXT are ignored).
+        for (uint32_t s = 0; s < o_.iodepth; s++) {
+          uint64_t hdr = q.hdr_off + slot_hdr_ * s;
+          PackedDesc* t = reinterpret_cast<PackedDesc*>(mem_ + q.table_off + kTableStride * s);
+          t[0] = PackedDesc{hdr, 16, 0, 0};
+          t[1] = PackedDesc{q.data_off + uint64_t(o_.block_size) * s, o_.block_size, 0, kDescFWrite};
+          t[2] = PackedDesc{hdr + 16, 1, 0, kDescFWrite};
+        }
+      }
       q.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
       q.call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
       if (q.kick_fd < 0 || q.call_fd < 0) {
@@ -644,9 +673,14 @@ bool Job::SetupMemory(std::string* err) {
         req[2] = 0x40;                           // lun[2..3] = LUN 0, flat addressing
         continue;
       }
-      q.desc[3 * s] = VringDesc{hdr, 16, kDescFNext, uint16_t(3 * s + 1)};
-      q.desc[3 * s + 1] = VringDesc{data, o_.block_size, uint16_t(kDescFNext | kDescFWrite), uint16_t(3 * s + 2)};
-      q.desc[3 * s + 2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
+      // With --indirect the chain is a table of its own and the ring's descriptor 3s points at it
+      // (the head stays 3s, so a used id names its slot either way).
+      VringDesc* chain = dev_.indirect ? reinterpret_cast<VringDesc*>(mem_ + q.table_off + kTableStride * s) : q.desc + 3 * s;
+      uint16_t first = dev_.indirect ? 0 : uint16_t(3 * s);
+      chain[0] = VringDesc{hdr, 16, kDescFNext, uint16_t(first + 1)};
+      chain[1] = VringDesc{data, o_.block_size, uint16_t(kDescFNext | kDescFWrite), uint16_t(first + 2)};
+      chain[2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
+      if (dev_.indirect) q.desc[3 * s] = VringDesc{q.table_off + kTableStride * s, kTableBytes, kDescFIndirect, 0};
     }
     bool no_interrupt = !o_.interrupt && !dev_.event_idx;
     *q.avail_flags = no_interrupt ? kAvailFNoInterrupt : 0;
@@ -742,7 +776,14 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
     std::memcpy(hdr + 4, &ioprio, 4);
     std::memcpy(hdr + 8, &sector, 8);
     hdr[16] = 0xff;  // the device must overwrite it
-    if (!dev_.packed) q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
+    if (dev_.indirect) {
+      // The data descriptor's direction: its flags are at byte 12 of a split descriptor, 14 of a packed one.
+      uint8_t* t1 = mem_ + q.table_off + kTableStride * slot_index + 16;
+      uint16_t f = dev_.packed ? uint16_t(write ? 0 : kDescFWrite) : uint16_t(write ? kDescFNext : kDescFNext | kDescFWrite);
+      std::memcpy(t1 + (dev_.packed ? 14 : 12), &f, 2);
+    } else if (!dev_.packed) {
+      q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
+    }
   }
   if (verifying()) {
     uint8_t* data = mem_ + q.data_off + uint64_t(o_.block_size) * slot_index;
@@ -774,7 +815,21 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
 // Packed: header → data → status at the next three slots, buffer id = the
 // slot index; the second and third descriptors' flags first, the head's last
 // (release), so the device never sees a partial chain (virtio 1.2 §2.8.21).
+// With --indirect one descriptor at the next slot points at the slot's table.
 void Job::SubmitPacked(Queue& q, uint32_t slot_index, bool write) {
+  if (dev_.indirect) {
+    PackedDesc& d = q.ring[q.next_avail];
+    d.addr = q.table_off + kTableStride * slot_index;
+    d.len = kTableBytes;
+    d.id = uint16_t(slot_index);
+    __atomic_store_n(&d.flags, uint16_t(kDescFIndirect | (q.avail_wrap ? kPackedFAvail : kPackedFUsed)), __ATOMIC_RELEASE);
+    if (++q.next_avail == q.size) {
+      q.next_avail = 0;
+      q.avail_wrap = !q.avail_wrap;
+    }
+    q.added = uint16_t(q.added + 1);
+    return;
+  }
   uint64_t hdr = q.hdr_off + slot_hdr_ * slot_index;
   uint64_t data = q.data_off + uint64_t(o_.block_size) * slot_index;
   const uint64_t addr[3] = {hdr, data, hdr + 16};
@@ -919,9 +974,14 @@ bool Job::UsedPending(const Queue& q) const {
 }
 
 // Packed: used descriptors in ring order (AVAIL = USED = our used wrap
-// counter); each names a slot (buffer id) whose chain took three slots.
+// counter); each names a slot (buffer id) whose chain took ring_slots_ slots.
+// The slots are submitted again after the pass, as the split ring's are
+// published after theirs: a chain is the device's as soon as its head flags
+// are stored, and one completed within this pass would be timed at 0 ns
+// (`now` is the pass's).
 int Job::ReapPacked(Queue& q, uint64_t now, std::string* err) {
   int n = 0;
+  reaped_.clear();
   while (UsedPending(q)) {
     const PackedDesc& d = q.ring[q.next_used];
     uint32_t slot_index = d.id;
@@ -930,7 +990,7 @@ int Job::ReapPacked(Queue& q, uint64_t now, std::string* err) {
              std::to_string(slot_index) + ", which is not in flight";
       return -1;
     }
-    q.next_used = uint16_t(q.next_used + 3);
+    q.next_used = uint16_t(q.next_used + ring_slots_);
     if (q.next_used >= q.size) {
       q.next_used = uint16_t(q.next_used - q.size);
       q.used_wrap = !q.used_wrap;
@@ -941,6 +1001,9 @@ int Job::ReapPacked(Queue& q, uint64_t now, std::string* err) {
     if (measuring_) hist_.Add(now - s.submit_ns);
     Complete(q, s, slot_index, VirtioStatus(q, slot_index));
     n++;
+    reaped_.push_back(slot_index);
+  }
+  for (uint32_t slot_index : reaped_) {
     uint64_t block;
     bool write;
     if (submitting_ && NextIo(&block, &write)) Submit(q, slot_index, block, write, now);
@@ -1507,7 +1570,9 @@ bool Job::Run(std::string* err) {
   if (!client_.Connect(o_.socket_path, o_.timeout_ms, err)) return false;
   client_.want_inflight = o_.inflight;
   client_.want_packed = o_.packed;
+  client_.want_indirect = o_.indirect;
   if (!client_.Negotiate(o_.event_idx, &dev_, err)) return false;
+  if (dev_.indirect) ring_slots_ = 1;
   if (o_.scsi) {
     slot_hdr_ = kScsiSlotHeaderBytes;
     // virtio-scsi has no capacity in its config space: READ CAPACITY 16 once the rings run.
@@ -1561,6 +1626,8 @@ std::string Job::Report() const {
   j.Bool((dev_.protocol_acked & kProtocolInflightShmfd) != 0);
   j.Key("packed");
   j.Bool(dev_.packed);
+  j.Key("indirect");
+  j.Bool(dev_.indirect);
   j.Close('}');
   j.Key("job");
   j.Open('{');

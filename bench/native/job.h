@@ -41,6 +41,10 @@ struct JobOptions {
   bool event_idx = false;    // negotiate VIRTIO_F_EVENT_IDX when offered
   bool inflight = false;     // negotiate INFLIGHT_SHMFD when offered (the back-end tracks every request)
   bool packed = false;       // packed virtqueues (VIRTIO_F_RING_PACKED, required from the back-end; blk only)
+  // Each request one ring descriptor pointing at a table of its three
+  // (VIRTIO_F_RING_INDIRECT_DESC, required from the back-end; blk only), as a
+  // Linux guest's virtio_ring does for every request of more than one buffer.
+  bool indirect = false;
   // Front-end memory from a MFD_HUGETLB memfd (2 MiB pages), as SPDK's vhost needs: it registers
   // the regions it maps with spdk_mem_register, which takes only 2 MiB-aligned hugepage mappings.
   bool hugepages = false;

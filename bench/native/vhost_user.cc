@@ -277,9 +277,17 @@ bool VhostUserClient::Negotiate(bool want_event_idx, DeviceInfo* info, std::stri
     }
     understood |= kFeatureRingPacked;
   }
+  if (want_indirect) {
+    if ((info->features_offered & kFeatureRingIndirectDesc) == 0) {
+      *err = "back-end does not offer VIRTIO_F_RING_INDIRECT_DESC";
+      return false;
+    }
+    understood |= kFeatureRingIndirectDesc;
+  }
   info->features_acked = info->features_offered & understood;
   info->packed = (info->features_acked & kFeatureRingPacked) != 0;
   info->event_idx = (info->features_acked & kFeatureEventIdx) != 0;
+  info->indirect = (info->features_acked & kFeatureRingIndirectDesc) != 0;
   info->read_only = (info->features_acked & kFeatureBlkRo) != 0;
   if (!SendChecked(kSetFeatures, &info->features_acked, 8, nullptr, 0, err)) return false;
 

@@ -44,6 +44,7 @@ constexpr uint64_t kFeatureBlkRo = uint64_t(1) << 5;
 constexpr uint64_t kFeatureBlkBlkSize = uint64_t(1) << 6;
 constexpr uint64_t kFeatureBlkTopology = uint64_t(1) << 10;
 constexpr uint64_t kFeatureBlkMq = uint64_t(1) << 12;
+constexpr uint64_t kFeatureRingIndirectDesc = uint64_t(1) << 28;
 constexpr uint64_t kFeatureEventIdx = uint64_t(1) << 29;
 constexpr uint64_t kFeatureProtocolFeatures = uint64_t(1) << 30;
 constexpr uint64_t kFeatureVersion1 = uint64_t(1) << 32;
@@ -62,6 +63,7 @@ struct DeviceInfo {
   bool read_only = false;
   bool event_idx = false;
   bool packed = false;  // VIRTIO_F_RING_PACKED negotiated
+  bool indirect = false;  // VIRTIO_F_RING_INDIRECT_DESC negotiated
 };
 
 class VhostUserClient {
@@ -89,6 +91,8 @@ class VhostUserClient {
   bool want_inflight = false;
   // Negotiate VIRTIO_F_RING_PACKED (Negotiate fails when it is not offered).
   bool want_packed = false;
+  // Negotiate VIRTIO_F_RING_INDIRECT_DESC (Negotiate fails when it is not offered).
+  bool want_indirect = false;
 
   // SET_MEM_TABLE with one region: guest physical 0..size, our mapping at
   // `user_addr`, offset 0 in `fd`.

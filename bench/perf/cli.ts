@@ -39,6 +39,8 @@ const USAGE = `usage: vhostd-perf --socket PATH [options]
   --hugepages          front-end memory in 2 MiB hugepages (needed by SPDK's vhost)
   --inflight           negotiate INFLIGHT_SHMFD when offered (the back-end records every request)
   --packed             packed virtqueues (VIRTIO_F_RING_PACKED; fails when not offered; not with --scsi)
+  --indirect           each request one descriptor pointing at a table of its three, as Linux guests
+                       do (VIRTIO_F_RING_INDIRECT_DESC; fails when not offered; not with --scsi)
   --scsi               the socket is vhost-user-scsi: READ 16 / WRITE 16 to LUN 0 of --scsi-target
   --scsi-target N      target of the LUN in --scsi mode (default 0)
   --nvme               the socket is an NVMe controller over vfio-user (<traddr>/cntrl): Read/Write on --nsid
@@ -88,6 +90,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
       hugepages: { type: 'boolean' },
       inflight: { type: 'boolean' },
       packed: { type: 'boolean' },
+      indirect: { type: 'boolean' },
       scsi: { type: 'boolean' },
       'scsi-target': { type: 'string' },
       nvme: { type: 'boolean' },
@@ -128,6 +131,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
     hugepages: values.hugepages,
     inflight: values.inflight,
     packed: values.packed,
+    indirect: values.indirect,
     scsi: values.scsi,
     scsiTarget: int('scsi-target', values['scsi-target']),
     verify,
@@ -152,7 +156,7 @@ export function formatReport(r: PerfReport): string {
   const j = r.job;
   const lines = [
     `${r.socket}: rw=${j.rw} bs=${j.blockSizeBytes} iodepth=${j.iodepth} queues=${j.queues} ` +
-      `completion=${j.completion} cpu=${j.cpu} eventIdx=${String(r.device.eventIdx)} inflight=${String(r.device.inflight)} packed=${String(r.device.packed)}`,
+      `completion=${j.completion} cpu=${j.cpu} eventIdx=${String(r.device.eventIdx)} inflight=${String(r.device.inflight)} packed=${String(r.device.packed)} indirect=${String(r.device.indirect)}`,
     `  ios=${r.ios} (read ${r.reads}, write ${r.writes}) errors=${r.errors} in ${r.elapsedSec.toFixed(3)} s`,
     `  IOPS=${Math.round(r.iops)} BW=${r.mibPerSec.toFixed(1)}MiB/s (${r.mbPerSec.toFixed(1)}MB/s)`,
     `  lat (us): min=${us(r.latencyNs.min)} mean=${us(r.latencyNs.mean)} p50=${us(r.latencyNs.p50)} ` +
@@ -197,8 +201,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const { nvme, nsid, doorbells, ...perf } = parsed.options;
     if (nvme === true) {
-      if (perf.scsi === true || perf.eventIdx === true || perf.inflight === true || perf.completion === 'interrupt') {
-        throw new PerfError('--nvme takes none of --scsi, --event-idx, --inflight, --completion interrupt', 'ERR_PERF_OPTIONS');
+      if (perf.scsi === true || perf.eventIdx === true || perf.inflight === true || perf.packed === true || perf.indirect === true || perf.completion === 'interrupt') {
+        throw new PerfError('--nvme takes none of --scsi, --event-idx, --inflight, --packed, --indirect, --completion interrupt', 'ERR_PERF_OPTIONS');
       }
       report = await runNvmePerf({ ...perf, nsid, doorbells });
     } else {

@@ -70,6 +70,13 @@ export interface PerfOptions {
   inflight?: boolean;
   /** Packed virtqueues (VIRTIO_F_RING_PACKED; the run fails when the back-end does not offer it); blk only; default false. */
   packed?: boolean;
+  /**
+   * Each request one ring descriptor pointing at a table of its three
+   * (VIRTIO_F_RING_INDIRECT_DESC; the run fails when the back-end does not
+   * offer it), as a Linux guest's virtio_ring builds every request of more
+   * than one buffer; blk only; default false.
+   */
+  indirect?: boolean;
   /** Front-end memory in 2 MiB hugepages (MFD_HUGETLB memfd; needs free hugepages): SPDK's vhost maps only such memory. */
   hugepages?: boolean;
   /**
@@ -122,6 +129,8 @@ export interface PerfReport {
     inflight: boolean;
     /** VIRTIO_F_RING_PACKED negotiated. */
     packed: boolean;
+    /** VIRTIO_F_RING_INDIRECT_DESC negotiated (--indirect). */
+    indirect: boolean;
   };
   job: {
     rw: RwPattern;
@@ -334,6 +343,9 @@ export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
   }
   if (o.packed !== undefined && typeof o.packed !== 'boolean') {
     throw new PerfError('options.packed must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  if (o.indirect !== undefined && typeof o.indirect !== 'boolean') {
+    throw new PerfError('options.indirect must be a boolean', 'ERR_PERF_OPTIONS');
   }
   if (o.scsi !== undefined && typeof o.scsi !== 'boolean') {
     throw new PerfError('options.scsi must be a boolean', 'ERR_PERF_OPTIONS');
