@@ -6,10 +6,12 @@
  * "device" pushes what it took in the previous pass, publishes once, then
  * takes (available, pop, walk) up to 32 new chains; the driver harvests the
  * used entries and offers them again (3-descriptor 4 KiB read chains, as
- * bench/micro.ts). What differs between the variants is ring and in-flight
- * work only, so the figures count it; bench/micro.ts has the whole engine.
+ * bench/micro.ts; with --indirect each request is one ring descriptor
+ * pointing at a table of those three, as a Linux guest builds it). What
+ * differs between the variants is ring and in-flight work only, so the
+ * figures count it; bench/micro.ts has the whole engine.
  *
- *   node dist/bench/ring-micro.js [--requests N] [--qd N] [--per-iter K] [--rounds R] [--json]
+ *   node dist/bench/ring-micro.js [--requests N] [--qd N] [--per-iter K] [--rounds R] [--indirect] [--json]
  *
  * Runs the four variants (split, split+inflight, packed, packed+inflight)
  * alternating for R rounds and prints per variant the lowest and median of:
@@ -30,11 +32,17 @@ import { SplitQueue } from '../engine/virtio/split';
 import { AVAIL, DATA, DESC, F_NEXT, F_WRITE, QUEUE_SIZE, USED } from './micro';
 
 const BATCH = 32;
+const F_INDIRECT = 4;
 
 export interface RingVariant {
   packed: boolean;
   inflight: boolean;
+  /** Each request one ring descriptor pointing at its table of three (VIRTIO_F_RING_INDIRECT_DESC). */
+  indirect?: boolean;
 }
+
+/** Request i's indirect table (three descriptors, 64 bytes apart), past the data buffers. */
+const TABLES = 0x80000;
 
 export interface RingMicroResult {
   devNsPerReq: number;
@@ -50,8 +58,29 @@ export function runRingMicro(v: RingVariant, requests: number, qd: number, perIt
   const lens = [16, 4096, 1];
   const offs = [0, 4096, 32];
   const dirs = [F_NEXT, F_NEXT | F_WRITE, F_WRITE];
-  if (!v.packed) {
+  const indirect = v.indirect === true;
+  if (indirect) {
+    // Tables in the ring's layout: split (flags @12, next @14 within the table) or packed (flags @14, only WRITE counts).
     for (let i = 0; i < qd; i++) {
+      for (let k = 0; k < 3; k++) {
+        const d = TABLES + 64 * i + 16 * k;
+        dv.setUint32(d, DATA + i * 8192 + offs[k], true);
+        dv.setUint32(d + 8, lens[k], true);
+        if (v.packed) dv.setUint16(d + 14, dirs[k] & F_WRITE, true);
+        else {
+          dv.setUint16(d + 12, dirs[k], true);
+          dv.setUint16(d + 14, k + 1, true);
+        }
+      }
+      if (!v.packed) {
+        dv.setUint32(DESC + 16 * 3 * i, TABLES + 64 * i, true);
+        dv.setUint32(DESC + 16 * 3 * i + 8, 48, true);
+        dv.setUint16(DESC + 16 * 3 * i + 12, F_INDIRECT, true);
+      }
+    }
+  }
+  if (!v.packed) {
+    for (let i = 0; i < qd && !indirect; i++) {
       for (let k = 0; k < 3; k++) {
         const d = DESC + 16 * (3 * i + k);
         dv.setUint32(d, DATA + i * 8192 + offs[k], true);
@@ -105,11 +134,25 @@ export function runRingMicro(v: RingVariant, requests: number, qd: number, perIt
   // Accumulated in a typed array: a double in a closure variable would be boxed on every store.
   const devMs = new Float64Array(1);
   const ring32 = new Uint32Array(buf);
+  // Ring slots a request takes.
+  const slots = indirect ? 1 : 3;
 
   const offer = (i: number): void => {
     if (!v.packed) {
       words[(AVAIL + 4) / 2 + (availIdx & (QUEUE_SIZE - 1))] = 3 * i;
       availIdx = (availIdx + 1) & 0xffff;
+      return;
+    }
+    if (indirect) {
+      const w = (DESC + 16 * pAvail) / 4;
+      ring32[w] = TABLES + 64 * i;
+      ring32[w + 1] = 0;
+      ring32[w + 2] = 48;
+      ring32[w + 3] = i | ((F_INDIRECT | (pAvailWrap ? 1 << 7 : 1 << 15)) << 16);
+      if (++pAvail === QUEUE_SIZE) {
+        pAvail = 0;
+        pAvailWrap = !pAvailWrap;
+      }
       return;
     }
     const first = pAvail;
@@ -145,7 +188,7 @@ export function runRingMicro(v: RingVariant, requests: number, qd: number, perIt
       const f = words[(DESC + 16 * pUsed + 14) / 2];
       if (((f & (1 << 7)) !== 0) !== pUsedWrap || ((f & (1 << 15)) !== 0) !== pUsedWrap) break;
       backlog[nback++] = words[(DESC + 16 * pUsed + 12) / 2];
-      pUsed += 3;
+      pUsed += slots;
       if (pUsed >= QUEUE_SIZE) {
         pUsed -= QUEUE_SIZE;
         pUsedWrap = !pUsedWrap;
@@ -208,9 +251,11 @@ function main(argv: string[]): number {
       qd: { type: 'string', default: '32' },
       'per-iter': { type: 'string', default: '8' },
       rounds: { type: 'string', default: '3' },
+      indirect: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
   });
+  const indirect = values.indirect === true;
   const requests = Number(values.requests);
   const qd = Number(values.qd);
   const perIter = Number(values['per-iter']);
@@ -221,7 +266,7 @@ function main(argv: string[]): number {
   if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error('--rounds must be a positive integer');
   const runs = new Map<string, RingMicroResult[]>(VARIANTS.map((v) => [v.name, []]));
   for (let r = 0; r < rounds; r++) {
-    for (const v of VARIANTS) runs.get(v.name)?.push(runRingMicro(v, requests, qd, perIter));
+    for (const v of VARIANTS) runs.get(v.name)?.push(runRingMicro({ ...v, indirect }, requests, qd, perIter));
   }
   const med = (xs: number[]): number => {
     const s = [...xs].sort((a, b) => a - b);

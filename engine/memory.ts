@@ -65,6 +65,8 @@ export class GuestMemory {
   readonly views: DataView[];
   /** Per region: 16-bit words, for Atomics on ring indices (host order = little-endian on every target). */
   readonly words: Uint16Array[];
+  /** Per region: 32-bit words (host order = little-endian), for aligned loads of descriptors. */
+  readonly words32: Uint32Array[];
   /** Offset inside the region of the last successful translate()/uvaToGpa()/translatePart() look-up. */
   offset = 0;
   /** Bytes of the range the last successful translatePart() covered (from `offset` in its region). */
@@ -88,6 +90,7 @@ export class GuestMemory {
     this.bytes = buffers.map((b) => new Uint8Array(b));
     this.views = buffers.map((b) => new DataView(b));
     this.words = buffers.map((b) => new Uint16Array(b, 0, Math.floor(b.byteLength / 2)));
+    this.words32 = buffers.map((b) => new Uint32Array(b, 0, Math.floor(b.byteLength / 4)));
   }
 
   /**

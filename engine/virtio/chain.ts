@@ -222,11 +222,12 @@ export function walkChain(
 
   let view = mem.views[descRegion];
   let base = descOffset;
-  // The descriptor table as 32-bit words (addr lo, addr hi, len, flags | next << 16) when the caller has them; an indirect table through the DataView.
+  // The table as 32-bit words (addr lo, addr hi, len, flags | next << 16): the direct one when the caller
+  // has them, an indirect one when it is 4-byte aligned; else through the DataView.
   let words = table32;
-  // An int32 (descOffset < 2^32 and a multiple of 4 when table32 is given; unused otherwise): the
-  // word indices below stay integer arithmetic, with no float conversion per descriptor field.
-  const word0 = (descOffset / 4) | 0;
+  // An int32 (table offsets are below 2^32, a window's size, and multiples of 4 when read as words;
+  // unused otherwise): the word indices below stay integer arithmetic, no float conversion per field.
+  let word0 = (descOffset / 4) | 0;
   let tableSize = size;
   let inIndirect = false;
   let steps = 0;
@@ -266,9 +267,14 @@ export function walkChain(
       if (hi > MAX_SAFE_HIGH) return ChainError.BadAddress;
       const r = mem.translate(hi * TWO_32 + lo, len);
       if (r < 0) return ChainError.BadAddress;
-      view = mem.views[r];
       base = mem.offset;
-      words = null;
+      if ((base & 3) === 0) {
+        words = mem.words32[r];
+        word0 = (base / 4) | 0;
+      } else {
+        view = mem.views[r];
+        words = null;
+      }
       tableSize = len / DESC_SIZE;
       inIndirect = true;
       steps = 0;

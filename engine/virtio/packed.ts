@@ -165,9 +165,8 @@ export class PackedQueue implements Virtqueue {
     const dev = area(mem, q, 'device event area', q.usedAddr, 4, 4);
     this.mem = mem;
     this.words = mem.words[ring.region];
-    const rv = mem.views[ring.region];
-    if ((rv.byteOffset + ring.offset) % 4 !== 0) throw new QueueSetupError(`queue ${q.index}: descriptor ring is not addressable`);
-    this.ring32 = new Uint32Array(rv.buffer, rv.byteOffset, Math.floor(rv.byteLength / 4));
+    if (ring.offset % 4 !== 0) throw new QueueSetupError(`queue ${q.index}: descriptor ring is not addressable`);
+    this.ring32 = mem.words32[ring.region];
     this.ringWord = wordIndex(q, ring.offset / 4);
     this.wFlags0 = wordIndex(q, (ring.offset + 14) / 2);
     this.rescan();
@@ -354,10 +353,11 @@ export class PackedQueue implements Virtqueue {
     const n = this.ndesc[id];
     if (n === 0) return ChainError.HeadOutOfRange;
     const mem = this.mem;
-    // The ring is read as 32-bit words (16-byte aligned descriptors: addr lo, addr hi, len, id | flags << 16);
-    // an indirect table or a resubmitted chain's copy through a DataView (`view` set).
-    const r32 = this.ring32;
-    const rw = this.ringWord;
+    // The ring, and an indirect table that is 4-byte aligned, are read as 32-bit words (addr lo, addr hi,
+    // len, id | flags << 16: `words` from word `w0`); another table or a resubmitted chain's copy through
+    // a DataView (`view` set).
+    let words = this.ring32;
+    let w0 = this.ringWord;
     let view: DataView | null = null;
     let base = 0;
     let slot = this.slotOf[id];
@@ -375,11 +375,11 @@ export class PackedQueue implements Virtqueue {
     for (let i = 0; i < count; i++) {
       let lo: number, hi: number, len: number, flags: number;
       if (view === null) {
-        const d = rw + 4 * slot;
-        lo = r32[d];
-        hi = r32[d + 1];
-        len = r32[d + 2];
-        flags = r32[d + 3] >>> 16;
+        const d = (w0 + 4 * slot) | 0;
+        lo = words[d];
+        hi = words[(d + 1) | 0];
+        len = words[(d + 2) | 0];
+        flags = words[(d + 3) | 0] >>> 16;
       } else {
         const d = base + slot * DESC_SIZE;
         lo = view.getUint32(d, true);
@@ -397,8 +397,15 @@ export class PackedQueue implements Virtqueue {
         if (hi > MAX_SAFE_HIGH) return ChainError.BadAddress;
         const r = mem.translate(hi * TWO_32 + lo, len);
         if (r < 0) return ChainError.BadAddress;
-        view = mem.views[r];
         base = mem.offset;
+        if ((base & 3) === 0) {
+          // As the ring: offsets in a window are below 2^32, word indices int32.
+          words = mem.words32[r];
+          w0 = (base / 4) | 0;
+          view = null;
+        } else {
+          view = mem.views[r];
+        }
         slot = 0;
         count = len / DESC_SIZE;
         ringSize = count;

@@ -133,14 +133,12 @@ export class SplitQueue implements Virtqueue {
     const used = ringLocation(mem, q, 'used', q.usedAddr, 4 + 8 * size + ev, 4);
     this.descRegion = desc.region;
     this.descOffset = desc.offset;
-    const dv = mem.views[desc.region];
-    this.desc32 = (dv.byteOffset + desc.offset) % 4 === 0 && dv.byteOffset % 4 === 0 ? new Uint32Array(dv.buffer, dv.byteOffset, Math.floor(dv.byteLength / 4)) : null;
+    this.desc32 = desc.offset % 4 === 0 ? mem.words32[desc.region] : null;
     this.availWords = mem.words[avail.region];
     this.usedWords = mem.words[used.region];
     this.usedView = mem.views[used.region];
     this.usedOffset = used.offset;
-    const uv = this.usedView;
-    this.used32 = (uv.byteOffset + used.offset) % 4 === 0 && uv.byteOffset % 4 === 0 ? new Uint32Array(uv.buffer, uv.byteOffset, Math.floor(uv.byteLength / 4)) : null;
+    this.used32 = used.offset % 4 === 0 ? mem.words32[used.region] : null;
     this.wUsedRing32 = this.used32 !== null ? wordIndex(q, (used.offset + 4) / 4) : 0;
     // Word indices as int32 (offsets are below 2^32, so offset / 2 is below 2^31), not doubles.
     const a = wordIndex(q, avail.offset / 2);

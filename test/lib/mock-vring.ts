@@ -109,9 +109,12 @@ export class MockVring {
     return idx[0];
   }
 
-  /** Add a chain as one direct descriptor pointing at an indirect table. Returns the head. */
-  addIndirect(bufs: Buf[], publish = true): number {
-    const table = this.alloc(16 * bufs.length);
+  /**
+   * Add a chain as one direct descriptor pointing at an indirect table (`misalign` bytes past a 16-byte
+   * boundary: one the device must read without aligned loads). Returns the head.
+   */
+  addIndirect(bufs: Buf[], publish = true, misalign = 0): number {
+    const table = this.alloc(16 * bufs.length + misalign) + misalign;
     bufs.forEach((b, k) => {
       const last = k === bufs.length - 1;
       this.writeDesc(table, k, b.addr, b.len, (last ? 0 : 1) | (b.write ? 2 : 0), last ? 0 : k + 1);

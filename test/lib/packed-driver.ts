@@ -89,8 +89,9 @@ export class PackedDriver {
     this.availIdx = slot;
     this.availWrap = wrap;
   }
-  addIndirect(bufs: Buf[], id: number): void {
-    const table = this.alloc(16 * bufs.length);
+  addIndirect(bufs: Buf[], id: number, misalign = 0): void {
+    // `misalign` bytes past a 16-byte boundary: a table the device must read without aligned loads.
+    const table = this.alloc(16 * bufs.length + misalign) + misalign;
     bufs.forEach((b, k) => {
       const d = table + 16 * k;
       this.v.setBigUint64(d, BigInt(b.addr), true);

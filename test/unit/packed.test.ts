@@ -111,6 +111,19 @@ t.test('chains counted by available() pop with their own lengths across wraps; p
   }
 });
 
+t.test('indirect tables 2 and 4 bytes off 16-byte alignment read as aligned ones', async (t) => {
+  const { drv, q, chain } = setup();
+  const h = drv.alloc(16);
+  const d = drv.alloc(512);
+  const st = drv.alloc(1);
+  for (const [id, misalign] of [[3, 2], [4, 4], [5, 0]]) {
+    drv.addIndirect([{ addr: h, len: 16 }, { addr: d, len: 256 + id, write: true }, { addr: st, len: 1, write: true }], id, misalign);
+    t.equal(q.pop(), id);
+    t.equal(q.walk(id, chain), ChainError.Ok);
+    t.same([chain.count, chain.readable, chain.writableBytes, chain.len[1]], [3, 1, 257 + id, 256 + id], `table ${misalign} bytes off`);
+  }
+});
+
 t.test('indirect table; event suppression both ways', async (t) => {
   const { drv, q, chain } = setup();
   const h = drv.alloc(16);

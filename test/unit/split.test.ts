@@ -142,27 +142,37 @@ t.test('a head index beyond the queue size breaks the queue', async (t) => {
   t.match(q.broken, /head 8/);
 });
 
-t.test('indirect descriptors', async (t) => {
-  const { vr, mem, q, chain } = setup();
-  const hdr = vr.alloc(16);
-  const d1 = vr.alloc(512);
-  const d2 = vr.alloc(512);
-  const st = vr.alloc(1);
-  const head = vr.addIndirect([
-    { addr: hdr, len: 16 },
-    { addr: d1, len: 512 },
-    { addr: d2, len: 512 },
-    { addr: st, len: 1, write: true },
-  ]);
-  q.available();
-  t.equal(q.pop(), head);
-  t.equal(q.walk(head, chain), ChainError.Ok);
-  t.same(segs(mem, chain, vr.gpa), [
-    { gpa: hdr, len: 16, write: false },
-    { gpa: d1, len: 512, write: false },
-    { gpa: d2, len: 512, write: false },
-    { gpa: st, len: 1, write: true },
-  ]);
+t.test('indirect descriptors, in an aligned table and in one 2 and 4 bytes off', async (t) => {
+  for (const misalign of [0, 2, 4]) {
+    const { vr, mem, q, chain } = setup();
+    const hdr = vr.alloc(16);
+    const d1 = vr.alloc(512);
+    const d2 = vr.alloc(512);
+    const st = vr.alloc(1);
+    const head = vr.addIndirect(
+      [
+        { addr: hdr, len: 16 },
+        { addr: d1, len: 512 },
+        { addr: d2, len: 512 },
+        { addr: st, len: 1, write: true },
+      ],
+      true,
+      misalign,
+    );
+    q.available();
+    t.equal(q.pop(), head);
+    t.equal(q.walk(head, chain), ChainError.Ok);
+    t.same(
+      segs(mem, chain, vr.gpa),
+      [
+        { gpa: hdr, len: 16, write: false },
+        { gpa: d1, len: 512, write: false },
+        { gpa: d2, len: 512, write: false },
+        { gpa: st, len: 1, write: true },
+      ],
+      `table ${misalign} bytes past 16-byte alignment`,
+    );
+  }
 });
 
 t.test('direct descriptors followed by an indirect one', async (t) => {
