@@ -52,6 +52,8 @@ const EXTRA_USAGE = `
   --idle-sec S        idle cost per mode over S seconds after the cases (default 5; 0: skip)
   --idle-devs N       controllers for the idle cost (default 16)
   --idle-modes M,...  target:mode (default ${IDLE_MODES.join(',')})
+  --indirect          perf: each request one descriptor pointing at a table of three, as Linux guests
+                      build them (VIRTIO_F_RING_INDIRECT_DESC; bdevperf's initiator does not)
 Needs root (2 MiB hugepages). Exit 3 when there is no SPDK build.`;
 
 interface Variant {
@@ -205,7 +207,7 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
     'peer',
     usage,
     '1,32,128',
-    { targets: { type: 'string' }, gens: { type: 'string' }, 'idle-sec': { type: 'string' }, 'idle-devs': { type: 'string' }, 'idle-modes': { type: 'string' } },
+    { targets: { type: 'string' }, gens: { type: 'string' }, 'idle-sec': { type: 'string' }, 'idle-devs': { type: 'string' }, 'idle-modes': { type: 'string' }, indirect: { type: 'boolean' } },
     'string',
   );
   if (typeof o === 'number') return o;
@@ -214,6 +216,7 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
   let idleModes: string[];
   const idleSec = Number(o.more['idle-sec'] ?? 5);
   const idleDevs = Number(o.more['idle-devs'] ?? 16);
+  const indirect = o.more.indirect === true;
   try {
     if (argv[argv.indexOf('--peer') + 1] !== 'spdk' && !argv.includes('--peer=spdk')) throw new Error('--peer: only spdk is known');
     targets = listOption(o.more.targets, TARGETS, 'targets');
@@ -281,7 +284,7 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
         let ioSec: number;
         try {
           if (v.gen === 'perf') {
-            const r = await runPerf({ ...job, socketPath: t.socketPath, eventIdx: true, hugepages: true });
+            const r = await runPerf({ ...job, socketPath: t.socketPath, eventIdx: true, hugepages: true, indirect });
             f = { iops: r.iops, latMeanUs: r.latencyNs.mean / 1000, latP50Us: r.latencyNs.p50 / 1000, latP99Us: r.latencyNs.p99 / 1000, descheduledSec: r.cpu.stallSec, errors: r.errors };
             ioSec = (job.runtimeSec ?? 0) + (job.rampSec ?? 0);
           } else {
@@ -329,7 +332,7 @@ export async function peerMain(argv: string[], repo: string): Promise<number> {
     `# vhostd / SPDK vhost / qemu-storage-daemon (${startedAt.toISOString()})`,
     '',
     `SPDK: ${build.dir}. Each target started fresh per run on core ${TARGET_CORE} (vhostd -m, SPDK -m + taskset, QSD taskset) with one ${o.sizeMiB} MiB bdev (512-byte blocks; QSD: null-co, malloc = a /dev/shm file); ` +
-      `generators on core ${GENERATOR_CORE}: perf = vhostd-perf --hugepages with EVENT_IDX (${o.rampSec} s ramp), bdevperf = SPDK's virtio-user initiator (-l). ` +
+      `generators on core ${GENERATOR_CORE}: perf = vhostd-perf --hugepages with EVENT_IDX${indirect ? ' and indirect descriptors' : ''} (${o.rampSec} s ramp), bdevperf = SPDK's virtio-user initiator (-l). ` +
       `${o.runs} rounds, targets alternating, ${o.runtimeSec} s measured; 4 KiB, 1 queue; medians. Busy core: vhostd's engine workers and SPDK's threads by thread_get_stats, QSD by /proc/PID/stat; ` +
       `SPDK IOPS/CPU core uses its /proc CPU time instead. Load average at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
     '',

@@ -5,7 +5,10 @@
  * --packed / --inflight) on another core.
  *
  *   npm run bench -- --rings [--runs N] [--runtime S] [--ramp S] [--kinds null,malloc] [--qds 32]
- *                            [--rws randread,randwrite] [--out DIR]
+ *                            [--rws randread,randwrite] [--indirect] [--out DIR]
+ *
+ * --indirect: every request one ring descriptor pointing at a table of its
+ * three, as a Linux guest builds them (VIRTIO_F_RING_INDIRECT_DESC).
  *
  * One vhostd per bdev kind (engine on core 1, generator on core 0), one bdev;
  * for every case and round four runs back to back, each on a controller
@@ -37,14 +40,14 @@ const VARIANTS: readonly Variant[] = [
 const vname = (v: Variant): string => `${v.ring}${v.inflight ? '+inflight' : ''}`;
 
 /** A blk controller (with packed_ring for packed) per run; the generator asks for the ring and INFLIGHT_SHMFD and must get them. */
-const roundsVariant = (variant: Variant): RoundsVariant => ({
+const roundsVariant = (variant: Variant, indirect: boolean): RoundsVariant => ({
   key: vname(variant),
   name: vname(variant),
   async attach(v, bdev) {
     const packed = variant.ring === 'packed';
     const ctrlr = `bench.${variant.ring}${variant.inflight ? '.inflight' : ''}`;
     const device = await attachBlk(v, bdev, ctrlr, packed ? { packed_ring: true } : {}, (socketPath, job) =>
-      runPerf({ ...job, socketPath, eventIdx: true, inflight: variant.inflight, packed }),
+      runPerf({ ...job, socketPath, eventIdx: true, inflight: variant.inflight, packed, indirect }),
     );
     const run = device.run as NonNullable<typeof device.run>;
     return {
@@ -87,14 +90,21 @@ interface CaseResult {
   medians: Record<string, number | null>;
 }
 
-const USAGE = roundsUsage('rings', 'each the four variants back to back', '32');
+const USAGE = `${roundsUsage('rings', 'each the four variants back to back', '32')}
+  --indirect          each request one descriptor pointing at a table of three, as Linux guests build them`;
 
 export async function ringsMain(argv: string[], repo: string): Promise<number> {
-  const o = parseRoundsOptions(argv, 'rings', USAGE, '32');
+  const o = parseRoundsOptions(argv, 'rings', USAGE, '32', { indirect: { type: 'boolean' } });
   if (typeof o === 'number') return o;
+  const indirect = o.more.indirect === true;
   const { runs, runtimeSec, rampSec, sizeMiB } = o;
   const startedAt = new Date();
-  const rounds = await runRounds(repo, 'rings', o, VARIANTS.map(roundsVariant));
+  const rounds = await runRounds(
+    repo,
+    'rings',
+    o,
+    VARIANTS.map((v) => roundsVariant(v, indirect)),
+  );
   const cases: CaseResult[] = rounds.map((c) => {
     const medians: Record<string, number | null> = {};
     for (const variant of VARIANTS) medians[vname(variant)] = median(goodIops(c.runs, vname(variant)));
@@ -125,7 +135,7 @@ export async function ringsMain(argv: string[], repo: string): Promise<number> {
   const lines = [
     `# vhostd ring layout and in-flight tracking (${startedAt.toISOString()})`,
     '',
-    `Same vhostd, same bdev, engine on core ${TARGET_CORE}, generator on core ${GENERATOR_CORE}; ${runs} rounds of the four variants back to back per case, ${runtimeSec} s measured after ${rampSec} s; 4 KiB, 1 queue, EVENT_IDX. Load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
+    `Same vhostd, same bdev, engine on core ${TARGET_CORE}, generator on core ${GENERATOR_CORE}; ${runs} rounds of the four variants back to back per case, ${runtimeSec} s measured after ${rampSec} s; 4 KiB, 1 queue, EVENT_IDX${indirect ? ', indirect descriptors (one ring descriptor per request)' : ''}. Load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
     '',
     '| case | ring | in-flight | IOPS median (min–max) | vs split, off |',
     '|---|---|---|---|---|',
