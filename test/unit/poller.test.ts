@@ -11,6 +11,7 @@ import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } fr
 import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { type ControlReply, type ControlRequest, type DeviceDesc, DeviceStat, type RegionDesc, WorkerStat } from '../../engine/control';
+import type { EngineDevice } from '../../engine/device';
 import { Poller, type PollerSys } from '../../engine/poller';
 import { BlkStatus, BlkType } from '../../engine/virtio/spec';
 import { F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
@@ -352,4 +353,68 @@ t.test('a request the bdev completes at once is published and signalled in the i
   const stop = send({ op: 'stop', deviceId: 5 });
   poller.iterate(0);
   t.match(replies(), [{ id: stop, ok: true }]);
+});
+
+t.test('busy and idle time: iterations that skip the clock read are still charged as busy', async (t) => {
+  const { port1, port2 } = new MessageChannel();
+  t.teardown(() => {
+    port1.close();
+    port2.close();
+  });
+  const sys: PollerSys = {
+    mmap: () => {
+      throw new Error('no memory here');
+    },
+    munmap: () => undefined,
+    eventfdWrite: () => undefined,
+    eventfdRead: () => 0,
+    pollReadable: () => 0,
+    yieldCpu: () => undefined,
+  };
+  // A device with one unit of work at every poll (a small batch: most iterations leave the clock unread), then none.
+  let busy = true;
+  let once = false;
+  let polls = 0;
+  const fake = {
+    id: 9,
+    name: 'fake',
+    inflight: 0,
+    running: true,
+    poll: (): number => {
+      polls++;
+      if (once) {
+        once = false;
+        return 1;
+      }
+      return busy ? 1 : 0;
+    },
+  } as unknown as EngineDevice;
+  const stats = new SharedArrayBuffer(WorkerStat.Count * 8);
+  const s = new Float64Array(stats);
+  const poller = new Poller({ core: 0, port: port1, wakeFd: -1, stats, pollMode: 'poll', idleSleepUs: 0 }, sys, new WorkerBdevLayer(new Map(BDEV_MODULES)), () => () => fake);
+  poller.handle({ id: 1, op: 'start', device: { id: 9, name: 'fake', model: { kind: 'fake' }, queues: [] } as unknown as DeviceDesc });
+  t.equal((receiveMessageOnPort(port2)?.message as ControlReply | undefined)?.ok, true, 'the fake device started');
+
+  const t0 = performance.now();
+  t.equal(poller.runSlice(), true, 'a slice of busy iterations');
+  const wall = (performance.now() - t0) * 1e6;
+  t.ok(polls > 100, `the device was polled (${polls} times)`);
+  t.equal(s[WorkerStat.BusyIterations], s[WorkerStat.Iterations], 'every iteration was busy');
+  t.equal(s[WorkerStat.IdleNs], 0, 'no idle time charged');
+  t.ok(s[WorkerStat.BusyNs] > 0 && s[WorkerStat.BusyNs] <= wall, `busy time charged, within the slice (${s[WorkerStat.BusyNs]} of ${wall} ns)`);
+
+  // One unit of work, then none: that busy iteration leaves the clock to the idle ones after it, whose
+  // read charges it (at an idle cost per iteration of 0: no all-idle sample was taken yet).
+  busy = false;
+  once = true;
+  const busyBefore = s[WorkerStat.BusyNs];
+  t.equal(poller.runSlice(), true, 'a slice of one busy iteration, then idle ones');
+  t.ok(s[WorkerStat.IdleNs] > 0, 'idle time charged');
+  t.ok(s[WorkerStat.BusyNs] > busyBefore, 'the busy iteration charged as busy by the idle iterations\' read');
+
+  const busyIdle = s[WorkerStat.BusyNs];
+  const idleBefore = s[WorkerStat.IdleNs];
+  t.equal(poller.runSlice(), true, 'a slice of idle iterations');
+  t.ok(s[WorkerStat.IdleNs] > idleBefore, 'idle time charged');
+  t.equal(s[WorkerStat.BusyNs], busyIdle, 'no busy time without work');
 });
