@@ -133,6 +133,20 @@ function harness() {
   return { vr, vr2, bdev, poller, send, replies, device, region, mapped, unmapped, signals, stats: new Float64Array(stats), close };
 }
 
+/** The addon calls of a poller whose devices map no guest memory. */
+function noMemorySys(): PollerSys {
+  return {
+    mmap: () => {
+      throw new Error('no memory here');
+    },
+    munmap: () => undefined,
+    eventfdWrite: () => undefined,
+    eventfdRead: () => 0,
+    pollReadable: () => 0,
+    yieldCpu: () => undefined,
+  };
+}
+
 /** A read of one sector; returns its head and status address. */
 function read(vr: MockVring, sector: number): { head: number; st: number } {
   const st = vr.alloc(1, 0xee);
@@ -306,16 +320,7 @@ t.test('with a mail counter the loop reads its port only when the reactor counte
     port2.close();
   });
   const mail = new SharedArrayBuffer(4);
-  const sys: PollerSys = {
-    mmap: () => {
-      throw new Error('no memory here');
-    },
-    munmap: () => undefined,
-    eventfdWrite: () => undefined,
-    eventfdRead: () => 0,
-    pollReadable: () => 0,
-    yieldCpu: () => undefined,
-  };
+  const sys = noMemorySys();
   const stats = new SharedArrayBuffer(WorkerStat.Count * 8);
   const poller = new Poller({ core: 0, port: port1, wakeFd: -1, stats, mail, pollMode: 'poll', idleSleepUs: 0 }, sys, new WorkerBdevLayer(new Map(BDEV_MODULES)));
   port2.postMessage({ op: 'exit', id: 1 });
@@ -361,16 +366,7 @@ t.test('busy and idle time: iterations that skip the clock read are still charge
     port1.close();
     port2.close();
   });
-  const sys: PollerSys = {
-    mmap: () => {
-      throw new Error('no memory here');
-    },
-    munmap: () => undefined,
-    eventfdWrite: () => undefined,
-    eventfdRead: () => 0,
-    pollReadable: () => 0,
-    yieldCpu: () => undefined,
-  };
+  const sys = noMemorySys();
   // A device with one unit of work at every poll (a small batch: most iterations leave the clock unread), then none.
   let busy = true;
   let once = false;
