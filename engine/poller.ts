@@ -38,18 +38,6 @@ const CONTROL_EVERY = 32;
  */
 const IDLE_CLOCK_EVERY = 8;
 /**
- * A busy iteration that did at most SMALL_BATCH units of work leaves the
- * clock read to the next iteration, BUSY_CLOCK_EVERY - 1 times in a row: a
- * read costs ~50-70 ns here (performance.now's wrapper and the binding
- * call around a ~40 ns vDSO clock_gettime), once per request at QD1 and
- * about once per 2-3 at QD32, where a poll finds what the guest added since
- * the last one. The clock a device gets is then at most one such
- * iteration (≤ SMALL_BATCH requests, well under 1 µs) and IDLE_CLOCK_EVERY - 1
- * idle ones older than it could be.
- */
-const BUSY_CLOCK_EVERY = 2;
-const SMALL_BATCH = 2;
-/**
  * Longest sleep; a wake eventfd write, a kick or a completion ends it
  * sooner. It bounds what an unsignalled event could cost (none is expected:
  * this is a safety net, not a poll period; SPDK's interrupt-mode reactor
@@ -148,7 +136,7 @@ export class Poller {
   private sleepFdCount = 0;
   private sleepFdsDirty = true;
   /** The loop's state between runSlice() calls (null before the first). */
-  private loop: { iter: number; last: number; lastWork: number; idleRun: number; busyRun: number; idleIterMs: number; busyIter: number } | null = null;
+  private loop: { iter: number; last: number; lastWork: number; idleRun: number; idleIterMs: number; busyIter: number } | null = null;
 
   /**
    * @param layer this worker's bdev layer (one per worker: devices open their bdevs in it)
@@ -194,14 +182,13 @@ export class Poller {
    * native memory per mapped region, for the life of the worker (the soak's
    * RSS growth per connection).
    *
-   * Clock: read at the end of a busy iteration (of a small one only every
-   * BUSY_CLOCK_EVERY, see there) and every IDLE_CLOCK_EVERY idle ones;
-   * that reading is the clock the next iterations' device polls get (their
-   * submission stamps, and the completion time of what the previous
-   * iteration reaped, see IoStatRecorder.note). In a span with busy
-   * iterations the idle ones are charged to idle time at the per-iteration
-   * cost measured by the last all-idle sample, the rest of the span to busy
-   * time.
+   * Clock: one read per busy iteration, at its end; that reading is the
+   * clock the next iteration's device polls get (their submission stamps,
+   * and the completion time of what the previous iteration reaped, see
+   * IoStatRecorder.note). Idle iterations read it every IDLE_CLOCK_EVERY;
+   * the idle iterations before a busy one are charged to idle time at the
+   * per-iteration cost measured by the last all-idle sample, the rest of
+   * the span to busy time.
    */
   runSlice(): boolean {
     const stats = this.stats;
@@ -214,9 +201,9 @@ export class Poller {
       if (sleeps) this.layer.enableSleep();
       stats[WorkerStat.InInterrupt] = mode === 'interrupt' ? 1 : 0;
       const t = performance.now();
-      this.loop = { iter: 0, last: t, lastWork: t, idleRun: 0, busyRun: 0, idleIterMs: 0, busyIter: 0 };
+      this.loop = { iter: 0, last: t, lastWork: t, idleRun: 0, idleIterMs: 0, busyIter: 0 };
     }
-    let { iter, last, lastWork, idleRun, busyRun, idleIterMs, busyIter } = this.loop;
+    let { iter, last, lastWork, idleRun, idleIterMs, busyIter } = this.loop;
     const yieldAt = performance.now() + YIELD_EVERY_MS;
     let yielding = false;
     while (this.running) {
@@ -230,28 +217,34 @@ export class Poller {
       if (work > 0) {
         if (adaptive && stats[WorkerStat.InInterrupt] !== 0) stats[WorkerStat.InInterrupt] = 0;
         busyIter++;
-        if (work <= SMALL_BATCH && ++busyRun < BUSY_CLOCK_EVERY) continue;
-      } else if (++idleRun < IDLE_CLOCK_EVERY) continue;
-      const now = performance.now();
-      const span = now - last;
-      if (work > 0 || busyRun > 0) {
-        let idle = idleRun * idleIterMs;
-        if (idle > span) idle = span;
-        stats[WorkerStat.IdleNs] += idle * 1e6;
-        stats[WorkerStat.BusyNs] += (span - idle) * 1e6;
+        const now = performance.now();
+        let span = now - last;
+        if (idleRun > 0) {
+          let idle = idleRun * idleIterMs;
+          if (idle > span) idle = span;
+          stats[WorkerStat.IdleNs] += idle * 1e6;
+          span -= idle;
+          idleRun = 0;
+        }
+        stats[WorkerStat.BusyNs] += span * 1e6;
+        last = now;
         lastWork = now;
-        busyRun = 0;
-      } else {
-        idleIterMs = span / idleRun;
-        stats[WorkerStat.IdleNs] += span * 1e6;
+        if (now >= yieldAt) {
+          yielding = true;
+          break;
+        }
+        continue;
       }
+      if (++idleRun < IDLE_CLOCK_EVERY) continue;
+      const now = performance.now();
+      idleIterMs = (now - last) / idleRun;
+      stats[WorkerStat.IdleNs] += (now - last) * 1e6;
       idleRun = 0;
       last = now;
       if (now >= yieldAt) {
         yielding = true;
         break;
       }
-      if (work > 0) continue;
 
       if (sleeps && wantsSleep(mode, now - lastWork, idleSleepMs, this.layer.inFlight())) {
         const limitMs = this.sleepLimitMs(now);
@@ -267,7 +260,7 @@ export class Poller {
         this.sys.yieldCpu();
       }
     }
-    this.loop = { iter, last, lastWork, idleRun, busyRun, idleIterMs, busyIter };
+    this.loop = { iter, last, lastWork, idleRun, idleIterMs, busyIter };
     stats[WorkerStat.Iterations] = iter;
     stats[WorkerStat.BusyIterations] = busyIter;
     return yielding && this.running;
