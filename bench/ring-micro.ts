@@ -59,36 +59,31 @@ export function runRingMicro(v: RingVariant, requests: number, qd: number, perIt
   const offs = [0, 4096, 32];
   const dirs = [F_NEXT, F_NEXT | F_WRITE, F_WRITE];
   const indirect = v.indirect === true;
-  if (indirect) {
-    // Tables in the ring's layout: split (flags @12, next @14 within the table) or packed (flags @14, only WRITE counts).
+  // Request i's three descriptors, written once: split, at 3i of the descriptor table or (indirect) in a
+  // table of its own that descriptor 3i points at (flags @12, next @14); packed, only in its own table
+  // (flags @14, only WRITE counts there): its ring descriptors are written per request (offer).
+  if (!v.packed || indirect) {
     for (let i = 0; i < qd; i++) {
+      const table = indirect ? TABLES + 64 * i : DESC + 48 * i;
+      const first = indirect ? 0 : 3 * i;
       for (let k = 0; k < 3; k++) {
-        const d = TABLES + 64 * i + 16 * k;
+        const d = table + 16 * k;
         dv.setUint32(d, DATA + i * 8192 + offs[k], true);
         dv.setUint32(d + 8, lens[k], true);
         if (v.packed) dv.setUint16(d + 14, dirs[k] & F_WRITE, true);
         else {
           dv.setUint16(d + 12, dirs[k], true);
-          dv.setUint16(d + 14, k + 1, true);
+          dv.setUint16(d + 14, first + k + 1, true);
         }
       }
-      if (!v.packed) {
-        dv.setUint32(DESC + 16 * 3 * i, TABLES + 64 * i, true);
-        dv.setUint32(DESC + 16 * 3 * i + 8, 48, true);
-        dv.setUint16(DESC + 16 * 3 * i + 12, F_INDIRECT, true);
+      if (indirect && !v.packed) {
+        dv.setUint32(DESC + 48 * i, table, true);
+        dv.setUint32(DESC + 48 * i + 8, 48, true);
+        dv.setUint16(DESC + 48 * i + 12, F_INDIRECT, true);
       }
     }
   }
   if (!v.packed) {
-    for (let i = 0; i < qd && !indirect; i++) {
-      for (let k = 0; k < 3; k++) {
-        const d = DESC + 16 * (3 * i + k);
-        dv.setUint32(d, DATA + i * 8192 + offs[k], true);
-        dv.setUint32(d + 8, lens[k], true);
-        dv.setUint16(d + 12, dirs[k], true);
-        dv.setUint16(d + 14, 3 * i + k + 1, true);
-      }
-    }
     words[(AVAIL + 4 + 2 * QUEUE_SIZE) / 2] = 0x8000; // used_event far ahead: no interrupt wanted
   } else {
     words[AVAIL / 2 + 1] = 1; // driver event area: DISABLE
