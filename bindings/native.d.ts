@@ -273,10 +273,12 @@ export interface Native {
   eventfdWrite(fd: number, value: number): void;
   /**
    * poll(2) the first `count` fds of `fds` for readability, up to timeoutMs
-   * (-1 = forever). Returns how many are readable. Blocks the calling thread:
-   * meant for an idle engine worker, never the main thread.
+   * (-1 = forever). Returns how many are readable (errors and hang-ups
+   * count). With `ready` (at least `count` long), ready[i] is set to 1 when
+   * fds[i] was, else 0. Blocks the calling thread: meant for an idle engine
+   * worker, never the main thread.
    */
-  pollReadable(fds: Int32Array, count: number, timeoutMs: number): number;
+  pollReadable(fds: Int32Array, count: number, timeoutMs: number, ready?: Uint8Array): number;
 
   // --- Threads --------------------------------------------------------------
   /** Pin the calling OS thread to one CPU (pthread_setaffinity_np). */

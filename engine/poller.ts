@@ -36,7 +36,7 @@ const CONTROL_EVERY = 32;
  * IDLE_CLOCK_EVERY - 1 idle iterations (well under 1 µs), which is how early
  * the start stamp of a request arriving after an idle stretch can be.
  */
-const IDLE_CLOCK_EVERY = 8;
+export const IDLE_CLOCK_EVERY = 8;
 /**
  * Longest sleep; a wake eventfd write, a kick or a completion ends it
  * sooner. It bounds what an unsignalled event could cost (none is expected:
@@ -133,6 +133,8 @@ export class Poller {
   private mailSeen = 0;
   private readonly env: DeviceEnv;
   private sleepFds = new Int32Array(1);
+  /** Which of sleepFds the last poll found readable (the only ones read afterwards). */
+  private sleepReady = new Uint8Array(1);
   private sleepFdCount = 0;
   private sleepFdsDirty = true;
   /** The loop's state between runSlice() calls (null before the first). */
@@ -624,31 +626,39 @@ export class Poller {
 
   /**
    * Sleep in poll(2) until a kick, a bdev completion, a wake-up or
-   * `timeoutMs`. Order: drain stale eventfd counts; switch the bdev
-   * completion eventfds on and poll the layer once (what completed while
-   * they were off signalled nothing); ask the drivers for kicks, which
-   * re-checks the rings; look at the port; only then block. Afterwards kicks
-   * and completion signals are switched off again. Returns true when woken
-   * by an fd (not by the timeout) or when work was found before sleeping.
+   * `timeoutMs`. Order: switch the bdev completion eventfds on and poll the
+   * layer once (what completed while they were off signalled nothing); ask
+   * the drivers for kicks, which re-checks the rings; look at the port; only
+   * then block. Afterwards the eventfds poll found readable are reset (only
+   * those: a read of each would cost a syscall per fd and wake-up), and kicks
+   * and completion signals are switched off again. A count left from while
+   * signals were off (a kick the driver sent anyway) makes the next poll
+   * return at once; that wake-up resets it, so it costs one loop turn, never
+   * a missed event. Returns true when it found work instead of sleeping (a
+   * completion, a request, a control message), which the loop counts as
+   * work; what a wake-up by an fd brought, the iterations after it find and
+   * count (after a stale count they find nothing, so an adaptive worker
+   * does not start its idle spin over).
    */
   private sleep(timeoutMs: number, nowMs: number): boolean {
     if (this.sleepFdsDirty) this.collectSleepFds();
     const fds = this.sleepFds;
     const n = this.sleepFdCount;
-    for (let i = 0; i < n; i++) this.sys.eventfdRead(fds[i]);
     const layer = this.layer;
     layer.setCompletionNotify(true);
-    let woke = layer.poll(nowMs) > 0;
-    if (!woke) for (const dev of this.devices) if (dev.running && dev.setNotification(true)) woke = true;
-    if (!woke && this.takeMessages() === 0 && this.running && this.pending.length === 0) {
-      woke = this.sys.pollReadable(fds, n, Math.max(1, Math.ceil(timeoutMs))) > 0;
-      for (let i = 0; i < n; i++) this.sys.eventfdRead(fds[i]);
+    let found = layer.poll(nowMs) > 0;
+    if (!found) for (const dev of this.devices) if (dev.running && dev.setNotification(true)) found = true;
+    if (!found && this.takeMessages() === 0 && this.running && this.pending.length === 0) {
+      const ready = this.sleepReady;
+      if (this.sys.pollReadable(fds, n, Math.max(1, Math.ceil(timeoutMs)), ready) > 0) {
+        for (let i = 0; i < n; i++) if (ready[i] !== 0) this.sys.eventfdRead(fds[i]);
+      }
     } else {
-      woke = true;
+      found = true;
     }
     for (const dev of this.devices) if (dev.running) dev.setNotification(false);
     layer.setCompletionNotify(false);
-    return woke;
+    return found;
   }
 
   private collectSleepFds(): void {
@@ -656,7 +666,10 @@ export class Poller {
     if (this.init.wakeFd >= 0) list.push(this.init.wakeFd);
     for (const dev of this.devices) if (dev.running) list.push(...dev.kickFds());
     this.layer.sleepFds(list);
-    if (this.sleepFds.length < list.length) this.sleepFds = new Int32Array(list.length);
+    if (this.sleepFds.length < list.length) {
+      this.sleepFds = new Int32Array(list.length);
+      this.sleepReady = new Uint8Array(list.length);
+    }
     this.sleepFds.set(list);
     this.sleepFdCount = list.length;
     this.sleepFdsDirty = false;

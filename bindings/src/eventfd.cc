@@ -84,6 +84,16 @@ Napi::Value PollReadable(const Napi::CallbackInfo& info) {
     ThrowTypeError(env, "count must not exceed fds.length");
     return Napi::Value();
   }
+  // Optional: which of the fds polled ready (1) or not (0), so the caller reads only those.
+  uint8_t* ready = nullptr;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    size_t readyLength;
+    if (!ArgBytes(info, 3, "ready", &ready, &readyLength)) return Napi::Value();
+    if (uint64_t(count) > readyLength) {
+      ThrowTypeError(env, "count must not exceed ready.length");
+      return Napi::Value();
+    }
+  }
   if (timeoutMs < -1) {
     ThrowTypeError(env, "timeoutMs must be -1 or a non-negative integer");
     return Napi::Value();
@@ -104,9 +114,14 @@ Napi::Value PollReadable(const Napi::CallbackInfo& info) {
   int r = poll(p, nfds_t(count), timeoutMs);
   if (r < 0) {
     // A signal ends the wait early: report "nothing readable", the caller loops.
-    if (errno == EINTR) return Napi::Number::New(env, 0);
-    ThrowErrno(env, errno, "poll");
-    return Napi::Value();
+    if (errno == EINTR) r = 0;
+    else {
+      ThrowErrno(env, errno, "poll");
+      return Napi::Value();
+    }
+  }
+  if (ready != nullptr) {
+    for (size_t i = 0; i < size_t(count); i++) ready[i] = p[i].revents != 0 ? 1 : 0;
   }
   // poll(2) counts fds with any event, errors and hang-ups included, so the
   // caller goes and reads them instead of waiting again.

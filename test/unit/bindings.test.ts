@@ -467,6 +467,16 @@ t.test('eventfd read/write and pollReadable', async (t) => {
   const [a, b] = native.socketPair();
   native.write(a, Uint8Array.of(1));
   t.equal(native.pollReadable(Int32Array.of(e, e2, b), 3, 0), 1, 'socket readable');
+  // `ready`: which fds polled readable, every entry written (1 or 0).
+  native.eventfdWrite(e2, 1);
+  const ready = Uint8Array.of(9, 9, 9, 9);
+  t.equal(native.pollReadable(Int32Array.of(e, e2, b), 3, 0, ready), 2, 'two readable');
+  t.same([...ready], [0, 1, 1, 9], 'ready marks them; entries past count untouched');
+  native.eventfdRead(e2);
+  t.equal(native.pollReadable(Int32Array.of(e, e2), 2, 0, ready), 0, 'none readable');
+  t.same([...ready.subarray(0, 2)], [0, 0], 'ready cleared when nothing fired');
+  t.throws(() => native.pollReadable(Int32Array.of(e, e2), 2, 0, new Uint8Array(1)), TypeError, 'ready shorter than count');
+  t.throws(() => native.pollReadable(Int32Array.of(e), 1, 0, new Int32Array(1) as unknown as Uint8Array), TypeError, 'ready not a Uint8Array');
   for (const fd of [e, e2, a, b]) native.close(fd);
 });
 

@@ -24,7 +24,7 @@ import { WorkerBdevLayer } from '../../engine/bdev/layer';
 import type { ModuleWorkerState } from '../../engine/bdev/module';
 import { BDEV_MODULES } from '../../engine/bdev/modules';
 import { type ControlReply, type DeviceDesc, DeviceStat, type PollMode, WorkerStat } from '../../engine/control';
-import { IO_WAIT_SPIN_MS, Poller, type PollerSys, wantsSleep, yieldsToHelpers } from '../../engine/poller';
+import { IDLE_CLOCK_EVERY, IO_WAIT_SPIN_MS, Poller, type PollerSys, wantsSleep, yieldsToHelpers } from '../../engine/poller';
 import { BlkType } from '../../engine/virtio/spec';
 import { F_VERSION_1, MockVring } from '../lib/mock-vring';
 import { fdCount, guestMemory, makeBdev, openTestFile, TestIo } from '../lib/file-bdev-cases';
@@ -142,14 +142,24 @@ function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleep
   const notifyLog: boolean[] = [];
   let sleepHandler: (n: number, fds: number[]) => number = () => 0;
   let sleeps = 0;
+  /** The fds a poll that fired reports ready (null: all it polled), and every eventfd read, in order. */
+  let readyFds: number[] | null = null;
+  const reads: number[] = [];
   let onYield: (n: number) => void = () => undefined;
   let yields = 0;
   const sys: PollerSys = {
     mmap: () => vr.buffer,
     munmap: () => undefined,
     eventfdWrite: (fd) => void signals.push(fd),
-    eventfdRead: () => 0,
-    pollReadable: (fds, count) => sleepHandler(++sleeps, Array.from(fds.subarray(0, count))),
+    eventfdRead: (fd) => {
+      reads.push(fd);
+      return 0;
+    },
+    pollReadable: (fds, count, _timeoutMs, ready) => {
+      const fired = sleepHandler(++sleeps, Array.from(fds.subarray(0, count)));
+      if (ready !== undefined) for (let i = 0; i < count; i++) ready[i] = fired > 0 && (readyFds === null || readyFds.includes(fds[i])) ? 1 : 0;
+      return fired;
+    },
     yieldCpu: () => onYield(++yields),
   };
   let completionFdsEnabled = false;
@@ -203,6 +213,8 @@ function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleep
     read,
     exit,
     onSleep: (h: (n: number, fds: number[]) => number) => (sleepHandler = h),
+    setReady: (fds: number[] | null) => (readyFds = fds),
+    reads,
     onYield: (h: (n: number) => void) => (onYield = h),
     yields: () => yields,
     close: () => {
@@ -247,6 +259,65 @@ t.test('interrupt mode: sleeps on kick, completion and wake fds with notificatio
   t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
   t.equal(w.stats[WorkerStat.Sleeps], 3);
   t.ok(w.vr.usedFlags & VRING_USED_F_NO_NOTIFY, 'kicks suppressed again after the last sleep');
+});
+
+t.test('a sleep reads only the eventfds its poll found ready, and none before it', async (t) => {
+  const w = world('interrupt');
+  t.teardown(w.close);
+  const readsAtSleep: number[][] = [];
+  w.onSleep((n) => {
+    readsAtSleep.push([...w.reads]);
+    switch (n) {
+      case 1:
+        w.read(3);
+        w.setReady([KICK_FD]); // the guest's kick
+        return 1;
+      case 2:
+        w.bdev.complete();
+        w.setReady([COMPLETION_FD]); // the kernel's completion signal
+        return 1;
+      case 3:
+        w.exit();
+        w.setReady([WAKE_FD]); // the reactor's wake-up with the exit message
+        return 1;
+      default:
+        t.fail(`unexpected sleep ${n}`);
+        w.exit();
+        return 1;
+    }
+  });
+  w.poller.run();
+  t.same(readsAtSleep, [[], [KICK_FD], [KICK_FD, COMPLETION_FD]], 'no eventfd read before a sleep beyond the one that woke the last');
+  t.same(w.reads, [KICK_FD, COMPLETION_FD, WAKE_FD], 'each wake-up read exactly the fd that fired');
+  t.equal(w.vr.readUsed().length, 1, 'the request completed');
+  t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
+});
+
+t.test('a count left on an eventfd while its signals were off costs one early wake-up, then the worker sleeps', async (t) => {
+  const w = world('interrupt');
+  t.teardown(w.close);
+  let polled = 0;
+  w.onSleep((n) => {
+    polled = n;
+    switch (n) {
+      case 1:
+        // A kick the driver sent although kicks were suppressed: poll returns at once, with no request behind it.
+        w.setReady([KICK_FD]);
+        return 1;
+      case 2:
+        t.same(w.reads, [KICK_FD], 'the stale count was reset by the first wake-up');
+        w.exit();
+        w.setReady([WAKE_FD]);
+        return 1;
+      default:
+        t.fail(`unexpected sleep ${n}`);
+        w.exit();
+        return 1;
+    }
+  });
+  w.poller.run();
+  t.equal(polled, 2, 'polled again after the early wake-up (and took the exit before a third)');
+  t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
 });
 
 t.test('no lost kick: a request added while kicks were suppressed is taken before sleeping', async (t) => {
@@ -465,6 +536,39 @@ t.test('adaptive: with bdev I/O in flight that signals, sleeps at once on kick, 
   t.ok(w.signals.includes(CALL_FD), 'the guest was interrupted');
   t.equal(w.stats[WorkerStat.InInterrupt], 0, 'polling again (not in interrupt) after the wake-up');
   t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
+});
+
+t.test('adaptive: a wake-up that brings nothing does not start the idle spin over', async (t) => {
+  const w = world('adaptive', { idleSleepUs: 1000 });
+  t.teardown(w.close);
+  let polls = 0;
+  let pollsAtFirst = -1;
+  let pollsBetween = -1;
+  w.bdev.onPoll = (n) => {
+    polls = n;
+    if (n === POLL_GUARD) w.exit();
+  };
+  w.onSleep((n) => {
+    switch (n) {
+      case 1:
+        pollsAtFirst = polls;
+        w.setReady([KICK_FD]); // a stale kick: nothing new in the ring
+        return 1;
+      case 2:
+        pollsBetween = polls - pollsAtFirst;
+        w.exit();
+        w.setReady([WAKE_FD]);
+        return 1;
+      default:
+        t.fail(`unexpected sleep ${n}`);
+        w.exit();
+        return 1;
+    }
+  });
+  w.poller.run();
+  // idleSleepUs is long past when the stale kick wakes it: it sleeps again at the next idle check
+  // (every IDLE_CLOCK_EVERY iterations) instead of spinning another 1000 µs.
+  t.ok(pollsBetween > 0 && pollsBetween <= 2 * IDLE_CLOCK_EVERY, `slept again after ${pollsBetween} bdev polls`);
 });
 
 t.test('adaptive: I/O in flight that will not signal (a poll must push it) keeps the worker spinning', async (t) => {
