@@ -81,20 +81,23 @@ export type FactoryLookup = (kind: string) => DeviceFactory | undefined;
  * - 'poll': never.
  * - 'interrupt': always.
  * - 'adaptive': once idle for idleSleepMs (the spin is a bet on the guest's
- *   next request arriving soon), or sooner while bdev I/O is in flight and
- *   none has completed for IO_WAIT_SPIN_MS: then the worker waits on slow
- *   storage (librbd's threads, a disk), whose completion eventfd wakes it as
- *   interrupt mode's does; spinning would only take the core from librbd's
- *   threads. The short spin first keeps a fast device's completions (an
- *   NVMe SSD's tens of microseconds) on the polled path, without a wake-up's
- *   latency. A guest request arriving meanwhile kicks (notifications are on
- *   while asleep).
+ *   next request arriving soon), or sooner while bdev I/O is in flight: then
+ *   the worker waits on storage, whose completion eventfd wakes it as
+ *   interrupt mode's does. For a disk, after IO_WAIT_SPIN_MS without a
+ *   completion: the short spin keeps a fast device's completions (an NVMe
+ *   SSD's tens of microseconds) on the polled path, without a wake-up's
+ *   latency. When all of that I/O is in librbd (`helperInFlight` ===
+ *   `bdevInFlight`), at once: an RBD request takes a network round trip and
+ *   the OSD's work (100 µs and more), and the librbd threads that complete
+ *   it may need this very core, so a spin only delays them. A guest request
+ *   arriving meanwhile kicks (notifications are on while asleep).
  * Exported for tests.
  */
-export function wantsSleep(mode: PollMode, idleMs: number, idleSleepMs: number, bdevInFlight: number): boolean {
+export function wantsSleep(mode: PollMode, idleMs: number, idleSleepMs: number, bdevInFlight: number, helperInFlight = 0): boolean {
   if (mode === 'interrupt') return true;
   if (mode !== 'adaptive') return false;
-  return idleMs >= idleSleepMs || (bdevInFlight > 0 && idleMs >= IO_WAIT_SPIN_MS);
+  if (idleMs >= idleSleepMs) return true;
+  return bdevInFlight > 0 && (helperInFlight === bdevInFlight || idleMs >= IO_WAIT_SPIN_MS);
 }
 
 /**
@@ -248,7 +251,7 @@ export class Poller {
         break;
       }
 
-      if (sleeps && wantsSleep(mode, now - lastWork, idleSleepMs, this.layer.inFlight())) {
+      if (sleeps && this.wantsSleep(mode, now - lastWork, idleSleepMs)) {
         const limitMs = this.sleepLimitMs(now);
         if (limitMs <= 0) continue;
         if (adaptive) stats[WorkerStat.InInterrupt] = 1;
@@ -609,6 +612,14 @@ export class Poller {
   private devicesChanged(): void {
     this.stats[WorkerStat.Devices] = this.devices.length;
     this.sleepFdsDirty = true;
+  }
+
+  /** wantsSleep() with this worker's bdev I/O (counted only when adaptive mode needs it). */
+  private wantsSleep(mode: PollMode, idleMs: number, idleSleepMs: number): boolean {
+    if (mode !== 'adaptive' || idleMs >= idleSleepMs) return wantsSleep(mode, idleMs, idleSleepMs, 0);
+    const layer = this.layer;
+    const inFlight = layer.inFlight();
+    return inFlight > 0 && wantsSleep(mode, idleMs, idleSleepMs, inFlight, layer.helperInFlight());
   }
 
   /**

@@ -493,6 +493,10 @@ t.test('wantsSleep: poll never, interrupt always, adaptive after idleSleepUs or 
   t.notOk(wantsSleep('adaptive', IO_WAIT_SPIN_MS / 2, 1, 1), 'adaptive, bdev I/O in flight for less than the spin: spins (a fast device completes meanwhile)');
   t.ok(wantsSleep('adaptive', IO_WAIT_SPIN_MS, 1, 1), 'adaptive, bdev I/O in flight past the spin: sleeps');
   t.notOk(wantsSleep('adaptive', IO_WAIT_SPIN_MS, 1, 0), 'adaptive, the same idle time with nothing in flight: spins');
+  t.ok(wantsSleep('adaptive', 0, 1, 2, 2), 'adaptive, all bdev I/O in flight in librbd (helper threads): sleeps at once');
+  t.notOk(wantsSleep('adaptive', 0, 1, 2, 1), 'adaptive, part of it on a device that may complete within the spin: spins first');
+  t.ok(wantsSleep('adaptive', IO_WAIT_SPIN_MS, 1, 2, 1), '... and sleeps after it');
+  t.notOk(wantsSleep('adaptive', 0, 1, 0, 0), 'adaptive, nothing in flight (0 of 0 is not "all in librbd"): spins for the guest');
   t.ok(IO_WAIT_SPIN_MS < 1, 'the spin is far shorter than the default idleSleepUs (1000)');
 });
 
@@ -569,6 +573,40 @@ t.test('adaptive: a wake-up that brings nothing does not start the idle spin ove
   // idleSleepUs is long past when the stale kick wakes it: it sleeps again at the next idle check
   // (every IDLE_CLOCK_EVERY iterations) instead of spinning another 1000 µs.
   t.ok(pollsBetween > 0 && pollsBetween <= 2 * IDLE_CLOCK_EVERY, `slept again after ${pollsBetween} bdev polls`);
+});
+
+t.test('adaptive: with all its bdev I/O in librbd it sleeps at the first idle check, not after the spin', async (t) => {
+  const w = world('adaptive', { idleSleepUs: NEVER_IDLE_SLEEP_US, helperThreads: true });
+  t.teardown(w.close);
+  w.read(2);
+  let polls = 0;
+  let pollsBeforeSleep = -1;
+  w.bdev.onPoll = (n) => {
+    polls = n;
+    if (n === POLL_GUARD && w.stats[WorkerStat.Sleeps] === 0) {
+      w.bdev.complete();
+      w.exit();
+    }
+  };
+  w.onSleep((n) => {
+    if (n === 1) {
+      pollsBeforeSleep = polls;
+      t.equal(w.bdev.held.length, 1, 'asleep with the I/O in librbd');
+      w.bdev.complete();
+      w.exit();
+      return 1;
+    }
+    t.fail(`unexpected sleep ${n}`);
+    w.exit();
+    return 1;
+  });
+  w.poller.run();
+  // The request is taken in the first iterations; the clock, and with it the sleep decision, comes every
+  // IDLE_CLOCK_EVERY idle iterations; sleep() polls once more. The IO_WAIT_SPIN_MS spin would take
+  // far more iterations than that (50 µs at well under 1 µs each).
+  t.ok(pollsBeforeSleep > 0 && pollsBeforeSleep <= 2 * IDLE_CLOCK_EVERY, `slept at the first idle check (after ${pollsBeforeSleep} bdev polls)`);
+  t.equal(w.vr.readUsed().length, 1, 'the request completed');
+  t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
 });
 
 t.test('adaptive: I/O in flight that will not signal (a poll must push it) keeps the worker spinning', async (t) => {
