@@ -251,7 +251,7 @@ export class Poller {
         break;
       }
 
-      if (sleeps && this.wantsSleep(mode, now - lastWork, idleSleepMs)) {
+      if (sleeps && wantsSleep(mode, now - lastWork, idleSleepMs, this.layer.inFlight(), this.layer.helperInFlight())) {
         const limitMs = this.sleepLimitMs(now);
         if (limitMs <= 0) continue;
         if (adaptive) stats[WorkerStat.InInterrupt] = 1;
@@ -612,14 +612,6 @@ export class Poller {
   private devicesChanged(): void {
     this.stats[WorkerStat.Devices] = this.devices.length;
     this.sleepFdsDirty = true;
-  }
-
-  /** wantsSleep() with this worker's bdev I/O (counted only when adaptive mode needs it). */
-  private wantsSleep(mode: PollMode, idleMs: number, idleSleepMs: number): boolean {
-    if (mode !== 'adaptive' || idleMs >= idleSleepMs) return wantsSleep(mode, idleMs, idleSleepMs, 0);
-    const layer = this.layer;
-    const inFlight = layer.inFlight();
-    return inFlight > 0 && wantsSleep(mode, idleMs, idleSleepMs, inFlight, layer.helperInFlight());
   }
 
   /**
