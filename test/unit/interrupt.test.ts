@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { native } from '../../bindings';
 import { type Bdev, type BdevChannel, type BdevIo, BdevIoStatus, BdevIoType } from '../../engine/bdev/bdev';
 import { WorkerBdevLayer } from '../../engine/bdev/layer';
@@ -213,6 +213,21 @@ function world(mode: PollMode, opts: { notifyHook?: (on: boolean) => void; sleep
     read,
     exit,
     onSleep: (h: (n: number, fds: number[]) => number) => (sleepHandler = h),
+    /**
+     * Script the sleeps: the n-th poll runs steps[n - 1] and reports an fd fired;
+     * a poll beyond the script fails the test and exits.
+     */
+    sleepSteps: (tt: Test, steps: (() => void)[]) =>
+      (sleepHandler = (n) => {
+        const step = steps[n - 1];
+        if (step === undefined) {
+          tt.fail(`unexpected sleep ${n}`);
+          exit();
+        } else {
+          step();
+        }
+        return 1;
+      }),
     setReady: (fds: number[] | null) => (readyFds = fds),
     reads,
     onYield: (h: (n: number) => void) => (onYield = h),
@@ -265,27 +280,24 @@ t.test('a sleep reads only the eventfds its poll found ready, and none before it
   const w = world('interrupt');
   t.teardown(w.close);
   const readsAtSleep: number[][] = [];
-  w.onSleep((n) => {
+  const noting = (step: () => void) => () => {
     readsAtSleep.push([...w.reads]);
-    switch (n) {
-      case 1:
-        w.read(3);
-        w.setReady([KICK_FD]); // the guest's kick
-        return 1;
-      case 2:
-        w.bdev.complete();
-        w.setReady([COMPLETION_FD]); // the kernel's completion signal
-        return 1;
-      case 3:
-        w.exit();
-        w.setReady([WAKE_FD]); // the reactor's wake-up with the exit message
-        return 1;
-      default:
-        t.fail(`unexpected sleep ${n}`);
-        w.exit();
-        return 1;
-    }
-  });
+    step();
+  };
+  w.sleepSteps(t, [
+    noting(() => {
+      w.read(3);
+      w.setReady([KICK_FD]); // the guest's kick
+    }),
+    noting(() => {
+      w.bdev.complete();
+      w.setReady([COMPLETION_FD]); // the kernel's completion signal
+    }),
+    noting(() => {
+      w.exit();
+      w.setReady([WAKE_FD]); // the reactor's wake-up with the exit message
+    }),
+  ]);
   w.poller.run();
   t.same(readsAtSleep, [[], [KICK_FD], [KICK_FD, COMPLETION_FD]], 'no eventfd read before a sleep beyond the one that woke the last');
   t.same(w.reads, [KICK_FD, COMPLETION_FD, WAKE_FD], 'each wake-up read exactly the fd that fired');
@@ -297,24 +309,19 @@ t.test('a count left on an eventfd while its signals were off costs one early wa
   const w = world('interrupt');
   t.teardown(w.close);
   let polled = 0;
-  w.onSleep((n) => {
-    polled = n;
-    switch (n) {
-      case 1:
-        // A kick the driver sent although kicks were suppressed: poll returns at once, with no request behind it.
-        w.setReady([KICK_FD]);
-        return 1;
-      case 2:
-        t.same(w.reads, [KICK_FD], 'the stale count was reset by the first wake-up');
-        w.exit();
-        w.setReady([WAKE_FD]);
-        return 1;
-      default:
-        t.fail(`unexpected sleep ${n}`);
-        w.exit();
-        return 1;
-    }
-  });
+  w.sleepSteps(t, [
+    () => {
+      polled = 1;
+      // A kick the driver sent although kicks were suppressed: poll returns at once, with no request behind it.
+      w.setReady([KICK_FD]);
+    },
+    () => {
+      polled = 2;
+      t.same(w.reads, [KICK_FD], 'the stale count was reset by the first wake-up');
+      w.exit();
+      w.setReady([WAKE_FD]);
+    },
+  ]);
   w.poller.run();
   t.equal(polled, 2, 'polled again after the early wake-up (and took the exit before a third)');
   t.same(w.replies(), [{ id: 99, ok: true }], 'exit answered');
@@ -552,23 +559,17 @@ t.test('adaptive: a wake-up that brings nothing does not start the idle spin ove
     polls = n;
     if (n === POLL_GUARD) w.exit();
   };
-  w.onSleep((n) => {
-    switch (n) {
-      case 1:
-        pollsAtFirst = polls;
-        w.setReady([KICK_FD]); // a stale kick: nothing new in the ring
-        return 1;
-      case 2:
-        pollsBetween = polls - pollsAtFirst;
-        w.exit();
-        w.setReady([WAKE_FD]);
-        return 1;
-      default:
-        t.fail(`unexpected sleep ${n}`);
-        w.exit();
-        return 1;
-    }
-  });
+  w.sleepSteps(t, [
+    () => {
+      pollsAtFirst = polls;
+      w.setReady([KICK_FD]); // a stale kick: nothing new in the ring
+    },
+    () => {
+      pollsBetween = polls - pollsAtFirst;
+      w.exit();
+      w.setReady([WAKE_FD]);
+    },
+  ]);
   w.poller.run();
   // idleSleepUs is long past when the stale kick wakes it: it sleeps again at the next idle check
   // (every IDLE_CLOCK_EVERY iterations) instead of spinning another 1000 µs.
@@ -588,18 +589,14 @@ t.test('adaptive: with all its bdev I/O in librbd it sleeps at the first idle ch
       w.exit();
     }
   };
-  w.onSleep((n) => {
-    if (n === 1) {
+  w.sleepSteps(t, [
+    () => {
       pollsBeforeSleep = polls;
       t.equal(w.bdev.held.length, 1, 'asleep with the I/O in librbd');
       w.bdev.complete();
       w.exit();
-      return 1;
-    }
-    t.fail(`unexpected sleep ${n}`);
-    w.exit();
-    return 1;
-  });
+    },
+  ]);
   w.poller.run();
   // The request is taken in the first iterations; the clock, and with it the sleep decision, comes every
   // IDLE_CLOCK_EVERY idle iterations; sleep() polls once more. The IO_WAIT_SPIN_MS spin would take
