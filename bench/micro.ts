@@ -137,9 +137,16 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
     regions[0]?.fd === INFLIGHT_FD ? GuestMemory.fromBuffers([{ guestPhysAddr: 0, buffer: region }]) : mem;
   const dev = (scsi ? createScsiDevice : createBlkDevice)(device, { signal: () => undefined, mapMemory, bdevs: layer });
 
-  const backlog: number[] = [];
-  for (let i = 0; i < qd; i++) backlog.push(3 * i);
-  let next = 0;
+  // Heads the driver may offer next, oldest first: a ring of qd (at most qd are ever outside the device).
+  const backlog = new Int32Array(qd);
+  for (let i = 0; i < qd; i++) backlog[i] = 3 * i;
+  let backHead = 0;
+  let backCount = qd;
+  const giveBack = (head: number): void => {
+    let at = backHead + backCount++;
+    if (at >= qd) at -= qd;
+    backlog[at] = head;
+  };
   let availIdx = 0;
   let usedSeen = 0;
   let done = 0;
@@ -180,7 +187,7 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
     for (;;) {
       const f = words[(DESC + 16 * pUsed + 14) / 2];
       if (((f & (1 << 7)) !== 0) !== pUsedWrap || ((f & (1 << 15)) !== 0) !== pUsedWrap) break;
-      backlog.push(3 * v.getUint16(DESC + 16 * pUsed + 12, true));
+      giveBack(3 * v.getUint16(DESC + 16 * pUsed + 12, true));
       pUsed += 3;
       if (pUsed >= QUEUE_SIZE) {
         pUsed -= QUEUE_SIZE;
@@ -192,7 +199,7 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
   const harvestSplit = (): void => {
     const used = words[USED / 2 + 1];
     while (usedSeen !== used) {
-      backlog.push(v.getUint32(USED + 4 + 8 * (usedSeen & (QUEUE_SIZE - 1)), true));
+      giveBack(v.getUint32(USED + 4 + 8 * (usedSeen & (QUEUE_SIZE - 1)), true));
       usedSeen = (usedSeen + 1) & 0xffff;
       done++;
     }
@@ -217,10 +224,10 @@ export function runMicro(requests: number, qd: number, perIter: number, inflight
       dev.poll(now);
       polls++;
       harvest();
-      for (let k = 0; k < perIter && next < backlog.length; k++) add(backlog[next++]);
-      if (next === backlog.length) {
-        backlog.length = 0;
-        next = 0;
+      for (let k = 0; k < perIter && backCount > 0; k++) {
+        add(backlog[backHead]);
+        if (++backHead === qd) backHead = 0;
+        backCount--;
       }
       if (!packed) words[AVAIL / 2 + 1] = availIdx;
     }
