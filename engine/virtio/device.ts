@@ -577,21 +577,33 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     for (let i = 0; i < queues.length; i++) this.publishQueue(queues[i], nowMs, force);
   }
 
+  /**
+   * A publish whose "no interrupt" is unsettled (order.ts) is decided by the
+   * queue's next publishQueue that has nothing new to publish — the next
+   * poll, or the one before the worker sleeps or the device stops — by when
+   * its stores have drained; while the queue keeps publishing, each
+   * publish reads the driver's words again and covers the earlier entries.
+   */
   private publishQueue(qs: VirtioQueueState, nowMs: number, force: boolean): void {
+    const q = qs.q;
     if (this.delayBaseMs === 0) {
-      if (qs.q.pending > 0) {
-        const wants = qs.q.publish();
+      if (q.pending > 0) {
+        const wants = q.publish();
         // After the ring writes: a bit set before them could be taken by the front-end's sync too early.
         if (this.dirtyLog !== null) this.logRing(qs);
         if (wants && qs.callFd >= 0) this.signal(qs);
+      } else if (q.unsettled && q.settle() && qs.callFd >= 0) {
+        this.signal(qs);
       }
       return;
     }
-    const n = qs.q.pending;
+    const n = q.pending;
     if (n > 0) {
       qs.reqCnt += n;
-      if (qs.q.publish()) qs.owed = true;
+      if (q.publish()) qs.owed = true;
       if (this.dirtyLog !== null) this.logRing(qs);
+    } else if (q.unsettled && q.settle()) {
+      qs.owed = true;
     }
     if (!qs.owed) return;
     if (qs.callFd < 0) {

@@ -32,7 +32,8 @@
  * (read with its last flags: id and flags share a 32-bit word), pop() takes
  * from there. Used descriptors: len at push(); at flush() the id | flags
  * word of all but the batch's first with plain stores, the first's one
- * Atomics.store last (§2.8.21's batching, one barrier per batch). An
+ * Atomics.store last (§2.8.21's batching, one barrier per batch; on
+ * x86-64 a plain store, the barrier deferred to settle(): order.ts). An
  * Atomics op on a Node 20 typed array costs ~15-25 ns against ~3 ns for a
  * plain one, so these are counted per batch, not per descriptor.
  *
@@ -43,6 +44,7 @@ import type { GuestMemory } from '../memory';
 import { addDescriptor, ChainError, type DescChain } from './chain';
 import type { PackedInflightQueue, PackedInflightRegion } from './inflight-packed';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
+import { InterruptDecision, PLAIN_STORE_RELEASES } from './order';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
 import { QueueSetupError, wordIndex } from './split';
 
@@ -68,7 +70,7 @@ const MAX_SAFE_HIGH = 0x1fffff;
 /** How far available() looks ahead (the device core takes at most a batch per poll). */
 const SCAN_LIMIT = 32;
 
-export class PackedQueue implements Virtqueue {
+export class PackedQueue extends InterruptDecision implements Virtqueue {
   readonly index: number;
   readonly size: number;
   readonly eventIdx: boolean;
@@ -125,15 +127,13 @@ export class PackedQueue implements Virtqueue {
   private unpublished = 0;
   /** Of those, how many flush() has made visible already (pendingWord/pendingValue hold the rest from index `flushed`). */
   private flushed = 0;
-  /** EVENT_IDX: the used position at the previous interrupt decision. */
-  private signalledUsed = 0;
-  private signalledValid = false;
   /** Chains of a previous back-end to run again (resumeInflight), in order, and the next one's index. */
   private readonly resubmit = new Resubmits();
   /** Per buffer id being resubmitted: its descriptors (copied from the region), else null. */
   private resubDescs: (DataView | null)[] | null = null;
 
   constructor(mem: GuestMemory, q: QueueDesc, features: bigint) {
+    super();
     const size = q.size;
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE) {
       throw new QueueSetupError(`queue ${q.index}: packed ring size ${size} is not in [1, ${MAX_QUEUE_SIZE}]`);
@@ -433,6 +433,7 @@ export class PackedQueue implements Virtqueue {
     this.pendingValue[k] = this.usedWrap ? id | (PF.AvailUsed << 16) : id;
     const n = this.ndesc[id];
     this.ndesc[id] = 0;
+    this.sinceDecision += n;
     let u = this.usedIdx + n;
     if (u >= this.size) {
       u -= this.size;
@@ -452,14 +453,16 @@ export class PackedQueue implements Virtqueue {
    * descriptor not yet used, so storing the first last makes the whole
    * batch visible at once). Only that last store is
    * an Atomics.store: it orders every earlier plain store (lengths, the
-   * other ids and flags) before it, and the event area load after it.
+   * other ids and flags) before it, and the event area load after it. On
+   * x86-64 it is a plain store and a "no" from that load is settled later
+   * (settle(), order.ts).
    */
   publish(): boolean {
     if (this.unpublished === 0) return false;
     this.flush();
     this.unpublished = 0;
     this.flushed = 0;
-    return this.needInterrupt();
+    return this.decideAfterStore();
   }
 
   /** Used descriptors written and whose flags are not yet stored. */
@@ -481,20 +484,20 @@ export class PackedQueue implements Virtqueue {
     const track = this.track;
     if (track !== null) track.publishing(this.usedIdx, this.usedWrap);
     for (let k = n - 1; k > first; k--) r32[this.pendingWord[k]] = this.pendingValue[k];
-    Atomics.store(r32, this.pendingWord[first], this.pendingValue[first]);
+    if (PLAIN_STORE_RELEASES) r32[this.pendingWord[first]] = this.pendingValue[first];
+    else Atomics.store(r32, this.pendingWord[first], this.pendingValue[first]);
     if (track !== null) track.published();
   }
 
-  /** §2.8.10: the driver's event suppression area decides. */
-  private needInterrupt(): boolean {
+  /** §2.8.10: whether the driver's event suppression area, as read now, asks for an interrupt for the descriptors used since the previous decision. */
+  protected wantsInterrupt(): boolean {
     const newIdx = this.usedIdx;
     let old = this.signalledUsed;
-    const valid = this.signalledValid;
-    this.signalledUsed = newIdx;
-    this.signalledValid = true;
     const flags = Atomics.load(this.driverWords, this.wDriverFlags) & 3;
     if (flags === PackedEventFlags.Disable) return false;
-    if (flags !== PackedEventFlags.Desc || !this.eventIdx || !valid) return true;
+    if (flags !== PackedEventFlags.Desc || !this.eventIdx || !this.signalledValid) return true;
+    // A whole ring or more used since the decision: the positions below no longer tell (at worst one interrupt too many).
+    if (this.sinceDecision >= this.size) return true;
     const offWrap = Atomics.load(this.driverWords, this.wDriverOff);
     // Unwrapped as DPDK's vhost_vring_call_packed does: indices below `size`, the event index shifted when its wrap differs.
     let off = offWrap & 0x7fff;

@@ -59,8 +59,16 @@ export interface Virtqueue {
   flush(): void;
   /** Used entries pushed since the last publish() (visible or not). */
   readonly pending: number;
-  /** Make the pushed entries visible; true when the driver wants an interrupt for those pushed since the last publish(). */
+  /**
+   * Make the pushed entries visible; true when the driver wants an interrupt
+   * for those pushed since the last decision. A false may leave the decision
+   * unsettled (order.ts: read without a barrier after the store).
+   */
   publish(): boolean;
+  /** A publish() said "no interrupt" without a barrier: settle() must decide, soon. */
+  readonly unsettled: boolean;
+  /** Decide an unsettled publish (a full barrier, then the driver's words): true when the driver wants an interrupt. */
+  settle(): boolean;
   /**
    * Ask for kicks (true) or suppress them (false). Asking is followed by a
    * re-check of available() (a buffer added before the driver saw the

@@ -22,6 +22,9 @@
  *   - the used idx store comes before the used_event / flags load that
  *     decides the interrupt, and the avail_event / flags store before the
  *     re-check of the avail idx (the store→load pairs need a full barrier).
+ * Except on x86-64, where the used idx is a plain store and the interrupt
+ * decision's barrier is taken only when the load says "no" and then later
+ * (order.ts, publish() and settle()).
  * Uint16Array is host order: vhostd targets little-endian hosts only.
  */
 import type { QueueDesc, RingPos } from '../control';
@@ -29,6 +32,7 @@ import type { GuestMemory } from '../memory';
 import { type ChainError, type DescChain, walkChain } from './chain';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, MAX_QUEUE_SIZE, VirtioFeature, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY } from './spec';
+import { InterruptDecision, PLAIN_STORE_RELEASES } from './order';
 
 const RING_INDIRECT_DESC = 1n << BigInt(VirtioFeature.RingIndirectDesc);
 const RING_EVENT_IDX = 1n << BigInt(VirtioFeature.RingEventIdx);
@@ -51,7 +55,7 @@ export function vringNeedEvent(eventIdx: number, newIdx: number, oldIdx: number)
   return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
 }
 
-export class SplitQueue implements Virtqueue {
+export class SplitQueue extends InterruptDecision implements Virtqueue {
   readonly index: number;
   readonly size: number;
   readonly eventIdx: boolean;
@@ -96,12 +100,9 @@ export class SplitQueue implements Virtqueue {
   private flushed = 0;
   /** In-flight heads of a previous back-end to run again before new ones (resumeInflight), and the next one's index. */
   private readonly resubmit = new Resubmits();
-  /** EVENT_IDX: the used idx at the previous interrupt decision (vhost's signalled_used). */
-  private signalledUsed = 0;
-  /** False until the first interrupt decision: the first one always signals. */
-  private signalledValid = false;
 
   constructor(mem: GuestMemory, q: QueueDesc, features: bigint) {
+    super();
     const size = q.size;
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
       throw new QueueSetupError(`queue ${q.index}: size ${size} is not a power of 2 in [1, ${MAX_QUEUE_SIZE}]`);
@@ -232,21 +233,24 @@ export class SplitQueue implements Virtqueue {
     this.flushed = this.unpublished;
     const t = this.tracker;
     if (t !== null && t.publishing !== undefined) t.publishing(this.index);
-    Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
+    if (PLAIN_STORE_RELEASES) this.usedWords[this.wUsedIdx] = this.usedIdx;
+    else Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
     if (t !== null) t.published(this.index);
   }
 
   /**
    * Make every pushed element visible (one used idx store per batch) and say
    * whether the driver wants an interrupt for them. Returns false when
-   * nothing was pushed since the last publish.
+   * nothing was pushed since the last publish. Where the store is a plain
+   * one (order.ts), a "no" is not final: settle() decides it.
    */
   publish(): boolean {
     if (this.unpublished === 0) return false;
     this.flush();
+    this.sinceDecision += this.unpublished;
     this.unpublished = 0;
     this.flushed = 0;
-    return this.needInterrupt();
+    return this.decideAfterStore();
   }
 
   /**
@@ -294,17 +298,16 @@ export class SplitQueue implements Virtqueue {
     }
   }
 
-  private needInterrupt(): boolean {
+  /** Whether the driver's words, as read now, ask for an interrupt for the entries since the previous decision. */
+  protected wantsInterrupt(): boolean {
     if (this.eventIdx) {
-      const event = Atomics.load(this.availWords, this.wUsedEvent);
-      const old = this.signalledUsed;
-      const valid = this.signalledValid;
-      this.signalledUsed = this.usedIdx;
-      this.signalledValid = true;
-      return !valid || vringNeedEvent(event, this.usedIdx, old);
+      // Past 2^15 entries undecided the 16-bit arithmetic no longer tells: interrupt (at worst one too many).
+      if (!this.signalledValid || this.sinceDecision >= 0x8000) return true;
+      return vringNeedEvent(Atomics.load(this.availWords, this.wUsedEvent), this.usedIdx, this.signalledUsed);
     }
     return (Atomics.load(this.availWords, this.wAvailFlags) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
   }
+
 }
 
 function ringLocation(

@@ -17,6 +17,7 @@ import { GuestMemory } from '../../engine/memory';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
 import { EARLY_FLUSH, MAX_INFLIGHT_PER_QUEUE, VIRTIO_BATCH, type VirtioDevice } from '../../engine/virtio/device';
 import { BlkStatus, BlkType } from '../../engine/virtio/spec';
+import { PLAIN_STORE_RELEASES } from '../../engine/virtio/order';
 import { SplitQueue } from '../../engine/virtio/split';
 import { type Buf, F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
 
@@ -340,6 +341,29 @@ t.test('BlkDevice over malloc: writes then reads, data and used lengths', async 
   t.same(signals, [42, 42], 'no interrupt before used_event');
   t.equal(stats[DeviceStat.FlushOps], 1);
   t.equal(step(), 0, 'idle poll does no work');
+});
+
+t.test('an interrupt the driver asks for while the device decides without a barrier comes with the next poll (order.ts)', async (t) => {
+  const { vr, dev, signals, step } = deviceHarness();
+  const flush = () => {
+    const st = vr.alloc(1);
+    vr.addChain([{ addr: header(vr, BlkType.Flush, 0), len: 16 }, { addr: st, len: 1, write: true }]);
+  };
+  flush();
+  step();
+  t.same(signals, [42], 'the first decision interrupts');
+  vr.usedEvent = (vr.usedIdx + 100) & 0xffff;
+  flush();
+  // One loop turn: the device takes the request, the bdev completes it, the device publishes it; used_event says no.
+  step();
+  t.equal(vr.usedIdx, 2);
+  t.same(signals, [42], 'no interrupt as used_event was read');
+  // The driver, about to sleep, asks for an interrupt at the entry just published (its re-check raced the device's store).
+  vr.usedEvent = 1;
+  t.equal(step(), 0, 'the next poll has nothing new');
+  t.same(signals, PLAIN_STORE_RELEASES ? [42, 42] : [42], PLAIN_STORE_RELEASES ? 'and settles the decision: interrupt' : 'decided at the publish already');
+  step();
+  t.equal(signals.length, PLAIN_STORE_RELEASES ? 2 : 1, 'settled once');
 });
 
 t.test('BlkDevice: errors, GET_ID, discard, write zeroes, stop', async (t) => {

@@ -7,6 +7,7 @@
  */
 import t from 'tap';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
+import { PLAIN_STORE_RELEASES } from '../../engine/virtio/order';
 import { PackedQueue } from '../../engine/virtio/packed';
 import { FEATURES, NEXT, PackedDriver } from '../lib/packed-driver';
 
@@ -136,6 +137,8 @@ t.test('indirect table; event suppression both ways', async (t) => {
   q.push(7, 513);
   drv.setDriverEvent(1);
   t.equal(q.publish(), false, 'DISABLE: no interrupt');
+  t.equal(q.settle(), false, 'DISABLE, settled: no interrupt');
+  t.equal(q.unsettled, false);
   t.same(drv.readUsed(), [{ id: 7, len: 513 }]);
   q.setNotification(false);
   t.equal(drv.deviceEventFlags(), 1, 'kicks disabled while polling');
@@ -203,5 +206,61 @@ t.test('bad rings are refused, never followed', async (t) => {
     const drv = new PackedDriver(8);
     t.throws(() => new PackedQueue(drv.memory(), { ...drv.queueDesc(), pos: { availIdx: 8, availWrap: true, usedIdx: 0, usedWrap: true } }, FEATURES), /not below the ring size/);
     t.throws(() => new PackedQueue(drv.memory(), { ...drv.queueDesc(), descAddr: (1 << 20) - 8 }, FEATURES), /not inside one memory region/);
+  }
+});
+
+t.test('a "no interrupt" read without a barrier is settled later (order.ts): a driver that asked in between is told', async (t) => {
+  const { drv, q, chain } = setup(8);
+  const h = drv.alloc(16);
+  const st = drv.alloc(1);
+  for (const id of [0, 1, 2, 3]) drv.add([{ addr: h, len: 16 }, { addr: st, len: 1, write: true }], id);
+  for (let i = 0; i < 4; i++) q.walk(q.pop(), chain);
+  drv.setDriverEvent(0);
+  q.push(0, 1);
+  t.equal(q.publish(), true, 'ENABLE: interrupt');
+  t.equal(q.unsettled, false, 'a yes is final');
+  drv.setDriverEvent(1);
+  q.push(1, 1);
+  t.equal(q.publish(), false, 'DISABLE as read');
+  t.equal(q.unsettled, PLAIN_STORE_RELEASES, 'undecided where the used flags were a plain store');
+  // The driver switches to ENABLE (and re-checks the ring) while the device's decision is open.
+  drv.setDriverEvent(0);
+  t.equal(q.settle(), PLAIN_STORE_RELEASES, 'settled after a barrier: the driver now asks, so it is told');
+  t.equal(q.unsettled, false);
+  t.equal(q.settle(), false, 'nothing left to settle');
+  // A yes while undecided decides everything before it.
+  drv.setDriverEvent(1);
+  q.push(2, 1);
+  t.equal(q.publish(), false);
+  t.equal(q.unsettled, PLAIN_STORE_RELEASES);
+  drv.setDriverEvent(0);
+  q.push(3, 1);
+  t.equal(q.publish(), true, 'ENABLE as read: interrupt, final');
+  t.equal(q.unsettled, false);
+  t.same(drv.readUsed().map((u) => u.id), [0, 1, 2, 3]);
+});
+
+t.test('EVENT_IDX undecided across a whole ring interrupts: the event offset no longer tells', async (t) => {
+  const { drv, q, chain } = setup(4);
+  const h = drv.alloc(16);
+  const st = drv.alloc(1);
+  drv.setDriverEvent(0);
+  let id = 0;
+  const one = (): boolean => {
+    drv.add([{ addr: h, len: 16 }, { addr: st, len: 1, write: true }], id);
+    q.walk(q.pop(), chain);
+    q.push(id, 1);
+    id = (id + 1) % 4;
+    return q.publish();
+  };
+  t.equal(one(), true, 'the first decision interrupts');
+  // Ask for slot 1 of a wrap-1 lap: just passed (the first chain used slots 0-1), next due two laps (4 chains) on.
+  drv.setDriverEvent(2, 0x8000 | 1);
+  const answers: boolean[] = [];
+  for (let i = 0; i < 4; i++) answers.push(one());
+  if (PLAIN_STORE_RELEASES) {
+    t.same(answers, [false, true, false, true], 'a whole ring (4 slots) used while undecided: interrupt (one too many), then decided from there');
+  } else {
+    t.same(answers, [false, false, false, true], 'decided at each publish: only when slot 1 of a wrap-1 lap is used again');
   }
 });

@@ -6,6 +6,7 @@
 import t from 'tap';
 import { GuestMemory } from '../../engine/memory';
 import { ChainError, DescChain } from '../../engine/virtio/chain';
+import { PLAIN_STORE_RELEASES } from '../../engine/virtio/order';
 import { QueueSetupError, SplitQueue, vringNeedEvent } from '../../engine/virtio/split';
 import { F_EVENT_IDX, F_INDIRECT, F_VERSION_1, MockVring } from '../lib/mock-vring';
 
@@ -409,6 +410,47 @@ t.test('EVENT_IDX: used_event decides interrupts, avail_event asks for kicks', a
   t.equal(q.publish(), true, 'used idx 3→6 passes used_event 5');
   t.equal(vr.usedIdx, 6);
   t.equal(vr.readUsed().length, 6);
+});
+
+t.test('a "no interrupt" read without a barrier is settled later (order.ts): a driver that asked in between is told', async (t) => {
+  const { vr, q } = setup(BASE | F_EVENT_IDX);
+  const b = vr.alloc(8);
+  const heads: number[] = [];
+  for (let i = 0; i < 4; i++) heads.push(vr.addChain([{ addr: b, len: 8, write: true }]));
+  for (let i = 0; i < 4; i++) q.pop();
+  vr.usedEvent = 0x7fff;
+  q.push(heads[0], 1);
+  t.equal(q.publish(), true, 'the first decision always interrupts');
+  t.equal(q.unsettled, false, 'a yes is final');
+  q.push(heads[1], 1);
+  t.equal(q.publish(), false, 'used_event far ahead as read');
+  t.equal(q.unsettled, PLAIN_STORE_RELEASES, 'undecided where the used idx was a plain store');
+  // The driver asks for an interrupt at entry 1 (and re-checks used idx) while the decision is open.
+  vr.usedEvent = 1;
+  t.equal(q.settle(), PLAIN_STORE_RELEASES, 'settled after a barrier: used idx 1→2 passed used_event 1');
+  t.equal(q.unsettled, false);
+  t.equal(q.settle(), false, 'nothing left to settle');
+  vr.usedEvent = 0x7fff;
+  q.push(heads[2], 1);
+  t.equal(q.publish(), false);
+  // Still undecided, a later publish that the driver wants decides both.
+  vr.usedEvent = 2;
+  q.push(heads[3], 1);
+  t.equal(q.publish(), true, 'used idx 2→4 passed used_event 2');
+  t.equal(q.unsettled, false);
+  t.equal(vr.usedIdx, 4);
+
+  // Without EVENT_IDX the flags word is read the same way.
+  const f = setup(BASE);
+  const fb = f.vr.alloc(8);
+  const fh = [f.vr.addChain([{ addr: fb, len: 8, write: true }]), f.vr.addChain([{ addr: fb, len: 8, write: true }])];
+  f.q.pop();
+  f.q.pop();
+  f.vr.availFlags = 1;
+  f.q.push(fh[0], 1);
+  t.equal(f.q.publish(), false, 'NO_INTERRUPT as read');
+  f.vr.availFlags = 0;
+  t.equal(f.q.settle(), PLAIN_STORE_RELEASES, 'the flag cleared before the settle: interrupt');
 });
 
 t.test('flush() makes used entries visible, publish() decides the interrupt for everything since the last decision', async (t) => {
