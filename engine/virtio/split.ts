@@ -307,7 +307,6 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
     }
     return (Atomics.load(this.availWords, this.wAvailFlags) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
   }
-
 }
 
 function ringLocation(
