@@ -15,7 +15,8 @@
  * On x86-64 a plain store is already a release store (TSO: stores become
  * visible in program order, and V8 emits typed-array stores in program
  * order), so the index can be published without the barrier; the read that
- * follows is then only a hint, and the decision it cannot make — "no
+ * follows is then only a hint (plain loads: a stale value costs at most an
+ * interrupt too many or a settle), and the decision it cannot make — "no
  * interrupt" — is settled later with a barrier of its own (fullFence), by
  * which time the stores have drained and it costs little (Virtqueue.settle).
  * Elsewhere (arm64: stlr then ldar are ordered) the seq_cst store and the
@@ -55,8 +56,14 @@ export abstract class InterruptDecision {
   /** A publish's "no interrupt" was read without a barrier after the store: settle() decides. */
   private undecided = false;
 
-  /** Whether the driver's words, as read now, ask for an interrupt for what was used since the previous decision. */
-  protected abstract wantsInterrupt(): boolean;
+  /**
+   * Whether the driver's words, as read now, ask for an interrupt for what
+   * was used since the previous decision. `hint`: the read right after a
+   * plain store (decideAfterStore on x86-64), whose "no" is settled later
+   * anyway: plain loads will do (an Atomics.load is a builtin call on Node
+   * 20, ~15-20 ns); else Atomics.load, as the decision is final.
+   */
+  protected abstract wantsInterrupt(hint: boolean): boolean;
 
   /** A publish() said "no interrupt" without a barrier: settle() must decide, soon. */
   get unsettled(): boolean {
@@ -73,7 +80,7 @@ export abstract class InterruptDecision {
   /** The decision right after a publish's store (see the file comment). */
   protected decideAfterStore(): boolean {
     if (!PLAIN_STORE_RELEASES) return this.decide();
-    if (this.wantsInterrupt()) {
+    if (this.wantsInterrupt(true)) {
       this.decided();
       return true;
     }
@@ -82,7 +89,7 @@ export abstract class InterruptDecision {
   }
 
   private decide(): boolean {
-    const wants = this.wantsInterrupt();
+    const wants = this.wantsInterrupt(false);
     this.decided();
     return wants;
   }

@@ -490,15 +490,16 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
   }
 
   /** §2.8.10: whether the driver's event suppression area, as read now, asks for an interrupt for the descriptors used since the previous decision. */
-  protected wantsInterrupt(): boolean {
+  protected wantsInterrupt(hint: boolean): boolean {
     const newIdx = this.usedIdx;
     let old = this.signalledUsed;
-    const flags = Atomics.load(this.driverWords, this.wDriverFlags) & 3;
+    const dw = this.driverWords;
+    const flags = (hint ? dw[this.wDriverFlags] : Atomics.load(dw, this.wDriverFlags)) & 3;
     if (flags === PackedEventFlags.Disable) return false;
     if (flags !== PackedEventFlags.Desc || !this.eventIdx || !this.signalledValid) return true;
     // A whole ring or more used since the decision: the positions below no longer tell (at worst one interrupt too many).
     if (this.sinceDecision >= this.size) return true;
-    const offWrap = Atomics.load(this.driverWords, this.wDriverOff);
+    const offWrap = hint ? dw[this.wDriverOff] : Atomics.load(dw, this.wDriverOff);
     // Unwrapped as DPDK's vhost_vring_call_packed does: indices below `size`, the event index shifted when its wrap differs.
     let off = offWrap & 0x7fff;
     if (newIdx <= old) old -= this.size;

@@ -299,13 +299,15 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
   }
 
   /** Whether the driver's words, as read now, ask for an interrupt for the entries since the previous decision. */
-  protected wantsInterrupt(): boolean {
+  protected wantsInterrupt(hint: boolean): boolean {
+    const w = this.availWords;
     if (this.eventIdx) {
       // Past 2^15 entries undecided the 16-bit arithmetic no longer tells: interrupt (at worst one too many).
       if (!this.signalledValid || this.sinceDecision >= 0x8000) return true;
-      return vringNeedEvent(Atomics.load(this.availWords, this.wUsedEvent), this.usedIdx, this.signalledUsed);
+      const usedEvent = hint ? w[this.wUsedEvent] : Atomics.load(w, this.wUsedEvent);
+      return vringNeedEvent(usedEvent, this.usedIdx, this.signalledUsed);
     }
-    return (Atomics.load(this.availWords, this.wAvailFlags) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    return ((hint ? w[this.wAvailFlags] : Atomics.load(w, this.wAvailFlags)) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
   }
 }
 
