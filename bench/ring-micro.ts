@@ -106,7 +106,7 @@ export function runRingMicro(v: RingVariant, requests: number, qd: number, perIt
     q = pq;
   } else {
     q = new SplitQueue(mem, qdesc, features);
-    if (v.inflight) q.tracker = new InflightRegion(new DataView(new ArrayBuffer(inflightRegionBytes(1, QUEUE_SIZE))), 1, QUEUE_SIZE);
+    if (v.inflight) q.tracker = new InflightRegion(new DataView(new ArrayBuffer(inflightRegionBytes(1, QUEUE_SIZE))), 1, QUEUE_SIZE).queue(0);
   }
   q.resumeInflight?.();
   q.setNotification(false);

@@ -25,7 +25,7 @@ import type { DeviceEnv, EngineDevice } from '../device';
 import { logger } from '../log';
 import type { GuestMemory } from '../memory';
 import { type ChainError, DescChain } from './chain';
-import type { InflightTracker, Virtqueue } from './queue';
+import type { InflightTrackers, Virtqueue } from './queue';
 import { VirtioFeature } from './spec';
 import { InflightRegion } from './inflight';
 import { PackedInflightRegion } from './inflight-packed';
@@ -209,7 +209,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   /** memUpdate in progress: no requests are taken. */
   private paused = false;
   private inflightCount = 0;
-  private tracker: InflightTracker | null = null;
+  private tracker: InflightTrackers | null = null;
   /** The in-flight region in the packed layout, when the rings are packed. */
   private packedTracker: PackedInflightRegion | null = null;
   /** The mapping of DeviceDesc.inflight (vhost-user INFLIGHT_SHMFD), unmapped at stop. */
@@ -287,11 +287,11 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     return this.queueState(index).allocated;
   }
 
-  /** In-flight hooks for every queue, now and started later (vhost-user INFLIGHT_SHMFD). */
-  setInflightTracker(tracker: InflightTracker | null): void {
+  /** In-flight hooks for every queue, now and started later (vhost-user INFLIGHT_SHMFD; split rings). */
+  setInflightTracker(tracker: InflightTrackers | null): void {
     this.tracker = tracker;
     const packed = (this.features & RING_PACKED) !== 0n;
-    for (const qs of this.queues) qs.q.tracker = packed ? null : tracker;
+    for (const qs of this.queues) qs.q.tracker = packed || tracker === null ? null : tracker.queue(qs.q.index);
   }
 
   /**
@@ -402,7 +402,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       q = pq;
     } else {
       q = new SplitQueue(this.memory, qd, this.features);
-      q.tracker = this.tracker;
+      q.tracker = this.tracker?.queue(qd.index) ?? null;
     }
     const again = q.resumeInflight?.() ?? 0;
     if (again > 0) logger.notice('resubmitting requests in flight at the previous back-end', { device: this.name, queue: qd.index, count: again });
@@ -428,7 +428,6 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     this.logRing(qs);
     this.queues.splice(this.queues.indexOf(qs), 1);
     this.releasePool(qs);
-    this.tracker?.release?.(index);
     this.packedTracker?.release(index);
     return { index, pos: qs.q.position() };
   }

@@ -31,7 +31,7 @@
  * Thread: the engine worker that owns the device.
  */
 import { QueueSetupError } from './split';
-import type { InflightTracker } from './queue';
+import type { InflightTracker, InflightTrackers } from './queue';
 
 export const INFLIGHT_VERSION = 1;
 /** Bytes of a queue region's header (features, version, desc_num, last_batch_head, used_idx). */
@@ -181,85 +181,73 @@ export class InflightCounter {
   }
 }
 
-/** One running split queue's bookkeeping beside the shared words (indices into the region's views precomputed). */
-class SplitTrack extends InflightCounter {
-  /** 32-bit word index of desc[0].counter; 16-bit index of desc[0].next; byte index of desc[0].inflight (desc i: +4i, +8i, +16i). */
-  readonly counterWord0: number;
-  readonly nextHalf0: number;
-  readonly flagByte0: number;
-  /** 16-bit indices of last_batch_head and used_idx. */
-  readonly lastBatchHalf: number;
-  readonly usedIdxHalf: number;
-  /** Heads pushed since the last publish (the batch list's length), and the heads themselves. */
-  batch = 0;
-  readonly batchHeads: Uint16Array;
-
-  constructor(
-    base: number,
-    size: number,
-    /** The region's used_idx mirror (advanced by each published batch). */
-    public usedIdx: number,
-  ) {
-    super();
-    this.counterWord0 = (base + INFLIGHT_HEADER_BYTES + D_COUNTER) / 4;
-    this.nextHalf0 = (base + INFLIGHT_HEADER_BYTES + D_NEXT) / 2;
-    this.flagByte0 = base + INFLIGHT_HEADER_BYTES + D_INFLIGHT;
-    this.lastBatchHalf = (base + OFF_LAST_BATCH_HEAD) / 2;
-    this.usedIdxHalf = (base + OFF_USED_IDX) / 2;
-    this.batchHeads = new Uint16Array(size);
-  }
-
-  popped(words: Uint32Array, bytes: Uint8Array, head: number): void {
-    this.storeCounter(words, (this.counterWord0 + 4 * head) | 0);
-    bytes[(this.flagByte0 + 16 * head) | 0] = 1;
-  }
-}
-
 /**
- * A region for `numQueues` queues of up to `queueSize` descriptors over
- * `view` (its first byte is the region's start).
+ * One queue's part of a split region (InflightRegion.queue()): the hooks a
+ * SplitQueue calls directly (no per-call lookup of the queue), over the
+ * region's shared words with their indices precomputed, and its own
+ * bookkeeping beside them.
  */
-export class InflightRegion implements InflightTracker {
-  private readonly tracks: (SplitTrack | null)[];
-  private readonly perQueue: number;
-  /** The region as 32-, 16- and 8-bit elements (host order = little-endian, as the layout). */
+export class SplitInflightQueue extends InflightCounter implements InflightTracker {
+  /** 32-bit word index of desc[0].counter; 16-bit index of desc[0].next; byte index of desc[0].inflight (desc i: +4i, +8i, +16i). */
+  private readonly counterWord0: number;
+  private readonly nextHalf0: number;
+  private readonly flagByte0: number;
+  /** 16-bit indices of last_batch_head and used_idx. */
+  private readonly lastBatchHalf: number;
+  private readonly usedIdxHalf: number;
+  /** Heads pushed since the last publish (the batch list's length), and the heads themselves. */
+  private batch = 0;
+  private readonly batchHeads: Uint16Array;
+  /** The region's used_idx mirror (advanced by each published batch). */
+  private usedIdx = 0;
   private readonly words: Uint32Array;
   private readonly halves: Uint16Array;
   private readonly bytes: Uint8Array;
 
   constructor(
     private readonly view: DataView,
-    readonly numQueues: number,
-    readonly queueSize: number,
+    views: InflightViews,
+    /** The queue's index, and the byte offset of its region. */
+    readonly queue: number,
+    private readonly base: number,
+    /** desc_num: the queue size the region is laid out for; the queues it covers. */
+    private readonly descNum: number,
+    private readonly numQueues: number,
   ) {
-    this.perQueue = inflightQueueBytes(queueSize);
-    ({ words: this.words, halves: this.halves, bytes: this.bytes } = inflightRegionViews('in-flight region', view, numQueues, queueSize, this.perQueue));
-    this.tracks = new Array<SplitTrack | null>(numQueues).fill(null);
+    super();
+    ({ words: this.words, halves: this.halves, bytes: this.bytes } = views);
+    this.counterWord0 = (base + INFLIGHT_HEADER_BYTES + D_COUNTER) / 4;
+    this.nextHalf0 = (base + INFLIGHT_HEADER_BYTES + D_NEXT) / 2;
+    this.flagByte0 = base + INFLIGHT_HEADER_BYTES + D_INFLIGHT;
+    this.lastBatchHalf = (base + OFF_LAST_BATCH_HEAD) / 2;
+    this.usedIdxHalf = (base + OFF_USED_IDX) / 2;
+    this.batchHeads = new Uint16Array(descNum);
   }
 
   /**
-   * Queue `queue` (of `size` descriptors, whose used ring holds `ringUsedIdx`)
+   * The queue (of `size` descriptors, whose used ring holds `ringUsedIdx`)
    * starts: a region never used for it is initialised and the queue resumes
    * at `startAvailIdx` (SET_VRING_BASE); a region in use is repaired (last
    * batch) and tells which heads were in flight. Throws QueueSetupError when
    * the region cannot be for this queue or is inconsistent.
    */
-  resume(queue: number, size: number, ringUsedIdx: number, startAvailIdx: number): InflightResume {
-    checkInflightQueue(queue, size, this.numQueues, this.queueSize);
+  resume(size: number, ringUsedIdx: number, startAvailIdx: number): InflightResume {
+    const queue = this.queue;
+    checkInflightQueue(queue, size, this.numQueues, this.descNum);
     const v = this.view;
-    const base = queue * this.perQueue;
-    const track = new SplitTrack(base, size, ringUsedIdx);
-    if (!inflightInUse(v, base, queue, this.queueSize)) {
+    const base = this.base;
+    const descNum = this.descNum;
+    this.batch = 0;
+    if (!inflightInUse(v, base, queue, descNum)) {
       // Never used: lay it out (the memfd is zero-filled, so no descriptor is in flight).
-      for (let i = 0; i < this.queueSize; i++) v.setUint8(base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i + D_INFLIGHT, 0);
+      for (let i = 0; i < descNum; i++) v.setUint8(base + INFLIGHT_HEADER_BYTES + INFLIGHT_DESC_BYTES * i + D_INFLIGHT, 0);
       v.setUint16(base + OFF_LAST_BATCH_HEAD, 0, true);
       v.setUint16(base + OFF_USED_IDX, startAvailIdx & 0xffff, true);
-      setInflightInUse(v, base, this.queueSize);
-      track.usedIdx = startAvailIdx & 0xffff;
-      this.tracks[queue] = track;
+      setInflightInUse(v, base, descNum);
+      this.usedIdx = startAvailIdx & 0xffff;
+      this.setCounter(0);
       return { heads: [], usedIdx: startAvailIdx & 0xffff, availIdx: startAvailIdx & 0xffff };
     }
-    const descNum = this.queueSize;
     // Step 1: a batch published (used idx stored) whose entries were not cleared yet.
     const recorded = v.getUint16(base + OFF_USED_IDX, true);
     const lastBatch = (ringUsedIdx - recorded) & 0xffff;
@@ -278,6 +266,7 @@ export class InflightRegion implements InflightTracker {
       }
       v.setUint16(base + OFF_USED_IDX, ringUsedIdx, true);
     }
+    this.usedIdx = ringUsedIdx;
     // Step 2: what is still in flight, in the order it was taken.
     const found: { head: number; counter: number }[] = [];
     for (let i = 0; i < descNum; i++) {
@@ -289,58 +278,73 @@ export class InflightRegion implements InflightTracker {
       found.push({ head: i, counter: readInflightCounter(v, d + D_COUNTER) });
     }
     found.sort((a, b) => a.counter - b.counter);
-    track.setCounter(found.length > 0 ? found[found.length - 1].counter + 1 : 0);
-    this.tracks[queue] = track;
+    this.setCounter(found.length > 0 ? found[found.length - 1].counter + 1 : 0);
     return { heads: found.map((f) => f.head), usedIdx: ringUsedIdx, availIdx: (ringUsedIdx + found.length) & 0xffff };
   }
 
-  /** The queue stopped: forget its bookkeeping (the shared words stay for the next start). */
-  release(queue: number): void {
-    if (queue >= 0 && queue < this.numQueues) this.tracks[queue] = null;
-  }
-
-  popped(queue: number, head: number): void {
-    const t = this.tracks[queue];
-    if (t !== null && t !== undefined) t.popped(this.words, this.bytes, head);
+  popped(head: number): void {
+    this.storeCounter(this.words, (this.counterWord0 + 4 * head) | 0);
+    this.bytes[(this.flagByte0 + 16 * head) | 0] = 1;
   }
 
   /** Noted only: the batch list is written at publishing(). */
-  pushed(queue: number, head: number): void {
-    const t = this.tracks[queue];
-    if (t !== null && t !== undefined) t.batchHeads[t.batch++] = head;
+  pushed(head: number): void {
+    this.batchHeads[this.batch++] = head;
   }
 
   /** Before the used idx store: link the batch's heads (each to the one pushed before it) and point last_batch_head at the last. */
-  publishing(queue: number): void {
-    const t = this.tracks[queue];
-    if (t === null || t === undefined) return;
-    const n = t.batch;
+  publishing(): void {
+    const n = this.batch;
     if (n === 0) return;
     const h16 = this.halves;
-    const heads = t.batchHeads;
-    const next0 = t.nextHalf0;
+    const heads = this.batchHeads;
+    const next0 = this.nextHalf0;
     let prev = heads[0];
     for (let k = 1; k < n; k++) {
       const h = heads[k];
       h16[(next0 + 8 * h) | 0] = prev;
       prev = h;
     }
-    h16[t.lastBatchHalf] = prev;
+    h16[this.lastBatchHalf] = prev;
   }
 
-  published(queue: number): void {
-    const t = this.tracks[queue];
-    if (t === null || t === undefined) return;
-    const n = t.batch;
+  /** After the used idx store: the batch's flags cleared, used_idx advanced. */
+  published(): void {
+    const n = this.batch;
     if (n === 0) return;
     const bytes = this.bytes;
-    const heads = t.batchHeads;
-    const flag0 = t.flagByte0;
+    const heads = this.batchHeads;
+    const flag0 = this.flagByte0;
     // Our own copy of the batch, not the list in shared memory (the front-end could rewrite that).
     for (let k = 0; k < n; k++) bytes[(flag0 + 16 * heads[k]) | 0] = 0;
-    const u = (t.usedIdx + n) & 0xffff;
-    t.usedIdx = u;
-    t.batch = 0;
-    this.halves[t.usedIdxHalf] = u;
+    const u = (this.usedIdx + n) & 0xffff;
+    this.usedIdx = u;
+    this.batch = 0;
+    this.halves[this.usedIdxHalf] = u;
+  }
+}
+
+/**
+ * A region for `numQueues` queues of up to `queueSize` descriptors over
+ * `view` (its first byte is the region's start); queue() gives each queue
+ * its part.
+ */
+export class InflightRegion implements InflightTrackers {
+  private readonly perQueue: number;
+  private readonly views: InflightViews;
+
+  constructor(
+    private readonly view: DataView,
+    readonly numQueues: number,
+    readonly queueSize: number,
+  ) {
+    this.perQueue = inflightQueueBytes(queueSize);
+    this.views = inflightRegionViews('in-flight region', view, numQueues, queueSize, this.perQueue);
+  }
+
+  /** Queue `queue`'s part (resume() it before use); QueueSetupError when the region has no such queue. */
+  queue(queue: number): SplitInflightQueue {
+    checkInflightQueue(queue, 0, this.numQueues, this.queueSize);
+    return new SplitInflightQueue(this.view, this.views, queue, queue * this.perQueue, this.queueSize, this.numQueues);
   }
 }

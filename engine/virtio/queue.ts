@@ -17,25 +17,29 @@ import type { RingPos } from '../control';
 import type { GuestMemory } from '../memory';
 import type { ChainError, DescChain } from './chain';
 
-/** Told of every request between pop and push (the in-flight region's writer). */
+/** One queue's in-flight hooks: told of every request between pop and push (the in-flight region's writer). */
 export interface InflightTracker {
-  /** `head` was taken from the available ring of queue `queue`. */
-  popped(queue: number, head: number): void;
+  /** `head` was taken from the available ring. */
+  popped(head: number): void;
   /** `head` was put in the used ring (not yet published). */
-  pushed(queue: number, head: number): void;
+  pushed(head: number): void;
   /** The used entries pushed so far are about to be made visible (before the used idx store). */
-  publishing?(queue: number): void;
+  publishing?(): void;
   /** The used entries pushed so far are now visible to the driver. */
-  published(queue: number): void;
+  published(): void;
   /**
-   * Queue `queue` (re)starts on the record: repair it against the used ring's
-   * idx and say which heads are still in flight, oldest first, and where the
-   * ring resumes (engine/virtio/inflight.ts). Throws QueueSetupError when the
-   * record cannot be for this queue.
+   * The queue (of `size` descriptors) (re)starts on the record: repair it
+   * against the used ring's idx and say which heads are still in flight,
+   * oldest first, and where the ring resumes (engine/virtio/inflight.ts).
+   * Throws QueueSetupError when the record cannot be for this queue.
    */
-  resume?(queue: number, size: number, ringUsedIdx: number, startAvailIdx: number): { heads: number[]; usedIdx: number; availIdx: number };
-  /** Queue `queue` stopped (nothing of it in flight). */
-  release?(queue: number): void;
+  resume?(size: number, ringUsedIdx: number, startAvailIdx: number): { heads: number[]; usedIdx: number; availIdx: number };
+}
+
+/** A device's in-flight record: each queue's hooks (split rings; packed rings keep their own, inflight-packed.ts). */
+export interface InflightTrackers {
+  /** Queue `index`'s hooks, for a queue that starts (throws QueueSetupError when the record has no such queue). */
+  queue(index: number): InflightTracker;
 }
 
 export interface Virtqueue {

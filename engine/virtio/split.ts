@@ -185,7 +185,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
       this.broken = `avail ring entry ${(this.lastAvailIdx - 1) & 0xffff} holds head ${head} >= queue size ${this.size}`;
       return -1;
     }
-    if (this.tracker !== null) this.tracker.popped(this.index, head);
+    if (this.tracker !== null) this.tracker.popped(head);
     return head;
   }
 
@@ -196,7 +196,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
 
   /** Put one used element (not yet visible to the driver: see publish()). */
   push(id: number, len: number): void {
-    if (this.tracker !== null) this.tracker.pushed(this.index, id);
+    if (this.tracker !== null) this.tracker.pushed(id);
     const u32 = this.used32;
     if (u32 !== null) {
       // Host order is little-endian on every target (as the 16-bit ring words).
@@ -232,10 +232,10 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
     if (this.unpublished === this.flushed) return;
     this.flushed = this.unpublished;
     const t = this.tracker;
-    if (t !== null && t.publishing !== undefined) t.publishing(this.index);
+    if (t !== null && t.publishing !== undefined) t.publishing();
     if (PLAIN_STORE_RELEASES) this.usedWords[this.wUsedIdx] = this.usedIdx;
     else Atomics.store(this.usedWords, this.wUsedIdx, this.usedIdx);
-    if (t !== null) t.published(this.index);
+    if (t !== null) t.published();
   }
 
   /**
@@ -263,7 +263,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
     const t = this.tracker;
     if (t === null || t.resume === undefined) return 0;
     const ringUsed = Atomics.load(this.usedWords, this.wUsedIdx);
-    const r = t.resume(this.index, this.size, ringUsed, this.lastAvailIdx);
+    const r = t.resume(this.size, ringUsed, this.lastAvailIdx);
     for (const h of r.heads) {
       if (h >= this.size) throw new QueueSetupError(`queue ${this.index}: in-flight head ${h} >= queue size ${this.size}`);
     }

@@ -614,9 +614,11 @@ t.test('in-flight tracker through the device, and bdev resize through the layer'
   const { vr, dev, step, layer } = deviceHarness({ blocks: 8 });
   const events: string[] = [];
   dev.setInflightTracker({
-    popped: (q, h) => events.push(`pop ${q}:${h}`),
-    pushed: (q, h) => events.push(`push ${q}:${h}`),
-    published: (q) => events.push(`publish ${q}`),
+    queue: (q) => ({
+      popped: (h) => events.push(`pop ${q}:${h}`),
+      pushed: (h) => events.push(`push ${q}:${h}`),
+      published: () => events.push(`publish ${q}`),
+    }),
   });
   const st = vr.alloc(1, 0xee);
   const h = vr.addChain([{ addr: header(vr, BlkType.In, 8), len: 16 }, { addr: vr.alloc(512), len: 512, write: true }, { addr: st, len: 1, write: true }]);

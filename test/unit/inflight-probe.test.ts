@@ -28,7 +28,7 @@ t.test('split: the probe counts what the next back-end resubmits', async (t) => 
     const vr = new MockVring({ size: 8 });
     const buf = new ArrayBuffer(inflightRegionBytes(1, 8));
     const q1 = new SplitQueue(vr.memory(), vr.queueDesc(0), SPLIT_FEATURES);
-    const tracker = new InflightRegion(new DataView(buf), 1, 8);
+    const tracker = new InflightRegion(new DataView(buf), 1, 8).queue(0);
     q1.tracker = tracker;
     q1.resumeInflight();
     const heads = [chain(vr), chain(vr), chain(vr), chain(vr)];
@@ -41,7 +41,7 @@ t.test('split: the probe counts what the next back-end resubmits', async (t) => 
       q1.push(heads[0], 1);
     } else if (how === 'used idx stored, flags not cleared') {
       // The process dies inside publish(), after the used idx store.
-      q1.tracker = { popped: () => {}, pushed: (qi, h) => tracker.pushed(qi, h), publishing: (qi) => tracker.publishing(qi), published: () => {} };
+      q1.tracker = { popped: () => {}, pushed: (h) => tracker.pushed(h), publishing: () => tracker.publishing(), published: () => {} };
       q1.push(heads[1], 1);
       q1.push(heads[0], 1);
       q1.publish();
@@ -50,7 +50,7 @@ t.test('split: the probe counts what the next back-end resubmits', async (t) => 
       Buffer.from(vr.buffer, gpa - vr.gpa, len),
     );
     const q2 = new SplitQueue(vr.memory(), vr.queueDesc(0, 2), SPLIT_FEATURES);
-    q2.tracker = new InflightRegion(new DataView(buf), 1, 8);
+    q2.tracker = new InflightRegion(new DataView(buf), 1, 8).queue(0);
     const again = q2.resumeInflight();
     t.equal(probe.n, again, `${how}: probe ${probe.n} (${probe.repair}), resubmitted ${again}`);
     t.equal(again, how === 'used idx stored, flags not cleared' ? 1 : 3, `${how}: what the guest has not seen`);

@@ -52,7 +52,7 @@ t.test('the counter carries past 2^30, 2^32 and 2^33 (its halves are kept as sma
     v.setUint8(desc(h0), 1);
     v.setBigUint64(desc(h0) + 8, BigInt(c0 - 1), true);
     const q = new SplitQueue(vr.memory(), vr.queueDesc(0), FEATURES);
-    q.tracker = new InflightRegion(v, 1, 8);
+    q.tracker = new InflightRegion(v, 1, 8).queue(0);
     t.equal(q.resumeInflight(), 1);
     t.equal(q.pop(), h0, 'the one in flight first');
     const heads = [chain(vr), chain(vr), chain(vr)];
@@ -68,9 +68,9 @@ t.test('split queue: pop/push/publish write the region as the spec says', async 
   const vr = new MockVring({ size: 8 });
   const buf = new ArrayBuffer(inflightRegionBytes(2, 8));
   const v = new DataView(buf);
-  const region = new InflightRegion(v, 2, 8);
+  const track = new InflightRegion(v, 2, 8).queue(1);
   const q = new SplitQueue(vr.memory(), vr.queueDesc(1), FEATURES);
-  q.tracker = region;
+  q.tracker = track;
   t.equal(q.resumeInflight(), 0, 'a fresh region resubmits nothing');
   const base = inflightQueueBytes(8); // queue 1
   t.equal(v.getUint16(base + H.version, true), 1, 'version 1 once the queue started');
@@ -88,7 +88,7 @@ t.test('split queue: pop/push/publish write the region as the spec says', async 
   q.push(heads[2], 1);
   q.push(heads[0], 1);
   // The batch list is written once per batch, just before the used idx store (publish() calls this; it is idempotent).
-  region.publishing(1);
+  track.publishing();
   t.equal(ringUsedIdx(vr), 0, 'not yet published');
   t.equal(v.getUint16(base + H.lastBatchHead, true), heads[0], 'last_batch_head is the last pushed');
   t.equal(v.getUint16(base + desc(heads[0]) + 6, true), heads[2], 'its next is the one pushed before');
@@ -105,7 +105,7 @@ t.test('restart: in-flight heads run again first, in the order they were taken; 
   const vr = new MockVring({ size: 16 });
   const buf = new ArrayBuffer(inflightRegionBytes(1, 16));
   const q1 = new SplitQueue(vr.memory(), vr.queueDesc(0), FEATURES);
-  q1.tracker = new InflightRegion(new DataView(buf), 1, 16);
+  q1.tracker = new InflightRegion(new DataView(buf), 1, 16).queue(0);
   q1.resumeInflight();
   const heads = [chain(vr), chain(vr), chain(vr), chain(vr), chain(vr)];
   for (let i = 0; i < 5; i++) q1.pop();
@@ -117,7 +117,7 @@ t.test('restart: in-flight heads run again first, in the order they were taken; 
 
   // A new back-end: QEMU says the ring resumes at the used idx (it restored last_avail_idx from it).
   const q2 = new SplitQueue(vr.memory(), vr.queueDesc(0, ringUsedIdx(vr)), FEATURES);
-  q2.tracker = new InflightRegion(new DataView(buf), 1, 16);
+  q2.tracker = new InflightRegion(new DataView(buf), 1, 16).queue(0);
   t.equal(q2.resumeInflight(), 3, 'three heads to resubmit');
   t.same(q2.position(), { availIdx: 5, availWrap: false, usedIdx: 2, usedWrap: false }, 'avail = used + in flight');
   t.equal(q2.available(), 3, 'the resubmitted ones come first');
@@ -135,7 +135,7 @@ t.test('restart: in-flight heads run again first, in the order they were taken; 
 
   // A third back-end finds nothing in flight.
   const q3 = new SplitQueue(vr.memory(), vr.queueDesc(0, 6), FEATURES);
-  q3.tracker = new InflightRegion(new DataView(buf), 1, 16);
+  q3.tracker = new InflightRegion(new DataView(buf), 1, 16).queue(0);
   t.equal(q3.resumeInflight(), 0);
   t.equal(q3.available(), 0);
 });
@@ -144,20 +144,20 @@ t.test('restart after a published batch that was not cleared (died between used 
   const vr = new MockVring({ size: 8 });
   const buf = new ArrayBuffer(inflightRegionBytes(1, 8));
   const q1 = new SplitQueue(vr.memory(), vr.queueDesc(0), FEATURES);
-  q1.tracker = new InflightRegion(new DataView(buf), 1, 8);
+  q1.tracker = new InflightRegion(new DataView(buf), 1, 8).queue(0);
   q1.resumeInflight();
   const heads = [chain(vr), chain(vr), chain(vr)];
   for (let i = 0; i < 3; i++) q1.pop();
   // Without tracker.published: what the ring shows right after the used idx store.
   const tracker = q1.tracker;
-  q1.tracker = { popped: () => {}, pushed: (qi, h) => tracker.pushed(qi, h), publishing: (qi) => tracker.publishing?.(qi), published: () => {} };
+  q1.tracker = { popped: () => {}, pushed: (h) => tracker.pushed(h), publishing: () => tracker.publishing?.(), published: () => {} };
   q1.push(heads[1], 1);
   q1.push(heads[0], 1);
   q1.publish();
   t.equal(new DataView(buf).getUint8(desc(heads[0])), 1, 'flags not cleared (simulated death)');
 
   const q2 = new SplitQueue(vr.memory(), vr.queueDesc(0, 2), FEATURES);
-  q2.tracker = new InflightRegion(new DataView(buf), 1, 8);
+  q2.tracker = new InflightRegion(new DataView(buf), 1, 8).queue(0);
   t.equal(q2.resumeInflight(), 1, 'only the one never used is resubmitted');
   t.equal(q2.pop(), heads[2]);
   t.equal(new DataView(buf).getUint16(H.usedIdx, true), 2, 'used_idx repaired to the ring idx');
@@ -174,7 +174,7 @@ t.test('bad regions are refused, never followed', async (t) => {
   };
   const start = (buf: ArrayBuffer, size = 8, queue = 0) => {
     const q = new SplitQueue(vr.memory(), { ...vr.queueDesc(0), index: queue, size }, FEATURES);
-    q.tracker = new InflightRegion(new DataView(buf), 1, 8);
+    q.tracker = new InflightRegion(new DataView(buf), 1, 8).queue(queue);
     return q.resumeInflight();
   };
   t.throws(() => new InflightRegion(new DataView(new ArrayBuffer(100)), 1, 8), QueueSetupError, 'region too small');
@@ -213,7 +213,7 @@ t.test('bad regions are refused, never followed', async (t) => {
     vr.view.setUint16(vr.usedAddr - vr.gpa + 2, 5, true);
     v.setUint16(H.usedIdx, 0, true);
     const q = new SplitQueue(vr.memory(), { ...vr.queueDesc(0), size: 4 }, FEATURES);
-    q.tracker = new InflightRegion(v, 1, 8);
+    q.tracker = new InflightRegion(v, 1, 8).queue(0);
     t.throws(() => q.resumeInflight(), /more than the queue size/);
     // A batch list that points outside the queue.
     v.setUint16(H.usedIdx, 4, true);

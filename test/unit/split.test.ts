@@ -584,9 +584,9 @@ t.test('in-flight hooks: the tracker sees every pop, push and publish', async (t
   const { vr, q, chain } = setup();
   const events: string[] = [];
   q.tracker = {
-    popped: (qi, head) => events.push(`pop ${qi}:${head}`),
-    pushed: (qi, head) => events.push(`push ${qi}:${head}`),
-    published: (qi) => events.push(`publish ${qi}`),
+    popped: (head) => events.push(`pop ${q.index}:${head}`),
+    pushed: (head) => events.push(`push ${q.index}:${head}`),
+    published: () => events.push(`publish ${q.index}`),
   };
   const b = vr.alloc(8);
   const h0 = vr.addChain([{ addr: b, len: 8, write: true }]);
