@@ -64,6 +64,18 @@ export const EARLY_FLUSH = 8;
  */
 export const MAX_INFLIGHT_PER_QUEUE = 1024;
 
+/**
+ * An unsettled publish (order.ts: its "no interrupt" read without a
+ * barrier) is settled — a barrier, then the driver's words — by the
+ * queue's SETTLE_QUIET-th publishQueue in a row with nothing new to publish
+ * (a busy poll makes two or three such calls, an idle one one), or at once
+ * when forced (sleep, stop, memory update). A queue that keeps publishing
+ * reads the driver's words again at each publish, so it never pays the
+ * barrier; a driver that went to sleep just as the device answered "no" waits
+ * a few idle polls longer for its interrupt (a few hundred ns).
+ */
+export const SETTLE_QUIET = 4;
+
 /** Guest errors logged per queue before the log goes quiet (then one line per 1024). */
 const GUEST_ERROR_LOG_LIMIT = 8;
 
@@ -147,6 +159,8 @@ export class VirtioQueueState {
   brokenLogged = false;
   /** Coalescing: the driver wants an interrupt that has not been sent yet. */
   owed = false;
+  /** publishQueue calls in a row with nothing new while the last publish is unsettled (SETTLE_QUIET). */
+  quiet = 0;
   /** Coalescing: used elements published since the last rate check. */
   reqCnt = 0;
   irqDelayMs = 0;
@@ -577,31 +591,33 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
   }
 
   /**
-   * A publish whose "no interrupt" is unsettled (order.ts) is decided by the
-   * queue's next publishQueue that has nothing new to publish — the next
-   * poll, or the one before the worker sleeps or the device stops — by when
-   * its stores have drained; while the queue keeps publishing, each
+   * A publish whose "no interrupt" is unsettled (order.ts) is decided once
+   * the queue had nothing new to publish SETTLE_QUIET times in a row, or
+   * at once when forced (before the worker sleeps or the device stops) —
+   * by when its stores have drained; while the queue keeps publishing, each
    * publish reads the driver's words again and covers the earlier entries.
    */
   private publishQueue(qs: VirtioQueueState, nowMs: number, force: boolean): void {
     const q = qs.q;
     if (this.delayBaseMs === 0) {
       if (q.pending > 0) {
+        qs.quiet = 0;
         const wants = q.publish();
         // After the ring writes: a bit set before them could be taken by the front-end's sync too early.
         if (this.dirtyLog !== null) this.logRing(qs);
         if (wants && qs.callFd >= 0) this.signal(qs);
-      } else if (q.unsettled && q.settle() && qs.callFd >= 0) {
+      } else if (q.unsettled && (force || ++qs.quiet >= SETTLE_QUIET) && q.settle() && qs.callFd >= 0) {
         this.signal(qs);
       }
       return;
     }
     const n = q.pending;
     if (n > 0) {
+      qs.quiet = 0;
       qs.reqCnt += n;
       if (q.publish()) qs.owed = true;
       if (this.dirtyLog !== null) this.logRing(qs);
-    } else if (q.unsettled && q.settle()) {
+    } else if (q.unsettled && (force || ++qs.quiet >= SETTLE_QUIET) && q.settle()) {
       qs.owed = true;
     }
     if (!qs.owed) return;

@@ -53,6 +53,14 @@ export abstract class InterruptDecision {
   protected signalledValid = false;
   /** Used entries (split) or slots (packed) since the previous decision: more than one publish while undecided. */
   protected sinceDecision = 0;
+  /**
+   * A publish that leaves this many entries (or slots) or more undecided
+   * settles at once instead (a barrier, then the decision): the index
+   * arithmetic of the decision holds for a bounded span only (split 2^15,
+   * packed a ring's worth), and a queue that keeps publishing may never be
+   * quiet long enough for the device to settle it. Half the bound.
+   */
+  protected abstract readonly settleSpan: number;
   /** A publish's "no interrupt" was read without a barrier after the store: settle() decides. */
   private undecided = false;
 
@@ -83,6 +91,10 @@ export abstract class InterruptDecision {
     if (this.wantsInterrupt(true)) {
       this.decided();
       return true;
+    }
+    if (this.sinceDecision >= this.settleSpan) {
+      fullFence();
+      return this.decide();
     }
     this.undecided = true;
     return false;

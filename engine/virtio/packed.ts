@@ -76,6 +76,7 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
   readonly eventIdx: boolean;
   readonly indirect: boolean;
   broken: string | null = null;
+  protected readonly settleSpan: number;
   /** Unused: a packed ring is tracked in the packed layout (`inflight`). */
   tracker: InflightTracker | null = null;
   /** The in-flight region in QEMU's packed layout (INFLIGHT_SHMFD), or null. */
@@ -151,6 +152,7 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
     this.availWrap = p.availWrap;
     this.usedIdx = p.usedIdx;
     this.usedWrap = p.usedWrap;
+    this.settleSpan = Math.max(1, size >> 1);
     this.slotOf = new Uint16Array(size);
     this.ndesc = new Uint16Array(size);
     this.pendingWord = new Int32Array(size);

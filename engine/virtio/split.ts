@@ -67,6 +67,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
   /** Set when the guest broke the ring protocol; the queue is no longer read. */
   broken: string | null = null;
   tracker: InflightTracker | null = null;
+  protected readonly settleSpan = 0x4000;
 
   private readonly desc: QueueDesc;
   private mem: GuestMemory;
