@@ -606,7 +606,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
         // After the ring writes: a bit set before them could be taken by the front-end's sync too early.
         if (this.dirtyLog !== null) this.logRing(qs);
         if (wants && qs.callFd >= 0) this.signal(qs);
-      } else if (q.unsettled && (force || ++qs.quiet >= SETTLE_QUIET) && q.settle() && qs.callFd >= 0) {
+      } else if (this.settles(qs, force) && qs.callFd >= 0) {
         this.signal(qs);
       }
       return;
@@ -617,7 +617,7 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
       qs.reqCnt += n;
       if (q.publish()) qs.owed = true;
       if (this.dirtyLog !== null) this.logRing(qs);
-    } else if (q.unsettled && (force || ++qs.quiet >= SETTLE_QUIET) && q.settle()) {
+    } else if (this.settles(qs, force)) {
       qs.owed = true;
     }
     if (!qs.owed) return;
@@ -629,6 +629,12 @@ export class VirtioDevice<T extends VirtioTask> implements EngineDevice {
     qs.owed = false;
     this.signal(qs);
     qs.nextEventMs = nowMs + qs.irqDelayMs;
+  }
+
+  /** publishQueue with nothing new: settle an unsettled decision when forced or quiet for SETTLE_QUIET calls; true when the driver wants an interrupt. */
+  private settles(qs: VirtioQueueState, force: boolean): boolean {
+    const q = qs.q;
+    return q.unsettled && (force || ++qs.quiet >= SETTLE_QUIET) && q.settle();
   }
 
   /** Mark the ring areas the device writes (when logging and the front-end asked for ring logging). */

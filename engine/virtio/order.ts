@@ -54,13 +54,13 @@ export abstract class InterruptDecision {
   /** Used entries (split) or slots (packed) since the previous decision: more than one publish while undecided. */
   protected sinceDecision = 0;
   /**
-   * A publish that leaves this many entries (or slots) or more undecided
-   * settles at once instead (a barrier, then the decision): the index
-   * arithmetic of the decision holds for a bounded span only (split 2^15,
-   * packed a ring's worth), and a queue that keeps publishing may never be
-   * quiet long enough for the device to settle it. Half the bound.
+   * Entries (split, 2^15) or slots (packed, a ring's worth) the decision's
+   * index arithmetic can span: wantsInterrupt() answers "interrupt" past it.
+   * A publish that leaves half of it or more undecided settles at once
+   * instead (a barrier, then the decision): a queue that keeps publishing
+   * may never be quiet long enough for the device to settle it.
    */
-  protected abstract readonly settleSpan: number;
+  protected abstract readonly decidableSpan: number;
   /** A publish's "no interrupt" was read without a barrier after the store: settle() decides. */
   private undecided = false;
 
@@ -92,7 +92,7 @@ export abstract class InterruptDecision {
       this.decided();
       return true;
     }
-    if (this.sinceDecision >= this.settleSpan) {
+    if (this.sinceDecision >= this.decidableSpan >> 1) {
       fullFence();
       return this.decide();
     }

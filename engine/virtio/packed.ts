@@ -76,7 +76,7 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
   readonly eventIdx: boolean;
   readonly indirect: boolean;
   broken: string | null = null;
-  protected readonly settleSpan: number;
+  protected readonly decidableSpan: number;
   /** Unused: a packed ring is tracked in the packed layout (`inflight`). */
   tracker: InflightTracker | null = null;
   /** The in-flight region in QEMU's packed layout (INFLIGHT_SHMFD), or null. */
@@ -152,7 +152,7 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
     this.availWrap = p.availWrap;
     this.usedIdx = p.usedIdx;
     this.usedWrap = p.usedWrap;
-    this.settleSpan = Math.max(1, size >> 1);
+    this.decidableSpan = size;
     this.slotOf = new Uint16Array(size);
     this.ndesc = new Uint16Array(size);
     this.pendingWord = new Int32Array(size);
@@ -500,7 +500,7 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
     if (flags === PackedEventFlags.Disable) return false;
     if (flags !== PackedEventFlags.Desc || !this.eventIdx || !this.signalledValid) return true;
     // A whole ring or more used since the decision: the positions below no longer tell (at worst one interrupt too many).
-    if (this.sinceDecision >= this.size) return true;
+    if (this.sinceDecision >= this.decidableSpan) return true;
     const offWrap = hint ? dw[this.wDriverOff] : Atomics.load(dw, this.wDriverOff);
     // Unwrapped as DPDK's vhost_vring_call_packed does: indices below `size`, the event index shifted when its wrap differs.
     let off = offWrap & 0x7fff;

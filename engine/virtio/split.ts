@@ -67,7 +67,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
   /** Set when the guest broke the ring protocol; the queue is no longer read. */
   broken: string | null = null;
   tracker: InflightTracker | null = null;
-  protected readonly settleSpan = 0x4000;
+  protected readonly decidableSpan = 0x8000;
 
   private readonly desc: QueueDesc;
   private mem: GuestMemory;
@@ -304,7 +304,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
     const w = this.availWords;
     if (this.eventIdx) {
       // Past 2^15 entries undecided the 16-bit arithmetic no longer tells: interrupt (at worst one too many).
-      if (!this.signalledValid || this.sinceDecision >= 0x8000) return true;
+      if (!this.signalledValid || this.sinceDecision >= this.decidableSpan) return true;
       const usedEvent = hint ? w[this.wUsedEvent] : Atomics.load(w, this.wUsedEvent);
       return vringNeedEvent(usedEvent, this.usedIdx, this.signalledUsed);
     }

@@ -20,6 +20,15 @@ function setup(features = BASE, size = 16) {
   return { vr, mem, q, chain };
 }
 
+/** `n` chains of one 8-byte writable buffer (they share it) made available and popped: their heads. */
+function popChains(vr: MockVring, q: SplitQueue, n: number): number[] {
+  const b = vr.alloc(8);
+  const heads: number[] = [];
+  for (let i = 0; i < n; i++) heads.push(vr.addChain([{ addr: b, len: 8, write: true }]));
+  for (let i = 0; i < n; i++) q.pop();
+  return heads;
+}
+
 function segs(mem: GuestMemory, c: DescChain, gpaBase: number) {
   const out: { gpa: number; len: number; write: boolean }[] = [];
   for (let i = 0; i < c.count; i++) {
@@ -414,10 +423,7 @@ t.test('EVENT_IDX: used_event decides interrupts, avail_event asks for kicks', a
 
 t.test('a "no interrupt" read without a barrier is settled later (order.ts): a driver that asked in between is told', async (t) => {
   const { vr, q } = setup(BASE | F_EVENT_IDX);
-  const b = vr.alloc(8);
-  const heads: number[] = [];
-  for (let i = 0; i < 4; i++) heads.push(vr.addChain([{ addr: b, len: 8, write: true }]));
-  for (let i = 0; i < 4; i++) q.pop();
+  const heads = popChains(vr, q, 4);
   vr.usedEvent = 0x7fff;
   q.push(heads[0], 1);
   t.equal(q.publish(), true, 'the first decision always interrupts');
@@ -455,10 +461,7 @@ t.test('a "no interrupt" read without a barrier is settled later (order.ts): a d
 
 t.test('flush() makes used entries visible, publish() decides the interrupt for everything since the last decision', async (t) => {
   const { vr, q } = setup(BASE | F_EVENT_IDX);
-  const b = vr.alloc(8);
-  const heads: number[] = [];
-  for (let i = 0; i < 6; i++) heads.push(vr.addChain([{ addr: b, len: 8, write: true }]));
-  for (let i = 0; i < 6; i++) q.pop();
+  const heads = popChains(vr, q, 6);
   vr.usedEvent = 0xffff;
   q.push(heads[0], 1);
   t.equal(q.publish(), true, 'the first decision always interrupts');
