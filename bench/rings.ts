@@ -5,10 +5,14 @@
  * --packed / --inflight) on another core.
  *
  *   npm run bench -- --rings [--runs N] [--runtime S] [--ramp S] [--kinds null,malloc] [--qds 32]
- *                            [--rws randread,randwrite] [--indirect] [--out DIR]
+ *                            [--rws randread,randwrite] [--indirect] [--desc-free-list] [--out DIR]
  *
  * --indirect: every request one ring descriptor pointing at a table of its
  * three, as a Linux guest builds them (VIRTIO_F_RING_INDIRECT_DESC).
+ * --desc-free-list: the split runs take each request's descriptors from a
+ * free list and write them per request, as Linux's virtio_ring does (by
+ * default each of vhostd-perf's slots keeps its own, written once, which
+ * spares the split ring a cache line per request that packed pays).
  *
  * One vhostd per bdev kind (engine on core 1, generator on core 0), one bdev;
  * for every case and round four runs back to back, each on a controller
@@ -40,14 +44,14 @@ const VARIANTS: readonly Variant[] = [
 const vname = (v: Variant): string => `${v.ring}${v.inflight ? '+inflight' : ''}`;
 
 /** A blk controller (with packed_ring for packed) per run; the generator asks for the ring and INFLIGHT_SHMFD and must get them. */
-const roundsVariant = (variant: Variant, indirect: boolean): RoundsVariant => ({
+const roundsVariant = (variant: Variant, indirect: boolean, descFreeList: boolean): RoundsVariant => ({
   key: vname(variant),
   name: vname(variant),
   async attach(v, bdev) {
     const packed = variant.ring === 'packed';
     const ctrlr = `bench.${variant.ring}${variant.inflight ? '.inflight' : ''}`;
     const device = await attachBlk(v, bdev, ctrlr, packed ? { packed_ring: true } : {}, (socketPath, job) =>
-      runPerf({ ...job, socketPath, eventIdx: true, inflight: variant.inflight, packed, indirect }),
+      runPerf({ ...job, socketPath, eventIdx: true, inflight: variant.inflight, packed, indirect, descFreeList: descFreeList && !packed }),
     );
     const run = device.run as NonNullable<typeof device.run>;
     return {
@@ -91,19 +95,22 @@ interface CaseResult {
 }
 
 const USAGE = `${roundsUsage('rings', 'each the four variants back to back', '32')}
-  --indirect          each request one descriptor pointing at a table of three, as Linux guests build them`;
+  --indirect          each request one descriptor pointing at a table of three, as Linux guests build them
+  --desc-free-list    split runs: descriptors from a free list, written per request, as Linux's virtio_ring
+                      (packed runs write theirs per request anyway)`;
 
 export async function ringsMain(argv: string[], repo: string): Promise<number> {
-  const o = parseRoundsOptions(argv, 'rings', USAGE, '32', { indirect: { type: 'boolean' } });
+  const o = parseRoundsOptions(argv, 'rings', USAGE, '32', { indirect: { type: 'boolean' }, 'desc-free-list': { type: 'boolean' } });
   if (typeof o === 'number') return o;
   const indirect = o.more.indirect === true;
+  const descFreeList = o.more['desc-free-list'] === true;
   const { runs, runtimeSec, rampSec, sizeMiB } = o;
   const startedAt = new Date();
   const rounds = await runRounds(
     repo,
     'rings',
     o,
-    VARIANTS.map((v) => roundsVariant(v, indirect)),
+    VARIANTS.map((v) => roundsVariant(v, indirect, descFreeList)),
   );
   const cases: CaseResult[] = rounds.map((c) => {
     const medians: Record<string, number | null> = {};
@@ -135,7 +142,7 @@ export async function ringsMain(argv: string[], repo: string): Promise<number> {
   const lines = [
     `# vhostd ring layout and in-flight tracking (${startedAt.toISOString()})`,
     '',
-    `Same vhostd, same bdev, engine on core ${TARGET_CORE}, generator on core ${GENERATOR_CORE}; ${runs} rounds of the four variants back to back per case, ${runtimeSec} s measured after ${rampSec} s; 4 KiB, 1 queue, EVENT_IDX${indirect ? ', indirect descriptors (one ring descriptor per request)' : ''}. Load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
+    `Same vhostd, same bdev, engine on core ${TARGET_CORE}, generator on core ${GENERATOR_CORE}; ${runs} rounds of the four variants back to back per case, ${runtimeSec} s measured after ${rampSec} s; 4 KiB, 1 queue, EVENT_IDX${indirect ? ', indirect descriptors (one ring descriptor per request)' : ''}${descFreeList ? ', split descriptors from a free list' : ''}. Load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
     '',
     '| case | ring | in-flight | IOPS median (min–max) | vs split, off |',
     '|---|---|---|---|---|',

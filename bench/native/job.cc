@@ -198,6 +198,13 @@ struct Queue {
   uint16_t next_used = 0;
   bool used_wrap = true;
   uint16_t added = 0;
+  // --desc-free-list (split): the free descriptors as a list linked through
+  // free_next (the links of a chain in flight stay: it goes back whole), its
+  // head (size: empty), and each ring descriptor's slot + 1 while it heads a
+  // request in flight (0: none).
+  std::vector<uint16_t> free_next;
+  uint16_t free_head = 0;
+  std::vector<uint32_t> head_slot;
   int kick_fd = -1;
   int call_fd = -1;
   std::vector<Slot> slots;
@@ -344,6 +351,8 @@ class Job {
 
   bool NextIo(uint64_t* block, bool* write);
   void SubmitPacked(Queue& q, uint32_t slot_index, bool write);
+  uint16_t SplitChainFromFreeList(Queue& q, uint32_t slot_index, bool write);
+  void FreeSplitChain(Queue& q, uint16_t head);
   void PublishPacked(Queue& q);
   int ReapPacked(Queue& q, uint64_t now, std::string* err);
   bool UsedPending(const Queue& q) const;
@@ -498,6 +507,10 @@ bool Job::Validate(std::string* err) {
   }
   if (o.scsi && o.packed) {
     *err = "packed rings are for virtio-blk jobs (the scsi mode builds split chains)";
+    return false;
+  }
+  if (o.desc_free_list && (o.scsi || o.packed || o.nvme)) {
+    *err = "a descriptor free list is for virtio-blk jobs on split rings";
     return false;
   }
   if (o.scsi && o.indirect) {
@@ -682,6 +695,13 @@ bool Job::SetupMemory(std::string* err) {
       chain[2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
       if (dev_.indirect) q.desc[3 * s] = VringDesc{q.table_off + kTableStride * s, kTableBytes, kDescFIndirect, 0};
     }
+    if (o_.desc_free_list) {
+      // Every descriptor free, in index order; the ones written above are rewritten per request.
+      q.free_next.resize(q.size);
+      for (uint32_t i = 0; i < q.size; i++) q.free_next[i] = uint16_t(i + 1);
+      q.free_head = 0;
+      q.head_slot.assign(q.size, 0);
+    }
     bool no_interrupt = !o_.interrupt && !dev_.event_idx;
     *q.avail_flags = no_interrupt ? kAvailFNoInterrupt : 0;
     // With EVENT_IDX and polling, keep the device's signalling point half the
@@ -781,7 +801,7 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
       uint8_t* t1 = mem_ + q.table_off + kTableStride * slot_index + 16;
       uint16_t f = dev_.packed ? uint16_t(write ? 0 : kDescFWrite) : uint16_t(write ? kDescFNext : kDescFNext | kDescFWrite);
       std::memcpy(t1 + (dev_.packed ? 14 : 12), &f, 2);
-    } else if (!dev_.packed) {
+    } else if (!dev_.packed && !o_.desc_free_list) {
       q.desc[3 * slot_index + 1].flags = write ? kDescFNext : uint16_t(kDescFNext | kDescFWrite);
     }
   }
@@ -801,6 +821,9 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
     // The SQ entry was written above; the doorbell goes in Publish.
   } else if (dev_.packed) {
     SubmitPacked(q, slot_index, write);
+  } else if (o_.desc_free_list) {
+    q.avail_ring[q.avail_shadow & (q.size - 1)] = SplitChainFromFreeList(q, slot_index, write);
+    q.avail_shadow++;
   } else {
     q.avail_ring[q.avail_shadow & (q.size - 1)] = uint16_t(3 * slot_index);
     q.avail_shadow++;
@@ -810,6 +833,38 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
   s.write = write;
   s.inflight = true;
   q.inflight++;
+}
+
+// --desc-free-list: take the request's descriptors from the free list (1
+// with --indirect, else 3), write them as Linux's virtqueue_add_split does
+// (the ring's one pointing at the slot's table, or header → data → status),
+// and return the head. The free list holds at least 3 * iodepth entries.
+uint16_t Job::SplitChainFromFreeList(Queue& q, uint32_t slot_index, bool write) {
+  uint64_t hdr = q.hdr_off + slot_hdr_ * slot_index;
+  uint16_t head = q.free_head;
+  if (dev_.indirect) {
+    q.desc[head] = VringDesc{q.table_off + kTableStride * slot_index, kTableBytes, kDescFIndirect, 0};
+    q.free_head = q.free_next[head];
+  } else {
+    uint16_t d1 = q.free_next[head];
+    uint16_t d2 = q.free_next[d1];
+    q.desc[head] = VringDesc{hdr, 16, kDescFNext, d1};
+    q.desc[d1] = VringDesc{q.data_off + uint64_t(o_.block_size) * slot_index, o_.block_size,
+                           uint16_t(write ? kDescFNext : kDescFNext | kDescFWrite), d2};
+    q.desc[d2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
+    q.free_head = q.free_next[d2];
+  }
+  q.head_slot[head] = slot_index + 1;
+  return head;
+}
+
+// --desc-free-list: the chain headed by `head` goes back to the front of the
+// free list whole (its links in free_next are still those it was taken with).
+void Job::FreeSplitChain(Queue& q, uint16_t head) {
+  q.head_slot[head] = 0;
+  uint16_t last = dev_.indirect ? head : q.free_next[q.free_next[head]];
+  q.free_next[last] = q.free_head;
+  q.free_head = head;
 }
 
 // Packed: header → data → status at the next three slots, buffer id = the
@@ -1024,12 +1079,13 @@ int Job::Reap(Queue& q, uint64_t now, std::string* err) {
   }
   for (uint16_t k = 0; k < n; k++) {
     UsedElem e = q.used_ring[uint16_t(q.last_used + k) & (q.size - 1)];
-    uint32_t slot_index = e.id / 3;
-    if (e.id % 3 != 0 || slot_index >= o_.iodepth || !q.slots[slot_index].inflight) {
+    uint32_t slot_index = o_.desc_free_list ? (e.id < q.size ? q.head_slot[e.id] - 1 : o_.iodepth) : e.id / 3;
+    if ((!o_.desc_free_list && e.id % 3 != 0) || slot_index >= o_.iodepth || !q.slots[slot_index].inflight) {
       *err = "queue " + std::to_string(q.index) + ": used ring names descriptor " + std::to_string(e.id) +
              ", which is not the head of a request in flight";
       return -1;
     }
+    if (o_.desc_free_list) FreeSplitChain(q, uint16_t(e.id));
     Slot& s = q.slots[slot_index];
     s.inflight = false;
     q.inflight--;

@@ -45,6 +45,11 @@ struct JobOptions {
   // (VIRTIO_F_RING_INDIRECT_DESC, required from the back-end; blk only), as a
   // Linux guest's virtio_ring does for every request of more than one buffer.
   bool indirect = false;
+  // Split ring, blk: descriptors taken per request from a free list (most
+  // recently freed first) and written per request, as Linux's virtio_ring
+  // does (detach_buf_split / virtqueue_add_split). Default: each slot keeps
+  // its own descriptors, written once at setup.
+  bool desc_free_list = false;
   // Front-end memory from a MFD_HUGETLB memfd (2 MiB pages), as SPDK's vhost needs: it registers
   // the regions it maps with spdk_mem_register, which takes only 2 MiB-aligned hugepage mappings.
   bool hugepages = false;

@@ -261,6 +261,7 @@ bool ParseOptions(Napi::Object obj, JobOptions* o) {
   if (!GetBool(obj, "inflight", &o->inflight)) return false;
   if (!GetBool(obj, "packed", &o->packed)) return false;
   if (!GetBool(obj, "indirect", &o->indirect)) return false;
+  if (!GetBool(obj, "descFreeList", &o->desc_free_list)) return false;
   if (!GetBool(obj, "scsi", &o->scsi)) return false;
   v = o->scsi_target;
   if (!GetInteger(obj, "scsiTarget", 0, 255, &v)) return false;

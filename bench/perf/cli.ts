@@ -41,6 +41,9 @@ const USAGE = `usage: vhostd-perf --socket PATH [options]
   --packed             packed virtqueues (VIRTIO_F_RING_PACKED; fails when not offered; not with --scsi)
   --indirect           each request one descriptor pointing at a table of its three, as Linux guests
                        do (VIRTIO_F_RING_INDIRECT_DESC; fails when not offered; not with --scsi)
+  --desc-free-list     split ring: descriptors taken from a free list and written per request, as
+                       Linux's virtio_ring does (default: each slot's own, written once; not with
+                       --scsi, --packed or --nvme)
   --scsi               the socket is vhost-user-scsi: READ 16 / WRITE 16 to LUN 0 of --scsi-target
   --scsi-target N      target of the LUN in --scsi mode (default 0)
   --nvme               the socket is an NVMe controller over vfio-user (<traddr>/cntrl): Read/Write on --nsid
@@ -91,6 +94,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
       inflight: { type: 'boolean' },
       packed: { type: 'boolean' },
       indirect: { type: 'boolean' },
+      'desc-free-list': { type: 'boolean' },
       scsi: { type: 'boolean' },
       'scsi-target': { type: 'string' },
       nvme: { type: 'boolean' },
@@ -132,6 +136,7 @@ export function parseCli(argv: string[]): { options: CliOptions; json: boolean }
     inflight: values.inflight,
     packed: values.packed,
     indirect: values.indirect,
+    descFreeList: values['desc-free-list'],
     scsi: values.scsi,
     scsiTarget: int('scsi-target', values['scsi-target']),
     verify,
@@ -201,8 +206,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const { nvme, nsid, doorbells, ...perf } = parsed.options;
     if (nvme === true) {
-      if (perf.scsi === true || perf.eventIdx === true || perf.inflight === true || perf.packed === true || perf.indirect === true || perf.completion === 'interrupt') {
-        throw new PerfError('--nvme takes none of --scsi, --event-idx, --inflight, --packed, --indirect, --completion interrupt', 'ERR_PERF_OPTIONS');
+      if (perf.scsi === true || perf.eventIdx === true || perf.inflight === true || perf.packed === true || perf.indirect === true || perf.descFreeList === true || perf.completion === 'interrupt') {
+        throw new PerfError('--nvme takes none of --scsi, --event-idx, --inflight, --packed, --indirect, --desc-free-list, --completion interrupt', 'ERR_PERF_OPTIONS');
       }
       report = await runNvmePerf({ ...perf, nsid, doorbells });
     } else {

@@ -77,6 +77,13 @@ export interface PerfOptions {
    * than one buffer; blk only; default false.
    */
   indirect?: boolean;
+  /**
+   * Split ring, blk: each request's descriptors taken from a free list (the
+   * most recently freed first) and written per request, as Linux's
+   * virtio_ring does; default false (each slot keeps its own descriptors,
+   * written once).
+   */
+  descFreeList?: boolean;
   /** Front-end memory in 2 MiB hugepages (MFD_HUGETLB memfd; needs free hugepages): SPDK's vhost maps only such memory. */
   hugepages?: boolean;
   /**
@@ -346,6 +353,12 @@ export function checkPerfOptions(o: PerfOptions): Record<string, unknown> {
   }
   if (o.indirect !== undefined && typeof o.indirect !== 'boolean') {
     throw new PerfError('options.indirect must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  if (o.descFreeList !== undefined && typeof o.descFreeList !== 'boolean') {
+    throw new PerfError('options.descFreeList must be a boolean', 'ERR_PERF_OPTIONS');
+  }
+  if (o.descFreeList === true && (o.packed === true || o.scsi === true)) {
+    throw new PerfError('options.descFreeList: a descriptor free list is for virtio-blk jobs on split rings (not with packed or scsi)', 'ERR_PERF_OPTIONS');
   }
   if (o.scsi !== undefined && typeof o.scsi !== 'boolean') {
     throw new PerfError('options.scsi must be a boolean', 'ERR_PERF_OPTIONS');
