@@ -351,6 +351,8 @@ class Job {
 
   bool NextIo(uint64_t* block, bool* write);
   void SubmitPacked(Queue& q, uint32_t slot_index, bool write);
+  void WriteBlkChain(const Queue& q, VringDesc* table, uint16_t d0, uint16_t d1, uint16_t d2, uint32_t slot_index, bool write);
+  VringDesc IndirectDesc(const Queue& q, uint32_t slot_index) const;
   uint16_t SplitChainFromFreeList(Queue& q, uint32_t slot_index, bool write);
   void FreeSplitChain(Queue& q, uint16_t head);
   void PublishPacked(Queue& q);
@@ -507,10 +509,6 @@ bool Job::Validate(std::string* err) {
   }
   if (o.scsi && o.packed) {
     *err = "packed rings are for virtio-blk jobs (the scsi mode builds split chains)";
-    return false;
-  }
-  if (o.desc_free_list && (o.scsi || o.packed || o.nvme)) {
-    *err = "a descriptor free list is for virtio-blk jobs on split rings";
     return false;
   }
   if (o.scsi && o.indirect) {
@@ -688,12 +686,10 @@ bool Job::SetupMemory(std::string* err) {
       }
       // With --indirect the chain is a table of its own and the ring's descriptor 3s points at it
       // (the head stays 3s, so a used id names its slot either way).
-      VringDesc* chain = dev_.indirect ? reinterpret_cast<VringDesc*>(mem_ + q.table_off + kTableStride * s) : q.desc + 3 * s;
+      VringDesc* chain = dev_.indirect ? reinterpret_cast<VringDesc*>(mem_ + q.table_off + kTableStride * s) : q.desc;
       uint16_t first = dev_.indirect ? 0 : uint16_t(3 * s);
-      chain[0] = VringDesc{hdr, 16, kDescFNext, uint16_t(first + 1)};
-      chain[1] = VringDesc{data, o_.block_size, uint16_t(kDescFNext | kDescFWrite), uint16_t(first + 2)};
-      chain[2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
-      if (dev_.indirect) q.desc[3 * s] = VringDesc{q.table_off + kTableStride * s, kTableBytes, kDescFIndirect, 0};
+      WriteBlkChain(q, chain, first, uint16_t(first + 1), uint16_t(first + 2), s, false);
+      if (dev_.indirect) q.desc[3 * s] = IndirectDesc(q, s);
     }
     if (o_.desc_free_list) {
       // Every descriptor free, in index order; the ones written above are rewritten per request.
@@ -835,23 +831,36 @@ void Job::Submit(Queue& q, uint32_t slot_index, uint64_t block, bool write, uint
   q.inflight++;
 }
 
+// A blk request of slot `slot_index` as descriptors d0 → d1 → d2 of `table`
+// (the ring's or the slot's indirect table): header, data (device-writable
+// for a read), status.
+void Job::WriteBlkChain(const Queue& q, VringDesc* table, uint16_t d0, uint16_t d1, uint16_t d2, uint32_t slot_index,
+                        bool write) {
+  uint64_t hdr = q.hdr_off + slot_hdr_ * slot_index;
+  table[d0] = VringDesc{hdr, 16, kDescFNext, d1};
+  table[d1] = VringDesc{q.data_off + uint64_t(o_.block_size) * slot_index, o_.block_size,
+                        uint16_t(write ? kDescFNext : kDescFNext | kDescFWrite), d2};
+  table[d2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
+}
+
+// --indirect: the ring descriptor that points at slot `slot_index`'s table.
+VringDesc Job::IndirectDesc(const Queue& q, uint32_t slot_index) const {
+  return VringDesc{q.table_off + kTableStride * slot_index, kTableBytes, kDescFIndirect, 0};
+}
+
 // --desc-free-list: take the request's descriptors from the free list (1
 // with --indirect, else 3), write them as Linux's virtqueue_add_split does
 // (the ring's one pointing at the slot's table, or header → data → status),
 // and return the head. The free list holds at least 3 * iodepth entries.
 uint16_t Job::SplitChainFromFreeList(Queue& q, uint32_t slot_index, bool write) {
-  uint64_t hdr = q.hdr_off + slot_hdr_ * slot_index;
   uint16_t head = q.free_head;
   if (dev_.indirect) {
-    q.desc[head] = VringDesc{q.table_off + kTableStride * slot_index, kTableBytes, kDescFIndirect, 0};
+    q.desc[head] = IndirectDesc(q, slot_index);
     q.free_head = q.free_next[head];
   } else {
     uint16_t d1 = q.free_next[head];
     uint16_t d2 = q.free_next[d1];
-    q.desc[head] = VringDesc{hdr, 16, kDescFNext, d1};
-    q.desc[d1] = VringDesc{q.data_off + uint64_t(o_.block_size) * slot_index, o_.block_size,
-                           uint16_t(write ? kDescFNext : kDescFNext | kDescFWrite), d2};
-    q.desc[d2] = VringDesc{hdr + 16, 1, kDescFWrite, 0};
+    WriteBlkChain(q, q.desc, head, d1, d2, slot_index, write);
     q.free_head = q.free_next[d2];
   }
   q.head_slot[head] = slot_index + 1;

@@ -24,7 +24,7 @@ import { type PerfOptions, type PerfReport, PerfError, checkPerfOptions, loadPer
 /** How doorbells are written: the mapped page when offered (`auto`), always it (`mmap`), or REGION_WRITE messages. */
 export type DoorbellMode = 'auto' | 'mmap' | 'region-write';
 
-export interface NvmePerfOptions extends Omit<PerfOptions, 'scsi' | 'scsiTarget' | 'eventIdx' | 'inflight' | 'completion'> {
+export interface NvmePerfOptions extends Omit<PerfOptions, 'scsi' | 'scsiTarget' | 'eventIdx' | 'inflight' | 'completion' | 'descFreeList'> {
   /** The controller's vfio-user socket (`<traddr>/cntrl`). */
   socketPath: string;
   /** Namespace to drive; default 1. */
