@@ -21,7 +21,8 @@
  * wrap counter), le16 flags (ENABLE 0, DISABLE 1, DESC 2 with EVENT_IDX).
  * availAddr of the queue is the driver's area, usedAddr the device's.
  *
- * Memory ordering: available() scans the flags with plain loads, then reads
+ * Memory ordering: available() scans the flags with plain loads, then
+ * (except on x86-64, where a plain load already acquires: order.ts) reads
  * the head flags of the last chain it counted once more with Atomics.load
  * (the driver stores a head's flags after the rest of its chain, and chains
  * in ring order, §2.8.21, so every chain counted is in memory once that
@@ -44,7 +45,7 @@ import type { GuestMemory } from '../memory';
 import { addDescriptor, ChainError, type DescChain } from './chain';
 import type { PackedInflightQueue, PackedInflightRegion } from './inflight-packed';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
-import { InterruptDecision, PLAIN_STORE_RELEASES } from './order';
+import { InterruptDecision, PLAIN_LOAD_ACQUIRES, PLAIN_STORE_RELEASES } from './order';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
 import { QueueSetupError, wordIndex } from './split';
 
@@ -204,7 +205,8 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
    * seen available by a plain load is the driver's store of this lap (a
    * slot's older values have the other wrap bit, or AVAIL = USED), so the
    * count stands. One Atomics op per scan that finds chains, none when
-   * there is nothing new (an Atomics op is a builtin call on Node 20, ~10 ns).
+   * there is nothing new (an Atomics op is a builtin call on Node 20, ~10 ns),
+   * and none on x86-64, where the plain loads acquire (order.ts).
    */
   available(): number {
     if (this.broken !== null) return 0;
@@ -253,7 +255,7 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
       wrap = sw;
     }
     // Acquire: the chains counted are in memory before pop() and walk() read them (see above).
-    if (lastHead >= 0) Atomics.load(r32, w3 + 4 * lastHead);
+    if (lastHead >= 0 && !PLAIN_LOAD_ACQUIRES) Atomics.load(r32, w3 + 4 * lastHead);
     this.ahead = chains;
     this.aheadSlots = slots;
     this.scanIdx = slot;

@@ -13,10 +13,11 @@
  *   available ring:   le16 flags @0, le16 idx @2, le16 ring[size] @4, le16 used_event @4+2*size; 2-byte aligned
  *   used ring:        le16 flags @0, le16 idx @2, {le32 id, le32 len} ring[size] @4, le16 avail_event @4+8*size; 4-byte aligned
  *
- * Memory ordering: the guest runs on other CPUs. Index words are read and
- * written with Atomics on a Uint16Array over the region (sequentially
- * consistent: an `xchg`/`stlr`+`ldar` on x86-64/arm64 in V8, whether or not
- * the buffer is shared), so
+ * Memory ordering: the guest runs on other CPUs. Index words are written
+ * with Atomics on a Uint16Array over the region (sequentially consistent: an
+ * `xchg`/`stlr`+`ldar` on x86-64/arm64 in V8, whether or not the buffer is
+ * shared); the avail idx is read with a plain load, an acquire on x86-64,
+ * followed elsewhere by an Atomics.load once it shows new entries (order.ts), so
  *   - ring entries are read after the avail idx load that made them visible,
  *   - used elements (plain DataView stores) are written before the used idx store,
  *   - the used idx store comes before the used_event / flags load that
@@ -32,7 +33,7 @@ import type { GuestMemory } from '../memory';
 import { type ChainError, type DescChain, walkChain } from './chain';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, MAX_QUEUE_SIZE, VirtioFeature, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY } from './spec';
-import { InterruptDecision, PLAIN_STORE_RELEASES } from './order';
+import { InterruptDecision, PLAIN_LOAD_ACQUIRES, PLAIN_STORE_RELEASES } from './order';
 
 const RING_INDIRECT_DESC = 1n << BigInt(VirtioFeature.RingIndirectDesc);
 const RING_EVENT_IDX = 1n << BigInt(VirtioFeature.RingEventIdx);
@@ -162,7 +163,11 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
   available(): number {
     if (this.broken !== null) return 0;
     if (this.resubmit.left > 0) return this.resubmit.left;
-    const idx = Atomics.load(this.availWords, this.wAvailIdx);
+    const words = this.availWords;
+    let idx = words[this.wAvailIdx];
+    if (idx === this.lastAvailIdx) return 0;
+    // Acquire before the new entries are read (order.ts).
+    if (!PLAIN_LOAD_ACQUIRES) idx = Atomics.load(words, this.wAvailIdx);
     const n = (idx - this.lastAvailIdx) & 0xffff;
     if (n > this.size) {
       this.broken = `avail idx ${idx} is ${n} entries past ${this.lastAvailIdx}, more than the queue size ${this.size}`;
@@ -297,6 +302,9 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
     } else {
       Atomics.store(this.usedWords, this.wUsedFlags, enabled ? 0 : VRING_USED_F_NO_NOTIFY);
     }
+    // The re-check's avail idx load (plain, order.ts) must come after that store (store→load):
+    // an Atomics.load after it orders them (arm64: stlr then ldar; x86-64: the store's xchg already does).
+    if (enabled) Atomics.load(this.availWords, this.wAvailIdx);
   }
 
   /** Whether the driver's words, as read now, ask for an interrupt for the entries since the previous decision. */
