@@ -15,6 +15,17 @@
 import type { Native } from '../bindings/native';
 import type { RegionDesc } from './control';
 
+/**
+ * A plain typed-array load is an acquire load (x86-64: TSO keeps loads in
+ * order, and V8 emits typed-array loads in program order, on the effect
+ * chain). A driver's index, flags or doorbell that makes entries available can
+ * then be read without `Atomics.load`, a builtin call on a non-shared buffer in
+ * Node 20 (~10 ns): a poll loop spinning on an idle queue called it every
+ * iteration. Elsewhere (arm64) a plain load that sees new entries is
+ * followed by an Atomics.load (ldar) before they are read.
+ */
+export const PLAIN_LOAD_ACQUIRES = process.arch === 'x64';
+
 /** The addon calls guest memory needs (injected so tests run without the addon). */
 export type Mapper = Pick<Native, 'mmap' | 'munmap'>;
 

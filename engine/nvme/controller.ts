@@ -24,7 +24,7 @@
 import { BdevIo, BdevIoStatus, BdevIoType } from '../bdev/bdev';
 import type { BdevHandle, BdevLayer, BdevUser } from '../bdev/layer';
 import type { BdevDesc } from '../control';
-import type { GuestMemory } from '../memory';
+import { type GuestMemory, PLAIN_LOAD_ACQUIRES } from '../memory';
 import {
   AdminOpcode,
   AEC_NS_ATTR,
@@ -601,7 +601,7 @@ export class NvmeController {
       const mem = this.memory as GuestMemory;
       return mem.views[this.dbbufShadow].getUint32(this.dbbufShadowOff + idx * 4, true);
     }
-    return Atomics.load(this.doorbells, idx);
+    return PLAIN_LOAD_ACQUIRES ? this.doorbells[idx] : Atomics.load(this.doorbells, idx);
   }
 
   /** Keep the event index one behind what was seen: a polling controller never needs the MMIO doorbell. */

@@ -26,17 +26,6 @@
 /** A plain typed-array store publishes (x86-64); false: publish with Atomics.store and decide at once. */
 export const PLAIN_STORE_RELEASES = process.arch === 'x64';
 
-/**
- * A plain typed-array load is an acquire load (x86-64: TSO keeps loads in
- * order, and V8 emits typed-array loads in program order, on the effect
- * chain). The driver's index or flags that make entries available can then
- * be read without `Atomics.load`, a builtin call on a non-shared buffer in
- * Node 20 (~10 ns): a poll loop spinning on an idle queue calls it every
- * iteration. Elsewhere (arm64) a plain load that sees new entries is
- * followed by an Atomics.load (ldar) before they are read.
- */
-export const PLAIN_LOAD_ACQUIRES = process.arch === 'x64';
-
 /** The word fullFence() exchanges: this thread's own, never shared, so the exchange contends with nobody. */
 const FENCE_WORD = new Int32Array(1);
 

@@ -22,7 +22,7 @@
  * availAddr of the queue is the driver's area, usedAddr the device's.
  *
  * Memory ordering: available() scans the flags with plain loads, then
- * (except on x86-64, where a plain load already acquires: order.ts) reads
+ * (except on x86-64, where a plain load already acquires: memory.ts) reads
  * the head flags of the last chain it counted once more with Atomics.load
  * (the driver stores a head's flags after the rest of its chain, and chains
  * in ring order, §2.8.21, so every chain counted is in memory once that
@@ -41,11 +41,11 @@
  * Thread: the engine worker that owns the device.
  */
 import type { QueueDesc, RingPos } from '../control';
-import type { GuestMemory } from '../memory';
+import { type GuestMemory, PLAIN_LOAD_ACQUIRES } from '../memory';
 import { addDescriptor, ChainError, type DescChain } from './chain';
 import type { PackedInflightQueue, PackedInflightRegion } from './inflight-packed';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
-import { InterruptDecision, PLAIN_LOAD_ACQUIRES, PLAIN_STORE_RELEASES } from './order';
+import { InterruptDecision, PLAIN_STORE_RELEASES } from './order';
 import { DESC_SIZE, DescFlag, MAX_QUEUE_SIZE, VirtioFeature } from './spec';
 import { QueueSetupError, wordIndex } from './split';
 
@@ -206,7 +206,7 @@ export class PackedQueue extends InterruptDecision implements Virtqueue {
    * slot's older values have the other wrap bit, or AVAIL = USED), so the
    * count stands. One Atomics op per scan that finds chains, none when
    * there is nothing new (an Atomics op is a builtin call on Node 20, ~10 ns),
-   * and none on x86-64, where the plain loads acquire (order.ts).
+   * and none on x86-64, where the plain loads acquire (memory.ts).
    */
   available(): number {
     if (this.broken !== null) return 0;

@@ -17,7 +17,7 @@
  * with Atomics on a Uint16Array over the region (sequentially consistent: an
  * `xchg`/`stlr`+`ldar` on x86-64/arm64 in V8, whether or not the buffer is
  * shared); the avail idx is read with a plain load, an acquire on x86-64,
- * followed elsewhere by an Atomics.load once it shows new entries (order.ts), so
+ * followed elsewhere by an Atomics.load once it shows new entries (memory.ts), so
  *   - ring entries are read after the avail idx load that made them visible,
  *   - used elements (plain DataView stores) are written before the used idx store,
  *   - the used idx store comes before the used_event / flags load that
@@ -29,11 +29,11 @@
  * Uint16Array is host order: vhostd targets little-endian hosts only.
  */
 import type { QueueDesc, RingPos } from '../control';
-import type { GuestMemory } from '../memory';
+import { type GuestMemory, PLAIN_LOAD_ACQUIRES } from '../memory';
 import { type ChainError, type DescChain, walkChain } from './chain';
 import { type InflightTracker, Resubmits, type Virtqueue } from './queue';
 import { DESC_SIZE, MAX_QUEUE_SIZE, VirtioFeature, VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY } from './spec';
-import { InterruptDecision, PLAIN_LOAD_ACQUIRES, PLAIN_STORE_RELEASES } from './order';
+import { InterruptDecision, PLAIN_STORE_RELEASES } from './order';
 
 const RING_INDIRECT_DESC = 1n << BigInt(VirtioFeature.RingIndirectDesc);
 const RING_EVENT_IDX = 1n << BigInt(VirtioFeature.RingEventIdx);
@@ -166,7 +166,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
     const words = this.availWords;
     let idx = words[this.wAvailIdx];
     if (idx === this.lastAvailIdx) return 0;
-    // Acquire before the new entries are read (order.ts).
+    // Acquire before the new entries are read (memory.ts).
     if (!PLAIN_LOAD_ACQUIRES) idx = Atomics.load(words, this.wAvailIdx);
     const n = (idx - this.lastAvailIdx) & 0xffff;
     if (n > this.size) {
@@ -302,7 +302,7 @@ export class SplitQueue extends InterruptDecision implements Virtqueue {
     } else {
       Atomics.store(this.usedWords, this.wUsedFlags, enabled ? 0 : VRING_USED_F_NO_NOTIFY);
     }
-    // The re-check's avail idx load (plain, order.ts) must come after that store (store→load):
+    // The re-check's avail idx load (plain, memory.ts) must come after that store (store→load):
     // an Atomics.load after it orders them (arm64: stlr then ldar; x86-64: the store's xchg already does).
     if (enabled) Atomics.load(this.availWords, this.wAvailIdx);
   }
