@@ -599,7 +599,9 @@ export class NvmeController {
     const idx = 2 * qid + (cq ? 1 : 0);
     if (qid !== 0 && this.dbbufShadow >= 0) {
       const mem = this.memory as GuestMemory;
-      return mem.views[this.dbbufShadow].getUint32(this.dbbufShadowOff + idx * 4, true);
+      // The shadow page is guest memory the driver writes after its entries: an acquire off x86-64, as for the MMIO doorbells.
+      const at = this.dbbufShadowOff + idx * 4;
+      return PLAIN_LOAD_ACQUIRES ? mem.views[this.dbbufShadow].getUint32(at, true) : Atomics.load(mem.words32[this.dbbufShadow], at >>> 2);
     }
     return PLAIN_LOAD_ACQUIRES ? this.doorbells[idx] : Atomics.load(this.doorbells, idx);
   }
@@ -629,7 +631,8 @@ export class NvmeController {
     const so = mem.offset;
     const e = mem.translate(eventGpa, PAGE_BYTES);
     const eo = mem.offset;
-    if (s < 0 || e < 0) {
+    // Both pages 4-byte aligned in their mapping too (a region's guest address need not be), for the 32-bit element loads.
+    if (s < 0 || e < 0 || so % 4 !== 0 || eo % 4 !== 0) {
       this.dbbufShadow = -1;
       this.dbbufEvent = -1;
       return false;

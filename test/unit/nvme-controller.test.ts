@@ -445,6 +445,32 @@ t.test('shadow doorbells: commands rung only in guest memory are taken; event in
   t.same(Buffer.from(new Uint8Array(d.storage, 4 * 512, 512)), Buffer.from(d.bytes.subarray(DATA - BASE, DATA - BASE + 512)));
 });
 
+t.test('shadow doorbells: a page that is not 4-byte aligned in its mapping is refused', async (t) => {
+  const d = new Driver();
+  const fd = native.memfdCreate('nvme-test-odd', 0);
+  native.ftruncate(fd, 0x4000);
+  // A second region whose guest address is 2 past a page: the page-aligned GPAs in it sit at offsets of 2 mod 4.
+  const odd = BASE + MEM_BYTES + 0x1002;
+  const mem = GuestMemory.map(
+    [
+      { fd: d.memFd, guestPhysAddr: BASE, sizeBytes: MEM_BYTES, userAddr: BASE, mmapOffset: 0 },
+      { fd, guestPhysAddr: odd, sizeBytes: 0x4000, userAddr: odd + 0x10000, mmapOffset: 0 },
+    ],
+    native,
+  );
+  t.teardown(() => {
+    d.close();
+    mem.unmap();
+    native.close(fd);
+  });
+  d.ctrl.setMemory(mem);
+  d.enable();
+  const page = BASE + MEM_BYTES + 0x2000;
+  t.equal(d.cmd(0, { 0: 0x7c, 6: page, 8: EVENTIDX }).status, Status.InvalidField, 'shadow page at offset 0xffe of its region');
+  t.equal(d.cmd(0, { 0: 0x7c, 6: SHADOW, 8: page }).status, Status.InvalidField, 'event index page at offset 0xffe of its region');
+  t.equal(d.cmd(0, { 0: 0x7c, 6: SHADOW, 8: EVENTIDX }).status, 0, 'aligned pages are taken');
+});
+
 t.test('a doorbell past the queue size sets CSTS.CFS; reset clears it', async (t) => {
   const d = new Driver();
   t.teardown(() => d.close());
