@@ -595,22 +595,25 @@ export class NvmeController {
 
   // --- doorbells ------------------------------------------------------------------------
 
+  /**
+   * The driver's doorbell: the MMIO page, or after Doorbell Buffer Config
+   * the shadow page in guest memory (I/O queues). Either is written after
+   * the entries it makes available: an acquire load, plain on x86-64.
+   */
   private readDoorbell(qid: number, cq: boolean): number {
-    const idx = 2 * qid + (cq ? 1 : 0);
+    let words = this.doorbells;
+    let idx = 2 * qid + (cq ? 1 : 0);
     if (qid !== 0 && this.dbbufShadow >= 0) {
-      const mem = this.memory as GuestMemory;
-      // The shadow page is guest memory the driver writes after its entries: an acquire off x86-64, as for the MMIO doorbells.
-      const at = this.dbbufShadowOff + idx * 4;
-      return PLAIN_LOAD_ACQUIRES ? mem.views[this.dbbufShadow].getUint32(at, true) : Atomics.load(mem.words32[this.dbbufShadow], at >>> 2);
+      words = (this.memory as GuestMemory).words32[this.dbbufShadow];
+      idx += this.dbbufShadowOff >>> 2;
     }
-    return PLAIN_LOAD_ACQUIRES ? this.doorbells[idx] : Atomics.load(this.doorbells, idx);
+    return PLAIN_LOAD_ACQUIRES ? words[idx] : Atomics.load(words, idx);
   }
 
   /** Keep the event index one behind what was seen: a polling controller never needs the MMIO doorbell. */
   private writeEventIdx(qid: number, cq: boolean, seen: number): void {
     const mem = this.memory as GuestMemory;
-    const idx = 2 * qid + (cq ? 1 : 0);
-    mem.views[this.dbbufEvent].setUint32(this.dbbufEventOff + idx * 4, (seen - 1) >>> 0, true);
+    mem.words32[this.dbbufEvent][(this.dbbufEventOff >>> 2) + 2 * qid + (cq ? 1 : 0)] = (seen - 1) >>> 0;
   }
 
   // --- queue memory ------------------------------------------------------------------------
@@ -631,7 +634,7 @@ export class NvmeController {
     const so = mem.offset;
     const e = mem.translate(eventGpa, PAGE_BYTES);
     const eo = mem.offset;
-    // Both pages 4-byte aligned in their mapping too (a region's guest address need not be), for the 32-bit element loads.
+    // Both pages 4-byte aligned in their mapping too (a region's guest address need not be): they are read and written as 32-bit elements.
     if (s < 0 || e < 0 || so % 4 !== 0 || eo % 4 !== 0) {
       this.dbbufShadow = -1;
       this.dbbufEvent = -1;
