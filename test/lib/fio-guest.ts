@@ -18,7 +18,7 @@ export interface FioGuest {
   readonly writeDone: boolean;
 }
 
-export function bootFioGuest(opts: Omit<BootOptions, 'script' | 'memMiB' | 'smp' | 'timeoutMs' | 'onOutput'>, scriptTail: string): FioGuest {
+export function bootFioGuest(opts: Omit<BootOptions, 'script' | 'memMiB' | 'smp' | 'timeoutMs' | 'onOutput'>, scriptTail: string, dev = 'vda'): FioGuest {
   let started!: () => void;
   const fioStarted = new Promise<void>((r) => (started = r));
   let console_ = '';
@@ -26,7 +26,7 @@ export function bootFioGuest(opts: Omit<BootOptions, 'script' | 'memMiB' | 'smp'
   let done = false;
   const run = bootGuest({
     ...opts,
-    script: `${fioWriteThenVerify()}${scriptTail}`,
+    script: `${fioWriteThenVerify(dev)}${scriptTail}`,
     memMiB: 512,
     smp: 2,
     timeoutMs: 900_000,

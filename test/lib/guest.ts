@@ -28,7 +28,7 @@ export interface GuestSocket {
   kind: 'blk' | 'scsi';
   /** Request queues (for scsi: QEMU's num_queues, request queues only). */
   numQueues: number;
-  /** QEMU reconnects (`reconnect=1`: every second) when the back-end goes away, and waits for it at start. */
+  /** QEMU reconnects every second when the back-end goes away, and waits for it at start (`reconnect=1`; `reconnect-ms=1000` from QEMU 9.2, which replaced it). */
   reconnect?: boolean;
   /** Ask for packed virtqueues (`packed=on`, VIRTIO_F_RING_PACKED). */
   packed?: boolean;
@@ -61,6 +61,8 @@ export interface BootOptions {
   accel?: 'tcg' | 'kvm';
   /** Streams the console (for debugging); VHOSTD_GUEST_DEBUG=1 does the same to stderr. */
   onOutput?: (text: string) => void;
+  /** Kills QEMU when aborted (a test that failed half-way: its guest must not run on to timeoutMs). */
+  signal?: AbortSignal;
 }
 
 export interface GuestRun {
@@ -209,7 +211,26 @@ export function parseMarkers(output: string): Pick<GuestRun, 'exitCode' | 'resul
   return { exitCode, results, values };
 }
 
-function qemuDeviceArgs(sockets: (GuestSocket | GuestVfioUserSocket)[]): string[] {
+const reconnectOptions = new Map<string, string>();
+
+/**
+ * The chardev option that reconnects every second: QEMU 9.2 added
+ * `reconnect-ms` and deprecated `reconnect` (seconds), which 10.x refuses
+ * ("Invalid parameter 'reconnect'"). Read from the binary's version, once per binary.
+ */
+function reconnectOption(qemu: string): string {
+  let opt = reconnectOptions.get(qemu);
+  if (opt === undefined) {
+    const m = /version (\d+)\.(\d+)/.exec(execFileSync(qemu, ['--version'], { encoding: 'utf8' }));
+    if (m === null) throw new Error(`${qemu} --version: no version`);
+    const [major, minor] = [Number(m[1]), Number(m[2])];
+    opt = major > 9 || (major === 9 && minor >= 2) ? 'reconnect-ms=1000' : 'reconnect=1';
+    reconnectOptions.set(qemu, opt);
+  }
+  return opt;
+}
+
+function qemuDeviceArgs(sockets: (GuestSocket | GuestVfioUserSocket)[], qemu: string): string[] {
   const args: string[] = [];
   sockets.forEach((s, i) => {
     if (s.kind === 'vfio-user') {
@@ -219,7 +240,7 @@ function qemuDeviceArgs(sockets: (GuestSocket | GuestVfioUserSocket)[]): string[
     if (!Number.isInteger(s.numQueues) || s.numQueues < 1) {
       throw new RangeError(`sockets[${i}].numQueues must be a positive integer`);
     }
-    args.push('-chardev', `socket,id=c${i},path=${s.path}${s.reconnect === true ? ',reconnect=1' : ''}`);
+    args.push('-chardev', `socket,id=c${i},path=${s.path}${s.reconnect === true ? `,${reconnectOption(qemu)}` : ''}`);
     if (s.kind === 'blk') {
       args.push('-device', `vhost-user-blk-pci,chardev=c${i},num-queues=${s.numQueues}${s.packed === true ? ',packed=on' : ''}`);
     } else {
@@ -250,7 +271,7 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
   const smp = opts.smp ?? 1;
   const timeoutMs = opts.timeoutMs ?? 180_000;
   const image = await guestImage();
-  const deviceArgs = qemuDeviceArgs(opts.sockets);
+  const deviceArgs = qemuDeviceArgs(opts.sockets, opts.qemu ?? 'qemu-system-x86_64');
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vhostd-boot-'));
   try {
@@ -300,12 +321,18 @@ export async function bootGuest(opts: BootOptions): Promise<GuestRun> {
         timedOut = true;
         child.kill('SIGKILL');
       }, timeoutMs);
+      const onAbort = (): void => {
+        child.kill('SIGKILL');
+      };
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
       child.on('error', (err) => {
         clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
         reject(err);
       });
       child.on('close', (status, signal) => {
         clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
         const markers = parseMarkers(output);
         resolve({ output, ...markers, timedOut, qemuStatus: status, qemuSignal: signal });
       });

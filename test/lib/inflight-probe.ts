@@ -38,11 +38,15 @@ export interface RingAddrs {
   usedPhys: number;
 }
 
-/** The vhost-user-blk device's rings (queues 0..numQueues-1), from QEMU's monitor at `monitor`. */
-export async function vhostBlkRings(monitor: string, numQueues: number): Promise<RingAddrs[]> {
+/**
+ * The rings of the guest's vhost-user device of `kind` (queues 0..numQueues-1:
+ * for scsi the control and event queues and then the request queues), from
+ * QEMU's monitor at `monitor`.
+ */
+export async function vhostRings(monitor: string, kind: 'blk' | 'scsi', numQueues: number): Promise<RingAddrs[]> {
   const [list] = await hmpCommands(monitor, ['info virtio']);
-  const m = /(\/machine\/\S+)\s+\[(?:vhost-user-blk|virtio-blk)\]/.exec(list);
-  if (m === null) throw new Error(`no vhost-user-blk in QEMU's 'info virtio': ${JSON.stringify(list)}`);
+  const m = new RegExp(`(/machine/\\S+)\\s+\\[(?:vhost-user|virtio)-${kind}\\]`).exec(list);
+  if (m === null) throw new Error(`no vhost-user-${kind} in QEMU's 'info virtio': ${JSON.stringify(list)}`);
   const cmds: string[] = [];
   for (let q = 0; q < numQueues; q++) cmds.push(`info virtio-vhost-queue-status ${m[1]} ${q}`);
   const outs = await hmpCommands(monitor, cmds);
