@@ -62,6 +62,12 @@ export class ScsiModel implements DeviceModel {
   readonly configChangeOnResize = false;
   /** QEMU's vhost-user-scsi builds its config space itself and warns when CONFIG is offered (SPDK's vhost-scsi does not offer it). */
   readonly configSpaceOffered = false;
+  /**
+   * QEMU's vhost-user-scsi keeps an in-flight region and reconnects since 8.2
+   * (`-chardev socket,...,reconnect-ms=N`): a restart loses nothing. QEMU 7.2's
+   * takes the region too but cannot reconnect vhost-user-scsi.
+   */
+  readonly inflightShmfd = true;
   private readonly targets: (TargetState | null)[] = new Array<TargetState | null>(SCSI_MAX_TARGETS).fill(null);
 
   /** Every bdev a target uses (those being removed too: the device still holds them), by target number. */
