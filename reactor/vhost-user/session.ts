@@ -382,6 +382,7 @@ export class VhostUserSession implements BackendChannel {
         if (this.deviceRunning && msg.features !== this.runningFeatures) await this.stopDevice('features changed');
         this.features = msg.features;
         this.featuresSet = true;
+        this.log.debug('features set', { ctrlr: this.backend.name, features: `0x${msg.features.toString(16)}`, offered: `0x${this.backend.features.toString(16)}` });
         if ((msg.features & VHOST_F_LOG_ALL) !== 0n) {
           if (this.logBase === null) this.log.warn('LOG_ALL set before SET_LOG_BASE: nothing is logged until a log comes', { ctrlr: this.backend.name });
           else this.log.info('dirty logging requested (live migration)', { ctrlr: this.backend.name, logBytes: this.logBase.sizeBytes });
